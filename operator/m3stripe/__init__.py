@@ -1,0 +1,1 @@
+"""Send m3ter Bills to Stripe from Kubernetes: the StripeIntegration operator."""

@@ -1,0 +1,94 @@
+"""Thin adapter over the official `kubernetes` client for what the operator does beyond kopf.
+
+Secrets are read by name only (`get`), never listed or watched: the operator needs no cluster-wide
+Secret access. Calls run in worker threads because the official client is synchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from m3stripe.api import names
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret's decoded data; `repr` never shows values."""
+
+    name: str
+    resource_version: str
+    data: dict[str, bytes] = field(repr=False)
+
+    def text(self, key: str) -> str | None:
+        raw = self.data.get(key)
+        if raw is None:
+            return None
+        # Secrets made with `echo ... | base64` carry a trailing newline; Stripe keys never contain whitespace.
+        return raw.decode("utf-8", errors="replace").strip()
+
+
+class KubeApiError(Exception):
+    """The Kubernetes API refused or failed a call; `status` is the HTTP status (0 when unreachable)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_api_client() -> client.ApiClient:
+    """An API client for what KUBECONFIG (or the in-cluster service account) points at."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config()
+    else:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self._api_client = api_client or load_api_client()
+        self._core = client.CoreV1Api(self._api_client)
+        self._custom = client.CustomObjectsApi(self._api_client)
+
+    async def read_secret(self, namespace: str, name: str) -> SecretData | None:
+        """The Secret, or None when it does not exist."""
+        try:
+            secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise KubeApiError(f"reading Secret {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status) from None
+        except Exception as err:
+            raise KubeApiError(f"reading Secret {namespace}/{name} failed: {type(err).__name__}") from None
+        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        for key, value in (secret.string_data or {}).items():
+            data.setdefault(key, value.encode())
+        return SecretData(name=name, resource_version=secret.metadata.resource_version or "", data=data)
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the integration's status subresource."""
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object_status,
+                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": status},
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return  # deleted meanwhile; nothing to report on
+            raise KubeApiError(f"patching status of {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status) from None
+
+    async def patch_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object,
+            names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"metadata": metadata},
+        )
+
+    def close(self) -> None:
+        self._api_client.close()

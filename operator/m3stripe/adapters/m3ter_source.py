@@ -1,0 +1,375 @@
+"""Reads Bills, Accounts and Stripe customer mappings from m3ter through the official async SDK.
+
+The SDK is used as published: the bearer token from :class:`TokenManager` is handed over with the
+client's ``token`` option (``AsyncM3ter.with_options(token=...)``, which shares the connection
+pool), retries for 429/5xx/network errors are the SDK's own bounded ``max_retries`` with
+exponential backoff (honouring Retry-After), and SDK models are converted to domain values here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import m3ter
+from m3ter import AsyncM3ter
+from m3ter.pagination import AsyncCursor
+from m3ter.types import AccountResponse, BillResponse, ExternalMappingResponse
+from m3ter.types.bill_response import LineItem as SdkLineItem
+
+from m3stripe.domain.billing import ADDRESS_KEYS, Account, Bill, BillStatus, CustomFieldValue, LineItem
+
+from .m3ter_token import (
+    M3terAuthError,
+    M3terCredentials,
+    M3terSourceError,
+    M3terUnavailable,
+    TokenManager,
+)
+
+__all__ = [
+    "M3terAuthError",
+    "M3terCredentials",
+    "M3terSource",
+    "M3terSourceError",
+    "M3terUnavailable",
+    "TokenManager",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 200  # m3ter's upper bound for pageSize
+STRIPE_SYSTEM = "Stripe"
+STRIPE_CUSTOMER_TABLE = "Customer"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_T = TypeVar("_T")
+
+
+class M3terSource:
+    """One m3ter Organization, read through a Service User's credentials."""
+
+    def __init__(
+        self,
+        credentials: M3terCredentials,
+        *,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        token_manager: TokenManager | None = None,
+        max_retries: int = 3,
+        account_cache_ttl: float = 300.0,
+        account_cache_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._credentials = credentials
+        self._base = AsyncM3ter(
+            api_key=credentials.client_id,
+            api_secret=credentials.client_secret,
+            org_id=credentials.organization_id,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._owns_tokens = token_manager is None
+        self._tokens = token_manager or TokenManager(credentials, client=self._base)
+        self._authed: tuple[str, AsyncM3ter] | None = None
+        self._clock = clock
+        self._account_ttl = account_cache_ttl
+        self._account_cache_size = account_cache_size
+        self._accounts: OrderedDict[str, tuple[float, Account]] = OrderedDict()
+
+    @property
+    def token_manager(self) -> TokenManager:
+        return self._tokens
+
+    @property
+    def organization_id(self) -> str:
+        return self._credentials.organization_id
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _client(self) -> tuple[str, AsyncM3ter]:
+        token = await self._tokens.get()
+        authed = self._authed
+        if authed is None or authed[0] != token:
+            # One derived client per token; it shares the base client's HTTP connection pool.
+            authed = (token, self._base.with_options(token=token))
+            self._authed = authed
+        return authed
+
+    async def _call(self, what: str, operation: Callable[[AsyncM3ter], Awaitable[_T]]) -> _T:
+        """Run one SDK call with a valid token, translating SDK errors to this module's."""
+        for attempt in (1, 2):
+            token, client = await self._client()
+            try:
+                return await operation(client)
+            except m3ter.AuthenticationError as exc:
+                self._tokens.invalidate(token)
+                if attempt == 1:
+                    # Tokens can die before their advertised expiry (revocation, a restarted
+                    # issuer); one retry with a fresh token tells that apart from bad credentials.
+                    log.info("m3ter rejected the bearer token while %s; fetching a new one", what)
+                    continue
+                raise M3terAuthError(
+                    f"m3ter rejected a freshly issued token while {what} (HTTP {exc.status_code})"
+                ) from None
+            except m3ter.PermissionDeniedError as exc:
+                raise M3terAuthError(
+                    f"client_id {self._credentials.client_id!r} may not access organization "
+                    f"{self.organization_id!r} ({what}, HTTP {exc.status_code})"
+                ) from None
+            except (m3ter.APIConnectionError, m3ter.RateLimitError, m3ter.InternalServerError) as exc:
+                raise M3terUnavailable(f"m3ter unavailable while {what}: {exc}") from exc
+            except m3ter.APIStatusError as exc:
+                raise M3terSourceError(f"m3ter refused the request while {what}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Prove the credentials work and the Organization is reachable (one small request)."""
+        await self._call("checking access", lambda client: client.accounts.list(page_size=1))
+
+    async def iter_bills(
+        self, *, modified_since: datetime | None, page_size: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[Bill]:
+        """Stream every Bill last modified at or after ``modified_since`` (all Bills if None).
+
+        The list endpoint has no last-modified filter (only bill dates, status, account and ids),
+        so the filter is applied here while pages stream through: memory stays at one page, but
+        every Bill is fetched. Each page gets a current token, so long scans outlive tokens.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        since = None if modified_since is None else _aware(modified_since)
+        next_token: str | None = None
+        while True:
+            page = await self._call("listing bills", _bills_page(next_token, page_size))
+            for item in page.data or ():
+                bill = to_bill(item)
+                if since is None or bill.last_modified >= since:
+                    yield bill
+            next_token = page.next_token
+            if not next_token:
+                return
+
+    async def get_bill(self, bill_id: str) -> Bill | None:
+        """The current version of one Bill, or None if m3ter has no such Bill."""
+
+        async def retrieve(client: AsyncM3ter) -> BillResponse | None:
+            try:
+                return await client.bills.retrieve(bill_id)
+            except m3ter.NotFoundError:
+                return None
+
+        item = await self._call(f"reading bill {bill_id}", retrieve)
+        return None if item is None else to_bill(item)
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """One Account, from a small per-source LRU cache (TTL ``account_cache_ttl``) when fresh.
+
+        Misses are not cached so a newly created Account is seen on the next call.
+        """
+        now = self._clock()
+        cached = self._accounts.get(account_id)
+        if cached is not None and now < cached[0]:
+            self._accounts.move_to_end(account_id)
+            return cached[1]
+
+        async def retrieve(client: AsyncM3ter) -> AccountResponse | None:
+            try:
+                return await client.accounts.retrieve(account_id)
+            except m3ter.NotFoundError:
+                return None
+
+        item = await self._call(f"reading account {account_id}", retrieve)
+        if item is None:
+            self._accounts.pop(account_id, None)
+            return None
+        account = to_account(item)
+        self._accounts[account_id] = (now + self._account_ttl, account)
+        self._accounts.move_to_end(account_id)
+        while len(self._accounts) > self._account_cache_size:
+            self._accounts.popitem(last=False)
+        return account
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop a cached Account (e.g. after an Account-changed event)."""
+        self._accounts.pop(account_id, None)
+
+    async def find_stripe_customer_mapping(self, account_id: str) -> str | None:
+        """The Stripe Customer id an External Mapping ties to this Account, or None.
+
+        System and table names are compared case-insensitively because they are free text in
+        m3ter. Should several mappings exist, the most recently modified one wins.
+        """
+        best: tuple[datetime, str, str] | None = None
+        next_token: str | None = None
+        while True:
+            page = await self._call(
+                f"reading external mappings of account {account_id}",
+                _account_mappings_page(account_id, next_token),
+            )
+            for mapping in page.data or ():
+                if (
+                    str(mapping.external_system).lower() == STRIPE_SYSTEM.lower()
+                    and str(mapping.external_table).lower() == STRIPE_CUSTOMER_TABLE.lower()
+                    and mapping.m3ter_id == account_id
+                ):
+                    modified = _datetime(mapping.dt_last_modified) or _EPOCH
+                    candidate = (modified, mapping.id, mapping.external_id)
+                    if best is None or candidate > best:
+                        best = candidate
+            next_token = page.next_token
+            if not next_token:
+                return None if best is None else best[2]
+
+    async def aclose(self) -> None:
+        if self._owns_tokens:
+            await self._tokens.aclose()
+        await self._base.close()
+
+
+# Page fetchers are built by functions so each binds its own cursor (closures in the paging loops
+# would all see the loop's latest value).
+
+
+def _bills_page(
+    cursor: str | None, page_size: int
+) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
+    def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
+        return client.bills.list(
+            page_size=page_size, include_bill_total=True, next_token=cursor or m3ter.omit
+        )
+
+    return fetch
+
+
+def _account_mappings_page(
+    account_id: str, cursor: str | None
+) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[ExternalMappingResponse]]]:
+    def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[ExternalMappingResponse]]:
+        return client.external_mappings.list_by_m3ter_entity(
+            account_id, entity="Account", page_size=MAX_PAGE_SIZE, next_token=cursor or m3ter.omit
+        )
+
+    return fetch
+
+
+# -- SDK model -> domain conversion -------------------------------------------------------------
+
+
+def _decimal(value: Any) -> Decimal:
+    """Exact Decimal of a JSON number as the SDK parsed it: via str, never float arithmetic."""
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int | float | str) and not isinstance(value, bool):
+        result = Decimal(str(value))
+    else:
+        raise ValueError(f"expected a number from m3ter, got {value!r}")
+    if not result.is_finite():
+        raise ValueError(f"expected a finite number from m3ter, got {value!r}")
+    return result
+
+
+def _optional_decimal(value: Any) -> Decimal | None:
+    return None if value is None else _decimal(value)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _datetime(value: Any) -> datetime | None:
+    # The SDK builds models without validation, so an unparsable field arrives as the raw string.
+    if value is None or isinstance(value, datetime):
+        return None if value is None else _aware(value)
+    return _aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+def _date(value: Any) -> date | None:
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, datetime):
+        return value.date()
+    return date.fromisoformat(str(value)[:10])
+
+
+def _custom_value(value: Any) -> CustomFieldValue:
+    if value is None or isinstance(value, str):
+        return value
+    return _decimal(value)
+
+
+def to_line_item(item: SdkLineItem, *, bill_id: str, index: int, bill_currency: str) -> LineItem:
+    """Convert one embedded Bill line item; lines without an id get a stable positional one."""
+    return LineItem(
+        id=item.id or f"{bill_id}:{index}",
+        line_item_type=str(item.line_item_type),
+        description=item.description or "",
+        quantity=_decimal(item.quantity if item.quantity is not None else 0),
+        subtotal=_decimal(item.subtotal if item.subtotal is not None else 0),
+        unit_price=_optional_decimal(item.average_unit_price),
+        currency=item.currency or bill_currency,
+        aggregation_id=item.aggregation_id,
+        product_name=item.product_name,
+        service_period_start=_datetime(item.service_period_start_date),
+        service_period_end=_datetime(item.service_period_end_date),
+        sequence_number=None if item.sequence_number is None else int(item.sequence_number),
+    )
+
+
+def to_bill(item: BillResponse) -> Bill:
+    """Convert an SDK Bill (with embedded line items) to the domain Bill."""
+    currency = item.currency or ""
+    status: BillStatus = "APPROVED" if item.status == "APPROVED" else "PENDING"
+    last_modified = (
+        _datetime(item.dt_last_modified)
+        or _datetime(item.last_calculated_date)
+        or _datetime(item.dt_created)
+        or _EPOCH
+    )
+    return Bill(
+        id=item.id,
+        version=int(item.version) if item.version is not None else 1,
+        account_id=item.account_id or "",
+        account_code=item.account_code,
+        status=status,
+        currency=currency,
+        bill_total=_optional_decimal(item.bill_total),
+        due_date=_date(item.due_date),
+        bill_date=_date(item.bill_date),
+        purchase_order_number=item.purchase_order_number,
+        last_modified=last_modified,
+        line_items=tuple(
+            to_line_item(line, bill_id=item.id, index=index, bill_currency=currency)
+            for index, line in enumerate(item.line_items or ())
+        ),
+        external_invoice_reference=item.external_invoice_reference,
+        locked=bool(item.locked),
+    )
+
+
+def _address(item: AccountResponse) -> Mapping[str, str | None]:
+    if item.address is None:
+        return {}
+    # The SDK's snake_case attributes map one-to-one onto m3ter's camelCase address keys.
+    dumped = item.address.model_dump(by_alias=True)
+    return {key: dumped.get(key) for key in ADDRESS_KEYS}
+
+
+def to_account(item: AccountResponse) -> Account:
+    """Convert an SDK Account to the domain Account."""
+    return Account(
+        id=item.id,
+        name=item.name or "",
+        code=item.code or "",
+        currency=item.currency,
+        address=_address(item),
+        custom_fields={key: _custom_value(value) for key, value in (item.custom_fields or {}).items()},
+    )

@@ -1,0 +1,81 @@
+"""Condition bookkeeping per the Kubernetes API conventions, without status churn.
+
+A condition whose status, reason, message and observedGeneration are unchanged is kept as it was,
+lastTransitionTime included; lastTransitionTime moves only when `status` flips.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from m3stripe.api.status import REASON_PATTERN
+
+Status = Literal["True", "False", "Unknown"]
+_REASON_RE = re.compile(REASON_PATTERN)
+MAX_MESSAGE = 32768
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the operator concluded about one condition type in this reconcile."""
+
+    type: str
+    status: Status
+    reason: str
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        # The apiserver rejects the whole status patch on a bad reason; fail here, in tests, instead.
+        if not _REASON_RE.match(self.reason):
+            raise ValueError(f"condition reason {self.reason!r} does not match {REASON_PATTERN}")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def merge_conditions(
+    existing: Sequence[Mapping[str, Any]] | None,
+    observations: Iterable[Observation],
+    *,
+    generation: int | None,
+    absent: Iterable[str] = (),
+    now: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return the new conditions list: observed types updated, `absent` types removed, others kept."""
+    stamp = now or now_rfc3339()
+    by_type: dict[str, dict[str, Any]] = {c["type"]: dict(c) for c in existing or () if "type" in c}
+    order = [c["type"] for c in existing or () if "type" in c]
+    for obs in observations:
+        type_ = str(obs.type)
+        old = by_type.get(type_)
+        message = obs.message[:MAX_MESSAGE]
+        new: dict[str, Any] = {
+            "type": str(obs.type),
+            "status": obs.status,
+            "reason": obs.reason,
+            "message": message,
+            "observedGeneration": generation,
+            "lastTransitionTime": stamp,
+        }
+        if generation is None:
+            del new["observedGeneration"]
+        if old is not None and old.get("status") == obs.status:
+            new["lastTransitionTime"] = old.get("lastTransitionTime", stamp)
+        by_type[type_] = new
+        if type_ not in order:
+            order.append(type_)
+    for gone in absent:
+        by_type.pop(str(gone), None)
+    return [by_type[t] for t in order if t in by_type]
+
+
+def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    for condition in conditions or ():
+        if condition.get("type") == type_:
+            return condition
+    return None

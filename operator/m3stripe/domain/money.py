@@ -1,0 +1,221 @@
+"""Exact conversion between m3ter's decimal amounts and Stripe's integer minor units.
+
+Stripe amounts are integers in the currency's minor unit as *Stripe* defines it, which is
+not always ISO 4217's:
+
+* zero-decimal currencies (JPY, KRW, ...): 1 unit = 1 minor unit;
+* three-decimal currencies (KWD, BHD, ...): 1 unit = 1000 minor units, but Stripe's payment
+  partners require the last digit to be 0, so charged amounts are multiples of 10;
+* ISK: ISO says zero decimals, but Stripe kept it two-decimal for backwards compatibility
+  and rejects amounts not divisible by 100, so only whole krónur can be charged;
+* HUF and TWD: two-decimal in the API (charges may carry fractions) although Stripe treats
+  them as zero-decimal for *payouts*, which must be divisible by 100.  Payouts are not ours
+  to make, so they keep plain two-decimal handling here.
+
+Rounding: ``ROUND_HALF_UP`` (ties away from zero, the commercial rounding invoices use).
+m3ter already rounds bill subtotals to the currency precision, so rounding only bites when
+an amount carries extra precision or the currency needs a coarser step (three-decimal
+currencies, ISK).  Ties away from zero make credits mirror charges: -12.345 USD gives -1235.
+The amount is rounded once, directly to the allowed step, never in two passes.
+
+Floats are refused (TypeError): a float has already lost the exact decimal value.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_05UP,
+    ROUND_CEILING,
+    ROUND_DOWN,
+    ROUND_FLOOR,
+    ROUND_HALF_DOWN,
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    ROUND_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
+
+__all__ = [
+    "MAX_MINOR_UNITS",
+    "THREE_DECIMAL_CURRENCIES",
+    "UNIT_AMOUNT_DECIMAL_PLACES",
+    "ZERO_DECIMAL_CURRENCIES",
+    "MoneyError",
+    "currency_exponent",
+    "format_money",
+    "from_minor_units",
+    "minor_unit_step",
+    "normalize_currency",
+    "to_minor_units",
+    "unit_amount_decimal",
+]
+
+# Upper case; normalize_currency() maps Stripe's lower-case codes onto these.
+# fmt: off
+ZERO_DECIMAL_CURRENCIES: frozenset[str] = frozenset({
+    "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA",
+    "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF",
+})
+# fmt: on
+THREE_DECIMAL_CURRENCIES: frozenset[str] = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+# Minor units Stripe accepts per charged amount, where it is coarser than 1.
+_STEP_OVERRIDES: dict[str, int] = {"ISK": 100} | dict.fromkeys(THREE_DECIMAL_CURRENCIES, 10)
+# Decimals shown to humans where they differ from the API exponent (ISK is whole krónur).
+_DISPLAY_EXPONENT_OVERRIDES: dict[str, int] = {"ISK": 0}
+
+# Stripe stores amounts as signed 64-bit integers.
+MAX_MINOR_UNITS = 2**63 - 1
+# Stripe's documented limit for price_data.unit_amount_decimal.
+UNIT_AMOUNT_DECIMAL_PLACES = 12
+
+_CURRENCY_CODE = re.compile(r"[A-Za-z]{3}")
+_ROUNDING_MODES = frozenset(
+    {
+        ROUND_05UP,
+        ROUND_CEILING,
+        ROUND_DOWN,
+        ROUND_FLOOR,
+        ROUND_HALF_DOWN,
+        ROUND_HALF_EVEN,
+        ROUND_HALF_UP,
+        ROUND_UP,
+    }
+)
+
+
+class MoneyError(ValueError):
+    """A currency code or amount that cannot be turned into a Stripe amount."""
+
+
+def normalize_currency(currency: str) -> str:
+    """Upper-case ISO 4217 code; m3ter and Stripe disagree on case, so compare normalised."""
+    if not isinstance(currency, str) or not _CURRENCY_CODE.fullmatch(currency):
+        raise MoneyError(f"invalid currency code {currency!r}: expected three letters such as 'USD'")
+    return currency.upper()
+
+
+def currency_exponent(currency: str) -> int:
+    """Decimal places of the currency's minor unit in Stripe's API: 0, 2 or 3."""
+    code = normalize_currency(currency)
+    if code in ZERO_DECIMAL_CURRENCIES:
+        return 0
+    if code in THREE_DECIMAL_CURRENCIES:
+        return 3
+    return 2
+
+
+def minor_unit_step(currency: str) -> int:
+    """Granularity of charged amounts in minor units: 1, 10 (three-decimal) or 100 (ISK)."""
+    return _STEP_OVERRIDES.get(normalize_currency(currency), 1)
+
+
+def _exact_context(digits: int) -> Context:
+    # A private context: the caller's may have a low precision that would round silently.
+    return Context(
+        prec=max(28, digits + UNIT_AMOUNT_DECIMAL_PLACES + 10),
+        rounding=ROUND_HALF_UP,
+        Emax=MAX_EMAX,
+        Emin=MIN_EMIN,
+        traps=[InvalidOperation, DivisionByZero, Overflow],
+    )
+
+
+def _require_amount(amount: Decimal | int, what: str = "amount") -> Decimal:
+    if isinstance(amount, bool):
+        raise TypeError(f"{what} must be a Decimal or int, not bool")
+    if isinstance(amount, float):
+        raise TypeError(f"{what} must be a Decimal or int, not float: floats cannot hold money exactly")
+    if isinstance(amount, int):
+        return Decimal(amount)
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"{what} must be a Decimal or int, not {type(amount).__name__}")
+    if not amount.is_finite():
+        raise MoneyError(f"{what} must be a finite number, not {amount}")
+    # Far beyond int64 minor units; rejecting early also keeps scaleb() clear of huge exponents.
+    if not amount.is_zero() and amount.adjusted() > 25:
+        raise MoneyError(f"{what} {amount} is too large to represent in Stripe")
+    return amount
+
+
+def _check_range(minor: int, amount: Decimal, currency: str) -> int:
+    if abs(minor) > MAX_MINOR_UNITS:
+        raise MoneyError(f"{amount} {currency} is too large to represent in Stripe minor units")
+    return minor
+
+
+def to_minor_units(amount: Decimal | int, currency: str, *, rounding: str = ROUND_HALF_UP) -> int:
+    """Convert to Stripe's integer minor units, rounded once to what Stripe accepts.
+
+    >>> to_minor_units(Decimal("12.345"), "usd")
+    1235
+    """
+    value = _require_amount(amount)
+    if rounding not in _ROUNDING_MODES:
+        raise ValueError(f"unknown decimal rounding mode {rounding!r}")
+    code = normalize_currency(currency)
+    step = minor_unit_step(code)
+    # step is 1, 10 or 100: dividing by it is a shift of len(str(step)) - 1 places.
+    shift = currency_exponent(code) - (len(str(step)) - 1)
+    ctx = _exact_context(len(value.as_tuple().digits))
+    steps = value.scaleb(shift, ctx).to_integral_value(rounding=rounding, context=ctx)
+    return _check_range(int(steps) * step, value, code)
+
+
+def from_minor_units(minor: int, currency: str) -> Decimal:
+    """Stripe minor units back to a Decimal with the currency's API precision (1230 USD -> 12.30)."""
+    if isinstance(minor, bool) or not isinstance(minor, int):
+        raise TypeError(f"minor units must be an int, not {type(minor).__name__}")
+    exponent = currency_exponent(currency)
+    return Decimal(minor).scaleb(-exponent, _exact_context(len(str(abs(minor)))))
+
+
+def unit_amount_decimal(unit_price: Decimal | int, currency: str) -> str:
+    """Unit price in minor units for ``price_data.unit_amount_decimal``.
+
+    At most 12 decimal places (rounded half-up), plain notation, no trailing zeros:
+    ``Decimal("0.0012345")`` USD gives ``"0.12345"``.  No step rounding applies here:
+    Stripe rounds the resulting line amount itself, so ISK and three-decimal line items are
+    better sent as precomputed amounts than as fractional unit prices.
+    """
+    value = _require_amount(unit_price, "unit price")
+    code = normalize_currency(currency)
+    ctx = _exact_context(len(value.as_tuple().digits))
+    minor = value.scaleb(currency_exponent(code), ctx).quantize(
+        Decimal(1).scaleb(-UNIT_AMOUNT_DECIMAL_PLACES), rounding=ROUND_HALF_UP, context=ctx
+    )
+    if abs(minor) > MAX_MINOR_UNITS:
+        raise MoneyError(f"unit price {value} {code} is too large to represent in Stripe minor units")
+    return _plain(minor)
+
+
+def _plain(value: Decimal) -> str:
+    if value.is_zero():
+        return "0"  # also turns "-0E-12" into "0"
+    text = format(value, "f")  # "f" never switches to exponent notation
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def format_money(amount: Decimal | int, currency: str) -> str:
+    """Human-readable amount for messages: ``"12.30 USD"``, ``"500 JPY"``.
+
+    Shows at least the currency's usual decimals and never hides extra precision
+    (``"0.0012 USD"``), so a message cannot disagree with the value it reports.
+    """
+    value = _require_amount(amount)
+    code = normalize_currency(currency)
+    places = _DISPLAY_EXPONENT_OVERRIDES.get(code, currency_exponent(code))
+    if value.is_zero():
+        value = abs(value)
+    whole, _, fraction = format(value, "f").partition(".")
+    fraction = fraction.rstrip("0").ljust(places, "0")
+    return f"{whole}.{fraction} {code}" if fraction else f"{whole} {code}"

@@ -1,0 +1,47 @@
+"""Operator-wide settings, read from the environment (the Deployment sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from m3stripe.domain.durations import parse_duration
+
+
+def _seconds(name: str, default: str) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        return parse_duration(raw).total_seconds()
+    except ValueError as err:
+        raise SystemExit(f"environment variable {name}: {err}") from None
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What the operator needs besides the StripeIntegration resources themselves."""
+
+    stripe_api_base: str | None = None
+    m3ter_base_url: str | None = None
+    # How often the referenced Secrets are re-read by name (rotation and late creation show up within it).
+    secret_poll_seconds: float = 30.0
+    # How often a key that Stripe accepted is asked about again (a key revoked in Stripe's dashboard).
+    credential_recheck_seconds: float = 600.0
+    # Backoff after a transient failure of a credential check (Stripe unreachable, 429, 5xx).
+    credential_retry_seconds: float = 20.0
+    metrics_port: int = 9090
+    sync_enabled: bool = True
+    smtp: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        return cls(
+            stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
+            m3ter_base_url=os.environ.get("M3TER_BASE_URL") or None,
+            secret_poll_seconds=_seconds("M3STRIPE_SECRET_POLL_INTERVAL", "30s"),
+            credential_recheck_seconds=_seconds("M3STRIPE_CREDENTIAL_RECHECK_INTERVAL", "10m"),
+            credential_retry_seconds=_seconds("M3STRIPE_CREDENTIAL_RETRY_INTERVAL", "20s"),
+            metrics_port=int(os.environ.get("M3STRIPE_METRICS_PORT", "9090")),
+            sync_enabled=os.environ.get("M3STRIPE_SYNC", "true").lower() not in ("0", "false", "no"),
+            smtp={k.removeprefix("M3STRIPE_SMTP_").lower(): v for k, v in os.environ.items()
+                  if k.startswith("M3STRIPE_SMTP_")},
+        )

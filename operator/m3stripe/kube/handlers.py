@@ -1,0 +1,90 @@
+"""Kopf handlers: the Kubernetes layer. They only route events to the per-integration workers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from m3stripe.adapters.kube_api import KubeApi
+from m3stripe.api import names
+from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.runtime import Runtime
+from m3stripe.kube.worker import IntegrationWorker
+from m3stripe.metrics import Metrics
+
+RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the operator has not started yet")
+    return _runtime
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    global _runtime
+    config = OperatorConfig.from_env()
+    # Kopf's bookkeeping goes to annotations under our own prefix, never into the strict status schema.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.KOPF_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = names.FINALIZER
+    # Watch streams can go silently idle without a TCP reset; bounded timeouts make kopf reconnect.
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 5
+    settings.networking.request_timeout = 30
+    settings.posting.level = logging.WARNING
+    # Workers stop within the pod's termination grace period (deploy/ sets 30s).
+    settings.background.cancellation_timeout = 10
+    metrics = Metrics()
+    if config.metrics_port:
+        start_http_server(config.metrics_port, registry=metrics.registry)
+        logger.info("metrics on :%d/metrics", config.metrics_port)
+    _runtime = Runtime(config=config, kube=KubeApi(), metrics=metrics)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.kube.close()
+
+
+@kopf.on.probe(id="workers")
+def workers_probe(**_: Any) -> int:
+    """Liveness reports in-process health only: a Stripe outage must not restart the operator."""
+    return len(runtime().workers)
+
+
+@kopf.daemon(*RESOURCE, cancellation_timeout=10)
+async def integration_daemon(
+    body: kopf.Body, namespace: str, name: str, uid: str, stopped: kopf.DaemonStopped,
+    logger: logging.Logger, **_: Any,
+) -> None:
+    rt = runtime()
+
+    def emit(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+    worker = IntegrationWorker(rt, namespace, name, uid, emit, logger)
+    rt.workers[uid] = worker
+    try:
+        await worker.run(body, stopped)
+    finally:
+        rt.workers.pop(uid, None)
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            rt.metrics.forget(namespace, name)
+
+
+@kopf.on.event(*RESOURCE)
+def wake_worker(body: kopf.Body, uid: str, **_: Any) -> None:
+    """Low-level watch events (no kopf bookkeeping on the object): wake the worker on spec/annotation changes."""
+    worker = runtime().workers.get(uid) if _runtime is not None else None
+    if isinstance(worker, IntegrationWorker):
+        worker.poke(body)

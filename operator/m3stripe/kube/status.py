@@ -1,0 +1,105 @@
+"""Compute an integration's status from what one reconcile observed, and write it without churn."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from m3stripe.api.conditions import Observation, merge_conditions
+from m3stripe.api.status import ConditionType
+from m3stripe.kube.credentials import CheckResult
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The inputs of the Ready summary, in the order they take precedence."""
+
+    problems: tuple[str, ...] = ()
+    disabled: bool = False
+    disabled_message: str = ""
+    suspended: bool = False
+    stripe: CheckResult | None = None
+    source: CheckResult | None = None
+    ready_message: str = ""
+
+
+def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
+    """Conditions to set and (abnormal-true) condition types to remove."""
+    obs: list[Observation] = []
+    absent: list[str] = []
+    if a.problems:
+        text = "invalid spec: " + "; ".join(a.problems)
+        obs.append(Observation(ConditionType.STALLED, "True", "InvalidSpec", text))
+        obs.append(Observation(ConditionType.READY, "False", "InvalidSpec", text))
+        obs.append(Observation(ConditionType.CONNECTED, "Unknown", "InvalidSpec", "not checked while the spec is invalid"))
+        return obs, absent
+    if a.stripe is not None:
+        obs.append(_check_obs(ConditionType.CONNECTED, a.stripe))
+    if a.source is not None:
+        obs.append(_check_obs(ConditionType.SOURCE_CONNECTED, a.source))
+    if a.disabled:
+        obs.append(Observation(ConditionType.STALLED, "True", "AutoDisabled", a.disabled_message))
+        obs.append(Observation(ConditionType.READY, "False", "AutoDisabled", a.disabled_message))
+        return obs, absent
+    absent.append(ConditionType.STALLED)
+    if a.suspended:
+        obs.append(Observation(ConditionType.READY, "False", "Suspended", "spec.suspend is true: no Bills are sent"))
+    elif a.stripe is not None and not a.stripe.ok:
+        obs.append(Observation(ConditionType.READY, "False", a.stripe.reason, a.stripe.message))
+    elif a.source is not None and not a.source.ok:
+        obs.append(Observation(ConditionType.READY, "False", a.source.reason, a.source.message))
+    else:
+        obs.append(Observation(ConditionType.READY, "True", "Ready", a.ready_message))
+    return obs, absent
+
+
+def _check_obs(type_: str, check: CheckResult) -> Observation:
+    if check.ok:
+        return Observation(type_, "True", check.reason, check.message)
+    status = "Unknown" if check.retryable else "False"
+    return Observation(type_, status, check.reason, check.message)
+
+
+def build_status(
+    current: Mapping[str, Any] | None,
+    assessment: Assessment,
+    *,
+    generation: int | None,
+    integration_id: str,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The full status the operator owns, carrying over fields it does not recompute here."""
+    current = dict(current or {})
+    observations, absent = observe(assessment)
+    stripe = assessment.stripe
+    status: dict[str, Any] = dict(current)
+    status.update(
+        observedGeneration=generation,
+        conditions=merge_conditions(current.get("conditions"), observations, generation=generation, absent=absent),
+        integrationId=integration_id,
+        connected=bool(stripe is not None and stripe.ok and not assessment.problems),
+        disabled=assessment.disabled,
+    )
+    if stripe is not None and stripe.ok and stripe.account_id:
+        status["stripeAccountId"] = stripe.account_id
+    status.setdefault("consecutiveErrors", 0)
+    if extra:
+        status.update(extra)
+    return status
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A merge patch turning `old` into `new` at the top level, or None when nothing changed."""
+    old = dict(old or {})
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    for gone in set(old) - set(new):
+        patch[gone] = None
+    return patch or None
+
+
+def ready_of(status: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    for c in (status or {}).get("conditions") or ():
+        if c.get("type") == ConditionType.READY:
+            return c.get("status"), c.get("reason")
+    return None, None

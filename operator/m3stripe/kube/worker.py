@@ -1,0 +1,160 @@
+"""One worker per StripeIntegration: the single writer of its status and the driver of its sync loop.
+
+Kopf runs `IntegrationWorker.run` as a daemon, so the worker sees live updates of the object and is
+stopped when the object goes away or the operator exits. Everything that writes the integration's
+status goes through this one loop, so concurrent writers never race on `status.conditions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from m3stripe.api.status import ConditionType
+from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
+from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
+from m3stripe.kube.source import SourceHandle
+from m3stripe.kube.status import Assessment, build_status, ready_of, status_patch
+
+if TYPE_CHECKING:
+    from m3stripe.kube.runtime import Runtime
+
+
+class EventSink(Protocol):
+    def __call__(self, type_: str, reason: str, message: str) -> None: ...
+
+
+class IntegrationWorker:
+    def __init__(self, runtime: Runtime, namespace: str, name: str, uid: str, events: EventSink,
+                 logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        self.runtime = runtime
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self._events = events
+        self._logger = logger
+        self._wake = asyncio.Event()
+        self._stripe_check = CachedCheck(runtime.config.credential_recheck_seconds, runtime.config.credential_retry_seconds)
+        self._source = SourceHandle(runtime.config)
+        self._last_written: dict[str, Any] | None = None
+        self._seen: tuple[object, ...] | None = None
+        self._problems_reported: tuple[str, ...] = ()
+
+    def poke(self, body: Mapping[str, Any]) -> None:
+        """Wake the loop when something a person changed (spec, annotations) is not yet handled."""
+        meta = body.get("metadata", {})
+        seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
+        if seen != self._seen:
+            self._wake.set()
+
+    async def run(self, body: Mapping[str, Any], stopped: Any) -> None:
+        try:
+            while not stopped:
+                self._wake.clear()
+                meta = body.get("metadata", {})
+                self._seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
+                started = time.monotonic()
+                try:
+                    await self.reconcile(body)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug or an unexpected API failure must not kill the loop: log it and try again later.
+                    self._logger.exception("reconcile of %s/%s failed; retrying", self.namespace, self.name)
+                finally:
+                    self.runtime.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
+                await self._sleep(self.runtime.config.secret_poll_seconds, stopped)
+        finally:
+            await self._source.close()
+
+    async def _sleep(self, seconds: float, stopped: Any) -> None:
+        waiter = asyncio.ensure_future(self._wake.wait())
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait({waiter, stop}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stop.cancel()
+
+    async def reconcile(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        generation = meta.get("generation")
+        current = dict(body.get("status") or {})
+        parsed = parse_spec(body.get("spec"))
+        if isinstance(parsed, list):
+            problems = tuple(str(p) for p in parsed)
+            assessment = Assessment(problems=problems)
+            if problems != self._problems_reported:
+                self._problems_reported = problems
+                self._events("Warning", "InvalidSpec", "; ".join(problems))
+        else:
+            self._problems_reported = ()
+            assessment = await self._assess(parsed, current)
+        new = build_status(current, assessment, generation=generation, integration_id=self.uid)
+        await self._write(current, new)
+
+    async def _assess(self, parsed: ParsedSpec, current: Mapping[str, Any]) -> Assessment:
+        spec = parsed.spec
+        stripe = await check_stripe_credential(
+            self.runtime.kube, self.namespace, spec, self._stripe_check, api_base=self.runtime.config.stripe_api_base
+        )
+        source: CheckResult = await self._source.check(self.runtime.kube, self.namespace, spec)
+        mode = "test mode" if spec.is_test_mode else "live mode"
+        account = f"Stripe account {stripe.account_id}" if stripe.account_id else "Stripe"
+        ready_message = (
+            f"connected to {account} ({mode}); reading Bills of m3ter organization "
+            f"{spec.m3ter.organizationId} every {spec.syncInterval}"
+        )
+        return Assessment(
+            disabled=bool(current.get("disabled")),
+            disabled_message=_condition_message(current, ConditionType.STALLED)
+            or "disabled after successive errors; see the runbook to re-enable",
+            suspended=spec.suspend,
+            stripe=stripe,
+            source=source,
+            ready_message=ready_message,
+        )
+
+    async def _write(self, current: Mapping[str, Any], new: dict[str, Any]) -> None:
+        patch = status_patch(current, new)
+        if patch is None:
+            return
+        if self._last_written is not None and status_patch(self._last_written, new) is None:
+            return  # already written; the watch event carrying it has not reached the live body yet
+        await self.runtime.kube.patch_status(self.namespace, self.name, patch)
+        self._last_written = new
+        self._announce(current, new)
+        self.runtime.metrics.observe_status(self.namespace, self.name, new)
+
+    def _announce(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        """Kubernetes events on transitions only, never on every pass."""
+        was_connected, is_connected = bool(old.get("connected")), bool(new.get("connected"))
+        if is_connected and not was_connected:
+            self._events("Normal", "Connected", _condition_message(new, ConditionType.CONNECTED) or "connected")
+        elif was_connected and not is_connected:
+            reason = _condition_reason(new, ConditionType.CONNECTED) or "Disconnected"
+            message = _condition_message(new, ConditionType.CONNECTED) or "disconnected"
+            self._events("Warning" if reason != "NotConnected" else "Normal", "Disconnected", message)
+        old_ready, new_ready = ready_of(old), ready_of(new)
+        if new_ready != old_ready and new_ready[1] not in (None, "InvalidSpec"):
+            ready_status, reason = new_ready
+            message = _condition_message(new, ConditionType.READY) or ""
+            kind = "Normal" if ready_status == "True" or reason in ("Suspended", "NotConnected") else "Warning"
+            self._events(kind, reason or "Unknown", message)
+
+
+def _condition_message(status: Mapping[str, Any], type_: str) -> str | None:
+    for c in status.get("conditions") or ():
+        if c.get("type") == type_:
+            return str(c.get("message") or "") or None
+    return None
+
+
+def _condition_reason(status: Mapping[str, Any], type_: str) -> str | None:
+    for c in status.get("conditions") or ():
+        if c.get("type") == type_:
+            return c.get("reason")
+    return None

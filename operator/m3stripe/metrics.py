@@ -1,0 +1,65 @@
+"""Prometheus metrics of the operator. One prefix, units as suffixes, bounded label values only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+PREFIX = "m3stripe"
+
+
+class Metrics:
+    """All series the operator exports; per-integration series are removed when the integration goes."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        labels = ("namespace", "integration")
+        self.reconcile_duration = Histogram(
+            f"{PREFIX}_reconcile_duration_seconds", "Time spent reconciling one StripeIntegration's status.",
+            labels, registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.connected = Gauge(
+            f"{PREFIX}_integration_connected", "1 when the integration's Stripe credential is valid, else 0.",
+            labels, registry=self.registry,
+        )
+        self.disabled = Gauge(
+            f"{PREFIX}_integration_disabled", "1 when the integration disabled itself after successive errors.",
+            labels, registry=self.registry,
+        )
+        self.ready = Gauge(
+            f"{PREFIX}_integration_ready", "1 when the integration's Ready condition is True, else 0.",
+            labels, registry=self.registry,
+        )
+        self.consecutive_errors = Gauge(
+            f"{PREFIX}_integration_consecutive_errors", "Successive error events since the last success.",
+            labels, registry=self.registry,
+        )
+        # Label sets handed out per integration, so that `forget` can remove exactly those series.
+        self._issued: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
+
+    def child(self, metric: Any, namespace: str, name: str, *extra: str) -> Any:
+        """`metric.labels(...)` for one integration, remembered for `forget`."""
+        values = (namespace, name, *extra)
+        self._issued.setdefault((namespace, name), set()).add((metric, values))
+        return metric.labels(*values)
+
+    def observe_reconcile(self, namespace: str, name: str, seconds: float) -> None:
+        self.child(self.reconcile_duration, namespace, name).observe(seconds)
+
+    def observe_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.child(self.connected, namespace, name).set(1 if status.get("connected") else 0)
+        self.child(self.disabled, namespace, name).set(1 if status.get("disabled") else 0)
+        self.child(self.consecutive_errors, namespace, name).set(int(status.get("consecutiveErrors") or 0))
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
+        self.child(self.ready, namespace, name).set(1 if ready else 0)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop every series of a deleted integration, so no stale value outlives it."""
+        for metric, values in self._issued.pop((namespace, name), set()):
+            try:
+                metric.remove(*values)
+            except KeyError:
+                pass

@@ -1,0 +1,93 @@
+"""A small test-side client for the Kubernetes API, on the official `kubernetes` client (real HTTP)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from m3stripe.api import names
+
+
+class KubeClient:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api_client = config.new_client_from_config(str(kubeconfig))
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+
+    def ensure_namespace(self, name: str) -> None:
+        try:
+            self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        except ApiException as err:
+            if err.status != 409:
+                raise
+
+    # Secrets
+    def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create the Secret or replace its data."""
+        body = {
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+        try:
+            self.core.create_namespaced_secret(namespace, body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            self.core.patch_namespaced_secret(name, namespace, {"data": body["data"]})
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        self.core.delete_namespaced_secret(name, namespace)
+
+    # StripeIntegrations
+    def create_integration(self, namespace: str, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": names.API_VERSION, "kind": names.KIND,
+            "metadata": {"name": name, "namespace": namespace, **metadata},
+            "spec": spec,
+        }
+        return self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, body)  # type: ignore[no-any-return]
+
+    def apply_manifest(self, manifest: dict[str, Any]) -> None:
+        namespace = manifest.get("metadata", {}).get("namespace", "default")
+        kind = manifest.get("kind")
+        if kind == names.KIND:
+            self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, manifest)
+        elif kind == "Secret":
+            self.core.create_namespaced_secret(namespace, manifest)
+        elif kind == "Namespace":
+            self.ensure_namespace(manifest["metadata"]["name"])
+        else:
+            raise ValueError(f"the demo client does not apply kind {kind!r}")
+
+    def patch_integration(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name, patch)  # type: ignore[no-any-return]
+
+    def get_integration(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)  # type: ignore[no-any-return]
+
+    def list_integrations(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            result = self.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL)
+        else:
+            result = self.custom.list_cluster_custom_object(names.GROUP, names.VERSION, names.PLURAL)
+        return list(result.get("items", []))
+
+    def delete_integration(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)
+
+    def events(self, namespace: str, name: str | None = None) -> list[dict[str, Any]]:
+        """Core v1 events (as kopf posts them), optionally for one involved object."""
+        items = self.api_client.sanitize_for_serialization(self.core.list_namespaced_event(namespace).items)
+        return [e for e in items if name is None or (e.get("involvedObject") or {}).get("name") == name]
+
+    def condition(self, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+        status = self.get_integration(namespace, name).get("status") or {}
+        for c in status.get("conditions") or ():
+            if c.get("type") == type_:
+                return dict(c)
+        return None

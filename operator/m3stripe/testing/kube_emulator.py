@@ -1,0 +1,123 @@
+"""A Kubernetes API emulator for the operator's tests and demo: kmock's, with the API server's
+bookkeeping that kopf and kstatus rely on.
+
+kmock's `KubernetesEmulator` stores objects and merges patches. This adds what a real API server does
+and the operator depends on: uid, creationTimestamp, resourceVersion, `metadata.generation` bumped
+only on spec changes, and the status subresource split (writes to the main resource ignore status,
+writes to `/status` change nothing else). The resources the operator and kopf use are registered
+for discovery, since kopf starts watching only once `namespaces`, `events` and
+`customresourcedefinitions` are listed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import uuid
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import dicts as kmock_dicts
+from kmock._internal import enums as kmock_enums
+
+from m3stripe.api import names
+from m3stripe.api.crd import build_crd
+
+_CORE = (
+    ("v1/namespaces", "Namespace", False, ()),
+    ("v1/secrets", "Secret", True, ()),
+    ("v1/configmaps", "ConfigMap", True, ()),
+    ("v1/events", "Event", True, ()),
+    ("events.k8s.io/v1/events", "Event", True, ()),
+    ("coordination.k8s.io/v1/leases", "Lease", True, ()),
+    ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False, ("status",)),
+    ("kopf.dev/v1/kopfpeerings", "KopfPeering", True, ()),
+    ("kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering", False, ()),
+)
+_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+@attrs.define(kw_only=True)
+class KubeEmulator(kmock.KubernetesEmulator):
+    """kmock's Kubernetes emulator plus metadata stamping and the status subresource."""
+
+    _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for key, kind, namespaced, subresources in _CORE:
+            self.resources[key] = kmock.ResourceInfo(
+                kind=kind, namespaced=namespaced, verbs=_VERBS, subresources=set(subresources)
+            )
+        crd = build_crd()
+        version = crd["spec"]["versions"][0]
+        self.resources[f"{names.GROUP}/{names.VERSION}/{names.PLURAL}"] = kmock.ResourceInfo(
+            kind=names.KIND,
+            singular=names.SINGULAR,
+            namespaced=True,
+            verbs=_VERBS,
+            shortnames=set(names.SHORT_NAMES),
+            categories=set(names.CATEGORIES),
+            subresources=set(version["subresources"]),
+        )
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # kmock's requests are frozen and matched by identity, so the body is rewritten in place.
+        if request.resource is not None and isinstance(request.data, dict):
+            new: dict[str, Any] | None = None
+            if request.action == kmock_enums.action.CREATE:
+                new = self._stamp_new(request)
+            elif request.action == kmock_enums.action.UPDATE and request.name is not None:
+                new = self._prepare_update(request)
+            if new is not None:
+                request.data.clear()
+                request.data.update(new)
+        return await super()._handle(request)
+
+    def _stamp_new(self, request: kmock.Request) -> dict[str, Any]:
+        obj = copy.deepcopy(request.data)
+        meta = obj.setdefault("metadata", {})
+        if request.namespace and not meta.get("namespace"):
+            meta["namespace"] = request.namespace
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta["creationTimestamp"] = _now()
+        meta["resourceVersion"] = str(next(self._versions))
+        meta["generation"] = 1
+        return obj  # type: ignore[no-any-return]
+
+    def _prepare_update(self, request: kmock.Request) -> dict[str, Any] | None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None  # let kmock answer 404
+        current = dict(self.objects[key].raw)
+        patch = copy.deepcopy(request.data)
+        if request.subresource == "status":
+            patch = {"status": patch.get("status")} if "status" in patch else {}
+        elif request.subresource is None and "status" in patch and self._has_status_subresource(request):
+            del patch["status"]
+        merged = kmock_dicts.patch_dict(current, patch)
+        meta = patch.setdefault("metadata", {})
+        meta["resourceVersion"] = str(next(self._versions))
+        if _essence(merged) != _essence(current):
+            meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
+        return patch  # type: ignore[no-any-return]
+
+    def _has_status_subresource(self, request: kmock.Request) -> bool:
+        resource = request.resource
+        for known in self.resources:
+            if known == resource:
+                return "status" in self.resources[known].subresources
+        return False
+
+
+def _essence(obj: Any) -> Any:
+    """What `metadata.generation` tracks: everything but metadata and status."""
+    return {k: v for k, v in dict(obj).items() if k not in ("metadata", "status")}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+

@@ -1,0 +1,333 @@
+"""The aiohttp application: m3ter's REST paths, OAuth, auth checks, fault injection and latency."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import render
+from .state import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    BillRecord,
+    EmulatorError,
+    MappingRecord,
+    decode_next_token,
+    encode_next_token,
+    paginate,
+)
+
+if TYPE_CHECKING:
+    from .server import M3terEmulator
+
+EMULATOR: web.AppKey[M3terEmulator] = web.AppKey("m3ter_emulator")
+ORG_ID = "org_id"  # request key holding the authenticated organization
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _emulator(request: web.Request) -> M3terEmulator:
+    return request.app[EMULATOR]
+
+
+# -- query parsing (the SDK sends arrays comma-joined and booleans as true/false) -------------
+
+
+def _page_size(request: web.Request) -> int:
+    raw = request.query.get("pageSize")
+    if raw is None:
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        raise EmulatorError(400, f"pageSize must be an integer, got {raw!r}") from None
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise EmulatorError(400, f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
+    return size
+
+
+def _list_param(request: web.Request, name: str) -> list[str] | None:
+    values = request.query.getall(name, [])
+    if not values:
+        return None
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _bool_param(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw.lower() not in ("true", "false"):
+        raise EmulatorError(400, f"{name} must be true or false, got {raw!r}")
+    return raw.lower() == "true"
+
+
+def _page_body(items: list[dict[str, Any]], next_token: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"data": items}
+    if next_token:
+        body["nextToken"] = next_token
+    return body
+
+
+# -- middleware ------------------------------------------------------------------------------
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record the request, apply configured latency and injected faults."""
+    emulator = _emulator(request)
+    emulator.record_request(request.method, request.path, dict(request.query))
+    if emulator.latency_seconds > 0:
+        await asyncio.sleep(emulator.latency_seconds)
+    is_api = request.path.startswith("/organizations/")
+    is_token = request.path == "/oauth/token"
+    fault = emulator.take_fault(token_endpoint=is_token) if is_api or is_token else None
+    if fault is not None:
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+        return _json(render.error(f"Injected fault ({fault.status})"), status=fault.status, headers=headers)
+    return await handler(request)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """m3ter answers errors with a JSON body carrying ``message``; so do we."""
+    try:
+        return await handler(request)
+    except EmulatorError as exc:
+        return _json(render.error(exc.message), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json(render.error(exc.reason), status=exc.status)
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer token required for every /organizations/{org_id} path, and only for its own org."""
+    if not request.path.startswith("/organizations/"):
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise EmulatorError(401, "Unauthorized")
+    issued = _emulator(request).authenticate(token.strip())
+    org_id = request.match_info.get("org_id") or request.path.split("/")[2]
+    if org_id != issued.organization_id:
+        raise EmulatorError(403, f"Access denied: token is not valid for organization {org_id}")
+    return await handler(request)
+
+
+# -- OAuth -----------------------------------------------------------------------------------
+
+
+async def oauth_token(request: web.Request) -> web.Response:
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        raise EmulatorError(401, "Missing Basic authentication")
+    try:
+        client_id, sep, client_secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise EmulatorError(401, "Malformed Basic authentication") from None
+    if not sep:
+        raise EmulatorError(401, "Malformed Basic authentication")
+    grant_type = await _grant_type(request)
+    if grant_type != "client_credentials":
+        raise EmulatorError(400, f"Unsupported grant_type {grant_type!r}")
+    emulator = _emulator(request)
+    issued = emulator.issue_token(client_id, client_secret)
+    return _json(
+        {
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": emulator.token_ttl(client_id),
+        }
+    )
+
+
+async def _grant_type(request: web.Request) -> str | None:
+    # The SDK posts JSON; curl users post a form. Accept both.
+    if request.content_type == "application/x-www-form-urlencoded":
+        return (await request.post()).get("grant_type")  # type: ignore[return-value]
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        raise EmulatorError(400, "Request body must be JSON") from None
+    return body.get("grant_type") if isinstance(body, dict) else None
+
+
+# -- Accounts --------------------------------------------------------------------------------
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    org = _emulator(request).existing_org(request.match_info["org_id"])
+    ids, codes = _list_param(request, "ids"), _list_param(request, "codes")
+    if ids is not None:
+        records = sorted((org.accounts[i] for i in set(ids) if i in org.accounts), key=lambda r: r.seq)
+    else:
+        records = org.account_order
+    wanted_codes = set(codes) if codes is not None else None
+    page, next_token = paginate(
+        "accounts",
+        records,
+        page_size=_page_size(request),
+        next_token=request.query.get("nextToken"),
+        predicate=None if wanted_codes is None else (lambda r: r.code in wanted_codes),
+    )
+    return _json(_page_body([render.account(r) for r in page], next_token))
+
+
+async def get_account(request: web.Request) -> web.Response:
+    record = _emulator(request).get_account(request.match_info["org_id"], request.match_info["id"])
+    return _json(render.account(record))
+
+
+# -- Bills -----------------------------------------------------------------------------------
+
+
+async def list_bills(request: web.Request) -> web.Response:
+    emulator = _emulator(request)
+    org_id = request.match_info["org_id"]
+    ids = _list_param(request, "ids")
+    account_id = request.query.get("accountId")
+    if ids is not None:
+        org = emulator.existing_org(org_id)
+        records: Sequence[BillRecord] = sorted(
+            (org.bills[i] for i in set(ids) if i in org.bills), key=lambda r: r.seq
+        )
+    else:
+        records = emulator.bills_for_listing(org_id, account_id)
+    status = request.query.get("status")
+    if status is not None and status not in ("PENDING", "APPROVED"):
+        raise EmulatorError(400, f"status must be PENDING or APPROVED, got {status!r}")
+    include_locked = _bool_param(request, "locked")
+    bill_date = request.query.get("billDate")
+    bill_date_start = request.query.get("billDateStart")
+    bill_date_end = request.query.get("billDateEnd")
+
+    def wanted(record: BillRecord) -> bool:
+        if account_id is not None and record.account_id != account_id:
+            return False
+        if status is not None and record.status != status:
+            return False
+        if include_locked is False and record.locked:
+            return False
+        day = record.bill_date.isoformat()
+        if bill_date is not None and day != bill_date:
+            return False
+        if bill_date_start is not None and day < bill_date_start:
+            return False
+        return not (bill_date_end is not None and day >= bill_date_end)
+
+    page, next_token = paginate(
+        "bills",
+        records,
+        page_size=_page_size(request),
+        next_token=request.query.get("nextToken"),
+        predicate=wanted,
+    )
+    # The list only carries billTotal when asked to (includeBillTotal), as the real endpoint does.
+    include_total = _bool_param(request, "includeBillTotal") is True
+    include_lines = _bool_param(request, "excludeLineItems") is not True
+    items = [render.bill(r, include_total=include_total, include_lines=include_lines) for r in page]
+    return _json(_page_body(items, next_token))
+
+
+async def get_bill(request: web.Request) -> web.Response:
+    record = _emulator(request).get_bill(request.match_info["org_id"], request.match_info["id"])
+    return _json(render.bill(record))
+
+
+async def list_line_items(request: web.Request) -> web.Response:
+    record = _emulator(request).get_bill(request.match_info["org_id"], request.match_info["bill_id"])
+    # Line items have no seq of their own; their position within the bill serves as one.
+    size = _page_size(request)
+    token = request.query.get("nextToken")
+    start = decode_next_token("lineitems", token) if token else 0
+    chunk = record.lines[start : start + size]
+    more = start + size < len(record.lines)
+    next_token = encode_next_token("lineitems", start + size) if more else None
+    return _json(_page_body([render.line_item(line, record) for line in chunk], next_token))
+
+
+# -- External Mappings -----------------------------------------------------------------------
+
+
+async def list_mappings(request: web.Request) -> web.Response:
+    org = _emulator(request).existing_org(request.match_info["org_id"])
+    system = request.query.get("externalSystemId")
+    m3ter_ids = set(_list_param(request, "m3terIds") or [])
+    config_id = request.query.get("integrationConfigId")
+
+    def wanted(record: MappingRecord) -> bool:
+        return (
+            (system is None or record.external_system == system)
+            and (not m3ter_ids or record.m3ter_id in m3ter_ids)
+            and (config_id is None or record.integration_config_id == config_id)
+        )
+
+    page, next_token = paginate(
+        "mappings",
+        org.mapping_order,
+        page_size=_page_size(request),
+        next_token=request.query.get("nextToken"),
+        predicate=wanted,
+    )
+    return _json(_page_body([render.mapping(r) for r in page], next_token))
+
+
+async def get_mapping(request: web.Request) -> web.Response:
+    record = _emulator(request).get_mapping(request.match_info["org_id"], request.match_info["id"])
+    return _json(render.mapping(record))
+
+
+async def mappings_by_m3ter_entity(request: web.Request) -> web.Response:
+    org = _emulator(request).existing_org(request.match_info["org_id"])
+    key = (request.match_info["entity"].lower(), request.match_info["m3ter_id"])
+    page, next_token = paginate(
+        "mappings",
+        org.mappings_by_m3ter.get(key, []),
+        page_size=_page_size(request),
+        next_token=request.query.get("nextToken"),
+    )
+    return _json(_page_body([render.mapping(r) for r in page], next_token))
+
+
+async def mappings_by_external_entity(request: web.Request) -> web.Response:
+    org = _emulator(request).existing_org(request.match_info["org_id"])
+    info = request.match_info
+    page, next_token = paginate(
+        "mappings",
+        org.mappings_by_external.get((info["system"], info["table"], info["external_id"]), []),
+        page_size=_page_size(request),
+        next_token=request.query.get("nextToken"),
+    )
+    return _json(_page_body([render.mapping(r) for r in page], next_token))
+
+
+def build_app(emulator: M3terEmulator) -> web.Application:
+    """The m3ter API routes (the admin routes are added separately by the server)."""
+    app = web.Application(middlewares=[observe, errors, authenticate])
+    app[EMULATOR] = emulator
+    org = "/organizations/{org_id}"
+    app.router.add_post("/oauth/token", oauth_token)
+    app.router.add_get(f"{org}/accounts", list_accounts)
+    app.router.add_get(f"{org}/accounts/{{id}}", get_account)
+    app.router.add_get(f"{org}/bills", list_bills)
+    app.router.add_get(f"{org}/bills/{{id}}", get_bill)
+    app.router.add_get(f"{org}/bills/{{bill_id}}/lineitems", list_line_items)
+    app.router.add_get(f"{org}/externalmappings", list_mappings)
+    app.router.add_get(f"{org}/externalmappings/{{id}}", get_mapping)
+    app.router.add_get(f"{org}/externalmappings/external/{{entity}}/{{m3ter_id}}", mappings_by_m3ter_entity)
+    app.router.add_get(
+        f"{org}/externalmappings/externalid/{{system}}/{{table}}/{{external_id}}", mappings_by_external_entity
+    )
+    return app

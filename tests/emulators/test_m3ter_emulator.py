@@ -1,0 +1,357 @@
+"""The m3ter emulator, exercised only through the official ``m3ter`` SDK over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import m3ter
+import pytest
+from m3ter import AsyncM3ter
+
+from m3stripe.domain.billing import LINE_ITEM_TYPES
+from m3stripe.testing.m3ter_emulator import M3terEmulator
+
+ORG = "org-1"
+CLIENT_ID = "client-1"
+SECRET = "s3cret-value"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[M3terEmulator]:
+    async with M3terEmulator() as running:
+        running.add_client(CLIENT_ID, SECRET, ORG, token_ttl_seconds=300)
+        yield running
+
+
+def _basic(client_id: str = CLIENT_ID, secret: str = SECRET) -> dict[str, str]:
+    encoded = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}
+
+
+@pytest.fixture
+async def anonymous(emulator: M3terEmulator) -> AsyncIterator[AsyncM3ter]:
+    client = AsyncM3ter(api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url, max_retries=0)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def client(anonymous: AsyncM3ter) -> AsyncM3ter:
+    token = await anonymous.authentication.get_bearer_token(
+        grant_type="client_credentials", extra_headers=_basic()
+    )
+    return anonymous.with_options(token=token.access_token)
+
+
+def _account(emulator: M3terEmulator, code: str = "acme", org: str = ORG) -> str:
+    return emulator.add_account(org, name=f"{code} Ltd", code=code, currency="USD")
+
+
+# -- OAuth and access control ---------------------------------------------------------------
+
+
+async def test_token_flow_issues_a_bearer_token(emulator: M3terEmulator, anonymous: AsyncM3ter) -> None:
+    token = await anonymous.authentication.get_bearer_token(
+        grant_type="client_credentials", extra_headers=_basic()
+    )
+    assert token.access_token
+    assert token.expires_in == 300
+    assert token.token_type == "Bearer"
+    assert emulator.tokens_issued == 1
+    accounts = await anonymous.with_options(token=token.access_token).accounts.list()
+    assert accounts.data == []
+
+
+@pytest.mark.parametrize(("client_id", "secret"), [(CLIENT_ID, "wrong"), ("nobody", SECRET)])
+async def test_bad_client_credentials_get_401(
+    emulator: M3terEmulator, anonymous: AsyncM3ter, client_id: str, secret: str
+) -> None:
+    with pytest.raises(m3ter.AuthenticationError) as caught:
+        await anonymous.authentication.get_bearer_token(
+            grant_type="client_credentials", extra_headers=_basic(client_id, secret)
+        )
+    assert caught.value.status_code == 401
+    assert isinstance(caught.value.body, dict) and "message" in caught.value.body
+    assert emulator.tokens_issued == 0
+
+
+async def test_unknown_token_gets_401(anonymous: AsyncM3ter) -> None:
+    with pytest.raises(m3ter.AuthenticationError) as caught:
+        await anonymous.with_options(token="not-a-token").bills.list()
+    assert caught.value.body == {"message": "Unauthorized"}
+
+
+async def test_expired_token_gets_401(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    await client.bills.list()
+    emulator.expire_tokens()
+    with pytest.raises(m3ter.AuthenticationError) as caught:
+        await client.bills.list()
+    assert "expired" in str(caught.value.body)
+
+
+async def test_token_expires_after_its_ttl(emulator: M3terEmulator, anonymous: AsyncM3ter) -> None:
+    emulator.add_client("short", "lived", ORG, token_ttl_seconds=1)
+    token = await anonymous.authentication.get_bearer_token(
+        grant_type="client_credentials", extra_headers=_basic("short", "lived")
+    )
+    authed = anonymous.with_options(token=token.access_token)
+    await authed.accounts.list()
+    await asyncio.sleep(1.05)  # the emulator's token expiry runs on real monotonic time
+    with pytest.raises(m3ter.AuthenticationError):
+        await authed.accounts.list()
+
+
+async def test_other_organization_is_forbidden(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    emulator.add_client("other", "other-secret", "org-2")
+    _account(emulator, org="org-2")
+    with pytest.raises(m3ter.PermissionDeniedError):
+        await client.accounts.list(org_id="org-2")
+
+
+# -- Accounts -------------------------------------------------------------------------------
+
+
+async def test_accounts_retrieve_and_list_with_pagination(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    first = emulator.add_account(
+        ORG,
+        name="Acme",
+        code="acme",
+        currency="GBP",
+        address={"addressLine1": "1 High St", "postCode": "AB1 2CD", "country": "GB"},
+        custom_fields={"tier": "gold", "seats": 12},
+    )
+    for index in range(24):
+        _account(emulator, code=f"c{index}")
+
+    account = await client.accounts.retrieve(first)
+    assert (account.name, account.code, account.currency) == ("Acme", "acme", "GBP")
+    assert account.address is not None and account.address.post_code == "AB1 2CD"
+    assert account.custom_fields == {"tier": "gold", "seats": 12}
+
+    codes = [item.code async for item in client.accounts.list(page_size=10)]
+    assert len(codes) == 25 and codes[0] == "acme"
+    by_code = await client.accounts.list(codes=["c3", "c5"])
+    assert sorted(item.code or "" for item in by_code.data) == ["c3", "c5"]
+    with pytest.raises(m3ter.NotFoundError):
+        await client.accounts.retrieve("missing")
+
+
+# -- Bills ----------------------------------------------------------------------------------
+
+
+async def test_bills_page_through_hundreds_in_creation_order(
+    emulator: M3terEmulator, client: AsyncM3ter
+) -> None:
+    accounts = [_account(emulator, code=f"a{index}") for index in range(3)]
+    created = [
+        emulator.add_bill(ORG, account_id=accounts[index % 3], lines=[{"subtotal": index}])
+        for index in range(350)
+    ]
+    seen: list[str] = []
+    page = await client.bills.list(page_size=200)
+    pages = 1
+    seen.extend(bill.id for bill in page.data)
+    while page.has_next_page():
+        page = await page.get_next_page()
+        pages += 1
+        seen.extend(bill.id for bill in page.data)
+    assert seen == created
+    assert pages == 2 and page.next_token is None
+    assert [r.query.get("pageSize") for r in emulator.requests_to("/bills")] == ["200", "200"]
+
+    everything = [bill.id async for bill in client.bills.list(page_size=33)]
+    assert everything == created
+
+
+async def test_bill_list_filters(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    acme, globex = _account(emulator, "acme"), _account(emulator, "globex")
+    ids = [emulator.add_bill(ORG, account_id=acme if i % 2 else globex) for i in range(10)]
+    emulator.approve_bill(ORG, ids[1])
+    emulator.approve_bill(ORG, ids[2])
+
+    approved = await client.bills.list(status="APPROVED")
+    assert [bill.id for bill in approved.data] == ids[1:3]
+    for_acme = [bill.id async for bill in client.bills.list(account_id=acme, page_size=2)]
+    assert for_acme == ids[1::2]
+    chosen = await client.bills.list(ids=[ids[7], ids[3], "missing"])
+    assert [bill.id for bill in chosen.data] == [ids[3], ids[7]]
+    with pytest.raises(m3ter.BadRequestError):
+        await client.bills.list(page_size=201)
+
+
+async def test_bill_body_matches_the_sdk_model(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    account = _account(emulator)
+    bill_id = emulator.add_bill(
+        ORG,
+        account_id=account,
+        currency="EUR",
+        due_date="2025-02-14",
+        start_date="2025-01-01",
+        end_date="2025-02-01",
+        purchase_order_number="PO-7",
+        lines=[
+            {
+                "line_item_type": "USAGE",
+                "quantity": 3,
+                "unit_price": "0.1",
+                "description": "API calls",
+                "product_name": "API",
+                "aggregation_id": "agg-1",
+                "sequence_number": 2,
+            },
+            {"lineItemType": "STANDING_CHARGE", "subtotal": "0.2"},
+        ],
+    )
+    bill = await client.bills.retrieve(bill_id)
+    assert (bill.account_id, bill.account_code, bill.currency) == (account, "acme", "EUR")
+    assert (bill.status, bill.version, bill.locked) == ("PENDING", 1, False)
+    assert str(bill.due_date) == "2025-02-14" and bill.purchase_order_number == "PO-7"
+    assert bill.bill_total == pytest.approx(0.5)
+    assert isinstance(bill.dt_last_modified, datetime) and bill.dt_last_modified.tzinfo is not None
+    assert bill.line_items is not None and len(bill.line_items) == 2
+    usage = bill.line_items[0]
+    assert (usage.line_item_type, usage.quantity, usage.subtotal) == ("USAGE", 3, pytest.approx(0.3))
+    assert (usage.average_unit_price, usage.product_name, usage.aggregation_id) == (0.1, "API", "agg-1")
+    assert usage.sequence_number == 2
+    assert usage.service_period_start_date == datetime(2025, 1, 1, tzinfo=UTC)
+
+    listed = await client.bills.list()
+    assert listed.data[0].bill_total is None, "the list carries billTotal only when asked"
+    listed = await client.bills.list(include_bill_total=True)
+    assert listed.data[0].bill_total == pytest.approx(0.5)
+
+    line_items = await client.bills.line_items.list(bill_id)
+    assert [line.line_item_type for line in line_items.data] == ["USAGE", "STANDING_CHARGE"]
+
+
+async def test_every_line_item_type_is_accepted(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    account = _account(emulator)
+    lines = [{"line_item_type": kind, "subtotal": "1.5"} for kind in LINE_ITEM_TYPES]
+    bill = await client.bills.retrieve(emulator.add_bill(ORG, account_id=account, lines=lines))
+    assert len(LINE_ITEM_TYPES) == 19
+    assert [line.line_item_type for line in bill.line_items or []] == list(LINE_ITEM_TYPES)
+    with pytest.raises(ValueError, match="not an m3ter line item type"):
+        emulator.add_bill(ORG, account_id=account, lines=[{"line_item_type": "BOGUS", "subtotal": 1}])
+
+
+async def test_regenerate_and_approve_bump_version_and_last_modified(
+    emulator: M3terEmulator, client: AsyncM3ter
+) -> None:
+    bill_id = emulator.add_bill(ORG, account_id=_account(emulator), lines=[{"subtotal": "10"}])
+    original = await client.bills.retrieve(bill_id)
+
+    assert emulator.approve_bill(ORG, bill_id) == 2
+    approved = await client.bills.retrieve(bill_id)
+    assert (approved.status, approved.version) == ("APPROVED", 2)
+    assert approved.dt_approved is not None
+    assert approved.dt_last_modified and original.dt_last_modified
+    assert approved.dt_last_modified > original.dt_last_modified
+
+    assert emulator.regenerate_bill(ORG, bill_id, lines=[{"subtotal": "12.25"}]) == 3
+    regenerated = await client.bills.retrieve(bill_id)
+    assert (regenerated.status, regenerated.version, regenerated.bill_total) == ("PENDING", 3, 12.25)
+    assert regenerated.dt_last_modified and regenerated.dt_last_modified > approved.dt_last_modified
+
+    emulator.approve_bill(ORG, bill_id)
+    emulator.lock_bill(ORG, bill_id)
+    with pytest.raises(ValueError, match="locked"):
+        emulator.regenerate_bill(ORG, bill_id)
+    unlocked_only = await client.bills.list(locked=False)
+    assert unlocked_only.data == []
+
+
+async def test_controllable_clock_stamps_changes() -> None:
+    now = [datetime(2025, 3, 1, 12, tzinfo=UTC)]
+    async with M3terEmulator(clock=lambda: now[0]) as emulator:
+        emulator.add_client(CLIENT_ID, SECRET, ORG)
+        bill_id = emulator.add_bill(ORG, account_id=_account(emulator))
+        now[0] += timedelta(hours=1)
+        emulator.regenerate_bill(ORG, bill_id)
+        async with AsyncM3ter(api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url) as sdk:
+            token = await sdk.authentication.get_bearer_token(
+                grant_type="client_credentials", extra_headers=_basic()
+            )
+            bill = await sdk.with_options(token=token.access_token).bills.retrieve(bill_id)
+    assert bill.dt_created is not None
+    assert timedelta(0) <= bill.dt_created - datetime(2025, 3, 1, 12, tzinfo=UTC) < timedelta(seconds=1)
+    assert bill.dt_last_modified == datetime(2025, 3, 1, 13, tzinfo=UTC)
+
+
+# -- External mappings ----------------------------------------------------------------------
+
+
+async def test_external_mapping_lookup(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    account, other = _account(emulator, "acme"), _account(emulator, "globex")
+    emulator.add_external_mapping(ORG, account, "cus_123")
+    emulator.add_external_mapping(ORG, account, "0015g00000AbCdE", system="Salesforce", table="Account")
+    emulator.add_external_mapping(ORG, other, "cus_999")
+
+    mine = await client.external_mappings.list_by_m3ter_entity(account, entity="Account")
+    assert {(m.external_system, m.external_table, m.external_id) for m in mine.data} == {
+        ("Stripe", "Customer", "cus_123"),
+        ("Salesforce", "Account", "0015g00000AbCdE"),
+    }
+    assert all(m.m3ter_entity == "Account" and m.m3ter_id == account for m in mine.data)
+    reverse = await client.external_mappings.list_by_external_entity(
+        "cus_999", system="Stripe", external_table="Customer"
+    )
+    assert [m.m3ter_id for m in reverse.data] == [other]
+    stripe_only = await client.external_mappings.list(external_system_id="Stripe")
+    assert sorted(m.external_id for m in stripe_only.data) == ["cus_123", "cus_999"]
+    none = await client.external_mappings.list_by_m3ter_entity("unmapped", entity="Account")
+    assert none.data == []
+
+
+# -- faults, scale, admin -------------------------------------------------------------------
+
+
+async def test_injected_faults_are_retried_by_the_sdk(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    emulator.inject_server_errors(2, status=503, retry_after=0.01)
+    page = await client.with_options(max_retries=2).bills.list()
+    assert page.data == [] and emulator.faults_served == 2
+    emulator.inject_server_errors(1, status=429)
+    with pytest.raises(m3ter.RateLimitError):
+        await client.bills.list()
+
+
+async def test_ten_thousand_bills_page_quickly(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    accounts = [_account(emulator, f"a{index}") for index in range(50)]
+    line = [{"line_item_type": "USAGE", "subtotal": "1.25"}]
+    for index in range(10_000):
+        emulator.add_bill(ORG, account_id=accounts[index % 50], lines=line)
+    started = time.perf_counter()
+    page = await client.bills.list(page_size=200, account_id=accounts[7], status="PENDING")
+    count = len(page.data)
+    while page.has_next_page():
+        page = await page.get_next_page()
+        count += len(page.data)
+    assert count == 200
+    total = 0
+    async for _ in client.bills.list(page_size=200):
+        total += 1
+    assert total == 10_000
+    assert time.perf_counter() - started < 10
+
+
+async def test_admin_api_seeds_a_standalone_emulator(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    async with aiohttp.ClientSession(emulator.url) as http:
+        response = await http.post(
+            f"/_emulator/organizations/{ORG}/accounts", json={"name": "Acme", "code": "acme"}
+        )
+        account_id = (await response.json())["id"]
+        response = await http.post(
+            f"/_emulator/organizations/{ORG}/bills",
+            json={"account_id": account_id, "lines": [{"lineItemType": "AD_HOC", "subtotal": 4}]},
+        )
+        bill_id = (await response.json())["id"]
+        response = await http.post(f"/_emulator/organizations/{ORG}/bills/{bill_id}/approve")
+        assert (await response.json()) == {"version": 2}
+        response = await http.post(f"/_emulator/organizations/{ORG}/bills", json={"account_id": "nope"})
+        assert response.status == 400
+    bill = await client.bills.retrieve(bill_id)
+    assert (bill.status, bill.version, bill.bill_total) == ("APPROVED", 2, 4)
