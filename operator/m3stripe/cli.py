@@ -17,7 +17,7 @@ def _run(args: argparse.Namespace) -> int:
     kopf.run(
         standalone=args.standalone,
         priority=args.priority,
-        peering_name=args.peering,
+        peering_name=None if args.standalone else args.peering,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness or None,
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command != "run":  # kopf configures logging for the operator itself
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     return int(args.func(args))
 
 

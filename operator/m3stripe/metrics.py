@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "m3stripe"
 
@@ -17,25 +17,102 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         labels = ("namespace", "integration")
         self.reconcile_duration = Histogram(
-            f"{PREFIX}_reconcile_duration_seconds", "Time spent reconciling one StripeIntegration's status.",
-            labels, registry=self.registry,
+            f"{PREFIX}_reconcile_duration_seconds",
+            "Time spent reconciling one StripeIntegration's status.",
+            labels,
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.connected = Gauge(
-            f"{PREFIX}_integration_connected", "1 when the integration's Stripe credential is valid, else 0.",
-            labels, registry=self.registry,
+            f"{PREFIX}_integration_connected",
+            "1 when the integration's Stripe credential is valid, else 0.",
+            labels,
+            registry=self.registry,
         )
         self.disabled = Gauge(
-            f"{PREFIX}_integration_disabled", "1 when the integration disabled itself after successive errors.",
-            labels, registry=self.registry,
+            f"{PREFIX}_integration_disabled",
+            "1 when the integration disabled itself after successive errors.",
+            labels,
+            registry=self.registry,
         )
         self.ready = Gauge(
-            f"{PREFIX}_integration_ready", "1 when the integration's Ready condition is True, else 0.",
-            labels, registry=self.registry,
+            f"{PREFIX}_integration_ready",
+            "1 when the integration's Ready condition is True, else 0.",
+            labels,
+            registry=self.registry,
         )
         self.consecutive_errors = Gauge(
-            f"{PREFIX}_integration_consecutive_errors", "Successive error events since the last success.",
-            labels, registry=self.registry,
+            f"{PREFIX}_integration_consecutive_errors",
+            "Successive error events since the last success.",
+            labels,
+            registry=self.registry,
+        )
+        self.sync_interval = Gauge(
+            f"{PREFIX}_integration_sync_interval_seconds",
+            "The integration's configured sync interval.",
+            labels,
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            f"{PREFIX}_integration_last_success_timestamp_seconds",
+            "Unix time at which a sync run of the integration last completed without errors.",
+            labels,
+            registry=self.registry,
+        )
+        self.runs = Counter(
+            f"{PREFIX}_sync_runs_total",
+            "Sync runs by m3ter run status (COMPLETE, ERROR, AUTH_FAILED, ...).",
+            (*labels, "status"),
+            registry=self.registry,
+        )
+        self.run_duration = Histogram(
+            f"{PREFIX}_sync_run_duration_seconds",
+            "Duration of sync runs.",
+            labels,
+            registry=self.registry,
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+        )
+        self.bills = Counter(
+            f"{PREFIX}_bills_total",
+            "Bills handled, by outcome: sent, unchanged, skipped, failed.",
+            (*labels, "outcome"),
+            registry=self.registry,
+        )
+        self.error_events = Counter(
+            f"{PREFIX}_error_events_total",
+            "Integration error events raised, by m3ter event kind.",
+            (*labels, "kind"),
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            f"{PREFIX}_notifications_total",
+            "Disablement emails, by result: sent or failed.",
+            (*labels, "result"),
+            registry=self.registry,
+        )
+        self.stripe_requests = Counter(
+            f"{PREFIX}_stripe_requests_total",
+            "Stripe API requests by endpoint and HTTP status (0: network error).",
+            ("endpoint", "code"),
+            registry=self.registry,
+        )
+        self.stripe_latency = Histogram(
+            f"{PREFIX}_stripe_request_duration_seconds",
+            "Latency of Stripe API requests.",
+            ("endpoint",),
+            registry=self.registry,
+            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.stripe_retries = Counter(
+            f"{PREFIX}_stripe_retries_total",
+            "Stripe requests retried, by reason: rate_limited, server, network.",
+            ("endpoint", "reason"),
+            registry=self.registry,
+        )
+        self.rate_limit_waited = Counter(
+            f"{PREFIX}_stripe_rate_limit_wait_seconds_total",
+            "Time spent waiting for the client-side Stripe rate limiter.",
+            registry=self.registry,
         )
         # Label sets handed out per integration, so that `forget` can remove exactly those series.
         self._issued: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
@@ -55,6 +132,17 @@ class Metrics:
         self.child(self.consecutive_errors, namespace, name).set(int(status.get("consecutiveErrors") or 0))
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
         self.child(self.ready, namespace, name).set(1 if ready else 0)
+
+    # StripeObserver (the gateway reports here); labels are bounded: endpoint names are fixed strings.
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.stripe_requests.labels(endpoint, str(status)).inc()
+        self.stripe_latency.labels(endpoint).observe(seconds)
+
+    def retry(self, endpoint: str, reason: str) -> None:
+        self.stripe_retries.labels(endpoint, reason).inc()
+
+    def rate_limit_wait(self, seconds: float) -> None:
+        self.rate_limit_waited.inc(seconds)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted integration, so no stale value outlives it."""

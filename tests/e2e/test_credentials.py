@@ -37,7 +37,7 @@ def operator(stack: LocalStack) -> Iterator[OperatorProcess]:
 
 def namespace(stack: LocalStack) -> str:
     ns = f"e2e-{next(_ns)}"
-    stack.kube.ensure_namespace(ns)
+    stack.ensure_namespace(ns)
     stack.kube.put_secret(ns, "m3ter", {"clientId": M3TER_ID, "clientSecret": M3TER_SECRET})
     return ns
 
@@ -107,7 +107,9 @@ def test_status_does_not_churn(stack: LocalStack, operator: OperatorProcess) -> 
     assert later["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
 
 
-def test_missing_secret_then_created_later_connects_without_restart(stack: LocalStack, operator: OperatorProcess) -> None:
+def test_missing_secret_then_created_later_connects_without_restart(
+    stack: LocalStack, operator: OperatorProcess
+) -> None:
     ns = namespace(stack)
     stack.kube.create_integration(ns, "late", spec())
     obj = ready(stack, ns, "late", status="False", reason="SecretNotFound")
@@ -115,8 +117,10 @@ def test_missing_secret_then_created_later_connects_without_restart(stack: Local
     assert cond is not None and cond["status"] == "False" and cond["reason"] == "SecretNotFound"
     assert f"Secret {ns}/stripe" in cond["message"] and "spec.credentialRef.name" in cond["message"]
     assert obj["status"]["connected"] is False
-    wait_for(lambda: any(e["reason"] == "SecretNotFound" and e["type"] == "Warning"
-                         for e in stack.kube.events(ns, "late")), what="a Warning event for the missing Secret")
+    wait_for(
+        lambda: any(e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in stack.kube.events(ns, "late")),
+        what="a Warning event for the missing Secret",
+    )
     pid = operator.process.pid
     stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
     obj = ready(stack, ns, "late", status="True", reason="Ready")
@@ -142,8 +146,10 @@ def test_rotation_to_an_invalid_key_disconnects_and_back(stack: LocalStack, oper
     obj = ready(stack, ns, "rotated", status="False", reason="StripeAuthFailed")
     assert obj["status"]["connected"] is False
     assert "9999" not in str(obj["status"])  # not even the tail of a key in status
-    wait_for(lambda: any(e["reason"] == "Disconnected" and e["type"] == "Warning"
-                         for e in stack.kube.events(ns, "rotated")), what="a Disconnected warning")
+    wait_for(
+        lambda: any(e["reason"] == "Disconnected" and e["type"] == "Warning" for e in stack.kube.events(ns, "rotated")),
+        what="a Disconnected warning",
+    )
     stack.kube.put_secret(ns, "stripe", {"apiKey": OTHER_TEST_KEY})
     ready(stack, ns, "rotated", status="True", reason="Ready")
 
@@ -199,8 +205,12 @@ def test_invalid_filter_expression_reports_its_position(stack: LocalStack, opera
     assert obj["status"]["observedGeneration"] == 1
     # The other integration in the same namespace is unaffected.
     ready(stack, ns, "neighbour", status="True", reason="Ready")
-    wait_for(lambda: any(e["reason"] == "InvalidSpec" and e["type"] == "Warning"
-                         for e in stack.kube.events(ns, "badfilter")), what="an InvalidSpec warning")
+    wait_for(
+        lambda: any(
+            e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in stack.kube.events(ns, "badfilter")
+        ),
+        what="an InvalidSpec warning",
+    )
     # Fixing it clears Stalled.
     stack.kube.patch_integration(ns, "badfilter", {"spec": {"accountFilter": 'address.country == "UK"'}})
     obj = ready(stack, ns, "badfilter", status="True", reason="Ready")
@@ -211,9 +221,15 @@ def test_unknown_fields_and_values_name_the_field(stack: LocalStack, operator: O
     ns = namespace(stack)
     stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
     stack.kube.create_integration(
-        ns, "typos",
-        spec(sortLineItemsBy="Alphabetical", excludedLineItemTypes=["USAGE", "TIP"], createStripeInvoce=True,
-             accountIds=["a1"], restrictedAccountIds=["a1"]),
+        ns,
+        "typos",
+        spec(
+            sortLineItemsBy="Alphabetical",
+            excludedLineItemTypes=["USAGE", "TIP"],
+            createStripeInvoce=True,
+            accountIds=["a1"],
+            restrictedAccountIds=["a1"],
+        ),
     )
     obj = ready(stack, ns, "typos", status="False", reason="InvalidSpec")
     message = _cond(obj, "Ready")["message"]  # type: ignore[index]

@@ -35,7 +35,9 @@ def _basic(client_id: str = CLIENT_ID, secret: str = SECRET) -> dict[str, str]:
 
 @pytest.fixture
 async def anonymous(emulator: M3terEmulator) -> AsyncIterator[AsyncM3ter]:
-    client = AsyncM3ter(api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url, max_retries=0)
+    client = AsyncM3ter(
+        api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url, max_retries=0
+    )
     yield client
     await client.close()
 
@@ -116,7 +118,9 @@ async def test_other_organization_is_forbidden(emulator: M3terEmulator, client: 
 # -- Accounts -------------------------------------------------------------------------------
 
 
-async def test_accounts_retrieve_and_list_with_pagination(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+async def test_accounts_retrieve_and_list_with_pagination(
+    emulator: M3terEmulator, client: AsyncM3ter
+) -> None:
     first = emulator.add_account(
         ORG,
         name="Acme",
@@ -215,7 +219,9 @@ async def test_bill_body_matches_the_sdk_model(emulator: M3terEmulator, client: 
     assert isinstance(bill.dt_last_modified, datetime) and bill.dt_last_modified.tzinfo is not None
     assert bill.line_items is not None and len(bill.line_items) == 2
     usage = bill.line_items[0]
-    assert (usage.line_item_type, usage.quantity, usage.subtotal) == ("USAGE", 3, pytest.approx(0.3))
+    assert usage.line_item_type == "USAGE"
+    assert usage.quantity == 3
+    assert usage.subtotal == pytest.approx(0.3)
     assert (usage.average_unit_price, usage.product_name, usage.aggregation_id) == (0.1, "API", "agg-1")
     assert usage.sequence_number == 2
     assert usage.service_period_start_date == datetime(2025, 1, 1, tzinfo=UTC)

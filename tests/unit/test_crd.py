@@ -60,7 +60,16 @@ def test_names_columns_and_subresources() -> None:
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Destination", "Connected", "Disabled", "Errors", "Ready", "Reason", "Age", "Message"]
+    assert list(columns) == [
+        "Destination",
+        "Connected",
+        "Disabled",
+        "Errors",
+        "Ready",
+        "Reason",
+        "Age",
+        "Message",
+    ]
     assert columns["Message"]["priority"] == 1
     assert all(c.get("priority", 0) == 0 for n, c in columns.items() if n != "Message")
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
@@ -81,7 +90,10 @@ def test_spec_enums_and_defaults() -> None:
     assert spec["useExternalMappingAccountCode"]["default"] is False
     assert spec["sendDueDate"]["default"] is False
     assert spec["credentialRef"]["properties"]["name"]["pattern"].startswith("^[a-z0-9]")
-    assert "credentialRef" not in build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"]
+    assert (
+        "credentialRef"
+        not in build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"]
+    )
 
 
 def test_generated_file_is_current_via_cli(tmp_path: Path) -> None:
@@ -95,7 +107,10 @@ def test_generated_file_is_current_via_cli(tmp_path: Path) -> None:
     ("spec", "field_path"),
     [
         ({"accountIds": ["a", "b"], "restrictedAccountIds": ["b"]}, ".spec.restrictedAccountIds"),
-        ({"sendDueDate": True, "createStripeInvoice": False, "collectionMethod": "SendInvoice"}, ".spec.sendDueDate"),
+        (
+            {"sendDueDate": True, "createStripeInvoice": False, "collectionMethod": "SendInvoice"},
+            ".spec.sendDueDate",
+        ),
         ({"sendDueDate": True}, ".spec.collectionMethod"),
         ({"poNumberCustomField": "PO", "createStripeInvoice": False}, ".spec.poNumberCustomField"),
         ({"syncInterval": "5s"}, ".spec.syncInterval"),
@@ -121,8 +136,13 @@ def test_every_cel_rule_accepts_valid_specs(validator: CrdValidator, spec: dict[
 
 
 def test_every_cel_rule_is_covered_by_a_case(validator: CrdValidator) -> None:
-    covered = {".spec.restrictedAccountIds", ".spec.sendDueDate", ".spec.collectionMethod",
-               ".spec.poNumberCustomField", ".spec.syncInterval"}
+    covered = {
+        ".spec.restrictedAccountIds",
+        ".spec.sendDueDate",
+        ".spec.collectionMethod",
+        ".spec.poNumberCustomField",
+        ".spec.syncInterval",
+    }
     rule_paths = {path + rule["fieldPath"] for path, rule in validator.rules()}
     assert rule_paths == covered
 

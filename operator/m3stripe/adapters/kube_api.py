@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,19 +53,46 @@ def load_api_client() -> client.ApiClient:
 
 
 class KubeApi:
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, *, secret_ttl: float = 0.0) -> None:
         self._api_client = api_client or load_api_client()
         self._core = client.CoreV1Api(self._api_client)
         self._custom = client.CustomObjectsApi(self._api_client)
+        # Integrations of a namespace usually share their Secrets: one read per Secret and poll interval
+        # serves them all (single flight), instead of one read per integration.
+        self._secret_ttl = secret_ttl
+        self._secrets: dict[tuple[str, str], tuple[float, asyncio.Future[SecretData | None]]] = {}
 
     async def read_secret(self, namespace: str, name: str) -> SecretData | None:
-        """The Secret, or None when it does not exist."""
+        """The Secret, or None when it does not exist (possibly as read up to `secret_ttl` seconds ago)."""
+        key = (namespace, name)
+        now = time.monotonic()
+        cached = self._secrets.get(key)
+        if cached is not None and (not cached[1].done() or now - cached[0] < self._secret_ttl):
+            return await asyncio.shield(cached[1])
+        future: asyncio.Future[SecretData | None] = asyncio.get_running_loop().create_future()
+        self._secrets[key] = (now, future)
+        try:
+            result = await self._read_secret(namespace, name)
+        except BaseException as err:
+            self._secrets.pop(key, None)
+            future.set_exception(err)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        future.set_result(result)
+        return result
+
+    def forget_secret(self, namespace: str, name: str) -> None:
+        self._secrets.pop((namespace, name), None)
+
+    async def _read_secret(self, namespace: str, name: str) -> SecretData | None:
         try:
             secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
         except ApiException as err:
             if err.status == 404:
                 return None
-            raise KubeApiError(f"reading Secret {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status) from None
+            raise KubeApiError(
+                f"reading Secret {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status
+            ) from None
         except Exception as err:
             raise KubeApiError(f"reading Secret {namespace}/{name} failed: {type(err).__name__}") from None
         data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
@@ -77,17 +105,29 @@ class KubeApi:
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,
-                names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"status": status},
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.PLURAL,
+                name,
+                {"status": status},
             )
         except ApiException as err:
             if err.status == 404:
                 return  # deleted meanwhile; nothing to report on
-            raise KubeApiError(f"patching status of {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status) from None
+            raise KubeApiError(
+                f"patching status of {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status
+            ) from None
 
     async def patch_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
         await asyncio.to_thread(
             self._custom.patch_namespaced_custom_object,
-            names.GROUP, names.VERSION, namespace, names.PLURAL, name, {"metadata": metadata},
+            names.GROUP,
+            names.VERSION,
+            namespace,
+            names.PLURAL,
+            name,
+            {"metadata": metadata},
         )
 
     def close(self) -> None:

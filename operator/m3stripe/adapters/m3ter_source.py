@@ -126,6 +126,8 @@ class M3terSource:
             except (m3ter.APIConnectionError, m3ter.RateLimitError, m3ter.InternalServerError) as exc:
                 raise M3terUnavailable(f"m3ter unavailable while {what}: {exc}") from exc
             except m3ter.APIStatusError as exc:
+                if exc.status_code == 408:  # a request timeout is m3ter being slow, not a bad request
+                    raise M3terUnavailable(f"m3ter timed out while {what}: {exc}") from exc
                 raise M3terSourceError(f"m3ter refused the request while {what}: {exc}") from exc
         raise AssertionError("unreachable")
 
@@ -239,13 +241,9 @@ class M3terSource:
 # would all see the loop's latest value).
 
 
-def _bills_page(
-    cursor: str | None, page_size: int
-) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
+def _bills_page(cursor: str | None, page_size: int) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
     def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
-        return client.bills.list(
-            page_size=page_size, include_bill_total=True, next_token=cursor or m3ter.omit
-        )
+        return client.bills.list(page_size=page_size, include_bill_total=True, next_token=cursor or m3ter.omit)
 
     return fetch
 
@@ -329,10 +327,7 @@ def to_bill(item: BillResponse) -> Bill:
     currency = item.currency or ""
     status: BillStatus = "APPROVED" if item.status == "APPROVED" else "PENDING"
     last_modified = (
-        _datetime(item.dt_last_modified)
-        or _datetime(item.last_calculated_date)
-        or _datetime(item.dt_created)
-        or _EPOCH
+        _datetime(item.dt_last_modified) or _datetime(item.last_calculated_date) or _datetime(item.dt_created) or _EPOCH
     )
     return Bill(
         id=item.id,

@@ -95,8 +95,14 @@ class TokenManager:
             timeout=timeout,
             max_retries=max_retries,
         )
+        basic = base64.b64encode(f"{credentials.client_id}:{credentials.client_secret}".encode()).decode()
+        # Basic auth goes in as a client default header, not per-request extra_headers: the SDK's
+        # debug log prints per-request options (headers included) but never its default headers.
+        self._token_client = self._client.with_options(default_headers={"Authorization": f"Basic {basic}"})
         self._token: _Token | None = None
         self._lock = asyncio.Lock()
+        self._completed = 0  # fetches finished, so waiters can tell one ended while they queued
+        self._last_failure: M3terSourceError | None = None
         self.tokens_fetched = 0
 
     @property
@@ -114,12 +120,25 @@ class TokenManager:
         value = self._valid()
         if value is not None:
             return value
+        completed_before = self._completed
         async with self._lock:
             # Whoever held the lock before us may have refreshed already: single flight.
             value = self._valid()
             if value is not None:
                 return value
-            self._token = await self._fetch()
+            failure = self._last_failure
+            if failure is not None and self._completed != completed_before:
+                # A fetch failed while we queued; share its outcome rather than hammering m3ter
+                # with one doomed request per waiting task.
+                raise type(failure)(str(failure)) from None
+            try:
+                self._token = await self._fetch()
+            except M3terSourceError as exc:
+                self._last_failure = exc
+                raise
+            finally:
+                self._completed += 1
+            self._last_failure = None
             return self._token.value
 
     def invalidate(self, token: str) -> None:
@@ -129,12 +148,9 @@ class TokenManager:
 
     async def _fetch(self) -> _Token:
         creds = self._credentials
-        basic = base64.b64encode(f"{creds.client_id}:{creds.client_secret}".encode()).decode()
         started = self._clock()
         try:
-            response = await self._client.authentication.get_bearer_token(
-                grant_type="client_credentials", extra_headers={"Authorization": f"Basic {basic}"}
-            )
+            response = await self._token_client.authentication.get_bearer_token(grant_type="client_credentials")
         except (m3ter.AuthenticationError, m3ter.BadRequestError, m3ter.PermissionDeniedError) as exc:
             message = _redact(
                 f"m3ter rejected the API credentials of client_id {creds.client_id!r} for organization "

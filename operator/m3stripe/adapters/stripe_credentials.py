@@ -15,15 +15,19 @@ DEFAULT_API_BASE = "https://api.stripe.com"
 STRIPE_API_VERSION = "2025-03-31.basil"
 
 
-class KeyMode(str, enum.Enum):
+class KeyMode(enum.StrEnum):
     LIVE = "live"
     TEST = "test"
 
 
 def key_mode(key: str) -> KeyMode | None:
     """The mode of a secret (sk_) or restricted (rk_) key; None for anything else."""
-    for prefix, mode in (("sk_live_", KeyMode.LIVE), ("rk_live_", KeyMode.LIVE),
-                         ("sk_test_", KeyMode.TEST), ("rk_test_", KeyMode.TEST)):
+    for prefix, mode in (
+        ("sk_live_", KeyMode.LIVE),
+        ("rk_live_", KeyMode.LIVE),
+        ("sk_test_", KeyMode.TEST),
+        ("rk_test_", KeyMode.TEST),
+    ):
         if key.startswith(prefix) and len(key) > len(prefix):
             return mode
     return None
@@ -97,12 +101,18 @@ async def _probe(client: stripe.StripeClient) -> KeyCheck:
         pass
     except stripe.AuthenticationError as err:
         return KeyCheck(
-            False, "StripeAuthFailed",
+            False,
+            "StripeAuthFailed",
             f"Stripe rejected the API key (HTTP {err.http_status}); the key may be revoked or mistyped; "
             "put a valid key in the Secret",
         )
     except stripe.RateLimitError:
-        return KeyCheck(False, "StripeRateLimited", "Stripe answered 429 to the credential check; retrying", retryable=True)
+        return KeyCheck(
+            False,
+            "StripeRateLimited",
+            "Stripe answered 429 to the credential check; retrying",
+            retryable=True,
+        )
     except stripe.APIConnectionError as err:
         return KeyCheck(False, "StripeUnreachable", f"could not reach Stripe: {_first_line(err)}", retryable=True)
     except stripe.APIError as err:
@@ -114,13 +124,18 @@ async def _probe(client: stripe.StripeClient) -> KeyCheck:
         return KeyCheck(True, "Connected", "Stripe accepted the restricted key (it cannot read the account id)")
     except stripe.PermissionError:
         return KeyCheck(
-            False, "StripePermissionDenied",
+            False,
+            "StripePermissionDenied",
             "the restricted key may not read invoices; grant it write access to Invoices, Invoice items and "
             "Customers (read) in Stripe's dashboard",
         )
     except stripe.StripeError as err:
-        return KeyCheck(False, "StripeCheckFailed", f"Stripe refused the credential check: {_first_line(err)}",
-                        retryable=isinstance(err, stripe.APIConnectionError | stripe.APIError | stripe.RateLimitError))
+        return KeyCheck(
+            False,
+            "StripeCheckFailed",
+            f"Stripe refused the credential check: {_first_line(err)}",
+            retryable=isinstance(err, stripe.APIConnectionError | stripe.APIError | stripe.RateLimitError),
+        )
 
 
 def _first_line(err: stripe.StripeError) -> str:

@@ -17,11 +17,31 @@ CRD_FILENAME = f"{names.GROUP}_{names.PLURAL}.yaml"
 
 # JSON-Schema keywords that a CRD's structural OpenAPI v3 schema accepts; anything else is dropped.
 _ALLOWED = {
-    "type", "format", "description", "default", "enum", "pattern", "minLength", "maxLength", "minimum",
-    "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "uniqueItems", "items",
-    "properties", "required", "additionalProperties", "nullable",
-    "x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
-    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string",
+    "type",
+    "format",
+    "description",
+    "default",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "items",
+    "properties",
+    "required",
+    "additionalProperties",
+    "nullable",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
 }
 
 
@@ -125,7 +145,10 @@ def build_crd() -> dict[str, Any]:
                             ),
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string", "description": "API version of this object."},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "API version of this object.",
+                                },
                                 "kind": {"type": "string", "description": "Kind of this object."},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema,

@@ -17,6 +17,7 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 ANNOTATION_REQUESTED_AT: Final = f"{GROUP}/requested-at"
 ANNOTATION_REENABLE: Final = f"{GROUP}/reenable"
 ANNOTATION_REPLAY: Final = f"{GROUP}/replay"
+ANNOTATION_RESOLVE: Final = f"{GROUP}/resolve"
 
 # Kopf's own bookkeeping lives in annotations under this prefix, never in `status`,
 # so the strict status schema never prunes it.

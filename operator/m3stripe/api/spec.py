@@ -26,25 +26,25 @@ STRIPE_PRODUCT_PATTERN = r"^prod_[A-Za-z0-9]+$"
 MIN_SYNC_INTERVAL_SECONDS = 10
 
 
-class Destination(str, enum.Enum):
+class Destination(enum.StrEnum):
     """Where Bills go: Stripe's live environment or its test environment."""
 
     STRIPE = "Stripe"
     STRIPE_TEST_MODE = "StripeTestMode"
 
 
-class SortLineItemsBy(str, enum.Enum):
+class SortLineItemsBy(enum.StrEnum):
     NONE = "None"
     SUBTOTAL = "Subtotal"
     AGGREGATION_ID = "AggregationId"
 
 
-class CollectionMethod(str, enum.Enum):
+class CollectionMethod(enum.StrEnum):
     CHARGE_AUTOMATICALLY = "ChargeAutomatically"
     SEND_INVOICE = "SendInvoice"
 
 
-class LineItemType(str, enum.Enum):
+class LineItemType(enum.StrEnum):
     """m3ter's 19 Bill line item types (the domain of `excludedLineItemTypes`)."""
 
     STANDING_CHARGE = "STANDING_CHARGE"
@@ -157,8 +157,7 @@ class StripeIntegrationSpec(_Model):
                     ".collectionMethod",
                 ),
                 _cel(
-                    "!has(self.poNumberCustomField) || "
-                    "(has(self.createStripeInvoice) && self.createStripeInvoice)",
+                    "!has(self.poNumberCustomField) || (has(self.createStripeInvoice) && self.createStripeInvoice)",
                     "poNumberCustomField needs createStripeInvoice: true (custom fields exist on invoices only)",
                     ".poNumberCustomField",
                 ),
@@ -211,7 +210,7 @@ class StripeIntegrationSpec(_Model):
             "Expression evaluated on the m3ter Account; Bills are sent only when it is true, in addition to "
             "the account id lists. Operators ==, !=, <, <=, >, >=, AND, OR, NOT, parentheses, null; fields "
             "such as id, name, code, currency, address.country, customFields.<name>. "
-            "Example: customFields.country == \"UK\"."
+            'Example: customFields.country == "UK".'
         ),
     )
     integrationDisabledNotificationUsers: list[Email] = Field(
@@ -305,6 +304,17 @@ class StripeIntegrationSpec(_Model):
             "Default: 100 for Stripe, 25 for StripeTestMode (Stripe's documented limits)."
         ),
     )
+    runHistoryLimit: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="How many recent runs status.recentRuns keeps (older ones are dropped).",
+    )
+    eventRetention: str = Field(
+        default="720h",
+        pattern=DURATION_PATTERN,
+        description="How long an open error event is kept after it was last raised (at most 100 are kept).",
+    )
     maxLinesPerInvoice: int = Field(
         default=250,
         ge=1,
@@ -327,23 +337,29 @@ class StripeIntegrationSpec(_Model):
         problems: list[tuple[str, str]] = []
         both = sorted(set(self.accountIds).intersection(self.restrictedAccountIds))
         if both:
-            problems.append((
-                "spec.restrictedAccountIds",
-                f"account id(s) {', '.join(both)} are also in accountIds; remove them from one of the lists",
-            ))
+            problems.append(
+                (
+                    "spec.restrictedAccountIds",
+                    f"account id(s) {', '.join(both)} are also in accountIds; remove them from one of the lists",
+                )
+            )
         if self.sendDueDate and not self.createStripeInvoice:
             problems.append(("spec.sendDueDate", "needs createStripeInvoice: true (a due date belongs to an invoice)"))
         if self.sendDueDate and self.collectionMethod is not CollectionMethod.SEND_INVOICE:
-            problems.append((
-                "spec.collectionMethod",
-                "must be SendInvoice when sendDueDate is true; Stripe accepts a due date only on invoices it "
-                "sends, not on ones it charges automatically",
-            ))
+            problems.append(
+                (
+                    "spec.collectionMethod",
+                    "must be SendInvoice when sendDueDate is true; Stripe accepts a due date only on invoices it "
+                    "sends, not on ones it charges automatically",
+                )
+            )
         if self.poNumberCustomField and not self.createStripeInvoice:
-            problems.append((
-                "spec.poNumberCustomField",
-                "needs createStripeInvoice: true (custom fields exist on invoices only)",
-            ))
+            problems.append(
+                (
+                    "spec.poNumberCustomField",
+                    "needs createStripeInvoice: true (custom fields exist on invoices only)",
+                )
+            )
         return problems
 
     @property
@@ -359,4 +375,3 @@ class StripeIntegrationSpec(_Model):
         if self.requestsPerSecond is not None:
             return self.requestsPerSecond
         return 25 if self.is_test_mode else 100
-

@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
-CONDITION_TYPE_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
 
 
 class ConditionType(enum.StrEnum):
@@ -54,7 +56,8 @@ class LastSync(_Model):
 
     runId: str | None = Field(default=None, description="Identifier of the run.")
     status: str | None = Field(
-        default=None, description="m3ter run status of the run: COMPLETE, ERROR, AWAITING_RETRY, AUTH_FAILED, ..."
+        default=None,
+        description="m3ter run status of the run: COMPLETE, ERROR, AWAITING_RETRY, AUTH_FAILED, ...",
     )
     startTime: str | None = Field(default=None, description="When the run started (RFC 3339).")
     completionTime: str | None = Field(default=None, description="When the run ended (RFC 3339).")
@@ -62,6 +65,55 @@ class LastSync(_Model):
     billsSkipped: int = Field(default=0, ge=0, description="Bills read but not selected or already in Stripe.")
     billsFailed: int = Field(default=0, ge=0, description="Bills that produced an error event in this run.")
     message: str | None = Field(default=None, max_length=32768, description="One-line summary of the run.")
+
+
+class StripeObjectRef(_Model):
+    """A Bill that reached Stripe in a run, and the Stripe object that now holds it."""
+
+    billId: str = Field(description="m3ter Bill id.")
+    billVersion: int = Field(ge=0, description="m3ter Bill version that was sent.")
+    stripeId: str = Field(description="Stripe invoice (in_...) or invoice item (ii_...) id.")
+
+
+class RunRecord(LastSync):
+    """One sync run, kept in a bounded list (most recent first)."""
+
+    billsUnchanged: int = Field(default=0, ge=0, description="Bills Stripe already held exactly.")
+    stripeObjects: list[StripeObjectRef] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Bills sent in this run and their Stripe objects (first 50).",
+    )
+
+
+class IntegrationEvent(_Model):
+    """An error event (one of m3ter's five kinds) that a person has not marked as actioned yet."""
+
+    id: str = Field(description="Stable id; put it in the m3stripe.dev/resolve annotation to mark it actioned.")
+    kind: str = Field(
+        description="integration.validation.error, .missingaccountmapping.error, .authentication.error, "
+        ".perform.error or .disabled.error."
+    )
+    message: str = Field(max_length=4096, description="What went wrong and what to do about it.")
+    runId: str | None = Field(default=None, description="The run that raised it last.")
+    runStatus: str | None = Field(default=None, description="m3ter run status the error maps to.")
+    billId: str | None = Field(default=None, description="The Bill concerned, if any.")
+    accountId: str | None = Field(default=None, description="The m3ter Account concerned, if any.")
+    firstSeen: str = Field(description="When it was first raised (RFC 3339).")
+    lastSeen: str = Field(description="When it was last raised (RFC 3339).")
+    count: int = Field(default=1, ge=1, description="How many times it was raised while open.")
+
+
+class SyncProgress(_Model):
+    """Where the next pass starts: persisted so a restart neither skips nor repeats work."""
+
+    watermark: str | None = Field(
+        default=None,
+        description="Start of the last complete pass; Bills modified since are read next (RFC 3339).",
+    )
+    retryBillIds: list[str] = Field(
+        default_factory=list, max_length=1000, description="Bills owed a retry on the next pass."
+    )
 
 
 class StripeIntegrationStatus(_Model):
@@ -82,19 +134,40 @@ class StripeIntegrationStatus(_Model):
     connected: bool = Field(default=False, description="The Stripe credential is present, valid and of the right mode.")
     stripeAccountId: str | None = Field(default=None, description="The Stripe account the credential belongs to.")
     disabled: bool = Field(
-        default=False, description="Disabled automatically after too many successive errors; see the Ready message."
+        default=False,
+        description="Disabled automatically after too many successive errors; see the Ready message.",
+    )
+    disabledMessage: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Why the integration disabled itself, while it is disabled.",
     )
     consecutiveErrors: int = Field(default=0, ge=0, description="Successive error events since the last success.")
     lastSync: LastSync | None = Field(default=None, description="Summary of the last sync run.")
     lastSuccessfulSyncTime: str | None = Field(
         default=None, description="When a sync run last completed without errors (RFC 3339)."
     )
+    recentRuns: list[RunRecord] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The last runs, most recent first (spec.runHistoryLimit).",
+    )
+    openEvents: list[IntegrationEvent] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Error events not yet marked actioned, newest first.",
+    )
+    sync: SyncProgress | None = Field(default=None, description="Sync progress carried between passes.")
     lastHandledRequestedAt: str | None = Field(
-        default=None, description="Token of the last on-demand sync request handled (the requested-at annotation)."
+        default=None,
+        description="Token of the last on-demand sync request handled (the requested-at annotation).",
     )
     lastHandledReenable: str | None = Field(
         default=None, description="Token of the last re-enable request handled (the reenable annotation)."
     )
     lastHandledReplay: str | None = Field(
         default=None, description="Token of the last replay request handled (the replay annotation)."
+    )
+    lastHandledResolve: str | None = Field(
+        default=None, description="Value of the last resolve request handled (the resolve annotation)."
     )

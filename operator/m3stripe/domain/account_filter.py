@@ -182,9 +182,7 @@ class FilterSyntaxError(ValueError):
         return f"    {shown}\n    {' ' * self._caret_offset}^"
 
 
-def _restore_syntax_error(
-    reason: str, expression: str, position: int, expected: set[str] | None
-) -> FilterSyntaxError:
+def _restore_syntax_error(reason: str, expression: str, position: int, expected: set[str] | None) -> FilterSyntaxError:
     return FilterSyntaxError(reason, expression=expression, position=position, expected=expected)
 
 

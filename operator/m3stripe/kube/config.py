@@ -29,6 +29,8 @@ class OperatorConfig:
     # Backoff after a transient failure of a credential check (Stripe unreachable, 429, 5xx).
     credential_retry_seconds: float = 20.0
     metrics_port: int = 9090
+    # Bills in flight at once per integration; Stripe's rate limit, not this, bounds throughput.
+    sync_concurrency: int = 8
     sync_enabled: bool = True
     smtp: dict[str, str] = field(default_factory=dict)
 
@@ -41,7 +43,11 @@ class OperatorConfig:
             credential_recheck_seconds=_seconds("M3STRIPE_CREDENTIAL_RECHECK_INTERVAL", "10m"),
             credential_retry_seconds=_seconds("M3STRIPE_CREDENTIAL_RETRY_INTERVAL", "20s"),
             metrics_port=int(os.environ.get("M3STRIPE_METRICS_PORT", "9090")),
+            sync_concurrency=int(os.environ.get("M3STRIPE_SYNC_CONCURRENCY", "8")),
             sync_enabled=os.environ.get("M3STRIPE_SYNC", "true").lower() not in ("0", "false", "no"),
-            smtp={k.removeprefix("M3STRIPE_SMTP_").lower(): v for k, v in os.environ.items()
-                  if k.startswith("M3STRIPE_SMTP_")},
+            smtp={
+                k.removeprefix("M3STRIPE_SMTP_").lower(): v
+                for k, v in os.environ.items()
+                if k.startswith("M3STRIPE_SMTP_")
+            },
         )

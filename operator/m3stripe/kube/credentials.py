@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.adapters.stripe_credentials import KeyCheck, check_key
@@ -25,6 +25,8 @@ class CheckResult:
     retryable: bool = False
     # The Secret problem is the user's to fix: it deserves a Warning event.
     warn: bool = True
+    # The verified credential itself, kept in memory for the sync; never printed or compared.
+    secret: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -70,7 +72,8 @@ async def check_stripe_credential(
     if ref is None:
         cache.invalidate()
         return CheckResult(
-            False, "NotConnected",
+            False,
+            "NotConnected",
             "no credential: set spec.credentialRef to a Secret holding the Stripe API key to connect the integration",
             warn=False,
         )
@@ -78,17 +81,21 @@ async def check_stripe_credential(
     try:
         secret = await kube.read_secret(namespace, ref.name)
     except KubeApiError as err:
-        return CheckResult(False, "SecretUnreadable", f"{err}; check the operator's RBAC (get on secrets)", retryable=True)
+        return CheckResult(
+            False, "SecretUnreadable", f"{err}; check the operator's RBAC (get on secrets)", retryable=True
+        )
     if secret is None:
         return CheckResult(
-            False, "SecretNotFound",
+            False,
+            "SecretNotFound",
             f"{where} (spec.credentialRef.name) does not exist; create it with the Stripe API key under key {ref.key!r}",
         )
     key = secret.text(ref.key)
     if not key:
         present = ", ".join(sorted(secret.data)) or "none"
         return CheckResult(
-            False, "SecretKeyMissing",
+            False,
+            "SecretKeyMissing",
             f"{where} has no non-empty key {ref.key!r} (spec.credentialRef.key); keys present: {present}",
         )
     fingerprint = (ref.name, ref.key, secret.resource_version, spec.destination, hash(key))
@@ -96,7 +103,15 @@ async def check_stripe_credential(
     async def run() -> CheckResult:
         check: KeyCheck = await check_key(key, test_mode=spec.is_test_mode, api_base=api_base)
         message = check.message if check.ok else f"{where}, key {ref.key!r}: {check.message}"
-        return CheckResult(check.ok, check.reason, message, check.account_id, check.retryable, warn=not check.ok)
+        return CheckResult(
+            check.ok,
+            check.reason,
+            message,
+            check.account_id,
+            check.retryable,
+            warn=not check.ok,
+            secret=key if check.ok else None,
+        )
 
     return await cache.get(fingerprint, run)
 
@@ -110,7 +125,9 @@ class M3terSecret:
     client_secret: str
 
     def __repr__(self) -> str:
-        return f"M3terSecret(organization_id={self.organization_id!r}, client_id={self.client_id!r}, client_secret='***')"
+        return (
+            f"M3terSecret(organization_id={self.organization_id!r}, client_id={self.client_id!r}, client_secret='***')"
+        )
 
 
 async def read_m3ter_secret(
@@ -124,20 +141,35 @@ async def read_m3ter_secret(
     except KubeApiError as err:
         return None, CheckResult(False, "M3terSecretUnreadable", str(err), retryable=True), ()
     if secret is None:
-        return None, CheckResult(
-            False, "M3terSecretNotFound",
-            f"{where} (spec.m3ter.credentialsRef.name) does not exist; create it with the m3ter API key id under "
-            f"{ref.clientIdKey!r} and the API secret under {ref.clientSecretKey!r}",
-        ), ()
+        return (
+            None,
+            CheckResult(
+                False,
+                "M3terSecretNotFound",
+                f"{where} (spec.m3ter.credentialsRef.name) does not exist; create it with the m3ter API key id under "
+                f"{ref.clientIdKey!r} and the API secret under {ref.clientSecretKey!r}",
+            ),
+            (),
+        )
     client_id, client_secret = secret.text(ref.clientIdKey), secret.text(ref.clientSecretKey)
     missing = [k for k, v in ((ref.clientIdKey, client_id), (ref.clientSecretKey, client_secret)) if not v]
     if missing or client_id is None or client_secret is None:
         present = ", ".join(sorted(secret.data)) or "none"
-        return None, CheckResult(
-            False, "M3terSecretKeyMissing",
-            f"{where} has no non-empty key(s) {', '.join(map(repr, missing))} (spec.m3ter.credentialsRef); "
-            f"keys present: {present}",
-        ), ()
+        return (
+            None,
+            CheckResult(
+                False,
+                "M3terSecretKeyMissing",
+                f"{where} has no non-empty key(s) {', '.join(map(repr, missing))} (spec.m3ter.credentialsRef); "
+                f"keys present: {present}",
+            ),
+            (),
+        )
     creds = M3terSecret(spec.m3ter.organizationId, client_id, client_secret)
-    fingerprint = (ref.name, secret.resource_version, spec.m3ter.organizationId, hash((client_id, client_secret)))
+    fingerprint = (
+        ref.name,
+        secret.resource_version,
+        spec.m3ter.organizationId,
+        hash((client_id, client_secret)),
+    )
     return creds, None, fingerprint

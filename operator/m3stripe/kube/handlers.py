@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
 from m3stripe.adapters.kube_api import KubeApi
+from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.runtime import Runtime
@@ -26,7 +29,7 @@ def runtime() -> Runtime:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
     global _runtime
     config = OperatorConfig.from_env()
     # Kopf's bookkeeping goes to annotations under our own prefix, never into the strict status schema.
@@ -41,13 +44,20 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 30
     settings.posting.level = logging.WARNING
-    # Workers stop within the pod's termination grace period (deploy/ sets 30s).
-    settings.background.cancellation_timeout = 10
+    # The official kubernetes client is synchronous; its calls run in worker threads. Size the pool for
+    # many integrations polling at once rather than for the CPU count.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
+    for noisy in ("httpx", "stripe", "m3ter"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     metrics = Metrics()
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
         logger.info("metrics on :%d/metrics", config.metrics_port)
-    _runtime = Runtime(config=config, kube=KubeApi(), metrics=metrics)
+    smtp = SmtpSettings.from_mapping(config.smtp)
+    if smtp is None:
+        logger.warning("no SMTP server configured (M3STRIPE_SMTP_HOST): disablement emails will not be sent")
+    kube = KubeApi(secret_ttl=config.secret_poll_seconds / 2)
+    _runtime = Runtime(config=config, kube=kube, metrics=metrics, mailer=Mailer(smtp) if smtp else None)
 
 
 @kopf.on.cleanup()
@@ -64,8 +74,13 @@ def workers_probe(**_: Any) -> int:
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10)
 async def integration_daemon(
-    body: kopf.Body, namespace: str, name: str, uid: str, stopped: kopf.DaemonStopped,
-    logger: logging.Logger, **_: Any,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger,
+    **_: Any,
 ) -> None:
     rt = runtime()
 
@@ -80,6 +95,16 @@ async def integration_daemon(
         rt.workers.pop(uid, None)
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             rt.metrics.forget(namespace, name)
+
+
+class _QuietWake(logging.Filter):
+    """Every watch event runs `wake_worker`; its per-event success line would drown the useful log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "wake_worker" not in record.getMessage()
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietWake())
 
 
 @kopf.on.event(*RESOURCE)

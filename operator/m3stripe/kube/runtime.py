@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from m3stripe.adapters.kube_api import KubeApi
+from m3stripe.adapters.mailer import Mailer
+from m3stripe.adapters.stripe_gateway import LimiterRegistry
 from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.source import SourceRegistry
 from m3stripe.metrics import Metrics
 
 
@@ -14,4 +17,11 @@ class Runtime:
     config: OperatorConfig
     kube: KubeApi
     metrics: Metrics
+    mailer: Mailer | None = None
+    limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
+    sources: SourceRegistry | None = None
     workers: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = SourceRegistry(self.config)

@@ -1,43 +1,81 @@
-"""The m3ter side of one integration: a long-lived source (one OAuth token per lifetime) and its check."""
+"""The m3ter side of integrations: long-lived sources (one OAuth token per lifetime) and their checks.
+
+Integrations that use the same m3ter credentials share one source, hence one token and one check.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.m3ter_source import M3terAuthError, M3terCredentials, M3terSource, M3terUnavailable
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.kube.config import OperatorConfig
-from m3stripe.kube.credentials import CachedCheck, CheckResult, read_m3ter_secret
+from m3stripe.kube.credentials import CachedCheck, CheckResult, M3terSecret, read_m3ter_secret
 
 
-class SourceHandle:
-    """Owns the integration's M3terSource: rebuilt when the credentials change, closed with the worker."""
+@dataclass
+class _Shared:
+    source: M3terSource
+    check: CachedCheck
+    users: int = 0
+
+
+class SourceRegistry:
+    """Reference-counted M3terSources keyed by the credentials' fingerprint."""
 
     def __init__(self, config: OperatorConfig) -> None:
         self._config = config
-        self._cache = CachedCheck(config.credential_recheck_seconds, config.credential_retry_seconds)
+        self._shared: dict[tuple[object, ...], _Shared] = {}
+
+    def acquire(self, fingerprint: tuple[object, ...], creds: M3terSecret) -> _Shared:
+        shared = self._shared.get(fingerprint)
+        if shared is None:
+            source = M3terSource(
+                M3terCredentials(creds.organization_id, creds.client_id, creds.client_secret),
+                base_url=self._config.m3ter_base_url,
+            )
+            check = CachedCheck(self._config.credential_recheck_seconds, self._config.credential_retry_seconds)
+            shared = self._shared[fingerprint] = _Shared(source, check)
+        shared.users += 1
+        return shared
+
+    async def release(self, fingerprint: tuple[object, ...]) -> None:
+        shared = self._shared.get(fingerprint)
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users <= 0:
+            del self._shared[fingerprint]
+            await shared.source.aclose()
+
+
+class SourceHandle:
+    """One integration's use of a shared source: switches sources when the credentials change."""
+
+    def __init__(self, config: OperatorConfig, registry: SourceRegistry) -> None:
+        self._config = config
+        self._registry = registry
         self._fingerprint: tuple[object, ...] | None = None
-        self._source: M3terSource | None = None
+        self._shared: _Shared | None = None
         self._last: CheckResult | None = None
 
     @property
     def source(self) -> M3terSource | None:
         """The source, when its last check succeeded."""
-        return self._source if self._last is not None and self._last.ok else None
+        ok = self._shared is not None and self._last is not None and self._last.ok
+        return self._shared.source if ok and self._shared is not None else None
 
     async def check(self, kube: KubeApi, namespace: str, spec: StripeIntegrationSpec) -> CheckResult:
         creds, problem, fingerprint = await read_m3ter_secret(kube, namespace, spec)
         if problem is not None or creds is None:
             self._last = problem
             return problem or CheckResult(False, "M3terSecretUnreadable", "could not read the m3ter credentials")
-        if fingerprint != self._fingerprint:
+        if fingerprint != self._fingerprint or self._shared is None:
             await self.close()
             self._fingerprint = fingerprint
-            self._source = M3terSource(
-                M3terCredentials(creds.organization_id, creds.client_id, creds.client_secret),
-                base_url=self._config.m3ter_base_url,
-            )
-        source = self._source
-        assert source is not None
+            self._shared = self._registry.acquire(fingerprint, creds)
+        source = self._shared.source
 
         async def run() -> CheckResult:
             try:
@@ -50,12 +88,11 @@ class SourceHandle:
                 True, "SourceConnected", f"m3ter organization {creds.organization_id} accepted the credentials", warn=False
             )
 
-        self._last = await self._cache.get(fingerprint, run)
+        self._last = await self._shared.check.get(fingerprint, run)
         return self._last
 
     async def close(self) -> None:
-        if self._source is not None:
-            await self._source.aclose()
-        self._source = None
+        if self._fingerprint is not None and self._shared is not None:
+            await self._registry.release(self._fingerprint)
+        self._shared = None
         self._fingerprint = None
-        self._cache.invalidate()

@@ -32,7 +32,9 @@ def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
         text = "invalid spec: " + "; ".join(a.problems)
         obs.append(Observation(ConditionType.STALLED, "True", "InvalidSpec", text))
         obs.append(Observation(ConditionType.READY, "False", "InvalidSpec", text))
-        obs.append(Observation(ConditionType.CONNECTED, "Unknown", "InvalidSpec", "not checked while the spec is invalid"))
+        obs.append(
+            Observation(ConditionType.CONNECTED, "Unknown", "InvalidSpec", "not checked while the spec is invalid")
+        )
         return obs, absent
     if a.stripe is not None:
         obs.append(_check_obs(ConditionType.CONNECTED, a.stripe))
@@ -81,8 +83,11 @@ def build_status(
         connected=bool(stripe is not None and stripe.ok and not assessment.problems),
         disabled=assessment.disabled,
     )
-    if stripe is not None and stripe.ok and stripe.account_id:
-        status["stripeAccountId"] = stripe.account_id
+    if status["connected"]:
+        if stripe is not None and stripe.account_id:
+            status["stripeAccountId"] = stripe.account_id
+    else:
+        status["stripeAccountId"] = None  # the last account is not where Bills would go now
     status.setdefault("consecutiveErrors", 0)
     if extra:
         status.update(extra)

@@ -8,16 +8,21 @@ status goes through this one loop, so concurrent writers never race on `status.c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from m3stripe.api import names
+from m3stripe.api.conditions import Observation, merge_conditions
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
+from m3stripe.kube.run_history import resolve_events
 from m3stripe.kube.source import SourceHandle
 from m3stripe.kube.status import Assessment, build_status, ready_of, status_patch
+from m3stripe.kube.syncing import SyncDriver
 
 if TYPE_CHECKING:
     from m3stripe.kube.runtime import Runtime
@@ -28,8 +33,15 @@ class EventSink(Protocol):
 
 
 class IntegrationWorker:
-    def __init__(self, runtime: Runtime, namespace: str, name: str, uid: str, events: EventSink,
-                 logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        namespace: str,
+        name: str,
+        uid: str,
+        events: EventSink,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.name = name
@@ -37,8 +49,13 @@ class IntegrationWorker:
         self._events = events
         self._logger = logger
         self._wake = asyncio.Event()
-        self._stripe_check = CachedCheck(runtime.config.credential_recheck_seconds, runtime.config.credential_retry_seconds)
-        self._source = SourceHandle(runtime.config)
+        self._stripe_check = CachedCheck(
+            runtime.config.credential_recheck_seconds, runtime.config.credential_retry_seconds
+        )
+        assert runtime.sources is not None
+        self._source = SourceHandle(runtime.config, runtime.sources)
+        self._sync = SyncDriver(runtime, namespace, name, uid, events, logger)
+        self._next_sync: float | None = None
         self._last_written: dict[str, Any] | None = None
         self._seen: tuple[object, ...] | None = None
         self._problems_reported: tuple[str, ...] = ()
@@ -66,7 +83,10 @@ class IntegrationWorker:
                     self._logger.exception("reconcile of %s/%s failed; retrying", self.namespace, self.name)
                 finally:
                     self.runtime.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
-                await self._sleep(self.runtime.config.secret_poll_seconds, stopped)
+                pause = self.runtime.config.secret_poll_seconds
+                if self._next_sync is not None:
+                    pause = min(pause, max(0.05, self._next_sync))
+                await self._sleep(pause, stopped)
         finally:
             await self._source.close()
 
@@ -82,8 +102,18 @@ class IntegrationWorker:
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata", {})
         generation = meta.get("generation")
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
         current = dict(body.get("status") or {})
+        if (
+            self._last_written is not None
+            and current.get("observedGeneration") == self._last_written.get("observedGeneration")
+            and _older(current, self._last_written)
+        ):
+            current = dict(self._last_written)  # our own last write has not come back through the watch yet
+        extra = self._handle_requests(current, annotations)
         parsed = parse_spec(body.get("spec"))
+        stripe: CheckResult | None = None
+        self._next_sync = None
         if isinstance(parsed, list):
             problems = tuple(str(p) for p in parsed)
             assessment = Assessment(problems=problems)
@@ -92,14 +122,69 @@ class IntegrationWorker:
                 self._events("Warning", "InvalidSpec", "; ".join(problems))
         else:
             self._problems_reported = ()
-            assessment = await self._assess(parsed, current)
-        new = build_status(current, assessment, generation=generation, integration_id=self.uid)
+            assessment, stripe = await self._assess(parsed, {**current, **extra})
+        new = build_status(current, assessment, generation=generation, integration_id=self.uid, extra=extra)
         await self._write(current, new)
+        if isinstance(parsed, list) or not self.runtime.config.sync_enabled:
+            return
+        ready = (
+            stripe is not None
+            and stripe.ok
+            and stripe.secret is not None
+            and self._source.source is not None
+            and not assessment.disabled
+            and not assessment.suspended
+        )
+        if not ready:
+            return
+        due = self._sync.seconds_until_due(parsed, new, annotations)
+        if due > 0:
+            self._next_sync = due
+            return
+        assert stripe is not None and stripe.secret is not None and self._source.source is not None
+        fields = await self._sync.run_pass(
+            parsed,
+            new,
+            annotations,
+            stripe_key=stripe.secret,
+            stripe_account=stripe.account_id,
+            source=self._source.source,
+        )
+        base = {**new, **fields, "conditions": _synced(new, fields, generation)}
+        assessment = dataclasses.replace(
+            assessment,
+            disabled=bool(base.get("disabled")),
+            disabled_message=str(base.get("disabledMessage") or assessment.disabled_message),
+        )
+        final = build_status(base, assessment, generation=generation, integration_id=self.uid)
+        await self._write(new, final)
+        self._next_sync = parsed.spec.sync_interval_seconds
 
-    async def _assess(self, parsed: ParsedSpec, current: Mapping[str, Any]) -> Assessment:
+    def _handle_requests(self, current: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
+        """Resolve and re-enable requests (annotations): handled once per value, echoed back in status."""
+        extra: dict[str, Any] = {}
+        resolve = annotations.get(names.ANNOTATION_RESOLVE, "")
+        if resolve and resolve != current.get("lastHandledResolve"):
+            extra["openEvents"] = resolve_events(current.get("openEvents") or (), resolve)
+            extra["lastHandledResolve"] = resolve
+            closed = len(current.get("openEvents") or ()) - len(extra["openEvents"])
+            self._events("Normal", "EventsResolved", f"{closed} error event(s) marked as actioned")
+        reenable = annotations.get(names.ANNOTATION_REENABLE, "")
+        if reenable and reenable != current.get("lastHandledReenable"):
+            extra["lastHandledReenable"] = reenable
+            if current.get("disabled"):
+                extra.update(disabled=False, consecutiveErrors=0, disabledMessage=None)
+                self._events("Normal", "Reenabled", "re-enabled by the m3stripe.dev/reenable annotation")
+        return extra
+
+    async def _assess(self, parsed: ParsedSpec, current: Mapping[str, Any]) -> tuple[Assessment, CheckResult]:
         spec = parsed.spec
         stripe = await check_stripe_credential(
-            self.runtime.kube, self.namespace, spec, self._stripe_check, api_base=self.runtime.config.stripe_api_base
+            self.runtime.kube,
+            self.namespace,
+            spec,
+            self._stripe_check,
+            api_base=self.runtime.config.stripe_api_base,
         )
         source: CheckResult = await self._source.check(self.runtime.kube, self.namespace, spec)
         mode = "test mode" if spec.is_test_mode else "live mode"
@@ -110,13 +195,13 @@ class IntegrationWorker:
         )
         return Assessment(
             disabled=bool(current.get("disabled")),
-            disabled_message=_condition_message(current, ConditionType.STALLED)
-            or "disabled after successive errors; see the runbook to re-enable",
+            disabled_message=str(current.get("disabledMessage") or "")
+            or "disabled after successive errors; annotate with m3stripe.dev/reenable=<new value> to re-enable",
             suspended=spec.suspend,
             stripe=stripe,
             source=source,
             ready_message=ready_message,
-        )
+        ), stripe
 
     async def _write(self, current: Mapping[str, Any], new: dict[str, Any]) -> None:
         patch = status_patch(current, new)
@@ -158,3 +243,26 @@ def _condition_reason(status: Mapping[str, Any], type_: str) -> str | None:
         if c.get("type") == type_:
             return c.get("reason")
     return None
+
+
+def _older(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether the status the watch delivered predates what this worker last wrote."""
+    a = (seen.get("lastSync") or {}).get("completionTime") or ""
+    b = (written.get("lastSync") or {}).get("completionTime") or ""
+    return str(a) < str(b)
+
+
+def _synced(status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None) -> list[dict[str, Any]]:
+    last = fields.get("lastSync") or {}
+    run_status = str(last.get("status") or "")
+    if run_status == "COMPLETE":
+        obs = Observation(ConditionType.SYNCED, "True", "RunComplete", str(last.get("message") or ""))
+    else:
+        reason = "".join(p.capitalize() for p in run_status.split("_")) or "RunFailed"
+        obs = Observation(
+            ConditionType.SYNCED,
+            "False",
+            reason,
+            f"run {last.get('runId')}: {last.get('message')}; see status.openEvents",
+        )
+    return merge_conditions(status.get("conditions"), [obs], generation=generation)

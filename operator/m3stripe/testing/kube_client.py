@@ -18,18 +18,13 @@ class KubeClient:
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
 
-    def ensure_namespace(self, name: str) -> None:
-        try:
-            self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-        except ApiException as err:
-            if err.status != 409:
-                raise
-
     # Secrets
     def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
         """Create the Secret or replace its data."""
         body = {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
             "type": "Opaque",
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
@@ -46,7 +41,8 @@ class KubeClient:
     # StripeIntegrations
     def create_integration(self, namespace: str, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
         body = {
-            "apiVersion": names.API_VERSION, "kind": names.KIND,
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
             "metadata": {"name": name, "namespace": namespace, **metadata},
             "spec": spec,
         }
@@ -59,13 +55,13 @@ class KubeClient:
             self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, manifest)
         elif kind == "Secret":
             self.core.create_namespaced_secret(namespace, manifest)
-        elif kind == "Namespace":
-            self.ensure_namespace(manifest["metadata"]["name"])
         else:
             raise ValueError(f"the demo client does not apply kind {kind!r}")
 
     def patch_integration(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name, patch)  # type: ignore[no-any-return]
+        return self.custom.patch_namespaced_custom_object(
+            names.GROUP, names.VERSION, namespace, names.PLURAL, name, patch
+        )  # type: ignore[no-any-return]
 
     def get_integration(self, namespace: str, name: str) -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)  # type: ignore[no-any-return]

@@ -45,6 +45,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
     """kmock's Kubernetes emulator plus metadata stamping and the status subresource."""
 
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    request_history: int = 1  # raise it to assert on recent requests through kmock's API
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -64,7 +65,22 @@ class KubeEmulator(kmock.KubernetesEmulator):
             subresources=set(version["subresources"]),
         )
 
+    def add_namespace(self, name: str) -> None:
+        """kmock cannot route `POST /api/v1/namespaces` (it reads `namespaces` as a namespaced path), so
+        namespaces are added here. Nothing else depends on them: kmock does not check namespace existence."""
+        key = (kmock.resource("", "v1", "namespaces"), None, name)
+        if key not in self.objects:
+            self.objects[key] = {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": _now()},
+            }
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # kmock keeps every request for assertions and matches each new one against all of them, which
+        # makes a long-running emulator quadratic; an operator's test makes thousands of requests.
+        if len(self._requests) > self.request_history:
+            del self._requests[: -self.request_history]
         # kmock's requests are frozen and matched by identity, so the body is rewritten in place.
         if request.resource is not None and isinstance(request.data, dict):
             new: dict[str, Any] | None = None
@@ -80,6 +96,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
     def _stamp_new(self, request: kmock.Request) -> dict[str, Any]:
         obj = copy.deepcopy(request.data)
         meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            # kmock keys objects by name; the API server makes one from generateName (kopf's events use it).
+            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:10]}"
         if request.namespace and not meta.get("namespace"):
             meta["namespace"] = request.namespace
         meta.setdefault("uid", str(uuid.uuid4()))
@@ -120,4 +139,3 @@ def _essence(obj: Any) -> Any:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-

@@ -13,7 +13,12 @@ def write_kubeconfig(path: Path, server_url: str, *, namespace: str = "default")
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": {"server": server_url.rstrip("/")}}],
         "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
-        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": "emulator",
+                "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
+            }
+        ],
         "current-context": "emulator",
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

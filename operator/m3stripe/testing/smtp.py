@@ -8,7 +8,6 @@ import email.message
 import email.policy
 import socket
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -77,4 +76,3 @@ class SmtpServer:
 
     def stop(self) -> None:
         self._controller.stop()
-

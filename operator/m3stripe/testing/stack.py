@@ -46,7 +46,9 @@ class OperatorProcess:
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "m3stripe", "run", *args],
-            env=dict(env), stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -100,8 +102,11 @@ class LocalStack:
         self._loop.call(self._start())
         self.kubeconfig = write_kubeconfig(self.workdir / "kubeconfig.yaml", self.kube_url)
         self.kube = KubeClient(self.kubeconfig)
-        self.kube.ensure_namespace("default")
+        self.ensure_namespace("default")
         return self
+
+    def ensure_namespace(self, name: str) -> None:
+        self.call(lambda: self.k8s.add_namespace(name))
 
     async def _start(self) -> None:
         self.k8s = await self._exit.enter_async_context(KubeEmulator())
@@ -113,7 +118,9 @@ class LocalStack:
         self.m3ter = await self._exit.enter_async_context(M3terEmulator())
         self.smtp = await self._exit.enter_async_context(SmtpServer())
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         for op in self._operators:
             op.kill()
         if self._loop is not None:

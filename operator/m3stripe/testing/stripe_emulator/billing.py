@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from . import currencies, customers, products
+from . import currencies, products
 from .common import EXPANDABLE, Ctx, decimal_string, merge_metadata, round_minor
 from .errors import StripeError, exclusive_parameters, invalid, no_such, not_editable
 from .params import Bool, Currency, DecimalStr, Enum, Int, Metadata, Obj, Param, Str
@@ -82,10 +82,12 @@ def price_pricing(
     prefix: str,
     currency: str | None,
     existing: Object | None,
+    fallback: str | None = None,
 ) -> Pricing | None:
     """Work out an item's pricing from its parameters; ``None`` when an update leaves it alone.
 
-    ``currency`` is the currency the item must have (its invoice's), when there is one.
+    ``currency`` is the currency the item must have (its invoice's), when there is one; ``fallback``
+    (the customer's currency) applies before the account's default when nothing else names one.
     """
     given = [k for k in _PRICING_KEYS if params.get(k) is not None]
     if len(given) > 1:
@@ -141,11 +143,10 @@ def price_pricing(
         details = existing["pricing"].get("price_details")
         price = ctx.state.prices.get(details["price"]) if details else None
     if not item_currency:
-        item_currency = ctx.account.default_currency
+        item_currency = fallback or ctx.account.default_currency
     if currency is not None and item_currency != currency:
         raise invalid(
-            f"The currency of an invoice item ({item_currency}) must match the currency of its invoice "
-            f"({currency}).",
+            f"The currency of an invoice item ({item_currency}) must match the currency of its invoice ({currency}).",
             param=_name(prefix, "currency"),
         )
     amount = round_minor(unit * quantity_decimal)
@@ -206,9 +207,12 @@ def _inline_price(ctx: Ctx, price_data: Mapping[str, Any], unit: Decimal) -> Obj
     }
 
 
-def apply_pricing(ctx: Ctx, item: Object, pricing: Pricing) -> None:
-    if pricing.price is not None and pricing.price["id"] not in ctx.state.prices:
+def store_price(ctx: Ctx, pricing: Pricing | None) -> None:
+    if pricing is not None and pricing.price is not None and pricing.price["id"] not in ctx.state.prices:
         ctx.state.prices.add(ctx.state.new_seq(), pricing.price)
+
+
+def apply_pricing(item: Object, pricing: Pricing) -> None:
     item["amount"] = pricing.amount
     item["net_amount"] = pricing.amount
     item["currency"] = pricing.currency
@@ -253,14 +257,13 @@ def new_item(ctx: Ctx, customer: Object, pricing: Pricing, params: Mapping[str, 
         "tax_rates": [],
         "test_clock": None,
     }
-    apply_pricing(ctx, item, pricing)
-    if params.get("tax_code") is not None:
-        item["tax_code"] = params["tax_code"]
+    apply_pricing(item, pricing)
     return item
 
 
-def store_item(ctx: Ctx, item: Object) -> None:
+def store_item(ctx: Ctx, item: Object, pricing: Pricing) -> None:
     state = ctx.state
+    store_price(ctx, pricing)
     seq = state.new_seq()
     state.invoice_items.add(seq, item)
     state.index(state.items_by_customer, item["customer"]).add(seq, item["id"])
@@ -268,8 +271,9 @@ def store_item(ctx: Ctx, item: Object) -> None:
 
 def update_item_fields(ctx: Ctx, item: Object, params: Mapping[str, Any], pricing: Pricing | None) -> None:
     if pricing is not None:
-        apply_pricing(ctx, item, pricing)
-    for key in ("description", "discountable", "tax_code"):
+        store_price(ctx, pricing)
+        apply_pricing(item, pricing)
+    for key in ("description", "discountable"):
         if key in params:
             item[key] = params[key]
     if params.get("period") is not None:
@@ -401,6 +405,7 @@ def render_line(item: Object) -> Object:
         "pricing": item["pricing"],
         "quantity": item["quantity"],
         "quantity_decimal": item["quantity_decimal"],
+        "subscription": None,
         "subtotal": item["amount"],
         "taxes": [],
     }
@@ -496,8 +501,5 @@ def _expand_invoice(ctx: Ctx, invoice_id: str) -> Object | None:
     return None if invoice is None else render_invoice(ctx, invoice)
 
 
-EXPANDABLE.setdefault("invoiceitem", {})["invoice"] = _expand_invoice
-EXPANDABLE.setdefault("line_item", {})["invoice"] = _expand_invoice
-
-# Only customers module needs importing for its expansion registration; keep the reference explicit.
-_CUSTOMERS = customers
+EXPANDABLE.setdefault("invoiceitem", {})["invoice"] = ("invoice", _expand_invoice)
+EXPANDABLE.setdefault("line_item", {})["invoice"] = ("invoice", _expand_invoice)

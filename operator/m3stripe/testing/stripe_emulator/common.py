@@ -116,42 +116,54 @@ def list_object(url: str, data: list[Obj], has_more: bool) -> Obj:
     return {"object": "list", "data": data, "has_more": has_more, "url": url}
 
 
-# Expansion: for each object type, which fields hold an id that can be swapped for the object.
+# Expansion: for each object type, the fields holding an id that can be swapped for an object,
+# with the type of that object and how to fetch it.
 Expander = Callable[[Ctx, str], Obj | None]
-EXPANDABLE: dict[str, dict[str, Expander]] = {}
+EXPANDABLE: dict[str, dict[str, tuple[str, Expander]]] = {}
 
 
-def expand(ctx: Ctx, obj: Obj, paths: list[str]) -> Obj:
-    """Replace ids by objects along each dotted ``expand[]`` path (at most four levels, as on Stripe)."""
+def check_expand(returns: str, paths: list[str]) -> None:
+    """Reject ``expand[]`` paths the response cannot expand, before the endpoint runs."""
     for path in paths:
         parts = path.split(".")
         if len(parts) > 4:
             raise StripeError(
-                400,
-                f"You cannot expand more than 4 levels of a property. Property: {path}",
-                param="expand",
+                400, f"You cannot expand more than 4 levels of a property. Property: {path}", param="expand"
             )
-        _expand_path(ctx, obj, parts, path)
+        kind = returns
+        if kind.startswith("list:"):
+            if parts[0] != "data" or len(parts) == 1:
+                raise _not_expandable(path)
+            kind, parts = kind.removeprefix("list:"), parts[1:]
+        for part in parts:
+            target = EXPANDABLE.get(kind, {}).get(part)
+            if target is None:
+                raise _not_expandable(path)
+            kind = target[0]
+
+
+def expand(ctx: Ctx, obj: Obj, paths: list[str]) -> Obj:
+    """Replace ids by objects along each (already checked) dotted ``expand[]`` path."""
+    for path in paths:
+        _expand_path(ctx, obj, path.split("."))
     return obj
 
 
-def _expand_path(ctx: Ctx, obj: Obj, parts: list[str], path: str) -> None:
+def _expand_path(ctx: Ctx, obj: Obj, parts: list[str]) -> None:
     head, rest = parts[0], parts[1:]
     if obj.get("object") == "list" and head == "data":
-        if rest:
-            for item in obj["data"]:
-                _expand_path(ctx, item, rest, path)
-            return
-        raise _not_expandable(path)
-    expanders = EXPANDABLE.get(str(obj.get("object")), {})
-    if head not in expanders:
-        raise _not_expandable(path)
+        for item in obj["data"]:
+            _expand_path(ctx, item, rest)
+        return
+    target = EXPANDABLE.get(str(obj.get("object")), {}).get(head)
+    if target is None:
+        return
     value = obj.get(head)
     if isinstance(value, str):
-        value = expanders[head](ctx, value)
+        value = target[1](ctx, value)
         obj[head] = value
     if rest and isinstance(value, dict):
-        _expand_path(ctx, value, rest, path)
+        _expand_path(ctx, value, rest)
 
 
 def _not_expandable(path: str) -> StripeError:

@@ -24,9 +24,7 @@ from .params import (
 from .state import AccountState
 from .state import Obj as Object
 
-_ADDRESS = Obj(
-    {k: Str(200) for k in ("city", "country", "line1", "line2", "postal_code", "state")}, emptyable=True
-)
+_ADDRESS = Obj({k: Str(200) for k in ("city", "country", "line1", "line2", "postal_code", "state")}, emptyable=True)
 CUSTOM_FIELDS = Arr(Obj({"name": Str(40), "value": Str(140)}, required=("name", "value")), max_items=4, emptyable=True)
 _INVOICE_SETTINGS = Obj(
     {
@@ -57,7 +55,9 @@ _FIELDS: dict[str, Param] = {
     "phone": Str(20),
     "preferred_locales": Arr(Str()),
     "shipping": Obj(
-        {"address": _ADDRESS, "name": Str(5000), "phone": Str(20)}, required=("address", "name"), emptyable=True
+        {"address": _ADDRESS, "name": Str(5000), "phone": Str(20)},
+        required=("address", "name"),
+        emptyable=True,
     ),
     "tax_exempt": Enum("exempt", "none", "reverse", emptyable=True),
     "validate": Bool(),
@@ -85,8 +85,17 @@ def render(ctx: Ctx, customer: Object) -> Object:
 
 
 def _apply(ctx: Ctx, customer: Object, params: dict[str, Any]) -> None:
-    for key in ("address", "balance", "business_name", "description", "individual_name", "name",
-                "next_invoice_sequence", "phone", "shipping"):
+    for key in (
+        "address",
+        "balance",
+        "business_name",
+        "description",
+        "individual_name",
+        "name",
+        "next_invoice_sequence",
+        "phone",
+        "shipping",
+    ):
         if key in params:
             customer[key] = params[key]
     if "email" in params:
@@ -100,9 +109,7 @@ def _apply(ctx: Ctx, customer: Object, params: dict[str, Any]) -> None:
     if "invoice_prefix" in params:
         prefix = params["invoice_prefix"]
         if not _PREFIX_RE.match(prefix):
-            raise invalid(
-                "Invalid invoice_prefix: must be 3-12 uppercase letters or numbers.", param="invoice_prefix"
-            )
+            raise invalid("Invalid invoice_prefix: must be 3-12 uppercase letters or numbers.", param="invoice_prefix")
         customer["invoice_prefix"] = prefix
     settings = params.get("invoice_settings")
     if settings is not None:
@@ -208,7 +215,7 @@ def _expand_customer(ctx: Ctx, customer_id: str) -> Object | None:
 
 def _register() -> None:
     for kind in ("invoice", "invoiceitem"):
-        EXPANDABLE.setdefault(kind, {})["customer"] = _expand_customer
+        EXPANDABLE.setdefault(kind, {})["customer"] = ("customer", _expand_customer)
 
 
 _register()

@@ -132,19 +132,20 @@ def rate_limited(retry_after: int) -> StripeError:
     # Stripe does not ask SDKs to retry real rate limits (only lock timeouts), so no Stripe-Should-Retry.
     return StripeError(
         429,
-        "Request rate limit exceeded. You can learn more about rate limits here "
-        "https://stripe.com/docs/rate-limits.",
+        "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
         code="rate_limit",
         headers={"Retry-After": str(retry_after)},
     )
 
 
-def server_error() -> StripeError:
+def server_error(*, saved: bool) -> StripeError:
+    """A 500; one saved under an idempotency key says retrying is pointless (the SDK honours that)."""
     return StripeError(
         500,
         "Sorry, something went wrong. We've already been notified of the problem, but if you need any "
         "help, you can reach us at https://support.stripe.com/contact.",
         type="api_error",
+        headers={"Stripe-Should-Retry": "false" if saved else "true"},
     )
 
 
@@ -181,6 +182,5 @@ def idempotency_endpoint_mismatch(key: str, first: str, now: str) -> StripeError
 def idempotency_key_too_long(length: int) -> StripeError:
     return StripeError(
         400,
-        f"Idempotency keys can be at most 255 characters long, but the provided key is {length} "
-        "characters long.",
+        f"Idempotency keys can be at most 255 characters long, but the provided key is {length} characters long.",
     )

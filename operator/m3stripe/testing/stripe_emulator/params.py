@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from . import currencies
-from .errors import StripeError, empty_parameter, invalid, missing_parameter, unknown_parameter
+from .errors import empty_parameter, invalid, missing_parameter, unknown_parameter
 from .forms import FormValue
 
 INT64_MAX = 2**63 - 1
@@ -50,9 +50,7 @@ class Str(Param):
         if not isinstance(value, str):
             raise invalid(f"Invalid string: {name} must be a string, not an object.", param=name)
         if len(value) > self.max_length:
-            raise invalid(
-                f"Invalid string: {value[:20]}...; must be at most {self.max_length} characters", param=name
-            )
+            raise invalid(f"Invalid string: {value[:20]}...; must be at most {self.max_length} characters", param=name)
         return value
 
 
@@ -81,7 +79,9 @@ class Int(Param):
         number = int(value)
         if abs(number) > INT64_MAX:
             raise invalid(
-                f"Invalid integer: {value}; must be a 64-bit integer", param=name, code="parameter_invalid_integer"
+                f"Invalid integer: {value}; must be a 64-bit integer",
+                param=name,
+                code="parameter_invalid_integer",
             )
         if self.minimum is not None and number < self.minimum:
             raise invalid(
@@ -167,9 +167,7 @@ class Metadata(Param):
         if not isinstance(value, dict):
             raise invalid(f"Invalid object: {name} must be a hash of key-value pairs", param=name)
         if len(value) > 50:
-            raise invalid(
-                f"Invalid {name}: you can have up to 50 keys, but you passed in {len(value)}", param=name
-            )
+            raise invalid(f"Invalid {name}: you can have up to 50 keys, but you passed in {len(value)}", param=name)
         out: dict[str, str | None] = {}
         for key, item in value.items():
             if len(key) > 40:
@@ -193,9 +191,7 @@ class Metadata(Param):
 class Obj(Param):
     """A hash with known keys; unknown keys answer ``parameter_unknown`` naming the full path."""
 
-    def __init__(
-        self, fields: Mapping[str, Param], *, required: Iterable[str] = (), emptyable: bool = False
-    ) -> None:
+    def __init__(self, fields: Mapping[str, Param], *, required: Iterable[str] = (), emptyable: bool = False) -> None:
         self.fields = dict(fields)
         self.required = tuple(required)
         self.emptyable = emptyable
@@ -234,8 +230,7 @@ class Arr(Param):
             raise invalid(f"Invalid array: {name} must be indexed from 0 without gaps", param=name)
         if self.max_items is not None and len(indexes) > self.max_items:
             raise invalid(
-                f"Invalid array: {name} must have at most {self.max_items} elements, "
-                f"but you passed {len(indexes)}",
+                f"Invalid array: {name} must have at most {self.max_items} elements, but you passed {len(indexes)}",
                 param=name,
             )
         return [self.item.parse(value[i], f"{name}[{i}]") for i in indexes]
@@ -287,14 +282,3 @@ class Schema:
 
     def parse(self, params: Mapping[str, FormValue]) -> dict[str, Any]:
         return self.obj.parse_fields(params, "")
-
-
-def raise_if_both(params: Mapping[str, Any], *names: str) -> None:
-    given = [n for n in names if params.get(n) is not None]
-    if len(given) > 1:
-        raise StripeError(
-            400,
-            f"You may only specify one of these parameters: {', '.join(given)}.",
-            code="parameters_exclusive",
-            param=given[0],
-        )

@@ -59,8 +59,16 @@ def render(ctx: Ctx, product: Obj) -> Obj:
 
 
 def _apply(product: Obj, params: dict[str, Any]) -> None:
-    for key in ("active", "description", "name", "shippable", "statement_descriptor", "tax_code",
-                "unit_label", "url"):
+    for key in (
+        "active",
+        "description",
+        "name",
+        "shippable",
+        "statement_descriptor",
+        "tax_code",
+        "unit_label",
+        "url",
+    ):
         if key in params:
             product[key] = params[key]
     if "images" in params:
@@ -115,13 +123,17 @@ def list_(ctx: Ctx, params: dict[str, Any]) -> Obj:
     ids = set(params["ids"]) if params.get("ids") is not None else None
 
     def keep(product: Obj) -> bool:
-        return (
-            (ids is None or product["id"] in ids)
-            and all(product.get(k) == params[k] for k in ("active", "shippable", "type", "url") if k in params)
+        return (ids is None or product["id"] in ids) and all(
+            product.get(k) == params[k] for k in ("active", "shippable", "type", "url") if k in params
         )
 
     state = ctx.state
     return list_page(
-        ctx, params, url="/v1/products", collection=state.products, index=state.products.order,
-        render=render, keep=keep,
+        ctx,
+        params,
+        url="/v1/products",
+        collection=state.products,
+        index=state.products.order,
+        render=render,
+        keep=keep,
     )

@@ -80,13 +80,9 @@ class SeqIndex:
         ``after``/``before`` are the seqs of the ``starting_after``/``ending_before`` cursors, in the
         list's own order: with ``newest_first`` "after" means older.
         """
-        towards_older = newest_first
-        if before is not None:
-            # ending_before walks back towards the start of the list, then re-reverses the page.
-            towards_older = not newest_first
-            cursor = before
-        else:
-            cursor = after if after is not None else None
+        # ending_before walks back towards the start of the list, then re-reverses the page.
+        towards_older = newest_first if before is None else not newest_first
+        cursor = before if before is not None else after
         if towards_older:
             start = (bisect_left(self.seqs, cursor) if cursor is not None else len(self.seqs)) - 1
             indexes: range = range(start, -1, -1)

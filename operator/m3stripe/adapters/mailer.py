@@ -1,0 +1,85 @@
+"""Send notification emails through the SMTP server configured for the operator (stdlib smtplib)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+
+class MailError(Exception):
+    """The SMTP server could not be reached or refused the message; the text never holds the password."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int = 587
+    sender: str = "m3stripe-operator@localhost"
+    security: str = "starttls"  # starttls | tls | none
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 15.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> SmtpSettings | None:
+        """From the M3STRIPE_SMTP_* environment (keys without the prefix, lower case); None when unset."""
+        host = values.get("host")
+        if not host:
+            return None
+        port = int(values.get("port", "587"))
+        security = values.get("security") or ("tls" if port == 465 else "starttls" if port == 587 else "none")
+        if security not in ("starttls", "tls", "none"):
+            raise ValueError(f"M3STRIPE_SMTP_SECURITY must be starttls, tls or none, not {security!r}")
+        return cls(
+            host=host,
+            port=port,
+            sender=values.get("from") or cls.sender,
+            security=security,
+            username=values.get("username") or None,
+            password=values.get("password") or None,
+            timeout=float(values.get("timeout", "15")),
+        )
+
+
+class Mailer:
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+
+    async def send(self, recipients: Sequence[str], subject: str, body: str) -> None:
+        """One message per recipient, so one bad address never blocks the others."""
+        failures: list[str] = []
+        for recipient in recipients:
+            message = EmailMessage()
+            message["From"] = self.settings.sender
+            message["To"] = recipient
+            message["Subject"] = subject
+            message.set_content(body)
+            try:
+                await asyncio.to_thread(self._deliver, message)
+            except (OSError, smtplib.SMTPException) as err:
+                failures.append(f"{recipient}: {type(err).__name__}: {_safe(err)}")
+        if failures:
+            raise MailError("; ".join(failures))
+
+    def _deliver(self, message: EmailMessage) -> None:
+        s = self.settings
+        context = ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if s.security == "tls":
+            smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+        with smtp:
+            if s.security == "starttls":
+                smtp.starttls(context=context)
+            if s.username and s.password:
+                smtp.login(s.username, s.password)
+            smtp.send_message(message)
+
+
+def _safe(err: BaseException) -> str:
+    return str(err).splitlines()[0][:200] if str(err) else ""

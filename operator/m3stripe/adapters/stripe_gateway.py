@@ -1,0 +1,211 @@
+"""The operator's door to Stripe: the official SDK, a client-side rate limit, retries, and metrics.
+
+Retries follow Stripe's guidance: 429, 5xx, 409 and network errors are retried with exponential
+backoff and jitter, reusing the same idempotency key; `Stripe-Should-Retry` overrides the status when
+present, and `Retry-After` sets the wait. Other 4xx errors are not retried: they carry Stripe's
+message back to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import stripe
+from aiolimiter import AsyncLimiter
+
+T = TypeVar("T")
+LIST_PAGE = 100
+
+
+class Failure(enum.StrEnum):
+    AUTH = "auth"  # 401
+    PERMISSION = "permission"  # 403
+    INVALID = "invalid"  # other 4xx: the request itself is wrong
+    NOT_FOUND = "not_found"
+    IDEMPOTENCY = "idempotency"  # same key, different parameters: a bug or a changed Bill under an old key
+    TRANSIENT = "transient"  # retries exhausted on 429/5xx/network
+
+
+class StripeCallError(Exception):
+    def __init__(
+        self,
+        failure: Failure,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        endpoint: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.status = status
+        self.code = code
+        self.endpoint = endpoint
+
+
+class StripeObserver(Protocol):
+    """Where request outcomes go (metrics); `status` is the HTTP status or 0 for network errors."""
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None: ...
+    def retry(self, endpoint: str, reason: str) -> None: ...
+    def rate_limit_wait(self, seconds: float) -> None: ...
+
+
+class _NullObserver:
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        pass
+
+    def retry(self, endpoint: str, reason: str) -> None:
+        pass
+
+    def rate_limit_wait(self, seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.25
+    max_delay: float = 20.0
+
+    def backoff(self, attempt: int) -> float:
+        # Full jitter: spreads the retries of many concurrent Bills instead of synchronising them.
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
+
+
+class LimiterRegistry:
+    """One client-side limiter per Stripe account, shared by every integration that writes to it."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[str, AsyncLimiter] = {}
+
+    def get(self, account: str, per_second: float) -> AsyncLimiter:
+        limiter = self._limiters.get(account)
+        if limiter is None or limiter.max_rate != per_second:
+            # A one-second window at the full rate: no burst above Stripe's per-second limit.
+            limiter = self._limiters[account] = AsyncLimiter(per_second, 1.0)
+        return limiter
+
+
+def _header(err: stripe.StripeError, name: str) -> str | None:
+    headers: Mapping[str, Any] = err.headers or {}
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+class StripeGateway:
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        *,
+        limiter: AsyncLimiter | None = None,
+        observer: StripeObserver | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._client = client
+        self._limiter = limiter
+        self._observer: StripeObserver = observer or _NullObserver()
+        self._retry = retry or RetryPolicy()
+        self.requests = 0
+
+    @property
+    def v1(self) -> Any:
+        return self._client.v1
+
+    async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one Stripe request with rate limiting and retries; raise StripeCallError when it fails for good."""
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._limiter is not None:
+                waited = time.monotonic()
+                await self._limiter.acquire()
+                wait = time.monotonic() - waited
+                if wait > 0.001:
+                    self._observer.rate_limit_wait(wait)
+            started = time.monotonic()
+            self.requests += 1
+            try:
+                result = await fn()
+            except stripe.StripeError as err:
+                status = err.http_status or 0
+                self._observer.request(endpoint, status, time.monotonic() - started)
+                delay = self._retry_delay(err, attempt)
+                if delay is None:
+                    raise self._final(err, endpoint) from None
+                self._observer.retry(
+                    endpoint, "rate_limited" if status == 429 else ("network" if not status else "server")
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._observer.request(endpoint, 200, time.monotonic() - started)
+            return result
+
+    def _retry_delay(self, err: stripe.StripeError, attempt: int) -> float | None:
+        if attempt >= self._retry.max_attempts:
+            return None
+        should = _header(err, "Stripe-Should-Retry")
+        status = err.http_status or 0
+        if should == "false":
+            return None
+        retryable = (
+            should == "true" or isinstance(err, stripe.APIConnectionError) or status in (409, 429) or status >= 500
+        )
+        if isinstance(err, stripe.IdempotencyError) and status != 409:
+            retryable = False
+        if not retryable:
+            return None
+        after = _header(err, "Retry-After")
+        if after is not None:
+            try:
+                return min(self._retry.max_delay, max(0.0, float(after)))
+            except ValueError:
+                pass
+        return self._retry.backoff(attempt)
+
+    @staticmethod
+    def _final(err: stripe.StripeError, endpoint: str) -> StripeCallError:
+        status = err.http_status
+        message = (err.user_message or str(err) or type(err).__name__).strip()
+        code = err.code
+        if isinstance(err, stripe.AuthenticationError) or status == 401:
+            failure = Failure.AUTH
+            message = "Stripe rejected the API key (HTTP 401)"  # Stripe's text echoes part of the key
+        elif isinstance(err, stripe.PermissionError) or status == 403:
+            failure = Failure.PERMISSION
+        elif isinstance(err, stripe.IdempotencyError):
+            failure = Failure.IDEMPOTENCY
+        elif status == 404:
+            failure = Failure.NOT_FOUND
+        elif status is not None and 400 <= status < 500 and status not in (409, 429):
+            failure = Failure.INVALID
+        else:
+            failure = Failure.TRANSIENT
+            message = f"Stripe did not answer successfully after retries: {message}"
+        return StripeCallError(failure, message, status=status, code=code, endpoint=endpoint)
+
+    # Lists are walked page by page (flat memory) with `starting_after`, never the Search API, whose
+    # results lag behind writes.
+    async def iterate(
+        self, endpoint: str, list_fn: Callable[[dict[str, Any]], Awaitable[Any]], params: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        cursor: str | None = None
+        while True:
+            page_params = {**params, "limit": LIST_PAGE}
+            if cursor:
+                page_params["starting_after"] = cursor
+            page = await self.call(endpoint, lambda p=page_params: list_fn(p))  # type: ignore[misc]
+            data = list(page.data)
+            for item in data:
+                yield item
+            if not page.has_more or not data:
+                return
+            cursor = data[-1].id

@@ -1,0 +1,72 @@
+"""Find the Stripe Customer of an m3ter Account, per m3ter's rules, once per pass and account."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.domain.mapping import META_ACCOUNT
+
+
+@dataclass(frozen=True)
+class Unmapped:
+    """No usable Stripe Customer: the message says how to create the mapping."""
+
+    message: str
+
+
+class CustomerResolver:
+    def __init__(self, gateway: StripeGateway, source: M3terSource, *, use_external_mapping: bool) -> None:
+        self._g = gateway
+        self._source = source
+        self._external = use_external_mapping
+        self._index: dict[str, list[str]] | None = None
+        self._index_lock = asyncio.Lock()
+        self._cache: dict[str, str | Unmapped] = {}
+
+    async def resolve(self, account_id: str) -> str | Unmapped:
+        cached = self._cache.get(account_id)
+        if cached is None:
+            cached = self._cache[account_id] = await (
+                self._by_external_mapping(account_id) if self._external else self._by_metadata(account_id)
+            )
+        return cached
+
+    async def _by_external_mapping(self, account_id: str) -> str | Unmapped:
+        customer = await self._source.find_stripe_customer_mapping(account_id)
+        if customer:
+            return customer
+        return Unmapped(
+            f"m3ter Account {account_id} has no External Mapping to a Stripe Customer. In m3ter, create an External "
+            f"Mapping (m3ter entity Account, id {account_id}; external system Stripe, table Customer, id cus_...). "
+            "The Bill is sent on the next pass once the mapping exists"
+        )
+
+    async def _by_metadata(self, account_id: str) -> str | Unmapped:
+        async with self._index_lock:
+            if self._index is None:
+                # Stripe's list endpoint cannot filter by metadata and its Search API lags behind writes,
+                # so the customers are listed once per pass and indexed here.
+                index: dict[str, list[str]] = {}
+                async for customer in self._g.iterate(
+                    "customers.list", lambda p: self._g.v1.customers.list_async(params=p), {}
+                ):
+                    account = dict(customer.metadata or {}).get(META_ACCOUNT)
+                    if account:
+                        index.setdefault(str(account), []).append(customer.id)
+                self._index = index
+        found = self._index.get(account_id, [])
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            return Unmapped(
+                f"several Stripe Customers ({', '.join(sorted(found))}) carry metadata {META_ACCOUNT}={account_id}; "
+                "keep it on exactly one of them"
+            )
+        return Unmapped(
+            f"no Stripe Customer carries metadata {META_ACCOUNT}={account_id}. Add that metadata to the account's "
+            "Customer in Stripe, or set spec.useExternalMappingAccountCode: true and create an External Mapping in "
+            "m3ter. The Bill is sent on the next pass once the mapping exists"
+        )

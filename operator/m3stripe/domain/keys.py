@@ -1,0 +1,17 @@
+"""Deterministic Stripe idempotency keys: a retry of the same step for the same Bill version reuses its key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+MAX_KEY = 255  # Stripe's limit
+
+
+def idempotency_key(integration_id: str, bill_id: str, version: int, step: str, params: Any = None) -> str:
+    """Key for one write. The parameters are part of it, so a step whose inputs changed (say, the lines still
+    missing after a partial attempt) gets a new key instead of Stripe's idempotency_error for reused keys."""
+    material = json.dumps([integration_id, bill_id, version, step, params], sort_keys=True, default=str)
+    digest = hashlib.sha256(material.encode()).hexdigest()[:40]
+    return f"m3stripe-{step}-{digest}"[:MAX_KEY]

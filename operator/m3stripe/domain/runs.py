@@ -1,0 +1,114 @@
+"""What a sync pass reports: m3ter's run statuses and its five kinds of integration error events."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class RunStatus(enum.StrEnum):
+    """m3ter's integration run statuses, as far as they apply to a pass."""
+
+    STARTED = "STARTED"
+    COMPLETE = "COMPLETE"
+    ERROR = "ERROR"
+    AWAITING_RETRY = "AWAITING_RETRY"
+    RATE_LIMIT_RETRY = "RATE_LIMIT_RETRY"
+    AUTH_FAILED = "AUTH_FAILED"
+    INVOICE_ALREADY_PAID = "INVOICE_ALREADY_PAID"
+    DISABLED = "DISABLED"
+    TIMEOUT_LIMIT_EXCEEDED = "TIMEOUT_LIMIT_EXCEEDED"
+
+
+class EventKind(enum.StrEnum):
+    """m3ter's five integration error events."""
+
+    VALIDATION = "integration.validation.error"
+    MISSING_ACCOUNT_MAPPING = "integration.missingaccountmapping.error"
+    AUTHENTICATION = "integration.authentication.error"
+    PERFORM = "integration.perform.error"
+    DISABLED = "integration.disabled.error"
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"  # Stripe now holds this Bill version (created or updated)
+    UNCHANGED = "unchanged"  # Stripe already held exactly this Bill version
+    SKIPPED = "skipped"  # not selected by this integration
+    FAILED = "failed"  # an error event; retried on a later pass where that can help
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    kind: EventKind
+    message: str
+    run_id: str
+    time: datetime
+    bill_id: str | None = None
+    account_id: str | None = None
+    status: RunStatus = RunStatus.ERROR
+
+    @property
+    def id(self) -> str:
+        """Stable for the same problem of the same Bill, so a repeat does not open a second event."""
+        basis = f"{self.kind}|{self.bill_id}|{self.account_id}|{self.message}"
+        return "evt-" + hashlib.sha256(basis.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class BillResult:
+    bill_id: str
+    version: int
+    outcome: Outcome
+    stripe_id: str | None = None
+    detail: str = ""
+    event: ErrorEvent | None = None
+    retry: bool = False
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    started: datetime
+    completed: datetime | None = None
+    status: RunStatus = RunStatus.STARTED
+    sent: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    stripe_ids: list[tuple[str, int, str]] = field(default_factory=list)  # (bill id, version, Stripe id)
+    events: list[ErrorEvent] = field(default_factory=list)
+    retry_bill_ids: list[str] = field(default_factory=list)
+    watermark: datetime | None = None
+    stopped_early: str | None = None
+
+    def add(self, result: BillResult, *, keep_ids: int) -> None:
+        if result.outcome is Outcome.SENT:
+            self.sent += 1
+        elif result.outcome is Outcome.UNCHANGED:
+            self.unchanged += 1
+        elif result.outcome is Outcome.SKIPPED:
+            self.skipped += 1
+        else:
+            self.failed += 1
+        if result.stripe_id and result.outcome is Outcome.SENT and len(self.stripe_ids) < keep_ids:
+            self.stripe_ids.append((result.bill_id, result.version, result.stripe_id))
+        if result.event is not None:
+            self.events.append(result.event)
+        if result.retry:
+            self.retry_bill_ids.append(result.bill_id)
+
+    def summary(self) -> str:
+        text = f"{self.sent} sent, {self.unchanged} already in Stripe, {self.skipped} skipped, {self.failed} failed"
+        if self.stopped_early:
+            text += f"; stopped early: {self.stopped_early}"
+        return text
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What survives between passes (persisted in the integration's status)."""
+
+    watermark: datetime | None = None
+    retry_bill_ids: tuple[str, ...] = ()

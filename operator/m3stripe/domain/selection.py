@@ -1,0 +1,49 @@
+"""Which Bills an integration sends: account lists, the account filter, and the approval rule."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from m3stripe.domain.account_filter import AccountFilter
+from m3stripe.domain.billing import Account, Bill
+
+
+class Skip(enum.StrEnum):
+    """Why a Bill is not sent. None of these is an error."""
+
+    NOT_ALLOWED = "account not in accountIds"
+    RESTRICTED = "account in restrictedAccountIds"
+    FILTERED = "account does not match accountFilter"
+    NOT_APPROVED = "Bill not approved (onlySendBillOnApproval)"
+    NO_LINES = "no lines left after excludedLineItemTypes"
+
+
+@dataclass(frozen=True)
+class Selector:
+    account_ids: frozenset[str]
+    restricted_account_ids: frozenset[str]
+    account_filter: AccountFilter | None
+    only_approved: bool
+
+    def by_account_id(self, account_id: str) -> Skip | None:
+        """The checks that need no Account lookup (cheap; done first)."""
+        if account_id in self.restricted_account_ids:
+            return Skip.RESTRICTED
+        if self.account_ids and account_id not in self.account_ids:
+            return Skip.NOT_ALLOWED
+        return None
+
+    def by_bill(self, bill: Bill) -> Skip | None:
+        if self.only_approved and bill.status != "APPROVED":
+            return Skip.NOT_APPROVED
+        return self.by_account_id(bill.account_id)
+
+    @property
+    def needs_account(self) -> bool:
+        return self.account_filter is not None
+
+    def by_account(self, account: Account) -> Skip | None:
+        if self.account_filter is not None and not self.account_filter.matches(account.as_filter_record()):
+            return Skip.FILTERED
+        return None

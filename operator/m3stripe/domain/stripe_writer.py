@@ -1,0 +1,212 @@
+"""Make Stripe hold exactly one Bill version: find what earlier attempts wrote, then add or fix the rest.
+
+Invoice mode: one draft invoice per Bill (`pending_invoice_items_behavior=exclude`, so it never sweeps
+up other pending items), its lines added in bulk. Items mode: pending invoice items on the customer.
+Either way every write has a deterministic idempotency key, and before writing we list what exists
+(list endpoints are read-after-write consistent; the Search API is not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
+from m3stripe.domain.keys import idempotency_key
+from m3stripe.domain.mapping import (
+    META_BILL,
+    META_INTEGRATION,
+    META_LINE,
+    META_VERSION,
+    BillPlan,
+    PlannedLine,
+)
+
+ADD_LINES_CHUNK = 50
+
+
+class AlreadyFinalized(Exception):
+    """The Bill's Stripe invoice can no longer be changed (m3ter's INVOICE_ALREADY_PAID)."""
+
+    def __init__(self, message: str, stripe_id: str) -> None:
+        super().__init__(message)
+        self.stripe_id = stripe_id
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stripe_id: str
+    changed: bool  # False when Stripe already held exactly this version
+
+
+def _ours(metadata: Any, integration_id: str, bill_id: str) -> bool:
+    meta = dict(metadata or {})
+    return meta.get(META_INTEGRATION) == integration_id and meta.get(META_BILL) == bill_id
+
+
+def _signature(line_id: str, amount: int, description: str, version: str) -> tuple[str, int, str, str]:
+    return (line_id, amount, description, version)
+
+
+class StripeWriter:
+    def __init__(self, gateway: StripeGateway, integration_id: str, *, key_salt: str | None = None) -> None:
+        self._g = gateway
+        self._integration = integration_id
+        self._salt = key_salt
+
+    def _key(self, plan: BillPlan, step: str, params: Any = None) -> dict[str, str]:
+        material = params if self._salt is None else [self._salt, params]
+        return {"idempotency_key": idempotency_key(self._integration, plan.bill_id, plan.version, step, material)}
+
+    # Invoice mode
+    async def write_invoice(self, plan: BillPlan, customer: str) -> WriteResult:
+        invoice = await self._find_invoice(plan, customer)
+        if invoice is None:
+            params = plan.invoice_create_params(customer)
+            invoice = await self._g.call(
+                "invoices.create",
+                lambda: self._g.v1.invoices.create_async(params=params, options=self._key(plan, "invoice", params)),
+            )
+            await self._add_lines(plan, invoice.id, list(plan.lines))
+            return WriteResult(invoice.id, True)
+        version = str(dict(invoice.metadata or {}).get(META_VERSION, ""))
+        lines = await self._invoice_lines(plan, invoice.id)
+        wanted = {_signature(p.line_id, p.amount, p.description, str(plan.version)): p for p in plan.lines}
+        have = {
+            _signature(
+                str(dict(li.metadata or {}).get(META_LINE, "")),
+                int(li.amount),
+                str(li.description or ""),
+                str(dict(li.metadata or {}).get(META_VERSION, "")),
+            ): li
+            for li in lines
+        }
+        if invoice.status != "draft":
+            if version == str(plan.version) and set(have) == set(wanted):
+                return WriteResult(invoice.id, False)
+            raise AlreadyFinalized(
+                f"Bill {plan.bill_id} changed (version {plan.version}) but its Stripe invoice {invoice.id} is already "
+                f"{invoice.status}; nothing was changed in Stripe. Issue a credit note or a new invoice in Stripe "
+                "by hand, then mark this event resolved",
+                invoice.id,
+            )
+        stale = [li for sig, li in have.items() if sig not in wanted]
+        missing = [p for sig, p in wanted.items() if sig not in have]
+        if not stale and not missing and version == str(plan.version):
+            return WriteResult(invoice.id, False)
+        if stale:
+            remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in stale]}
+            await self._g.call(
+                "invoices.remove_lines",
+                lambda: self._g.v1.invoices.remove_lines_async(
+                    invoice.id, params=remove, options=self._key(plan, "remove", remove)
+                ),
+            )
+        if missing:
+            await self._add_lines(plan, invoice.id, missing)
+        update = {
+            k: v
+            for k, v in plan.invoice_create_params(customer).items()
+            if k not in ("customer", "currency", "pending_invoice_items_behavior")
+        }
+        if version != str(plan.version) or stale or missing:
+            await self._g.call(
+                "invoices.update",
+                lambda: self._g.v1.invoices.update_async(
+                    invoice.id, params=update, options=self._key(plan, "update", update)
+                ),
+            )
+        return WriteResult(invoice.id, True)
+
+    async def _add_lines(self, plan: BillPlan, invoice_id: str, lines: list[PlannedLine]) -> None:
+        for start in range(0, len(lines), ADD_LINES_CHUNK):
+            chunk = {"lines": [line.line_params() for line in lines[start : start + ADD_LINES_CHUNK]]}
+            await self._g.call(
+                "invoices.add_lines",
+                lambda c=chunk: self._g.v1.invoices.add_lines_async(  # type: ignore[misc]
+                    invoice_id, params=c, options=self._key(plan, "lines", c)
+                ),
+            )
+
+    async def _find_invoice(self, plan: BillPlan, customer: str) -> Any | None:
+        found = None
+        async for invoice in self._g.iterate(
+            "invoices.list", lambda p: self._g.v1.invoices.list_async(params=p), {"customer": customer}
+        ):
+            if _ours(invoice.metadata, self._integration, plan.bill_id):
+                # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
+                if found is None or invoice.created > found.created:
+                    found = invoice
+                    if invoice.status == "draft":
+                        break
+        return found
+
+    async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[Any]:
+        return [
+            li
+            async for li in self._g.iterate(
+                "invoices.lines.list",
+                lambda p: self._g.v1.invoices.line_items.list_async(invoice_id, params=p),
+                {},
+            )
+            if _ours(li.metadata, self._integration, plan.bill_id)
+        ]
+
+    # Invoice-items mode
+    async def write_items(self, plan: BillPlan, customer: str) -> WriteResult:
+        items = [
+            ii
+            async for ii in self._g.iterate(
+                "invoiceitems.list",
+                lambda p: self._g.v1.invoice_items.list_async(params=p),
+                {"customer": customer},
+            )
+            if _ours(ii.metadata, self._integration, plan.bill_id)
+        ]
+        wanted = {_signature(p.line_id, p.amount, p.description, str(plan.version)): p for p in plan.lines}
+        have = {
+            _signature(
+                str(dict(ii.metadata or {}).get(META_LINE, "")),
+                int(ii.amount),
+                str(ii.description or ""),
+                str(dict(ii.metadata or {}).get(META_VERSION, "")),
+            ): ii
+            for ii in items
+        }
+        stale = [ii for sig, ii in have.items() if sig not in wanted]
+        missing = [p for sig, p in wanted.items() if sig not in have]
+        if not stale and not missing:
+            first = next(iter(have.values()), None)
+            return WriteResult(first.id if first is not None else "", False)
+        for ii in stale:
+            if ii.invoice:
+                invoice = await self._g.call(
+                    "invoices.retrieve", lambda i=ii.invoice: self._g.v1.invoices.retrieve_async(i)
+                )  # type: ignore[misc]
+                if invoice.status != "draft":
+                    raise AlreadyFinalized(
+                        f"Bill {plan.bill_id} changed (version {plan.version}) but its items are on Stripe invoice "
+                        f"{invoice.id}, which is already {invoice.status}; nothing was changed in Stripe. Adjust the "
+                        "invoice in Stripe by hand, then mark this event resolved",
+                        invoice.id,
+                    )
+        created: list[str] = []
+        for ii in stale:
+            await self._delete_item(ii.id)
+        for line in missing:
+            params = line.invoice_item_params(customer, plan.currency)
+            item = await self._g.call(
+                "invoiceitems.create",
+                lambda p=params: self._g.v1.invoice_items.create_async(  # type: ignore[misc]
+                    params=p, options=self._key(plan, f"item-{line.line_id}", p)
+                ),
+            )
+            created.append(item.id)
+        return WriteResult(created[0] if created else next(iter(have.values())).id, True)
+
+    async def _delete_item(self, item_id: str) -> None:
+        try:
+            await self._g.call("invoiceitems.delete", lambda: self._g.v1.invoice_items.delete_async(item_id))
+        except StripeCallError as err:
+            if err.failure is not Failure.NOT_FOUND:  # deleted by an earlier attempt whose reply was lost
+                raise

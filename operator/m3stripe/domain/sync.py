@@ -1,0 +1,302 @@
+"""One sync pass of one integration: read changed Bills from m3ter, choose, map, and write them to Stripe.
+
+Memory stays flat: Bills stream page by page and at most `concurrency` are in flight. Writes for one
+Stripe Customer are serialised (Stripe's object locks answer concurrent writes with 429s). The pass
+reports every Bill's outcome and the state the next pass starts from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from m3stripe.adapters.m3ter_source import M3terAuthError, M3terSource, M3terUnavailable
+from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
+from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.account_filter import AccountFilter
+from m3stripe.domain.billing import Bill
+from m3stripe.domain.customers import CustomerResolver, Unmapped
+from m3stripe.domain.mapping import MappingError, plan_bill
+from m3stripe.domain.runs import (
+    BillResult,
+    ErrorEvent,
+    EventKind,
+    Outcome,
+    RunReport,
+    RunStatus,
+    SyncState,
+)
+from m3stripe.domain.selection import Selector, Skip
+from m3stripe.domain.stripe_writer import AlreadyFinalized, StripeWriter
+
+# Bills modified just before a pass started may become visible in m3ter's listing a little later.
+WATERMARK_OVERLAP = timedelta(minutes=2)
+MAX_RETRY_IDS = 1000
+MAX_STRIPE_IDS = 200
+
+
+@dataclass
+class ErrorBudget:
+    """m3ter's rule: this many successive error events disable the integration; any success resets it."""
+
+    threshold: int
+    consecutive: int = 0
+
+    def error(self) -> None:
+        self.consecutive += 1
+
+    def success(self) -> None:
+        self.consecutive = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.consecutive >= self.threshold
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        *,
+        spec: StripeIntegrationSpec,
+        account_filter: AccountFilter | None,
+        integration_id: str,
+        source: M3terSource,
+        gateway: StripeGateway,
+        budget: ErrorBudget,
+        concurrency: int = 8,
+        replay_salt: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.spec = spec
+        self.integration_id = integration_id
+        self.source = source
+        self.gateway = gateway
+        self.budget = budget
+        self.concurrency = concurrency
+        self.clock = clock
+        self.selector = Selector(
+            account_ids=frozenset(spec.accountIds),
+            restricted_account_ids=frozenset(spec.restrictedAccountIds),
+            account_filter=account_filter,
+            only_approved=spec.onlySendBillOnApproval,
+        )
+        self.writer = StripeWriter(gateway, integration_id)
+        # A replayed Bill gets fresh idempotency keys: Stripe must not answer with a replay of writes whose
+        # objects a person may have deleted since.
+        self.replay_writer = StripeWriter(gateway, integration_id, key_salt=replay_salt) if replay_salt else self.writer
+        self._replay: frozenset[str] = frozenset()
+
+    async def run_pass(self, state: SyncState, *, replay: frozenset[str] = frozenset()) -> RunReport:
+        self._replay = replay
+        started = self.clock()
+        report = RunReport(run_id=f"run-{started.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}", started=started)
+        resolver = CustomerResolver(
+            self.gateway, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode
+        )
+        customer_locks: dict[str, asyncio.Lock] = {}
+        abort: list[ErrorEvent] = []
+        slots = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(bill: Bill) -> None:
+            try:
+                result = await self._handle_bill(bill, report.run_id, resolver, customer_locks)
+            finally:
+                slots.release()
+            report.add(result, keep_ids=MAX_STRIPE_IDS)
+            if result.event is not None:
+                self.budget.error()
+                if result.event.kind is EventKind.AUTHENTICATION and not abort:
+                    abort.append(result.event)
+            elif result.outcome is Outcome.SENT:
+                self.budget.success()
+
+        try:
+            async for bill in self._candidates(state, replay):
+                if abort or self.budget.exhausted:
+                    break
+                await slots.acquire()
+                task = asyncio.create_task(handle(bill))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        except M3terAuthError as err:
+            abort.append(
+                self._event(
+                    EventKind.AUTHENTICATION,
+                    report.run_id,
+                    f"m3ter refused the credentials while reading Bills: {err}",
+                    status=RunStatus.AUTH_FAILED,
+                )
+            )
+            report.events.append(abort[-1])
+            self.budget.error()
+        except M3terUnavailable as err:
+            event = self._event(
+                EventKind.PERFORM,
+                report.run_id,
+                f"could not read Bills from m3ter: {err}",
+                status=RunStatus.AWAITING_RETRY,
+            )
+            report.events.append(event)
+            abort.append(event)
+            self.budget.error()
+        finally:
+            for task in list(tasks):
+                task.cancel()
+        report.completed = self.clock()
+        retry_ids = list(dict.fromkeys(report.retry_bill_ids))
+        if abort or self.budget.exhausted:
+            # Not every candidate was looked at: keep the old watermark, so nothing is skipped.
+            report.watermark = state.watermark
+            report.retry_bill_ids = list(dict.fromkeys([*state.retry_bill_ids, *retry_ids]))[:MAX_RETRY_IDS]
+            report.stopped_early = abort[0].message if abort else "too many successive errors"
+        else:
+            report.watermark = started
+            report.retry_bill_ids = retry_ids[:MAX_RETRY_IDS]
+            if len(retry_ids) > MAX_RETRY_IDS:
+                # Too many to remember one by one: re-read from the oldest instead (costs reads, loses nothing).
+                report.watermark = state.watermark
+        report.status = self._status(report, abort)
+        return report
+
+    async def _candidates(self, state: SyncState, replay: frozenset[str]) -> AsyncIterator[Bill]:
+        seen: set[str] = set()
+        for bill_id in [*replay, *state.retry_bill_ids]:
+            if bill_id in seen:
+                continue
+            seen.add(bill_id)
+            bill = await self.source.get_bill(bill_id)
+            if bill is not None:
+                yield bill
+        since = state.watermark - WATERMARK_OVERLAP if state.watermark else None
+        async for bill in self.source.iter_bills(modified_since=since):
+            if bill.id not in seen:
+                yield bill
+
+    async def _handle_bill(
+        self, bill: Bill, run_id: str, resolver: CustomerResolver, locks: dict[str, asyncio.Lock]
+    ) -> BillResult:
+        skip = self.selector.by_bill(bill)
+        if skip is None and self.selector.needs_account:
+            account = await self.source.get_account(bill.account_id)
+            if account is None:
+                return self._failed(
+                    bill,
+                    EventKind.VALIDATION,
+                    run_id,
+                    f"m3ter Account {bill.account_id} of Bill {bill.id} was not found",
+                    retry=True,
+                )
+            skip = self.selector.by_account(account)
+        if skip is not None:
+            return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(skip))
+        try:
+            plan = plan_bill(bill, self.spec, self.integration_id)
+        except MappingError as err:
+            return self._failed(bill, EventKind.VALIDATION, run_id, str(err))
+        if not plan.lines:
+            return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(Skip.NO_LINES))
+        try:
+            customer = await resolver.resolve(bill.account_id)
+            if isinstance(customer, Unmapped):
+                return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
+            lock = locks.setdefault(customer, asyncio.Lock())
+            writer = self.replay_writer if bill.id in self._replay else self.writer
+            async with lock:
+                if self.spec.createStripeInvoice:
+                    written = await writer.write_invoice(plan, customer)
+                else:
+                    written = await writer.write_items(plan, customer)
+        except AlreadyFinalized as err:
+            return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
+        except StripeCallError as err:
+            return self._stripe_failure(bill, run_id, err)
+        outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
+        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id)
+
+    def _stripe_failure(self, bill: Bill, run_id: str, err: StripeCallError) -> BillResult:
+        where = f"Stripe {err.endpoint} for Bill {bill.id}"
+        if err.failure is Failure.AUTH:
+            return self._failed(
+                bill,
+                EventKind.AUTHENTICATION,
+                run_id,
+                f"{where}: {err}; put a valid key in the credential Secret",
+                retry=True,
+                status=RunStatus.AUTH_FAILED,
+            )
+        if err.failure is Failure.PERMISSION:
+            return self._failed(
+                bill,
+                EventKind.AUTHENTICATION,
+                run_id,
+                f"{where}: {err}; grant the restricted key write access to Invoices and Invoice items",
+                retry=True,
+                status=RunStatus.AUTH_FAILED,
+            )
+        if err.failure is Failure.TRANSIENT:
+            status = RunStatus.RATE_LIMIT_RETRY if err.status == 429 else RunStatus.AWAITING_RETRY
+            return self._failed(
+                bill,
+                EventKind.PERFORM,
+                run_id,
+                f"{where}: {err}; retried on the next pass",
+                retry=True,
+                status=status,
+            )
+        code = f" ({err.code})" if err.code else ""
+        return self._failed(bill, EventKind.PERFORM, run_id, f"{where} was refused{code}: {err}", retry=True)
+
+    def _failed(
+        self,
+        bill: Bill,
+        kind: EventKind,
+        run_id: str,
+        message: str,
+        *,
+        retry: bool = False,
+        status: RunStatus = RunStatus.ERROR,
+    ) -> BillResult:
+        event = self._event(kind, run_id, message, bill=bill, status=status)
+        return BillResult(bill.id, bill.version, Outcome.FAILED, detail=message, event=event, retry=retry)
+
+    def _event(
+        self,
+        kind: EventKind,
+        run_id: str,
+        message: str,
+        *,
+        bill: Bill | None = None,
+        status: RunStatus = RunStatus.ERROR,
+    ) -> ErrorEvent:
+        return ErrorEvent(
+            kind=kind,
+            message=message,
+            run_id=run_id,
+            time=self.clock(),
+            bill_id=bill.id if bill else None,
+            account_id=bill.account_id if bill else None,
+            status=status,
+        )
+
+    @staticmethod
+    def _status(report: RunReport, abort: list[ErrorEvent]) -> RunStatus:
+        if abort:
+            return abort[0].status
+        if not report.events:
+            return RunStatus.COMPLETE
+        statuses = {e.status for e in report.events}
+        for status in (
+            RunStatus.AUTH_FAILED,
+            RunStatus.INVOICE_ALREADY_PAID,
+            RunStatus.RATE_LIMIT_RETRY,
+            RunStatus.AWAITING_RETRY,
+        ):
+            if status in statuses:
+                return status
+        return RunStatus.ERROR

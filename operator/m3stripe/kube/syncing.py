@@ -1,0 +1,214 @@
+"""Drive sync passes for one integration and turn their reports into status, events, metrics and email."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.mailer import MailError
+from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.api import names
+from m3stripe.domain.durations import parse_duration
+from m3stripe.domain.runs import EventKind, RunReport, RunStatus
+from m3stripe.domain.spec_validation import ParsedSpec
+from m3stripe.domain.sync import ErrorBudget, SyncEngine
+from m3stripe.kube.run_history import (
+    disabled_event,
+    fold_report,
+    merge_events,
+    parse_time,
+    replay_bills,
+    sync_state,
+)
+
+if TYPE_CHECKING:
+    from m3stripe.kube.runtime import Runtime
+    from m3stripe.kube.worker import EventSink
+
+EVENT_REASONS = {
+    EventKind.VALIDATION: "ValidationError",
+    EventKind.MISSING_ACCOUNT_MAPPING: "MissingAccountMapping",
+    EventKind.AUTHENTICATION: "AuthenticationError",
+    EventKind.PERFORM: "PerformError",
+    EventKind.DISABLED: "IntegrationDisabled",
+}
+MAX_K8S_EVENTS_PER_RUN = 10
+
+
+def _camel(status: RunStatus) -> str:
+    return "".join(part.capitalize() for part in str(status).split("_"))
+
+
+class SyncDriver:
+    def __init__(
+        self,
+        runtime: Runtime,
+        namespace: str,
+        name: str,
+        uid: str,
+        events: EventSink,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+    ) -> None:
+        self.runtime = runtime
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self._events = events
+        self._logger = logger
+        self._mail_tasks: set[asyncio.Task[None]] = set()
+
+    def seconds_until_due(self, parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]) -> float:
+        """0 when a pass should run now; otherwise how long until the next one is due."""
+        if annotations.get(names.ANNOTATION_REQUESTED_AT, "") not in (
+            "",
+            status.get("lastHandledRequestedAt"),
+        ):
+            return 0.0
+        if annotations.get(names.ANNOTATION_REPLAY, "") not in ("", status.get("lastHandledReplay")):
+            return 0.0
+        last = parse_time((status.get("lastSync") or {}).get("completionTime"))
+        if last is None:
+            return 0.0  # never ran, or the status was lost: do not wait a whole interval
+        due = last.timestamp() + parsed.spec.sync_interval_seconds
+        return max(0.0, due - datetime.now(UTC).timestamp())
+
+    async def run_pass(
+        self,
+        parsed: ParsedSpec,
+        status: Mapping[str, Any],
+        annotations: Mapping[str, str],
+        *,
+        stripe_key: str,
+        stripe_account: str | None,
+        source: M3terSource,
+    ) -> dict[str, Any]:
+        """Run one pass; return the status fields it changes."""
+        spec = parsed.spec
+        extra: dict[str, Any] = {}
+        replay_token = annotations.get(names.ANNOTATION_REPLAY, "")
+        replay = frozenset()
+        if replay_token and replay_token != status.get("lastHandledReplay"):
+            replay = replay_bills(status, replay_token)
+            extra["lastHandledReplay"] = replay_token
+        requested = annotations.get(names.ANNOTATION_REQUESTED_AT, "")
+        if requested and requested != status.get("lastHandledRequestedAt"):
+            extra["lastHandledRequestedAt"] = requested
+        budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
+        limiter = self.runtime.limiters.get(
+            stripe_account or f"key:{hash(stripe_key)}", spec.effective_requests_per_second
+        )
+        started = time.monotonic()
+        async with open_client(stripe_key, api_base=self.runtime.config.stripe_api_base) as client:
+            gateway = StripeGateway(client, limiter=limiter, observer=self.runtime.metrics)
+            engine = SyncEngine(
+                spec=spec,
+                account_filter=parsed.account_filter,
+                integration_id=self.uid,
+                source=source,
+                gateway=gateway,
+                budget=budget,
+                concurrency=self.runtime.config.sync_concurrency,
+                replay_salt=replay_token if replay else None,
+            )
+            report = await engine.run_pass(sync_state(status), replay=replay)
+        self._observe(report, time.monotonic() - started, spec.sync_interval_seconds)
+        retention = parse_duration(spec.eventRetention)
+        fields, fresh = fold_report(
+            status,
+            report,
+            history=spec.runHistoryLimit,
+            retention=retention,
+            consecutive_errors=budget.consecutive,
+        )
+        extra.update(fields)
+        self._announce(report, fresh)
+        if budget.exhausted and not status.get("disabled"):
+            event = disabled_event(
+                report.run_id,
+                spec.autoDisableThreshold,
+                datetime.now(UTC),
+                report.events[-1] if report.events else None,
+            )
+            extra["openEvents"], _ = merge_events(extra["openEvents"], [event], now=event.time, retention=retention)
+            extra["disabled"] = True
+            extra["disabledMessage"] = event.message
+            self.runtime.metrics.child(
+                self.runtime.metrics.error_events, self.namespace, self.name, str(event.kind)
+            ).inc()
+            self._events("Warning", "AutoDisabled", event.message)
+            self._notify(list(spec.integrationDisabledNotificationUsers), event.message)
+        self._logger.info("sync run %s: %s (%s)", report.run_id, report.status, report.summary())
+        return extra
+
+    def _observe(self, report: RunReport, seconds: float, interval: float) -> None:
+        m, ns, name = self.runtime.metrics, self.namespace, self.name
+        m.child(m.runs, ns, name, str(report.status)).inc()
+        m.child(m.run_duration, ns, name).observe(seconds)
+        m.child(m.sync_interval, ns, name).set(interval)
+        for outcome, count in (
+            ("sent", report.sent),
+            ("unchanged", report.unchanged),
+            ("skipped", report.skipped),
+            ("failed", report.failed),
+        ):
+            m.child(m.bills, ns, name, outcome).inc(count)
+        for event in report.events:
+            m.child(m.error_events, ns, name, str(event.kind)).inc()
+        if report.status is RunStatus.COMPLETE and report.completed is not None:
+            m.child(m.last_success, ns, name).set(report.completed.timestamp())
+
+    def _announce(self, report: RunReport, fresh: list[Any]) -> None:
+        for event in fresh[:MAX_K8S_EVENTS_PER_RUN]:
+            self._events("Warning", EVENT_REASONS[event.kind], f"[{event.id}] {event.message}")
+        if len(fresh) > MAX_K8S_EVENTS_PER_RUN:
+            self._events(
+                "Warning",
+                "MoreErrors",
+                f"{len(fresh) - MAX_K8S_EVENTS_PER_RUN} more new error events in run {report.run_id}; "
+                "see status.openEvents",
+            )
+        if report.sent:
+            self._events("Normal", "BillsSent", f"run {report.run_id}: {report.summary()}")
+
+    def _notify(self, recipients: list[str], message: str) -> None:
+        """Email each listed user once per disablement, in the background: a slow mail server blocks nothing."""
+        m, ns, name = self.runtime.metrics, self.namespace, self.name
+        if not recipients:
+            return
+        mailer = self.runtime.mailer
+        if mailer is None:
+            self._events(
+                "Warning",
+                "NotificationNotSent",
+                "no SMTP server is configured for the operator (M3STRIPE_SMTP_HOST); nobody was emailed",
+            )
+            m.child(m.notifications, ns, name, "failed").inc(len(recipients))
+            return
+        subject = f"StripeIntegration {ns}/{name} was disabled"
+        body = (
+            f"The StripeIntegration {ns}/{name} disabled itself.\n\n{message}\n\n"
+            f"Inspect it with: kubectl describe stripeintegration -n {ns} {name}\n"
+        )
+
+        async def send() -> None:
+            try:
+                await mailer.send(recipients, subject, body)
+            except MailError as err:
+                m.child(m.notifications, ns, name, "failed").inc()
+                self._events("Warning", "NotificationFailed", f"disablement email not delivered: {err}")
+            except Exception as err:  # a mail bug must never take the worker down
+                m.child(m.notifications, ns, name, "failed").inc()
+                self._events("Warning", "NotificationFailed", f"disablement email not delivered: {type(err).__name__}")
+            else:
+                m.child(m.notifications, ns, name, "sent").inc(len(recipients))
+                self._events("Normal", "NotificationSent", f"emailed {len(recipients)} user(s) about the disablement")
+
+        task = asyncio.create_task(send())
+        self._mail_tasks.add(task)
+        task.add_done_callback(self._mail_tasks.discard)

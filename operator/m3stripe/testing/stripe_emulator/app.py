@@ -1,0 +1,574 @@
+"""The emulator: an aiohttp server on 127.0.0.1 that the official stripe SDK talks to over real HTTP.
+
+Every ``/v1`` request goes through the same pipeline, in the order Stripe applies it: authentication,
+routing, rate limiting, injected faults, form decoding, the idempotency layer, parameter validation
+(failures there are not saved under the key), then the endpoint itself (whose result, errors
+included, is saved under the key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import copy
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
+
+from aiohttp import web
+
+from . import billing, errors, forms
+from .account import retrieve as retrieve_account
+from .common import AccountProfile, Ctx, check_expand, expand
+from .errors import StripeError
+from .faults import DEFAULT_TIMEOUT_SECONDS, Fault, FaultPlan, FaultRule, Triggered
+from .idempotency import IdempotencyStore, Saved, fingerprint
+from .ratelimit import TokenBucket, retry_after_seconds
+from .routes import ROUTES, Route, Router
+from .state import AccountState, IdFactory, Obj
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2026-10-28.endive"
+_MODES = {"sk_test_": False, "rk_test_": False, "sk_live_": True, "rk_live_": True}
+
+
+@dataclass
+class ApiKey:
+    key: str
+    account: str
+    livemode: bool
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One entry of the bounded request log."""
+
+    request_id: str
+    method: str
+    path: str
+    endpoint: str | None
+    status: int | None
+    idempotency_key: str | None
+    account: str | None
+    replayed: bool
+    fault: str | None
+    dropped: bool
+    seconds: float
+
+
+class AccountSnapshot(TypedDict):
+    """Copies of one account's objects, keyed by id in creation order (invoices fully rendered)."""
+
+    account: Obj
+    customers: dict[str, Obj]
+    products: dict[str, Obj]
+    prices: dict[str, Obj]
+    invoices: dict[str, Obj]
+    invoice_items: dict[str, Obj]
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    drop: bool = False
+
+
+def _json(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _error_reply(error: StripeError, request_id: str) -> _Reply:
+    return _Reply(error.status, _json(error.body(request_id)), dict(error.headers))
+
+
+def mode_of(key: str) -> bool:
+    for prefix, livemode in _MODES.items():
+        if key.startswith(prefix):
+            return livemode
+    raise ValueError(f"not a secret or restricted Stripe key (sk_test_/sk_live_/rk_test_/rk_live_): {key!r}")
+
+
+class StripeEmulator:
+    """A stateful Stripe API for tests and benchmarks; see the package docstring for the surface."""
+
+    def __init__(
+        self,
+        rate_limit_per_second: float | None = None,
+        latency_seconds: float = 0.0,
+        *,
+        seed: int | None = None,
+        clock: Callable[[], float] | None = None,
+        request_log_size: int = 10_000,
+    ) -> None:
+        self._clock = clock or time.time
+        self._ids = IdFactory(seed)
+        self._router = Router(ROUTES)
+        self._keys: dict[str, ApiKey] = {}
+        self._accounts: dict[str, AccountProfile] = {}
+        self._idempotency: dict[tuple[str, bool], IdempotencyStore] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._rate_limit = rate_limit_per_second
+        self.latency_seconds = latency_seconds
+        self.faults = FaultPlan()
+        self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=request_log_size)
+        self.request_count = 0
+        self.endpoint_counts: collections.Counter[str] = collections.Counter()
+        self.status_counts: collections.Counter[int] = collections.Counter()
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        if rate_limit_per_second is not None:
+            self.set_rate_limit(rate_limit_per_second)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 picks a free port) and return the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already running")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+        self._url = f"http://{host}:{sock.getsockname()[1]}"
+        return self._url
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> StripeEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def in_thread(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[StripeEmulator]:
+        """Serve from a background thread, for synchronous callers (``with emu.in_thread(): ...``)."""
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        thread = threading.Thread(target=loop.run_forever, name="stripe-emulator", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(host, port), loop).result()
+            ready.set()
+            yield self
+        finally:
+            if ready.is_set():
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("the emulator is not running; use `async with emulator:` or `await start()`")
+        return self._url
+
+    # --- configuration ----------------------------------------------------------------------------
+
+    def add_api_key(
+        self,
+        key: str,
+        account: str | None = None,
+        *,
+        country: str = "US",
+        default_currency: str = "usd",
+        email: str | None = None,
+        business_name: str | None = None,
+    ) -> str:
+        """Register a secret key (its prefix sets test or live mode) and return its account id.
+
+        Keys naming the same ``account`` share its objects (per mode); the profile keywords apply
+        when the account is first created.
+        """
+        livemode = mode_of(key)
+        account_id = account or self._ids.new("acct", 16)
+        if account_id not in self._accounts:
+            self._accounts[account_id] = AccountProfile(
+                id=account_id,
+                created=int(self._clock()),
+                country=country,
+                default_currency=default_currency.lower(),
+                email=email,
+                business_name=business_name,
+            )
+        self._keys[key] = ApiKey(key, account_id, livemode)
+        self._mode_state(account_id, livemode)
+        return account_id
+
+    def revoke_api_key(self, key: str) -> None:
+        """Later requests with ``key`` get 401, as with a deleted or rolled-and-expired key."""
+        self._keys[key].revoked = True
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        """Limit each account to ``per_second`` requests (bursts of one second's worth); None turns it off."""
+        self._rate_limit = per_second
+        self._buckets.clear()
+        if per_second is not None and per_second <= 0:
+            raise ValueError("per_second must be positive (or None to disable rate limiting)")
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        times: int | None = 1,
+        delay_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        account: str | None = None,
+    ) -> None:
+        """Make the next ``times`` matching requests fail with ``fault`` (None: every one until cleared)."""
+        self.faults.add(
+            FaultRule(
+                fault,
+                method=method.upper() if method else None,
+                path_prefix=path_prefix,
+                account=account,
+                remaining=times,
+                delay_seconds=delay_seconds,
+            )
+        )
+
+    def inject_random(
+        self,
+        probabilities: Mapping[Fault, float],
+        *,
+        seed: int | None = None,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        delay_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        """Fail each matching request at random, ``probabilities[fault]`` of the time (a chaos run)."""
+        self.faults.set_random(
+            probabilities,
+            seed=seed,
+            method=method.upper() if method else None,
+            path_prefix=path_prefix,
+            delay_seconds=delay_seconds,
+        )
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def reset_counters(self) -> None:
+        self.requests.clear()
+        self.request_count = 0
+        self.endpoint_counts.clear()
+        self.status_counts.clear()
+
+    # --- inspection -------------------------------------------------------------------------------
+
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    def state(self, account: str, livemode: bool | None = None) -> AccountSnapshot:
+        """Deep copies of the account's objects as the API returns them.
+
+        ``livemode`` defaults to the mode of the first key registered for the account.
+        """
+        profile = self._accounts[account]
+        if livemode is None:
+            livemode = next(iter(profile.modes))
+        state = self._mode_state(account, livemode)
+        ctx = Ctx(profile, state, int(self._clock()))
+        snapshot: AccountSnapshot = {
+            "account": retrieve_account(ctx, {}),
+            "customers": dict(state.customers.objects),
+            "products": dict(state.products.objects),
+            "prices": dict(state.prices.objects),
+            "invoices": {i: billing.render_invoice(ctx, inv) for i, inv in state.invoices.objects.items()},
+            "invoice_items": dict(state.invoice_items.objects),
+        }
+        return copy.deepcopy(snapshot)
+
+    def _mode_state(self, account: str, livemode: bool) -> AccountState:
+        profile = self._accounts[account]
+        state = profile.modes.get(livemode)
+        if state is None:
+            state = profile.modes[livemode] = AccountState(account, livemode, self._ids)
+            self._idempotency[(account, livemode)] = IdempotencyStore()
+        return state
+
+    # --- the request pipeline ---------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/_emulator/"):
+            return await self._control(request)
+        started = time.monotonic()
+        request_id = self._ids.new("req")
+        info: dict[str, Any] = {"endpoint": None, "account": None, "replayed": False, "fault": None}
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
+        try:
+            reply = await self._process(request, request_id, info)
+        except StripeError as error:
+            reply = _error_reply(error, request_id)
+        except Exception:
+            logger.exception("stripe emulator failed on %s %s", request.method, request.path)
+            reply = _error_reply(errors.server_error(saved=False), request_id)
+        key = request.headers.get("Idempotency-Key")
+        self._record(request, request_id, reply, key, info, time.monotonic() - started)
+        if reply.drop:
+            if request.transport is not None:
+                # Closing without a status line is what a lost reply looks like to the client.
+                request.transport.close()
+            return web.Response(status=500)
+        headers = {
+            "Request-Id": request_id,
+            "Stripe-Version": request.headers.get("Stripe-Version", API_VERSION),
+            "Content-Type": "application/json",
+            "Cache-Control": "no-cache, no-store",
+            **reply.headers,
+        }
+        if key is not None and request.method == "POST":
+            headers["Idempotency-Key"] = key
+        return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+    def _record(
+        self,
+        request: web.Request,
+        request_id: str,
+        reply: _Reply,
+        key: str | None,
+        info: dict[str, Any],
+        seconds: float,
+    ) -> None:
+        self.request_count += 1
+        if info["endpoint"] is not None:
+            self.endpoint_counts[info["endpoint"]] += 1
+        status = None if reply.drop else reply.status
+        if status is not None:
+            self.status_counts[status] += 1
+        self.requests.append(
+            RequestRecord(
+                request_id=request_id,
+                method=request.method,
+                path=request.path,
+                endpoint=info["endpoint"],
+                status=status,
+                idempotency_key=key if request.method == "POST" else None,
+                account=info["account"],
+                replayed=info["replayed"],
+                fault=info["fault"],
+                dropped=reply.drop,
+                seconds=seconds,
+            )
+        )
+
+    def _authenticate(self, request: web.Request) -> ApiKey:
+        header = request.headers.get("Authorization", "")
+        scheme, _, credential = header.partition(" ")
+        key = ""
+        if scheme.lower() == "bearer":
+            key = credential.strip()
+        elif scheme.lower() == "basic":
+            # curl -u sk_test_...: sends the key as the Basic username.
+            with contextlib.suppress(ValueError):
+                key = base64.b64decode(credential).decode().partition(":")[0]
+        if not key:
+            raise errors.no_api_key()
+        found = self._keys.get(key)
+        if found is None or found.revoked:
+            raise errors.invalid_api_key(key)
+        connected = request.headers.get("Stripe-Account")
+        if connected and connected != found.account:
+            raise errors.no_account_access(key, connected)
+        return found
+
+    async def _read_params(self, request: web.Request) -> forms.FormDict:
+        if request.method == "POST":
+            content_type = request.headers.get("Content-Type", "application/x-www-form-urlencoded")
+            body = await request.text()
+            if body and not content_type.startswith("application/x-www-form-urlencoded"):
+                raise StripeError(
+                    400,
+                    f"Invalid request: unsupported Content-Type {content_type}. Stripe's v1 API takes "
+                    "application/x-www-form-urlencoded bodies.",
+                )
+            return {**forms.decode(request.query_string), **forms.decode(body)}
+        return forms.decode(request.query_string)
+
+    async def _process(self, request: web.Request, request_id: str, info: dict[str, Any]) -> _Reply:
+        api_key = self._authenticate(request)
+        info["account"] = api_key.account
+        method = request.method
+        matched = self._router.match(method, request.path)
+        if matched is None:
+            raise errors.unrecognized_url(method, request.path)
+        route, path_args = matched
+        info["endpoint"] = route.name
+
+        if self._rate_limit is not None:
+            bucket = self._buckets.get(api_key.account)
+            if bucket is None:
+                bucket = self._buckets[api_key.account] = TokenBucket(self._rate_limit, time.monotonic)
+            wait = bucket.take()
+            if wait:
+                raise errors.rate_limited(retry_after_seconds(wait))
+
+        fault = self.faults.pick(method, request.path, api_key.account)
+        if fault is not None:
+            info["fault"] = fault.fault.value
+            if fault.fault is Fault.RATE_LIMIT:
+                raise errors.rate_limited(1)
+            if fault.fault is Fault.SERVER_ERROR:
+                raise errors.server_error(saved=False)
+            if fault.fault is Fault.DROP_BEFORE_WRITE:
+                return _Reply(0, b"", {}, drop=True)
+
+        raw = await self._read_params(request)
+        state = self._mode_state(api_key.account, api_key.livemode)
+        store = self._idempotency[(api_key.account, api_key.livemode)]
+        key = request.headers.get("Idempotency-Key") if method == "POST" else None
+        if key is not None:
+            saved = store.begin(key, f"{method} {request.path}", fingerprint(raw), time.time())
+            if saved is not None:
+                info["replayed"] = True
+                return self._replay(saved, fault)
+        try:
+            reply = await self._execute(route, path_args, raw, state, request_id, fault)
+        except BaseException:
+            if key is not None:
+                store.release(key)
+            raise
+        if key is not None:
+            if reply.saved:
+                store.save(
+                    key,
+                    status=reply.status,
+                    body=reply.body,
+                    headers=reply.headers,
+                    request_id=request_id,
+                    now=time.time(),
+                )
+            else:
+                store.release(key)
+        return _Reply(
+            reply.status,
+            reply.body,
+            reply.headers,
+            drop=fault is not None and fault.fault is Fault.DROP_AFTER_WRITE,
+        )
+
+    def _replay(self, saved: Saved, fault: Triggered | None) -> _Reply:
+        headers = {**saved.headers, "Idempotent-Replayed": "true", "Original-Request": saved.request_id}
+        drop = fault is not None and fault.fault is Fault.DROP_AFTER_WRITE
+        return _Reply(saved.status, saved.body, headers, drop=drop)
+
+    async def _execute(
+        self,
+        route: Route,
+        path_args: dict[str, str],
+        raw: forms.FormDict,
+        state: AccountState,
+        request_id: str,
+        fault: Triggered | None,
+    ) -> _Executed:
+        if fault is not None and fault.fault is Fault.TIMEOUT:
+            await asyncio.sleep(fault.delay_seconds)
+        try:
+            params = route.schema.parse(raw)
+            check_expand(route.returns, params.get("expand") or [])
+        except StripeError as error:
+            # Validation happens before the endpoint begins executing: nothing to save.
+            return _Executed.error(error, request_id, saved=False)
+        if fault is not None and fault.fault is Fault.SERVER_ERROR_SAVED:
+            return _Executed.error(errors.server_error(saved=True), request_id, saved=True)
+        profile = self._accounts[state.account_id]
+        ctx = Ctx(profile, state, int(self._clock()), path_args)
+        try:
+            result = route.handler(ctx, params)
+            if params.get("expand"):
+                result = expand(ctx, copy.deepcopy(result), params["expand"])
+            body = _json(result)
+        except StripeError as error:
+            return _Executed.error(error, request_id, saved=True)
+        except Exception:
+            logger.exception("stripe emulator endpoint %s failed", route.name)
+            return _Executed.error(errors.server_error(saved=True), request_id, saved=True)
+        return _Executed(200, body, {}, saved=True)
+
+    # --- control endpoints ------------------------------------------------------------------------
+
+    async def _control(self, request: web.Request) -> web.StreamResponse:
+        """Unauthenticated helpers for demos and other processes: keys, faults, state and stats."""
+        action = request.path.removeprefix("/_emulator/").strip("/")
+        query = request.query
+        form = await request.post() if request.method == "POST" else query
+        try:
+            if action == "state" and request.method == "GET":
+                livemode = query.get("livemode")
+                account = query.get("account") or next(iter(self._accounts))
+                return web.json_response(self.state(account, None if livemode is None else livemode == "true"))
+            if action == "stats" and request.method == "GET":
+                return web.json_response(
+                    {
+                        "request_count": self.request_count,
+                        "endpoints": dict(self.endpoint_counts),
+                        "statuses": {str(k): v for k, v in self.status_counts.items()},
+                        "faults_fired": {f.value: n for f, n in self.faults.fired.items()},
+                    }
+                )
+            if action == "requests" and request.method == "GET":
+                limit = int(query.get("limit", "100"))
+                return web.json_response([asdict(r) for r in list(self.requests)[-limit:]])
+            if action == "keys" and request.method == "POST":
+                account_id = self.add_api_key(
+                    str(form["api_key"]), str(form["account"]) if form.get("account") else None
+                )
+                return web.json_response({"account": account_id})
+            if action == "faults" and request.method == "POST":
+                times = str(form.get("times", "1"))
+                self.inject(
+                    Fault(str(form["fault"])),
+                    method=str(form["method"]) if form.get("method") else None,
+                    path_prefix=str(form["path_prefix"]) if form.get("path_prefix") else None,
+                    times=None if times == "" else int(times),
+                    delay_seconds=float(str(form.get("delay_seconds", DEFAULT_TIMEOUT_SECONDS))),
+                )
+                return web.json_response({"ok": True})
+            if action == "faults" and request.method == "DELETE":
+                self.clear_faults()
+                return web.json_response({"ok": True})
+            if action == "rate_limit" and request.method == "POST":
+                value = str(form.get("per_second", ""))
+                self.set_rate_limit(float(value) if value else None)
+                return web.json_response({"ok": True})
+        except (KeyError, ValueError, StopIteration) as exc:
+            return web.json_response({"error": f"bad control request: {exc!r}"}, status=400)
+        return web.json_response({"error": f"unknown control endpoint {request.method} {request.path}"}, status=404)
+
+
+@dataclass
+class _Executed:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    saved: bool
+
+    @classmethod
+    def error(cls, error: StripeError, request_id: str, *, saved: bool) -> _Executed:
+        return cls(error.status, _json(error.body(request_id)), dict(error.headers), saved)
