@@ -158,7 +158,9 @@ def test_fixtures_cover_every_argocd_status_and_are_valid_stripeintegrations() -
     assert {k: v for k, v in problems.items() if v} == {}
 
 
-@pytest.mark.parametrize("script", ["health.lua", "actions/discovery.lua", "actions/sync-now/action.lua", "actions/reenable/action.lua"])
+@pytest.mark.parametrize(
+    "script", ["health.lua", "actions/discovery.lua", "actions/sync-now/action.lua", "actions/reenable/action.lua"]
+)
 def test_lua_uses_only_what_argocd_provides(script: str) -> None:
     code = _lua_code(ARGOCD / script)
     # Argo CD opens base, table and a safe os (through require) only; Lua 5.1 has no goto or `//`.
@@ -186,7 +188,8 @@ def test_argocd_cm_patch_holds_the_same_lua_and_the_churn_filter() -> None:
     assert actions["discovery.lua"] == (ARGOCD / "actions" / "discovery.lua").read_text(encoding="utf-8")
     definitions = {d["name"]: d["action.lua"] for d in actions["definitions"]}
     assert definitions == {
-        name: (ARGOCD / "actions" / name / "action.lua").read_text(encoding="utf-8") for name in ("sync-now", "reenable")
+        name: (ARGOCD / "actions" / name / "action.lua").read_text(encoding="utf-8")
+        for name in ("sync-now", "reenable")
     }
     ignored = yaml.safe_load(data[IGNORE_KEY])
     assert set(ignored["jsonPointers"]) == CHURNY_STATUS_FIELDS
@@ -208,7 +211,9 @@ def test_argocd_action_discovery(lua: ArgoLua, fixture: str, sync_now_disabled: 
     assert actions["reenable"]["disabled"] is reenable_disabled
 
 
-@pytest.mark.parametrize(("action", "annotation"), [("sync-now", "m3stripe.dev/requested-at"), ("reenable", "m3stripe.dev/reenable")])
+@pytest.mark.parametrize(
+    ("action", "annotation"), [("sync-now", "m3stripe.dev/requested-at"), ("reenable", "m3stripe.dev/reenable")]
+)
 @pytest.mark.parametrize("existing", [None, {"team": "billing"}])
 def test_argocd_action_sets_a_fresh_request_token(
     lua: ArgoLua, action: str, annotation: str, existing: dict[str, str] | None

@@ -93,6 +93,14 @@ class LimiterRegistry:
         return limiter
 
 
+def metadata_of(obj: Any) -> dict[str, str]:
+    """A Stripe object's metadata as a plain dict (StripeObjects are not mappings)."""
+    meta = getattr(obj, "metadata", None)
+    if meta is None:
+        return {}
+    return {str(k): str(v) for k, v in (meta.to_dict() if hasattr(meta, "to_dict") else dict(meta)).items()}
+
+
 def _header(err: stripe.StripeError, name: str) -> str | None:
     headers: Mapping[str, Any] = err.headers or {}
     for key, value in headers.items():

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from m3stripe.adapters.m3ter_source import M3terSource
-from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
 from m3stripe.domain.mapping import META_ACCOUNT
 
 
@@ -53,7 +53,7 @@ class CustomerResolver:
                 async for customer in self._g.iterate(
                     "customers.list", lambda p: self._g.v1.customers.list_async(params=p), {}
                 ):
-                    account = dict(customer.metadata or {}).get(META_ACCOUNT)
+                    account = metadata_of(customer).get(META_ACCOUNT)
                     if account:
                         index.setdefault(str(account), []).append(customer.id)
                 self._index = index

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
+from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway, metadata_of
 from m3stripe.domain.keys import idempotency_key
 from m3stripe.domain.mapping import (
     META_BILL,
@@ -39,8 +39,8 @@ class WriteResult:
     changed: bool  # False when Stripe already held exactly this version
 
 
-def _ours(metadata: Any, integration_id: str, bill_id: str) -> bool:
-    meta = dict(metadata or {})
+def _ours(obj: Any, integration_id: str, bill_id: str) -> bool:
+    meta = metadata_of(obj)
     return meta.get(META_INTEGRATION) == integration_id and meta.get(META_BILL) == bill_id
 
 
@@ -69,15 +69,15 @@ class StripeWriter:
             )
             await self._add_lines(plan, invoice.id, list(plan.lines))
             return WriteResult(invoice.id, True)
-        version = str(dict(invoice.metadata or {}).get(META_VERSION, ""))
+        version = str(metadata_of(invoice).get(META_VERSION, ""))
         lines = await self._invoice_lines(plan, invoice.id)
         wanted = {_signature(p.line_id, p.amount, p.description, str(plan.version)): p for p in plan.lines}
         have = {
             _signature(
-                str(dict(li.metadata or {}).get(META_LINE, "")),
+                str(metadata_of(li).get(META_LINE, "")),
                 int(li.amount),
                 str(li.description or ""),
-                str(dict(li.metadata or {}).get(META_VERSION, "")),
+                str(metadata_of(li).get(META_VERSION, "")),
             ): li
             for li in lines
         }
@@ -133,7 +133,7 @@ class StripeWriter:
         async for invoice in self._g.iterate(
             "invoices.list", lambda p: self._g.v1.invoices.list_async(params=p), {"customer": customer}
         ):
-            if _ours(invoice.metadata, self._integration, plan.bill_id):
+            if _ours(invoice, self._integration, plan.bill_id):
                 # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
                 if found is None or invoice.created > found.created:
                     found = invoice
@@ -149,7 +149,7 @@ class StripeWriter:
                 lambda p: self._g.v1.invoices.line_items.list_async(invoice_id, params=p),
                 {},
             )
-            if _ours(li.metadata, self._integration, plan.bill_id)
+            if _ours(li, self._integration, plan.bill_id)
         ]
 
     # Invoice-items mode
@@ -161,15 +161,15 @@ class StripeWriter:
                 lambda p: self._g.v1.invoice_items.list_async(params=p),
                 {"customer": customer},
             )
-            if _ours(ii.metadata, self._integration, plan.bill_id)
+            if _ours(ii, self._integration, plan.bill_id)
         ]
         wanted = {_signature(p.line_id, p.amount, p.description, str(plan.version)): p for p in plan.lines}
         have = {
             _signature(
-                str(dict(ii.metadata or {}).get(META_LINE, "")),
+                str(metadata_of(ii).get(META_LINE, "")),
                 int(ii.amount),
                 str(ii.description or ""),
-                str(dict(ii.metadata or {}).get(META_VERSION, "")),
+                str(metadata_of(ii).get(META_VERSION, "")),
             ): ii
             for ii in items
         }

@@ -141,6 +141,20 @@ class LocalStack:
         assert self._loop is not None
         return self._loop.call(coro, timeout)
 
+    def stripe_client(self, api_key: str) -> Any:
+        """The official Stripe SDK (synchronous), pointed at the emulator: for seeding and inspecting."""
+        import stripe
+
+        return stripe.StripeClient(
+            api_key,
+            base_addresses={"api": self.stripe.url},
+            http_client=stripe.HTTPXClient(allow_sync_methods=True),
+            max_network_retries=2,
+        )
+
+    def annotate(self, namespace: str, name: str, key: str, value: str) -> None:
+        self.kube.patch_integration(namespace, name, {"metadata": {"annotations": {key: value}}})
+
     def operator_env(self, **overrides: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
