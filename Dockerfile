@@ -23,7 +23,8 @@ RUN pip install --no-cache-dir . \
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="m3stripe-operator" \
       org.opencontainers.image.description="Kubernetes operator that sends m3ter Bills to Stripe" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/m3stripe/m3stripe-operator"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH

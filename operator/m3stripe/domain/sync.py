@@ -67,7 +67,6 @@ class SyncEngine:
         gateway: StripeGateway,
         budget: ErrorBudget,
         concurrency: int = 8,
-        replay_salt: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.spec = spec
@@ -83,16 +82,16 @@ class SyncEngine:
             account_filter=account_filter,
             only_approved=spec.onlySendBillOnApproval,
         )
-        self.writer = StripeWriter(gateway, integration_id)
-        # A replayed Bill gets fresh idempotency keys: Stripe must not answer with a replay of writes whose
-        # objects a person may have deleted since.
-        self.replay_writer = StripeWriter(gateway, integration_id, key_salt=replay_salt) if replay_salt else self.writer
-        self._replay: frozenset[str] = frozenset()
+        self._writer: StripeWriter | None = None
 
     async def run_pass(self, state: SyncState, *, replay: frozenset[str] = frozenset()) -> RunReport:
-        self._replay = replay
         started = self.clock()
         report = RunReport(run_id=f"run-{started.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}", started=started)
+        # Within a pass, retries reuse their idempotency keys, so a write whose reply was lost is not repeated.
+        # Each pass first lists what Stripe holds (consistent list endpoints), so a new pass may use new keys:
+        # that is what unblocks a write Stripe answered with a 500 saved under its key, and what lets a
+        # replayed Bill be written again after a person deleted its invoice.
+        self._writer = StripeWriter(self.gateway, self.integration_id, key_salt=report.run_id)
         resolver = CustomerResolver(
             self.gateway, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode
         )
@@ -206,7 +205,8 @@ class SyncEngine:
             if isinstance(customer, Unmapped):
                 return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
             lock = locks.setdefault(customer, asyncio.Lock())
-            writer = self.replay_writer if bill.id in self._replay else self.writer
+            writer = self._writer
+            assert writer is not None
             async with lock:
                 if self.spec.createStripeInvoice:
                     written = await writer.write_invoice(plan, customer)

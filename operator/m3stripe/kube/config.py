@@ -31,6 +31,8 @@ class OperatorConfig:
     metrics_port: int = 9090
     # Bills in flight at once per integration; Stripe's rate limit, not this, bounds throughput.
     sync_concurrency: int = 8
+    # Per-request timeout towards Stripe; a timed-out write is retried with the same idempotency key.
+    stripe_timeout_seconds: float = 30.0
     sync_enabled: bool = True
     smtp: dict[str, str] = field(default_factory=dict)
 
@@ -44,6 +46,7 @@ class OperatorConfig:
             credential_retry_seconds=_seconds("M3STRIPE_CREDENTIAL_RETRY_INTERVAL", "20s"),
             metrics_port=int(os.environ.get("M3STRIPE_METRICS_PORT", "9090")),
             sync_concurrency=int(os.environ.get("M3STRIPE_SYNC_CONCURRENCY", "8")),
+            stripe_timeout_seconds=_seconds("M3STRIPE_STRIPE_TIMEOUT", "30s"),
             sync_enabled=os.environ.get("M3STRIPE_SYNC", "true").lower() not in ("0", "false", "no"),
             smtp={
                 k.removeprefix("M3STRIPE_SMTP_").lower(): v

@@ -104,7 +104,9 @@ class SyncDriver:
             stripe_account or f"key:{hash(stripe_key)}", spec.effective_requests_per_second
         )
         started = time.monotonic()
-        async with open_client(stripe_key, api_base=self.runtime.config.stripe_api_base) as client:
+        async with open_client(
+            stripe_key, api_base=self.runtime.config.stripe_api_base, timeout=self.runtime.config.stripe_timeout_seconds
+        ) as client:
             gateway = StripeGateway(client, limiter=limiter, observer=self.runtime.metrics)
             engine = SyncEngine(
                 spec=spec,
@@ -114,7 +116,6 @@ class SyncDriver:
                 gateway=gateway,
                 budget=budget,
                 concurrency=self.runtime.config.sync_concurrency,
-                replay_salt=replay_token if replay else None,
             )
             report = await engine.run_pass(sync_state(status), replay=replay)
         self._observe(report, time.monotonic() - started, spec.sync_interval_seconds)
