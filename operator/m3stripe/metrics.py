@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -147,7 +148,5 @@ class Metrics:
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted integration, so no stale value outlives it."""
         for metric, values in self._issued.pop((namespace, name), set()):
-            try:
+            with contextlib.suppress(KeyError):  # already gone
                 metric.remove(*values)
-            except KeyError:
-                pass

@@ -364,9 +364,7 @@ def test_three_way_routing_by_currency_and_tier() -> None:
     destinations = {
         "enterprise": AccountFilter.parse("customFields.tier >= 3"),
         "eu": AccountFilter.parse("NOT customFields.tier >= 3 AND (currency == EUR OR currency == 'GBP')"),
-        "default": AccountFilter.parse(
-            "NOT customFields.tier >= 3 AND NOT (currency == EUR OR currency == GBP)"
-        ),
+        "default": AccountFilter.parse("NOT customFields.tier >= 3 AND NOT (currency == EUR OR currency == GBP)"),
     }
     accounts: list[dict[str, Any]] = [
         {"currency": "EUR", "customFields": {"tier": 3}},

@@ -28,8 +28,11 @@ def _seed(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
     country_of: dict[str, str] = {}
     for i in range(ACCOUNTS):
         country = ("UK", "US", "DE")[i % 3]
-        acct = stack.call(lambda c=country, i=i: stack.m3ter.add_account(ORG, name=f"A{i}", code=f"a{i}",
-                                                                         currency="USD", address={"country": c}))
+        acct = stack.call(
+            lambda c=country, i=i: stack.m3ter.add_account(
+                ORG, name=f"A{i}", code=f"a{i}", currency="USD", address={"country": c}
+            )
+        )
         country_of[acct] = country
         client = invoice_client if country == "UK" else items_client
         client.v1.customers.create(params={"metadata": {"m3ter_account_id": acct}})
@@ -38,15 +41,20 @@ def _seed(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
     for n in range(BILLS):
         acct = accounts[n % ACCOUNTS]
         lines = [
-            {"line_item_type": rng.choice(["USAGE", "STANDING_CHARGE", "MINIMUM_SPEND"]),
-             "subtotal": str(Decimal(rng.randint(1, 500_000)) / 100)}
+            {
+                "line_item_type": rng.choice(["USAGE", "STANDING_CHARGE", "MINIMUM_SPEND"]),
+                "subtotal": str(Decimal(rng.randint(1, 500_000)) / 100),
+            }
             for _ in range(rng.randint(1, 6))
         ]
         if rng.random() < 0.2:
             lines.append({"line_item_type": "CREDIT_MEMO", "subtotal": str(-Decimal(rng.randint(1, 5000)) / 100)})
         bill_id = stack.call(lambda a=acct, ls=lines: stack.m3ter.add_bill(ORG, account_id=a, lines=ls))
-        expected[bill_id] = {"country": country_of[acct], "account": acct,
-                             "amounts": sorted(to_minor_units(Decimal(x["subtotal"]), "USD") for x in lines)}
+        expected[bill_id] = {
+            "country": country_of[acct],
+            "account": acct,
+            "amounts": sorted(to_minor_units(Decimal(x["subtotal"]), "USD") for x in lines),
+        }
     return expected, country_of
 
 
@@ -59,17 +67,40 @@ def test_every_selected_bill_lands_exactly_once_under_faults(stack: LocalStack) 
     stack.kube.put_secret(ns, "m3ter", {"clientId": "faults", "clientSecret": "faults-secret"})
     stack.kube.put_secret(ns, "invoices", {"apiKey": KEY_INVOICES})
     stack.kube.put_secret(ns, "items", {"apiKey": KEY_ITEMS})
-    common = {"destination": "StripeTestMode", "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-              "syncInterval": "10s", "requestsPerSecond": 2000, "autoDisableThreshold": 1000}
-    stack.kube.create_integration(ns, "uk", {**common, "credentialRef": {"name": "invoices"},
-                                             "accountFilter": 'address.country == "UK"'})
-    stack.kube.create_integration(ns, "us", {**common, "credentialRef": {"name": "items"},
-                                             "accountFilter": 'address.country == "US"',
-                                             "createStripeInvoice": False})
-    stack.call(lambda: stack.stripe.inject_random({
-        Fault.RATE_LIMIT: 0.03, Fault.SERVER_ERROR: 0.03, Fault.SERVER_ERROR_SAVED: 0.01,
-        Fault.TIMEOUT: 0.005, Fault.DROP_BEFORE_WRITE: 0.01, Fault.DROP_AFTER_WRITE: 0.03,
-    }, seed=11, delay_seconds=2.5))
+    common = {
+        "destination": "StripeTestMode",
+        "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
+        "syncInterval": "10s",
+        "requestsPerSecond": 2000,
+        "autoDisableThreshold": 1000,
+    }
+    stack.kube.create_integration(
+        ns, "uk", {**common, "credentialRef": {"name": "invoices"}, "accountFilter": 'address.country == "UK"'}
+    )
+    stack.kube.create_integration(
+        ns,
+        "us",
+        {
+            **common,
+            "credentialRef": {"name": "items"},
+            "accountFilter": 'address.country == "US"',
+            "createStripeInvoice": False,
+        },
+    )
+    stack.call(
+        lambda: stack.stripe.inject_random(
+            {
+                Fault.RATE_LIMIT: 0.03,
+                Fault.SERVER_ERROR: 0.03,
+                Fault.SERVER_ERROR_SAVED: 0.01,
+                Fault.TIMEOUT: 0.005,
+                Fault.DROP_BEFORE_WRITE: 0.01,
+                Fault.DROP_AFTER_WRITE: 0.03,
+            },
+            seed=11,
+            delay_seconds=2.5,
+        )
+    )
     env = {"M3STRIPE_STRIPE_TIMEOUT": "1s", "M3STRIPE_SYNC_CONCURRENCY": "16"}
 
     def written() -> int:
@@ -83,6 +114,7 @@ def test_every_selected_bill_lands_exactly_once_under_faults(stack: LocalStack) 
         op.kill()
     op = stack.start_operator(name="final", **env)
     try:
+
         def settled() -> bool:
             for integration in ("uk", "us"):
                 status = stack.kube.get_integration(ns, integration).get("status") or {}
@@ -97,8 +129,14 @@ def test_every_selected_bill_lands_exactly_once_under_faults(stack: LocalStack) 
         stack.call(lambda: stack.stripe.clear_faults())
         # One more clean pass must find nothing to do: Stripe already holds everything exactly.
         stack.annotate(ns, "uk", "m3stripe.dev/requested-at", "final-check")
-        status = wait_for(lambda: (s := stack.kube.get_integration(ns, "uk")["status"]).get(
-            "lastHandledRequestedAt") == "final-check" and s, timeout=300, what="the final check pass")
+        status = wait_for(
+            lambda: (
+                (s := stack.kube.get_integration(ns, "uk")["status"]).get("lastHandledRequestedAt") == "final-check"
+                and s
+            ),
+            timeout=300,
+            what="the final check pass",
+        )
         assert status["lastSync"]["billsSent"] == 0 and status["lastSync"]["status"] == "COMPLETE"
     finally:
         op.stop()

@@ -58,9 +58,13 @@ def spec(**overrides: Any) -> dict[str, Any]:
 
 def account(stack: LocalStack, country: str = "UK", **kw: Any) -> str:
     n = next(_tokens)
-    return str(stack.call(lambda: stack.m3ter.add_account(
-        ORG, name=f"Customer {n}", code=f"cust-{n}", currency="USD", address={"country": country}, **kw
-    )))
+    return str(
+        stack.call(
+            lambda: stack.m3ter.add_account(
+                ORG, name=f"Customer {n}", code=f"cust-{n}", currency="USD", address={"country": country}, **kw
+            )
+        )
+    )
 
 
 def customer(stripe: Any, account_id: str) -> str:
@@ -80,16 +84,20 @@ def run_now(stack: LocalStack, ns: str, name: str, timeout: float = 60) -> dict[
     token = f"t{next(_tokens)}-{time.time()}"
     stack.annotate(ns, name, "m3stripe.dev/requested-at", token)
     return wait_for(
-        lambda: (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastHandledRequestedAt") == token
-        and s,
+        lambda: (
+            (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastHandledRequestedAt") == token and s
+        ),
         timeout=timeout,
         what=f"a sync run of {ns}/{name}",
     )
 
 
 def first_run(stack: LocalStack, ns: str, name: str, timeout: float = 60) -> dict[str, Any]:
-    return wait_for(lambda: (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastSync") and s,
-                    timeout=timeout, what=f"the first run of {ns}/{name}")
+    return wait_for(
+        lambda: (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastSync") and s,
+        timeout=timeout,
+        what=f"the first run of {ns}/{name}",
+    )
 
 
 def invoices_for(stack: LocalStack, acct: str, bill_id: str) -> list[dict[str, Any]]:
@@ -101,25 +109,41 @@ def acct_of(stripe: Any) -> str:
     return str(stripe.v1.accounts.retrieve_current().id)
 
 
-def test_bills_become_draft_invoices_and_follow_regeneration(stack: LocalStack, operator: OperatorProcess,
-                                                             stripe: Any) -> None:
+def test_bills_become_draft_invoices_and_follow_regeneration(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
     ns = namespace(stack)
     a1, a2, a3 = account(stack), account(stack), account(stack, "US")
     for a in (a1, a2):
         customer(stripe, a)
-    b1 = bill(stack, a1, [
-        {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
-        {"line_item_type": "USAGE", "quantity": 1234, "unit_price": "0.0085", "description": "API calls"},
-        {"line_item_type": "CREDIT_MEMO", "subtotal": "-5.25", "description": "Goodwill credit"},
-        {"line_item_type": "COMMITMENT_CONSUMED", "subtotal": "0", "description": "excluded"},
-    ], purchase_order_number="PO-7781")
-    b2 = bill(stack, a2, [{"line_item_type": "USAGE", "quantity": 3, "unit_price": "1500", "description": "Seats"}],
-              currency="JPY")
+    b1 = bill(
+        stack,
+        a1,
+        [
+            {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
+            {"line_item_type": "USAGE", "quantity": 1234, "unit_price": "0.0085", "description": "API calls"},
+            {"line_item_type": "CREDIT_MEMO", "subtotal": "-5.25", "description": "Goodwill credit"},
+            {"line_item_type": "COMMITMENT_CONSUMED", "subtotal": "0", "description": "excluded"},
+        ],
+        purchase_order_number="PO-7781",
+    )
+    b2 = bill(
+        stack,
+        a2,
+        [{"line_item_type": "USAGE", "quantity": 3, "unit_price": "1500", "description": "Seats"}],
+        currency="JPY",
+    )
     b3 = bill(stack, a3, [{"line_item_type": "USAGE", "subtotal": "9.99"}])  # restricted below
-    stack.kube.create_integration(ns, "invoices", spec(
-        poNumberCustomField="PO number", excludedLineItemTypes=["COMMITMENT_CONSUMED"],
-        restrictedAccountIds=[a3], sortLineItemsBy="Subtotal",
-    ))
+    stack.kube.create_integration(
+        ns,
+        "invoices",
+        spec(
+            poNumberCustomField="PO number",
+            excludedLineItemTypes=["COMMITMENT_CONSUMED"],
+            restrictedAccountIds=[a3],
+            sortLineItemsBy="Subtotal",
+        ),
+    )
     status = first_run(stack, ns, "invoices")
     acct = acct_of(stripe)
     run = status["recentRuns"][0]
@@ -132,7 +156,7 @@ def test_bills_become_draft_invoices_and_follow_regeneration(stack: LocalStack, 
     assert inv1["id"] == sent[b1] and inv1["status"] == "draft"
     # 20.00 + 12.349 (HALF_UP per line: 10.49) - 5.25 ; the zero COMMITMENT line is excluded
     assert inv1["total"] == 2000 + 1049 - 525
-    assert [li["description"] for li in inv1["lines"]["data"]][0] == "Goodwill credit"  # sorted by subtotal
+    assert inv1["lines"]["data"][0]["description"] == "Goodwill credit"  # sorted by subtotal
     assert inv1["custom_fields"] == [{"name": "PO number", "value": "PO-7781"}]
     assert inv1["metadata"]["m3stripe_integration"] == status["integrationId"]
     assert inv2["currency"] == "jpy" and inv2["total"] == 4500  # zero-decimal: whole yen
@@ -140,10 +164,16 @@ def test_bills_become_draft_invoices_and_follow_regeneration(stack: LocalStack, 
     assert status["conditions"] and any(c["type"] == "Synced" and c["status"] == "True" for c in status["conditions"])
 
     # A regenerated Bill updates the same draft to match exactly; nothing is duplicated.
-    stack.call(lambda: stack.m3ter.regenerate_bill(ORG, b1, lines=[
-        {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
-        {"line_item_type": "USAGE", "subtotal": "30.00", "description": "API calls"},
-    ]))
+    stack.call(
+        lambda: stack.m3ter.regenerate_bill(
+            ORG,
+            b1,
+            lines=[
+                {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
+                {"line_item_type": "USAGE", "subtotal": "30.00", "description": "API calls"},
+            ],
+        )
+    )
     status = run_now(stack, ns, "invoices")
     assert status["lastSync"]["billsSent"] == 1, status["lastSync"]
     [inv1b] = invoices_for(stack, acct, b1)
@@ -164,19 +194,26 @@ def test_bills_become_draft_invoices_and_follow_regeneration(stack: LocalStack, 
     assert inv2b["total"] == 4500 and inv2b["status"] == "open"
     [event] = [e for e in status["openEvents"] if e["billId"] == b2]
     assert event["kind"] == "integration.perform.error" and inv2["id"] in event["message"]
-    assert any(c["type"] == "Synced" and c["status"] == "False" and c["reason"] == "InvoiceAlreadyPaid"
-               for c in status["conditions"])
-    wait_for(lambda: any(e["reason"] == "PerformError" for e in stack.kube.events(ns, "invoices")),
-             what="a PerformError event")
+    assert any(
+        c["type"] == "Synced" and c["status"] == "False" and c["reason"] == "InvoiceAlreadyPaid"
+        for c in status["conditions"]
+    )
+    wait_for(
+        lambda: any(e["reason"] == "PerformError" for e in stack.kube.events(ns, "invoices")),
+        what="a PerformError event",
+    )
 
     # Resolve: the event leaves the open list.
     stack.annotate(ns, "invoices", "m3stripe.dev/resolve", event["id"])
-    wait_for(lambda: not (stack.kube.get_integration(ns, "invoices")["status"].get("openEvents")),
-             what="the event to be resolved")
+    wait_for(
+        lambda: not (stack.kube.get_integration(ns, "invoices")["status"].get("openEvents")),
+        what="the event to be resolved",
+    )
 
 
-def test_items_mode_external_mapping_approval_and_filter(stack: LocalStack, operator: OperatorProcess,
-                                                         stripe: Any) -> None:
+def test_items_mode_external_mapping_approval_and_filter(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
     ns = namespace(stack)
     uk, us, unmapped = account(stack, "UK"), account(stack, "US"), account(stack, "UK")
     cus_uk = str(stripe.v1.customers.create(params={"name": "uk"}).id)
@@ -184,10 +221,16 @@ def test_items_mode_external_mapping_approval_and_filter(stack: LocalStack, oper
     pending = bill(stack, uk, [{"line_item_type": "USAGE", "subtotal": "12.34"}])
     bill(stack, us, [{"line_item_type": "USAGE", "subtotal": "1"}], status="APPROVED")
     lonely = bill(stack, unmapped, [{"line_item_type": "USAGE", "subtotal": "2"}], status="APPROVED")
-    stack.kube.create_integration(ns, "items", spec(
-        createStripeInvoice=False, useExternalMappingAccountCode=True, onlySendBillOnApproval=True,
-        accountFilter='address.country == "UK"',
-    ))
+    stack.kube.create_integration(
+        ns,
+        "items",
+        spec(
+            createStripeInvoice=False,
+            useExternalMappingAccountCode=True,
+            onlySendBillOnApproval=True,
+            accountFilter='address.country == "UK"',
+        ),
+    )
     status = first_run(stack, ns, "items")
     acct = acct_of(stripe)
     items = stack.call(lambda: stack.stripe.state(acct))["invoice_items"]
@@ -210,19 +253,28 @@ def test_items_mode_external_mapping_approval_and_filter(stack: LocalStack, oper
     assert status["consecutiveErrors"] == 0
 
 
-def test_ten_successive_errors_disable_and_email_then_reenable(stack: LocalStack, operator: OperatorProcess,
-                                                              stripe: Any) -> None:
+def test_ten_successive_errors_disable_and_email_then_reenable(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
     ns = namespace(stack)
     inbox_before = len(stack.smtp.messages)
     accounts = [account(stack, "DE") for _ in range(12)]
     for a in accounts:
         bill(stack, a, [{"line_item_type": "USAGE", "subtotal": "1"}])
     users = ["billing-oncall@example.com", "finance@example.com"]
-    stack.kube.create_integration(ns, "flaky", spec(
-        accountFilter='address.country == "DE"', integrationDisabledNotificationUsers=users,
-    ))
-    status = wait_for(lambda: (s := stack.kube.get_integration(ns, "flaky").get("status") or {}).get("disabled") and s,
-                      timeout=60, what="the integration to disable itself")
+    stack.kube.create_integration(
+        ns,
+        "flaky",
+        spec(
+            accountFilter='address.country == "DE"',
+            integrationDisabledNotificationUsers=users,
+        ),
+    )
+    status = wait_for(
+        lambda: (s := stack.kube.get_integration(ns, "flaky").get("status") or {}).get("disabled") and s,
+        timeout=60,
+        what="the integration to disable itself",
+    )
     assert status["consecutiveErrors"] >= 10
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and ready["reason"] == "AutoDisabled"
@@ -232,8 +284,10 @@ def test_ten_successive_errors_disable_and_email_then_reenable(stack: LocalStack
     mails = stack.smtp.messages[inbox_before:]
     assert sorted(r for m in mails for r in m.recipients) == sorted(users)  # one each
     assert all("flaky" in m.subject for m in mails)
-    wait_for(lambda: any(e["reason"] == "AutoDisabled" and e["type"] == "Warning"
-                         for e in stack.kube.events(ns, "flaky")), what="an AutoDisabled warning")
+    wait_for(
+        lambda: any(e["reason"] == "AutoDisabled" and e["type"] == "Warning" for e in stack.kube.events(ns, "flaky")),
+        what="an AutoDisabled warning",
+    )
     # Disabled: an explicit sync request sends nothing and no further mail goes out.
     runs = len(status["recentRuns"])
     stack.annotate(ns, "flaky", "m3stripe.dev/requested-at", "ignored-while-disabled")
@@ -246,9 +300,14 @@ def test_ten_successive_errors_disable_and_email_then_reenable(stack: LocalStack
         customer(stripe, a)
     stack.annotate(ns, "flaky", "m3stripe.dev/reenable", "1")
     status = wait_for(
-        lambda: (s := stack.kube.get_integration(ns, "flaky")["status"]).get("lastHandledReenable") == "1"
-        and not s["disabled"] and s["lastSync"]["status"] == "COMPLETE" and s,
-        timeout=60, what="re-enable and a clean run",
+        lambda: (
+            (s := stack.kube.get_integration(ns, "flaky")["status"]).get("lastHandledReenable") == "1"
+            and not s["disabled"]
+            and s["lastSync"]["status"] == "COMPLETE"
+            and s
+        ),
+        timeout=60,
+        what="re-enable and a clean run",
     )
     assert status["consecutiveErrors"] == 0
     assert status["lastSync"]["billsSent"] == 12
@@ -260,8 +319,9 @@ def test_due_date_needs_send_invoice_and_is_sent(stack: LocalStack, operator: Op
     customer(stripe, a)
     due = date.today() + timedelta(days=14)
     b = bill(stack, a, [{"line_item_type": "USAGE", "subtotal": "100"}], due_date=due)
-    stack.kube.create_integration(ns, "due", spec(sendDueDate=True, collectionMethod="SendInvoice",
-                                                  accountFilter='address.country == "FR"'))
+    stack.kube.create_integration(
+        ns, "due", spec(sendDueDate=True, collectionMethod="SendInvoice", accountFilter='address.country == "FR"')
+    )
     status = first_run(stack, ns, "due")
     assert status["lastSync"]["status"] == "COMPLETE", status
     [inv] = invoices_for(stack, acct_of(stripe), b)

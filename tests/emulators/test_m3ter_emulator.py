@@ -35,18 +35,14 @@ def _basic(client_id: str = CLIENT_ID, secret: str = SECRET) -> dict[str, str]:
 
 @pytest.fixture
 async def anonymous(emulator: M3terEmulator) -> AsyncIterator[AsyncM3ter]:
-    client = AsyncM3ter(
-        api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url, max_retries=0
-    )
+    client = AsyncM3ter(api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url, max_retries=0)
     yield client
     await client.close()
 
 
 @pytest.fixture
 async def client(anonymous: AsyncM3ter) -> AsyncM3ter:
-    token = await anonymous.authentication.get_bearer_token(
-        grant_type="client_credentials", extra_headers=_basic()
-    )
+    token = await anonymous.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
     return anonymous.with_options(token=token.access_token)
 
 
@@ -58,9 +54,7 @@ def _account(emulator: M3terEmulator, code: str = "acme", org: str = ORG) -> str
 
 
 async def test_token_flow_issues_a_bearer_token(emulator: M3terEmulator, anonymous: AsyncM3ter) -> None:
-    token = await anonymous.authentication.get_bearer_token(
-        grant_type="client_credentials", extra_headers=_basic()
-    )
+    token = await anonymous.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
     assert token.access_token
     assert token.expires_in == 300
     assert token.token_type == "Bearer"
@@ -118,9 +112,7 @@ async def test_other_organization_is_forbidden(emulator: M3terEmulator, client: 
 # -- Accounts -------------------------------------------------------------------------------
 
 
-async def test_accounts_retrieve_and_list_with_pagination(
-    emulator: M3terEmulator, client: AsyncM3ter
-) -> None:
+async def test_accounts_retrieve_and_list_with_pagination(emulator: M3terEmulator, client: AsyncM3ter) -> None:
     first = emulator.add_account(
         ORG,
         name="Acme",
@@ -148,13 +140,10 @@ async def test_accounts_retrieve_and_list_with_pagination(
 # -- Bills ----------------------------------------------------------------------------------
 
 
-async def test_bills_page_through_hundreds_in_creation_order(
-    emulator: M3terEmulator, client: AsyncM3ter
-) -> None:
+async def test_bills_page_through_hundreds_in_creation_order(emulator: M3terEmulator, client: AsyncM3ter) -> None:
     accounts = [_account(emulator, code=f"a{index}") for index in range(3)]
     created = [
-        emulator.add_bill(ORG, account_id=accounts[index % 3], lines=[{"subtotal": index}])
-        for index in range(350)
+        emulator.add_bill(ORG, account_id=accounts[index % 3], lines=[{"subtotal": index}]) for index in range(350)
     ]
     seen: list[str] = []
     page = await client.bills.list(page_size=200)
@@ -279,9 +268,7 @@ async def test_controllable_clock_stamps_changes() -> None:
         now[0] += timedelta(hours=1)
         emulator.regenerate_bill(ORG, bill_id)
         async with AsyncM3ter(api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url) as sdk:
-            token = await sdk.authentication.get_bearer_token(
-                grant_type="client_credentials", extra_headers=_basic()
-            )
+            token = await sdk.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
             bill = await sdk.with_options(token=token.access_token).bills.retrieve(bill_id)
     assert bill.dt_created is not None
     assert timedelta(0) <= bill.dt_created - datetime(2025, 3, 1, 12, tzinfo=UTC) < timedelta(seconds=1)
@@ -346,9 +333,7 @@ async def test_ten_thousand_bills_page_quickly(emulator: M3terEmulator, client: 
 
 async def test_admin_api_seeds_a_standalone_emulator(emulator: M3terEmulator, client: AsyncM3ter) -> None:
     async with aiohttp.ClientSession(emulator.url) as http:
-        response = await http.post(
-            f"/_emulator/organizations/{ORG}/accounts", json={"name": "Acme", "code": "acme"}
-        )
+        response = await http.post(f"/_emulator/organizations/{ORG}/accounts", json={"name": "Acme", "code": "acme"})
         account_id = (await response.json())["id"]
         response = await http.post(
             f"/_emulator/organizations/{ORG}/bills",

@@ -46,9 +46,9 @@ class KubeApiError(Exception):
 def load_api_client() -> client.ApiClient:
     """An API client for what KUBECONFIG (or the in-cluster service account) points at."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
@@ -98,7 +98,9 @@ class KubeApi:
         data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
         for key, value in (secret.string_data or {}).items():
             data.setdefault(key, value.encode())
-        return SecretData(name=name, resource_version=secret.metadata.resource_version or "", data=data)
+        return SecretData(
+            name=name, resource_version=(secret.metadata.resource_version if secret.metadata else None) or "", data=data
+        )
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the integration's status subresource."""
@@ -131,4 +133,4 @@ class KubeApi:
         )
 
     def close(self) -> None:
-        self._api_client.close()
+        self._api_client.close()  # type: ignore[no-untyped-call]

@@ -59,7 +59,7 @@ async def open_client(
             stripe_version=STRIPE_API_VERSION,
         )
     finally:
-        await http_client.close_async()
+        await http_client.close_async()  # type: ignore[no-untyped-call]
 
 
 async def check_key(api_key: str, *, test_mode: bool, api_base: str | None, timeout: float = 15.0) -> KeyCheck:

@@ -10,6 +10,7 @@ import enum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.config import JsonDict
 
 from m3stripe.domain.durations import parse_duration
 
@@ -75,9 +76,9 @@ SecretName = Annotated[str, StringConstraints(min_length=1, max_length=253, patt
 SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)]
 
 
-def _cel(rule: str, message: str, field_path: str | None = None, reason: str = "FieldValueInvalid") -> dict[str, str]:
+def _cel(rule: str, message: str, field_path: str | None = None, reason: str = "FieldValueInvalid") -> JsonDict:
     """One `x-kubernetes-validations` entry."""
-    entry = {"rule": rule, "message": message, "reason": reason}
+    entry: JsonDict = {"rule": rule, "message": message, "reason": reason}
     if field_path:
         entry["fieldPath"] = field_path
     return entry

@@ -9,6 +9,7 @@ Either way every write has a deterministic idempotency key, and before writing w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway, metadata_of
@@ -63,12 +64,12 @@ class StripeWriter:
         invoice = await self._find_invoice(plan, customer)
         if invoice is None:
             params = plan.invoice_create_params(customer)
-            invoice = await self._g.call(
+            created: Any = await self._g.call(
                 "invoices.create",
                 lambda: self._g.v1.invoices.create_async(params=params, options=self._key(plan, "invoice", params)),
             )
-            await self._add_lines(plan, invoice.id, list(plan.lines))
-            return WriteResult(invoice.id, True)
+            await self._add_lines(plan, created.id, list(plan.lines))
+            return WriteResult(created.id, True)
         version = str(metadata_of(invoice).get(META_VERSION, ""))
         lines = await self._invoice_lines(plan, invoice.id)
         wanted = {_signature(p.line_id, p.amount, p.description, str(plan.version)): p for p in plan.lines}
@@ -133,12 +134,11 @@ class StripeWriter:
         async for invoice in self._g.iterate(
             "invoices.list", lambda p: self._g.v1.invoices.list_async(params=p), {"customer": customer}
         ):
-            if _ours(invoice, self._integration, plan.bill_id):
-                # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
-                if found is None or invoice.created > found.created:
-                    found = invoice
-                    if invoice.status == "draft":
-                        break
+            # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
+            if _ours(invoice, self._integration, plan.bill_id) and (found is None or invoice.created > found.created):
+                found = invoice
+                if invoice.status == "draft":
+                    break
         return found
 
     async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[Any]:
@@ -180,9 +180,9 @@ class StripeWriter:
             return WriteResult(first.id if first is not None else "", False)
         for ii in stale:
             if ii.invoice:
-                invoice = await self._g.call(
-                    "invoices.retrieve", lambda i=ii.invoice: self._g.v1.invoices.retrieve_async(i)
-                )  # type: ignore[misc]
+                invoice: Any = await self._g.call(
+                    "invoices.retrieve", partial(self._g.v1.invoices.retrieve_async, ii.invoice)
+                )
                 if invoice.status != "draft":
                     raise AlreadyFinalized(
                         f"Bill {plan.bill_id} changed (version {plan.version}) but its items are on Stripe invoice "
@@ -195,11 +195,9 @@ class StripeWriter:
             await self._delete_item(ii.id)
         for line in missing:
             params = line.invoice_item_params(customer, plan.currency)
-            item = await self._g.call(
-                "invoiceitems.create",
-                lambda p=params: self._g.v1.invoice_items.create_async(  # type: ignore[misc]
-                    params=p, options=self._key(plan, f"item-{line.line_id}", p)
-                ),
+            options = self._key(plan, f"item-{line.line_id}", params)
+            item: Any = await self._g.call(
+                "invoiceitems.create", partial(self._g.v1.invoice_items.create_async, params=params, options=options)
             )
             created.append(item.id)
         return WriteResult(created[0] if created else next(iter(have.values())).id, True)

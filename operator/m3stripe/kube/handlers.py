@@ -29,7 +29,9 @@ def runtime() -> Runtime:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     global _runtime
     config = OperatorConfig.from_env()
     # Kopf's bookkeeping goes to annotations under our own prefix, never into the strict status schema.
@@ -74,15 +76,17 @@ def workers_probe(**_: Any) -> int:
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10)
 async def integration_daemon(
+    *,
     body: kopf.Body,
-    namespace: str,
+    namespace: str | None,
     name: str,
     uid: str,
     stopped: kopf.DaemonStopped,
-    logger: logging.Logger,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
     **_: Any,
 ) -> None:
     rt = runtime()
+    assert namespace is not None  # StripeIntegrations are namespaced
 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])

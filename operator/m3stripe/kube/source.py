@@ -85,7 +85,10 @@ class SourceHandle:
             except M3terUnavailable as err:
                 return CheckResult(False, "M3terUnreachable", f"could not reach m3ter: {err}", retryable=True)
             return CheckResult(
-                True, "SourceConnected", f"m3ter organization {creds.organization_id} accepted the credentials", warn=False
+                True,
+                "SourceConnected",
+                f"m3ter organization {creds.organization_id} accepted the credentials",
+                warn=False,
             )
 
         self._last = await self._shared.check.get(fingerprint, run)

@@ -59,8 +59,7 @@ def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
 def _check_obs(type_: str, check: CheckResult) -> Observation:
     if check.ok:
         return Observation(type_, "True", check.reason, check.message)
-    status = "Unknown" if check.retryable else "False"
-    return Observation(type_, status, check.reason, check.message)
+    return Observation(type_, "Unknown" if check.retryable else "False", check.reason, check.message)
 
 
 def build_status(

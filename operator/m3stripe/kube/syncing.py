@@ -92,7 +92,7 @@ class SyncDriver:
         spec = parsed.spec
         extra: dict[str, Any] = {}
         replay_token = annotations.get(names.ANNOTATION_REPLAY, "")
-        replay = frozenset()
+        replay: frozenset[str] = frozenset()
         if replay_token and replay_token != status.get("lastHandledReplay"):
             replay = replay_bills(status, replay_token)
             extra["lastHandledReplay"] = replay_token

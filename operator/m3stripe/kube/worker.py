@@ -220,15 +220,15 @@ class IntegrationWorker:
         if is_connected and not was_connected:
             self._events("Normal", "Connected", _condition_message(new, ConditionType.CONNECTED) or "connected")
         elif was_connected and not is_connected:
-            reason = _condition_reason(new, ConditionType.CONNECTED) or "Disconnected"
+            reason: str = _condition_reason(new, ConditionType.CONNECTED) or "Disconnected"
             message = _condition_message(new, ConditionType.CONNECTED) or "disconnected"
             self._events("Warning" if reason != "NotConnected" else "Normal", "Disconnected", message)
         old_ready, new_ready = ready_of(old), ready_of(new)
         if new_ready != old_ready and new_ready[1] not in (None, "InvalidSpec"):
-            ready_status, reason = new_ready
+            ready_status, ready_reason = new_ready
             message = _condition_message(new, ConditionType.READY) or ""
-            kind = "Normal" if ready_status == "True" or reason in ("Suspended", "NotConnected") else "Warning"
-            self._events(kind, reason or "Unknown", message)
+            kind = "Normal" if ready_status == "True" or ready_reason in ("Suspended", "NotConnected") else "Warning"
+            self._events(kind, ready_reason or "Unknown", message)
 
 
 def _condition_message(status: Mapping[str, Any], type_: str) -> str | None:
@@ -241,7 +241,7 @@ def _condition_message(status: Mapping[str, Any], type_: str) -> str | None:
 def _condition_reason(status: Mapping[str, Any], type_: str) -> str | None:
     for c in status.get("conditions") or ():
         if c.get("type") == type_:
-            return c.get("reason")
+            return str(c.get("reason") or "") or None
     return None
 
 

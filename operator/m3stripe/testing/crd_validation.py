@@ -89,8 +89,8 @@ class CrdValidator:
         program = self._programs.get(rule)
         if program is None:
             program = self._programs[rule] = self._cel.program(self._cel.compile(rule))
-        result = program.evaluate({"self": celpy.json_to_cel(value)})
-        if isinstance(result, celpy.celtypes.BoolType) or isinstance(result, bool):
+        result = program.evaluate({"self": celpy.json_to_cel(value)})  # type: ignore[attr-defined]
+        if isinstance(result, celpy.celtypes.BoolType | bool):
             return bool(result)
         raise ValueError(f"CEL rule {rule!r} did not evaluate to a bool: {result!r}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -14,7 +14,7 @@ from m3stripe.api import names
 
 class KubeClient:
     def __init__(self, kubeconfig: Path) -> None:
-        self.api_client = config.new_client_from_config(str(kubeconfig))
+        self.api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
 
@@ -29,7 +29,7 @@ class KubeClient:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
         try:
-            self.core.create_namespaced_secret(namespace, body)
+            self.core.create_namespaced_secret(namespace, body)  # type: ignore[arg-type]  # a dict body is accepted
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -46,7 +46,10 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace, **metadata},
             "spec": spec,
         }
-        return self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, body)  # type: ignore[no-any-return]
+        return cast(
+            dict[str, Any],
+            self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, body),
+        )
 
     def apply_manifest(self, manifest: dict[str, Any]) -> None:
         namespace = manifest.get("metadata", {}).get("namespace", "default")
@@ -54,23 +57,34 @@ class KubeClient:
         if kind == names.KIND:
             self.custom.create_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, manifest)
         elif kind == "Secret":
-            self.core.create_namespaced_secret(namespace, manifest)
+            self.core.create_namespaced_secret(namespace, manifest)  # type: ignore[arg-type]
         else:
             raise ValueError(f"the demo client does not apply kind {kind!r}")
 
     def patch_integration(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, names.PLURAL, name, patch
-        )  # type: ignore[no-any-return]
+        return cast(
+            dict[str, Any],
+            self.custom.patch_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.PLURAL, name, patch
+            ),
+        )
 
     def get_integration(self, namespace: str, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name)  # type: ignore[no-any-return]
+        return cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL, name),
+        )
 
     def list_integrations(self, namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace:
-            result = self.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL)
+            result = cast(
+                dict[str, Any],
+                self.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL),
+            )
         else:
-            result = self.custom.list_cluster_custom_object(names.GROUP, names.VERSION, names.PLURAL)
+            result = cast(
+                dict[str, Any], self.custom.list_cluster_custom_object(names.GROUP, names.VERSION, names.PLURAL)
+            )
         return list(result.get("items", []))
 
     def delete_integration(self, namespace: str, name: str) -> None:

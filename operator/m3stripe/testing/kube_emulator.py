@@ -108,6 +108,7 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return obj  # type: ignore[no-any-return]
 
     def _prepare_update(self, request: kmock.Request) -> dict[str, Any] | None:
+        assert request.resource is not None and request.name is not None
         key = (request.resource, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
             return None  # let kmock answer 404

@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,10 @@ class _Handler:
         assert isinstance(message, email.message.EmailMessage)
         self.inbox.append(ReceivedMail(str(envelope.mail_from), tuple(envelope.rcpt_tos), message))
         return "250 OK"
+
+
+# aiosmtpd logs every connection at INFO, including its own start-up probe.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def _free_port() -> int:

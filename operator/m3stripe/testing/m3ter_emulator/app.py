@@ -200,9 +200,7 @@ async def list_bills(request: web.Request) -> web.Response:
     account_id = request.query.get("accountId")
     if ids is not None:
         org = emulator.existing_org(org_id)
-        records: Sequence[BillRecord] = sorted(
-            (org.bills[i] for i in set(ids) if i in org.bills), key=lambda r: r.seq
-        )
+        records: Sequence[BillRecord] = sorted((org.bills[i] for i in set(ids) if i in org.bills), key=lambda r: r.seq)
     else:
         records = emulator.bills_for_listing(org_id, account_id)
     status = request.query.get("status")

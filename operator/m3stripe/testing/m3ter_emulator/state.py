@@ -551,9 +551,7 @@ class M3terState:
         record.dt_locked = record.dt_last_modified
         return version
 
-    def set_external_invoice_reference(
-        self, organization_id: str, bill_id: str, reference: str | None
-    ) -> int:
+    def set_external_invoice_reference(self, organization_id: str, bill_id: str, reference: str | None) -> int:
         """Set ``externalInvoiceReference`` (allowed on locked Bills too, as in m3ter)."""
         record = self.get_bill(organization_id, bill_id)
         record.external_invoice_reference = reference
