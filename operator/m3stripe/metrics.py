@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -39,6 +40,24 @@ class Metrics:
         self.ready = Gauge(
             f"{PREFIX}_integration_ready",
             "1 when the integration's Ready condition is True, else 0.",
+            labels,
+            registry=self.registry,
+        )
+        self.suspended = Gauge(
+            f"{PREFIX}_integration_suspended",
+            "1 while spec.suspend is true (paused on purpose), else 0.",
+            labels,
+            registry=self.registry,
+        )
+        self.source_connected = Gauge(
+            f"{PREFIX}_integration_source_connected",
+            "1 when m3ter accepts the integration's credentials, else 0.",
+            labels,
+            registry=self.registry,
+        )
+        self.open_events = Gauge(
+            f"{PREFIX}_integration_open_events",
+            "Error events not yet marked actioned.",
             labels,
             registry=self.registry,
         )
@@ -127,7 +146,28 @@ class Metrics:
     def observe_reconcile(self, namespace: str, name: str, seconds: float) -> None:
         self.child(self.reconcile_duration, namespace, name).observe(seconds)
 
-    def observe_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def observe_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        suspended: bool = False,
+        sync_interval: float | None = None,
+    ) -> None:
+        """Gauges from the status the operator just wrote (also right after a restart, before any run)."""
+        self.child(self.suspended, namespace, name).set(1 if suspended else 0)
+        if sync_interval is not None:
+            self.child(self.sync_interval, namespace, name).set(sync_interval)
+        last_success = status.get("lastSuccessfulSyncTime")
+        if last_success:
+            stamp = datetime.fromisoformat(str(last_success).replace("Z", "+00:00")).timestamp()
+            self.child(self.last_success, namespace, name).set(stamp)
+        source = any(
+            c.get("type") == "SourceConnected" and c.get("status") == "True" for c in status.get("conditions") or ()
+        )
+        self.child(self.source_connected, namespace, name).set(1 if source else 0)
+        self.child(self.open_events, namespace, name).set(len(status.get("openEvents") or ()))
         self.child(self.connected, namespace, name).set(1 if status.get("connected") else 0)
         self.child(self.disabled, namespace, name).set(1 if status.get("disabled") else 0)
         self.child(self.consecutive_errors, namespace, name).set(int(status.get("consecutiveErrors") or 0))

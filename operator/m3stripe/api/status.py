@@ -62,7 +62,8 @@ class LastSync(_Model):
     startTime: str | None = Field(default=None, description="When the run started (RFC 3339).")
     completionTime: str | None = Field(default=None, description="When the run ended (RFC 3339).")
     billsSent: int = Field(default=0, ge=0, description="Bills sent to Stripe in this run.")
-    billsSkipped: int = Field(default=0, ge=0, description="Bills read but not selected or already in Stripe.")
+    billsUnchanged: int = Field(default=0, ge=0, description="Bills Stripe already held exactly.")
+    billsSkipped: int = Field(default=0, ge=0, description="Bills read but not selected by this integration.")
     billsFailed: int = Field(default=0, ge=0, description="Bills that produced an error event in this run.")
     message: str | None = Field(default=None, max_length=32768, description="One-line summary of the run.")
 
@@ -78,7 +79,6 @@ class StripeObjectRef(_Model):
 class RunRecord(LastSync):
     """One sync run, kept in a bounded list (most recent first)."""
 
-    billsUnchanged: int = Field(default=0, ge=0, description="Bills Stripe already held exactly.")
     stripeObjects: list[StripeObjectRef] = Field(
         default_factory=list,
         max_length=50,

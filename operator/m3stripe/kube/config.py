@@ -29,6 +29,7 @@ class OperatorConfig:
     # Backoff after a transient failure of a credential check (Stripe unreachable, 429, 5xx).
     credential_retry_seconds: float = 20.0
     metrics_port: int = 9090
+    peering_lifetime_seconds: float = 60.0
     # Bills in flight at once per integration; Stripe's rate limit, not this, bounds throughput.
     sync_concurrency: int = 8
     # Per-request timeout towards Stripe; a timed-out write is retried with the same idempotency key.
@@ -45,6 +46,7 @@ class OperatorConfig:
             credential_recheck_seconds=_seconds("M3STRIPE_CREDENTIAL_RECHECK_INTERVAL", "10m"),
             credential_retry_seconds=_seconds("M3STRIPE_CREDENTIAL_RETRY_INTERVAL", "20s"),
             metrics_port=int(os.environ.get("M3STRIPE_METRICS_PORT", "9090")),
+            peering_lifetime_seconds=_seconds("M3STRIPE_PEERING_LIFETIME", "60s"),
             sync_concurrency=int(os.environ.get("M3STRIPE_SYNC_CONCURRENCY", "8")),
             stripe_timeout_seconds=_seconds("M3STRIPE_STRIPE_TIMEOUT", "30s"),
             sync_enabled=os.environ.get("M3STRIPE_SYNC", "true").lower() not in ("0", "false", "no"),

@@ -46,6 +46,8 @@ async def configure(
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 30
     settings.posting.level = logging.WARNING
+    # How long a silent peer still counts as alive: the standby replica takes over after this.
+    settings.peering.lifetime = int(config.peering_lifetime_seconds)
     # The official kubernetes client is synchronous; its calls run in worker threads. Size the pool for
     # many integrations polling at once rather than for the CPU count.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))

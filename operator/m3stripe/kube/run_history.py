@@ -132,7 +132,7 @@ def fold_report(
     runs = [record, *[dict(r) for r in status.get("recentRuns") or ()]][:history]
     events, fresh = merge_events(status.get("openEvents") or (), report.events, now=now, retention=retention)
     out: dict[str, Any] = {
-        "lastSync": {k: v for k, v in record.items() if k not in ("stripeObjects", "billsUnchanged")},
+        "lastSync": {k: v for k, v in record.items() if k != "stripeObjects"},
         "recentRuns": runs,
         "openEvents": events,
         "consecutiveErrors": consecutive_errors,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions
+from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
@@ -57,6 +58,7 @@ class IntegrationWorker:
         self._sync = SyncDriver(runtime, namespace, name, uid, events, logger)
         self._next_sync: float | None = None
         self._last_written: dict[str, Any] | None = None
+        self._spec: StripeIntegrationSpec | None = None
         self._seen: tuple[object, ...] | None = None
         self._problems_reported: tuple[str, ...] = ()
 
@@ -112,6 +114,7 @@ class IntegrationWorker:
             current = dict(self._last_written)  # our own last write has not come back through the watch yet
         extra = self._handle_requests(current, annotations)
         parsed = parse_spec(body.get("spec"))
+        self._spec = None if isinstance(parsed, list) else parsed.spec
         stripe: CheckResult | None = None
         self._next_sync = None
         if isinstance(parsed, list):
@@ -125,6 +128,7 @@ class IntegrationWorker:
             assessment, stripe = await self._assess(parsed, {**current, **extra})
         new = build_status(current, assessment, generation=generation, integration_id=self.uid, extra=extra)
         await self._write(current, new)
+        self._observe(new)
         if isinstance(parsed, list) or not self.runtime.config.sync_enabled:
             return
         ready = (
@@ -150,6 +154,9 @@ class IntegrationWorker:
             stripe_account=stripe.account_id,
             source=self._source.source,
         )
+        if (fields.get("lastSync") or {}).get("status") == "AUTH_FAILED":
+            self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
+            self._wake.set()
         base = {**new, **fields, "conditions": _synced(new, fields, generation)}
         assessment = dataclasses.replace(
             assessment,
@@ -158,6 +165,7 @@ class IntegrationWorker:
         )
         final = build_status(base, assessment, generation=generation, integration_id=self.uid)
         await self._write(new, final)
+        self._observe(final)
         self._next_sync = parsed.spec.sync_interval_seconds
 
     def _handle_requests(self, current: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
@@ -203,6 +211,16 @@ class IntegrationWorker:
             ready_message=ready_message,
         ), stripe
 
+    def _observe(self, status: Mapping[str, Any]) -> None:
+        spec = self._spec
+        self.runtime.metrics.observe_status(
+            self.namespace,
+            self.name,
+            status,
+            suspended=bool(spec and spec.suspend),
+            sync_interval=spec.sync_interval_seconds if spec else None,
+        )
+
     async def _write(self, current: Mapping[str, Any], new: dict[str, Any]) -> None:
         patch = status_patch(current, new)
         if patch is None:
@@ -212,7 +230,6 @@ class IntegrationWorker:
         await self.runtime.kube.patch_status(self.namespace, self.name, patch)
         self._last_written = new
         self._announce(current, new)
-        self.runtime.metrics.observe_status(self.namespace, self.name, new)
 
     def _announce(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         """Kubernetes events on transitions only, never on every pass."""

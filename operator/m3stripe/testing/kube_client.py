@@ -61,6 +61,9 @@ class KubeClient:
         else:
             raise ValueError(f"the demo client does not apply kind {kind!r}")
 
+    def create_cluster_object(self, group: str, version: str, plural: str, body: dict[str, Any]) -> None:
+        self.custom.create_cluster_custom_object(group, version, plural, body)
+
     def patch_integration(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return cast(
             dict[str, Any],
