@@ -327,3 +327,25 @@ def test_due_date_needs_send_invoice_and_is_sent(stack: LocalStack, operator: Op
     [inv] = invoices_for(stack, acct_of(stripe), b)
     assert inv["collection_method"] == "send_invoice"
     assert date.fromtimestamp(inv["due_date"]) == due
+
+
+def test_a_failing_mail_server_is_visible_and_blocks_nothing(stack: LocalStack, operator: OperatorProcess) -> None:
+    ns = namespace(stack)
+    accounts = [account(stack, "SE") for _ in range(3)]
+    for a in accounts:
+        bill(stack, a, [{"line_item_type": "USAGE", "subtotal": "1"}])
+    stack.smtp.fail_next(10)
+    stack.kube.create_integration(ns, "mailfail", spec(
+        accountFilter='address.country == "SE"', autoDisableThreshold=3,
+        integrationDisabledNotificationUsers=["oncall@example.com"],
+    ))
+    wait_for(lambda: (stack.kube.get_integration(ns, "mailfail").get("status") or {}).get("disabled"),
+             timeout=60, what="the integration to disable itself")
+    wait_for(lambda: any(e["reason"] == "NotificationFailed" and e["type"] == "Warning"
+                         for e in stack.kube.events(ns, "mailfail")), what="a NotificationFailed warning")
+    stack.smtp.fail_next(0)
+    assert operator.running
+    # The operator keeps working: another integration still gets its status.
+    stack.kube.create_integration(ns, "still-alive", spec(suspend=True))
+    wait_for(lambda: any(c["reason"] == "Suspended" for c in (stack.kube.get_integration(ns, "still-alive").get(
+        "status") or {}).get("conditions", [])), what="the operator to keep reconciling")

@@ -30,7 +30,7 @@ class Observation:
 
     def __post_init__(self) -> None:
         # The apiserver rejects the whole status patch on a bad reason; fail here, in tests, instead.
-        if not _REASON_RE.match(self.reason):
+        if not _REASON_RE.fullmatch(self.reason):
             raise ValueError(f"condition reason {self.reason!r} does not match {REASON_PATTERN}")
 
 

@@ -14,4 +14,5 @@ def idempotency_key(integration_id: str, bill_id: str, version: int, step: str, 
     missing after a partial attempt) gets a new key instead of Stripe's idempotency_error for reused keys."""
     material = json.dumps([integration_id, bill_id, version, step, params], sort_keys=True, default=str)
     digest = hashlib.sha256(material.encode()).hexdigest()[:40]
-    return f"m3stripe-{step}-{digest}"[:MAX_KEY]
+    # The step is only a readable hint: cut it, never the digest that makes the key unique.
+    return f"m3stripe-{step[:64]}-{digest}"

@@ -1,0 +1,486 @@
+"""Bill -> Stripe mapping: line selection and order, minor units, price_data, metadata and invoice fields."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.mapping import (
+    META_ACCOUNT,
+    META_BILL,
+    META_INTEGRATION,
+    META_LINE,
+    META_VERSION,
+    MappingError,
+    plan_bill,
+    select_lines,
+)
+
+TODAY = date(2025, 6, 15)
+INTEGRATION = "int-uid-1"
+
+
+def make_spec(**fields: Any) -> StripeIntegrationSpec:
+    raw: dict[str, Any] = {
+        "destination": "StripeTestMode",
+        "m3ter": {"organizationId": "org1", "credentialsRef": {"name": "m3ter"}},
+    }
+    raw.update(fields)
+    return StripeIntegrationSpec.model_validate(raw)
+
+
+def make_line(
+    line_id: str,
+    subtotal: str,
+    *,
+    line_type: str = "STANDING_CHARGE",
+    currency: str = "USD",
+    quantity: str = "1",
+    description: str | None = None,
+    aggregation_id: str | None = None,
+    product_name: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> LineItem:
+    return LineItem(
+        id=line_id,
+        line_item_type=line_type,
+        description=description if description is not None else f"line {line_id}",
+        quantity=Decimal(quantity),
+        subtotal=Decimal(subtotal),
+        unit_price=None,
+        currency=currency,
+        aggregation_id=aggregation_id,
+        product_name=product_name,
+        service_period_start=start,
+        service_period_end=end,
+        sequence_number=None,
+    )
+
+
+def make_bill(
+    lines: list[LineItem],
+    *,
+    currency: str = "USD",
+    total: str | None = None,
+    due: date | None = None,
+    po: str | None = None,
+    bill_id: str = "bill-1",
+    version: int = 7,
+    account_id: str = "acc-1",
+) -> Bill:
+    return Bill(
+        id=bill_id,
+        version=version,
+        account_id=account_id,
+        account_code="ACME",
+        status="APPROVED",
+        currency=currency,
+        bill_total=Decimal(total) if total is not None else None,
+        due_date=due,
+        bill_date=None,
+        purchase_order_number=po,
+        last_modified=datetime(2025, 6, 1, tzinfo=UTC),
+        line_items=tuple(lines),
+        external_invoice_reference=None,
+        locked=False,
+    )
+
+
+def ids(lines: list[LineItem]) -> list[str]:
+    return [line.id for line in lines]
+
+
+# --------------------------------------------------------------------------- select_lines
+
+
+def test_excluded_line_types_are_dropped() -> None:
+    lines = [
+        make_line("a", "1", line_type="STANDING_CHARGE"),
+        make_line("b", "2", line_type="USAGE"),
+        make_line("c", "3", line_type="MINIMUM_SPEND"),
+        make_line("d", "4", line_type="USAGE"),
+    ]
+    spec = make_spec(excludedLineItemTypes=["USAGE", "MINIMUM_SPEND"])
+    assert ids(select_lines(lines, spec)) == ["a"]
+
+
+def test_no_exclusions_and_sort_none_keep_m3ter_order() -> None:
+    lines = [make_line("z", "9"), make_line("a", "-1"), make_line("m", "5", aggregation_id="agg")]
+    assert ids(select_lines(lines, make_spec())) == ["z", "a", "m"]
+    assert ids(select_lines(lines, make_spec(sortLineItemsBy="None"))) == ["z", "a", "m"]
+
+
+def test_sort_by_subtotal_is_ascending_and_stable() -> None:
+    lines = [
+        make_line("ten-first", "10.00"),
+        make_line("credit", "-5.00"),
+        make_line("two", "2.00"),
+        make_line("ten-second", "10"),
+        make_line("zero", "0"),
+    ]
+    result = select_lines(lines, make_spec(sortLineItemsBy="Subtotal"))
+    assert ids(result) == ["credit", "zero", "two", "ten-first", "ten-second"]
+
+
+def test_sort_by_aggregation_id_puts_none_last_and_is_stable() -> None:
+    lines = [
+        make_line("standing", "1", aggregation_id=None),
+        make_line("b-1", "1", aggregation_id="agg-b"),
+        make_line("a-1", "1", aggregation_id="agg-a"),
+        make_line("credit", "-1", aggregation_id=None),
+        make_line("b-2", "1", aggregation_id="agg-b"),
+        make_line("a-2", "1", aggregation_id="agg-a"),
+    ]
+    result = select_lines(lines, make_spec(sortLineItemsBy="AggregationId"))
+    assert ids(result) == ["a-1", "a-2", "b-1", "b-2", "standing", "credit"]
+
+
+def test_select_lines_does_not_mutate_the_input() -> None:
+    lines = [make_line("b", "2"), make_line("a", "1")]
+    select_lines(lines, make_spec(sortLineItemsBy="Subtotal"))
+    assert ids(lines) == ["b", "a"]
+
+
+def test_plan_follows_the_sorted_selection() -> None:
+    bill = make_bill(
+        [
+            make_line("big", "30", line_type="STANDING_CHARGE"),
+            make_line("usage", "5", line_type="USAGE"),
+            make_line("small", "1", line_type="STANDING_CHARGE"),
+        ]
+    )
+    plan = plan_bill(bill, make_spec(sortLineItemsBy="Subtotal", excludedLineItemTypes=["USAGE"]), INTEGRATION)
+    assert [p.line_id for p in plan.lines] == ["small", "big"]
+    assert plan.total == 3100  # only the lines sent
+
+
+# --------------------------------------------------------------------------- minor units
+
+
+@pytest.mark.parametrize(
+    ("currency", "subtotal", "minor"),
+    [
+        ("USD", "12.34", 1234),
+        ("USD", "12.345", 1235),  # half up
+        ("USD", "12.3449", 1234),
+        ("USD", "-12.345", -1235),  # ties away from zero for credits too
+        ("JPY", "1234", 1234),  # zero-decimal
+        ("JPY", "1234.5", 1235),
+        ("KWD", "1.234", 1230),  # three decimals, charged in steps of 10
+        ("KWD", "1.235", 1240),
+        ("KWD", "12.5", 12500),
+    ],
+)
+def test_amounts_in_the_currency_minor_unit(currency: str, subtotal: str, minor: int) -> None:
+    plan = plan_bill(make_bill([make_line("l", subtotal, currency=currency)], currency=currency), make_spec(), "i")
+    assert plan.lines[0].amount == minor
+    assert plan.total == minor
+    assert plan.currency == currency.lower()
+
+
+def test_line_currency_case_does_not_matter() -> None:
+    plan = plan_bill(make_bill([make_line("l", "1", currency="usd")], currency="USD"), make_spec(), INTEGRATION)
+    assert plan.lines[0].amount == 100
+
+
+def test_credit_keeps_its_sign_and_is_not_discountable() -> None:
+    bill = make_bill([make_line("charge", "20.00"), make_line("credit", "-5.50", line_type="CREDIT_MEMO")])
+    plan = plan_bill(bill, make_spec(), INTEGRATION)
+    charge, credit = plan.lines
+    assert credit.amount == -550
+    params = credit.line_params()
+    assert params["amount"] == -550
+    assert params["discountable"] is False
+    assert "discountable" not in charge.line_params()
+    assert charge.line_params()["amount"] == 2000
+    assert plan.total == 1450
+
+
+def test_line_with_another_currency_is_a_mapping_error() -> None:
+    bill = make_bill([make_line("usd", "1"), make_line("eur", "1", currency="EUR")])
+    with pytest.raises(MappingError) as info:
+        plan_bill(bill, make_spec(), INTEGRATION)
+    assert "eur" in str(info.value)
+    assert "EUR" in str(info.value)
+    assert "USD" in str(info.value)
+
+
+def test_invalid_bill_currency_is_a_mapping_error_not_a_money_error() -> None:
+    with pytest.raises(MappingError, match="bill-1"):
+        plan_bill(make_bill([make_line("l", "1", currency="")], currency="US"), make_spec(), INTEGRATION)
+
+
+# --------------------------------------------------------------------------- price_data
+
+
+def test_price_data_with_integral_quantity_that_divides_the_amount() -> None:
+    bill = make_bill([make_line("u", "12.00", line_type="USAGE", quantity="3")])
+    plan = plan_bill(bill, make_spec(priceDataProductId="prod_ABC123"), INTEGRATION)
+    line = plan.lines[0]
+    assert line.price_data == {"currency": "usd", "product": "prod_ABC123", "unit_amount_decimal": "400"}
+    assert line.quantity == 3
+    params = line.line_params()
+    assert params["price_data"] == line.price_data
+    assert params["quantity"] == 3
+    assert "amount" not in params
+    assert int(params["price_data"]["unit_amount_decimal"]) * params["quantity"] == line.amount
+
+
+@pytest.mark.parametrize("quantity", ["7", "2.5", "0", "-3"])
+def test_price_data_falls_back_to_quantity_one(quantity: str) -> None:
+    # 10.00 USD = 1000 minor units: 7 does not divide it; 2.5 is not integral; 0 and negatives are not quantities.
+    bill = make_bill([make_line("u", "10.00", line_type="USAGE", quantity=quantity)])
+    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    assert line.quantity == 1
+    assert line.price_data is not None
+    assert line.price_data["unit_amount_decimal"] == "1000"
+
+
+def test_price_data_accepts_an_integral_decimal_quantity() -> None:
+    bill = make_bill([make_line("u", "10.00", line_type="USAGE", quantity="4.000")])
+    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    assert line.quantity == 4
+    assert line.price_data is not None
+    assert line.price_data["unit_amount_decimal"] == "250"
+
+
+def test_price_data_currency_is_lower_case_and_zero_decimal_aware() -> None:
+    bill = make_bill([make_line("u", "1500", currency="JPY", quantity="3")], currency="JPY")
+    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    assert line.price_data == {"currency": "jpy", "product": "prod_X", "unit_amount_decimal": "500"}
+    assert line.quantity == 3
+
+
+def test_credits_stay_plain_amounts_with_price_data() -> None:
+    bill = make_bill([make_line("credit", "-3.00", line_type="CREDIT_MEMO", quantity="3")])
+    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    assert line.price_data is None
+    assert line.quantity is None
+    params = line.line_params()
+    assert params["amount"] == -300
+    assert params["discountable"] is False
+    assert "price_data" not in params
+    assert "quantity" not in params
+
+
+def test_invoice_item_params_add_customer_and_currency_only_without_price_data() -> None:
+    bill = make_bill([make_line("charge", "2.00"), make_line("credit", "-1.00")])
+    plain = plan_bill(bill, make_spec(), INTEGRATION)
+    item = plain.lines[0].invoice_item_params("cus_1", plain.currency)
+    assert item["customer"] == "cus_1"
+    assert item["currency"] == "usd"
+    assert item["amount"] == 200
+
+    priced = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION)
+    item = priced.lines[0].invoice_item_params("cus_1", priced.currency)
+    assert item["customer"] == "cus_1"
+    assert "currency" not in item  # price_data carries it; Stripe rejects both
+    assert item["price_data"]["currency"] == "usd"
+    credit = priced.lines[1].invoice_item_params("cus_1", priced.currency)
+    assert credit["currency"] == "usd"
+    assert credit["amount"] == -100
+
+
+# --------------------------------------------------------------------------- descriptions and periods
+
+
+def test_long_descriptions_are_truncated_to_500_characters() -> None:
+    bill = make_bill([make_line("long", "1", description="x" * 800), make_line("exact", "1", description="y" * 500)])
+    long_line, exact_line = plan_bill(bill, make_spec(), INTEGRATION).lines
+    assert len(long_line.description) == 500
+    assert long_line.description.startswith("x" * 499)
+    assert exact_line.description == "y" * 500
+    assert long_line.line_params()["description"] == long_line.description
+
+
+def test_description_falls_back_to_product_name_then_type() -> None:
+    bill = make_bill(
+        [
+            make_line("p", "1", description="", product_name="Widgets"),
+            make_line("t", "1", description="", line_type="MINIMUM_SPEND"),
+        ]
+    )
+    p, t = plan_bill(bill, make_spec(), INTEGRATION).lines
+    assert p.description == "Widgets"
+    assert t.description == "MINIMUM_SPEND"
+
+
+def test_usage_description_mentions_units() -> None:
+    bill = make_bill([make_line("u", "5", line_type="USAGE", quantity="1500.00", description="API calls")])
+    assert plan_bill(bill, make_spec(), INTEGRATION).lines[0].description == "API calls (1500 units)"
+
+
+def test_service_period_becomes_unix_seconds() -> None:
+    start = datetime(2025, 5, 1, tzinfo=UTC)
+    end = datetime(2025, 6, 1, tzinfo=UTC)
+    bill = make_bill([make_line("p", "1", start=start, end=end), make_line("n", "1")])
+    with_period, without = plan_bill(bill, make_spec(), INTEGRATION).lines
+    assert with_period.line_params()["period"] == {"start": int(start.timestamp()), "end": int(end.timestamp())}
+    assert "period" not in without.line_params()
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def test_metadata_links_every_object_to_integration_bill_version_account_and_line() -> None:
+    bill = make_bill([make_line("line-a", "1"), make_line("line-b", "2")], bill_id="B-42", version=12)
+    plan = plan_bill(bill, make_spec(), "uid-9")
+    expected = {META_INTEGRATION: "uid-9", META_BILL: "B-42", META_VERSION: "12", META_ACCOUNT: "acc-1"}
+    assert plan.metadata == expected
+    assert [META_INTEGRATION, META_BILL, META_VERSION, META_ACCOUNT, META_LINE] == [
+        "m3stripe_integration",
+        "m3ter_bill_id",
+        "m3ter_bill_version",
+        "m3ter_account_id",
+        "m3ter_line_id",
+    ]
+    for planned, line_id in zip(plan.lines, ["line-a", "line-b"], strict=True):
+        assert planned.metadata == {**expected, META_LINE: line_id}
+        assert planned.line_params()["metadata"] == planned.metadata
+    assert plan.invoice_create_params("cus_1")["metadata"] == expected
+    assert (plan.bill_id, plan.version, plan.account_id) == ("B-42", 12, "acc-1")
+
+
+# --------------------------------------------------------------------------- totals and limits
+
+
+def test_total_mismatch_names_both_amounts_and_the_difference() -> None:
+    bill = make_bill([make_line("a", "10.00"), make_line("b", "2.25")], total="13.00")
+    with pytest.raises(MappingError) as info:
+        plan_bill(bill, make_spec(), INTEGRATION)
+    message = str(info.value)
+    assert "13.00 USD" in message
+    assert "12.25 USD" in message
+    assert "-0.75 USD" in message
+    assert "bill-1" in message
+
+
+def test_total_matching_after_rounding_to_minor_units_is_accepted() -> None:
+    bill = make_bill([make_line("a", "10.001"), make_line("b", "2.25")], total="12.25")
+    assert plan_bill(bill, make_spec(), INTEGRATION).total == 1225
+
+
+def test_total_is_checked_against_all_lines_even_when_some_are_excluded() -> None:
+    bill = make_bill([make_line("a", "10"), make_line("u", "5", line_type="USAGE")], total="15")
+    plan = plan_bill(bill, make_spec(excludedLineItemTypes=["USAGE"]), INTEGRATION)
+    assert plan.total == 1000
+
+
+def test_too_many_lines_is_an_error_naming_both_numbers_never_a_split() -> None:
+    bill = make_bill([make_line(f"l{i}", "1") for i in range(4)])
+    with pytest.raises(MappingError) as info:
+        plan_bill(bill, make_spec(maxLinesPerInvoice=3), INTEGRATION)
+    message = str(info.value)
+    assert "4 lines" in message
+    assert "at most 3" in message
+    assert "not split" in message
+
+
+def test_line_limit_counts_lines_after_exclusion() -> None:
+    bill = make_bill([make_line("a", "1"), make_line("b", "1"), make_line("u", "1", line_type="USAGE")])
+    assert len(plan_bill(bill, make_spec(maxLinesPerInvoice=2, excludedLineItemTypes=["USAGE"]), "i").lines) == 2
+    assert len(plan_bill(bill, make_spec(maxLinesPerInvoice=3), INTEGRATION).lines) == 3
+
+
+# --------------------------------------------------------------------------- invoice fields
+
+
+def test_invoice_create_params_never_auto_advance_nor_sweep_pending_items() -> None:
+    specs = [
+        make_spec(),
+        make_spec(collectionMethod="SendInvoice"),
+        make_spec(collectionMethod="SendInvoice", sendDueDate=True, poNumberCustomField="PO"),
+    ]
+    bill = make_bill([make_line("a", "1")], due=TODAY, po="PO-1")
+    for spec in specs:
+        params = plan_bill(bill, spec, INTEGRATION, today=TODAY).invoice_create_params("cus_9")
+        assert params["auto_advance"] is False
+        assert params["pending_invoice_items_behavior"] == "exclude"
+        assert params["customer"] == "cus_9"
+        assert params["currency"] == "usd"
+        assert params["description"] == "m3ter Bill bill-1"
+
+
+def test_charge_automatically_sets_no_collection_fields() -> None:
+    params = plan_bill(make_bill([make_line("a", "1")], due=TODAY), make_spec(), INTEGRATION, today=TODAY)
+    fields = params.invoice_create_params("cus_1")
+    for key in ("collection_method", "days_until_due", "due_date", "custom_fields"):
+        assert key not in fields
+
+
+def test_po_number_goes_into_the_configured_custom_field() -> None:
+    bill = make_bill([make_line("a", "1")], po="PO-2025-001")
+    fields = plan_bill(bill, make_spec(poNumberCustomField="Purchase order"), INTEGRATION).invoice_create_params("c")
+    assert fields["custom_fields"] == [{"name": "Purchase order", "value": "PO-2025-001"}]
+
+
+def test_po_number_is_ignored_without_a_configured_field_or_without_a_po() -> None:
+    with_po = make_bill([make_line("a", "1")], po="PO-1")
+    assert "custom_fields" not in plan_bill(with_po, make_spec(), INTEGRATION).invoice_fields
+    without_po = make_bill([make_line("a", "1")])
+    assert "custom_fields" not in plan_bill(without_po, make_spec(poNumberCustomField="PO"), INTEGRATION).invoice_fields
+
+
+def test_po_number_up_to_140_characters_is_accepted_and_longer_is_an_error() -> None:
+    spec = make_spec(poNumberCustomField="PO")
+    ok = plan_bill(make_bill([make_line("a", "1")], po="p" * 140), spec, INTEGRATION)
+    assert ok.invoice_fields["custom_fields"][0]["value"] == "p" * 140
+    with pytest.raises(MappingError) as info:
+        plan_bill(make_bill([make_line("a", "1")], po="p" * 141), spec, INTEGRATION)
+    assert "141" in str(info.value)
+    assert "140" in str(info.value)
+
+
+def test_send_due_date_sets_the_end_of_the_due_day_in_utc() -> None:
+    spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
+    due = date(2025, 7, 31)
+    fields = plan_bill(make_bill([make_line("a", "1")], due=due), spec, INTEGRATION, today=TODAY).invoice_fields
+    assert fields["collection_method"] == "send_invoice"
+    assert fields["due_date"] == int(datetime(2025, 7, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+    assert fields["due_date"] == 1754006399
+    assert "days_until_due" not in fields
+
+
+def test_due_today_is_accepted() -> None:
+    spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
+    fields = plan_bill(make_bill([make_line("a", "1")], due=TODAY), spec, INTEGRATION, today=TODAY).invoice_fields
+    assert fields["due_date"] == int(datetime(2025, 6, 15, 23, 59, 59, tzinfo=UTC).timestamp())
+
+
+def test_past_due_date_is_a_mapping_error() -> None:
+    spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
+    bill = make_bill([make_line("a", "1")], due=date(2025, 6, 14))
+    with pytest.raises(MappingError) as info:
+        plan_bill(bill, spec, INTEGRATION, today=TODAY)
+    assert "2025-06-14" in str(info.value)
+    assert "past" in str(info.value)
+
+
+def test_past_due_date_is_ignored_when_due_dates_are_not_sent() -> None:
+    bill = make_bill([make_line("a", "1")], due=date(2020, 1, 1))
+    fields = plan_bill(bill, make_spec(collectionMethod="SendInvoice"), INTEGRATION, today=TODAY).invoice_fields
+    assert "due_date" not in fields
+    assert fields["days_until_due"] == 30
+
+
+def test_send_invoice_without_a_due_date_is_due_in_30_days() -> None:
+    spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
+    fields = plan_bill(make_bill([make_line("a", "1")], due=None), spec, INTEGRATION, today=TODAY).invoice_fields
+    assert fields["collection_method"] == "send_invoice"
+    assert fields["days_until_due"] == 30
+    assert "due_date" not in fields
+
+
+def test_plan_is_pure_for_the_same_input() -> None:
+    bill = make_bill([make_line("a", "1.10"), make_line("b", "-0.10")], total="1.00", po="PO")
+    spec = make_spec(poNumberCustomField="PO", priceDataProductId="prod_X")
+    assert plan_bill(bill, spec, INTEGRATION, today=TODAY) == plan_bill(bill, spec, INTEGRATION, today=TODAY)
+    changed = plan_bill(replace(bill, version=8), spec, INTEGRATION, today=TODAY)
+    assert changed.metadata[META_VERSION] == "8"

@@ -1,0 +1,110 @@
+"""Metrics.forget drops every series of one integration and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from m3stripe.metrics import Metrics
+
+STATUS = {
+    "connected": True,
+    "disabled": False,
+    "consecutiveErrors": 2,
+    "lastSuccessfulSyncTime": "2025-06-01T12:00:00Z",
+    "openEvents": [{"id": "evt-1"}],
+    "conditions": [{"type": "Ready", "status": "True"}, {"type": "SourceConnected", "status": "True"}],
+}
+
+
+def populate(m: Metrics, ns: str, name: str) -> None:
+    """Every per-integration series, the way the operator issues them (through `child`)."""
+    m.observe_reconcile(ns, name, 0.1)
+    m.observe_status(ns, name, STATUS, suspended=False, sync_interval=300)
+    m.child(m.runs, ns, name, "COMPLETE").inc()
+    m.child(m.runs, ns, name, "ERROR").inc()
+    m.child(m.run_duration, ns, name).observe(1.0)
+    for outcome in ("sent", "unchanged", "skipped", "failed"):
+        m.child(m.bills, ns, name, outcome).inc()
+    m.child(m.error_events, ns, name, "integration.perform.error").inc()
+    m.child(m.notifications, ns, name, "sent").inc()
+
+
+SERIES: list[tuple[str, dict[str, str]]] = [
+    ("m3stripe_reconcile_duration_seconds_count", {}),
+    ("m3stripe_integration_connected", {}),
+    ("m3stripe_integration_disabled", {}),
+    ("m3stripe_integration_ready", {}),
+    ("m3stripe_integration_consecutive_errors", {}),
+    ("m3stripe_integration_sync_interval_seconds", {}),
+    ("m3stripe_integration_last_success_timestamp_seconds", {}),
+    ("m3stripe_sync_runs_total", {"status": "COMPLETE"}),
+    ("m3stripe_sync_runs_total", {"status": "ERROR"}),
+    ("m3stripe_sync_run_duration_seconds_count", {}),
+    ("m3stripe_bills_total", {"outcome": "sent"}),
+    ("m3stripe_bills_total", {"outcome": "failed"}),
+    ("m3stripe_error_events_total", {"kind": "integration.perform.error"}),
+    ("m3stripe_notifications_total", {"result": "sent"}),
+]
+
+
+def sample(m: Metrics, ns: str, name: str) -> Callable[[str, dict[str, str]], float | None]:
+    def get(metric: str, extra: dict[str, str]) -> float | None:
+        return m.registry.get_sample_value(metric, {"namespace": ns, "integration": name, **extra})
+
+    return get
+
+
+def test_observe_status_sets_the_gauges() -> None:
+    m = Metrics()
+    populate(m, "ns", "a")
+    get = sample(m, "ns", "a")
+    assert get("m3stripe_integration_connected", {}) == 1
+    assert get("m3stripe_integration_ready", {}) == 1
+    assert get("m3stripe_integration_consecutive_errors", {}) == 2
+    assert get("m3stripe_integration_last_success_timestamp_seconds", {}) == 1748779200
+
+
+@pytest.mark.parametrize(("metric", "extra"), SERIES)
+def test_forget_removes_every_series_of_the_integration_only(metric: str, extra: dict[str, str]) -> None:
+    m = Metrics()
+    for ns, name in (("ns", "a"), ("ns", "b"), ("other", "a")):
+        populate(m, ns, name)
+    m.request("invoices.create", 200, 0.1)  # gateway series carry no integration label
+    assert sample(m, "ns", "a")(metric, extra) is not None
+
+    m.forget("ns", "a")
+
+    assert sample(m, "ns", "a")(metric, extra) is None
+    assert sample(m, "ns", "b")(metric, extra) is not None
+    assert sample(m, "other", "a")(metric, extra) is not None
+    assert (
+        m.registry.get_sample_value("m3stripe_stripe_requests_total", {"endpoint": "invoices.create", "code": "200"})
+        == 1
+    )
+
+
+def test_no_sample_of_a_forgotten_integration_is_left() -> None:
+    m = Metrics()
+    populate(m, "ns", "a")
+    populate(m, "ns", "b")
+    m.forget("ns", "a")
+    leftovers = [
+        s
+        for family in m.registry.collect()
+        for s in family.samples
+        if s.labels.get("namespace") == "ns" and s.labels.get("integration") == "a"
+    ]
+    assert leftovers == []
+    assert any(s.labels.get("integration") == "b" for family in m.registry.collect() for s in family.samples)
+
+
+def test_forget_twice_or_unknown_is_harmless() -> None:
+    m = Metrics()
+    populate(m, "ns", "a")
+    m.forget("ns", "a")
+    m.forget("ns", "a")
+    m.forget("nowhere", "x")
+    populate(m, "ns", "a")  # a recreated integration reports again
+    assert sample(m, "ns", "a")("m3stripe_integration_connected", {}) == 1

@@ -1,0 +1,76 @@
+"""Stripe key checks that must not reach Stripe: the key's format and mode against the destination."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from m3stripe.adapters.stripe_credentials import KeyMode, check_key, key_mode
+
+
+@pytest.mark.parametrize(
+    ("key", "mode"),
+    [
+        ("sk_live_abc", KeyMode.LIVE),
+        ("rk_live_abc", KeyMode.LIVE),
+        ("sk_test_abc", KeyMode.TEST),
+        ("rk_test_abc", KeyMode.TEST),
+        ("sk_live_", None),  # prefix only
+        ("sk_test_", None),
+        ("pk_live_abc", None),  # publishable keys cannot write
+        ("pk_test_abc", None),
+        ("SK_LIVE_abc", None),
+        (" sk_live_abc", None),
+        ("whsec_abc", None),
+        ("", None),
+    ],
+)
+def test_key_mode(key: str, mode: KeyMode | None) -> None:
+    assert key_mode(key) is mode
+
+
+@pytest.fixture
+def dead_api_base() -> str:
+    """An address nothing listens on: any request would fail with a connection error."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    ("key", "test_mode", "wrong", "wanted"),
+    [
+        ("sk_live_secret123", True, "live-mode", "sk_test_"),
+        ("rk_live_secret123", True, "live-mode", "sk_test_"),
+        ("sk_test_secret123", False, "test-mode", "sk_live_"),
+        ("rk_test_secret123", False, "test-mode", "sk_live_"),
+    ],
+)
+async def test_mode_mismatch_is_refused_without_calling_stripe(
+    key: str, test_mode: bool, wrong: str, wanted: str, dead_api_base: str
+) -> None:
+    result = await check_key(key, test_mode=test_mode, api_base=dead_api_base, timeout=2)
+    assert not result.ok
+    assert result.reason == "KeyModeMismatch"
+    assert not result.retryable
+    assert wrong in result.message
+    assert wanted in result.message
+    destination = "StripeTestMode" if test_mode else "Stripe"
+    assert f"destination is {destination};" in result.message
+    assert "secret123" not in result.message
+    assert result.account_id is None
+
+
+@pytest.mark.parametrize("key", ["pk_test_abc", "not a key", "sk_test_"])
+async def test_malformed_key_is_refused_without_calling_stripe(key: str, dead_api_base: str) -> None:
+    result = await check_key(key, test_mode=True, api_base=dead_api_base, timeout=2)
+    assert (result.ok, result.reason, result.retryable) == (False, "InvalidKeyFormat", False)
+
+
+async def test_control_a_matching_key_does_call_the_api_base(dead_api_base: str) -> None:
+    # Proves the address above really is unreachable, so the refusals above made no request.
+    result = await check_key("sk_test_secret123", test_mode=True, api_base=dead_api_base, timeout=2)
+    assert (result.ok, result.reason, result.retryable) == (False, "StripeUnreachable", True)
+    assert "secret123" not in result.message

@@ -1,0 +1,240 @@
+"""StripeGateway.call: which Stripe errors are retried, how they end, and what the observer hears."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import stripe
+
+from m3stripe.adapters.stripe_gateway import (
+    Failure,
+    LimiterRegistry,
+    RetryPolicy,
+    StripeCallError,
+    StripeGateway,
+)
+
+NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0, max_delay=0)
+SECRET = "sk_test_51SuperSecretKeyMaterial"
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, int]] = []
+        self.retries: list[tuple[str, str]] = []
+        self.waits: list[float] = []
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.requests.append((endpoint, status))
+
+    def retry(self, endpoint: str, reason: str) -> None:
+        self.retries.append((endpoint, reason))
+
+    def rate_limit_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+class Script:
+    """An async callable that raises the scripted errors in turn, then returns `result`."""
+
+    def __init__(self, *errors: stripe.StripeError, result: Any = "ok") -> None:
+        self.errors = list(errors)
+        self.result = result
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.result
+
+
+def gateway(observer: RecordingObserver | None = None, policy: RetryPolicy = NO_WAIT) -> StripeGateway:
+    client = stripe.StripeClient("sk_test_unused")  # never used: the callables below stand in for requests
+    return StripeGateway(client, observer=observer, retry=policy)
+
+
+async def fail(fn: Callable[[], Awaitable[Any]], observer: RecordingObserver | None = None) -> StripeCallError:
+    with pytest.raises(StripeCallError) as info:
+        await gateway(observer).call("invoices.create", fn)
+    return info.value
+
+
+def rate_limited() -> stripe.StripeError:
+    return stripe.RateLimitError("Too many requests", http_status=429, headers={"Retry-After": "0"})
+
+
+def server_error(headers: dict[str, str] | None = None) -> stripe.StripeError:
+    return stripe.APIError("Internal server error", http_status=500, headers=headers)
+
+
+def network_error() -> stripe.StripeError:
+    return stripe.APIConnectionError("connection reset")
+
+
+def conflict() -> stripe.StripeError:
+    return stripe.InvalidRequestError("lock timeout", param=None, http_status=409, code="lock_timeout")
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(rate_limited, "rate_limited"), (server_error, "server"), (network_error, "network"), (conflict, "server")],
+)
+async def test_transient_errors_are_retried_then_succeed(make: Callable[[], stripe.StripeError], reason: str) -> None:
+    observer = RecordingObserver()
+    script = Script(make(), make(), result={"id": "in_1"})
+    gw = gateway(observer)
+    assert await gw.call("invoices.create", script) == {"id": "in_1"}
+    assert script.calls == 3
+    assert gw.requests == 3
+    status = make().http_status or 0
+    assert observer.requests == [("invoices.create", status)] * 2 + [("invoices.create", 200)]
+    assert observer.retries == [("invoices.create", reason)] * 2
+
+
+async def test_mixed_transient_errors_are_all_retried() -> None:
+    script = Script(rate_limited(), server_error(), network_error())
+    assert await gateway().call("e", script) == "ok"
+    assert script.calls == 4
+
+
+async def test_success_first_time_reports_one_request() -> None:
+    observer = RecordingObserver()
+    assert await gateway(observer).call("customers.list", Script(result=[1])) == [1]
+    assert observer.requests == [("customers.list", 200)]
+    assert observer.retries == []
+
+
+async def test_should_retry_false_stops_retries_even_on_500() -> None:
+    script = Script(server_error({"Stripe-Should-Retry": "false"}), result="never")
+    err = await fail(script)
+    assert script.calls == 1
+    assert err.status == 500
+
+
+async def test_should_retry_true_retries_a_400() -> None:
+    observer = RecordingObserver()
+    script = Script(
+        stripe.InvalidRequestError("try again", param="p", http_status=400, headers={"stripe-should-retry": "true"})
+    )
+    assert await gateway(observer).call("invoices.create", script) == "ok"
+    assert script.calls == 2
+    assert len(observer.retries) == 1
+
+
+async def test_a_400_is_not_retried_and_carries_stripes_message() -> None:
+    observer = RecordingObserver()
+    script = Script(
+        stripe.InvalidRequestError(
+            "No such customer: 'cus_x'", param="customer", http_status=400, code="resource_missing"
+        )
+    )
+    err = await fail(script, observer)
+    assert script.calls == 1
+    assert err.failure is Failure.INVALID
+    assert str(err) == "No such customer: 'cus_x'"
+    assert err.status == 400
+    assert err.code == "resource_missing"
+    assert err.endpoint == "invoices.create"
+    assert observer.requests == [("invoices.create", 400)]
+    assert observer.retries == []
+
+
+async def test_401_is_auth_and_never_echoes_the_key() -> None:
+    script = Script(stripe.AuthenticationError(f"Invalid API Key provided: {SECRET}", http_status=401))
+    err = await fail(script)
+    assert script.calls == 1
+    assert err.failure is Failure.AUTH
+    assert err.status == 401
+    assert SECRET not in str(err)
+    assert "sk_test" not in str(err)
+    assert "401" in str(err)
+    assert err.__cause__ is None
+    assert err.__suppress_context__
+
+
+async def test_403_is_permission() -> None:
+    err = await fail(Script(stripe.PermissionError("restricted key lacks invoices write", http_status=403)))
+    assert err.failure is Failure.PERMISSION
+    assert "restricted key" in str(err)
+
+
+async def test_404_is_not_found() -> None:
+    err = await fail(Script(stripe.InvalidRequestError("No such invoice", param="id", http_status=404)))
+    assert err.failure is Failure.NOT_FOUND
+
+
+async def test_idempotency_error_is_not_retried() -> None:
+    script = Script(
+        stripe.IdempotencyError(
+            "Keys for idempotent requests can only be used with the same parameters", http_status=400
+        )
+    )
+    err = await fail(script)
+    assert script.calls == 1
+    assert err.failure is Failure.IDEMPOTENCY
+
+
+async def test_idempotency_conflict_409_is_retried() -> None:
+    script = Script(stripe.IdempotencyError("A request with this key is in progress", http_status=409))
+    assert await gateway().call("e", script) == "ok"
+    assert script.calls == 2
+
+
+@pytest.mark.parametrize("make", [rate_limited, server_error, network_error, conflict])
+async def test_exhausted_retries_are_transient(make: Callable[[], stripe.StripeError]) -> None:
+    observer = RecordingObserver()
+    script = Script(*[make() for _ in range(10)])
+    err = await fail(script, observer)
+    assert script.calls == NO_WAIT.max_attempts == 4
+    assert err.failure is Failure.TRANSIENT
+    assert len(observer.requests) == 4
+    assert len(observer.retries) == 3
+    assert "after retries" in str(err)
+
+
+async def test_non_stripe_exceptions_propagate_unchanged() -> None:
+    async def broken() -> None:
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        await gateway().call("e", broken)
+
+
+async def test_retry_after_sets_the_wait_capped_by_max_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    script = Script(
+        stripe.RateLimitError("slow down", http_status=429, headers={"Retry-After": "30"}),
+        stripe.RateLimitError("slow down", http_status=429, headers={"retry-after": "1.5"}),
+        stripe.RateLimitError("slow down", http_status=429, headers={"Retry-After": "soon"}),
+    )
+    gw = gateway(policy=RetryPolicy(max_attempts=4, base_delay=0.25, max_delay=2))
+    assert await gw.call("e", script) == "ok"
+    assert waits[:2] == [2, 1.5]
+    assert 0 <= waits[2] <= 1.0  # unparsable Retry-After: jittered backoff for attempt 3
+
+
+def test_backoff_stays_within_the_cap() -> None:
+    policy = RetryPolicy(max_attempts=8, base_delay=0.5, max_delay=3)
+    for attempt in range(1, 9):
+        assert 0 <= policy.backoff(attempt) <= min(3, 0.5 * 2 ** (attempt - 1))
+
+
+def test_limiter_registry_shares_one_limiter_per_account_and_rate() -> None:
+    registry = LimiterRegistry()
+    a = registry.get("acct_1", 25)
+    assert registry.get("acct_1", 25) is a
+    assert registry.get("acct_2", 25) is not a
+    changed = registry.get("acct_1", 100)
+    assert changed is not a
+    assert changed.max_rate == 100
+    assert registry.get("acct_1", 100) is changed
