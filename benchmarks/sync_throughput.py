@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import dataclasses
 import io
@@ -66,6 +67,7 @@ import time
 import tracemalloc
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from multiprocessing.connection import Connection
@@ -444,11 +446,11 @@ class CountingObserver:
         self.retries: Counter[str] = Counter()
         self.limiter_waits = 0
         self.limiter_wait_seconds = 0.0
-        self.request_seconds = 0.0
+        self.round_trips: list[float] = []
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         self.statuses[status] += 1
-        self.request_seconds += seconds
+        self.round_trips.append(seconds)
 
     def retry(self, endpoint: str, reason: str) -> None:
         self.retries[reason] += 1
@@ -475,10 +477,12 @@ class Result:
     latency: float
     concurrency: int
     order: str
+    stripe_http: str
     elapsed: float
     report: RunReport
     stats: EmulatorStats
     observer: CountingObserver
+    loop_lag: LoopLag
     verification: Verification
     engine_cpu_seconds: float
     rss_before_bytes: int
@@ -486,6 +490,50 @@ class Result:
     heap_peak_bytes: int | None
     m3ter_tokens_fetched: int
     profile: str | None
+
+
+def _quantiles_ms(samples: list[float]) -> str:
+    if not samples:
+        return "no samples"
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return f"mean {1000 * sum(ordered) / len(ordered):.1f}, p50 {at(0.5):.1f}, p99 {at(0.99):.1f}, max {at(1.0):.1f} ms"
+
+
+class LoopLag:
+    """How late the engine's event loop runs a 10 ms timer: a busy loop is late to read every reply too."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            self.samples.append(max(0.0, time.perf_counter() - before - 0.01))
+
+
+@contextlib.asynccontextmanager
+async def stripe_client(transport: str, url: str, timeout: float) -> AsyncIterator[stripe.StripeClient]:
+    """The operator's client (``open_client``: the SDK on HTTPX), or the same client on the SDK's aiohttp transport."""
+    if transport == "httpx":
+        async with open_client(STRIPE_KEY, api_base=url, timeout=timeout) as client:
+            yield client
+        return
+    http_client = stripe.AIOHTTPClient(timeout=timeout)
+    try:
+        yield stripe.StripeClient(
+            STRIPE_KEY,
+            base_addresses={"api": url},
+            http_client=http_client,
+            max_network_retries=0,
+            stripe_version=STRIPE_API_VERSION,
+        )
+    finally:
+        await http_client.close_async()  # type: ignore[no-untyped-call]
 
 
 async def _progress(started: float, gateway: StripeGateway, observer: CountingObserver) -> None:
@@ -529,6 +577,7 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
         )
         integration_id = str(uuid.uuid4())
         observer = CountingObserver()
+        lag = LoopLag()
         limiter = LimiterRegistry().get(setup.stripe_account, spec.effective_requests_per_second)
         source = M3terSource(
             M3terCredentials(ORG, M3TER_CLIENT_ID, M3TER_CLIENT_SECRET), base_url=setup.m3ter_url, timeout=30.0
@@ -543,7 +592,7 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
             started = time.perf_counter()
             if profiler is not None:
                 profiler.enable()
-            async with open_client(STRIPE_KEY, api_base=setup.stripe_url, timeout=30.0) as client:
+            async with stripe_client(args.stripe_http, setup.stripe_url, 30.0) as client:
                 gateway = StripeGateway(client, limiter=limiter, observer=observer)
                 engine = SyncEngine(
                     spec=spec,
@@ -554,11 +603,15 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
                     budget=ErrorBudget(spec.autoDisableThreshold),
                     concurrency=args.concurrency,
                 )
-                progress = asyncio.create_task(_progress(started, gateway, observer))
+                watchers = [
+                    asyncio.create_task(_progress(started, gateway, observer)),
+                    asyncio.create_task(lag.run()),
+                ]
                 try:
                     report = await engine.run_pass(SyncState())
                 finally:
-                    progress.cancel()
+                    for watcher in watchers:
+                        watcher.cancel()
             elapsed = time.perf_counter() - started
             if profiler is not None:
                 profiler.disable()
@@ -588,10 +641,12 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
         latency=args.latency,
         concurrency=args.concurrency,
         order=args.order,
+        stripe_http=args.stripe_http,
         elapsed=elapsed,
         report=report,
         stats=stats,
         observer=observer,
+        loop_lag=lag,
         verification=verification,
         engine_cpu_seconds=engine_cpu,
         rss_before_bytes=rss_before,
@@ -625,7 +680,8 @@ def render(result: Result) -> str:
             "setup",
             f"{s.bills} Bills x {s.lines} lines over {s.accounts} accounts ({result.order}); limit {result.rps} req/s "
             f"(client and emulator); latency {result.latency * 1000:.0f} ms per request; concurrency "
-            f"{result.concurrency}; emulators in {'a child process' if result.placement == 'process' else 'the same loop'}",
+            f"{result.concurrency}; emulators in {'a child process' if result.placement == 'process' else 'the same loop'}; "
+            f"stripe SDK on {result.stripe_http}",
         ),
         ("bills", f"{bills_done} sent of {s.bills} (failed {rep.failed}, skipped {rep.skipped}); status {rep.status}"),
         ("lines per bill", str(s.lines)),
@@ -648,9 +704,10 @@ def render(result: Result) -> str:
         ("429s received", f"{rate_limited} (gateway retries: {dict(obs.retries) or 'none'})"),
         (
             "client limiter",
-            f"{obs.limiter_waits} waits, {obs.limiter_wait_seconds:.0f} s queued in total; mean Stripe round trip "
-            f"{1000 * obs.request_seconds / max(1, obs.statuses.total()):.1f} ms",
+            f"{obs.limiter_waits} waits, {obs.limiter_wait_seconds:.0f} s queued in total",
         ),
+        ("Stripe round trip", _quantiles_ms(obs.round_trips) + " (as the gateway sees it, after the limiter)"),
+        ("event-loop lag", _quantiles_ms(result.loop_lag.samples) + " (engine loop, 10 ms timer)"),
         (
             "m3ter",
             f"{st.m3ter_requests} requests ({', '.join(f'{k} {v}' for k, v in sorted(st.m3ter_kinds.items()))}); "
@@ -741,6 +798,13 @@ def _parser() -> argparse.ArgumentParser:
         default="process",
         help="serve the emulators from a child process or on the engine's event loop (default: %(default)s)",
     )
+    parser.add_argument(
+        "--stripe-http",
+        choices=("httpx", "aiohttp"),
+        default="httpx",
+        help="the stripe SDK's HTTP transport: httpx is what the operator uses (open_client); aiohttp is an "
+        "experiment (default: %(default)s)",
+    )
     parser.add_argument("--tracemalloc", action="store_true", help="also trace the Python heap (slows the engine)")
     parser.add_argument(
         "--profile", metavar="FILE", help="cProfile the engine process during the pass; write stats here"
@@ -759,6 +823,7 @@ def _argv_for(args: argparse.Namespace, mode: Mode) -> list[str]:
         f"--concurrency={args.concurrency}",
         f"--order={args.order}",
         f"--emulators={args.emulators}",
+        f"--stripe-http={args.stripe_http}",
     ]
     if args.tracemalloc:
         argv.append("--tracemalloc")

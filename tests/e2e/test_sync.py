@@ -335,17 +335,34 @@ def test_a_failing_mail_server_is_visible_and_blocks_nothing(stack: LocalStack, 
     for a in accounts:
         bill(stack, a, [{"line_item_type": "USAGE", "subtotal": "1"}])
     stack.smtp.fail_next(10)
-    stack.kube.create_integration(ns, "mailfail", spec(
-        accountFilter='address.country == "SE"', autoDisableThreshold=3,
-        integrationDisabledNotificationUsers=["oncall@example.com"],
-    ))
-    wait_for(lambda: (stack.kube.get_integration(ns, "mailfail").get("status") or {}).get("disabled"),
-             timeout=60, what="the integration to disable itself")
-    wait_for(lambda: any(e["reason"] == "NotificationFailed" and e["type"] == "Warning"
-                         for e in stack.kube.events(ns, "mailfail")), what="a NotificationFailed warning")
+    stack.kube.create_integration(
+        ns,
+        "mailfail",
+        spec(
+            accountFilter='address.country == "SE"',
+            autoDisableThreshold=3,
+            integrationDisabledNotificationUsers=["oncall@example.com"],
+        ),
+    )
+    wait_for(
+        lambda: (stack.kube.get_integration(ns, "mailfail").get("status") or {}).get("disabled"),
+        timeout=60,
+        what="the integration to disable itself",
+    )
+    wait_for(
+        lambda: any(
+            e["reason"] == "NotificationFailed" and e["type"] == "Warning" for e in stack.kube.events(ns, "mailfail")
+        ),
+        what="a NotificationFailed warning",
+    )
     stack.smtp.fail_next(0)
     assert operator.running
     # The operator keeps working: another integration still gets its status.
     stack.kube.create_integration(ns, "still-alive", spec(suspend=True))
-    wait_for(lambda: any(c["reason"] == "Suspended" for c in (stack.kube.get_integration(ns, "still-alive").get(
-        "status") or {}).get("conditions", [])), what="the operator to keep reconciling")
+    wait_for(
+        lambda: any(
+            c["reason"] == "Suspended"
+            for c in (stack.kube.get_integration(ns, "still-alive").get("status") or {}).get("conditions", [])
+        ),
+        what="the operator to keep reconciling",
+    )
