@@ -105,13 +105,9 @@ class IntegrationWorker:
         meta = body.get("metadata", {})
         generation = meta.get("generation")
         annotations: Mapping[str, str] = meta.get("annotations") or {}
-        current = dict(body.get("status") or {})
-        if (
-            self._last_written is not None
-            and current.get("observedGeneration") == self._last_written.get("observedGeneration")
-            and _older(current, self._last_written)
-        ):
-            current = dict(self._last_written)  # our own last write has not come back through the watch yet
+        # This worker is the only writer of the status: what it last wrote is the truth, even when the watch
+        # has not delivered it back yet. The body's status only matters when the worker starts.
+        current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
         extra = self._handle_requests(current, annotations)
         parsed = parse_spec(body.get("spec"))
         self._spec = None if isinstance(parsed, list) else parsed.spec
@@ -225,8 +221,6 @@ class IntegrationWorker:
         patch = status_patch(current, new)
         if patch is None:
             return
-        if self._last_written is not None and status_patch(self._last_written, new) is None:
-            return  # already written; the watch event carrying it has not reached the live body yet
         await self.runtime.kube.patch_status(self.namespace, self.name, patch)
         self._last_written = new
         self._announce(current, new)
@@ -260,13 +254,6 @@ def _condition_reason(status: Mapping[str, Any], type_: str) -> str | None:
         if c.get("type") == type_:
             return str(c.get("reason") or "") or None
     return None
-
-
-def _older(seen: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
-    """Whether the status the watch delivered predates what this worker last wrote."""
-    a = (seen.get("lastSync") or {}).get("completionTime") or ""
-    b = (written.get("lastSync") or {}).get("completionTime") or ""
-    return str(a) < str(b)
 
 
 def _synced(status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None) -> list[dict[str, Any]]:

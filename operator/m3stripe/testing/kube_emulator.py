@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import jsonpatch
+import jsonpointer
 import kmock
 from kmock._internal import dicts as kmock_dicts
 from kmock._internal import enums as kmock_enums
@@ -81,6 +83,13 @@ class KubeEmulator(kmock.KubernetesEmulator):
         # makes a long-running emulator quadratic; an operator's test makes thousands of requests.
         if len(self._requests) > self.request_history:
             del self._requests[: -self.request_history]
+        if (
+            request.resource is not None
+            and isinstance(request.data, list)
+            and request.action == kmock_enums.action.UPDATE
+            and request.name is not None
+        ):
+            self._prepare_json_patch(request)
         # kmock's requests are frozen and matched by identity, so the body is rewritten in place.
         if request.resource is not None and isinstance(request.data, dict):
             new: dict[str, Any] | None = None
@@ -125,12 +134,39 @@ class KubeEmulator(kmock.KubernetesEmulator):
             meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
         return patch  # type: ignore[no-any-return]
 
+    def _prepare_json_patch(self, request: kmock.Request) -> None:
+        """JSON patches as the API server applies them: a failed `test` op is 422 (kopf relies on it for
+        optimistic concurrency and retries on the next cycle), and the result gets a new resourceVersion."""
+        assert request.resource is not None and request.name is not None
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        current = dict(self.objects[key].raw)
+        try:
+            merged = jsonpatch.apply_patch(current, list(request.data), in_place=False)
+        except (jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as err:
+            raise UnprocessableEntityError(message=f"the JSON patch cannot be applied: {err}") from None
+        meta_ops: list[dict[str, Any]] = [
+            {"op": "add", "path": "/metadata/resourceVersion", "value": str(next(self._versions))}
+        ]
+        if _essence(merged) != _essence(current):
+            generation = int(current.get("metadata", {}).get("generation", 1)) + 1
+            meta_ops.append({"op": "add", "path": "/metadata/generation", "value": generation})
+        request.data.extend(meta_ops)
+
     def _has_status_subresource(self, request: kmock.Request) -> bool:
         resource = request.resource
         for known in self.resources:
             if known == resource:
                 return "status" in self.resources[known].subresources
         return False
+
+
+@attrs.frozen
+class UnprocessableEntityError(kmock.KubernetesError):
+    status: int = 422
+    reason: str = "Invalid"
+    message: str = "the request cannot be applied to the object"
 
 
 def _essence(obj: Any) -> Any:
