@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from m3stripe.api.conditions import Observation, merge_conditions
+from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.status import ConditionType
 from m3stripe.kube.credentials import CheckResult
 
@@ -103,7 +103,5 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
 
 
 def ready_of(status: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    for c in (status or {}).get("conditions") or ():
-        if c.get("type") == ConditionType.READY:
-            return c.get("status"), c.get("reason")
-    return None, None
+    ready = find((status or {}).get("conditions"), ConditionType.READY) or {}
+    return ready.get("status"), ready.get("reason")

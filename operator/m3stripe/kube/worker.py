@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from m3stripe.api import names
-from m3stripe.api.conditions import Observation, merge_conditions
+from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
@@ -243,17 +243,11 @@ class IntegrationWorker:
 
 
 def _condition_message(status: Mapping[str, Any], type_: str) -> str | None:
-    for c in status.get("conditions") or ():
-        if c.get("type") == type_:
-            return str(c.get("message") or "") or None
-    return None
+    return str((find(status.get("conditions"), type_) or {}).get("message") or "") or None
 
 
 def _condition_reason(status: Mapping[str, Any], type_: str) -> str | None:
-    for c in status.get("conditions") or ():
-        if c.get("type") == type_:
-            return str(c.get("reason") or "") or None
-    return None
+    return str((find(status.get("conditions"), type_) or {}).get("reason") or "") or None
 
 
 def _synced(status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None) -> list[dict[str, Any]]:
