@@ -225,22 +225,17 @@ class EmulatorHost:
 
     async def _create_customers(self, url: str, account_ids: list[str]) -> None:
         """Customers are made through the API, as a person (or a CRM sync) would make them."""
-        client = stripe.StripeClient(
-            STRIPE_KEY,
-            base_addresses={"api": url},
-            http_client=stripe.HTTPXClient(),
-            stripe_version=STRIPE_API_VERSION,
-        )
         slots = asyncio.Semaphore(SEED_CONCURRENCY)
+        async with open_client(STRIPE_KEY, api_base=url) as client:
 
-        async def create(account_id: str) -> None:
-            async with slots:
-                customer = await client.v1.customers.create_async(
-                    params={"name": f"Customer of {account_id}", "metadata": {META_ACCOUNT: account_id}}
-                )
-                self.customer_of[account_id] = customer.id
+            async def create(account_id: str) -> None:
+                async with slots:
+                    customer = await client.v1.customers.create_async(
+                        params={"name": f"Customer of {account_id}", "metadata": {META_ACCOUNT: account_id}}
+                    )
+                    self.customer_of[account_id] = customer.id
 
-        await asyncio.gather(*(create(a) for a in account_ids))
+            await asyncio.gather(*(create(a) for a in account_ids))
 
     async def arm(self, *, rps: float) -> None:
         """Switch the rate limit on (a full bucket) and zero the counters: the measured pass starts now."""
@@ -716,7 +711,7 @@ def render(result: Result) -> str:
         (
             "peak RSS (engine)",
             f"{_mib(result.peak_rss_bytes)} (RSS before the pass {_mib(result.rss_before_bytes)}"
-            + ("; includes the emulators and their 10k-object state" if result.placement == "loop" else "")
+            + ("; includes the emulators and their objects" if result.placement == "loop" else "")
             + ")",
         ),
     ]

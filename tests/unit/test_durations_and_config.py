@@ -53,7 +53,11 @@ def test_from_env_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert config.credential_recheck_seconds == 600
     assert config.credential_retry_seconds == 20
     assert config.metrics_port == 9090
-    assert config.sync_concurrency == 8
+    assert config.sync_concurrency is None
+    # Derived from the Stripe rate limit: enough requests in flight for a ~300 ms round trip.
+    assert config.concurrency_for(100) == 30
+    assert config.concurrency_for(25) == 8
+    assert config.concurrency_for(10000) == 64
     assert config.stripe_timeout_seconds == 30
     assert config.sync_enabled is True
     assert config.smtp == {}
@@ -82,6 +86,7 @@ def test_from_env_reads_every_setting(clean_env: pytest.MonkeyPatch) -> None:
     assert config.credential_retry_seconds == 0.5
     assert config.metrics_port == 9100
     assert config.sync_concurrency == 3
+    assert config.concurrency_for(100) == 3
     assert config.stripe_timeout_seconds == 45
     assert config.smtp == {"host": "smtp.example.com", "port": "2525", "from": "ops@example.com"}
 

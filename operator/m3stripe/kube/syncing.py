@@ -115,7 +115,7 @@ class SyncDriver:
                 source=source,
                 gateway=gateway,
                 budget=budget,
-                concurrency=self.runtime.config.sync_concurrency,
+                concurrency=self.runtime.config.concurrency_for(spec.effective_requests_per_second),
             )
             report = await engine.run_pass(sync_state(status), replay=replay)
         self._observe(report, time.monotonic() - started, spec.sync_interval_seconds)
