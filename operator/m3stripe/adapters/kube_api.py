@@ -81,9 +81,6 @@ class KubeApi:
         future.set_result(result)
         return result
 
-    def forget_secret(self, namespace: str, name: str) -> None:
-        self._secrets.pop((namespace, name), None)
-
     async def _read_secret(self, namespace: str, name: str) -> SecretData | None:
         try:
             secret = await asyncio.to_thread(self._core.read_namespaced_secret, name, namespace)
@@ -120,17 +117,6 @@ class KubeApi:
             raise KubeApiError(
                 f"patching status of {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status
             ) from None
-
-    async def patch_metadata(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object,
-            names.GROUP,
-            names.VERSION,
-            namespace,
-            names.PLURAL,
-            name,
-            {"metadata": metadata},
-        )
 
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]

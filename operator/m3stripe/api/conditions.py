@@ -34,8 +34,13 @@ class Observation:
             raise ValueError(f"condition reason {self.reason!r} does not match {REASON_PATTERN}")
 
 
+def rfc3339(value: datetime) -> str:
+    """Kubernetes' timestamp form: UTC, whole seconds, `Z`."""
+    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339(datetime.now(UTC))
 
 
 def merge_conditions(

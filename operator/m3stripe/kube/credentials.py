@@ -23,8 +23,6 @@ class CheckResult:
     message: str
     account_id: str | None = None
     retryable: bool = False
-    # The Secret problem is the user's to fix: it deserves a Warning event.
-    warn: bool = True
     # The verified credential itself, kept in memory for the sync; never printed or compared.
     secret: str | None = field(default=None, repr=False, compare=False)
 
@@ -75,7 +73,6 @@ async def check_stripe_credential(
             False,
             "NotConnected",
             "no credential: set spec.credentialRef to a Secret holding the Stripe API key to connect the integration",
-            warn=False,
         )
     where = f"Secret {namespace}/{ref.name}"
     try:
@@ -109,7 +106,6 @@ async def check_stripe_credential(
             message,
             check.account_id,
             check.retryable,
-            warn=not check.ok,
             secret=key if check.ok else None,
         )
 

@@ -11,13 +11,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from m3stripe.api.conditions import rfc3339
 from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus, SyncState
 
 MAX_OPEN_EVENTS = 100
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -88,7 +88,6 @@ class SourceHandle:
                 True,
                 "SourceConnected",
                 f"m3ter organization {creds.organization_id} accepted the credentials",
-                warn=False,
             )
 
         self._last = await self._shared.check.get(fingerprint, run)

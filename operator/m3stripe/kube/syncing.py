@@ -41,10 +41,6 @@ EVENT_REASONS = {
 MAX_K8S_EVENTS_PER_RUN = 10
 
 
-def _camel(status: RunStatus) -> str:
-    return "".join(part.capitalize() for part in str(status).split("_"))
-
-
 class SyncDriver:
     def __init__(
         self,
