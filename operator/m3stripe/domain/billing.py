@@ -53,6 +53,15 @@ ADDRESS_KEYS: Final[tuple[str, ...]] = (
 
 
 @dataclass(frozen=True)
+class CurrencyRounding:
+    """m3ter's rounding rule for one currency (``GET /picklists/currency``: ``maxDecimalPlaces``, ``roundingMode``)."""
+
+    code: str  # upper-case ISO 4217
+    max_decimal_places: int
+    rounding_mode: str  # a ``decimal`` module constant, e.g. ``decimal.ROUND_HALF_UP``
+
+
+@dataclass(frozen=True)
 class Account:
     """An m3ter end-customer Account."""
 
