@@ -346,3 +346,21 @@ async def test_admin_api_seeds_a_standalone_emulator(emulator: M3terEmulator, cl
         assert response.status == 400
     bill = await client.bills.retrieve(bill_id)
     assert (bill.status, bill.version, bill.bill_total) == ("APPROVED", 2, 4)
+
+
+# -- Currency picklist ----------------------------------------------------------------------
+
+
+async def test_currency_picklist_serves_rounding_rules(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    emulator.set_currency(ORG, "usd", max_decimal_places=4, rounding_mode="HALF_EVEN")
+    page = await client.currencies.list(page_size=100, codes=["USD", "JPY"])
+    by_code = {item.code: item for item in page.data}
+    assert (by_code["USD"].max_decimal_places, by_code["USD"].rounding_mode) == (4, "HALF_EVEN")
+    assert (by_code["JPY"].max_decimal_places, by_code["JPY"].rounding_mode) == (0, "HALF_UP")
+    with pytest.raises(m3ter.BadRequestError) as caught:
+        await client.currencies.list(page_size=101)  # List Currencies: pageSize 1..100
+    assert caught.value.body == {"message": "pageSize must be between 1 and 100"}
+    with pytest.raises(ValueError, match="rounding_mode"):
+        emulator.set_currency(ORG, "EUR", rounding_mode="HALF_ODD")
+    with pytest.raises(ValueError, match="max_decimal_places"):
+        emulator.set_currency(ORG, "EUR", max_decimal_places=6)

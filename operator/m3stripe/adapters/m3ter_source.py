@@ -8,21 +8,33 @@ exponential backoff (honouring Retry-After), and SDK models are converted to dom
 
 from __future__ import annotations
 
+import asyncio
+import decimal
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from types import MappingProxyType
+from urllib.parse import quote
+from typing import Any, Final, TypeVar
 
 import m3ter
 from m3ter import AsyncM3ter
 from m3ter.pagination import AsyncCursor
-from m3ter.types import AccountResponse, BillResponse, ExternalMappingResponse
+from m3ter.types import AccountResponse, BillResponse, CurrencyResponse, ExternalMappingResponse
 from m3ter.types.bill_response import LineItem as SdkLineItem
 
-from m3stripe.domain.billing import ADDRESS_KEYS, Account, Bill, BillStatus, CustomFieldValue, LineItem
+from m3stripe.domain.billing import (
+    ADDRESS_KEYS,
+    Account,
+    Bill,
+    BillStatus,
+    CurrencyRounding,
+    CustomFieldValue,
+    LineItem,
+)
 
 from .m3ter_token import (
     M3terAuthError,
@@ -33,6 +45,7 @@ from .m3ter_token import (
 )
 
 __all__ = [
+    "CurrencyRounding",
     "M3terAuthError",
     "M3terCredentials",
     "M3terSource",
@@ -44,9 +57,30 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 200  # m3ter's upper bound for pageSize
+# List Currencies takes pageSize 1..100 (https://docs.m3ter.com/api/currency/list-currencies).
+CURRENCY_PAGE_SIZE = 100
 STRIPE_SYSTEM = "Stripe"
 STRIPE_CUSTOMER_TABLE = "Customer"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: m3ter's ``roundingMode`` (Java's RoundingMode names; https://docs.m3ter.com/api/currency/list-currencies,
+#: SDK ``m3ter/types/currency_response.py``) to the ``decimal`` module's constants.
+ROUNDING_MODES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "UP": decimal.ROUND_UP,
+        "DOWN": decimal.ROUND_DOWN,
+        "CEILING": decimal.ROUND_CEILING,
+        "FLOOR": decimal.ROUND_FLOOR,
+        "HALF_UP": decimal.ROUND_HALF_UP,
+        "HALF_DOWN": decimal.ROUND_HALF_DOWN,
+        "HALF_EVEN": decimal.ROUND_HALF_EVEN,
+        # UNNECESSARY asserts that amounts never need rounding at maxDecimalPlaces (Java throws if they
+        # would), so m3ter's own amounts come out alike under every mode. m3ter gives no rule for the
+        # rounding the operator may still need (a Stripe minor unit coarser than maxDecimalPlaces):
+        # banker's rounding is the unbiased choice.
+        "UNNECESSARY": decimal.ROUND_HALF_EVEN,
+    }
+)
 
 _T = TypeVar("_T")
 
@@ -64,6 +98,7 @@ class M3terSource:
         max_retries: int = 3,
         account_cache_ttl: float = 300.0,
         account_cache_size: int = 1024,
+        currency_cache_ttl: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._credentials = credentials
@@ -82,6 +117,9 @@ class M3terSource:
         self._account_ttl = account_cache_ttl
         self._account_cache_size = account_cache_size
         self._accounts: OrderedDict[str, tuple[float, Account]] = OrderedDict()
+        self._currency_ttl = currency_cache_ttl
+        self._currencies: tuple[float, Mapping[str, CurrencyRounding]] | None = None
+        self._currency_lock = asyncio.Lock()
 
     @property
     def token_manager(self) -> TokenManager:
@@ -165,8 +203,13 @@ class M3terSource:
 
         async def retrieve(client: AsyncM3ter) -> BillResponse | None:
             try:
-                return await client.bills.retrieve(bill_id)
-            except m3ter.NotFoundError:
+                # The SDK puts the id into the path as it is (`f"/organizations/{org_id}/bills/{id}"`, m3ter's
+                # resources/bills/bills.py): escape it, so an id such as ../../accounts stays one segment.
+                return await client.bills.retrieve(quote(bill_id, safe=""))
+            except (m3ter.NotFoundError, m3ter.PermissionDeniedError, m3ter.BadRequestError):
+                # One Bill that m3ter will not show (absent, forbidden, malformed id) is about that id, not
+                # about the credentials: the caller reports the id; a real credential problem shows on the
+                # Bill listing, which every pass makes.
                 return None
 
         item = await self._call(f"reading bill {bill_id}", retrieve)
@@ -231,6 +274,37 @@ class M3terSource:
             if not next_token:
                 return None if best is None else best[2]
 
+    async def currency_rounding(self) -> Mapping[str, CurrencyRounding]:
+        """The Organization's rounding rule per currency (upper-case code), cached ``currency_cache_ttl``.
+
+        Read from the currency picklist (``GET /organizations/{orgId}/picklists/currency``,
+        https://docs.m3ter.com/api/currency/list-currencies). A currency without ``maxDecimalPlaces`` or
+        ``roundingMode`` has no rule and is left out; callers apply their default to absent codes.
+        Raises :class:`M3terSourceError` for a rounding mode m3ter does not document.
+        """
+        cached = self._currencies
+        if cached is not None and self._clock() < cached[0]:
+            return cached[1]
+        async with self._currency_lock:
+            # Single flight: callers that queued behind a refresh use its result.
+            cached = self._currencies
+            if cached is not None and self._clock() < cached[0]:
+                return cached[1]
+            rules: dict[str, CurrencyRounding] = {}
+            next_token: str | None = None
+            while True:
+                page = await self._call("reading the currency picklist", _currencies_page(next_token))
+                for item in page.data or ():
+                    rule = to_currency_rounding(item)
+                    if rule is not None:
+                        rules[rule.code] = rule
+                next_token = page.next_token
+                if not next_token:
+                    break
+            frozen: Mapping[str, CurrencyRounding] = MappingProxyType(rules)
+            self._currencies = (self._clock() + self._currency_ttl, frozen)
+            return frozen
+
     async def aclose(self) -> None:
         if self._owns_tokens:
             await self._tokens.aclose()
@@ -259,7 +333,35 @@ def _account_mappings_page(
     return fetch
 
 
+def _currencies_page(cursor: str | None) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[CurrencyResponse]]]:
+    def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[CurrencyResponse]]:
+        return client.currencies.list(page_size=CURRENCY_PAGE_SIZE, next_token=cursor or m3ter.omit)
+
+    return fetch
+
+
 # -- SDK model -> domain conversion -------------------------------------------------------------
+
+
+def to_currency_rounding(item: CurrencyResponse) -> CurrencyRounding | None:
+    """One picklist entry as a rounding rule; None when m3ter holds no rule for it."""
+    code = (item.code or "").strip().upper()
+    places, mode = item.max_decimal_places, item.rounding_mode
+    if not code or places is None or mode is None:
+        return None
+    rounding = ROUNDING_MODES.get(str(mode))
+    if rounding is None:
+        raise M3terSourceError(
+            f"m3ter currency {code} has roundingMode {mode!r}, which m3ter's API reference does not define; "
+            f"set it to one of {', '.join(ROUNDING_MODES)} in m3ter's currency picklist"
+        )
+    # The SDK builds models without validation, so a malformed value arrives as it was sent.
+    if isinstance(places, bool) or not isinstance(places, int) or places < 0:
+        raise M3terSourceError(
+            f"m3ter currency {code} has maxDecimalPlaces {places!r}; expected a whole number 0..5 "
+            "(fix the currency in m3ter's currency picklist)"
+        )
+    return CurrencyRounding(code=code, max_decimal_places=places, rounding_mode=rounding)
 
 
 def _decimal(value: Any) -> Decimal:

@@ -18,7 +18,7 @@ from .state import M3terState
 
 
 def load_fixtures(state: M3terState, data: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Seed from ``{"clients": [...], "accounts": [...], "bills": [...], "mappings": [...]}``.
+    """Seed from ``{"clients": [...], "accounts": [...], "bills": [...], "mappings": [...], "currencies": [...]}``.
 
     Entries take the keyword arguments of the matching ``add_*`` method plus ``organization_id``
     (defaulting to the top-level ``organization_id``). Returns the created ids per kind.
@@ -46,6 +46,9 @@ def load_fixtures(state: M3terState, data: Mapping[str, Any]) -> dict[str, list[
     for entry in data.get("mappings", []):
         org, kwargs = split(entry)
         created["mappings"].append(state.add_external_mapping(org, **kwargs))
+    for entry in data.get("currencies", []):
+        org, kwargs = split(entry)
+        created.setdefault("currencies", []).append(state.set_currency(org, **kwargs))
     return created
 
 
@@ -106,6 +109,11 @@ async def add_mapping(request: web.Request) -> web.Response:
     return _call(lambda: {"id": request.app[EMULATOR].add_external_mapping(org, **body)})
 
 
+async def set_currency(request: web.Request) -> web.Response:
+    body, org, code = await _body(request), request.match_info["org_id"], request.match_info["code"]
+    return _call(lambda: {"id": request.app[EMULATOR].set_currency(org, code, **body)})
+
+
 async def faults(request: web.Request) -> web.Response:
     body = await _body(request)
     count = body.pop("count", 1)
@@ -140,6 +148,7 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post(f"{org}/bills", add_bill)
     app.router.add_post(f"{org}/bills/{{id}}/{{action}}", bill_action)
     app.router.add_post(f"{org}/externalmappings", add_mapping)
+    app.router.add_put(f"{org}/currencies/{{code}}", set_currency)
     app.router.add_post("/_emulator/faults", faults)
     app.router.add_post("/_emulator/tokens/expire", expire_tokens)
     app.router.add_get("/_emulator/stats", stats)

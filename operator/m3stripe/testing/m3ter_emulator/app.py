@@ -16,6 +16,7 @@ from .state import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     BillRecord,
+    CurrencyRecord,
     EmulatorError,
     MappingRecord,
     decode_next_token,
@@ -43,7 +44,7 @@ def _emulator(request: web.Request) -> M3terEmulator:
 # -- query parsing (the SDK sends arrays comma-joined and booleans as true/false) -------------
 
 
-def _page_size(request: web.Request) -> int:
+def _page_size(request: web.Request, maximum: int = MAX_PAGE_SIZE) -> int:
     raw = request.query.get("pageSize")
     if raw is None:
         return DEFAULT_PAGE_SIZE
@@ -51,8 +52,8 @@ def _page_size(request: web.Request) -> int:
         size = int(raw)
     except ValueError:
         raise EmulatorError(400, f"pageSize must be an integer, got {raw!r}") from None
-    if not 1 <= size <= MAX_PAGE_SIZE:
-        raise EmulatorError(400, f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
+    if not 1 <= size <= maximum:
+        raise EmulatorError(400, f"pageSize must be between 1 and {maximum}")
     return size
 
 
@@ -256,6 +257,33 @@ async def list_line_items(request: web.Request) -> web.Response:
     return _json(_page_body([render.line_item(line, record) for line in chunk], next_token))
 
 
+# -- Currencies ------------------------------------------------------------------------------
+
+
+async def list_currencies(request: web.Request) -> web.Response:
+    # https://docs.m3ter.com/api/currency/list-currencies: pageSize 1..100, nextToken, ids, codes, archived.
+    org = _emulator(request).existing_org(request.match_info["org_id"])
+    ids = set(_list_param(request, "ids") or [])
+    codes = {code.upper() for code in _list_param(request, "codes") or []}
+    archived = _bool_param(request, "archived")
+
+    def wanted(record: CurrencyRecord) -> bool:
+        return (
+            (not ids or record.id in ids)
+            and (not codes or record.code in codes)
+            and (archived is None or record.archived == archived)
+        )
+
+    page, next_token = paginate(
+        "currencies",
+        org.currency_order,
+        page_size=_page_size(request, 100),
+        next_token=request.query.get("nextToken"),
+        predicate=wanted,
+    )
+    return _json(_page_body([render.currency(r) for r in page], next_token))
+
+
 # -- External Mappings -----------------------------------------------------------------------
 
 
@@ -322,6 +350,7 @@ def build_app(emulator: M3terEmulator) -> web.Application:
     app.router.add_get(f"{org}/bills", list_bills)
     app.router.add_get(f"{org}/bills/{{id}}", get_bill)
     app.router.add_get(f"{org}/bills/{{bill_id}}/lineitems", list_line_items)
+    app.router.add_get(f"{org}/picklists/currency", list_currencies)
     app.router.add_get(f"{org}/externalmappings", list_mappings)
     app.router.add_get(f"{org}/externalmappings/{{id}}", get_mapping)
     app.router.add_get(f"{org}/externalmappings/external/{{entity}}/{{m3ter_id}}", mappings_by_m3ter_entity)

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from .state import AccountRecord, BillRecord, LineRecord, MappingRecord
+from .state import AccountRecord, BillRecord, CurrencyRecord, LineRecord, MappingRecord
 
 _SYSTEM_USER = "service-user"
 
@@ -139,6 +139,25 @@ def mapping(record: MappingRecord) -> dict[str, Any]:
             "externalTable": record.external_table,
             "externalId": record.external_id,
             "integrationConfigId": record.integration_config_id,
+            "dtCreated": _dt(record.dt_created),
+            "dtLastModified": _dt(record.dt_last_modified),
+            "createdBy": _SYSTEM_USER,
+            "lastModifiedBy": _SYSTEM_USER,
+        }
+    )
+
+
+def currency(record: CurrencyRecord) -> dict[str, Any]:
+    # Field names as in m3ter's List Currencies response (https://docs.m3ter.com/api/currency/list-currencies).
+    return _compact(
+        {
+            "id": record.id,
+            "version": record.version,
+            "code": record.code,
+            "name": record.name,
+            "archived": record.archived,
+            "maxDecimalPlaces": record.max_decimal_places,
+            "roundingMode": record.rounding_mode,
             "dtCreated": _dt(record.dt_created),
             "dtLastModified": _dt(record.dt_last_modified),
             "createdBy": _SYSTEM_USER,

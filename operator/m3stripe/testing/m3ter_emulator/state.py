@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from m3stripe.domain.billing import ADDRESS_KEYS, LINE_ITEM_TYPES
 
@@ -134,7 +134,62 @@ class MappingRecord:
     version: int = 1
 
 
-_R = TypeVar("_R", AccountRecord, BillRecord, MappingRecord)
+#: m3ter's ``roundingMode`` values (Java's RoundingMode names), from the API reference
+#: https://docs.m3ter.com/api/currency/list-currencies and the SDK's ``m3ter/types/currency_response.py``.
+ROUNDING_MODES: Final[tuple[str, ...]] = (
+    "UP",
+    "DOWN",
+    "CEILING",
+    "FLOOR",
+    "HALF_UP",
+    "HALF_DOWN",
+    "HALF_EVEN",
+    "UNNECESSARY",
+)
+#: ``maxDecimalPlaces`` is 0..5 (m3ter's OpenAPI ``CurrencyRequest`` schema; Create Currency,
+#: https://docs.m3ter.com/api/currency/create-currency).
+MAX_DECIMAL_PLACES: Final = 5
+
+#: The picklist a new emulated Organization starts with. m3ter does not publish the picklist a new
+#: Organization gets, so these follow ISO 4217 minor units with HALF_UP (m3ter's own Create Currency
+#: example uses ``maxDecimalPlaces: 2``); tests set other rules with ``set_currency``.
+DEFAULT_CURRENCIES: Final[Mapping[str, tuple[str, int]]] = {
+    "USD": ("US Dollar", 2),
+    "EUR": ("Euro", 2),
+    "GBP": ("Pound Sterling", 2),
+    "CAD": ("Canadian Dollar", 2),
+    "AUD": ("Australian Dollar", 2),
+    "CHF": ("Swiss Franc", 2),
+    "SEK": ("Swedish Krona", 2),
+    "NOK": ("Norwegian Krone", 2),
+    "DKK": ("Danish Krone", 2),
+    "JPY": ("Yen", 0),
+    "KRW": ("Won", 0),
+    "ISK": ("Iceland Krona", 0),
+    "UGX": ("Uganda Shilling", 0),
+    "BHD": ("Bahraini Dinar", 3),
+    "JOD": ("Jordanian Dinar", 3),
+    "KWD": ("Kuwaiti Dinar", 3),
+    "OMR": ("Rial Omani", 3),
+    "TND": ("Tunisian Dinar", 3),
+}
+
+
+@dataclass
+class CurrencyRecord:
+    seq: int
+    id: str
+    code: str
+    name: str
+    max_decimal_places: int | None
+    rounding_mode: str | None
+    archived: bool
+    dt_created: datetime
+    dt_last_modified: datetime
+    version: int = 1
+
+
+_R = TypeVar("_R", AccountRecord, BillRecord, MappingRecord, CurrencyRecord)
 
 
 @dataclass
@@ -150,6 +205,8 @@ class OrgData:
     mapping_order: list[MappingRecord] = field(default_factory=list)
     mappings_by_m3ter: dict[tuple[str, str], list[MappingRecord]] = field(default_factory=dict)
     mappings_by_external: dict[tuple[str, str, str], list[MappingRecord]] = field(default_factory=dict)
+    currencies: dict[str, CurrencyRecord] = field(default_factory=dict)  # by upper-case code
+    currency_order: list[CurrencyRecord] = field(default_factory=list)
 
 
 # Aliases let fixtures and the admin API use the API's camelCase names as well as Python's.
@@ -283,7 +340,14 @@ class M3terState:
         return now
 
     def org(self, organization_id: str) -> OrgData:
-        return self._orgs.setdefault(organization_id, OrgData())
+        org = self._orgs.get(organization_id)
+        if org is None:
+            org = self._orgs[organization_id] = OrgData()
+            # Seeded with the clock's time, not _stamp(), so seeding never shifts the stamps tests expect.
+            now = self._clock()
+            for code, (name, places) in DEFAULT_CURRENCIES.items():
+                self._put_currency(org, code, name=name, max_decimal_places=places, rounding_mode="HALF_UP", now=now)
+        return org
 
     def existing_org(self, organization_id: str) -> OrgData:
         try:
@@ -577,6 +641,81 @@ class M3terState:
 
     def iter_bills(self, organization_id: str) -> Iterator[BillRecord]:
         return iter(self.org(organization_id).bill_order)
+
+    # -- Currencies (the currency picklist) -------------------------------------------------
+
+    def _put_currency(
+        self,
+        org: OrgData,
+        code: str,
+        *,
+        name: str | None,
+        max_decimal_places: int | None,
+        rounding_mode: str | None,
+        archived: bool = False,
+        now: datetime | None = None,
+    ) -> CurrencyRecord:
+        key = code.upper()
+        stamp = now or self._stamp()
+        record = org.currencies.get(key)
+        if record is None:
+            record = CurrencyRecord(
+                seq=self._next_seq(),
+                id=str(uuid.uuid4()),
+                code=key,
+                name=name or key,
+                max_decimal_places=max_decimal_places,
+                rounding_mode=rounding_mode,
+                archived=archived,
+                dt_created=stamp,
+                dt_last_modified=stamp,
+            )
+            org.currencies[key] = record
+            org.currency_order.append(record)
+            return record
+        record.name = name or record.name
+        record.max_decimal_places = max_decimal_places
+        record.rounding_mode = rounding_mode
+        record.archived = archived
+        record.version += 1
+        record.dt_last_modified = stamp
+        return record
+
+    def set_currency(
+        self,
+        organization_id: str,
+        code: str,
+        *,
+        max_decimal_places: int | None = 2,
+        rounding_mode: str | None = "HALF_UP",
+        name: str | None = None,
+        archived: bool = False,
+        unchecked: bool = False,
+    ) -> str:
+        """Create or update a currency of the picklist; returns its id.
+
+        ``unchecked`` stores values m3ter's API would refuse (an unknown rounding mode, a null), so a
+        test can see how the operator copes with a picklist it does not expect.
+        """
+        if not unchecked:
+            if rounding_mode not in ROUNDING_MODES:
+                raise ValueError(f"rounding_mode must be one of {list(ROUNDING_MODES)}, not {rounding_mode!r}")
+            if not isinstance(max_decimal_places, int) or not 0 <= max_decimal_places <= MAX_DECIMAL_PLACES:
+                raise ValueError(f"max_decimal_places must be an integer 0..{MAX_DECIMAL_PLACES}")
+        record = self._put_currency(
+            self.org(organization_id),
+            code,
+            name=name,
+            max_decimal_places=max_decimal_places,
+            rounding_mode=rounding_mode,
+            archived=archived,
+        )
+        return record.id
+
+    def remove_currency(self, organization_id: str, code: str) -> None:
+        org = self.org(organization_id)
+        record = org.currencies.pop(code.upper())
+        org.currency_order.remove(record)
 
     # -- External Mappings ----------------------------------------------------------------
 

@@ -1,0 +1,133 @@
+"""M3terSource.currency_rounding: m3ter's currency picklist, read over HTTP through the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource, M3terSourceError
+from m3stripe.domain.billing import CurrencyRounding
+from m3stripe.testing.m3ter_emulator import M3terEmulator
+
+ORG = "org-1"
+CREDS = M3terCredentials(ORG, "client-1", "secret-1")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[M3terEmulator]:
+    async with M3terEmulator() as running:
+        running.add_client(CREDS.client_id, CREDS.client_secret, ORG)
+        yield running
+
+
+@pytest.fixture
+async def source(emulator: M3terEmulator) -> AsyncIterator[M3terSource]:
+    created = M3terSource(CREDS, base_url=emulator.url, max_retries=0)
+    yield created
+    await created.aclose()
+
+
+async def test_the_picklist_gives_each_currency_its_decimal_places_and_rounding_mode(
+    emulator: M3terEmulator, source: M3terSource
+) -> None:
+    rules = await source.currency_rounding()
+    assert rules["USD"] == CurrencyRounding("USD", 2, decimal.ROUND_HALF_UP)
+    assert rules["JPY"] == CurrencyRounding("JPY", 0, decimal.ROUND_HALF_UP)
+    assert rules["KWD"].max_decimal_places == 3
+    requests = emulator.requests_to("/picklists/currency")
+    assert requests and all(r.query["pageSize"] == "100" for r in requests), "List Currencies allows 1..100"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("UP", decimal.ROUND_UP),
+        ("DOWN", decimal.ROUND_DOWN),
+        ("CEILING", decimal.ROUND_CEILING),
+        ("FLOOR", decimal.ROUND_FLOOR),
+        ("HALF_UP", decimal.ROUND_HALF_UP),
+        ("HALF_DOWN", decimal.ROUND_HALF_DOWN),
+        ("HALF_EVEN", decimal.ROUND_HALF_EVEN),
+        ("UNNECESSARY", decimal.ROUND_HALF_EVEN),
+    ],
+)
+async def test_every_rounding_mode_m3ter_documents_maps_to_a_decimal_constant(
+    emulator: M3terEmulator, source: M3terSource, mode: str, expected: str
+) -> None:
+    emulator.set_currency(ORG, "gbp", max_decimal_places=4, rounding_mode=mode)
+    rule = (await source.currency_rounding())["GBP"]
+    assert rule == CurrencyRounding("GBP", 4, expected)
+    assert decimal.Decimal("1.00005").quantize(decimal.Decimal("0.0001"), rounding=rule.rounding_mode)
+
+
+async def test_codes_are_upper_case_and_currencies_without_a_rule_are_left_out(
+    emulator: M3terEmulator, source: M3terSource
+) -> None:
+    emulator.set_currency(ORG, "xts", max_decimal_places=None, rounding_mode="HALF_UP", unchecked=True)
+    emulator.set_currency(ORG, "xxx", max_decimal_places=2, rounding_mode=None, unchecked=True)
+    emulator.set_currency(ORG, "btc", max_decimal_places=5, rounding_mode="DOWN")
+    rules = await source.currency_rounding()
+    assert "XTS" not in rules and "XXX" not in rules
+    assert rules["BTC"] == CurrencyRounding("BTC", 5, decimal.ROUND_DOWN)
+    assert all(code == code.upper() for code in rules)
+
+
+async def test_an_undocumented_rounding_mode_is_a_clear_error(emulator: M3terEmulator, source: M3terSource) -> None:
+    emulator.set_currency(ORG, "EUR", max_decimal_places=2, rounding_mode="HALF_ODD", unchecked=True)
+    with pytest.raises(M3terSourceError, match=r"EUR has roundingMode 'HALF_ODD'.*HALF_UP"):
+        await source.currency_rounding()
+
+
+async def test_the_picklist_is_cached_for_an_hour_then_read_again(emulator: M3terEmulator) -> None:
+    clock = FakeClock()
+    source = M3terSource(CREDS, base_url=emulator.url, clock=clock)
+    try:
+        first = await source.currency_rounding()
+        emulator.set_currency(ORG, "USD", max_decimal_places=4, rounding_mode="HALF_EVEN")
+        clock.now += 3599
+        assert await source.currency_rounding() == first
+        assert len(emulator.requests_to("/picklists/currency")) == 1
+        clock.now += 2
+        refreshed = await source.currency_rounding()
+        assert refreshed["USD"] == CurrencyRounding("USD", 4, decimal.ROUND_HALF_EVEN)
+        assert len(emulator.requests_to("/picklists/currency")) == 2
+    finally:
+        await source.aclose()
+
+
+async def test_concurrent_callers_share_one_read(emulator: M3terEmulator, source: M3terSource) -> None:
+    emulator.latency_seconds = 0.05
+    results = await asyncio.gather(*(source.currency_rounding() for _ in range(10)))
+    assert all(result == results[0] for result in results)
+    assert len(emulator.requests_to("/picklists/currency")) == 1
+
+
+async def test_a_long_picklist_is_read_page_by_page(emulator: M3terEmulator, source: M3terSource) -> None:
+    for index in range(230):
+        emulator.set_currency(ORG, f"Z{index:02d}", max_decimal_places=index % 6, rounding_mode="FLOOR")
+    rules = await source.currency_rounding()
+    assert rules["Z229"] == CurrencyRounding("Z229", 229 % 6, decimal.ROUND_FLOOR)
+    assert len(emulator.requests_to("/picklists/currency")) == 3  # 248 currencies, 100 a page
+
+
+async def test_the_admin_api_sets_a_currency_rule(emulator: M3terEmulator, source: M3terSource) -> None:
+    async with aiohttp.ClientSession(emulator.url) as http:
+        response = await http.put(
+            f"/_emulator/organizations/{ORG}/currencies/chf", json={"max_decimal_places": 1, "rounding_mode": "UP"}
+        )
+        assert response.status == 200
+        response = await http.put(f"/_emulator/organizations/{ORG}/currencies/chf", json={"rounding_mode": "SIDEWAYS"})
+        assert response.status == 400 and "rounding_mode" in (await response.json())["message"]
+    assert (await source.currency_rounding())["CHF"] == CurrencyRounding("CHF", 1, decimal.ROUND_UP)
