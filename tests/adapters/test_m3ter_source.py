@@ -197,8 +197,8 @@ async def test_server_errors_are_retried_then_reported(emulator: M3terEmulator) 
 
 async def test_iter_bills_streams_page_by_page(emulator: M3terEmulator, source: M3terSource) -> None:
     account = _account(emulator)
-    created = [emulator.add_bill(ORG, account_id=account, lines=[{"subtotal": i}]) for i in range(450)]
-    stream = source.iter_bills(modified_since=None, page_size=200)
+    created = [emulator.add_bill(ORG, account_id=account, lines=[{"subtotal": i}]) for i in range(250)]
+    stream = source.iter_bills(modified_since=None)
     first = await anext(stream)
     assert first.id == created[0]
     assert len(emulator.requests_to("/bills")) == 1, "only the first page is fetched before the first Bill"
@@ -206,7 +206,19 @@ async def test_iter_bills_streams_page_by_page(emulator: M3terEmulator, source: 
     assert [first.id, *rest] == created
     pages = emulator.requests_to("/bills")
     assert len(pages) == 3
-    assert all(page.query["pageSize"] == "200" and page.query["includeBillTotal"] == "true" for page in pages)
+    assert all(page.query["pageSize"] == "100" and page.query["includeBillTotal"] == "true" for page in pages)
+
+
+async def test_bills_are_read_at_most_100_a_page_as_m3ter_allows(emulator: M3terEmulator, source: M3terSource) -> None:
+    # List Bills and Search Bills take pageSize 1..100 (https://docs.m3ter.com/api/bill/list-bills); m3ter
+    # answers a larger page with 400, which would fail every pass on a real Organization.
+    account = _account(emulator)
+    for _ in range(3):
+        emulator.add_bill(ORG, account_id=account)
+    assert len(await _collect(source, modified_since=None)) == 3
+    assert {r.query["pageSize"] for r in emulator.requests_to("/bills")} == {"100"}
+    with pytest.raises(ValueError, match="between 1 and 100"):
+        await _collect(source, modified_since=None, page_size=101)
 
 
 async def test_iter_bills_honours_modified_since() -> None:

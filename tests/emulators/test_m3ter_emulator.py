@@ -146,7 +146,7 @@ async def test_bills_page_through_hundreds_in_creation_order(emulator: M3terEmul
         emulator.add_bill(ORG, account_id=accounts[index % 3], lines=[{"subtotal": index}]) for index in range(350)
     ]
     seen: list[str] = []
-    page = await client.bills.list(page_size=200)
+    page = await client.bills.list(page_size=100)
     pages = 1
     seen.extend(bill.id for bill in page.data)
     while page.has_next_page():
@@ -154,8 +154,8 @@ async def test_bills_page_through_hundreds_in_creation_order(emulator: M3terEmul
         pages += 1
         seen.extend(bill.id for bill in page.data)
     assert seen == created
-    assert pages == 2 and page.next_token is None
-    assert [r.query.get("pageSize") for r in emulator.requests_to("/bills")] == ["200", "200"]
+    assert pages == 4 and page.next_token is None
+    assert [r.query.get("pageSize") for r in emulator.requests_to("/bills")] == ["100"] * 4
 
     everything = [bill.id async for bill in client.bills.list(page_size=33)]
     assert everything == created
@@ -175,6 +175,32 @@ async def test_bill_list_filters(emulator: M3terEmulator, client: AsyncM3ter) ->
     assert [bill.id for bill in chosen.data] == [ids[3], ids[7]]
     with pytest.raises(m3ter.BadRequestError):
         await client.bills.list(page_size=201)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "limit"),
+    [("bills", 100), ("accounts", 100), ("currencies", 100), ("mappings", 200), ("line items", 100)],
+)
+async def test_page_size_is_bounded_per_endpoint_as_m3ter_documents(
+    emulator: M3terEmulator, client: AsyncM3ter, endpoint: str, limit: int
+) -> None:
+    # Each pageSize's "Required range" in m3ter's API reference (List Bills, List Accounts, List Currencies:
+    # 1..100; External Mappings: 1..200); outside it m3ter answers 400 with its error body {"message": ...}.
+    bill_id = emulator.add_bill(ORG, account_id=_account(emulator))
+    calls = {
+        "bills": lambda size: client.bills.list(page_size=size),
+        "accounts": lambda size: client.accounts.list(page_size=size),
+        "currencies": lambda size: client.currencies.list(page_size=size),
+        "mappings": lambda size: client.external_mappings.list_by_m3ter_entity("a", entity="Account", page_size=size),
+        "line items": lambda size: client.bills.line_items.list(bill_id, page_size=size),
+    }
+    call = calls[endpoint]
+    await call(limit)
+    await call(1)
+    for refused in (limit + 1, 0):
+        with pytest.raises(m3ter.BadRequestError) as caught:
+            await call(refused)
+        assert caught.value.body == {"message": f"pageSize must be between 1 and {limit}"}
 
 
 async def test_bill_body_matches_the_sdk_model(emulator: M3terEmulator, client: AsyncM3ter) -> None:
@@ -318,14 +344,14 @@ async def test_ten_thousand_bills_page_quickly(emulator: M3terEmulator, client: 
     for index in range(10_000):
         emulator.add_bill(ORG, account_id=accounts[index % 50], lines=line)
     started = time.perf_counter()
-    page = await client.bills.list(page_size=200, account_id=accounts[7], status="PENDING")
+    page = await client.bills.list(page_size=100, account_id=accounts[7], status="PENDING")
     count = len(page.data)
     while page.has_next_page():
         page = await page.get_next_page()
         count += len(page.data)
     assert count == 200
     total = 0
-    async for _ in client.bills.list(page_size=200):
+    async for _ in client.bills.list(page_size=100):
         total += 1
     assert total == 10_000
     assert time.perf_counter() - started < 10

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import MappingProxyType
-from urllib.parse import quote
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import m3ter
 from m3ter import AsyncM3ter
@@ -56,8 +56,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_PAGE_SIZE = 200  # m3ter's upper bound for pageSize
-# List Currencies takes pageSize 1..100 (https://docs.m3ter.com/api/currency/list-currencies).
+# pageSize bounds differ per endpoint (m3ter's API reference, "Required range" of each pageSize; m3ter
+# answers 400 outside it). List Bills https://docs.m3ter.com/api/bill/list-bills and Search Bills
+# https://docs.m3ter.com/api/bill/search-bills: 1..100.
+BILLS_PAGE_SIZE = 100
+# List External Mappings for an m3ter entity (GET /externalmappings/external/{entity}/{m3terId},
+# https://docs.m3ter.com/api/external-mapping/list-external-mappings-for-a-m3ter-entity): 1..200.
+EXTERNAL_MAPPINGS_PAGE_SIZE = 200
+# List Currencies https://docs.m3ter.com/api/currency/list-currencies: 1..100.
 CURRENCY_PAGE_SIZE = 100
 STRIPE_SYSTEM = "Stripe"
 STRIPE_CUSTOMER_TABLE = "Customer"
@@ -176,7 +182,7 @@ class M3terSource:
         await self._call("checking access", lambda client: client.accounts.list(page_size=1))
 
     async def iter_bills(
-        self, *, modified_since: datetime | None, page_size: int = MAX_PAGE_SIZE
+        self, *, modified_since: datetime | None, page_size: int = BILLS_PAGE_SIZE
     ) -> AsyncIterator[Bill]:
         """Stream every Bill last modified at or after ``modified_since`` (all Bills if None).
 
@@ -184,8 +190,8 @@ class M3terSource:
         so the filter is applied here while pages stream through: memory stays at one page, but
         every Bill is fetched. Each page gets a current token, so long scans outlive tokens.
         """
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        if not 1 <= page_size <= BILLS_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {BILLS_PAGE_SIZE} (m3ter's limit for Bills)")
         since = None if modified_since is None else _aware(modified_since)
         next_token: str | None = None
         while True:
@@ -327,7 +333,7 @@ def _account_mappings_page(
 ) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[ExternalMappingResponse]]]:
     def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[ExternalMappingResponse]]:
         return client.external_mappings.list_by_m3ter_entity(
-            account_id, entity="Account", page_size=MAX_PAGE_SIZE, next_token=cursor or m3ter.omit
+            account_id, entity="Account", page_size=EXTERNAL_MAPPINGS_PAGE_SIZE, next_token=cursor or m3ter.omit
         )
 
     return fetch

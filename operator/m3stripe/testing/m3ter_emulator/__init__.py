@@ -9,10 +9,11 @@ async with M3terEmulator() as m3ter:
 
 from .admin import load_fixtures
 from .server import Fault, M3terEmulator, RecordedRequest
-from .state import MAX_PAGE_SIZE, EmulatorError, M3terState
+from .state import MAX_PAGE_SIZE, PAGE_SIZE_LIMITS, EmulatorError, M3terState
 
 __all__ = [
     "MAX_PAGE_SIZE",
+    "PAGE_SIZE_LIMITS",
     "EmulatorError",
     "Fault",
     "M3terEmulator",

@@ -14,7 +14,7 @@ from aiohttp import web
 from . import render
 from .state import (
     DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
+    PAGE_SIZE_LIMITS,
     BillRecord,
     CurrencyRecord,
     EmulatorError,
@@ -44,7 +44,9 @@ def _emulator(request: web.Request) -> M3terEmulator:
 # -- query parsing (the SDK sends arrays comma-joined and booleans as true/false) -------------
 
 
-def _page_size(request: web.Request, maximum: int = MAX_PAGE_SIZE) -> int:
+def _page_size(request: web.Request, endpoint: str) -> int:
+    """``pageSize`` within the endpoint's bounds; m3ter answers 400 with ``{"message": ...}`` otherwise."""
+    maximum = PAGE_SIZE_LIMITS[endpoint]
     raw = request.query.get("pageSize")
     if raw is None:
         return DEFAULT_PAGE_SIZE
@@ -179,7 +181,7 @@ async def list_accounts(request: web.Request) -> web.Response:
     page, next_token = paginate(
         "accounts",
         records,
-        page_size=_page_size(request),
+        page_size=_page_size(request, "accounts"),
         next_token=request.query.get("nextToken"),
         predicate=None if wanted_codes is None else (lambda r: r.code in wanted_codes),
     )
@@ -229,7 +231,7 @@ async def list_bills(request: web.Request) -> web.Response:
     page, next_token = paginate(
         "bills",
         records,
-        page_size=_page_size(request),
+        page_size=_page_size(request, "bills"),
         next_token=request.query.get("nextToken"),
         predicate=wanted,
     )
@@ -248,7 +250,7 @@ async def get_bill(request: web.Request) -> web.Response:
 async def list_line_items(request: web.Request) -> web.Response:
     record = _emulator(request).get_bill(request.match_info["org_id"], request.match_info["bill_id"])
     # Line items have no seq of their own; their position within the bill serves as one.
-    size = _page_size(request)
+    size = _page_size(request, "lineitems")
     token = request.query.get("nextToken")
     start = decode_next_token("lineitems", token) if token else 0
     chunk = record.lines[start : start + size]
@@ -277,7 +279,7 @@ async def list_currencies(request: web.Request) -> web.Response:
     page, next_token = paginate(
         "currencies",
         org.currency_order,
-        page_size=_page_size(request, 100),
+        page_size=_page_size(request, "currencies"),
         next_token=request.query.get("nextToken"),
         predicate=wanted,
     )
@@ -303,7 +305,7 @@ async def list_mappings(request: web.Request) -> web.Response:
     page, next_token = paginate(
         "mappings",
         org.mapping_order,
-        page_size=_page_size(request),
+        page_size=_page_size(request, "externalmappings"),
         next_token=request.query.get("nextToken"),
         predicate=wanted,
     )
@@ -321,7 +323,7 @@ async def mappings_by_m3ter_entity(request: web.Request) -> web.Response:
     page, next_token = paginate(
         "mappings",
         org.mappings_by_m3ter.get(key, []),
-        page_size=_page_size(request),
+        page_size=_page_size(request, "externalmappings"),
         next_token=request.query.get("nextToken"),
     )
     return _json(_page_body([render.mapping(r) for r in page], next_token))
@@ -333,7 +335,7 @@ async def mappings_by_external_entity(request: web.Request) -> web.Response:
     page, next_token = paginate(
         "mappings",
         org.mappings_by_external.get((info["system"], info["table"], info["external_id"]), []),
-        page_size=_page_size(request),
+        page_size=_page_size(request, "externalmappings"),
         next_token=request.query.get("nextToken"),
     )
     return _json(_page_body([render.mapping(r) for r in page], next_token))

@@ -19,8 +19,21 @@ from typing import Any, Final, Literal, TypeVar
 
 from m3stripe.domain.billing import ADDRESS_KEYS, LINE_ITEM_TYPES
 
-MAX_PAGE_SIZE = 200
-DEFAULT_PAGE_SIZE = 10
+#: ``pageSize`` bounds per endpoint, as m3ter's API reference gives them (each operation's ``pageSize``
+#: schema in m3ter's OpenAPI document, rendered as "Required range" on docs.m3ter.com): List Bills
+#: https://docs.m3ter.com/api/bill/list-bills and Search Bills https://docs.m3ter.com/api/bill/search-bills
+#: 1..100, List Accounts 1..100, a Bill's line items 1..100, List Currencies
+#: https://docs.m3ter.com/api/currency/list-currencies 1..100, the External Mapping lists 1..200.
+PAGE_SIZE_LIMITS: Final[Mapping[str, int]] = {
+    "accounts": 100,
+    "bills": 100,
+    "bills/search": 100,
+    "lineitems": 100,
+    "currencies": 100,
+    "externalmappings": 200,
+}
+MAX_PAGE_SIZE = max(PAGE_SIZE_LIMITS.values())  # the largest any endpoint here allows
+DEFAULT_PAGE_SIZE = 10  # Search Bills: "If not defined, default is 10"; the lists do not say, so the same
 
 Money = Decimal | int | float | str
 BillStatus = Literal["PENDING", "APPROVED"]
