@@ -16,13 +16,19 @@ from m3stripe.domain.money import (
     currency_exponent,
     format_money,
     from_minor_units,
+    max_charge_minor_units,
     minor_unit_step,
     normalize_currency,
+    round_steps,
+    step_places,
     to_minor_units,
+    to_steps_exact,
     unit_amount_decimal,
 )
 
-# Independent of the module's tables on purpose: (exponent, step) per Stripe's docs.
+# Independent of the module's tables on purpose: (exponent, step) per Stripe's docs
+# (docs.stripe.com/currencies: ISK and UGX are "represented as a two-decimal value, where the
+# decimal amount is always 00").
 REFERENCE_RULES: dict[str, tuple[int, int]] = {
     "USD": (2, 1),
     "EUR": (2, 1),
@@ -30,7 +36,7 @@ REFERENCE_RULES: dict[str, tuple[int, int]] = {
     "TWD": (2, 1),
     "JPY": (0, 1),
     "KRW": (0, 1),
-    "UGX": (0, 1),
+    "UGX": (2, 100),
     "KWD": (3, 10),
     "BHD": (3, 10),
     "TND": (3, 10),
@@ -81,6 +87,8 @@ def test_currency_tables() -> None:
         ("kwd", 3, 10),
         ("JOD", 3, 10),
         ("isk", 2, 100),
+        ("ugx", 2, 100),
+        ("UGX", 2, 100),
         ("huf", 2, 1),
         ("twd", 2, 1),
         ("xyz", 2, 1),  # unknown codes default to two decimals, as in Stripe
@@ -374,3 +382,38 @@ def test_format_money_rejects_bad_input() -> None:
 
 def test_money_error_is_value_error() -> None:
     assert issubclass(MoneyError, ValueError)
+
+
+# ------------------------------------------------------- Stripe's special cases and limits
+
+
+def test_ugx_reaches_stripe_as_a_two_decimal_amount_in_whole_shillings() -> None:
+    # 10 UGX is amount=1000 at Stripe; sending 10 would charge 0.10 UGX (100 times too little).
+    assert to_minor_units(Decimal("10"), "UGX") == 1000
+    assert to_minor_units(Decimal("12345.5"), "ugx") == 1234600
+    assert from_minor_units(1000, "UGX") == Decimal("10.00")
+    assert format_money(Decimal("10"), "UGX") == "10 UGX"
+
+
+def test_three_decimal_isk_and_ugx_steps() -> None:
+    assert [minor_unit_step(c) for c in ("BHD", "JOD", "KWD", "OMR", "TND")] == [10] * 5
+    assert (minor_unit_step("ISK"), minor_unit_step("UGX")) == (100, 100)
+    assert (step_places("USD"), step_places("JPY"), step_places("KWD"), step_places("ISK"), step_places("UGX")) == (
+        2,
+        0,
+        2,
+        0,
+        0,
+    )
+    assert to_steps_exact(Decimal("12.345"), "USD") == Decimal("1234.5")
+    assert to_steps_exact(Decimal("12.345"), "KWD") == Decimal("1234.5")
+    assert to_steps_exact(Decimal("2.5"), "ISK") == Decimal("2.5")
+    assert round_steps(Decimal("2.5")) == 3
+    assert round_steps(Decimal("2.5"), ROUND_HALF_EVEN) == 2
+    assert round_steps(Decimal("-2.5")) == -3
+
+
+def test_stripe_largest_charge_is_eight_digits_and_twelve_for_idr() -> None:
+    assert max_charge_minor_units("usd") == 99_999_999
+    assert max_charge_minor_units("JPY") == 99_999_999
+    assert max_charge_minor_units("IDR") == 999_999_999_999

@@ -16,6 +16,9 @@ from m3stripe.domain.mapping import (
     META_BILL,
     META_INTEGRATION,
     META_LINE,
+    META_LINE_INDEX,
+    META_PO_FIELD,
+    META_QUANTITY,
     META_VERSION,
     MappingError,
     plan_bill,
@@ -190,7 +193,7 @@ def test_line_currency_case_does_not_matter() -> None:
     assert plan.lines[0].amount == 100
 
 
-def test_credit_keeps_its_sign_and_is_not_discountable() -> None:
+def test_credit_keeps_its_sign_and_no_line_is_discountable() -> None:
     bill = make_bill([make_line("charge", "20.00"), make_line("credit", "-5.50", line_type="CREDIT_MEMO")])
     plan = plan_bill(bill, make_spec(), INTEGRATION)
     charge, credit = plan.lines
@@ -198,7 +201,7 @@ def test_credit_keeps_its_sign_and_is_not_discountable() -> None:
     params = credit.line_params()
     assert params["amount"] == -550
     assert params["discountable"] is False
-    assert "discountable" not in charge.line_params()
+    assert charge.line_params()["discountable"] is False  # m3ter priced it: no Stripe coupon applies
     assert charge.line_params()["amount"] == 2000
     assert plan.total == 1450
 
@@ -341,8 +344,8 @@ def test_metadata_links_every_object_to_integration_bill_version_account_and_lin
         "m3ter_account_id",
         "m3ter_line_id",
     ]
-    for planned, line_id in zip(plan.lines, ["line-a", "line-b"], strict=True):
-        assert planned.metadata == {**expected, META_LINE: line_id}
+    for index, (planned, line_id) in enumerate(zip(plan.lines, ["line-a", "line-b"], strict=True)):
+        assert planned.metadata == {**expected, META_LINE: line_id, META_LINE_INDEX: str(index)}
         assert planned.line_params()["metadata"] == planned.metadata
     assert plan.invoice_create_params("cus_1")["metadata"] == expected
     assert (plan.bill_id, plan.version, plan.account_id) == ("B-42", 12, "acc-1")
@@ -408,10 +411,11 @@ def test_invoice_create_params_never_auto_advance_nor_sweep_pending_items() -> N
         assert params["description"] == "m3ter Bill bill-1"
 
 
-def test_charge_automatically_sets_no_collection_fields() -> None:
+def test_charge_automatically_is_explicit_and_sets_no_due_fields() -> None:
     params = plan_bill(make_bill([make_line("a", "1")], due=TODAY), make_spec(), INTEGRATION, today=TODAY)
     fields = params.invoice_create_params("cus_1")
-    for key in ("collection_method", "days_until_due", "due_date", "custom_fields"):
+    assert fields["collection_method"] == "charge_automatically"
+    for key in ("days_until_due", "due_date", "custom_fields"):
         assert key not in fields
 
 
@@ -431,7 +435,7 @@ def test_po_number_is_ignored_without_a_configured_field_or_without_a_po() -> No
 def test_po_number_up_to_140_characters_is_accepted_and_longer_is_an_error() -> None:
     spec = make_spec(poNumberCustomField="PO")
     ok = plan_bill(make_bill([make_line("a", "1")], po="p" * 140), spec, INTEGRATION)
-    assert ok.invoice_fields["custom_fields"][0]["value"] == "p" * 140
+    assert ok.invoice_create_params("cus_1")["custom_fields"][0]["value"] == "p" * 140
     with pytest.raises(MappingError) as info:
         plan_bill(make_bill([make_line("a", "1")], po="p" * 141), spec, INTEGRATION)
     assert "141" in str(info.value)
@@ -484,3 +488,197 @@ def test_plan_is_pure_for_the_same_input() -> None:
     assert plan_bill(bill, spec, INTEGRATION, today=TODAY) == plan_bill(bill, spec, INTEGRATION, today=TODAY)
     changed = plan_bill(replace(bill, version=8), spec, INTEGRATION, today=TODAY)
     assert changed.metadata[META_VERSION] == "8"
+
+
+# --------------------------------------------------------------------------- rounding lines finer than a minor unit
+
+
+def _within_one_step(plan_amounts: list[int], exact: list[str], currency: str) -> bool:
+    from m3stripe.domain.money import minor_unit_step, to_minor_units
+
+    step = minor_unit_step(currency)
+    # The exact value in minor units, unrounded: 0.0037 USD is 0.37 cents.
+    scale = Decimal(to_minor_units(Decimal(1), currency)) if currency not in ("ISK", "UGX") else Decimal(100)
+    return all(abs(Decimal(a) - Decimal(e) * scale) < step for a, e in zip(plan_amounts, exact, strict=True))
+
+
+def test_forty_usage_lines_of_fractions_of_a_cent_add_up_to_the_bill_total() -> None:
+    lines = [make_line(f"u{i}", "0.0037", line_type="USAGE") for i in range(40)]  # 0.148 USD in all
+    plan = plan_bill(make_bill(lines, total="0.15"), make_spec(), INTEGRATION)
+    assert plan.total == 15
+    amounts = [line.amount for line in plan.lines]
+    assert set(amounts) <= {0, 1}
+    assert _within_one_step(amounts, ["0.0037"] * 40, "USD")
+
+
+def test_lines_each_rounded_alone_would_miss_the_total_but_together_they_hit_it() -> None:
+    lines = [make_line("a", "10.004"), make_line("b", "10.004"), make_line("c", "10.004")]  # 30.012
+    plan = plan_bill(make_bill(lines, total="30.01"), make_spec(), INTEGRATION)
+    assert [line.amount for line in plan.lines] == [1001, 1000, 1000]  # the tie goes to the first line
+    assert plan.total == 3001
+
+
+def test_ties_go_to_the_earlier_line_so_the_same_version_always_gets_the_same_amounts() -> None:
+    lines = [make_line("a", "0.005"), make_line("b", "0.005"), make_line("c", "0.005")]
+    first = plan_bill(make_bill(lines, total="0.02"), make_spec(), INTEGRATION)
+    again = plan_bill(make_bill(lines, total="0.02"), make_spec(), INTEGRATION)
+    assert [line.amount for line in first.lines] == [1, 1, 0]
+    assert first == again
+
+
+def test_the_largest_remainders_get_the_extra_minor_units() -> None:
+    lines = [make_line("a", "0.001"), make_line("b", "0.009"), make_line("c", "0.006"), make_line("d", "-0.004")]
+    plan = plan_bill(make_bill(lines, total="0.01"), make_spec(), INTEGRATION)  # 0.012
+    assert [line.amount for line in plan.lines] == [0, 1, 1, -1]
+    assert plan.total == 1
+
+
+def test_with_excluded_lines_the_total_is_the_rounded_sum_of_the_kept_lines() -> None:
+    lines = [
+        make_line("a", "1.004", line_type="USAGE"),
+        make_line("b", "2.004", line_type="USAGE"),
+        make_line("x", "7.00", line_type="MINIMUM_SPEND"),
+    ]
+    plan = plan_bill(make_bill(lines, total="10.01"), make_spec(excludedLineItemTypes=["MINIMUM_SPEND"]), INTEGRATION)
+    assert plan.total == 301  # 3.008 rounded, not 10.01 - 7.00
+    assert [line.amount for line in plan.lines] == [101, 200]  # equal remainders: the earlier line
+
+
+def test_m3ter_rounding_mode_decides_the_kept_total() -> None:
+    from decimal import ROUND_DOWN, ROUND_HALF_EVEN
+
+    from m3stripe.domain.billing import CurrencyRounding
+
+    lines = [make_line("a", "1.005", line_type="USAGE"), make_line("x", "1", line_type="MINIMUM_SPEND")]
+    spec = make_spec(excludedLineItemTypes=["MINIMUM_SPEND"])
+    bill = make_bill(lines, total="2.01")
+    assert plan_bill(bill, spec, INTEGRATION).total == 101  # HALF_UP when m3ter's rule is unknown
+    even = CurrencyRounding("USD", 2, ROUND_HALF_EVEN)
+    assert plan_bill(bill, spec, INTEGRATION, rounding=even).total == 100
+    down = CurrencyRounding("USD", 2, ROUND_DOWN)
+    assert plan_bill(bill, spec, INTEGRATION, rounding=down).total == 100
+
+
+def test_m3ter_decimal_places_coarser_than_stripe_round_the_total_to_whole_units() -> None:
+    from m3stripe.domain.billing import CurrencyRounding
+
+    lines = [make_line("a", "10.60", line_type="USAGE"), make_line("x", "1", line_type="MINIMUM_SPEND")]
+    spec = make_spec(excludedLineItemTypes=["MINIMUM_SPEND"])
+    whole = CurrencyRounding("USD", 0, "ROUND_HALF_UP")
+    plan = plan_bill(make_bill(lines, total="12"), spec, INTEGRATION, rounding=whole)
+    assert plan.total == 1100
+    assert [line.amount for line in plan.lines] == [1100]  # whole m3ter units
+
+
+def test_a_difference_within_half_a_minor_unit_per_line_is_rounding_and_beyond_it_an_error() -> None:
+    lines = [make_line("a", "10"), make_line("b", "10"), make_line("c", "10")]
+    assert plan_bill(make_bill(lines, total="30.01"), make_spec(), INTEGRATION).total == 3001
+    with pytest.raises(MappingError) as info:
+        plan_bill(make_bill(lines, total="30.02"), make_spec(), INTEGRATION)
+    message = str(info.value)
+    assert "30.02 USD" in message and "30.00 USD" in message and "-0.02 USD" in message
+    assert "0.015 USD" in message  # what rounding three lines can explain
+
+
+def test_iskr_lines_round_to_whole_kronur_and_add_up_to_the_total() -> None:
+    lines = [make_line(f"l{i}", "0.4", currency="ISK") for i in range(5)]  # 2 kr
+    plan = plan_bill(make_bill(lines, currency="ISK", total="2"), make_spec(), INTEGRATION)
+    assert [line.amount for line in plan.lines] == [100, 100, 0, 0, 0]
+    assert plan.total == 200
+
+
+def test_ugx_amounts_are_sent_as_two_decimal_values_in_whole_shillings() -> None:
+    bill = make_bill([make_line("a", "5000", currency="UGX"), make_line("b", "0.5", currency="UGX")], currency="UGX")
+    plan = plan_bill(bill, make_spec(), INTEGRATION)
+    assert [line.amount for line in plan.lines] == [500000, 100]
+    assert plan.currency == "ugx"
+
+
+def test_three_decimal_lines_are_whole_steps_of_ten() -> None:
+    lines = [make_line("a", "0.0013", currency="KWD"), make_line("b", "0.0125", currency="KWD")]
+    plan = plan_bill(make_bill(lines, currency="KWD", total="0.014"), make_spec(), INTEGRATION)
+    assert all(line.amount % 10 == 0 for line in plan.lines)
+    assert plan.total == 10  # 0.014 KWD rounds to 0.010 (the last digit must be 0)
+
+
+# --------------------------------------------------------------------------- Stripe's limits and steps
+
+
+def test_a_bill_over_stripes_largest_amount_is_a_mapping_error_naming_the_limit() -> None:
+    bill = make_bill([make_line("big", "1000000.00")])
+    with pytest.raises(MappingError) as info:
+        plan_bill(bill, make_spec(), INTEGRATION)
+    message = str(info.value)
+    assert "999999.99 USD" in message and "99999999" in message and "bill-1" in message
+    assert plan_bill(make_bill([make_line("max", "999999.99")]), make_spec(), INTEGRATION).total == 99999999
+    idr = make_bill([make_line("idr", "1000000.00", currency="IDR")], currency="IDR")
+    assert plan_bill(idr, make_spec(), INTEGRATION).total == 100000000  # IDR allows twelve digits
+
+
+def test_an_isk_unit_price_never_breaks_the_krona_step() -> None:
+    bill = make_bill([make_line("u", "2", currency="ISK", quantity="4", line_type="USAGE")], currency="ISK")
+    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    assert line.quantity == 1  # not 4 x 0.50 kr
+    assert line.price_data is not None and line.price_data["unit_amount_decimal"] == "200"
+    assert line.metadata[META_QUANTITY] == "4"
+    whole = make_bill([make_line("u", "8", currency="ISK", quantity="4", line_type="USAGE")], currency="ISK")
+    kept = plan_bill(whole, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    assert (kept.quantity, kept.price_data and kept.price_data["unit_amount_decimal"]) == (4, "200")
+    assert META_QUANTITY not in kept.metadata
+
+
+def test_a_three_decimal_unit_price_ends_in_zero() -> None:
+    bill = make_bill([make_line("u", "0.020", currency="KWD", quantity="4")], currency="KWD")
+    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    assert line.quantity == 1 and line.price_data is not None and line.price_data["unit_amount_decimal"] == "20"
+
+
+# --------------------------------------------------------------------------- discounts, identity, updates
+
+
+def test_invoices_never_inherit_a_customer_discount_and_no_line_is_discountable() -> None:
+    plan = plan_bill(make_bill([make_line("a", "1")]), make_spec(priceDataProductId="prod_X"), INTEGRATION)
+    assert plan.invoice_create_params("cus_1")["discounts"] == ""
+    assert plan.invoice_update_params([], {})["discounts"] == ""
+    assert plan.lines[0].line_params()["discountable"] is False
+    assert plan.lines[0].invoice_item_params("cus_1", "usd")["discountable"] is False
+
+
+def test_identical_lines_keep_their_own_positions() -> None:
+    bill = make_bill([make_line("same", "5"), make_line("same", "5")])
+    first, second = plan_bill(bill, make_spec(), INTEGRATION).lines
+    assert (first.index, second.index) == (0, 1)
+    assert first.metadata[META_LINE_INDEX] == "0" and second.metadata[META_LINE_INDEX] == "1"
+
+
+def test_an_update_without_a_po_number_removes_the_po_field_and_keeps_the_others() -> None:
+    spec = make_spec(poNumberCustomField="PO number")
+    plan = plan_bill(make_bill([make_line("a", "1")], po=None), spec, INTEGRATION)
+    current = [{"name": "PO number", "value": "PO-1"}, {"name": "VAT", "value": "GB1"}]
+    update = plan.invoice_update_params(current, {META_PO_FIELD: "PO number"})
+    assert update["custom_fields"] == [{"name": "VAT", "value": "GB1"}]
+    assert update["metadata"][META_PO_FIELD] == ""  # "" unsets the key
+    only_po = plan.invoice_update_params(current[:1], {META_PO_FIELD: "PO number"})
+    assert only_po["custom_fields"] == ""  # "Pass an empty string to remove previously-defined fields"
+
+
+def test_an_update_after_the_po_field_was_renamed_or_unset_still_removes_the_old_field() -> None:
+    plan = plan_bill(make_bill([make_line("a", "1")], po="PO-2"), make_spec(), INTEGRATION)
+    update = plan.invoice_update_params([{"name": "Old PO", "value": "PO-1"}], {META_PO_FIELD: "Old PO"})
+    assert update["custom_fields"] == ""
+    renamed = plan_bill(make_bill([make_line("a", "1")], po="PO-2"), make_spec(poNumberCustomField="PO"), "i")
+    update = renamed.invoice_update_params([{"name": "Old PO", "value": "PO-1"}], {META_PO_FIELD: "Old PO"})
+    assert update["custom_fields"] == [{"name": "PO", "value": "PO-2"}]
+    assert update["metadata"][META_PO_FIELD] == "PO"
+
+
+def test_an_update_names_the_collection_method_the_due_date_and_the_description() -> None:
+    charge = plan_bill(make_bill([make_line("a", "1")], due=TODAY), make_spec(), INTEGRATION, today=TODAY)
+    update = charge.invoice_update_params([], {})
+    assert update["collection_method"] == "charge_automatically"
+    assert "due_date" not in update and "days_until_due" not in update
+    assert update["description"] == "m3ter Bill bill-1"
+    spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
+    without_due = plan_bill(make_bill([make_line("a", "1")], due=None), spec, INTEGRATION, today=TODAY)
+    update = without_due.invoice_update_params([], {})
+    assert (update["collection_method"], update["days_until_due"]) == ("send_invoice", 30)

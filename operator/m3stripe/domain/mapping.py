@@ -1,29 +1,55 @@
 """Map an m3ter Bill to what Stripe should hold for it: lines in minor units, invoice fields, metadata.
 
 Pure functions: no I/O. Every Stripe object carries metadata linking it back to the integration, the
-Bill, the Bill's version and (for lines) the m3ter line, which is how earlier attempts are found.
+Bill, the Bill's version and (for lines) the m3ter line and its position, which is how earlier attempts
+are found.
+
+Amounts. m3ter prices usage at fractions of a cent, so line subtotals can be finer than the currency's
+minor unit while ``billTotal`` is rounded. The customer owes the Bill's total, so the lines are rounded
+*together* (largest remainder, see ``allocate_steps``) to add up to exactly that total, each within one
+chargeable step of its exact subtotal. Rounding each line on its own would not do: 40 lines of 0.4 cents
+round to 0.00 each while the Bill says 0.16.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from m3stripe.api.spec import CollectionMethod, SortLineItemsBy, StripeIntegrationSpec
-from m3stripe.domain.billing import Bill, LineItem
-from m3stripe.domain.money import MoneyError, format_money, to_minor_units
+from m3stripe.domain.billing import Bill, CurrencyRounding, LineItem
+from m3stripe.domain.money import (
+    MoneyError,
+    format_money,
+    from_minor_units,
+    max_charge_minor_units,
+    minor_unit_step,
+    normalize_currency,
+    round_steps,
+    step_places,
+    to_steps_exact,
+)
 
 META_INTEGRATION = "m3stripe_integration"
 META_BILL = "m3ter_bill_id"
 META_VERSION = "m3ter_bill_version"
 META_ACCOUNT = "m3ter_account_id"
 META_LINE = "m3ter_line_id"
+# The line's position among the lines sent for this Bill version: two lines with the same id and
+# content stay two lines (an id alone can repeat).
+META_LINE_INDEX = "m3ter_line_index"
+# m3ter's quantity, when Stripe is sent another one (quantity 1 at the line amount, see _price_data).
+META_QUANTITY = "m3ter_quantity"
+# Name of the invoice custom field that holds the PO number we wrote, so a later version can remove it.
+META_PO_FIELD = "m3ter_po_custom_field"
 MAX_DESCRIPTION = 500  # Stripe's limit for line descriptions
 MAX_CUSTOM_FIELD_VALUE = 140
+MAX_CUSTOM_FIELDS = 4  # invoices/update: "A list of up to 4 custom fields"
 MAX_METADATA_VALUE = 500
+DEFAULT_DAYS_UNTIL_DUE = 30
 
 
 class MappingError(Exception):
@@ -33,23 +59,30 @@ class MappingError(Exception):
 @dataclass(frozen=True)
 class PlannedLine:
     line_id: str
+    index: int  # position among this Bill version's lines sent to Stripe
     description: str
     amount: int  # minor units; negative for credits
     period: tuple[int, int] | None
     metadata: dict[str, str]
     price_data: dict[str, str] | None = None
     quantity: int | None = None
+    subtotal: Decimal = Decimal(0)  # m3ter's exact subtotal, before rounding
 
     def line_params(self) -> dict[str, Any]:
         """Parameters of one line for `add_lines` (invoice mode)."""
-        params: dict[str, Any] = {"description": self.description, "metadata": self.metadata}
+        params: dict[str, Any] = {
+            "description": self.description,
+            "metadata": self.metadata,
+            # m3ter has priced the Bill: no Stripe coupon may take anything off it. Lines default to
+            # discountable for positive amounts (invoices/add_lines, invoiceitems/create: "Defaults to
+            # false for prorations or negative line items, and true for all other line items").
+            "discountable": False,
+        }
         if self.price_data is not None:
             params["price_data"] = self.price_data
             params["quantity"] = self.quantity
         else:
             params["amount"] = self.amount
-            if self.amount < 0:
-                params["discountable"] = False
         if self.period is not None:
             params["period"] = {"start": self.period[0], "end": self.period[1]}
         return params
@@ -73,15 +106,49 @@ class BillPlan:
     total: int  # minor units of the lines sent
     metadata: dict[str, str]
     invoice_fields: dict[str, Any] = field(default_factory=dict)
+    po_field: dict[str, str] | None = None  # the PO custom field, when this version has one
 
     def invoice_create_params(self, customer: str) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "customer": customer,
             "currency": self.currency,
             "auto_advance": False,
             # Only this Bill's lines: never sweep up other pending items of the customer.
             "pending_invoice_items_behavior": "exclude",
-            "metadata": self.metadata,
+            # invoices/create: discounts "If not specified, inherits the discount from the invoice's
+            # customer. Pass an empty string to avoid inheriting any discounts." m3ter priced the Bill.
+            "discounts": "",
+            "metadata": {**self.metadata, META_PO_FIELD: self.po_field["name"]} if self.po_field else self.metadata,
+            **self.invoice_fields,
+        }
+        if self.po_field is not None:
+            params["custom_fields"] = [self.po_field]
+        return params
+
+    def invoice_update_params(
+        self, current_custom_fields: Sequence[Mapping[str, Any]] | None, current_metadata: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Parameters that make an existing draft hold this version, clearing what it no longer has.
+
+        Stripe keeps every field an update does not name (invoices/update), so everything this Bill
+        decides is sent explicitly: the description, the collection method with its due date or
+        days until due, the custom fields (replaced as a whole; "Pass an empty string to remove
+        previously-defined fields") and no discounts ("Pass an empty string to remove
+        previously-defined discounts").
+        """
+        ours = {str(current_metadata.get(META_PO_FIELD) or ""), self.po_field["name"] if self.po_field else ""}
+        kept = [
+            {"name": str(f.get("name")), "value": str(f.get("value"))}
+            for f in current_custom_fields or ()
+            if str(f.get("name")) not in ours
+        ]
+        wanted = [*kept[: MAX_CUSTOM_FIELDS - 1], self.po_field] if self.po_field else kept[:MAX_CUSTOM_FIELDS]
+        return {
+            "auto_advance": False,
+            "discounts": "",
+            # "" unsets a metadata key (invoices/update, metadata).
+            "metadata": {**self.metadata, META_PO_FIELD: self.po_field["name"] if self.po_field else ""},
+            "custom_fields": wanted or "",
             **self.invoice_fields,
         }
 
@@ -106,11 +173,27 @@ def select_lines(lines: Sequence[LineItem], spec: StripeIntegrationSpec) -> list
     return kept
 
 
-def plan_bill(bill: Bill, spec: StripeIntegrationSpec, integration_id: str, *, today: date | None = None) -> BillPlan:
-    """What Stripe should hold for this Bill, or MappingError explaining why it cannot."""
+def plan_bill(
+    bill: Bill,
+    spec: StripeIntegrationSpec,
+    integration_id: str,
+    *,
+    today: date | None = None,
+    rounding: CurrencyRounding | None = None,
+) -> BillPlan:
+    """What Stripe should hold for this Bill, or MappingError explaining why it cannot.
+
+    ``rounding`` is m3ter's rule for the Bill's currency (``GET /picklists/currency``), when known.
+    """
     currency = bill.currency
     try:
-        _check_total(bill)
+        code = normalize_currency(currency)
+        for line in bill.line_items:
+            if line.currency and line.currency.upper() != code:
+                raise MappingError(
+                    f"Bill {bill.id} line {line.id} is in {line.currency} but the Bill is in {bill.currency}; "
+                    "a Stripe invoice holds one currency"
+                )
         lines = select_lines(bill.line_items, spec)
         if len(lines) > spec.maxLinesPerInvoice:
             raise MappingError(
@@ -118,70 +201,164 @@ def plan_bill(bill: Bill, spec: StripeIntegrationSpec, integration_id: str, *, t
                 f"{spec.maxLinesPerInvoice} (spec.maxLinesPerInvoice). Not sent, not split: exclude line item types, "
                 "or ask Stripe to raise the limit and set spec.maxLinesPerInvoice"
             )
+        amounts = line_amounts(bill, lines, rounding)
         metadata = bill_metadata(bill, integration_id)
-        planned = tuple(_plan_line(line, bill, metadata, spec) for line in lines)
+        planned = tuple(
+            _plan_line(line, index, amount, bill, metadata, spec)
+            for index, (line, amount) in enumerate(zip(lines, amounts, strict=True))
+        )
     except MoneyError as err:
         raise MappingError(f"Bill {bill.id}: {err}") from None
+    total = sum(line.amount for line in planned)
+    _check_charge_limit(bill, planned, total)
+    fields, po_field = _invoice_fields(bill, spec, today or datetime.now(UTC).date())
     return BillPlan(
         bill_id=bill.id,
         version=bill.version,
         account_id=bill.account_id,
         currency=currency.lower(),
         lines=planned,
-        total=sum(line.amount for line in planned),
+        total=total,
         metadata=metadata,
-        invoice_fields=_invoice_fields(bill, spec, today or datetime.now(UTC).date()),
+        invoice_fields=fields,
+        po_field=po_field,
     )
 
 
-def _check_total(bill: Bill) -> None:
-    if bill.bill_total is None:
-        return
-    lines_total = to_minor_units(bill.line_items_total, bill.currency)
-    bill_total = to_minor_units(bill.bill_total, bill.currency)
-    if lines_total != bill_total:
+# --------------------------------------------------------------------------- amounts
+
+
+def line_amounts(bill: Bill, kept: Sequence[LineItem], rounding: CurrencyRounding | None = None) -> list[int]:
+    """Minor units of the kept lines: they add up to the Bill's total, each within one step of its subtotal.
+
+    The total is ``billTotal`` when every line is kept, else the kept lines' exact sum rounded with
+    m3ter's rounding mode (HALF_UP when unknown). m3ter's ``maxDecimalPlaces`` applies where it is
+    coarser than Stripe's step (lines and total are then whole m3ter units); where it is finer,
+    Stripe's step wins, as Stripe cannot hold the extra digits.
+    """
+    code = normalize_currency(bill.currency)
+    mode = rounding.rounding_mode if rounding is not None else ROUND_HALF_UP
+    places = step_places(code)
+    coarser = 0  # how many decimal places m3ter's unit is coarser than Stripe's step
+    if rounding is not None and 0 <= rounding.max_decimal_places < places:
+        coarser = places - rounding.max_decimal_places
+    factor = 10**coarser
+    step = minor_unit_step(code)
+    # Half of the coarser unit per line is what rounding lines one by one can move a total.
+    unit = from_minor_units(step * factor, code)
+    exact_all = bill.line_items_total
+    if bill.bill_total is not None:
+        tolerance = unit * max(len(bill.line_items), 1) / 2
+        if abs(exact_all - bill.bill_total) > tolerance:
+            raise MappingError(
+                f"Bill {bill.id} total is {format_money(bill.bill_total, code)} but its "
+                f"{len(bill.line_items)} lines add up to {format_money(exact_all, code)} "
+                f"(difference {format_money(exact_all - bill.bill_total, code)}; rounding {len(bill.line_items)} "
+                f"lines explains at most {format_money(tolerance, code)}). Not sent: recalculate the Bill in m3ter"
+            )
+    every_line_kept = len(kept) == len(bill.line_items)
+    if every_line_kept and bill.bill_total is not None:
+        target_exact = bill.bill_total
+    else:
+        target_exact = sum((line.subtotal for line in kept), Decimal(0))
+    # Counted in units (one Stripe step, or m3ter's coarser unit): lines are whole units, as m3ter shows them.
+    target = round_steps(to_steps_exact(target_exact, code).scaleb(-coarser), mode)
+    units = allocate_steps([to_steps_exact(line.subtotal, code).scaleb(-coarser) for line in kept], target)
+    if units is None:
+        kept_total = sum((li.subtotal for li in kept), Decimal(0))
         raise MappingError(
-            f"Bill {bill.id} total is {format_money(bill.bill_total, bill.currency)} but its "
-            f"{len(bill.line_items)} lines add up to {format_money(bill.line_items_total, bill.currency)} "
-            f"(difference {format_money(bill.line_items_total - bill.bill_total, bill.currency)}). Not sent: "
-            "recalculate the Bill in m3ter"
+            f"Bill {bill.id}: its {len(kept)} lines sent ({format_money(kept_total, code)}) "
+            f"cannot be rounded to {format_money(from_minor_units(target * step * factor, code), code)} with each line "
+            f"within {format_money(unit, code)} of its subtotal. Not sent: recalculate the Bill in m3ter"
+        )
+    return [u * step * factor for u in units]
+
+
+def allocate_steps(exact: Sequence[Decimal], target: int) -> list[int] | None:
+    """Integers adding up to ``target``, each the floor or the ceiling of its exact value; None if impossible.
+
+    Largest remainder (Hamilton's method): every value starts at its floor and the ``target - sum(floors)``
+    values with the largest fractional parts get one more. It is the allocation that keeps every line
+    under one step from its exact value while hitting the total, and it moves as few lines as possible
+    away from their nearest value. Ties go to the earlier line: position is what a Bill version fixes,
+    so the same version always gets the same amounts (a regeneration diff stays stable), and two equal
+    lines are never left to hash or sort-order chance.
+    """
+    floors = [int(value.to_integral_value(rounding=ROUND_FLOOR)) for value in exact]
+    extra = target - sum(floors)
+    if not 0 <= extra <= len(exact):
+        return None
+    if extra:
+        order = sorted(range(len(exact)), key=lambda i: (floors[i] - exact[i], i))  # largest fraction first
+        for i in order[:extra]:
+            floors[i] += 1
+    return floors
+
+
+def _check_charge_limit(bill: Bill, lines: Sequence[PlannedLine], total: int) -> None:
+    code = normalize_currency(bill.currency)
+    limit = max_charge_minor_units(code)
+    largest = max((abs(line.amount) for line in lines), default=0)
+    if abs(total) > limit or largest > limit:
+        what = "total" if abs(total) > limit else "largest line"
+        amount = total if abs(total) > limit else largest
+        raise MappingError(
+            f"Bill {bill.id} {what} is {format_money(from_minor_units(amount, code), code)}, above Stripe's largest "
+            f"amount in {code}: {format_money(from_minor_units(limit, code), code)} ({limit} minor units; "
+            "docs.stripe.com/currencies, minimum and maximum charge amounts). Not sent: split the Bill in m3ter "
+            "or bill in another currency"
         )
 
 
-def _plan_line(line: LineItem, bill: Bill, bill_meta: dict[str, str], spec: StripeIntegrationSpec) -> PlannedLine:
-    if line.currency and line.currency.upper() != bill.currency.upper():
-        raise MappingError(
-            f"Bill {bill.id} line {line.id} is in {line.currency} but the Bill is in {bill.currency}; "
-            "a Stripe invoice holds one currency"
-        )
-    amount = to_minor_units(line.subtotal, bill.currency)
-    metadata = {**bill_meta, META_LINE: line.id}
+# --------------------------------------------------------------------------- lines
+
+
+def _plan_line(
+    line: LineItem, index: int, amount: int, bill: Bill, bill_meta: dict[str, str], spec: StripeIntegrationSpec
+) -> PlannedLine:
+    metadata = {**bill_meta, META_LINE: line.id, META_LINE_INDEX: str(index)}
     price_data: dict[str, str] | None = None
     quantity: int | None = None
     if spec.priceDataProductId and amount >= 0:
-        # Stripe prices cannot be negative, so credits stay plain amounts. The unit amount is chosen so
-        # that quantity x unit is exactly the line's amount: Stripe then computes the same total.
-        quantity = _integral_quantity(line.quantity, amount)
+        # Stripe prices cannot be negative, so credits stay plain amounts.
+        quantity = _integral_quantity(line.quantity, amount, minor_unit_step(bill.currency))
         price_data = {
             "currency": bill.currency.lower(),
             "product": spec.priceDataProductId,
             "unit_amount_decimal": str(amount // quantity),
         }
+        if Decimal(quantity) != line.quantity:
+            metadata[META_QUANTITY] = _plain(line.quantity)[:MAX_METADATA_VALUE]
     return PlannedLine(
         line_id=line.id,
+        index=index,
         description=_description(line),
         amount=amount,
         period=_period(line),
         metadata=metadata,
         price_data=price_data,
         quantity=quantity,
+        subtotal=line.subtotal,
     )
 
 
-def _integral_quantity(quantity: Decimal, amount: int) -> int:
-    if quantity > 0 and quantity == quantity.to_integral_value() and amount % int(quantity) == 0:
-        return int(quantity)
+def _integral_quantity(quantity: Decimal, amount: int, step: int) -> int:
+    """m3ter's quantity when quantity x unit is exactly the amount with a unit in whole steps, else 1.
+
+    Stripe computes the line as quantity x unit_amount_decimal, so the unit must divide the amount; and
+    in ISK, UGX and the three-decimal currencies a unit price must itself be a chargeable amount (the
+    step rules of docs.stripe.com/currencies): 2 kr x 4 is sent as 1 x 2 kr, never 4 x 0.50 kr.
+    """
+    if quantity > 0 and quantity == quantity.to_integral_value():
+        count = int(quantity)
+        if amount % count == 0 and (amount // count) % step == 0:
+            return count
     return 1
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text
 
 
 def _description(line: LineItem) -> str:
@@ -199,12 +376,24 @@ def _period(line: LineItem) -> tuple[int, int] | None:
     return (start, max(start, end))
 
 
-def _invoice_fields(bill: Bill, spec: StripeIntegrationSpec, today: date) -> dict[str, Any]:
+# --------------------------------------------------------------------------- invoice fields
+
+
+def _invoice_fields(
+    bill: Bill, spec: StripeIntegrationSpec, today: date
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The invoice fields this Bill decides (all sent on every update), and the PO custom field."""
     fields: dict[str, Any] = {"description": f"m3ter Bill {bill.id}"[:MAX_DESCRIPTION]}
     if spec.collectionMethod is CollectionMethod.SEND_INVOICE:
         fields["collection_method"] = "send_invoice"
         if not (spec.sendDueDate and bill.due_date):
-            fields["days_until_due"] = 30
+            # invoices/update: a send_invoice invoice needs days_until_due or due_date; sending
+            # days_until_due also replaces a due date an earlier version set.
+            fields["days_until_due"] = DEFAULT_DAYS_UNTIL_DUE
+    else:
+        # Explicit, so a draft made while the spec said SendInvoice is switched back (Stripe keeps
+        # the old method otherwise, and then drops the due date itself).
+        fields["collection_method"] = "charge_automatically"
     if spec.sendDueDate and bill.due_date is not None:
         if bill.due_date < today:
             raise MappingError(
@@ -212,6 +401,7 @@ def _invoice_fields(bill: Bill, spec: StripeIntegrationSpec, today: date) -> dic
                 "Update the Bill's due date in m3ter, or turn spec.sendDueDate off"
             )
         fields["due_date"] = int(datetime.combine(bill.due_date, time(23, 59, 59), UTC).timestamp())
+    po_field: dict[str, str] | None = None
     if spec.poNumberCustomField and bill.purchase_order_number:
         po = bill.purchase_order_number
         if len(po) > MAX_CUSTOM_FIELD_VALUE:
@@ -219,5 +409,5 @@ def _invoice_fields(bill: Bill, spec: StripeIntegrationSpec, today: date) -> dic
                 f"Bill {bill.id} purchase order number has {len(po)} characters; Stripe custom field values hold "
                 f"at most {MAX_CUSTOM_FIELD_VALUE}. Shorten it in m3ter"
             )
-        fields["custom_fields"] = [{"name": spec.poNumberCustomField, "value": po}]
-    return fields
+        po_field = {"name": spec.poNumberCustomField, "value": po}
+    return fields, po_field

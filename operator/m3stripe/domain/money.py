@@ -1,16 +1,24 @@
 """Exact conversion between m3ter's decimal amounts and Stripe's integer minor units.
 
 Stripe amounts are integers in the currency's minor unit as *Stripe* defines it, which is
-not always ISO 4217's:
+not always ISO 4217's (https://docs.stripe.com/currencies, "Minor units in API amounts",
+"Zero-decimal currencies", "Three-decimal currencies" and "Special cases"):
 
 * zero-decimal currencies (JPY, KRW, ...): 1 unit = 1 minor unit;
-* three-decimal currencies (KWD, BHD, ...): 1 unit = 1000 minor units, but Stripe's payment
-  partners require the last digit to be 0, so charged amounts are multiples of 10;
-* ISK: ISO says zero decimals, but Stripe kept it two-decimal for backwards compatibility
-  and rejects amounts not divisible by 100, so only whole krónur can be charged;
+* three-decimal currencies (BHD, JOD, KWD, OMR, TND): 1 unit = 1000 minor units, but "the
+  last digit must be 0" (Stripe's payment partners), so charged amounts are multiples of 10;
+* ISK and UGX: Stripe's special cases. Each "transitioned to a zero-decimal currency, but
+  backward compatibility requires you to represent it as a two-decimal value, where the
+  decimal amount is always 00": the API amount is in hundredths and a multiple of 100, so
+  only whole krónur / shillings can be charged (10 UGX is sent as 1000);
 * HUF and TWD: two-decimal in the API (charges may carry fractions) although Stripe treats
   them as zero-decimal for *payouts*, which must be divisible by 100.  Payouts are not ours
   to make, so they keep plain two-decimal handling here.
+
+Stripe's largest charge is eight digits of minor units ("The amount value supports up to
+eight digits (e.g., a value of 99999999 for a USD charge of $999,999.99)", the SDK's
+``amount`` docs; docs.stripe.com/currencies "Minimum and maximum charge amounts"), except IDR,
+for which that page allows twelve digits.
 
 Rounding: ``ROUND_HALF_UP`` (ties away from zero, the commercial rounding invoices use).
 m3ter already rounds bill subtotals to the currency precision, so rounding only bites when
@@ -45,19 +53,26 @@ from decimal import (
 __all__ = [
     "MAX_MINOR_UNITS",
     "THREE_DECIMAL_CURRENCIES",
+    "TWO_DECIMAL_WHOLE_UNIT_CURRENCIES",
     "UNIT_AMOUNT_DECIMAL_PLACES",
     "ZERO_DECIMAL_CURRENCIES",
     "MoneyError",
     "currency_exponent",
     "format_money",
     "from_minor_units",
+    "max_charge_minor_units",
     "minor_unit_step",
     "normalize_currency",
+    "round_steps",
+    "step_places",
     "to_minor_units",
+    "to_steps_exact",
     "unit_amount_decimal",
 ]
 
-# Upper case; normalize_currency() maps Stripe's lower-case codes onto these.
+# Upper case; normalize_currency() maps Stripe's lower-case codes onto these. Stripe's
+# zero-decimal list, verbatim (docs.stripe.com/currencies#zero-decimal); UGX is on it but is
+# one of the special cases below, which win.
 # fmt: off
 ZERO_DECIMAL_CURRENCIES: frozenset[str] = frozenset({
     "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA",
@@ -65,14 +80,21 @@ ZERO_DECIMAL_CURRENCIES: frozenset[str] = frozenset({
 })
 # fmt: on
 THREE_DECIMAL_CURRENCIES: frozenset[str] = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+# docs.stripe.com/currencies, "Special cases": zero-decimal in fact, two-decimal in the API.
+TWO_DECIMAL_WHOLE_UNIT_CURRENCIES: frozenset[str] = frozenset({"ISK", "UGX"})
 
 # Minor units Stripe accepts per charged amount, where it is coarser than 1.
-_STEP_OVERRIDES: dict[str, int] = {"ISK": 100} | dict.fromkeys(THREE_DECIMAL_CURRENCIES, 10)
-# Decimals shown to humans where they differ from the API exponent (ISK is whole krónur).
-_DISPLAY_EXPONENT_OVERRIDES: dict[str, int] = {"ISK": 0}
+_STEP_OVERRIDES: dict[str, int] = dict.fromkeys(TWO_DECIMAL_WHOLE_UNIT_CURRENCIES, 100) | dict.fromkeys(
+    THREE_DECIMAL_CURRENCIES, 10
+)
+# Decimals shown to humans where they differ from the API exponent (whole krónur and shillings).
+_DISPLAY_EXPONENT_OVERRIDES: dict[str, int] = dict.fromkeys(TWO_DECIMAL_WHOLE_UNIT_CURRENCIES, 0)
 
 # Stripe stores amounts as signed 64-bit integers.
 MAX_MINOR_UNITS = 2**63 - 1
+# Largest chargeable amount (see the module docstring): eight digits, twelve for IDR.
+_MAX_CHARGE_DEFAULT = 99_999_999
+_MAX_CHARGE_OVERRIDES: dict[str, int] = {"IDR": 999_999_999_999}
 # Stripe's documented limit for price_data.unit_amount_decimal.
 UNIT_AMOUNT_DECIMAL_PLACES = 12
 
@@ -105,6 +127,8 @@ def normalize_currency(currency: str) -> str:
 def currency_exponent(currency: str) -> int:
     """Decimal places of the currency's minor unit in Stripe's API: 0, 2 or 3."""
     code = normalize_currency(currency)
+    if code in TWO_DECIMAL_WHOLE_UNIT_CURRENCIES:
+        return 2
     if code in ZERO_DECIMAL_CURRENCIES:
         return 0
     if code in THREE_DECIMAL_CURRENCIES:
@@ -113,8 +137,13 @@ def currency_exponent(currency: str) -> int:
 
 
 def minor_unit_step(currency: str) -> int:
-    """Granularity of charged amounts in minor units: 1, 10 (three-decimal) or 100 (ISK)."""
+    """Granularity of charged amounts in minor units: 1, 10 (three-decimal) or 100 (ISK, UGX)."""
     return _STEP_OVERRIDES.get(normalize_currency(currency), 1)
+
+
+def max_charge_minor_units(currency: str) -> int:
+    """Stripe's largest charge in minor units: 99999999 (eight digits), IDR 999999999999."""
+    return _MAX_CHARGE_OVERRIDES.get(normalize_currency(currency), _MAX_CHARGE_DEFAULT)
 
 
 def _exact_context(digits: int) -> Context:
@@ -169,6 +198,27 @@ def to_minor_units(amount: Decimal | int, currency: str, *, rounding: str = ROUN
     return _check_range(int(steps) * step, value, code)
 
 
+def step_places(currency: str) -> int:
+    """Decimal places of one chargeable step in major units: USD 2, JPY 0, KWD 2, ISK and UGX 0."""
+    code = normalize_currency(currency)
+    return currency_exponent(code) - (len(str(minor_unit_step(code))) - 1)
+
+
+def to_steps_exact(amount: Decimal | int, currency: str) -> Decimal:
+    """The amount counted in chargeable steps, exactly (12.345 USD -> 1234.5; 12.345 KWD -> 1234.5)."""
+    value = _require_amount(amount)
+    ctx = _exact_context(len(value.as_tuple().digits))
+    return value.scaleb(step_places(currency), ctx)
+
+
+def round_steps(steps: Decimal, rounding: str = ROUND_HALF_UP) -> int:
+    """An exact count of steps rounded to an integer with a ``decimal`` rounding mode."""
+    if rounding not in _ROUNDING_MODES:
+        raise ValueError(f"unknown decimal rounding mode {rounding!r}")
+    ctx = _exact_context(len(steps.as_tuple().digits))
+    return int(steps.to_integral_value(rounding=rounding, context=ctx))
+
+
 def from_minor_units(minor: int, currency: str) -> Decimal:
     """Stripe minor units back to a Decimal with the currency's API precision (1230 USD -> 12.30)."""
     if isinstance(minor, bool) or not isinstance(minor, int):
@@ -181,9 +231,9 @@ def unit_amount_decimal(unit_price: Decimal | int, currency: str) -> str:
     """Unit price in minor units for ``price_data.unit_amount_decimal``.
 
     At most 12 decimal places (rounded half-up), plain notation, no trailing zeros:
-    ``Decimal("0.0012345")`` USD gives ``"0.12345"``.  No step rounding applies here:
-    Stripe rounds the resulting line amount itself, so ISK and three-decimal line items are
-    better sent as precomputed amounts than as fractional unit prices.
+    ``Decimal("0.0012345")`` USD gives ``"0.12345"``.  No step rounding applies here: callers
+    with a step currency (ISK, UGX, three-decimal) must send unit prices that are whole steps
+    (mapping.py falls back to quantity 1 otherwise).
     """
     value = _require_amount(unit_price, "unit price")
     code = normalize_currency(currency)

@@ -18,6 +18,7 @@ from m3stripe.domain.mapping import (
     META_BILL,
     META_INTEGRATION,
     META_LINE,
+    META_LINE_INDEX,
     META_VERSION,
     BillPlan,
     PlannedLine,
@@ -45,8 +46,45 @@ def _ours(obj: Any, integration_id: str, bill_id: str) -> bool:
     return meta.get(META_INTEGRATION) == integration_id and meta.get(META_BILL) == bill_id
 
 
-def _signature(line_id: str, amount: int, description: str, version: str) -> tuple[str, int, str, str]:
-    return (line_id, amount, description, version)
+Signature = tuple[str, str, int, str, str]
+
+
+def _wanted(plan: BillPlan) -> dict[Signature, PlannedLine]:
+    # The position makes every line of a version unique: m3ter line ids and contents can repeat.
+    return {(p.line_id, str(p.index), p.amount, p.description, str(plan.version)): p for p in plan.lines}
+
+
+def _held_signature(obj: Any) -> Signature:
+    meta = metadata_of(obj)
+    return (
+        str(meta.get(META_LINE, "")),
+        str(meta.get(META_LINE_INDEX, "")),
+        int(obj.amount),
+        str(obj.description or ""),
+        str(meta.get(META_VERSION, "")),
+    )
+
+
+def _diff(wanted: dict[Signature, PlannedLine], held: list[Any]) -> tuple[list[Any], list[PlannedLine], list[Any]]:
+    """(stale objects, missing lines, matched objects): each wanted line matches at most one object.
+
+    A second object with the signature of a wanted line (a duplicate left by an earlier bug or by
+    hand) is stale, so Stripe ends holding each line exactly once.
+    """
+    stale: list[Any] = []
+    matched: dict[Signature, Any] = {}
+    for obj in held:
+        sig = _held_signature(obj)
+        if sig in wanted and sig not in matched:
+            matched[sig] = obj
+        else:
+            stale.append(obj)
+    missing = [line for sig, line in wanted.items() if sig not in matched]
+    return stale, missing, list(matched.values())
+
+
+def _custom_fields(invoice: Any) -> list[dict[str, str]]:
+    return [{"name": str(f.name), "value": str(f.value)} for f in (getattr(invoice, "custom_fields", None) or [])]
 
 
 class StripeWriter:
@@ -72,18 +110,9 @@ class StripeWriter:
             return WriteResult(created.id, True)
         version = str(metadata_of(invoice).get(META_VERSION, ""))
         lines = await self._invoice_lines(plan, invoice.id)
-        wanted = {_signature(p.line_id, p.amount, p.description, str(plan.version)): p for p in plan.lines}
-        have = {
-            _signature(
-                str(metadata_of(li).get(META_LINE, "")),
-                int(li.amount),
-                str(li.description or ""),
-                str(metadata_of(li).get(META_VERSION, "")),
-            ): li
-            for li in lines
-        }
+        stale, missing, _ = _diff(_wanted(plan), lines)
         if invoice.status != "draft":
-            if version == str(plan.version) and set(have) == set(wanted):
+            if version == str(plan.version) and not stale and not missing:
                 return WriteResult(invoice.id, False)
             raise AlreadyFinalized(
                 f"Bill {plan.bill_id} changed (version {plan.version}) but its Stripe invoice {invoice.id} is already "
@@ -91,8 +120,6 @@ class StripeWriter:
                 "by hand, then mark this event resolved",
                 invoice.id,
             )
-        stale = [li for sig, li in have.items() if sig not in wanted]
-        missing = [p for sig, p in wanted.items() if sig not in have]
         if not stale and not missing and version == str(plan.version):
             return WriteResult(invoice.id, False)
         if stale:
@@ -105,11 +132,7 @@ class StripeWriter:
             )
         if missing:
             await self._add_lines(plan, invoice.id, missing)
-        update = {
-            k: v
-            for k, v in plan.invoice_create_params(customer).items()
-            if k not in ("customer", "currency", "pending_invoice_items_behavior")
-        }
+        update = plan.invoice_update_params(_custom_fields(invoice), metadata_of(invoice))
         if version != str(plan.version) or stale or missing:
             await self._g.call(
                 "invoices.update",
@@ -163,20 +186,9 @@ class StripeWriter:
             )
             if _ours(ii, self._integration, plan.bill_id)
         ]
-        wanted = {_signature(p.line_id, p.amount, p.description, str(plan.version)): p for p in plan.lines}
-        have = {
-            _signature(
-                str(metadata_of(ii).get(META_LINE, "")),
-                int(ii.amount),
-                str(ii.description or ""),
-                str(metadata_of(ii).get(META_VERSION, "")),
-            ): ii
-            for ii in items
-        }
-        stale = [ii for sig, ii in have.items() if sig not in wanted]
-        missing = [p for sig, p in wanted.items() if sig not in have]
+        stale, missing, matched = _diff(_wanted(plan), items)
         if not stale and not missing:
-            first = next(iter(have.values()), None)
+            first = matched[0] if matched else None
             return WriteResult(first.id if first is not None else "", False)
         for ii in stale:
             if ii.invoice:
@@ -195,12 +207,12 @@ class StripeWriter:
             await self._delete_item(ii.id)
         for line in missing:
             params = line.invoice_item_params(customer, plan.currency)
-            options = self._key(plan, f"item-{line.line_id}", params)
+            options = self._key(plan, f"item-{line.index}-{line.line_id}", params)
             item: Any = await self._g.call(
                 "invoiceitems.create", partial(self._g.v1.invoice_items.create_async, params=params, options=options)
             )
             created.append(item.id)
-        return WriteResult(created[0] if created else next(iter(have.values())).id, True)
+        return WriteResult(created[0] if created else matched[0].id if matched else "", True)
 
     async def _delete_item(self, item_id: str) -> None:
         try:

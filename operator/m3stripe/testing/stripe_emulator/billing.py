@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from . import currencies, products
+from . import coupons, currencies, products
 from .common import EXPANDABLE, Ctx, decimal_string, merge_metadata, round_minor
 from .errors import StripeError, exclusive_parameters, invalid, no_such, not_editable
 from .params import Bool, Currency, DecimalStr, Enum, Int, Metadata, Obj, Param, Str
@@ -129,6 +129,8 @@ def price_pricing(
         unit = _unit_amount(price_data, prefix)
         if price_data.get("unit_amount") is not None:
             currencies.check_amount(item_currency, price_data["unit_amount"], _name(prefix, "price_data[unit_amount]"))
+        else:
+            currencies.check_unit_amount(item_currency, unit, _name(prefix, "price_data[unit_amount_decimal]"))
         price = _inline_price(ctx, price_data, unit)
     elif params.get("amount") is not None:
         item_currency = requested or (existing["currency"] if existing else None) or currency or ""
@@ -136,6 +138,8 @@ def price_pricing(
     elif params.get("unit_amount_decimal") is not None:
         item_currency = requested or (existing["currency"] if existing else None) or currency or ""
         unit = params["unit_amount_decimal"]
+        if item_currency:
+            currencies.check_unit_amount(item_currency, unit, _name(prefix, "unit_amount_decimal"))
     else:
         assert existing is not None
         item_currency = existing["currency"]
@@ -150,8 +154,10 @@ def price_pricing(
             param=_name(prefix, "currency"),
         )
     amount = round_minor(unit * quantity_decimal)
-    if params.get("amount") is not None:
-        currencies.check_amount(item_currency, amount, _name(prefix, "amount"))
+    # The step and size rules hold for the amount Stripe computes, however it was given.
+    currencies.check_amount(
+        item_currency, amount, _name(prefix, "amount" if params.get("amount") is not None else "quantity")
+    )
     return Pricing(
         currency=item_currency,
         amount=amount,
@@ -369,6 +375,19 @@ def subtotal(state: AccountState, invoice_id: str) -> int:
     return sum(item["amount"] for item in attached_items(state, invoice_id))
 
 
+def totals(state: AccountState, invoice: Object) -> tuple[int, list[Object], int]:
+    """(subtotal, total_discount_amounts, total): discounts apply to the discountable lines only."""
+    items = attached_items(state, invoice["id"])
+    sub = sum(item["amount"] for item in items)
+    base = sum(item["amount"] for item in items if item["discountable"])
+    amounts: list[Object] = []
+    for discount_id in invoice.get("discounts") or []:
+        off = coupons.discount_amount(state, discount_id, base, invoice["currency"])
+        base -= off
+        amounts.append({"amount": off, "discount": discount_id})
+    return sub, amounts, sub - sum(a["amount"] for a in amounts)
+
+
 def line_id(item_id: str) -> str:
     return "il_" + item_id.removeprefix("ii_")
 
@@ -420,11 +439,12 @@ def render_invoice(ctx: Ctx, invoice: Object) -> Object:
     out = dict(invoice)
     items = attached_items(state, invoice["id"])
     if invoice["status"] == "draft":
-        total = sum(item["amount"] for item in items)
+        sub, discounts, total = totals(state, invoice)
         amount_due = max(total, 0)
         out.update(
-            subtotal=total,
-            subtotal_excluding_tax=total,
+            subtotal=sub,
+            subtotal_excluding_tax=sub,
+            total_discount_amounts=discounts,
             total=total,
             total_excluding_tax=total,
             amount_due=amount_due,
@@ -444,7 +464,7 @@ def finalize(ctx: Ctx, invoice: Object) -> None:
     """Draft -> open, or straight to paid when nothing is due; freezes totals and applies the balance."""
     state = ctx.state
     customer = state.customers.get(invoice["customer"])
-    total = subtotal(state, invoice["id"])
+    sub, discounts, total = totals(state, invoice)
     starting = customer["balance"] if customer is not None else 0
     applied = total + starting
     amount_due = max(applied, 0)
@@ -458,8 +478,9 @@ def finalize(ctx: Ctx, invoice: Object) -> None:
         invoice["number"] = invoice["id"][3:11].upper()
     mode = "live" if ctx.livemode else "test"
     invoice.update(
-        subtotal=total,
-        subtotal_excluding_tax=total,
+        subtotal=sub,
+        subtotal_excluding_tax=sub,
+        total_discount_amounts=discounts,
         total=total,
         total_excluding_tax=total,
         starting_balance=starting,

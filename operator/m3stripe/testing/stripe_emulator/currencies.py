@@ -1,10 +1,17 @@
-"""Stripe's presentment currencies and their minor-unit rules (https://docs.stripe.com/currencies)."""
+"""Stripe's presentment currencies and their minor-unit rules (https://docs.stripe.com/currencies).
+
+Written from Stripe's page, not from the operator's money module: this table is the oracle the
+operator is tested against, so it must not share the operator's assumptions.
+"""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from .errors import StripeError
 
-# Amounts are whole units: an amount of 500 JPY is ¥500.
+# Amounts are whole units: an amount of 500 JPY is ¥500. Stripe's zero-decimal list
+# (docs.stripe.com/currencies#zero-decimal) includes UGX, but UGX is a special case (below).
 ZERO_DECIMAL = frozenset(
     (
         "bif",
@@ -29,9 +36,16 @@ ZERO_DECIMAL = frozenset(
 # Amounts are in thousandths, but card acquirers need the last digit to be 0 (5.124 KWD -> 5120).
 THREE_DECIMAL = frozenset(("bhd", "jod", "kwd", "omr", "tnd"))
 
-# ISK is zero-decimal but, for backwards compatibility, amounts keep two decimals and must be
-# evenly divisible by 100.
-DIVISIBLE_BY_100 = frozenset({"isk"})
+# docs.stripe.com/currencies, "Special cases": ISK and UGX each "transitioned to a zero-decimal
+# currency, but backward compatibility requires you to represent it as a two-decimal value, where
+# the decimal amount is always 00". So 10 UGX is amount=1000, and amounts must be divisible by 100.
+DIVISIBLE_BY_100 = frozenset({"isk", "ugx"})
+
+# docs.stripe.com/currencies, "Minimum and maximum charge amounts": "The amount value supports up
+# to eight digits (e.g., a value of 99999999 for a USD charge of $999,999.99)" (also the SDK's
+# `amount` docs); IDR allows twelve digits. Stripe answers larger amounts with `amount_too_large`.
+MAX_AMOUNT = 99_999_999
+MAX_AMOUNT_BY_CURRENCY = {"idr": 999_999_999_999}
 
 SUPPORTED = frozenset(
     (
@@ -179,6 +193,8 @@ SUPPORTED = frozenset(
 
 
 def decimals(currency: str) -> int:
+    if currency in DIVISIBLE_BY_100:
+        return 2
     if currency in ZERO_DECIMAL:
         return 0
     if currency in THREE_DECIMAL:
@@ -199,6 +215,38 @@ def check_amount(currency: str, amount: int, param: str) -> None:
         raise StripeError(
             400,
             f"Invalid {param}: amounts in {currency.upper()} must be evenly divisible by 100 "
-            f"(ISK amounts keep two zero decimals); got {amount}.",
+            f"({currency.upper()} amounts keep two zero decimals); got {amount}.",
+            param=param,
+        )
+    limit = MAX_AMOUNT_BY_CURRENCY.get(currency, MAX_AMOUNT)
+    if abs(amount) > limit:
+        raise StripeError(
+            400,
+            f"Amount must be no more than {limit} {currency.upper()} minor units (Stripe's largest amount in "
+            f"{currency.upper()}); got {amount}.",
+            code="amount_too_large",
+            param=param,
+        )
+
+
+def step(currency: str) -> int:
+    if currency in THREE_DECIMAL:
+        return 10
+    if currency in DIVISIBLE_BY_100:
+        return 100
+    return 1
+
+
+def check_unit_amount(currency: str, unit: Decimal, param: str) -> None:
+    """A unit price in a step currency must be a whole step itself.
+
+    Stripe's page states the step rules for amounts; it is silent on fractional unit prices in
+    those currencies, so the emulator is strict: 0.50 ISK a unit is refused, as an amount would be.
+    """
+    size = step(currency)
+    if size > 1 and unit % size != 0:
+        raise StripeError(
+            400,
+            f"Invalid {param}: unit amounts in {currency.upper()} must be multiples of {size} minor units; got {unit}.",
             param=param,
         )

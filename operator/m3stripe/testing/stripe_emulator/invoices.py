@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from . import billing, customers
+from . import billing, coupons, customers
 from .common import Ctx, list_object, list_page, merge_metadata
 from .customers import CUSTOM_FIELDS
 from .errors import exclusive_parameters, invalid, no_such, not_editable
@@ -41,6 +41,8 @@ _EDITABLE: dict[str, Param] = {
     "days_until_due": Int(0),
     "default_payment_method": Str(),
     "description": Str(1500),
+    # "" on create: do not inherit the customer's discount; on update: remove every discount.
+    "discounts": Arr(coupons.INVOICE_DISCOUNTS, emptyable=True),
     "due_date": Int(0),
     "footer": Str(5000),
     "metadata": Metadata(),
@@ -283,6 +285,7 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Object:
         "webhooks_delivered_at": None,
     }
     _apply(ctx, invoice, params)
+    invoice["discounts"] = coupons.invoice_discounts(ctx, invoice["id"], customer, params, creating=True)
     seq = state.new_seq()
     state.invoices.add(seq, invoice)
     state.index(state.invoices_by_customer, customer["id"]).add(seq, invoice["id"])
@@ -309,7 +312,11 @@ def update(ctx: Ctx, params: dict[str, Any]) -> Object:
                 param=frozen[0],
             )
     _due_rules(params, params.get("collection_method") or invoice["collection_method"])
+    owner = ctx.state.customers.get(invoice["customer"]) or {}
+    discounts = coupons.invoice_discounts(ctx, invoice["id"], owner, params, creating=False)
     _apply(ctx, invoice, params)
+    if discounts is not None:
+        invoice["discounts"] = discounts
     return render(ctx, invoice)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import account, customers, invoiceitems, invoices, products
+from . import account, coupons, customers, invoiceitems, invoices, products
 from .common import Handler
 from .params import Schema
 
@@ -33,6 +33,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/customers/{customer}", customers.RETRIEVE, customers.retrieve, "customer"),
     Route("POST", "/v1/customers/{customer}", customers.UPDATE, customers.update, "customer"),
     Route("DELETE", "/v1/customers/{customer}", customers.DELETE, customers.delete, "deleted"),
+    Route("POST", "/v1/coupons", coupons.CREATE, coupons.create, "coupon"),
+    Route("GET", "/v1/coupons/{coupon}", coupons.RETRIEVE, coupons.retrieve, "coupon"),
     Route("POST", "/v1/products", products.CREATE, products.create, "product"),
     Route("GET", "/v1/products", products.LIST, products.list_, "list:product"),
     Route("GET", "/v1/products/{id}", products.RETRIEVE, products.retrieve, "product"),

@@ -146,6 +146,8 @@ class AccountState:
     prices: Collection = field(default_factory=lambda: Collection("price"))
     invoices: Collection = field(default_factory=lambda: Collection("invoice"))
     invoice_items: Collection = field(default_factory=lambda: Collection("invoiceitem"))
+    coupons: Collection = field(default_factory=lambda: Collection("coupon"))
+    discounts: Collection = field(default_factory=lambda: Collection("discount"))
     # Deleted customers still answer retrieve with a {"deleted": true} stub, as on Stripe.
     deleted_customers: set[str] = field(default_factory=set)
     items_by_customer: dict[str, SeqIndex] = field(default_factory=dict)
