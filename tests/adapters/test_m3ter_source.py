@@ -116,9 +116,42 @@ async def test_concurrent_callers_share_one_token_fetch(emulator: M3terEmulator,
 
 async def test_rejected_token_is_replaced_once(emulator: M3terEmulator, source: M3terSource) -> None:
     await source.check()
-    emulator.expire_tokens()  # e.g. revoked, or the issuer restarted
+    emulator.expire_tokens()  # m3ter answers an expired token with 403, not 401
     await source.check()
     assert emulator.tokens_issued == 2
+
+
+@pytest.mark.parametrize("status", [403, 401])
+async def test_a_token_revoked_mid_pass_is_replaced_once_for_every_caller(
+    emulator: M3terEmulator, source: M3terSource, status: int
+) -> None:
+    account = _account(emulator)
+    bills = [emulator.add_bill(ORG, account_id=account) for _ in range(40)]
+    seen: list[str] = []
+    async for bill in source.iter_bills(modified_since=None, page_size=10):
+        seen.append(bill.id)
+        if len(seen) == 10:
+            emulator.revoke_tokens(status=status)
+            # Many callers at once meet the revoked token: one new token serves them all.
+            emulator.latency_seconds = 0.02
+            fetched = await asyncio.gather(*(source.get_bill(bill_id) for bill_id in bills[:20]))
+            emulator.latency_seconds = 0.0
+            assert all(b is not None for b in fetched)
+    assert seen == bills, "the pass read every Bill after the revocation"
+    assert emulator.tokens_issued == 2
+    assert len(emulator.requests_to("/oauth/token", method="POST")) == 2
+
+
+async def test_a_refused_fresh_token_is_an_authentication_error(emulator: M3terEmulator) -> None:
+    # The Service User belongs to org-1: every token it gets is refused for org-2 (403, as m3ter answers).
+    source = M3terSource(M3terCredentials("org-2", CLIENT_ID, SECRET), base_url=emulator.url, max_retries=0)
+    try:
+        with pytest.raises(M3terAuthError, match=r"freshly issued token .*org-2.*HTTP 403") as caught:
+            await source.check()
+    finally:
+        await source.aclose()
+    assert emulator.tokens_issued == 2, "one new token, then the refusal is final"
+    assert SECRET not in str(caught.value)
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -76,18 +76,56 @@ async def test_bad_client_credentials_get_401(
     assert emulator.tokens_issued == 0
 
 
-async def test_unknown_token_gets_401(anonymous: AsyncM3ter) -> None:
-    with pytest.raises(m3ter.AuthenticationError) as caught:
+# m3ter's error codes page: "403 Forbidden or Unauthorized", an expired Bearer Token being its example
+# (https://docs.m3ter.com/guides/m3ter-apis/http-error-codes); the body is {"message": ...} (OpenAPI Error).
+
+
+async def test_unknown_token_gets_403(anonymous: AsyncM3ter) -> None:
+    with pytest.raises(m3ter.PermissionDeniedError) as caught:
         await anonymous.with_options(token="not-a-token").bills.list()
-    assert caught.value.body == {"message": "Unauthorized"}
+    assert caught.value.body == {"message": "Unauthorized: unknown bearer token"}
 
 
-async def test_expired_token_gets_401(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+async def test_expired_token_gets_403(emulator: M3terEmulator, client: AsyncM3ter) -> None:
     await client.bills.list()
-    emulator.expire_tokens()
-    with pytest.raises(m3ter.AuthenticationError) as caught:
+    assert emulator.expire_tokens() == 1
+    with pytest.raises(m3ter.PermissionDeniedError) as caught:
         await client.bills.list()
-    assert "expired" in str(caught.value.body)
+    assert caught.value.body == {"message": "Unauthorized: the bearer token has expired"}
+
+
+@pytest.mark.parametrize(("status", "error"), [(403, m3ter.PermissionDeniedError), (401, m3ter.AuthenticationError)])
+async def test_revoked_token_is_refused_with_the_chosen_status(
+    emulator: M3terEmulator, client: AsyncM3ter, status: int, error: type[m3ter.APIStatusError]
+) -> None:
+    await client.bills.list()
+    assert emulator.revoke_tokens(CLIENT_ID, status=status) == 1
+    with pytest.raises(error) as caught:
+        await client.bills.list()
+    assert caught.value.status_code == status
+    assert caught.value.body == {"message": "Unauthorized: the bearer token was revoked"}
+
+
+async def test_admin_api_expires_and_revokes_tokens(emulator: M3terEmulator, anonymous: AsyncM3ter) -> None:
+    async def fresh() -> AsyncM3ter:
+        token = await anonymous.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
+        return anonymous.with_options(token=token.access_token)
+
+    first, second = await fresh(), await fresh()
+    async with aiohttp.ClientSession(emulator.url) as http:
+        response = await http.post("/_emulator/tokens/revoke", json={"client_id": CLIENT_ID, "status": 401})
+        assert (await response.json()) == {"revoked": 2}
+        response = await http.post("/_emulator/tokens/revoke", json={"status": 500})
+        assert response.status == 400
+    with pytest.raises(m3ter.AuthenticationError):
+        await first.bills.list()
+    third = await fresh()
+    async with aiohttp.ClientSession(emulator.url) as http:
+        response = await http.post("/_emulator/tokens/expire", json={})
+        assert (await response.json()) == {"expired": 3}
+    for client in (second, third):
+        with pytest.raises(m3ter.APIStatusError):
+            await client.bills.list()
 
 
 async def test_token_expires_after_its_ttl(emulator: M3terEmulator, anonymous: AsyncM3ter) -> None:
@@ -98,7 +136,7 @@ async def test_token_expires_after_its_ttl(emulator: M3terEmulator, anonymous: A
     authed = anonymous.with_options(token=token.access_token)
     await authed.accounts.list()
     await asyncio.sleep(1.05)  # the emulator's token expiry runs on real monotonic time
-    with pytest.raises(m3ter.AuthenticationError):
+    with pytest.raises(m3ter.PermissionDeniedError):
         await authed.accounts.list()
 
 

@@ -42,6 +42,8 @@ from .m3ter_token import (
     M3terSourceError,
     M3terUnavailable,
     TokenManager,
+    redact,
+    server_message,
 )
 
 __all__ = [
@@ -146,26 +148,43 @@ class M3terSource:
             self._authed = authed
         return authed
 
-    async def _call(self, what: str, operation: Callable[[AsyncM3ter], Awaitable[_T]]) -> _T:
-        """Run one SDK call with a valid token, translating SDK errors to this module's."""
+    async def _call(
+        self,
+        what: str,
+        operation: Callable[[AsyncM3ter], Awaitable[_T]],
+        *,
+        forbidden: Callable[[], _T] | None = None,
+    ) -> _T:
+        """Run one SDK call with a valid token, translating SDK errors to this module's.
+
+        m3ter answers an expired bearer token with 403 as well as 401 ("403 Forbidden or Unauthorized",
+        https://docs.m3ter.com/guides/m3ter-apis/http-error-codes), and tokens can die before their
+        advertised expiry (revocation, a restarted issuer). So the first 401/403 of a call replaces the
+        token (one fetch, shared by every caller of the TokenManager) and retries; only a refusal of that
+        fresh token is an authentication error, unless ``forbidden`` says what a 403 then means.
+        """
         for attempt in (1, 2):
             token, client = await self._client()
             try:
                 return await operation(client)
-            except m3ter.AuthenticationError as exc:
+            except (m3ter.AuthenticationError, m3ter.PermissionDeniedError) as exc:
                 self._tokens.invalidate(token)
                 if attempt == 1:
-                    # Tokens can die before their advertised expiry (revocation, a restarted
-                    # issuer); one retry with a fresh token tells that apart from bad credentials.
-                    log.info("m3ter rejected the bearer token while %s; fetching a new one", what)
+                    log.info(
+                        "m3ter refused the bearer token (HTTP %s) while %s; fetching a new one", exc.status_code, what
+                    )
                     continue
+                if forbidden is not None and isinstance(exc, m3ter.PermissionDeniedError):
+                    return forbidden()
+                creds = self._credentials
                 raise M3terAuthError(
-                    f"m3ter rejected a freshly issued token while {what} (HTTP {exc.status_code})"
-                ) from None
-            except m3ter.PermissionDeniedError as exc:
-                raise M3terAuthError(
-                    f"client_id {self._credentials.client_id!r} may not access organization "
-                    f"{self.organization_id!r} ({what}, HTTP {exc.status_code})"
+                    redact(
+                        f"m3ter refused a freshly issued token of client_id {creds.client_id!r} for organization "
+                        f"{creds.organization_id!r} while {what} (HTTP {exc.status_code}: {server_message(exc)}); "
+                        "check that the Service User exists, has permission to read Bills, Accounts and External "
+                        "Mappings, and belongs to this organization",
+                        creds,
+                    )
                 ) from None
             except (m3ter.APIConnectionError, m3ter.RateLimitError, m3ter.InternalServerError) as exc:
                 raise M3terUnavailable(f"m3ter unavailable while {what}: {exc}") from exc
@@ -212,13 +231,14 @@ class M3terSource:
                 # The SDK puts the id into the path as it is (`f"/organizations/{org_id}/bills/{id}"`, m3ter's
                 # resources/bills/bills.py): escape it, so an id such as ../../accounts stays one segment.
                 return await client.bills.retrieve(quote(bill_id, safe=""))
-            except (m3ter.NotFoundError, m3ter.PermissionDeniedError, m3ter.BadRequestError):
-                # One Bill that m3ter will not show (absent, forbidden, malformed id) is about that id, not
-                # about the credentials: the caller reports the id; a real credential problem shows on the
-                # Bill listing, which every pass makes.
+            except (m3ter.NotFoundError, m3ter.BadRequestError):
                 return None
 
-        item = await self._call(f"reading bill {bill_id}", retrieve)
+        # One Bill that m3ter will not show (absent, malformed id, or forbidden even to a fresh token: a 403
+        # is first taken for an expired token, as m3ter answers those with 403 too) is about that id, not
+        # about the credentials: the caller reports the id; a real credential problem shows on the Bill
+        # listing, which every pass makes.
+        item = await self._call(f"reading bill {bill_id}", retrieve, forbidden=lambda: None)
         return None if item is None else to_bill(item)
 
     async def get_account(self, account_id: str) -> Account | None:

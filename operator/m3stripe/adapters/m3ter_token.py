@@ -42,7 +42,8 @@ class M3terCredentials:
     client_secret: str = field(repr=False)
 
 
-def _redact(text: str, credentials: M3terCredentials) -> str:
+def redact(text: str, credentials: M3terCredentials) -> str:
+    """``text`` without the client secret (plain or inside a Basic-auth value)."""
     # Belt and braces: a server could echo what it was sent, so scrub the secret in both the plain
     # and the Basic-auth encoding before any text reaches an exception or a log line.
     secret = credentials.client_secret
@@ -53,13 +54,16 @@ def _redact(text: str, credentials: M3terCredentials) -> str:
     return text
 
 
-def _server_message(exc: m3ter.APIStatusError) -> str:
+def server_message(exc: m3ter.APIStatusError, limit: int = 300) -> str:
+    """The message of m3ter's error body (``{"message": ...}``), cut to ``limit`` characters."""
     body = exc.body
+    text = exc.response.reason_phrase or ""
     if isinstance(body, dict):
         for key in ("message", "error_description", "error"):
             if isinstance(body.get(key), str):
-                return str(body[key])
-    return exc.response.reason_phrase or ""
+                text = str(body[key])
+                break
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -152,9 +156,9 @@ class TokenManager:
         try:
             response = await self._token_client.authentication.get_bearer_token(grant_type="client_credentials")
         except (m3ter.AuthenticationError, m3ter.BadRequestError, m3ter.PermissionDeniedError) as exc:
-            message = _redact(
+            message = redact(
                 f"m3ter rejected the API credentials of client_id {creds.client_id!r} for organization "
-                f"{creds.organization_id!r} (HTTP {exc.status_code}: {_server_message(exc)}); "
+                f"{creds.organization_id!r} (HTTP {exc.status_code}: {server_message(exc)}); "
                 "check the client id and secret",
                 creds,
             )
@@ -163,7 +167,7 @@ class TokenManager:
             raise M3terAuthError(message) from None
         except (m3ter.APIConnectionError, m3ter.APIStatusError) as exc:
             raise M3terUnavailable(
-                _redact(f"could not get an m3ter token from {self._client.base_url}: {exc}", creds)
+                redact(f"could not get an m3ter token from {self._client.base_url}: {exc}", creds)
             ) from None
         expires_in = float(response.expires_in)
         # A lifetime shorter than twice the margin would make every call refetch; refresh at half

@@ -126,8 +126,13 @@ async def faults(request: web.Request) -> web.Response:
 
 
 async def expire_tokens(request: web.Request) -> web.Response:
-    request.app[EMULATOR].expire_tokens()
-    return web.json_response({})
+    body = await _body(request)
+    return _call(lambda: {"expired": request.app[EMULATOR].expire_tokens(**body)})
+
+
+async def revoke_tokens(request: web.Request) -> web.Response:
+    body = await _body(request)
+    return _call(lambda: {"revoked": request.app[EMULATOR].revoke_tokens(**body)})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -151,4 +156,5 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_put(f"{org}/currencies/{{code}}", set_currency)
     app.router.add_post("/_emulator/faults", faults)
     app.router.add_post("/_emulator/tokens/expire", expire_tokens)
+    app.router.add_post("/_emulator/tokens/revoke", revoke_tokens)
     app.router.add_get("/_emulator/stats", stats)

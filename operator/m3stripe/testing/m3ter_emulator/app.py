@@ -15,6 +15,7 @@ from . import render
 from .state import (
     DEFAULT_PAGE_SIZE,
     PAGE_SIZE_LIMITS,
+    UNAUTHORIZED_STATUS,
     BillRecord,
     CurrencyRecord,
     EmulatorError,
@@ -121,7 +122,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise EmulatorError(401, "Unauthorized")
+        raise EmulatorError(UNAUTHORIZED_STATUS, "Unauthorized: a bearer token is required")
     issued = _emulator(request).authenticate(token.strip())
     org_id = request.match_info.get("org_id") or request.path.split("/")[2]
     if org_id != issued.organization_id:

@@ -62,6 +62,15 @@ class IssuedToken:
     client_id: str
     organization_id: str
     expires_at: float  # time.monotonic() deadline
+    revoked_status: int | None = None  # the status a revoked token is answered with
+
+
+# m3ter's HTTP error codes page lists no 401 for the Config API: "403 Forbidden or Unauthorized", with an
+# expired Bearer Token as its example of "403 - Unauthorized"
+# (https://docs.m3ter.com/guides/m3ter-apis/http-error-codes). So a bearer token that is missing,
+# unknown, expired or revoked is answered with 403 and m3ter's {"message": ...} body here; a revocation
+# can ask for 401 instead, since the SDK tells the two apart and the operator must handle both.
+UNAUTHORIZED_STATUS: Final = 403
 
 
 @dataclass
@@ -399,15 +408,32 @@ class M3terState:
     def authenticate(self, token: str) -> IssuedToken:
         issued = self._tokens.get(token)
         if issued is None:
-            raise EmulatorError(401, "Unauthorized")
+            raise EmulatorError(UNAUTHORIZED_STATUS, "Unauthorized: unknown bearer token")
+        if issued.revoked_status is not None:
+            raise EmulatorError(issued.revoked_status, "Unauthorized: the bearer token was revoked")
         if time.monotonic() >= issued.expires_at:
-            raise EmulatorError(401, "The incoming token has expired")
+            raise EmulatorError(UNAUTHORIZED_STATUS, "Unauthorized: the bearer token has expired")
         return issued
 
-    def expire_tokens(self) -> None:
-        """Make every issued token expired now (as if their lifetime had passed)."""
+    def expire_tokens(self, client_id: str | None = None) -> int:
+        """Make the issued tokens (of ``client_id``, or all) expired now; returns how many."""
+        count = 0
         for issued in self._tokens.values():
-            issued.expires_at = 0.0
+            if client_id is None or issued.client_id == client_id:
+                issued.expires_at = 0.0
+                count += 1
+        return count
+
+    def revoke_tokens(self, client_id: str | None = None, *, status: int = UNAUTHORIZED_STATUS) -> int:
+        """Revoke the issued tokens (of ``client_id``, or all): later use is answered with ``status``."""
+        if status not in (401, 403):
+            raise ValueError("status must be 401 or 403")
+        count = 0
+        for issued in self._tokens.values():
+            if client_id is None or issued.client_id == client_id:
+                issued.revoked_status = status
+                count += 1
+        return count
 
     # -- Accounts -------------------------------------------------------------------------
 
