@@ -573,7 +573,9 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
         integration_id = str(uuid.uuid4())
         observer = CountingObserver()
         lag = LoopLag()
-        limiter = LimiterRegistry().get(setup.stripe_account, spec.effective_requests_per_second)
+        limiter = LimiterRegistry().get(
+            setup.stripe_account, not spec.is_test_mode, spec.effective_requests_per_second, owner=integration_id
+        )
         source = M3terSource(
             M3terCredentials(ORG, M3TER_CLIENT_ID, M3TER_CLIENT_SECRET), base_url=setup.m3ter_url, timeout=30.0
         )

@@ -18,3 +18,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
     with LocalStack(Path(tmp_path_factory.mktemp("stack"))) as s:
         yield s
+        # Every request the operator (and the test's seeding) sent to Stripe must keep Stripe's contract
+        # for the SDK's API version: names, nesting, enums and scalar types of the SDK's params types.
+        violations = s.stripe_contract_violations()
+        assert not violations, f"requests to the Stripe emulator broke Stripe's contract:\n{violations}"

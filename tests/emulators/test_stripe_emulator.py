@@ -1011,3 +1011,134 @@ async def test_products_send_and_expansion(client: Any) -> None:
     await client.v1.invoices.pay_async(invoice.id)
     balance = await client.v1.balance.retrieve_async()
     assert [(b.currency, b.amount) for b in balance.pending] == [("usd", 1000)]
+
+
+# --- API version -----------------------------------------------------------------------------------
+
+
+async def test_the_emulator_speaks_the_sdks_pinned_api_version() -> None:
+    from stripe._api_version import _ApiVersion
+
+    from m3stripe.testing.stripe_emulator.app import API_VERSION
+
+    assert API_VERSION == _ApiVersion.CURRENT
+
+
+async def test_an_unknown_stripe_version_is_refused_as_stripe_does(raw: httpx.AsyncClient) -> None:
+    for version in ("2099-01-01.zebra", "2022-08-02", "basil"):
+        response = await raw.get("/v1/account", headers={"Stripe-Version": version})
+        assert response.status_code == 400
+        assert response.json()["error"]["message"] == f"Invalid Stripe API version: {version}"
+        assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_known_older_version_is_answered_but_is_a_contract_violation(emulator: StripeEmulator) -> None:
+    emulator.add_api_key(KEY)
+    emulator.contract_mode = True
+    old = stripe.StripeClient(
+        KEY, base_addresses={"api": emulator.url}, http_client=stripe.HTTPXClient(), stripe_version="2025-03-31.basil"
+    )
+    await old.v1.balance.retrieve_async()
+    await make_client(emulator).v1.balance.retrieve_async()
+    assert [v.problems for v in emulator.violations] == [
+        (
+            "Stripe-Version '2025-03-31.basil': the contract (the SDK's types) is API version "
+            f"'{stripe._api_version._ApiVersion.CURRENT}'",
+        )
+    ]
+    assert emulator.api_versions == {"2025-03-31.basil": 1, stripe._api_version._ApiVersion.CURRENT: 1}
+
+
+async def test_contract_mode_records_requests_the_sdk_types_do_not_allow(emulator: StripeEmulator) -> None:
+    emulator.add_api_key(KEY)
+    emulator.contract_mode = True
+    client = make_client(emulator)
+    customer = await make_customer(client)
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.invoices.create_async(params={"customer": customer.id, "po_number": "x"})  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.invoices.create_async(params={"customer": customer.id, "collection_method": "monthly"})
+    found = [(v.endpoint, v.problems) for v in emulator.violations]
+    assert found == [
+        ("POST /v1/invoices", ("po_number: unknown parameter (not in InvoiceCreateParams)",)),
+        (
+            "POST /v1/invoices",
+            ("collection_method: 'monthly' is not one of 'charge_automatically', 'send_invoice'",),
+        ),
+    ]
+    assert emulator.contract_checked == 3
+    assert "po_number" in emulator.contract_report()
+
+
+# --- restricted keys -------------------------------------------------------------------------------
+
+
+async def test_a_restricted_key_may_never_read_the_account(emulator: StripeEmulator) -> None:
+    account = emulator.add_api_key("rk_test_restrictedKey00wxyz")
+    with pytest.raises(stripe.PermissionError) as error:
+        await make_client(emulator, "rk_test_restrictedKey00wxyz").v1.accounts.retrieve_current_async()
+    assert error.value.http_status == 403
+    assert error.value.user_message == (
+        "The provided key 'rk_test_" + "*" * 15 + "wxyz' does not have the required permissions for this endpoint "
+        f"on account '{account}'. This is a restricted API key, but the required permissions are not available "
+        "for use by restricted keys."
+    )
+
+
+async def test_a_restricted_key_without_a_permission_is_refused_naming_it(emulator: StripeEmulator) -> None:
+    key = "rk_live_readOnlyInvoices0wxyz"
+    account = emulator.add_api_key(key, permissions=["rak_invoice_read", "rak_customer_write"])
+    client = make_client(emulator, key)
+    customer = await make_customer(client)  # customer write
+    assert (await client.v1.customers.retrieve_async(customer.id)).id == customer.id  # write implies read
+    await client.v1.invoices.list_async()  # invoice read
+    with pytest.raises(stripe.PermissionError) as error:
+        await client.v1.invoices.create_async(params={"customer": customer.id})
+    assert error.value.user_message is not None
+    assert error.value.user_message.endswith(
+        f"on account '{account}'. Having the 'rak_invoice_write' permission would allow this request to continue."
+    )
+    with pytest.raises(stripe.PermissionError, match="rak_invoiceitem_read"):
+        await client.v1.invoice_items.list_async()
+    with pytest.raises(ValueError, match="only restricted keys"):
+        emulator.add_api_key("sk_test_notRestricted", permissions=["rak_invoice_read"])
+
+
+# --- rate limits per account and mode, and per endpoint --------------------------------------------
+
+
+async def test_live_and_test_mode_have_separate_budgets(emulator: StripeEmulator) -> None:
+    account = emulator.add_api_key(KEY)
+    emulator.add_api_key("sk_live_sameAccountLive0wxyz", account=account)
+    emulator.set_rate_limit(3, livemode=False)
+    emulator.set_rate_limit(6, livemode=True)
+    emulator.set_endpoint_rate_limit(None)
+    test, live = make_client(emulator), make_client(emulator, "sk_live_sameAccountLive0wxyz")
+    for _ in range(3):
+        await test.v1.balance.retrieve_async()
+    with pytest.raises(stripe.RateLimitError):
+        await test.v1.balance.retrieve_async()
+    for _ in range(6):
+        await live.v1.balance.retrieve_async()  # test mode's exhausted budget does not touch live mode's
+    with pytest.raises(stripe.RateLimitError):
+        await live.v1.balance.retrieve_async()
+
+
+async def test_each_endpoint_has_its_own_stricter_limit(emulator: StripeEmulator) -> None:
+    emulator.add_api_key(KEY)
+    emulator.set_rate_limit(100)
+    emulator.set_endpoint_rate_limit(4)
+    client = make_client(emulator)
+    for _ in range(4):
+        await client.v1.balance.retrieve_async()
+    with pytest.raises(stripe.RateLimitError):
+        await client.v1.balance.retrieve_async()
+    await client.v1.customers.list_async()  # another endpoint still has room in the global budget
+
+
+async def test_stripes_default_limits_are_100_live_25_test_and_25_per_endpoint(
+    emulator: StripeEmulator, raw: httpx.AsyncClient
+) -> None:
+    emulator.use_stripe_rate_limits()
+    statuses = [r.status_code for r in await asyncio.gather(*(raw.get("/v1/balance") for _ in range(40)))]
+    assert 25 <= statuses.count(200) < 40 and statuses.count(429) == 40 - statuses.count(200)

@@ -74,3 +74,46 @@ async def test_control_a_matching_key_does_call_the_api_base(dead_api_base: str)
     result = await check_key("sk_test_secret123", test_mode=True, api_base=dead_api_base, timeout=2)
     assert (result.ok, result.reason, result.retryable) == (False, "StripeUnreachable", True)
     assert "secret123" not in result.message
+
+
+# --- against the Stripe emulator: the version sent, restricted keys, scrubbed messages ---------------
+
+
+async def test_every_request_carries_exactly_the_sdks_pinned_api_version() -> None:
+    from stripe._api_version import _ApiVersion
+
+    from m3stripe.adapters.stripe_credentials import STRIPE_API_VERSION, open_client
+    from m3stripe.testing.stripe_emulator import StripeEmulator
+
+    assert STRIPE_API_VERSION == _ApiVersion.CURRENT
+    async with StripeEmulator() as emulator:
+        emulator.add_api_key("sk_test_versionKey0001")
+        assert (await check_key("sk_test_versionKey0001", test_mode=True, api_base=emulator.url)).ok
+        async with open_client("sk_test_versionKey0001", api_base=emulator.url) as client:
+            await client.v1.invoices.list_async(params={"limit": 1})
+            await client.v1.customers.create_async(params={"name": "x"})
+        assert emulator.api_versions == {_ApiVersion.CURRENT: 3}
+
+
+async def test_a_restricted_key_is_checked_through_the_fallback_and_its_account_is_known() -> None:
+    from m3stripe.testing.stripe_emulator import StripeEmulator
+
+    async with StripeEmulator() as emulator:
+        account = emulator.add_api_key("rk_live_restricted0000wxyz", permissions=["rak_invoice_write"])
+        check = await check_key("rk_live_restricted0000wxyz", test_mode=False, api_base=emulator.url)
+        assert (check.ok, check.reason, check.account_id) == (True, "Connected", account)
+        assert [(r.endpoint, r.status) for r in emulator.requests] == [
+            ("GET /v1/account", 403),  # Stripe refuses the account to every restricted key
+            ("GET /v1/invoices", 200),
+        ]
+        assert "wxyz" not in check.message
+
+
+async def test_a_restricted_key_that_cannot_read_invoices_is_refused_with_what_to_grant() -> None:
+    from m3stripe.testing.stripe_emulator import StripeEmulator
+
+    async with StripeEmulator() as emulator:
+        emulator.add_api_key("rk_test_customersOnly000wxyz", permissions=["rak_customer_read"])
+        check = await check_key("rk_test_customersOnly000wxyz", test_mode=True, api_base=emulator.url)
+        assert (check.ok, check.reason) == (False, "StripePermissionDenied")
+        assert "Invoices" in check.message and "wxyz" not in check.message

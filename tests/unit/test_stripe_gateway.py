@@ -10,11 +10,14 @@ import pytest
 import stripe
 
 from m3stripe.adapters.stripe_gateway import (
+    ENDPOINT_REQUESTS_PER_SECOND,
     Failure,
     LimiterRegistry,
     RetryPolicy,
     StripeCallError,
     StripeGateway,
+    StripeRateLimit,
+    scrub,
 )
 
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0, max_delay=0)
@@ -229,12 +232,78 @@ def test_backoff_stays_within_the_cap() -> None:
         assert 0 <= policy.backoff(attempt) <= min(3, 0.5 * 2 ** (attempt - 1))
 
 
-def test_limiter_registry_shares_one_limiter_per_account_and_rate() -> None:
+def test_limiter_registry_keeps_one_budget_per_account_and_mode() -> None:
     registry = LimiterRegistry()
-    a = registry.get("acct_1", 25)
-    assert registry.get("acct_1", 25) is a
-    assert registry.get("acct_2", 25) is not a
-    changed = registry.get("acct_1", 100)
-    assert changed is not a
-    assert changed.max_rate == 100
-    assert registry.get("acct_1", 100) is changed
+    test = registry.get("acct_1", False, 25, owner="int-test")
+    assert registry.get("acct_1", False, 25, owner="int-test-2") is test
+    assert registry.get("acct_2", False, 25) is not test
+    live = registry.get("acct_1", True, 100, owner="int-live")
+    assert live is not test
+    assert (live.per_second, test.per_second) == (100, 25)
+
+
+def test_a_live_and_a_test_integration_on_one_account_do_not_flip_each_others_rate() -> None:
+    registry = LimiterRegistry()
+    for _ in range(3):
+        live = registry.get("acct_1", True, 100, owner="live")
+        test = registry.get("acct_1", False, 25, owner="test")
+        assert (live.per_second, test.per_second) == (100, 25)
+
+
+def test_integrations_sharing_an_account_and_mode_get_the_lowest_rate_any_asked_for() -> None:
+    registry = LimiterRegistry()
+    shared = registry.get("acct_1", True, 100, owner="a")
+    assert registry.get("acct_1", True, 40, owner="b") is shared
+    assert shared.per_second == 40
+    registry.get("acct_1", True, 100, owner="a")  # a's next pass does not raise it back
+    assert shared.per_second == 40
+    registry.get("acct_1", True, 80, owner="b")  # b raised its own limit: the lowest is now 80
+    assert shared.per_second == 80
+
+
+async def test_each_endpoint_has_its_own_budget_of_25_per_second_within_the_accounts() -> None:
+    limit = StripeRateLimit(100)
+    assert limit.endpoint_per_second == ENDPOINT_REQUESTS_PER_SECOND == 25
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(25):
+        await limit.acquire("invoices.create")
+    for _ in range(25):
+        await limit.acquire("invoices.list")  # another endpoint: no wait
+    assert loop.time() - started < 0.5
+    assert not limit.endpoint("invoices.create").has_capacity()
+    assert limit.endpoint("invoices.add_lines").has_capacity()
+
+
+def test_scrub_removes_keys_of_any_mode_redacted_forms_secrets_and_account_ids() -> None:
+    text = (
+        "Invalid API Key provided: sk_test_****abcd; The provided key 'rk_live_*********wxyz' does not have "
+        "the required permissions for this endpoint on account 'acct_1PJBLEBBLEfVabcd'. Also sk_live_51Abc, "
+        "pk_test_123, rk_test_...9876, sk_test_...abcd, whsec_abc123, pi_123_secret_456 and Bearer sk_x."
+    )
+    scrubbed = scrub(text)
+    for fragment in ("abcd", "wxyz", "acct_1PJ", "51Abc", "pk_test_123", "9876", "whsec_abc", "secret_456", "sk_x"):
+        assert fragment not in scrubbed
+    assert "the required permissions for this endpoint" in scrubbed
+
+
+async def test_a_403_for_a_missing_permission_names_the_permission_and_no_key_fragment() -> None:
+    message = (
+        "The provided key 'rk_test_*****************************wxyz' does not have the required permissions "
+        "for this endpoint on account 'acct_1SecretAccount'. Having the 'rak_invoice_write' permission would "
+        "allow this request to continue."
+    )
+    err = await fail(Script(stripe.PermissionError(message, http_status=403)))
+    assert err.failure is Failure.PERMISSION
+    assert err.permission == "rak_invoice_write"
+    assert "rak_invoice_write" in str(err)
+    assert "wxyz" not in str(err) and "acct_1SecretAccount" not in str(err)
+
+
+async def test_every_stripe_call_error_message_is_scrubbed() -> None:
+    err = await fail(
+        Script(stripe.InvalidRequestError(f"No such customer for key {SECRET}", param=None, http_status=400))
+    )
+    assert SECRET not in str(err) and SECRET[-6:] not in str(err)
+    direct = StripeCallError(Failure.INVALID, f"echo {SECRET} acct_123")
+    assert SECRET not in str(direct) and "acct_123" not in str(direct)

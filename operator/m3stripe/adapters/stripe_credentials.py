@@ -8,11 +8,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import stripe
+from stripe._api_version import _ApiVersion
+
+from m3stripe.adapters.stripe_gateway import account_in_permission_error, scrub
 
 DEFAULT_API_BASE = "https://api.stripe.com"
-# Pin the API version the operator is written against, so a change of the account's default
-# version in Stripe's dashboard never changes what the operator sends or reads.
-STRIPE_API_VERSION = "2025-03-31.basil"
+# Pin the API version, so a change of the account's default version in Stripe's dashboard never
+# changes what the operator sends or reads. It is exactly the version the installed SDK is generated
+# for (its parameter and object types describe that version and no other): "your API calls to Stripe
+# use the API version that was current when the SDK was released" (https://docs.stripe.com/sdks/set-version);
+# the SDK major is pinned in pyproject.toml, so this moves only with a deliberate SDK upgrade.
+STRIPE_API_VERSION: str = _ApiVersion.CURRENT
 
 
 class KeyMode(enum.StrEnum):
@@ -95,10 +101,13 @@ async def _probe(client: stripe.StripeClient) -> KeyCheck:
     try:
         account = await client.v1.accounts.retrieve_current_async()
         return KeyCheck(True, "Connected", f"Stripe accepted the key (account {account.id})", account_id=account.id)
-    except stripe.PermissionError:
-        # Restricted keys often lack account read access; a one-item invoice list proves the key works
-        # and that it can read invoices, which the sync needs anyway.
-        pass
+    except stripe.PermissionError as err:
+        # Stripe answers GET /v1/account with 403 for every restricted key ("This is a restricted API
+        # key, but the required permissions are not available for use by restricted keys",
+        # https://github.com/dj-stripe/dj-stripe/pull/1131); a one-item invoice list proves the key
+        # works and can read invoices, which the sync needs anyway. The 403 names the account
+        # ("... for this endpoint on account 'acct_...'"), which keys the account's rate limit.
+        account_id = account_in_permission_error(err.user_message or str(err))
     except stripe.AuthenticationError as err:
         return KeyCheck(
             False,
@@ -121,13 +130,15 @@ async def _probe(client: stripe.StripeClient) -> KeyCheck:
         return KeyCheck(False, "StripeCheckFailed", f"Stripe refused the credential check: {_first_line(err)}")
     try:
         await client.v1.invoices.list_async(params={"limit": 1})
-        return KeyCheck(True, "Connected", "Stripe accepted the restricted key (it cannot read the account id)")
+        where = f" (account {account_id})" if account_id else " (it cannot read the account id)"
+        return KeyCheck(True, "Connected", f"Stripe accepted the restricted key{where}", account_id=account_id)
     except stripe.PermissionError:
         return KeyCheck(
             False,
             "StripePermissionDenied",
             "the restricted key may not read invoices; grant it write access to Invoices, Invoice items and "
             "Customers (read) in Stripe's dashboard",
+            account_id=account_id,
         )
     except stripe.StripeError as err:
         return KeyCheck(
@@ -139,5 +150,5 @@ async def _probe(client: stripe.StripeClient) -> KeyCheck:
 
 
 def _first_line(err: stripe.StripeError) -> str:
-    text = (err.user_message or str(err) or type(err).__name__).strip()
+    text = scrub((err.user_message or str(err) or type(err).__name__).strip())
     return text.splitlines()[0][:300] if text else type(err).__name__

@@ -3,7 +3,12 @@
 Retries follow Stripe's guidance: 429, 5xx, 409 and network errors are retried with exponential
 backoff and jitter, reusing the same idempotency key; `Stripe-Should-Retry` overrides the status when
 present, and `Retry-After` sets the wait. Other 4xx errors are not retried: they carry Stripe's
-message back to the caller.
+message back to the caller, scrubbed of API keys and account ids (`scrub`).
+
+Rate limits follow https://docs.stripe.com/rate-limits: a global budget per Stripe account and mode
+("Live mode: 100 requests per second", "Sandbox: 25 requests per second") and, on top of it, a
+budget per endpoint ("Individual API endpoints (unless otherwise noted): 25 requests per second";
+"Stripe considers each named API operation a separate endpoint").
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +27,45 @@ from aiolimiter import AsyncLimiter
 
 T = TypeVar("T")
 LIST_PAGE = 100
+# https://docs.stripe.com/rate-limits: "Individual API endpoints (unless otherwise noted): 25 requests
+# per second". None of the endpoints the operator calls is "otherwise noted" (the exceptions listed
+# there are the Files, Search, Meter events, Payment Intents updates and Subscriptions APIs).
+ENDPOINT_REQUESTS_PER_SECOND = 25
+
+# Stripe's error texts echo the key ("Invalid API Key provided: sk_test_****abcd", "The provided key
+# 'rk_live_...wxyz' does not have the required permissions ... on account 'acct_1...'", see
+# https://github.com/stripe/stripe-node/issues/2246), so every text from Stripe passes through `scrub`
+# before it reaches status, events, logs or metrics. Redacted forms are scrubbed too: their last
+# characters are still a fragment of the key.
+_SECRETS = re.compile(
+    r"""
+    \b(?:sk|rk|pk|ek)_(?:live|test)_[^\s'",;)]*     # API keys of either mode, whole or redacted
+    | \bwhsec_[^\s'",;)]*                        # webhook signing secrets
+    | \b[a-z]{2,6}_[A-Za-z0-9]+_secret_[^\s'",;)]*  # client secrets (pi_..._secret_...)
+    | (?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]+       # an Authorization header value
+    """,
+    re.VERBOSE,
+)
+_ACCOUNT = re.compile(r"\bacct_[A-Za-z0-9*._]+")
+_PERMISSION = re.compile(r"Having the '(rak_[a-z0-9_]+)' permission")
+_ACCOUNT_IN_PERMISSION_ERROR = re.compile(r"on account '(acct_[A-Za-z0-9]+)'")
+
+
+def scrub(text: str) -> str:
+    """Stripe's text without API keys (whole or redacted), other secrets or account ids."""
+    return _ACCOUNT.sub("acct_[redacted]", _SECRETS.sub("[redacted]", text))
+
+
+def missing_permission(message: str) -> str | None:
+    """The restricted-key permission a 403 names ("Having the 'rak_invoice_write' permission would ...")."""
+    found = _PERMISSION.search(message)
+    return found.group(1) if found else None
+
+
+def account_in_permission_error(message: str) -> str | None:
+    """The account a restricted key's 403 names ("... for this endpoint on account 'acct_123'")."""
+    found = _ACCOUNT_IN_PERMISSION_ERROR.search(message)
+    return found.group(1) if found else None
 
 
 class Failure(enum.StrEnum):
@@ -41,12 +86,15 @@ class StripeCallError(Exception):
         status: int | None = None,
         code: str | None = None,
         endpoint: str = "",
+        permission: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.failure = failure
         self.status = status
         self.code = code
         self.endpoint = endpoint
+        # The restricted-key permission Stripe says is missing (403), e.g. "rak_invoice_write".
+        self.permission = permission
 
 
 class StripeObserver(Protocol):
@@ -79,18 +127,57 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
 
 
+class StripeRateLimit:
+    """The client-side budget of one Stripe account in one mode: a global limiter and one per endpoint.
+
+    Every integration and every key writing to that account and mode shares it (Stripe counts per
+    account, https://docs.stripe.com/rate-limits). Its global rate is the lowest any of its users
+    asked for, so no integration's `requestsPerSecond` is exceeded however many share the account.
+    """
+
+    def __init__(self, per_second: float, endpoint_per_second: float = ENDPOINT_REQUESTS_PER_SECOND) -> None:
+        self._rates: dict[str, float] = {}
+        self.endpoint_per_second = endpoint_per_second
+        # A one-second window at the full rate: no burst above Stripe's per-second limit.
+        self._global = AsyncLimiter(per_second, 1.0)
+        self._endpoints: dict[str, AsyncLimiter] = {}
+
+    @property
+    def per_second(self) -> float:
+        return self._global.max_rate
+
+    def use(self, owner: str, per_second: float) -> None:
+        self._rates[owner] = per_second
+        rate = min(self._rates.values())
+        if rate != self._global.max_rate:
+            # Every gateway asks this object on each request, so a new limiter takes effect at once.
+            self._global = AsyncLimiter(rate, 1.0)
+
+    def endpoint(self, endpoint: str) -> AsyncLimiter:
+        limiter = self._endpoints.get(endpoint)
+        if limiter is None:
+            limiter = self._endpoints[endpoint] = AsyncLimiter(self.endpoint_per_second, 1.0)
+        return limiter
+
+    async def acquire(self, endpoint: str) -> None:
+        # The endpoint's budget first: a request waiting for its endpoint holds no global capacity.
+        await self.endpoint(endpoint).acquire()
+        await self._global.acquire()
+
+
 class LimiterRegistry:
-    """One client-side limiter per Stripe account, shared by every integration that writes to it."""
+    """One StripeRateLimit per (Stripe account, mode): live and test mode have separate budgets."""
 
     def __init__(self) -> None:
-        self._limiters: dict[str, AsyncLimiter] = {}
+        self._limits: dict[tuple[str, bool], StripeRateLimit] = {}
 
-    def get(self, account: str, per_second: float) -> AsyncLimiter:
-        limiter = self._limiters.get(account)
-        if limiter is None or limiter.max_rate != per_second:
-            # A one-second window at the full rate: no burst above Stripe's per-second limit.
-            limiter = self._limiters[account] = AsyncLimiter(per_second, 1.0)
-        return limiter
+    def get(self, account: str, livemode: bool, per_second: float, *, owner: str = "") -> StripeRateLimit:
+        key = (account, livemode)
+        limit = self._limits.get(key)
+        if limit is None:
+            limit = self._limits[key] = StripeRateLimit(per_second)
+        limit.use(owner or f"rate:{per_second}", per_second)
+        return limit
 
 
 def metadata_of(obj: Any) -> dict[str, str]:
@@ -114,7 +201,7 @@ class StripeGateway:
         self,
         client: stripe.StripeClient,
         *,
-        limiter: AsyncLimiter | None = None,
+        limiter: StripeRateLimit | None = None,
         observer: StripeObserver | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -135,7 +222,7 @@ class StripeGateway:
             attempt += 1
             if self._limiter is not None:
                 waited = time.monotonic()
-                await self._limiter.acquire()
+                await self._limiter.acquire(endpoint)
                 wait = time.monotonic() - waited
                 if wait > 0.001:
                     self._observer.rate_limit_wait(wait)
@@ -184,11 +271,13 @@ class StripeGateway:
         status = err.http_status
         message = (err.user_message or str(err) or type(err).__name__).strip()
         code = err.code
+        permission = None
         if isinstance(err, stripe.AuthenticationError) or status == 401:
             failure = Failure.AUTH
             message = "Stripe rejected the API key (HTTP 401)"  # Stripe's text echoes part of the key
         elif isinstance(err, stripe.PermissionError) or status == 403:
             failure = Failure.PERMISSION
+            permission = missing_permission(message)
         elif isinstance(err, stripe.IdempotencyError):
             failure = Failure.IDEMPOTENCY
         elif status == 404:
@@ -198,7 +287,7 @@ class StripeGateway:
         else:
             failure = Failure.TRANSIENT
             message = f"Stripe did not answer successfully after retries: {message}"
-        return StripeCallError(failure, message, status=status, code=code, endpoint=endpoint)
+        return StripeCallError(failure, message, status=status, code=code, endpoint=endpoint, permission=permission)
 
     # Lists are walked page by page (flat memory) with `starting_after`, never the Search API, whose
     # results lag behind writes.

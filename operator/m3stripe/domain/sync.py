@@ -231,11 +231,19 @@ class SyncEngine:
                 status=RunStatus.AUTH_FAILED,
             )
         if err.failure is Failure.PERMISSION:
+            # Stripe's 403 names the missing permission ("Having the 'rak_invoice_write' permission would
+            # allow this request to continue"); err's message is already scrubbed of the key and account.
+            grant = (
+                f"grant the restricted key the Stripe permission {err.permission} (Dashboard > Developers > "
+                "API keys > edit the key)"
+                if err.permission
+                else "grant the restricted key write access to Invoices and Invoice items"
+            )
             return self._failed(
                 bill,
                 EventKind.AUTHENTICATION,
                 run_id,
-                f"{where}: {err}; grant the restricted key write access to Invoices and Invoice items",
+                f"{where}: {err}; {grant}",
                 retry=True,
                 status=RunStatus.AUTH_FAILED,
             )

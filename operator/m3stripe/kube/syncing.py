@@ -96,8 +96,13 @@ class SyncDriver:
         if requested and requested != status.get("lastHandledRequestedAt"):
             extra["lastHandledRequestedAt"] = requested
         budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
+        # One budget per (Stripe account, mode), shared with every integration and key on that account
+        # (https://docs.stripe.com/rate-limits); the key's mode matches the destination (checked before).
         limiter = self.runtime.limiters.get(
-            stripe_account or f"key:{hash(stripe_key)}", spec.effective_requests_per_second
+            stripe_account or f"key:{hash(stripe_key)}",
+            not spec.is_test_mode,
+            spec.effective_requests_per_second,
+            owner=self.uid,
         )
         started = time.monotonic()
         async with open_client(

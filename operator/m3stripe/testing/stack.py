@@ -113,7 +113,13 @@ class LocalStack:
         server = await self._exit.enter_async_context(kmock.Server(self.k8s))
         self.kube_url = str(server.url).rstrip("/")
         self.stripe = await self._exit.enter_async_context(
-            StripeEmulator(rate_limit_per_second=self._stripe_rate_limit, latency_seconds=self._stripe_latency)
+            # Contract mode: every request is checked against the SDK's types and API version on receipt
+            # (tests fail at teardown on any violation: tests/conftest.py).
+            StripeEmulator(
+                rate_limit_per_second=self._stripe_rate_limit,
+                latency_seconds=self._stripe_latency,
+                contract_mode=True,
+            )
         )
         self.m3ter = await self._exit.enter_async_context(M3terEmulator())
         self.smtp = await self._exit.enter_async_context(SmtpServer())
@@ -140,6 +146,10 @@ class LocalStack:
     def run(self, coro: Any, timeout: float | None = 60) -> Any:
         assert self._loop is not None
         return self._loop.call(coro, timeout)
+
+    def stripe_contract_violations(self) -> str:
+        """The Stripe emulator's contract violations so far, one a line ('' when none)."""
+        return self.call(self.stripe.contract_report)
 
     def stripe_client(self, api_key: str) -> Any:
         """The official Stripe SDK (synchronous), pointed at the emulator: for seeding and inspecting."""

@@ -15,8 +15,8 @@ pagination, enforces the invoice lifecycle and currency rules, and can rate-limi
 Run ``python -m m3stripe.testing.stripe_emulator --help`` to serve it from another process.
 """
 
-from .app import AccountSnapshot, RequestRecord, StripeEmulator
+from .app import AccountSnapshot, ContractViolation, RequestRecord, StripeEmulator
 from .errors import StripeError
 from .faults import Fault
 
-__all__ = ["AccountSnapshot", "Fault", "RequestRecord", "StripeEmulator", "StripeError"]
+__all__ = ["AccountSnapshot", "ContractViolation", "Fault", "RequestRecord", "StripeEmulator", "StripeError"]

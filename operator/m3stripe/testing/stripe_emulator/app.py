@@ -18,13 +18,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
 
 from aiohttp import web
+from stripe._api_version import _ApiVersion
 
-from . import billing, errors, forms
+from . import billing, contract, errors, forms
 from .account import retrieve as retrieve_account
 from .common import AccountProfile, Ctx, check_expand, expand
 from .errors import StripeError
@@ -36,8 +37,22 @@ from .state import AccountState, IdFactory, Obj
 
 logger = logging.getLogger(__name__)
 
-API_VERSION = "2026-10-28.endive"
+# The emulator speaks exactly the API version the installed stripe SDK is generated for: its params
+# and object types are the contract the emulator checks requests against.
+API_VERSION: str = _ApiVersion.CURRENT
+# Versions Stripe is documented to know (https://docs.stripe.com/api-versions: "2024-09-30.acacia";
+# https://docs.stripe.com/changelog/basil: "2025-03-31.basil"), accepted, and recorded as a mismatch
+# when they are not API_VERSION. Stripe answers any other value with 400 "Invalid Stripe API version"
+# (stripe/stripe-java#682, pay-rails/pay#680: a well-formed date that is no release is refused too),
+# so the emulator, not knowing Stripe's full list, refuses everything else.
+KNOWN_API_VERSIONS = frozenset({API_VERSION, "2025-03-31.basil", "2024-09-30.acacia"})
 _MODES = {"sk_test_": False, "rk_test_": False, "sk_live_": True, "rk_live_": True}
+# https://docs.stripe.com/rate-limits: "Live mode: 100 requests per second", "Sandbox: 25 requests per
+# second", "Individual API endpoints (unless otherwise noted): 25 requests per second"; the global
+# limit is per Stripe account and mode, the endpoint one per "named API operation".
+STRIPE_LIVE_PER_SECOND = 100.0
+STRIPE_TEST_PER_SECOND = 25.0
+STRIPE_ENDPOINT_PER_SECOND = 25.0
 
 
 @dataclass
@@ -46,6 +61,22 @@ class ApiKey:
     account: str
     livemode: bool
     revoked: bool = False
+    # Restricted (rk_) keys only: the rak_* permissions granted; None grants every one.
+    permissions: frozenset[str] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        return self.key.startswith("rk_")
+
+    def allows(self, permission: str | None) -> bool:
+        if not self.restricted:
+            return True
+        if permission is None:
+            return False
+        if self.permissions is None:
+            return True
+        # "Write permissions imply read permissions" (https://docs.stripe.com/keys#limit-access).
+        return permission in self.permissions or permission.replace("_read", "_write") in self.permissions
 
 
 @dataclass(frozen=True)
@@ -63,6 +94,21 @@ class RequestRecord:
     fault: str | None
     dropped: bool
     seconds: float
+    stripe_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ContractViolation:
+    """A request that broke Stripe's contract as the SDK's generated types describe it."""
+
+    request_id: str
+    method: str
+    path: str
+    endpoint: str | None
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} ({self.request_id}): " + "; ".join(self.problems)
 
 
 class AccountSnapshot(TypedDict):
@@ -110,6 +156,8 @@ class StripeEmulator:
         seed: int | None = None,
         clock: Callable[[], float] | None = None,
         request_log_size: int = 10_000,
+        contract_mode: bool = False,
+        endpoint_rate_limit_per_second: float | None = STRIPE_ENDPOINT_PER_SECOND,
     ) -> None:
         self._clock = clock or time.time
         self._ids = IdFactory(seed)
@@ -117,8 +165,16 @@ class StripeEmulator:
         self._keys: dict[str, ApiKey] = {}
         self._accounts: dict[str, AccountProfile] = {}
         self._idempotency: dict[tuple[str, bool], IdempotencyStore] = {}
-        self._buckets: dict[str, TokenBucket] = {}
-        self._rate_limit = rate_limit_per_second
+        self._buckets: dict[tuple[str, bool, str | None], TokenBucket] = {}
+        self._rate_limits: dict[bool, float | None] = {True: None, False: None}
+        self._endpoint_rate_limit = endpoint_rate_limit_per_second
+        # Contract mode: every request is checked on receipt against the SDK's generated parameter
+        # types and the SDK's API version; what breaks them is kept in `violations` (the tests' stack
+        # fixture and the benchmark fail on any).
+        self.contract_mode = contract_mode
+        self.violations: list[ContractViolation] = []
+        self.contract_checked = 0
+        self.api_versions: collections.Counter[str | None] = collections.Counter()
         self.latency_seconds = latency_seconds
         self.faults = FaultPlan()
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=request_log_size)
@@ -198,12 +254,17 @@ class StripeEmulator:
         default_currency: str = "usd",
         email: str | None = None,
         business_name: str | None = None,
+        permissions: Iterable[str] | None = None,
     ) -> str:
-        """Register a secret key (its prefix sets test or live mode) and return its account id.
+        """Register a secret or restricted key (its prefix sets test or live mode) and return its account id.
 
         Keys naming the same ``account`` share its objects (per mode); the profile keywords apply
-        when the account is first created.
+        when the account is first created. ``permissions`` (``rak_invoice_write``, ...) restricts an
+        ``rk_`` key; without it a restricted key has every permission, and still may not call
+        ``GET /v1/account`` (Stripe refuses that to all restricted keys).
         """
+        if permissions is not None and not key.startswith("rk_"):
+            raise ValueError("only restricted keys (rk_test_/rk_live_) have permissions")
         livemode = mode_of(key)
         account_id = account or self._ids.new("acct", 16)
         if account_id not in self._accounts:
@@ -215,7 +276,9 @@ class StripeEmulator:
                 email=email,
                 business_name=business_name,
             )
-        self._keys[key] = ApiKey(key, account_id, livemode)
+        self._keys[key] = ApiKey(
+            key, account_id, livemode, permissions=None if permissions is None else frozenset(permissions)
+        )
         self._mode_state(account_id, livemode)
         return account_id
 
@@ -223,12 +286,34 @@ class StripeEmulator:
         """Later requests with ``key`` get 401, as with a deleted or rolled-and-expired key."""
         self._keys[key].revoked = True
 
-    def set_rate_limit(self, per_second: float | None) -> None:
-        """Limit each account to ``per_second`` requests (bursts of one second's worth); None turns it off."""
-        self._rate_limit = per_second
-        self._buckets.clear()
+    def set_rate_limit(self, per_second: float | None, *, livemode: bool | None = None) -> None:
+        """Limit each account's requests per second in one mode (both by default); None turns it off.
+
+        Bursts of one second's worth. While a mode is limited, each endpoint of an account is also
+        limited to ``endpoint_rate_limit_per_second`` (Stripe's 25/s unless set otherwise).
+        """
         if per_second is not None and per_second <= 0:
             raise ValueError("per_second must be positive (or None to disable rate limiting)")
+        for mode in (True, False) if livemode is None else (livemode,):
+            self._rate_limits[mode] = per_second
+        self._buckets.clear()
+
+    def set_endpoint_rate_limit(self, per_second: float | None) -> None:
+        """The per-endpoint limit applied while a mode is rate limited; None: the global limit only."""
+        if per_second is not None and per_second <= 0:
+            raise ValueError("per_second must be positive (or None for no per-endpoint limit)")
+        self._endpoint_rate_limit = per_second
+        self._buckets.clear()
+
+    def use_stripe_rate_limits(self) -> None:
+        """Stripe's documented defaults: 100/s live, 25/s test, 25/s per endpoint."""
+        self.set_rate_limit(STRIPE_LIVE_PER_SECOND, livemode=True)
+        self.set_rate_limit(STRIPE_TEST_PER_SECOND, livemode=False)
+        self.set_endpoint_rate_limit(STRIPE_ENDPOINT_PER_SECOND)
+
+    def contract_report(self) -> str:
+        """Every contract violation recorded so far, one a line ('' when none)."""
+        return "\n".join(str(v) for v in self.violations)
 
     def inject(
         self,
@@ -274,6 +359,8 @@ class StripeEmulator:
         self.faults.clear()
 
     def reset_counters(self) -> None:
+        self.api_versions.clear()
+        self.contract_checked = 0
         self.requests.clear()
         self.request_count = 0
         self.endpoint_counts.clear()
@@ -333,8 +420,12 @@ class StripeEmulator:
         started = time.monotonic()
         request_id = self._ids.new("req")
         info: dict[str, Any] = {"endpoint": None, "account": None, "replayed": False, "fault": None}
+        version = request.headers.get("Stripe-Version")
+        self.api_versions[version] += 1
         if self.latency_seconds:
             await asyncio.sleep(self.latency_seconds)
+        if self.contract_mode:
+            await self._check_contract(request, request_id)
         try:
             reply = await self._process(request, request_id, info)
         except StripeError as error:
@@ -388,8 +479,34 @@ class StripeEmulator:
                 fault=info["fault"],
                 dropped=reply.drop,
                 seconds=seconds,
+                stripe_version=request.headers.get("Stripe-Version"),
             )
         )
+
+    async def _check_contract(self, request: web.Request, request_id: str) -> None:
+        problems: list[str] = []
+        version = request.headers.get("Stripe-Version")
+        if version != API_VERSION:
+            problems.append(
+                f"Stripe-Version {version!r}: the contract (the SDK's types) is API version {API_VERSION!r}"
+            )
+        matched = self._router.match(request.method, request.path)
+        endpoint = None
+        if matched is None:
+            problems.append("no such endpoint in the emulator (and so none the operator is known to need)")
+        else:
+            endpoint = matched[0].name
+            try:
+                form = await self._read_params(request)
+            except StripeError as error:
+                problems.append(f"undecodable form: {error.message}")
+            else:
+                problems.extend(str(v) for v in contract.check(request.method, matched[0].template, form))
+        self.contract_checked += 1
+        if problems:
+            self.violations.append(
+                ContractViolation(request_id, request.method, request.path, endpoint, tuple(problems))
+            )
 
     def _authenticate(self, request: web.Request) -> ApiKey:
         header = request.headers.get("Authorization", "")
@@ -409,6 +526,9 @@ class StripeEmulator:
         connected = request.headers.get("Stripe-Account")
         if connected and connected != found.account:
             raise errors.no_account_access(key, connected)
+        version = request.headers.get("Stripe-Version")
+        if version is not None and version not in KNOWN_API_VERSIONS:
+            raise errors.invalid_api_version(version)
         return found
 
     async def _read_params(self, request: web.Request) -> forms.FormDict:
@@ -433,14 +553,9 @@ class StripeEmulator:
             raise errors.unrecognized_url(method, request.path)
         route, path_args = matched
         info["endpoint"] = route.name
-
-        if self._rate_limit is not None:
-            bucket = self._buckets.get(api_key.account)
-            if bucket is None:
-                bucket = self._buckets[api_key.account] = TokenBucket(self._rate_limit, time.monotonic)
-            wait = bucket.take()
-            if wait:
-                raise errors.rate_limited(retry_after_seconds(wait))
+        if not api_key.allows(route.permission):
+            raise errors.missing_permission(api_key.key, api_key.account, route.permission)
+        self._rate_limit(api_key, route)
 
         fault = self.faults.pick(method, request.path, api_key.account)
         if fault is not None:
@@ -485,6 +600,27 @@ class StripeEmulator:
             reply.headers,
             drop=fault is not None and fault.fault is Fault.DROP_AFTER_WRITE,
         )
+
+    def _rate_limit(self, api_key: ApiKey, route: Route) -> None:
+        """Take a token from the account+mode bucket and from the account+mode+endpoint bucket."""
+        per_second = self._rate_limits[api_key.livemode]
+        if per_second is None:
+            return
+        limits: list[tuple[str | None, float]] = [(None, per_second)]
+        if self._endpoint_rate_limit is not None:
+            limits.append((route.name, self._endpoint_rate_limit))
+        waits = []
+        for endpoint, rate in limits:
+            key = (api_key.account, api_key.livemode, endpoint)
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(rate, time.monotonic)
+            waits.append(bucket.take())
+        # A request refused by either limiter counts against both, as on Stripe (the stricter limits
+        # "also count against the basic limits").
+        wait = max(waits)
+        if wait:
+            raise errors.rate_limited(retry_after_seconds(wait))
 
     def _replay(self, saved: Saved, fault: Triggered | None) -> _Reply:
         headers = {**saved.headers, "Idempotent-Replayed": "true", "Original-Request": saved.request_id}
@@ -544,6 +680,10 @@ class StripeEmulator:
                         "statuses": {str(k): v for k, v in self.status_counts.items()},
                         "faults_fired": {f.value: n for f, n in self.faults.fired.items()},
                     }
+                )
+            if action == "contract" and request.method == "GET":
+                return web.json_response(
+                    {"checked": self.contract_checked, "violations": [asdict(v) for v in self.violations]}
                 )
             if action == "requests" and request.method == "GET":
                 limit = int(query.get("limit", "100"))

@@ -184,3 +184,28 @@ def idempotency_key_too_long(length: int) -> StripeError:
         400,
         f"Idempotency keys can be at most 255 characters long, but the provided key is {length} characters long.",
     )
+
+
+def missing_permission(key: str, account: str, permission: str | None) -> StripeError:
+    """A restricted key without the permission an endpoint needs (403, as Stripe words it).
+
+    Wording from Stripe's answers quoted in https://github.com/stripe/stripe-node/issues/2246 (missing
+    permission) and https://github.com/dj-stripe/dj-stripe/pull/1131 (GET /v1/account, which no
+    restricted key may call).
+    """
+    head = (
+        f"The provided key '{redact_key(key)}' does not have the required permissions for this endpoint "
+        f"on account '{account}'."
+    )
+    if permission is None:
+        tail = (
+            "This is a restricted API key, but the required permissions are not available for use by restricted keys."
+        )
+    else:
+        tail = f"Having the '{permission}' permission would allow this request to continue."
+    return StripeError(403, f"{head} {tail}")
+
+
+def invalid_api_version(version: str) -> StripeError:
+    """An unknown ``Stripe-Version`` (400 "Invalid Stripe API version: ...", as in stripe/stripe-java#682)."""
+    return StripeError(400, f"Invalid Stripe API version: {version}")

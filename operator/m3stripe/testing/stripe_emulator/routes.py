@@ -24,6 +24,23 @@ class Route:
     def name(self) -> str:
         return f"{self.method} {self.template}"
 
+    @property
+    def permission(self) -> str | None:
+        """The restricted-key permission the route needs; None where restricted keys are never allowed.
+
+        Stripe names permissions ``rak_<resource>_read`` / ``rak_<resource>_write`` (its 403 says
+        "Having the 'rak_accounts_kyc_id_numbers_read' permission would allow this request to
+        continue", https://github.com/stripe/stripe-node/issues/2246; dashboard links such as
+        ``apikeys/create?permissions[]=rak_invoice_read&permissions[]=rak_customer_read``). GET needs
+        read, POST and DELETE write, and "write permissions imply read permissions"
+        (https://docs.stripe.com/keys#limit-access). The invoice-item resource name is not documented
+        anywhere we found; ``rak_invoiceitem`` follows the object's name.
+        """
+        resource = RESTRICTED_KEY_RESOURCES.get(self.template.split("/")[2])
+        if resource is None:
+            return None
+        return f"rak_{resource}_{'read' if self.method == 'GET' else 'write'}"
+
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/account", account.RETRIEVE, account.retrieve, "account"),
@@ -64,6 +81,18 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/invoices/{invoice}/remove_lines", invoices.REMOVE_LINES, invoices.remove_lines, "invoice"),
     Route("GET", "/v1/invoices/{invoice}/lines", invoices.LINES, invoices.lines, "list:line_item"),
 )
+
+
+# /v1/<segment> -> the restricted-key resource. GET /v1/account is absent on purpose: Stripe refuses it
+# to every restricted key ("This is a restricted API key, but the required permissions are not
+# available for use by restricted keys", https://github.com/dj-stripe/dj-stripe/pull/1131).
+RESTRICTED_KEY_RESOURCES = {
+    "balance": "balance",
+    "customers": "customer",
+    "products": "product",
+    "invoiceitems": "invoiceitem",
+    "invoices": "invoice",
+}
 
 
 class Router:
