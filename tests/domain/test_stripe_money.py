@@ -250,11 +250,13 @@ async def test_two_identical_lines_survive_a_regeneration_in_invoice_mode(client
     customer = await new_customer(client)
     first = bill([line("same", "5.00"), line("same", "5.00"), line("x", "1.00")], total="11.00")
     await writer.write_invoice(plan_bill(first, make_spec(), INTEGRATION), customer)
-    second = replace(first, version=2, line_items=first.line_items[:2], bill_total=Decimal("10.00"))
-    invoice_id = (await writer.write_invoice(plan_bill(second, make_spec(), INTEGRATION), customer)).stripe_id
-    invoice = await client.v1.invoices.retrieve_async(invoice_id)
-    assert invoice.total == 1000
-    assert len(await invoice_lines(client, invoice_id)) == 2
+    for version in (2, 3):
+        again = replace(first, version=version, line_items=first.line_items[:2], bill_total=Decimal("10.00"))
+        invoice_id = (await writer.write_invoice(plan_bill(again, make_spec(), INTEGRATION), customer)).stripe_id
+        invoice = await client.v1.invoices.retrieve_async(invoice_id)
+        assert invoice.total == 1000
+        held = await invoice_lines(client, invoice_id)
+        assert [li.metadata["m3ter_bill_version"] for li in held] == [str(version)] * 2
 
 
 # --------------------------------------------------------------------------- updates clear what a version dropped

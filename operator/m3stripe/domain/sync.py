@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from m3stripe.adapters.m3ter_source import M3terAuthError, M3terSource, M3terUnavailable
+from m3stripe.adapters.m3ter_source import M3terAuthError, M3terSource, M3terSourceError, M3terUnavailable
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
@@ -195,7 +195,18 @@ class SyncEngine:
         if skip is not None:
             return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(skip))
         try:
-            plan = plan_bill(bill, self.spec, self.integration_id)
+            # m3ter's per-currency rounding decides the total when lines are excluded (mapping.line_amounts).
+            rounding = (await self.source.currency_rounding()).get(bill.currency.upper())
+        except M3terUnavailable as err:
+            message = f"could not read m3ter's currency rounding for Bill {bill.id}: {err}; retried on the next pass"
+            return self._failed(bill, EventKind.PERFORM, run_id, message, retry=True, status=RunStatus.AWAITING_RETRY)
+        except M3terAuthError:
+            raise
+        except M3terSourceError as err:
+            message = f"m3ter's currency picklist cannot be used for Bill {bill.id}: {err}. Fix the currency in m3ter"
+            return self._failed(bill, EventKind.VALIDATION, run_id, message, retry=True)
+        try:
+            plan = plan_bill(bill, self.spec, self.integration_id, rounding=rounding)
         except MappingError as err:
             return self._failed(bill, EventKind.VALIDATION, run_id, str(err))
         if not plan.lines:

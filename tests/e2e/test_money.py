@@ -1,0 +1,209 @@
+"""End to end: the customer owes in Stripe what the m3ter Bill says, to the minor unit (issue 8, issue 13).
+
+m3ter emulator -> operator process -> Stripe emulator, as in test_sync.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+
+KEY = "sk_test_51moneyAAAA"
+_ns = itertools.count(1)
+_tokens = itertools.count(1)
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def operator(stack: LocalStack) -> Iterator[OperatorProcess]:
+    stack.call(lambda: stack.stripe.add_api_key(KEY))
+    with stack.operator() as op:
+        yield op
+
+
+@pytest.fixture(scope="module")
+def stripe(stack: LocalStack) -> Any:
+    return stack.stripe_client(KEY)
+
+
+class Org:
+    """One m3ter organization and namespace per test, so integrations never see each other's Bills."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.ns = f"money-{next(_ns)}"
+        self.id = f"org-{self.ns}"
+        client, secret = f"client-{self.ns}", f"secret-{self.ns}"
+        stack.call(lambda: stack.m3ter.add_client(client, secret, self.id))
+        stack.ensure_namespace(self.ns)
+        stack.kube.put_secret(self.ns, "m3ter", {"clientId": client, "clientSecret": secret})
+        stack.kube.put_secret(self.ns, "stripe", {"apiKey": KEY})
+
+    def spec(self, **overrides: Any) -> dict[str, Any]:
+        return {
+            "destination": "StripeTestMode",
+            "credentialRef": {"name": "stripe"},
+            "m3ter": {"organizationId": self.id, "credentialsRef": {"name": "m3ter"}},
+            "syncInterval": "1h",  # passes run on request
+            **overrides,
+        }
+
+    def account(self, currency: str = "USD") -> str:
+        n = next(_tokens)
+        return str(
+            self.stack.call(
+                lambda: self.stack.m3ter.add_account(self.id, name=f"Customer {n}", code=f"c-{n}", currency=currency)
+            )
+        )
+
+    def bill(self, account_id: str, lines: list[dict[str, Any]], **kw: Any) -> str:
+        return str(
+            self.stack.call(lambda: self.stack.m3ter.add_bill(self.id, account_id=account_id, lines=lines, **kw))
+        )
+
+
+def customer(stripe: Any, account_id: str) -> str:
+    return str(stripe.v1.customers.create(params={"name": account_id, "metadata": {"m3ter_account_id": account_id}}).id)
+
+
+def first_run(stack: LocalStack, ns: str, name: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastSync") and s,
+        timeout=60,
+        what=f"the first run of {ns}/{name}",
+    )
+
+
+def run_now(stack: LocalStack, ns: str, name: str) -> dict[str, Any]:
+    token = f"t{next(_tokens)}-{time.time()}"
+    stack.annotate(ns, name, "m3stripe.dev/requested-at", token)
+    return wait_for(
+        lambda: (
+            (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastHandledRequestedAt") == token and s
+        ),
+        timeout=60,
+        what=f"a sync run of {ns}/{name}",
+    )
+
+
+def invoice_of(stack: LocalStack, stripe: Any, bill_id: str) -> dict[str, Any]:
+    acct = str(stripe.v1.accounts.retrieve_current().id)
+    state = stack.call(lambda: stack.stripe.state(acct))
+    [invoice] = [i for i in state["invoices"].values() if i["metadata"].get("m3ter_bill_id") == bill_id]
+    return dict(invoice)
+
+
+def test_forty_usage_lines_of_fractions_of_a_cent_reach_stripe_with_the_bill_total(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
+    org = Org(stack)
+    acc = org.account()
+    customer(stripe, acc)
+    # 40 x 0.0037 = 0.148 USD, which m3ter's Bill rounds to 0.15: each line alone would round to 0.00.
+    lines = [{"line_item_type": "USAGE", "subtotal": "0.0037", "description": f"API calls {i}"} for i in range(40)]
+    bill_id = org.bill(acc, lines, bill_total="0.15")
+    stack.kube.create_integration(org.ns, "cents", org.spec())
+    status = first_run(stack, org.ns, "cents")
+    assert status["lastSync"]["status"] == "COMPLETE", status
+    invoice = invoice_of(stack, stripe, bill_id)
+    assert invoice["total"] == 15
+    assert invoice["lines"]["total_count"] == 40
+
+
+def test_a_ugx_bill_shows_the_right_amount(stack: LocalStack, operator: OperatorProcess, stripe: Any) -> None:
+    org = Org(stack)
+    acc = org.account("UGX")
+    customer(stripe, acc)
+    bill_id = org.bill(acc, [{"line_item_type": "STANDING_CHARGE", "subtotal": "185000"}], currency="UGX")
+    stack.kube.create_integration(org.ns, "ugx", org.spec())
+    assert first_run(stack, org.ns, "ugx")["lastSync"]["status"] == "COMPLETE"
+    invoice = invoice_of(stack, stripe, bill_id)
+    # Stripe represents UGX "as a two-decimal value, where the decimal amount is always 00".
+    assert (invoice["currency"], invoice["total"]) == ("ugx", 18_500_000)
+
+
+def test_a_customer_with_a_20_percent_coupon_gets_an_invoice_equal_to_the_bill(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
+    org = Org(stack)
+    acc = org.account()
+    cus = customer(stripe, acc)
+    coupon = stripe.v1.coupons.create(params={"percent_off": 20, "duration": "forever"})
+    acct = str(stripe.v1.accounts.retrieve_current().id)
+    stack.call(lambda: stack.stripe.apply_customer_discount(acct, cus, coupon.id))
+    bill_id = org.bill(
+        acc,
+        [
+            {"line_item_type": "STANDING_CHARGE", "subtotal": "100.00"},
+            {"line_item_type": "USAGE", "subtotal": "23.456"},
+        ],
+        bill_total="123.46",
+    )
+    stack.kube.create_integration(org.ns, "coupon", org.spec())
+    assert first_run(stack, org.ns, "coupon")["lastSync"]["status"] == "COMPLETE"
+    invoice = invoice_of(stack, stripe, bill_id)
+    assert (invoice["total"], invoice["discounts"]) == (12346, [])
+    assert all(line["discountable"] is False for line in invoice["lines"]["data"])
+    finalized = stripe.v1.invoices.finalize_invoice(invoice["id"])
+    assert finalized.amount_due == 12346
+
+
+def test_a_regenerated_bill_without_po_number_and_due_date_leaves_neither_on_the_invoice(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
+    org = Org(stack)
+    acc = org.account()
+    customer(stripe, acc)
+    due = date.today() + timedelta(days=45)
+    bill_id = org.bill(
+        acc, [{"line_item_type": "STANDING_CHARGE", "subtotal": "50.00"}], purchase_order_number="PO-1", due_date=due
+    )
+    spec = org.spec(collectionMethod="SendInvoice", sendDueDate=True, poNumberCustomField="PO number")
+    stack.kube.create_integration(org.ns, "po", spec)
+    assert first_run(stack, org.ns, "po")["lastSync"]["status"] == "COMPLETE"
+    before = invoice_of(stack, stripe, bill_id)
+    assert before["custom_fields"] == [{"name": "PO number", "value": "PO-1"}]
+    assert before["due_date"] == int(datetime.combine(due, datetime.max.time(), UTC).timestamp())
+
+    def drop_po_and_due_date() -> int:
+        # m3ter's regeneration can leave a Bill without either; the emulator's regenerate_bill only sets them.
+        record = stack.m3ter.get_bill(org.id, bill_id)
+        record.purchase_order_number = None
+        record.due_date = None
+        return int(stack.m3ter.regenerate_bill(org.id, bill_id))
+
+    stack.call(drop_po_and_due_date)
+    status = run_now(stack, org.ns, "po")
+    assert status["lastSync"]["billsSent"] == 1, status["lastSync"]
+    after = invoice_of(stack, stripe, bill_id)
+    assert after["id"] == before["id"]
+    assert after["custom_fields"] is None
+    assert after["due_date"] == after["created"] + 30 * DAY  # Stripe's days_until_due, not the old Bill date
+    assert after["metadata"]["m3ter_bill_version"] == "2"
+
+
+def test_m3ter_rounding_mode_decides_the_total_of_the_lines_kept(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
+    org = Org(stack)
+    stack.call(lambda: stack.m3ter.set_currency(org.id, "USD", max_decimal_places=2, rounding_mode="DOWN"))
+    acc = org.account()
+    customer(stripe, acc)
+    bill_id = org.bill(
+        acc,
+        [
+            {"line_item_type": "USAGE", "subtotal": "10.005"},
+            {"line_item_type": "MINIMUM_SPEND", "subtotal": "5.00"},
+        ],
+        bill_total="15.01",
+    )
+    stack.kube.create_integration(org.ns, "down", org.spec(excludedLineItemTypes=["MINIMUM_SPEND"]))
+    assert first_run(stack, org.ns, "down")["lastSync"]["status"] == "COMPLETE"
+    assert invoice_of(stack, stripe, bill_id)["total"] == 1000  # 10.005 rounded DOWN, as m3ter would
