@@ -376,7 +376,75 @@ async def test_injected_faults_are_retried_by_the_sdk(emulator: M3terEmulator, c
         await client.bills.list()
 
 
+# m3ter's Config API limits (https://www.m3ter.com/docs/guides/m3ter-apis/config-api-limits): 50 requests a
+# second per Organization (429 for the rest of that second), 20,000 per rolling 5 minutes per source IP.
+
+
+class FrozenClock:
+    def __init__(self, now: float = 1_700_000_000.25) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_burst_above_the_organization_limit_gets_429_for_the_rest_of_the_second(
+    emulator: M3terEmulator, client: AsyncM3ter
+) -> None:
+    clock = FrozenClock()
+    emulator.rate_clock = clock
+    outcomes = await asyncio.gather(*(client.accounts.list() for _ in range(60)), return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, m3ter.RateLimitError)]
+    assert len(refused) == 10, "50 requests a second, counted per wall-clock second"
+    assert refused[0].body == {"message": "Too Many Requests"}
+    clock.now += 0.7  # still the same second
+    with pytest.raises(m3ter.RateLimitError):
+        await client.accounts.list()
+    clock.now += 0.1  # the next second
+    await client.accounts.list()
+    assert len(emulator.throttled_requests()) == emulator.throttled == 11
+    # Another Organization has its own budget.
+    emulator.add_client("other", "other-secret", "org-2")
+    token = await client.authentication.get_bearer_token(
+        grant_type="client_credentials", extra_headers=_basic("other", "other-secret")
+    )
+    await client.with_options(token=token.access_token).accounts.list(org_id="org-2")
+
+
+async def test_token_requests_count_against_their_organization(emulator: M3terEmulator, anonymous: AsyncM3ter) -> None:
+    emulator.rate_clock = FrozenClock()
+    emulator.organization_requests_per_second = 3
+    for _ in range(3):
+        await anonymous.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
+    with pytest.raises(m3ter.RateLimitError):
+        await anonymous.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
+
+
+async def test_the_source_ip_limit_holds_over_a_rolling_window(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    clock = FrozenClock(time.time())  # the fixture's token request, just before, is in the window too
+    emulator.rate_clock = clock
+    emulator.organization_requests_per_second = None
+    emulator.ip_requests_per_window = 30  # m3ter: 20,000 per rolling 5 minutes; smaller to keep the test short
+    for _ in range(29):
+        await client.accounts.list()
+        clock.now += 5
+    with pytest.raises(m3ter.RateLimitError):
+        await client.accounts.list()  # 145 s after the first: all 30 are inside the 300 s window
+    clock.now += 300
+    await client.accounts.list()
+
+
+async def test_the_admin_api_sets_the_rate_limits(emulator: M3terEmulator) -> None:
+    async with aiohttp.ClientSession(emulator.url) as http:
+        response = await http.post("/_emulator/ratelimits", json={"organization_requests_per_second": None})
+        assert (await response.json())["organization_requests_per_second"] is None
+        response = await http.post("/_emulator/ratelimits", json={"per_minute": 5})
+        assert response.status == 400
+    assert emulator.organization_requests_per_second is None
+
+
 async def test_ten_thousand_bills_page_quickly(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    emulator.organization_requests_per_second = None  # this measures paging; the raw client is not throttled
     accounts = [_account(emulator, f"a{index}") for index in range(50)]
     line = [{"line_item_type": "USAGE", "subtotal": "1.25"}]
     for index in range(10_000):

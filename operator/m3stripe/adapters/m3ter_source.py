@@ -39,10 +39,12 @@ from m3stripe.domain.billing import (
 from .m3ter_token import (
     M3terAuthError,
     M3terCredentials,
+    M3terRateLimits,
     M3terSourceError,
     M3terUnavailable,
     TokenManager,
     redact,
+    sdk_client,
     server_message,
 )
 
@@ -50,6 +52,7 @@ __all__ = [
     "CurrencyRounding",
     "M3terAuthError",
     "M3terCredentials",
+    "M3terRateLimits",
     "M3terSource",
     "M3terSourceError",
     "M3terUnavailable",
@@ -107,16 +110,20 @@ class M3terSource:
         account_cache_ttl: float = 300.0,
         account_cache_size: int = 1024,
         currency_cache_ttl: float = 3600.0,
+        rate_limits: M3terRateLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``rate_limits`` is shared by every source of the process (one budget per Organization)."""
         self._credentials = credentials
-        self._base = AsyncM3ter(
-            api_key=credentials.client_id,
-            api_secret=credentials.client_secret,
-            org_id=credentials.organization_id,
+        self._rate_limits = rate_limits or M3terRateLimits()
+        # The SDK retries 429/5xx/network errors itself (max_retries, exponential backoff); each retry
+        # also passes the rate limiter, which sits in the HTTP client's request hook.
+        self._base = sdk_client(
+            credentials,
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
+            rate_limits=self._rate_limits,
         )
         self._owns_tokens = token_manager is None
         self._tokens = token_manager or TokenManager(credentials, client=self._base)
@@ -132,6 +139,10 @@ class M3terSource:
     @property
     def token_manager(self) -> TokenManager:
         return self._tokens
+
+    @property
+    def rate_limits(self) -> M3terRateLimits:
+        return self._rate_limits
 
     @property
     def organization_id(self) -> str:
@@ -225,6 +236,8 @@ class M3terSource:
 
     async def get_bill(self, bill_id: str) -> Bill | None:
         """The current version of one Bill, or None if m3ter has no such Bill."""
+        if bill_id in ("", ".", ".."):  # dot segments are resolved away by the HTTP client, escaped or not
+            return None
 
         async def retrieve(client: AsyncM3ter) -> BillResponse | None:
             try:

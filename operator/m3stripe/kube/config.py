@@ -17,6 +17,17 @@ def _seconds(name: str, default: str) -> float:
         raise SystemExit(f"environment variable {name}: {err}") from None
 
 
+def _positive_float(name: str, default: str) -> float:
+    raw = os.environ.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise SystemExit(f"environment variable {name}: expected a positive number, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """What the operator needs besides the StripeIntegration resources themselves."""
@@ -34,6 +45,11 @@ class OperatorConfig:
     # Bills in flight at once per integration. None: enough to keep the integration's Stripe rate limit busy
     # at a typical 300 ms round trip (rate x 0.3, between 8 and 64), as the benchmark showed is needed.
     sync_concurrency: int | None = None
+    # Client-side budget per m3ter Organization, shared by every integration reading it. m3ter allows 50
+    # requests/s per Organization (https://www.m3ter.com/docs/guides/m3ter-apis/config-api-limits); 40 plus a
+    # burst of 5 stays under it with slack for jitter. Shards or other systems reading the same Organization
+    # must split the 50 between them.
+    m3ter_requests_per_second: float = 40.0
     # Per-request timeout towards Stripe; a timed-out write is retried with the same idempotency key.
     stripe_timeout_seconds: float = 30.0
     sync_enabled: bool = True
@@ -58,6 +74,7 @@ class OperatorConfig:
             if os.environ.get("M3STRIPE_SYNC_CONCURRENCY")
             else None,
             stripe_timeout_seconds=_seconds("M3STRIPE_STRIPE_TIMEOUT", "30s"),
+            m3ter_requests_per_second=_positive_float("M3STRIPE_M3TER_REQUESTS_PER_SECOND", "40"),
             sync_enabled=os.environ.get("M3STRIPE_SYNC", "true").lower() not in ("0", "false", "no"),
             smtp={
                 k.removeprefix("M3STRIPE_SMTP_").lower(): v

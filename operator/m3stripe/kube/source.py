@@ -8,7 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from m3stripe.adapters.kube_api import KubeApi
-from m3stripe.adapters.m3ter_source import M3terAuthError, M3terCredentials, M3terSource, M3terUnavailable
+from m3stripe.adapters.m3ter_source import (
+    M3terAuthError,
+    M3terCredentials,
+    M3terRateLimits,
+    M3terSource,
+    M3terUnavailable,
+)
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.credentials import CachedCheck, CheckResult, M3terSecret, read_m3ter_secret
@@ -22,11 +28,16 @@ class _Shared:
 
 
 class SourceRegistry:
-    """Reference-counted M3terSources keyed by the credentials' fingerprint."""
+    """Reference-counted M3terSources keyed by the credentials' fingerprint.
+
+    m3ter rate-limits an Organization, whoever the caller, and a source IP; so every source of the
+    process shares one :class:`M3terRateLimits`, which budgets per Organization id.
+    """
 
     def __init__(self, config: OperatorConfig) -> None:
         self._config = config
         self._shared: dict[tuple[object, ...], _Shared] = {}
+        self.rate_limits = M3terRateLimits(organization_rate=config.m3ter_requests_per_second)
 
     def acquire(self, fingerprint: tuple[object, ...], creds: M3terSecret) -> _Shared:
         shared = self._shared.get(fingerprint)
@@ -34,6 +45,7 @@ class SourceRegistry:
             source = M3terSource(
                 M3terCredentials(creds.organization_id, creds.client_id, creds.client_secret),
                 base_url=self._config.m3ter_base_url,
+                rate_limits=self.rate_limits,
             )
             check = CachedCheck(self._config.credential_recheck_seconds, self._config.credential_retry_seconds)
             shared = self._shared[fingerprint] = _Shared(source, check)

@@ -135,6 +135,19 @@ async def revoke_tokens(request: web.Request) -> web.Response:
     return _call(lambda: {"revoked": request.app[EMULATOR].revoke_tokens(**body)})
 
 
+async def rate_limits(request: web.Request) -> web.Response:
+    """Set the rate limits (``organization_requests_per_second``, ``ip_requests_per_window``; null: off)."""
+    body = await _body(request)
+    emulator = request.app[EMULATOR]
+    allowed = {"organization_requests_per_second", "ip_requests_per_window", "ip_window_seconds"}
+    unknown = set(body) - allowed
+    if unknown:
+        return web.json_response(render.error(f"unknown settings {sorted(unknown)}; use {sorted(allowed)}"), status=400)
+    for key, value in body.items():
+        setattr(emulator, key, value)
+    return web.json_response({key: getattr(emulator, key) for key in sorted(allowed)})
+
+
 async def stats(request: web.Request) -> web.Response:
     emulator = request.app[EMULATOR]
     return web.json_response(
@@ -142,6 +155,7 @@ async def stats(request: web.Request) -> web.Response:
             "tokensIssued": emulator.tokens_issued,
             "requests": len(emulator.requests),
             "faultsServed": emulator.faults_served,
+            "throttled": emulator.throttled,
         }
     )
 
@@ -157,4 +171,5 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/_emulator/faults", faults)
     app.router.add_post("/_emulator/tokens/expire", expire_tokens)
     app.router.add_post("/_emulator/tokens/revoke", revoke_tokens)
+    app.router.add_post("/_emulator/ratelimits", rate_limits)
     app.router.add_get("/_emulator/stats", stats)

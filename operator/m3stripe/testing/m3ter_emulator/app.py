@@ -88,18 +88,42 @@ def _page_body(items: list[dict[str, Any]], next_token: str | None) -> dict[str,
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Record the request, apply configured latency and injected faults."""
+    """Record the request (and its status), apply rate limits, latency and injected faults."""
     emulator = _emulator(request)
-    emulator.record_request(request.method, request.path, dict(request.query))
-    if emulator.latency_seconds > 0:
-        await asyncio.sleep(emulator.latency_seconds)
+    recorded = emulator.record_request(request.method, request.path, dict(request.query))
+    response = await _answer(emulator, request, handler)
+    recorded.status = response.status
+    return response
+
+
+async def _answer(emulator: M3terEmulator, request: web.Request, handler: Handler) -> web.StreamResponse:
     is_api = request.path.startswith("/organizations/")
     is_token = request.path == "/oauth/token"
+    if (is_api or is_token) and not emulator.admit(_rate_limited_org(emulator, request), request.remote or ""):
+        # m3ter's Config API limits page documents the 429; the body is m3ter's error shape.
+        return _json(render.error("Too Many Requests"), status=429)
+    if emulator.latency_seconds > 0:
+        await asyncio.sleep(emulator.latency_seconds)
     fault = emulator.take_fault(token_endpoint=is_token) if is_api or is_token else None
     if fault is not None:
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
         return _json(render.error(f"Injected fault ({fault.status})"), status=fault.status, headers=headers)
     return await handler(request)
+
+
+def _rate_limited_org(emulator: M3terEmulator, request: web.Request) -> str | None:
+    """The Organization a request counts against: the path's, or for a token request its client's."""
+    if request.path.startswith("/organizations/"):
+        parts = request.path.split("/")
+        return parts[2] if len(parts) > 2 and parts[2] else None
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        client_id = base64.b64decode(encoded, validate=True).decode().partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return emulator.organization_of_client(client_id)
 
 
 @web.middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +16,18 @@ from .admin import add_admin_routes
 from .app import build_app
 from .state import M3terState
 
+# The published figures (the operator's adapter cites the same page).
+ORGANIZATION_REQUESTS_PER_SECOND = 50
+SOURCE_IP_REQUESTS_PER_WINDOW = 20_000
+SOURCE_IP_WINDOW_SECONDS = 300.0
 
-@dataclass(frozen=True)
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str
     query: dict[str, str]
+    status: int | None = None  # set once the answer is known (429 for a throttled request)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,12 @@ class M3terEmulator(M3terState):
         clock: Callable[[], datetime] | None = None,
         admin_api: bool = True,
         request_log_size: int = 10_000,
+        organization_requests_per_second: int | None = ORGANIZATION_REQUESTS_PER_SECOND,
+        ip_requests_per_window: int | None = SOURCE_IP_REQUESTS_PER_WINDOW,
+        ip_window_seconds: float = SOURCE_IP_WINDOW_SECONDS,
+        rate_clock: Callable[[], float] = time.time,
     ) -> None:
+        """The rate limits default to m3ter's Config API limits; None turns one off."""
         super().__init__(clock=clock)
         self.host = host
         self.port = port
@@ -54,6 +66,18 @@ class M3terEmulator(M3terState):
         self.admin_api = admin_api
         self.requests: deque[RecordedRequest] = deque(maxlen=request_log_size)
         self.faults_served = 0
+        # m3ter's Config API limits (https://www.m3ter.com/docs/guides/m3ter-apis/config-api-limits): per
+        # Organization 50 requests a second, 429 "for the remainder of the second in which throttling has
+        # occurred" (a fixed window per wall-clock second); per source IP 20,000 over a rolling 5 minutes,
+        # 429 "until the total number of requests in the rolling 5-minute period drops below 20,000". m3ter
+        # does not say whether throttled requests or token requests count: both do here (the stricter reading).
+        self.organization_requests_per_second = organization_requests_per_second
+        self.ip_requests_per_window = ip_requests_per_window
+        self.ip_window_seconds = ip_window_seconds
+        self.rate_clock = rate_clock
+        self.throttled = 0
+        self._org_second: dict[str, tuple[int, int]] = {}  # org -> (second, requests in it)
+        self._ip_times: dict[str, deque[float]] = {}
         self._faults: deque[Fault] = deque()
         self._runner: web.AppRunner | None = None
 
@@ -92,8 +116,42 @@ class M3terEmulator(M3terState):
 
     # -- observation and fault injection --------------------------------------------------
 
-    def record_request(self, method: str, path: str, query: dict[str, str]) -> None:
-        self.requests.append(RecordedRequest(method, path, query))
+    def record_request(self, method: str, path: str, query: dict[str, str]) -> RecordedRequest:
+        recorded = RecordedRequest(method, path, query)
+        self.requests.append(recorded)
+        return recorded
+
+    def admit(self, organization_id: str | None, ip: str) -> bool:
+        """Count one request against its Organization and source IP; False if either limit throttles it."""
+        now = self.rate_clock()
+        allowed = True
+        ip_limit = self.ip_requests_per_window
+        if ip_limit is not None:
+            times = self._ip_times.setdefault(ip, deque())
+            while times and times[0] <= now - self.ip_window_seconds:
+                times.popleft()
+            allowed = len(times) < ip_limit
+            times.append(now)
+        org_limit = self.organization_requests_per_second
+        if organization_id is not None and org_limit is not None:
+            second = int(now // 1)
+            current, count = self._org_second.get(organization_id, (second, 0))
+            if current != second:
+                count = 0
+            count += 1
+            self._org_second[organization_id] = (second, count)
+            allowed = allowed and count <= org_limit
+        if not allowed:
+            self.throttled += 1
+        return allowed
+
+    def organization_of_client(self, client_id: str) -> str | None:
+        client = self._clients.get(client_id)
+        return None if client is None else client.organization_id
+
+    def throttled_requests(self) -> list[RecordedRequest]:
+        """Requests answered 429 because of a rate limit or an injected 429, in the log."""
+        return [r for r in self.requests if r.status == 429]
 
     def requests_to(self, path_suffix: str, method: str = "GET") -> list[RecordedRequest]:
         """Recorded requests whose path ends with ``path_suffix``."""
