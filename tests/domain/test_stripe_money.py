@@ -319,3 +319,15 @@ async def test_an_update_keeps_custom_fields_that_are_not_the_po_number(client: 
 def test_a_bill_over_stripes_limit_never_reaches_the_writer() -> None:
     with pytest.raises(MappingError, match="99999999"):
         plan_bill(bill([line("a", "999999.99"), line("b", "0.01")]), make_spec(), INTEGRATION)
+
+
+async def test_the_emulator_refuses_to_finalize_an_invoice_over_the_largest_charge(client: Any) -> None:
+    customer = await new_customer(client)
+    invoice = await client.v1.invoices.create_async(params={"customer": customer, "discounts": ""})
+    for _ in range(2):
+        await client.v1.invoice_items.create_async(
+            params={"customer": customer, "invoice": invoice.id, "amount": 60_000_000, "currency": "usd"}
+        )
+    with pytest.raises(stripe.InvalidRequestError) as error:
+        await client.v1.invoices.finalize_invoice_async(invoice.id)
+    assert error.value.code == "amount_too_large"

@@ -387,8 +387,9 @@ def _invoice_fields(
     if spec.collectionMethod is CollectionMethod.SEND_INVOICE:
         fields["collection_method"] = "send_invoice"
         if not (spec.sendDueDate and bill.due_date):
-            # invoices/update: a send_invoice invoice needs days_until_due or due_date; sending
-            # days_until_due also replaces a due date an earlier version set.
+            # days_until_due and due_date are "Only valid for invoices where collection_method=send_invoice"
+            # (invoices/create, invoices/update); sending days_until_due on update also replaces a due date
+            # an earlier version set, which Stripe would otherwise keep.
             fields["days_until_due"] = DEFAULT_DAYS_UNTIL_DUE
     else:
         # Explicit, so a draft made while the spec said SendInvoice is switched back (Stripe keeps

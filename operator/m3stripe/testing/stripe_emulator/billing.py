@@ -469,6 +469,8 @@ def finalize(ctx: Ctx, invoice: Object) -> None:
     applied = total + starting
     amount_due = max(applied, 0)
     ending = min(applied, 0)
+    # The amount due is what gets charged, so Stripe's largest charge applies to it (currencies.py).
+    currencies.check_amount(invoice["currency"], amount_due, "amount_due")
     if customer is not None:
         customer["balance"] = ending
         if invoice["number"] is None:
