@@ -114,7 +114,8 @@ def test_forty_usage_lines_of_fractions_of_a_cent_reach_stripe_with_the_bill_tot
     assert status["lastSync"]["status"] == "COMPLETE", status
     invoice = invoice_of(stack, stripe, bill_id)
     assert invoice["total"] == 15
-    assert invoice["lines"]["total_count"] == 40
+    lines = stripe.v1.invoices.line_items.list(invoice["id"], params={"limit": 100})
+    assert len(lines.data) == 40 and {li.amount for li in lines.data} <= {0, 1}
 
 
 def test_a_ugx_bill_shows_the_right_amount(stack: LocalStack, operator: OperatorProcess, stripe: Any) -> None:
