@@ -208,3 +208,20 @@ def test_m3ter_rounding_mode_decides_the_total_of_the_lines_kept(
     stack.kube.create_integration(org.ns, "down", org.spec(excludedLineItemTypes=["MINIMUM_SPEND"]))
     assert first_run(stack, org.ns, "down")["lastSync"]["status"] == "COMPLETE"
     assert invoice_of(stack, stripe, bill_id)["total"] == 1000  # 10.005 rounded DOWN, as m3ter would
+
+
+def test_a_bill_over_stripes_largest_amount_is_a_validation_error_naming_the_limit(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any
+) -> None:
+    org = Org(stack)
+    acc = org.account()
+    customer(stripe, acc)
+    bill_id = org.bill(acc, [{"line_item_type": "STANDING_CHARGE", "subtotal": "1000000.00"}])
+    stack.kube.create_integration(org.ns, "huge", org.spec())
+    status = first_run(stack, org.ns, "huge")
+    [event] = [e for e in status["openEvents"] if e["billId"] == bill_id]
+    assert event["kind"] == "integration.validation.error"
+    assert "999999.99 USD" in event["message"] and "99999999" in event["message"]
+    acct = str(stripe.v1.accounts.retrieve_current().id)
+    state = stack.call(lambda: stack.stripe.state(acct))
+    assert not [i for i in state["invoices"].values() if i["metadata"].get("m3ter_bill_id") == bill_id]
