@@ -7,17 +7,35 @@ import logging
 import sys
 from pathlib import Path
 
+_LEASE_FLAGS = {
+    "lease_name": "M3STRIPE_LEASE_NAME",
+    "lease_namespace": "M3STRIPE_LEASE_NAMESPACE",
+    "lease_duration": "M3STRIPE_LEASE_DURATION",
+    "lease_renew_deadline": "M3STRIPE_LEASE_RENEW_DEADLINE",
+    "lease_retry_period": "M3STRIPE_LEASE_RETRY_PERIOD",
+}
+
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     import kopf
 
     import m3stripe.kube.handlers  # noqa: F401  (registers the handlers)
 
+    # Flags win over the environment; the operator reads its settings from the environment only.
+    for attr, env in _LEASE_FLAGS.items():
+        if getattr(args, attr) is not None:
+            os.environ[env] = str(getattr(args, attr))
+    if args.standalone:
+        os.environ["M3STRIPE_LEASE_NAME"] = ""
+    if args.peering is not None or args.priority is not None:
+        print("m3stripe: --peering and --priority are ignored: a Lease elects the writer", file=sys.stderr)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.PLAIN)
+    # Kopf itself always runs standalone: its peering pauses a restarted process while its dead predecessor's
+    # record lives (60 s) and is only advisory. The Lease (m3stripe.kube.leadership) decides who writes.
     kopf.run(
-        standalone=args.standalone,
-        priority=args.priority,
-        peering_name=None if args.standalone else args.peering,
+        standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness or None,
@@ -45,9 +63,16 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="run the operator against the cluster KUBECONFIG (or in-cluster config) points at")
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable); default: all")
-    run.add_argument("--standalone", action="store_true", help="no peering: only for a single replica")
-    run.add_argument("--peering", default="m3stripe", help="kopf peering object name (default: m3stripe)")
-    run.add_argument("--priority", type=int, default=0, help="peering priority; the highest active replica works")
+    run.add_argument("--standalone", action="store_true", help="no leader election: only when no other replica can run")
+    lease = run.add_argument_group("leader election (one writer per shard, on a coordination.k8s.io/v1 Lease)")
+    lease.add_argument("--lease-name", help="the shard's Lease (env M3STRIPE_LEASE_NAME; default m3stripe)")
+    lease.add_argument("--lease-namespace", help="its namespace (env M3STRIPE_LEASE_NAMESPACE; default: POD_NAMESPACE)")
+    lease.add_argument("--lease-duration", help="how long a silent holder keeps it (default 15s)")
+    lease.add_argument("--lease-renew-deadline", help="the holder stops writing this long after a renew (10s)")
+    lease.add_argument("--lease-retry-period", help="how often it is renewed or tried (default 2s)")
+    # Kopf peering is gone; the flags stay accepted so that old manifests still start.
+    run.add_argument("--peering", help=argparse.SUPPRESS)
+    run.add_argument("--priority", type=int, help=argparse.SUPPRESS)
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' to disable)")
     run.add_argument("--verbose", action="store_true")
     run.add_argument("--log-json", action="store_true", help="log as JSON lines")

@@ -134,6 +134,32 @@ class Metrics:
             "Time spent waiting for the client-side Stripe rate limiter.",
             registry=self.registry,
         )
+        # Leader election (the Lease): which process writes, how often the Lease moves, how long no one wrote.
+        self.leader = Gauge(
+            f"{PREFIX}_leader",
+            "1 while this process holds the shard's Lease and writes, else 0 (a standby).",
+            ("lease", "identity"),
+            registry=self.registry,
+        )
+        self.lease_acquisitions = Counter(
+            f"{PREFIX}_lease_acquisitions_total",
+            "Times this process took the shard's Lease from another holder, a released one or none (hand-overs).",
+            ("lease",),
+            registry=self.registry,
+        )
+        self.writerless = Histogram(
+            f"{PREFIX}_lease_writerless_seconds",
+            "Time without a writer before this process took the Lease (since the previous holder's last renew).",
+            ("lease",),
+            registry=self.registry,
+            buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900),
+        )
+        self.integration_writer = Gauge(
+            f"{PREFIX}_integration_writer",
+            "1 while this process is the writer of the integration (it holds the Lease), 0 while it stands by.",
+            labels,
+            registry=self.registry,
+        )
         # Label sets handed out per integration, so that `forget` can remove exactly those series.
         self._issued: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
 
@@ -173,6 +199,15 @@ class Metrics:
         self.child(self.consecutive_errors, namespace, name).set(int(status.get("consecutiveErrors") or 0))
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
         self.child(self.ready, namespace, name).set(1 if ready else 0)
+
+    # LeadershipObserver (the elector reports here); identity: one value per process.
+    def leading(self, lease: str, identity: str, is_leader: bool) -> None:
+        self.leader.labels(lease, identity).set(1 if is_leader else 0)
+
+    def acquired(self, lease: str, writerless_seconds: float | None) -> None:
+        self.lease_acquisitions.labels(lease).inc()
+        if writerless_seconds is not None:
+            self.writerless.labels(lease).observe(writerless_seconds)
 
     # StripeObserver (the gateway reports here); labels are bounded: endpoint names are fixed strings.
     def request(self, endpoint: str, status: int, seconds: float) -> None:

@@ -1,16 +1,14 @@
 """The deployment manifests: rendered with the real kustomize (kubectl), validated against the
 Kubernetes schemas, and checked for least-privilege RBAC, a restricted pod, and consistency with
-the operator (ports, peering, timeouts) and the image (Dockerfile)."""
+the operator (ports, leader election, timeouts) and the image (Dockerfile)."""
 
 from __future__ import annotations
 
 import ast
 import functools
 import json
-import os
 import re
 import shutil
-import stat
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -26,12 +24,12 @@ OVERLAYS = ("cluster-wide", "single-namespace", "high-availability")
 SINGLE_REPLICA = ("cluster-wide", "single-namespace")
 OPERATOR_NS = "m3stripe-system"
 SA = "m3stripe-operator"
-PEERING = "m3stripe"
+LEASE = "m3stripe"
 # Oldest Kubernetes minor still supported by the manifests, and the newest kubernetes-validate knows.
 K8S_VERSIONS = ("1.30", "latest")
 # Kinds outside the Kubernetes API schemas: their CRDs come with this tree (validated against the
 # CRD's schema below) or with the Prometheus Operator (checked structurally below).
-CRD_KINDS = {("kopf.dev/v1", "ClusterKopfPeering"), ("kopf.dev/v1", "KopfPeering")}
+CRD_KINDS: set[tuple[str, str]] = set()
 PROMETHEUS_OPERATOR_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
@@ -165,24 +163,11 @@ def _openapi_to_jsonschema(node: Any) -> Any:
     return out
 
 
-def test_custom_objects_validate_against_their_crds(objs: tuple[dict[str, Any], ...]) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    crds = {}
-    for crd in _of_kind(objs, "CustomResourceDefinition"):
-        spec = crd["spec"]
-        for version in spec["versions"]:
-            crds[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = (spec["scope"], version)
-    customs = [o for o in objs if (o["apiVersion"], o["kind"]) in CRD_KINDS]
-    assert customs, "no kopf peering object rendered"
-    for obj in customs:
-        scope, version = crds[(obj["apiVersion"], obj["kind"])]
-        assert version["served"] and version["storage"]
-        assert ("namespace" in obj["metadata"]) == (scope == "Namespaced"), obj["metadata"]
-        schema = _openapi_to_jsonschema(version["schema"]["openAPIV3Schema"])
-        schema.setdefault("properties", {}).update(
-            apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"}
-        )
-        jsonschema.validate(obj, schema)
+def test_no_kopf_peering_is_shipped(objs: tuple[dict[str, Any], ...]) -> None:
+    """The Lease elects the writer; kopf runs without peering, so neither its objects nor its CRDs ship."""
+    assert not [o for o in objs if o["apiVersion"].startswith("kopf.dev/")]
+    crds = {o["metadata"]["name"] for o in _of_kind(objs, "CustomResourceDefinition")}
+    assert crds == {"stripeintegrations.m3stripe.dev"}
 
 
 SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
@@ -338,9 +323,9 @@ def test_operator_rbac_is_exactly_what_it_does(overlay: str, objs: tuple[dict[st
         ("events.k8s.io", "events", "create", ()),
         ("events.k8s.io", "events", "patch", ()),
     }
-    peerings = "kopfpeerings" if overlay == "single-namespace" else "clusterkopfpeerings"
-    expected |= {("kopf.dev", peerings, v, ()) for v in ("list", "watch")}
-    expected |= {("kopf.dev", peerings, v, (PEERING,)) for v in ("get", "patch")}
+    # Leader election: the Lease, by name (create cannot be restricted by name).
+    expected |= {("coordination.k8s.io", "leases", "create", ())}
+    expected |= {("coordination.k8s.io", "leases", v, (LEASE,)) for v in ("get", "update")}
     if overlay != "single-namespace":
         expected |= {("apiextensions.k8s.io", "customresourcedefinitions", v, ()) for v in ("get", "list", "watch")}
         expected |= {("", "namespaces", v, ()) for v in ("list", "watch")}
@@ -350,27 +335,29 @@ def test_operator_rbac_is_exactly_what_it_does(overlay: str, objs: tuple[dict[st
 def test_single_namespace_mode_uses_a_role_in_the_watched_namespace_only() -> None:
     objs = _rendered("single-namespace")
     bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
-    assert [b["kind"] for b in bindings] == ["RoleBinding"]
+    assert {b["kind"] for b in bindings} == {"RoleBinding"}
     watched = _flag(_operator_argv(objs), "namespace")
-    role = _one(objs, "Role")
-    peering = _one(objs, "KopfPeering")
-    assert watched == [role["metadata"]["namespace"]] == [bindings[0]["metadata"]["namespace"]]
-    assert peering["metadata"]["namespace"] == role["metadata"]["namespace"]
-    assert not _of_kind(objs, "ClusterKopfPeering")
+    role = _one(objs, "Role", "m3stripe-operator")
+    binding = next(b for b in bindings if b["roleRef"]["name"] == "m3stripe-operator")
+    assert watched == [role["metadata"]["namespace"]] == [binding["metadata"]["namespace"]]
 
 
-def test_single_namespace_follows_the_peering_namespace(tmp_path: Path) -> None:
-    # One place to change the watched namespace: the KopfPeering; replacements carry it everywhere.
+def test_single_namespace_follows_the_roles_namespace(tmp_path: Path) -> None:
+    # One place to change the watched namespace: the Role in rbac.yaml; replacements carry it everywhere.
     tree = tmp_path / "deploy"
     shutil.copytree(DEPLOY, tree)
     shutil.copytree(ROOT / "crds", tmp_path / "crds")
-    peering = tree / "overlays" / "single-namespace" / "peering.yaml"
-    peering.write_text(peering.read_text(encoding="utf-8").replace("namespace: billing", "namespace: tenant-a"))
+    rbac = tree / "overlays" / "single-namespace" / "rbac.yaml"
+    text = rbac.read_text(encoding="utf-8")
+    # Only the Role's namespace: the RoleBinding's follows it.
+    rbac.write_text(text.replace("namespace: billing", "namespace: tenant-a", 1))
     objs = tuple(_render(tree / "overlays" / "single-namespace"))
     assert _flag(_operator_argv(objs), "namespace") == ["tenant-a"]
-    assert {o["metadata"]["namespace"] for o in objs if o["kind"] in ("Role", "RoleBinding", "KopfPeering")} == {
-        "tenant-a"
-    }
+    assert {
+        o["metadata"]["namespace"]
+        for o in objs
+        if o["kind"] in ("Role", "RoleBinding") and o["metadata"]["name"] == "m3stripe-operator"
+    } == {"tenant-a"}
 
 
 def test_cluster_wide_modes_watch_every_namespace(overlay: str, objs: tuple[dict[str, Any], ...]) -> None:
@@ -379,20 +366,50 @@ def test_cluster_wide_modes_watch_every_namespace(overlay: str, objs: tuple[dict
         assert len(_flag(argv, "namespace")) == 1
         return
     assert _flag(argv, "namespace") == [] and "-n" not in argv
-    assert _one(objs, "ClusterKopfPeering")["metadata"]["name"] == PEERING
 
 
-def test_peering_is_on_and_names_the_shipped_peering_object(objs: tuple[dict[str, Any], ...]) -> None:
+def test_leader_election_is_on_with_its_lease_rbac_in_the_operators_namespace_only(
+    objs: tuple[dict[str, Any], ...],
+) -> None:
     argv = _operator_argv(objs)
-    assert "--standalone" not in argv
-    assert _flag(argv, "peering") == [PEERING]
-    peerings = [o for o in objs if o["kind"] in ("ClusterKopfPeering", "KopfPeering")]
-    assert [p["metadata"]["name"] for p in peerings] == [PEERING]
-    assert {o["metadata"]["name"] for o in _of_kind(objs, "CustomResourceDefinition")} >= {
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-        "stripeintegrations.m3stripe.dev",
-    }
+    assert "--standalone" not in argv and not _flag(argv, "peering") and not _flag(argv, "priority")
+    container = _container(objs)
+    config = next(
+        o for o in _of_kind(objs, "ConfigMap") if o["metadata"]["name"].startswith("m3stripe-operator-config")
+    )
+    assert config["data"]["M3STRIPE_LEASE_NAME"] == LEASE
+    env = {e["name"]: e for e in container["env"]}
+    # The Lease lives in the pod's namespace; the identity starts with the pod's name.
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    from m3stripe.domain.durations import parse_duration
+    from m3stripe.kube.leadership import LeaseSettings
+
+    settings = LeaseSettings(
+        lease_duration=parse_duration(config["data"]["M3STRIPE_LEASE_DURATION"]).total_seconds(),
+        renew_deadline=parse_duration(config["data"]["M3STRIPE_LEASE_RENEW_DEADLINE"]).total_seconds(),
+        retry_period=parse_duration(config["data"]["M3STRIPE_LEASE_RETRY_PERIOD"]).total_seconds(),
+    )
+    assert settings.problems() == []
+    lease_rules = [
+        (role, rule)
+        for role in _roles(objs)
+        for rule in role.get("rules") or ()
+        if "leases" in rule["resources"] or "coordination.k8s.io" in rule["apiGroups"]
+    ]
+    assert lease_rules
+    for role, rule in lease_rules:
+        assert role["kind"] == "Role" and role["metadata"]["namespace"] == OPERATOR_NS, role["metadata"]
+        assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+        assert set(rule["verbs"]) <= {"get", "create", "update"}
+        if set(rule["verbs"]) & {"get", "update"}:
+            assert rule.get("resourceNames") == [LEASE]
+    bindings = [
+        b
+        for b in _of_kind(objs, "RoleBinding")
+        if b["roleRef"]["name"] in {r["metadata"]["name"] for r, _ in lease_rules}
+    ]
+    assert [b["metadata"]["namespace"] for b in bindings] == [OPERATOR_NS]
 
 
 def test_namespace_users_get_view_and_edit_through_aggregation(objs: tuple[dict[str, Any], ...]) -> None:
@@ -606,7 +623,7 @@ def test_operator_configuration_comes_from_the_environment_the_code_reads(objs: 
     )
     names = set(config["data"]) | {e["name"] for e in container["env"]}
     code = (ROOT / "operator" / "m3stripe" / "kube" / "config.py").read_text(encoding="utf-8")
-    for name in names - {"POD_NAME", "POD_ID", "POD_NAMESPACE", "WATCH_NAMESPACE"}:
+    for name in names - {"POD_NAME", "POD_NAMESPACE", "WATCH_NAMESPACE"}:
         # SMTP settings are read by prefix (M3STRIPE_SMTP_*), the rest by name.
         assert name in code or (name.startswith("M3STRIPE_SMTP_") and "M3STRIPE_SMTP_" in code), name
     secrets = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
@@ -614,27 +631,12 @@ def test_operator_configuration_comes_from_the_environment_the_code_reads(objs: 
     assert secrets and all(ref["optional"] is True for ref in secrets)
 
 
-def test_ha_wrapper_gives_each_pod_a_distinct_stable_priority(tmp_path: Path) -> None:
-    sh = shutil.which("sh")
-    if sh is None or shutil.which("cksum") is None:
-        pytest.skip("no POSIX sh/cksum to run the wrapper with")
-    container = _container(_rendered("high-availability"))
-    # Kubernetes turns `$$` into `$` before the shell sees the script.
-    script = " ".join(container["args"]).replace("$$", "$")
-    fake = tmp_path / "m3stripe"
-    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n', encoding="utf-8")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-
-    def argv(pod: str) -> list[str]:
-        env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}", "POD_NAME": pod}
-        out = subprocess.run([sh, "-c", script], env=env, capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.split()
-
-    first, second = argv("m3stripe-operator-7d9f8c6b5-abcde"), argv("m3stripe-operator-7d9f8c6b5-fghij")
-    assert first[0] == "run" and _flag(first, "peering") == [PEERING]
-    priorities = [int(_flag(a, "priority")[0]) for a in (first, second)]
-    assert priorities[0] != priorities[1]
-    assert argv("m3stripe-operator-7d9f8c6b5-abcde") == first
+def test_high_availability_replicas_run_the_same_command_and_elect_a_writer() -> None:
+    objs = _rendered("high-availability")
+    container = _container(objs)
+    # No per-pod priority wrapper any more: the Lease, not kopf's priorities, picks the writer.
+    assert "command" not in container
+    assert _operator_argv(objs) == _operator_argv(_rendered("cluster-wide"))
 
 
 # --------------------------------------------------------------------------- GitOps
@@ -654,10 +656,6 @@ def test_argocd_application_points_at_an_overlay_and_orders_crds_first(objs: tup
         # Deleting a CRD deletes all its objects: neither Argo CD nor Flux may prune one.
         assert "Prune=false" in annotations["argocd.argoproj.io/sync-options"]
         assert annotations["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
-    for peering in [o for o in objs if (o["apiVersion"], o["kind"]) in CRD_KINDS]:
-        assert (
-            "SkipDryRunOnMissingResource=true" in peering["metadata"]["annotations"]["argocd.argoproj.io/sync-options"]
-        )
     for obj in objs:
         if obj["kind"] != "CustomResourceDefinition":
             assert int((obj["metadata"].get("annotations") or {}).get("argocd.argoproj.io/sync-wave", "0")) >= 0

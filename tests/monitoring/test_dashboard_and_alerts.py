@@ -54,6 +54,8 @@ REQUIRED_ALERTS = {
     "M3stripeIntegrationNotConnected": ("warning", "15m"),
     "M3stripeNoSuccessfulRun": (None, None),
     "M3stripeErrorRatioHigh": (None, None),
+    # No process holds the shard's Lease: nothing is sent (issue 11).
+    "M3stripeIntegrationWithoutWriter": ("critical", "5m"),
 }
 
 
@@ -389,6 +391,10 @@ def test_dashboard_answers_the_questions() -> None:
         "m3stripe_stripe_retries_total",
         "m3stripe_stripe_rate_limit_wait_seconds_total",
         "m3stripe_stripe_request_duration_seconds_bucket",
+        "m3stripe_leader",
+        "m3stripe_integration_writer",
+        "m3stripe_lease_acquisitions_total",
+        "m3stripe_lease_writerless_seconds_bucket",
     }
     assert wanted <= used, f"not on the dashboard: {sorted(wanted - used)}"
 

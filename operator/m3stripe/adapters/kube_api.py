@@ -11,6 +11,7 @@ import base64
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -35,6 +36,20 @@ class SecretData:
         return raw.decode("utf-8", errors="replace").strip()
 
 
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The fields of a `coordination.k8s.io/v1` Lease that leader election uses, as client-go's
+    `LeaderElectionRecord` (https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/lease-v1/).
+    `resource_version` is the precondition of the next update (empty for a Lease not yet created)."""
+
+    holder: str | None
+    lease_duration_seconds: int | None
+    acquire_time: datetime | None
+    renew_time: datetime | None
+    transitions: int
+    resource_version: str = ""
+
+
 class KubeApiError(Exception):
     """The Kubernetes API refused or failed a call; `status` is the HTTP status (0 when unreachable)."""
 
@@ -57,6 +72,7 @@ class KubeApi:
         self._api_client = api_client or load_api_client()
         self._core = client.CoreV1Api(self._api_client)
         self._custom = client.CustomObjectsApi(self._api_client)
+        self._coordination = client.CoordinationV1Api(self._api_client)
         # Integrations of a namespace usually share their Secrets: one read per Secret and poll interval
         # serves them all (single flight), instead of one read per integration.
         self._secret_ttl = secret_ttl
@@ -118,5 +134,89 @@ class KubeApi:
                 f"patching status of {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status
             ) from None
 
+    # Leases (leader election). A bounded timeout per call: an election round must end within the renew deadline.
+    async def read_lease(self, namespace: str, name: str, *, timeout: float) -> LeaseRecord | None:
+        """The Lease, or None when it does not exist."""
+        try:
+            lease = await asyncio.to_thread(
+                self._coordination.read_namespaced_lease, name, namespace, _request_timeout=timeout
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise _lease_error("reading", namespace, name, err) from None
+        except Exception as err:
+            raise KubeApiError(f"reading Lease {namespace}/{name} failed: {type(err).__name__}") from None
+        return _record(lease)
+
+    async def create_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord:
+        """Create the Lease; HTTP 409 (KubeApiError.status) when another process created it first."""
+        body = client.V1Lease(
+            api_version="coordination.k8s.io/v1",
+            kind="Lease",
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/name": "m3stripe"}),
+            spec=_spec(record),
+        )
+        try:
+            lease = await asyncio.to_thread(
+                self._coordination.create_namespaced_lease, namespace, body, _request_timeout=timeout
+            )
+        except ApiException as err:
+            raise _lease_error("creating", namespace, name, err) from None
+        except Exception as err:
+            raise KubeApiError(f"creating Lease {namespace}/{name} failed: {type(err).__name__}") from None
+        return _record(lease)
+
+    async def update_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord:
+        """Replace the Lease's spec (`update`, as client-go's LeaseLock) on the condition that it is still at
+        `record.resource_version`: HTTP 409 when someone else wrote it since it was read."""
+        body = client.V1Lease(
+            api_version="coordination.k8s.io/v1",
+            kind="Lease",
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                resource_version=record.resource_version,
+                labels={"app.kubernetes.io/name": "m3stripe"},
+            ),
+            spec=_spec(record),
+        )
+        try:
+            lease = await asyncio.to_thread(
+                self._coordination.replace_namespaced_lease, name, namespace, body, _request_timeout=timeout
+            )
+        except ApiException as err:
+            raise _lease_error("updating", namespace, name, err) from None
+        except Exception as err:
+            raise KubeApiError(f"updating Lease {namespace}/{name} failed: {type(err).__name__}") from None
+        return _record(lease)
+
     def close(self) -> None:
         self._api_client.close()  # type: ignore[no-untyped-call]
+
+
+def _spec(record: LeaseRecord) -> client.V1LeaseSpec:
+    return client.V1LeaseSpec(
+        holder_identity=record.holder or None,
+        lease_duration_seconds=record.lease_duration_seconds,
+        acquire_time=record.acquire_time,
+        renew_time=record.renew_time,
+        lease_transitions=record.transitions,
+    )
+
+
+def _record(lease: Any) -> LeaseRecord:
+    spec = lease.spec
+    meta = lease.metadata
+    return LeaseRecord(
+        holder=(spec.holder_identity if spec else None) or None,
+        lease_duration_seconds=spec.lease_duration_seconds if spec else None,
+        acquire_time=spec.acquire_time if spec else None,
+        renew_time=spec.renew_time if spec else None,
+        transitions=int((spec.lease_transitions if spec else None) or 0),
+        resource_version=(meta.resource_version if meta else None) or "",
+    )
+
+
+def _lease_error(doing: str, namespace: str, name: str, err: ApiException) -> KubeApiError:
+    return KubeApiError(f"{doing} Lease {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status or 0)

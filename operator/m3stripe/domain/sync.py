@@ -38,6 +38,15 @@ MAX_RETRY_IDS = 1000
 MAX_STRIPE_IDS = 200
 
 
+class FenceLost(Exception):
+    """This process may no longer write (it lost its Lease): the pass ends, and no error is recorded
+    against the integration, since the replica that now holds the Lease carries on."""
+
+
+def _unfenced() -> None:
+    return None
+
+
 @dataclass
 class ErrorBudget:
     """m3ter's rule: this many successive error events disable the integration; any success resets it."""
@@ -68,6 +77,7 @@ class SyncEngine:
         budget: ErrorBudget,
         concurrency: int = 8,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fence: Callable[[], None] = _unfenced,
     ) -> None:
         self.spec = spec
         self.integration_id = integration_id
@@ -76,6 +86,8 @@ class SyncEngine:
         self.budget = budget
         self.concurrency = concurrency
         self.clock = clock
+        # Raises FenceLost when this process may no longer write; checked right before each Bill's writes.
+        self.fence = fence
         self.selector = Selector(
             account_ids=frozenset(spec.accountIds),
             restricted_account_ids=frozenset(spec.restrictedAccountIds),
@@ -99,10 +111,14 @@ class SyncEngine:
         abort: list[ErrorEvent] = []
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
+        fence_lost: list[FenceLost] = []
 
         async def handle(bill: Bill) -> None:
             try:
                 result = await self._handle_bill(bill, report.run_id, resolver, customer_locks)
+            except FenceLost as err:
+                fence_lost.append(err)
+                return
             finally:
                 slots.release()
             report.add(result, keep_ids=MAX_STRIPE_IDS)
@@ -115,7 +131,7 @@ class SyncEngine:
 
         try:
             async for bill in self._candidates(state, replay):
-                if abort or self.budget.exhausted:
+                if abort or self.budget.exhausted or fence_lost:
                     break
                 await slots.acquire()
                 task = asyncio.create_task(handle(bill))
@@ -147,6 +163,8 @@ class SyncEngine:
         finally:
             for task in list(tasks):
                 task.cancel()
+        if fence_lost:
+            raise fence_lost[0]
         report.completed = self.clock()
         retry_ids = list(dict.fromkeys(report.retry_bill_ids))
         if abort or self.budget.exhausted:
@@ -219,6 +237,7 @@ class SyncEngine:
             writer = self._writer
             assert writer is not None
             async with lock:
+                self.fence()  # after waiting for the customer's lock, right before the writes
                 if self.spec.createStripeInvoice:
                     written = await writer.write_invoice(plan, customer)
                 else:

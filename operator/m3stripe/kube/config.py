@@ -41,7 +41,13 @@ class OperatorConfig:
     # Backoff after a transient failure of a credential check (Stripe unreachable, 429, 5xx).
     credential_retry_seconds: float = 20.0
     metrics_port: int = 9090
-    peering_lifetime_seconds: float = 60.0
+    # Leader election (a coordination.k8s.io/v1 Lease per shard; client-go's defaults and meaning).
+    # Empty lease name: no election (`m3stripe run --standalone`), this process is the only writer.
+    lease_name: str = "m3stripe"
+    lease_namespace: str | None = None  # None: the operator's own namespace (POD_NAMESPACE)
+    lease_duration_seconds: float = 15.0
+    lease_renew_deadline_seconds: float = 10.0
+    lease_retry_period_seconds: float = 2.0
     # Bills in flight at once per integration. None: enough to keep the integration's Stripe rate limit busy
     # at a typical 300 ms round trip (rate x 0.3, between 8 and 64), as the benchmark showed is needed.
     sync_concurrency: int | None = None
@@ -69,7 +75,11 @@ class OperatorConfig:
             credential_recheck_seconds=_seconds("M3STRIPE_CREDENTIAL_RECHECK_INTERVAL", "10m"),
             credential_retry_seconds=_seconds("M3STRIPE_CREDENTIAL_RETRY_INTERVAL", "20s"),
             metrics_port=int(os.environ.get("M3STRIPE_METRICS_PORT", "9090")),
-            peering_lifetime_seconds=_seconds("M3STRIPE_PEERING_LIFETIME", "60s"),
+            lease_name=os.environ.get("M3STRIPE_LEASE_NAME", "m3stripe"),
+            lease_namespace=os.environ.get("M3STRIPE_LEASE_NAMESPACE") or None,
+            lease_duration_seconds=_seconds("M3STRIPE_LEASE_DURATION", "15s"),
+            lease_renew_deadline_seconds=_seconds("M3STRIPE_LEASE_RENEW_DEADLINE", "10s"),
+            lease_retry_period_seconds=_seconds("M3STRIPE_LEASE_RETRY_PERIOD", "2s"),
             sync_concurrency=int(os.environ["M3STRIPE_SYNC_CONCURRENCY"])
             if os.environ.get("M3STRIPE_SYNC_CONCURRENCY")
             else None,

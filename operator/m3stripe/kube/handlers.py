@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,12 +15,14 @@ from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
 from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.leadership import AlwaysLeader, LeaderElector, LeaseSettings, default_namespace
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.worker import IntegrationWorker
 from m3stripe.metrics import Metrics
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
 _runtime: Runtime | None = None
+_election: asyncio.Task[None] | None = None
 
 
 def runtime() -> Runtime:
@@ -32,7 +35,7 @@ def runtime() -> Runtime:
 async def configure(
     settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
 ) -> None:
-    global _runtime
+    global _runtime, _election
     config = OperatorConfig.from_env()
     # Kopf's bookkeeping goes to annotations under our own prefix, never into the strict status schema.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.KOPF_PREFIX)
@@ -46,8 +49,6 @@ async def configure(
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 30
     settings.posting.level = logging.WARNING
-    # How long a silent peer still counts as alive: the standby replica takes over after this.
-    settings.peering.lifetime = int(config.peering_lifetime_seconds)
     # The official kubernetes client is synchronous; its calls run in worker threads. Size the pool for
     # many integrations polling at once rather than for the CPU count.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
@@ -62,11 +63,45 @@ async def configure(
         logger.warning("no SMTP server configured (M3STRIPE_SMTP_HOST): disablement emails will not be sent")
     kube = KubeApi(secret_ttl=config.secret_poll_seconds / 2)
     _runtime = Runtime(config=config, kube=kube, metrics=metrics, mailer=Mailer(smtp) if smtp else None)
+    if config.lease_name:
+        # Kopf runs standalone (no peering): every replica watches and runs its daemons, but only the Lease
+        # holder writes. A restarted process therefore never waits for a dead peer's peering record.
+        lease = LeaseSettings(
+            name=config.lease_name,
+            namespace=config.lease_namespace or default_namespace(),
+            pod_name=os.environ.get("POD_NAME") or None,
+            lease_duration=config.lease_duration_seconds,
+            renew_deadline=config.lease_renew_deadline_seconds,
+            retry_period=config.lease_retry_period_seconds,
+        )
+        problems = lease.problems()
+        if problems:
+            raise kopf.PermanentError("leader election settings: " + "; ".join(problems))
+        elector = LeaderElector(kube, lease, observer=metrics)
+        _runtime.leader = elector
+        _election = asyncio.create_task(elector.run(), name="leader-election")
+        logger.info(
+            "leader election on Lease %s/%s as %s (duration %gs, renew deadline %gs, retry %gs)",
+            lease.namespace,
+            lease.name,
+            elector.identity,
+            lease.lease_duration,
+            lease.renew_deadline,
+            lease.retry_period,
+        )
+    else:
+        _runtime.leader = AlwaysLeader()
+        logger.warning("no leader election (--standalone): make sure no other replica writes the same integrations")
 
 
 @kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
+async def cleanup(**_: Any) -> None:
+    # Kopf stopped the daemons before cleanup: stop the fence, then hand the Lease over at once.
+    if _election is not None:
+        _election.cancel()
     if _runtime is not None:
+        if isinstance(_runtime.leader, LeaderElector):
+            await _runtime.leader.release()
         _runtime.kube.close()
 
 

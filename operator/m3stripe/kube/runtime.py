@@ -8,6 +8,7 @@ from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.mailer import Mailer
 from m3stripe.adapters.stripe_gateway import LimiterRegistry
 from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.leadership import AlwaysLeader, Leadership
 from m3stripe.kube.source import SourceRegistry
 from m3stripe.metrics import Metrics
 
@@ -21,6 +22,8 @@ class Runtime:
     limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
     sources: SourceRegistry | None = None
     workers: dict[str, object] = field(default_factory=dict)
+    # Whether this process may write now (the Lease), checked before every Stripe request and status write.
+    leader: Leadership = field(default_factory=AlwaysLeader)
 
     def __post_init__(self) -> None:
         if self.sources is None:

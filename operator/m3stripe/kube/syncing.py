@@ -18,6 +18,7 @@ from m3stripe.domain.durations import parse_duration
 from m3stripe.domain.runs import EventKind, RunReport, RunStatus
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync import ErrorBudget, SyncEngine
+from m3stripe.kube.leadership import FencedRateLimit
 from m3stripe.kube.run_history import (
     disabled_event,
     fold_report,
@@ -104,6 +105,8 @@ class SyncDriver:
             spec.effective_requests_per_second,
             owner=self.uid,
         )
+        # Every Stripe request of the pass first checks that this process still holds the Lease.
+        limiter = FencedRateLimit(limiter, self.runtime.leader.fence)
         started = time.monotonic()
         async with open_client(
             stripe_key, api_base=self.runtime.config.stripe_api_base, timeout=self.runtime.config.stripe_timeout_seconds
@@ -117,6 +120,7 @@ class SyncDriver:
                 gateway=gateway,
                 budget=budget,
                 concurrency=self.runtime.config.concurrency_for(spec.effective_requests_per_second),
+                fence=self.runtime.leader.fence,
             )
             report = await engine.run_pass(sync_state(status), replay=replay)
         self._observe(report, time.monotonic() - started, spec.sync_interval_seconds)

@@ -19,6 +19,7 @@ from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
+from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
 from m3stripe.kube.run_history import resolve_events
 from m3stripe.kube.source import SourceHandle
@@ -72,6 +73,14 @@ class IntegrationWorker:
     async def run(self, body: Mapping[str, Any], stopped: Any) -> None:
         try:
             while not stopped:
+                if not self.runtime.leader.is_leader():
+                    # Only the Lease holder writes: a standby waits here, writing nothing at all.
+                    self._observe_writer(False)
+                    if not await self.runtime.leader.wait_leading(stopped):
+                        break
+                    # Another replica may have written the status meanwhile: start from what the API holds.
+                    self._last_written = None
+                self._observe_writer(True)
                 self._wake.clear()
                 meta = body.get("metadata", {})
                 self._seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
@@ -80,6 +89,10 @@ class IntegrationWorker:
                     await self.reconcile(body)
                 except asyncio.CancelledError:
                     raise
+                except FenceLost as err:
+                    # Not an error of the integration: the replica that took the Lease carries on.
+                    self._logger.warning("%s/%s: %s; stopped writing", self.namespace, self.name, err)
+                    continue
                 except Exception:
                     # A bug or an unexpected API failure must not kill the loop: log it and try again later.
                     self._logger.exception("reconcile of %s/%s failed; retrying", self.namespace, self.name)
@@ -217,10 +230,15 @@ class IntegrationWorker:
             sync_interval=spec.sync_interval_seconds if spec else None,
         )
 
+    def _observe_writer(self, writing: bool) -> None:
+        m = self.runtime.metrics
+        m.child(m.integration_writer, self.namespace, self.name).set(1 if writing else 0)
+
     async def _write(self, current: Mapping[str, Any], new: dict[str, Any]) -> None:
         patch = status_patch(current, new)
         if patch is None:
             return
+        self.runtime.leader.fence()  # a replica that lost the Lease must not overwrite the new writer's status
         await self.runtime.kube.patch_status(self.namespace, self.name, patch)
         self._last_written = new
         self._announce(current, new)

@@ -17,6 +17,7 @@ class KubeClient:
         self.api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.coordination = client.CoordinationV1Api(self.api_client)
 
     # Secrets
     def put_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
@@ -37,6 +38,17 @@ class KubeClient:
 
     def delete_secret(self, namespace: str, name: str) -> None:
         self.core.delete_namespaced_secret(name, namespace)
+
+    # Leases (leader election)
+    def lease_holder(self, namespace: str, name: str) -> str | None:
+        """The Lease's holderIdentity, or None when nobody holds it or it does not exist."""
+        try:
+            lease = self.coordination.read_namespaced_lease(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return (lease.spec.holder_identity if lease.spec else None) or None
 
     # StripeIntegrations
     def create_integration(self, namespace: str, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:

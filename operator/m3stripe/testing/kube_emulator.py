@@ -83,6 +83,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         # makes a long-running emulator quadratic; an operator's test makes thousands of requests.
         if len(self._requests) > self.request_history:
             del self._requests[: -self.request_history]
+        if request.resource is not None and request.method == kmock.method.PUT and request.name is not None:
+            return await self._replace(request)
         if (
             request.resource is not None
             and isinstance(request.data, list)
@@ -101,6 +103,41 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 request.data.clear()
                 request.data.update(new)
         return await super()._handle(request)
+
+    async def _replace(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """PUT (update) as the API server does it, which kmock does not route: a stale
+        `metadata.resourceVersion` in the body is a 409 Conflict (optimistic concurrency, which leader
+        election relies on; https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#concurrency-control-and-consistency),
+        and the body replaces the object (unlike a merge patch, absent fields are removed)."""
+        assert request.resource is not None and request.name is not None
+        key = (request.resource, request.namespace, request.name)
+        if not isinstance(request.data, dict):
+            raise UnprocessableEntityError(message="the body of an update must be an object")
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                raise kmock.KubernetesObjectNotFoundError()
+            current = dict(self._objects[key].raw)
+            meta = dict(current.get("metadata") or {})
+            sent = (request.data.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != meta.get("resourceVersion"):
+                raise ConflictError(
+                    message=f"Operation cannot be fulfilled on {request.name}: the object has been modified; "
+                    "please apply your changes to the latest version and try again"
+                )
+            new = copy.deepcopy(request.data)
+            new_meta = new.setdefault("metadata", {})
+            for kept in ("uid", "creationTimestamp", "namespace", "name"):
+                if kept in meta:
+                    new_meta[kept] = meta[kept]
+            new_meta["resourceVersion"] = str(next(self._versions))
+            generation = int(meta.get("generation", 1))
+            new_meta["generation"] = generation + 1 if _essence(new) != _essence(current) else generation
+            if "status" in current and self._has_status_subresource(request):
+                new["status"] = current["status"]
+            self._objects[key].create(new)
+            raw = self._objects[key].raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+        return aiohttp.web.json_response(raw)
 
     def _stamp_new(self, request: kmock.Request) -> dict[str, Any]:
         obj = copy.deepcopy(request.data)
@@ -167,6 +204,13 @@ class UnprocessableEntityError(kmock.KubernetesError):
     status: int = 422
     reason: str = "Invalid"
     message: str = "the request cannot be applied to the object"
+
+
+@attrs.frozen
+class ConflictError(kmock.KubernetesError):
+    status: int = 409
+    reason: str = "Conflict"
+    message: str = "the object has been modified"
 
 
 def _essence(obj: Any) -> Any:

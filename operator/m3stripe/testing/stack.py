@@ -67,6 +67,15 @@ class OperatorProcess:
         self._log.close()
         return int(self.process.returncode)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes where it is (a GC pause, a frozen VM, a partitioned node), holding on
+        to whatever it was doing."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """Abrupt death (SIGKILL): nothing gets to clean up, as on a node failure or OOM kill."""
         if self.running:

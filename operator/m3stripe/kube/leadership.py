@@ -1,0 +1,364 @@
+"""One writer per shard: leader election on a `coordination.k8s.io/v1` Lease, and the fence the writer checks.
+
+The election follows client-go's `tools/leaderelection` (leaderelection.go, resourcelock/leaselock.go):
+
+- every `retry_period` each candidate reads the Lease; it may take it when nobody holds it (never created,
+  or released: empty `holderIdentity`), or when the record has not changed for `lease_duration` *as the
+  candidate itself observed it* (its own monotonic clock, never the holder's `renewTime`, so clock skew
+  between nodes does not matter);
+- the holder renews every `retry_period` (write `renewTime`), with `resourceVersion` as a precondition, so
+  of two candidates writing the same version one gets 409 Conflict;
+- the holder releases on graceful shutdown (empty holder, duration 1 s, as client-go's `release()`), so a
+  rolling restart hands over at the next retry of the standby instead of after a lease duration.
+
+One addition to client-go: the identity is `<pod name>_<random>`. A Lease held by another identity with
+*our own pod name* was held by an earlier run of this very container, which the kubelet restarts only after
+it exited (and a Deployment never gives two live pods one name), so it is dead and its Lease is taken at
+once: a crash-looping single replica resumes within seconds instead of waiting out its own dead Lease.
+
+Fencing (why two writers are impossible): the holder notes `t_s`, its monotonic time *before* it sends the
+read that precedes a successful renew. It may write (Stripe and status) only while `now < t_s +
+renew_deadline`. The record it stored can only be observed by a candidate at some `t_o >= t_s`, and the
+candidate may take the Lease only at `t_o + lease_duration` (on its own clock) if the record stays the same.
+So the old writer's last permitted start of a write precedes the earliest take-over by at least
+`lease_duration - renew_deadline` (5 s by default). Only the *rates* of the two monotonic clocks matter
+(drift is parts per million, milliseconds over 15 s), not their offsets. A paused process (SIGSTOP, a GC
+pause, a frozen VM) sees on waking that its fence is past: the monotonic clock keeps running while a
+process is stopped. `renew_deadline < lease_duration` is enforced, with `CLOCK_SKEW_MARGIN` between them.
+
+What the fence cannot stop: a request already on the wire when the fence falls. It is bounded by the
+Stripe client timeout; the new writer lists what Stripe holds before writing, so a write that landed is seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from m3stripe.adapters.kube_api import KubeApiError, LeaseRecord
+from m3stripe.adapters.stripe_gateway import StripeRateLimit
+from m3stripe.domain.sync import FenceLost
+
+log = logging.getLogger(__name__)
+
+# The smallest gap allowed between the renew deadline and the lease duration: covers clock-rate drift, the
+# scheduling delay of the renew loop, and the time between a fence check and the request it guards.
+CLOCK_SKEW_MARGIN = 2.0
+# client-go's JitterFactor: the renew deadline must leave room for at least one jittered retry.
+JITTER_FACTOR = 1.2
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _clock() -> float:
+    # CLOCK_BOOTTIME also counts time the machine was suspended; CLOCK_MONOTONIC would not, and a node
+    # waking from suspend must not believe its fence is still fresh.
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.monotonic()
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    name: str = "m3stripe"
+    namespace: str = "default"
+    identity: str = ""
+    pod_name: str | None = None
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.renew_deadline + CLOCK_SKEW_MARGIN > self.lease_duration:
+            found.append(
+                f"the Lease renew deadline ({self.renew_deadline:g}s) must be at least {CLOCK_SKEW_MARGIN:g}s "
+                f"shorter than the lease duration ({self.lease_duration:g}s): the writer must stop before "
+                "another replica can take the Lease"
+            )
+        if self.renew_deadline <= JITTER_FACTOR * self.retry_period:
+            found.append(
+                f"the Lease renew deadline ({self.renew_deadline:g}s) must exceed {JITTER_FACTOR:g} x the retry "
+                f"period ({self.retry_period:g}s), or a single slow renew loses the Lease"
+            )
+        if self.lease_duration < 1 or self.retry_period <= 0:
+            found.append("the lease duration must be at least 1s and the retry period positive")
+        return found
+
+
+def default_identity(pod_name: str | None) -> str:
+    """`<pod name>_<random>` (client-go's convention is hostname + UUID): unique per process, and the pod part
+    tells a restarted container its own predecessor's Lease."""
+    return f"{pod_name or socket.gethostname()}_{secrets.token_hex(4)}"
+
+
+def default_namespace() -> str:
+    """Where the Lease lives: the operator's own namespace (the Downward API's POD_NAMESPACE, else the
+    in-cluster service account's namespace), `default` outside a cluster."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    with contextlib.suppress(OSError):
+        return SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
+    return "default"
+
+
+class LeaseApi(Protocol):
+    async def read_lease(self, namespace: str, name: str, *, timeout: float) -> LeaseRecord | None: ...
+    async def create_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord: ...
+    async def update_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord: ...
+
+
+class LeadershipObserver(Protocol):
+    def leading(self, lease: str, identity: str, is_leader: bool) -> None: ...
+    def acquired(self, lease: str, writerless_seconds: float | None) -> None: ...
+
+
+class _NullObserver:
+    def leading(self, lease: str, identity: str, is_leader: bool) -> None:
+        return None
+
+    def acquired(self, lease: str, writerless_seconds: float | None) -> None:
+        return None
+
+
+class Leadership(Protocol):
+    """What the workers need: whether they may write now, and a wait for that."""
+
+    def is_leader(self) -> bool: ...
+    def fence(self) -> None: ...
+    async def wait_leading(self, stopped: Any) -> bool: ...
+
+
+class AlwaysLeader:
+    """`--standalone`: no election; the person running it promises there is no other writer."""
+
+    identity = "standalone"
+
+    def is_leader(self) -> bool:
+        return True
+
+    def fence(self) -> None:
+        return None
+
+    async def wait_leading(self, stopped: Any) -> bool:
+        return not stopped
+
+
+class LeaderElector:
+    """Acquires and renews the Lease in `run()`; `fence()` raises FenceLost whenever writing is not safe."""
+
+    def __init__(
+        self,
+        api: LeaseApi,
+        settings: LeaseSettings,
+        *,
+        observer: LeadershipObserver | None = None,
+        clock: Callable[[], float] = _clock,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        problems = settings.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.api = api
+        self.settings = settings
+        self.identity = settings.identity or default_identity(settings.pod_name)
+        self._observer: LeadershipObserver = observer or _NullObserver()
+        self._clock = clock
+        self._wall = wall
+        self._valid_until = 0.0  # clock value until which writes are fenced in
+        self._observed: LeaseRecord | None = None
+        self._observed_at = 0.0
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._was_leader = False
+        self._observer.leading(settings.name, self.identity, False)
+
+    # ------------------------------------------------------------------ what the writers call
+
+    def is_leader(self) -> bool:
+        return not self._stopping and self._clock() < self._valid_until
+
+    def fence(self) -> None:
+        """Raise FenceLost unless the last successful renew began less than the renew deadline ago."""
+        if not self.is_leader():
+            raise FenceLost(f"this replica ({self.identity}) no longer holds Lease {self._where}")
+
+    async def wait_leading(self, stopped: Any) -> bool:
+        """Wait until this process leads (True) or `stopped` is set (False)."""
+        while not stopped:
+            if self.is_leader():
+                return True
+            self._changed.clear()
+            waiter = asyncio.ensure_future(self._changed.wait())
+            stop = asyncio.ensure_future(stopped.wait())
+            try:
+                await asyncio.wait(
+                    {waiter, stop}, timeout=self.settings.retry_period, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiter.cancel()
+                stop.cancel()
+        return False
+
+    # ------------------------------------------------------------------ the election loop
+
+    @property
+    def _where(self) -> str:
+        return f"{self.settings.namespace}/{self.settings.name}"
+
+    async def run(self) -> None:
+        """Campaign and renew until cancelled (client-go's acquire and renew loops, merged into one)."""
+        s = self.settings
+        while not self._stopping:
+            await self.round()
+            # Leaders renew every retry period; candidates retry with jitter (client-go: JitterUntil, 1.2).
+            if self.is_leader():
+                # Never sleep past the moment the fence would fall without a renew attempt in between.
+                pause = min(s.retry_period, self._valid_until - self._clock() - s.retry_period / 2)
+            else:
+                pause = s.retry_period * (1 + 0.2 * secrets.randbelow(1000) / 1000)
+            await asyncio.sleep(max(0.05, pause))
+
+    async def round(self) -> bool:
+        """One attempt to acquire or renew; True when this process holds the Lease afterwards."""
+        started = self._clock()
+        try:
+            ok = await asyncio.wait_for(self._try_acquire_or_renew(), timeout=self.settings.renew_deadline)
+        except (KubeApiError, TimeoutError) as err:
+            ok = False
+            if self._was_leader:
+                log.warning("renewing Lease %s failed: %s", self._where, err)
+            else:
+                log.debug("acquiring Lease %s failed: %s", self._where, err)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            ok = False
+            log.exception("leader election round on Lease %s failed", self._where)
+        if ok and not self._stopping:
+            self._valid_until = started + self.settings.renew_deadline
+        self._update_state()
+        return self.is_leader()
+
+    def _update_state(self) -> None:
+        leader = self.is_leader()
+        if leader != self._was_leader:
+            self._was_leader = leader
+            if leader:
+                log.info("this replica (%s) now holds Lease %s and writes", self.identity, self._where)
+            else:
+                log.warning("this replica (%s) lost Lease %s: it stops writing", self.identity, self._where)
+            self._observer.leading(self.settings.name, self.identity, leader)
+            self._changed.set()
+
+    async def _try_acquire_or_renew(self) -> bool:
+        s = self.settings
+        now = self._wall()
+        timeout = max(1.0, s.renew_deadline / 2)
+        current = await self.api.read_lease(s.namespace, s.name, timeout=timeout)
+        if current is None:
+            mine = LeaseRecord(self.identity, int(s.lease_duration), now, now, 0)
+            try:
+                await self.api.create_lease(s.namespace, s.name, mine, timeout=timeout)
+            except KubeApiError as err:
+                if err.status == 409:
+                    return False  # another candidate created it first
+                raise
+            self._note_acquired(None, now)
+            return True
+        if not _same_record(current, self._observed):
+            self._observed, self._observed_at = current, self._clock()
+        holder = current.holder
+        if holder and holder != self.identity and not self._predecessor(holder):
+            duration = current.lease_duration_seconds or s.lease_duration
+            if self._observed_at + duration > self._clock():
+                return False  # held, and renewed within a lease duration of what we have seen
+        renewing = holder == self.identity
+        mine = LeaseRecord(
+            holder=self.identity,
+            lease_duration_seconds=int(s.lease_duration),
+            acquire_time=current.acquire_time if renewing else now,
+            renew_time=now,
+            transitions=current.transitions if renewing else current.transitions + 1,
+            resource_version=current.resource_version,
+        )
+        try:
+            stored = await self.api.update_lease(s.namespace, s.name, mine, timeout=timeout)
+        except KubeApiError as err:
+            if err.status == 409:
+                return False  # someone wrote it since we read it: not ours this round
+            raise
+        self._observed, self._observed_at = stored, self._clock()
+        if not renewing:
+            self._note_acquired(current, now)
+        return True
+
+    def _predecessor(self, holder: str) -> bool:
+        """A holder with our pod name but another identity: an earlier, exited run of this container."""
+        pod = self.settings.pod_name
+        return bool(pod) and holder.rsplit("_", 1)[0] == pod
+
+    def _note_acquired(self, previous: LeaseRecord | None, now: datetime) -> None:
+        writerless: float | None = None
+        if previous is not None and previous.renew_time is not None:
+            # Time since the previous holder last renewed (or released): as near as one can tell, the time the
+            # shard had no writer. Wall clocks of two nodes; good enough for a histogram, never for safety.
+            last = previous.renew_time if previous.renew_time.tzinfo else previous.renew_time.replace(tzinfo=UTC)
+            writerless = max(0.0, (now - last).total_seconds())
+        log.info(
+            "acquired Lease %s (previous holder: %s)", self._where, (previous.holder if previous else None) or "none"
+        )
+        self._observer.acquired(self.settings.name, writerless)
+
+    async def release(self) -> None:
+        """Stop writing, then hand the Lease over at once (client-go's ReleaseOnCancel)."""
+        was_leader = self.is_leader()
+        self._stopping = True
+        self._valid_until = 0.0
+        self._update_state()
+        if not was_leader:
+            return
+        s = self.settings
+        try:
+            current = await self.api.read_lease(s.namespace, s.name, timeout=2.0)
+            if current is None or current.holder != self.identity:
+                return
+            now = self._wall()
+            released = replace(current, holder=None, lease_duration_seconds=1, acquire_time=now, renew_time=now)
+            await self.api.update_lease(s.namespace, s.name, released, timeout=2.0)
+            log.info("released Lease %s", self._where)
+        except (KubeApiError, TimeoutError) as err:
+            log.warning("could not release Lease %s (the standby takes it after it expires): %s", self._where, err)
+
+
+def _same_record(a: LeaseRecord, b: LeaseRecord | None) -> bool:
+    """client-go compares the whole record: any write (a renew, a release) restarts the observation."""
+    return b is not None and replace(a, resource_version="") == replace(b, resource_version="")
+
+
+class FencedRateLimit(StripeRateLimit):
+    """The Stripe rate limit of one pass, checking the fence before every Stripe request.
+
+    Every request of the Stripe gateway waits for its rate limit first, so this is the last point before a
+    request is sent at which a replica that lost its Lease can still be stopped. The budget is the shared
+    account-wide one it wraps.
+    """
+
+    def __init__(self, inner: StripeRateLimit, fence: Callable[[], None]) -> None:
+        super().__init__(inner.per_second, inner.endpoint_per_second)
+        self._inner = inner
+        self._fence = fence
+
+    async def acquire(self, endpoint: str) -> None:
+        self._fence()
+        await self._inner.acquire(endpoint)
+        self._fence()  # the wait may have been long

@@ -1,0 +1,188 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, against the Kubernetes emulator over real HTTP.
+
+The electors get a hand-driven clock, so each test states in seconds of that clock when a Lease may move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import kmock
+import pytest
+from kubernetes import config
+
+from m3stripe.adapters.kube_api import KubeApi, KubeApiError, LeaseRecord
+from m3stripe.adapters.stripe_gateway import StripeRateLimit
+from m3stripe.domain.sync import FenceLost
+from m3stripe.kube.leadership import FencedRateLimit, LeaderElector, LeaseSettings
+from m3stripe.metrics import Metrics
+from m3stripe.testing.kube_emulator import KubeEmulator
+from m3stripe.testing.kubeconfig import write_kubeconfig
+
+NS = "m3stripe-system"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[KubeApi]:
+    async with KubeEmulator() as emulator, kmock.Server(emulator) as server:
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", str(server.url).rstrip("/"))
+        kube = KubeApi(config.new_client_from_config(str(kubeconfig)))  # type: ignore[no-untyped-call]
+        try:
+            yield kube
+        finally:
+            kube.close()
+
+
+def _settings(identity: str, pod: str | None = None) -> LeaseSettings:
+    return LeaseSettings(
+        name="shard-a",
+        namespace=NS,
+        identity=identity,
+        pod_name=pod,
+        lease_duration=15,
+        renew_deadline=10,
+        retry_period=2,
+    )
+
+
+def _elector(api: KubeApi, identity: str, clock: Clock, pod: str | None = None, **kw: Metrics) -> LeaderElector:
+    return LeaderElector(api, _settings(identity, pod), clock=clock, **kw)
+
+
+async def test_the_first_candidate_creates_the_lease_and_holds_it(api: KubeApi) -> None:
+    clock = Clock()
+    metrics = Metrics()
+    a = _elector(api, "pod-a_1", clock, observer=metrics)
+    assert not a.is_leader()
+    with pytest.raises(FenceLost):
+        a.fence()
+    assert await a.round()
+    a.fence()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder == "pod-a_1" and lease.lease_duration_seconds == 15
+    assert lease.transitions == 0 and lease.acquire_time is not None and lease.renew_time is not None
+    assert metrics.leader.labels("shard-a", "pod-a_1")._value.get() == 1
+    assert metrics.lease_acquisitions.labels("shard-a")._value.get() == 1
+
+
+async def test_a_standby_takes_over_only_after_the_holder_falls_silent_for_a_lease_duration(api: KubeApi) -> None:
+    clock = Clock()
+    a, b = _elector(api, "pod-a_1", clock), _elector(api, "pod-b_1", clock)
+    assert await a.round()
+    assert not await b.round()  # held
+    for _ in range(5):  # the holder renews every retry period: the standby keeps waiting
+        clock.advance(2)
+        assert await a.round()
+        assert not await b.round()
+    # The holder stops renewing (paused, partitioned): its fence falls at its renew deadline...
+    clock.advance(9.9)
+    a.fence()
+    clock.advance(0.2)
+    with pytest.raises(FenceLost):
+        a.fence()
+    assert not await b.round()  # ...while the standby must still wait out the lease duration it observed
+    clock.advance(4.8)
+    assert not await b.round()
+    clock.advance(0.2)
+    assert await b.round()
+    assert not a.is_leader()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder == "pod-b_1" and lease.transitions == 1
+    # The old holder, back, finds the Lease taken and stays fenced out.
+    assert not await a.round()
+    with pytest.raises(FenceLost):
+        a.fence()
+
+
+async def test_the_fence_falls_before_any_other_replica_can_take_the_lease(api: KubeApi) -> None:
+    """Whatever the moment the standby first sees the holder's last renew, the holder stopped earlier."""
+    s = _settings("x")
+    assert s.lease_duration - s.renew_deadline >= 2
+    clock = Clock()
+    a, b = _elector(api, "pod-a_1", clock), _elector(api, "pod-b_1", clock)
+    assert await a.round()
+    renewed = clock.now
+    clock.advance(1)
+    assert not await b.round()
+    while not await b.round():
+        clock.advance(0.5)
+        if clock.now >= renewed + s.renew_deadline:
+            assert not a.is_leader()
+    assert clock.now >= renewed + s.lease_duration
+    assert not a.is_leader()
+
+
+async def test_a_released_lease_is_taken_at_once(api: KubeApi) -> None:
+    clock = Clock()
+    a, b = _elector(api, "pod-a_1", clock), _elector(api, "pod-b_1", clock)
+    assert await a.round()
+    assert not await b.round()
+    await a.release()
+    assert not a.is_leader()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder is None and lease.lease_duration_seconds == 1
+    assert await b.round()  # no waiting: nobody holds it
+
+
+async def test_a_restarted_container_takes_its_dead_predecessors_lease_at_once(api: KubeApi) -> None:
+    clock = Clock()
+    before = _elector(api, "m3stripe-operator-7d9f-abcde_1111", clock, pod="m3stripe-operator-7d9f-abcde")
+    assert await before.round()
+    # SIGKILL: no release. The kubelet restarts the container in the same pod (same POD_NAME).
+    after = _elector(api, "m3stripe-operator-7d9f-abcde_2222", clock, pod="m3stripe-operator-7d9f-abcde")
+    assert await after.round()
+    # A process of another pod has no such shortcut.
+    other = _elector(api, "m3stripe-operator-7d9f-fghij_3333", clock, pod="m3stripe-operator-7d9f-fghij")
+    assert not await other.round()
+
+
+async def test_of_two_candidates_writing_the_same_version_one_gets_a_conflict(api: KubeApi) -> None:
+    now = datetime.now(UTC)
+    created = await api.create_lease(NS, "race", LeaseRecord("a", 15, now, now, 0), timeout=5)
+    first = LeaseRecord("b", 15, now, now, 1, created.resource_version)
+    second = LeaseRecord("c", 15, now, now, 1, created.resource_version)
+    await api.update_lease(NS, "race", first, timeout=5)
+    with pytest.raises(KubeApiError) as err:
+        await api.update_lease(NS, "race", second, timeout=5)
+    assert err.value.status == 409
+    with pytest.raises(KubeApiError) as again:
+        await api.create_lease(NS, "race", second, timeout=5)
+    assert again.value.status == 409
+    lease = await api.read_lease(NS, "race", timeout=5)
+    assert lease is not None and lease.holder == "b"
+
+
+def test_a_renew_deadline_too_close_to_the_lease_duration_is_refused() -> None:
+    bad = LeaseSettings(lease_duration=10, renew_deadline=9.5, retry_period=2)
+    assert any("must be at least" in p and "shorter than the lease duration" in p for p in bad.problems())
+    assert LeaseSettings(lease_duration=10, renew_deadline=2, retry_period=2).problems()
+    assert LeaseSettings().problems() == []
+    with pytest.raises(ValueError, match="renew deadline"):
+        LeaderElector(None, bad)  # type: ignore[arg-type]
+
+
+async def test_every_stripe_request_of_a_pass_checks_the_fence() -> None:
+    held = [True]
+
+    def fence() -> None:
+        if not held[0]:
+            raise FenceLost("lost")
+
+    limit = FencedRateLimit(StripeRateLimit(1000), fence)
+    await limit.acquire("invoices.create")
+    held[0] = False
+    with pytest.raises(FenceLost):
+        await limit.acquire("invoices.create")
