@@ -11,6 +11,7 @@ from m3stripe.domain.account_filter import (
     MAX_EXPRESSION_LENGTH,
     MAX_NESTING_DEPTH,
     AccountFilter,
+    FilterNotes,
     FilterSyntaxError,
     parse_filter,
 )
@@ -570,3 +571,56 @@ def test_syntax_error_survives_pickle_and_copy() -> None:
         assert isinstance(clone, FilterSyntaxError)
         assert str(clone) == str(error)
         assert (clone.line, clone.column, clone.position, clone.expected) == (1, 3, 2, error.expected)
+
+
+# -- what a filter meets on real Accounts ----------------------------------------------------------
+
+
+def _notes(expression: str, *records: dict[str, object]) -> list[str]:
+    account_filter = parse_filter(expression)
+    assert account_filter is not None
+    notes = FilterNotes(account_filter)
+    for record in records:
+        notes.observe(record)
+    return notes.warnings()
+
+
+def test_a_field_present_on_no_account_is_named() -> None:
+    warnings = _notes('customFields.countyr == "UK"', {"customFields": {"country": "UK"}}, {"customFields": {}})
+    assert warnings == [
+        "accountFilter field 'customFields.countyr' is absent on all 2 Account(s) read, so it is null in every "
+        "comparison; check its name in m3ter (names are case-sensitive)"
+    ]
+
+
+def test_a_field_present_on_some_account_is_fine() -> None:
+    assert _notes('customFields.country == "UK"', {"customFields": {}}, {"customFields": {"country": "FR"}}) == []
+
+
+def test_no_account_read_means_nothing_to_say() -> None:
+    assert _notes('customFields.countyr == "UK"') == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "record", "named"),
+    [
+        ("name > 5", {"name": "Acme"}, "'name > 5'"),
+        ('customFields.tier >= "gold"', {"customFields": {"tier": 2}}, "'customFields.tier >= \"gold\"'"),
+        ("customFields.country == 44", {"customFields": {"country": "UK"}}, "'customFields.country == 44'"),
+    ],
+)
+def test_text_compared_with_a_number_is_named(expression: str, record: dict[str, object], named: str) -> None:
+    warnings = _notes(expression, record)
+    assert len(warnings) == 1 and named in warnings[0] and "compares text with a number" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("expression", "record"),
+    [
+        ('customFields.tier > "1"', {"customFields": {"tier": 2}}),  # numeric text compares as a number
+        ('name == "Acme"', {"name": "Acme"}),
+        ("customFields.tier == null", {"customFields": {"tier": None}}),
+    ],
+)
+def test_comparisons_that_can_mean_what_they_say_are_not_warned(expression: str, record: dict[str, object]) -> None:
+    assert _notes(expression, record) == []

@@ -114,6 +114,9 @@ def test_generated_file_is_current_via_cli(tmp_path: Path) -> None:
         ({"sendDueDate": True}, ".spec.collectionMethod"),
         ({"poNumberCustomField": "PO", "createStripeInvoice": False}, ".spec.poNumberCustomField"),
         ({"syncInterval": "5s"}, ".spec.syncInterval"),
+        ({"syncInterval": "25h"}, ".spec.syncInterval"),
+        ({"eventRetention": "30s"}, ".spec.eventRetention"),
+        ({"eventRetention": "8761h"}, ".spec.eventRetention"),
     ],
 )
 def test_every_cel_rule_rejects_what_it_is_for(validator: CrdValidator, spec: dict[str, Any], field_path: str) -> None:
@@ -129,6 +132,9 @@ def test_every_cel_rule_rejects_what_it_is_for(validator: CrdValidator, spec: di
         {"poNumberCustomField": "PO"},
         {"syncInterval": "10s"},
         {"syncInterval": "1h30m"},
+        {"syncInterval": "24h"},
+        {"eventRetention": "1m"},
+        {"eventRetention": "8760h"},
     ],
 )
 def test_every_cel_rule_accepts_valid_specs(validator: CrdValidator, spec: dict[str, Any]) -> None:
@@ -142,6 +148,7 @@ def test_every_cel_rule_is_covered_by_a_case(validator: CrdValidator) -> None:
         ".spec.collectionMethod",
         ".spec.poNumberCustomField",
         ".spec.syncInterval",
+        ".spec.eventRetention",
     }
     rule_paths = {path + rule["fieldPath"] for path, rule in validator.rules()}
     assert rule_paths == covered
@@ -154,6 +161,8 @@ def test_schema_rejects_bad_values(validator: CrdValidator) -> None:
     assert validator.validate(_obj(integrationDisabledNotificationUsers=["not-an-email"]))
     assert validator.validate(_obj(priceDataProductId="price_123"))
     assert validator.validate(_obj(unknownField=True))
+    # Durations are bounded in length too, so a CEL duration() never sees an overflowing value.
+    assert validator.validate(_obj(syncInterval="9" * 40 + "h"))
 
 
 def _manifests() -> list[tuple[str, dict[str, Any]]]:

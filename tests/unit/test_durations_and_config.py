@@ -114,3 +114,15 @@ def test_bad_duration_exits_naming_the_variable(clean_env: pytest.MonkeyPatch) -
         OperatorConfig.from_env()
     assert "M3STRIPE_SECRET_POLL_INTERVAL" in str(info.value.code)
     assert "'30 seconds'" in str(info.value.code)
+
+
+@pytest.mark.parametrize("text", ["99999999999999h", "9" * 30 + "h", "2562048h"])
+def test_a_duration_beyond_go_durations_is_refused_not_overflowed(text: str) -> None:
+    with pytest.raises(ValueError, match=r"maximum|too long"):
+        parse_duration(text)
+
+
+def test_a_duration_longer_than_its_maximum_names_the_maximum() -> None:
+    with pytest.raises(ValueError, match="maximum of 24h"):
+        parse_duration("25h", maximum=timedelta(hours=24))
+    assert parse_duration("24h", maximum=timedelta(hours=24)) == timedelta(hours=24)

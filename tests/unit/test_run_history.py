@@ -7,19 +7,24 @@ from typing import Any
 
 import pytest
 
-from m3stripe.api.names import ANNOTATION_REENABLE
+from m3stripe.api.names import ANNOTATION_REENABLE, ANNOTATION_REPLAY, ANNOTATION_REQUESTED_AT, ANNOTATION_RESOLVE
 from m3stripe.domain.runs import BillResult, ErrorEvent, EventKind, Outcome, RunReport, RunStatus
 from m3stripe.kube.run_history import (
+    MAX_GESTURE_IDS,
+    MAX_GESTURE_LENGTH,
     MAX_OPEN_EVENTS,
     disabled_event,
     fold_report,
+    gesture_annotations,
     merge_events,
     parse_targets,
     replay_bills,
+    replay_request,
     resolve_events,
     rfc3339,
     run_record,
     sync_state,
+    unknown_event_ids,
 )
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -356,3 +361,69 @@ def test_disabled_event_says_how_to_reenable_and_the_last_cause() -> None:
     assert e.message.endswith("The last one: Stripe rejected the API key")
     assert "The last one" not in disabled_event("run-7", 10, T0, None).message
     assert len(disabled_event("r", 3, T0, event("x" * 10000)).message) == 4096
+
+
+# -- hostile gestures -------------------------------------------------------------------------
+
+
+def test_resolve_all_is_case_insensitive() -> None:
+    for spelling in ("all", "ALL", "All", " aLl #again"):
+        assert resolve_events(open_events(), spelling) == []
+        assert unknown_event_ids(open_events(), spelling) == []
+
+
+def test_resolve_names_the_ids_that_are_not_open() -> None:
+    ids = [e["id"] for e in open_events()]
+    assert unknown_event_ids(open_events(), f"{ids[0]}, evt-000000000000 typo") == ["evt-000000000000", "typo"]
+    assert unknown_event_ids(open_events(), ids[0]) == []
+
+
+def test_a_replay_refuses_ids_that_could_leave_the_bills_path_and_names_them() -> None:
+    request = replay_request({}, "good-1 ../../accounts a/b %2e b\u00efll " + "x" * 200)
+    assert request.bills == {"good-1"}
+    text = " ".join(request.problems)
+    for named in ("'../../accounts'", "'a/b'", "'%2e'", "'b\u00efll'", "at most 128"):
+        assert named in text
+
+
+def test_a_replay_names_malformed_and_unknown_run_references() -> None:
+    status = {"recentRuns": [{"runId": "run-1", "stripeObjects": [{"billId": "b1"}]}]}
+    request = replay_request(status, "run: run:../x run:run-1 run:run-9")
+    assert request.bills == {"b1"}
+    assert any("'run:'" in p and "not a run reference" in p for p in request.problems)
+    assert any("'run:../x'" in p for p in request.problems)
+    assert any("'run-9'" in p and "not in status.recentRuns" in p for p in request.problems)
+    assert not any("run-1'" in p for p in request.problems)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        (ANNOTATION_RESOLVE, 5, "must be a string, not int"),
+        (ANNOTATION_REPLAY, ["b1"], "must be a string, not list"),
+        (ANNOTATION_REQUESTED_AT, "t" * (MAX_GESTURE_LENGTH + 1), "characters long"),
+        (ANNOTATION_REENABLE, "r" * 220_000, "characters long"),
+        (ANNOTATION_REPLAY, " ".join(f"b{i}" for i in range(MAX_GESTURE_IDS + 1)), f"names {MAX_GESTURE_IDS + 1} ids"),
+        (ANNOTATION_RESOLVE, ",".join(f"e{i}" for i in range(500)), "names 500 ids"),
+        (ANNOTATION_RESOLVE, ",".join(f"evt-{i}" for i in range(5000)), "characters long"),
+    ],
+)
+def test_an_unusable_gesture_is_refused_whole_and_stands_for_nothing(key: str, value: object, says: str) -> None:
+    annotations, refused = gesture_annotations({key: value, "other/annotation": "kept"})
+    assert [(k, why) for k, why in refused if says in why] == [(key, refused[0][1])]
+    marker = annotations[key]
+    assert len(marker) < 64 and marker.startswith("#refused-")
+    assert parse_targets(marker) == []  # acts on no id
+    assert replay_bills({}, marker) == frozenset() and resolve_events(open_events(), marker) == open_events()
+    assert annotations["other/annotation"] == "kept"
+    assert gesture_annotations({key: value})[0][key] == marker  # stable: handled once
+
+
+def test_gestures_within_bounds_pass_unchanged() -> None:
+    value = " ".join(f"b{i}" for i in range(MAX_GESTURE_IDS))
+    assert gesture_annotations({ANNOTATION_REPLAY: value}) == ({ANNOTATION_REPLAY: value}, [])
+
+
+def test_annotations_that_are_not_a_map_are_no_gestures() -> None:
+    assert gesture_annotations(None) == ({}, [])
+    assert gesture_annotations(["a"]) == ({}, [("metadata.annotations", "must be a map of strings")])

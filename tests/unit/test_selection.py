@@ -129,3 +129,17 @@ def test_account_filter_is_evaluated_against_the_filter_record(expression: str, 
     s = selector(expression=expression)
     assert s.needs_account
     assert s.by_account(acct) is (None if matches else Skip.FILTERED)
+
+
+def test_the_selector_notes_what_the_filter_met_on_the_accounts_it_read() -> None:
+    s = selector(expression='customFields.countyr == "UK" OR customFields.tier > "gold"')
+    assert s.by_account(account(custom={"tier": 2})) is Skip.FILTERED
+    assert s.by_account(account("acc-2", custom={"tier": 3})) is Skip.FILTERED
+    assert s.notes is not None and s.notes.accounts == 2
+    warnings = s.notes.warnings()
+    assert any("'customFields.countyr' is absent on all 2 Account(s)" in w for w in warnings)
+    assert any("'customFields.tier > \"gold\"' compares text with a number on 2 Account(s)" in w for w in warnings)
+
+
+def test_a_selector_without_filter_notes_nothing() -> None:
+    assert selector().notes is None

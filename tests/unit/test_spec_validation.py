@@ -40,11 +40,57 @@ def test_valid_spec_with_filter() -> None:
     assert not result.account_filter.matches({"customFields": {"country": "FR"}})
 
 
-@pytest.mark.parametrize("expression", [None, "", "   "])
+@pytest.mark.parametrize("expression", [None, ""])
 def test_valid_spec_without_filter(expression: str | None) -> None:
     result = parse_spec(raw(accountFilter=expression))
     assert isinstance(result, ParsedSpec)
     assert result.account_filter is None
+
+
+@pytest.mark.parametrize("expression", ["   ", "\t\n"])
+def test_a_whitespace_only_filter_is_a_problem_not_every_account(expression: str) -> None:
+    assert any("spec.accountFilter: is blank" in p for p in messages(raw(accountFilter=expression)))
+
+
+@pytest.mark.parametrize(
+    ("expression", "named"),
+    [
+        ('customFeilds.country == "UK"', "'customFeilds.country' is not a field of an m3ter Account"),
+        ('addres.country == "UK"', "'addres.country'"),
+        ('address.contry == "UK"', "m3ter addresses have no 'contry'"),
+        ('name.first == "x"', "name is a plain value"),
+    ],
+)
+def test_a_filter_field_no_account_can_have_is_named(expression: str, named: str) -> None:
+    assert any(p.startswith("spec.accountFilter: ") and named in p for p in messages(raw(accountFilter=expression)))
+
+
+def test_filter_fields_every_account_has_are_accepted() -> None:
+    expression = 'customFields.anything == "x" AND address.country == UK AND currency == "GBP" AND accountCode != null'
+    assert isinstance(parse_spec(raw(accountFilter=expression)), ParsedSpec)
+
+
+@pytest.mark.parametrize(("value", "kind"), [(["a"], "list"), ("spec", "string"), (5, "number"), (True, "boolean")])
+def test_a_spec_that_is_not_an_object_is_one_problem_not_a_crash(value: object, kind: str) -> None:
+    result = parse_spec(value)
+    assert isinstance(result, list)
+    assert [str(p) for p in result] == [f"spec: must be an object of fields, not a {kind}"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("syncInterval", "99999999999999h", "longer than the maximum of 24h"),
+        ("syncInterval", "25h", "longer than the maximum of 24h"),
+        ("eventRetention", "99999999999999h", "longer than the maximum of 8760h"),
+        ("eventRetention", "30s", "at least 1m"),
+        ("eventRetention", "9" * 40 + "h", "at most 32 characters"),
+    ],
+)
+def test_durations_are_bounded(field: str, value: str, says: str) -> None:
+    assert any(p.startswith(f"spec.{field}: ") and says in p for p in messages(raw(**{field: value}))), messages(
+        raw(**{field: value})
+    )
 
 
 def test_unknown_field() -> None:

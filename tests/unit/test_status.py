@@ -8,7 +8,16 @@ import pytest
 
 from m3stripe.api.conditions import Observation
 from m3stripe.kube.credentials import CheckResult
-from m3stripe.kube.status import Assessment, build_status, observe, ready_of, status_patch
+from m3stripe.kube.status import (
+    Assessment,
+    build_status,
+    internal_error_message,
+    internal_error_status,
+    observe,
+    pass_error_of,
+    ready_of,
+    status_patch,
+)
 
 STRIPE_OK = CheckResult(True, "Connected", "Stripe accepted the key", account_id="acct_1")
 STRIPE_BAD = CheckResult(False, "StripeAuthFailed", "Stripe rejected the API key")
@@ -168,3 +177,57 @@ def test_status_patch_after_disconnect_nulls_the_account() -> None:
     assert patch["connected"] is False
     assert "conditions" in patch
     assert "integrationId" not in patch
+
+
+# -- unexpected exceptions --------------------------------------------------------------------
+
+
+def test_an_unexpected_exception_makes_ready_false_internal_error_after_the_credential_checks() -> None:
+    assert ready(Assessment(stripe=STRIPE_OK, source=SOURCE_OK, internal_error="unexpected X")).reason == (
+        "InternalError"
+    )
+    assert ready(Assessment(stripe=STRIPE_BAD, source=SOURCE_OK, internal_error="unexpected X")).reason == (
+        "StripeAuthFailed"
+    )
+    assert ready(Assessment(problems=("spec.x: bad",), internal_error="unexpected X")).reason == "InvalidSpec"
+    assert ready(Assessment(suspended=True, internal_error="unexpected X")).reason == "Suspended"
+
+
+def test_a_pass_that_failed_unexpectedly_keeps_ready_false_until_a_clean_pass() -> None:
+    failed = {
+        "conditions": [
+            {
+                "type": "Synced",
+                "status": "False",
+                "reason": "InternalError",
+                "message": "run r: unexpected ValueError in the sync pass: boom",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ]
+    }
+    assert pass_error_of(failed).endswith("boom")
+    status = build_status(failed, Assessment(stripe=STRIPE_OK, source=SOURCE_OK), generation=1, integration_id="u")
+    assert conditions(status)["Ready"]["reason"] == "InternalError"
+    assert "boom" in conditions(status)["Ready"]["message"]
+    clean = build_status({}, Assessment(stripe=STRIPE_OK, source=SOURCE_OK), generation=1, integration_id="u")
+    assert conditions(clean)["Ready"]["reason"] == "Ready"
+
+
+def test_a_failed_reconcile_keeps_the_status_and_sets_ready_false() -> None:
+    current = {"openEvents": "garbage", "conditions": [{"type": "Connected", "status": "True", "reason": "Connected"}]}
+    status = internal_error_status(current, "unexpected AttributeError while reconciling: x", generation=3)
+    assert status["openEvents"] == "garbage"
+    ready_condition = conditions(status)["Ready"]
+    assert (ready_condition["status"], ready_condition["reason"], ready_condition["observedGeneration"]) == (
+        "False",
+        "InternalError",
+        3,
+    )
+    assert conditions(status)["Connected"]["status"] == "True"
+
+
+def test_an_internal_error_message_names_the_exception_and_masks_anything_like_a_key() -> None:
+    message = internal_error_message(ValueError("bad key sk_test_51abcDEF and rk_live_xyz9\nsecond line"), "in X")
+    assert message.startswith("unexpected ValueError in X: bad key *** and *** second line.")
+    assert "sk_test_51abcDEF" not in message and "rk_live_xyz9" not in message
+    assert len(internal_error_message(RuntimeError("x" * 5000), "here")) < 1200

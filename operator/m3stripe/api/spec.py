@@ -7,6 +7,7 @@ Field names follow m3ter's guide ("Configuring Stripe Integrations") in camelCas
 from __future__ import annotations
 
 import enum
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -25,6 +26,12 @@ ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 STRIPE_PRODUCT_PATTERN = r"^prod_[A-Za-z0-9]+$"
 
 MIN_SYNC_INTERVAL_SECONDS = 10
+# Upper bounds of the durations (vendor-neutral: the operator's own scheduling). Without them a value such
+# as 99999999999h passes the pattern and then overflows date arithmetic in the middle of a pass.
+MAX_SYNC_INTERVAL = "24h"
+MAX_EVENT_RETENTION = "8760h"  # one year
+MIN_EVENT_RETENTION = "1m"
+DURATION_MAX_LENGTH = 32
 
 
 class Destination(enum.StrEnum):
@@ -163,9 +170,16 @@ class StripeIntegrationSpec(_Model):
                     ".poNumberCustomField",
                 ),
                 _cel(
-                    "!has(self.syncInterval) || duration(self.syncInterval) >= duration('10s')",
-                    "syncInterval must be at least 10s",
+                    "!has(self.syncInterval) || (duration(self.syncInterval) >= duration('10s') && "
+                    f"duration(self.syncInterval) <= duration('{MAX_SYNC_INTERVAL}'))",
+                    f"syncInterval must be between 10s and {MAX_SYNC_INTERVAL}",
                     ".syncInterval",
+                ),
+                _cel(
+                    f"!has(self.eventRetention) || (duration(self.eventRetention) >= duration('{MIN_EVENT_RETENTION}') "
+                    f"&& duration(self.eventRetention) <= duration('{MAX_EVENT_RETENTION}'))",
+                    f"eventRetention must be between {MIN_EVENT_RETENTION} and {MAX_EVENT_RETENTION}",
+                    ".eventRetention",
                 ),
             ]
         }
@@ -283,8 +297,11 @@ class StripeIntegrationSpec(_Model):
     )
     syncInterval: str = Field(
         default="5m",
+        max_length=DURATION_MAX_LENGTH,
         pattern=DURATION_PATTERN,
-        description="How often Bills are read from m3ter, as a duration such as 30s, 5m or 1h (minimum 10s).",
+        description=(
+            f"How often Bills are read from m3ter, as a duration such as 30s, 5m or 1h (10s to {MAX_SYNC_INTERVAL})."
+        ),
     )
     suspend: bool = Field(
         default=False,
@@ -313,8 +330,12 @@ class StripeIntegrationSpec(_Model):
     )
     eventRetention: str = Field(
         default="720h",
+        max_length=DURATION_MAX_LENGTH,
         pattern=DURATION_PATTERN,
-        description="How long an open error event is kept after it was last raised (at most 100 are kept).",
+        description=(
+            "How long an open error event is kept after it was last raised (at most 100 are kept); "
+            f"{MIN_EVENT_RETENTION} to {MAX_EVENT_RETENTION}."
+        ),
     )
     maxLinesPerInvoice: int = Field(
         default=250,
@@ -328,9 +349,17 @@ class StripeIntegrationSpec(_Model):
 
     @field_validator("syncInterval")
     @classmethod
-    def _interval_floor(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() < MIN_SYNC_INTERVAL_SECONDS:
+    def _interval_bounds(cls, value: str) -> str:
+        seconds = parse_duration(value, maximum=parse_duration(MAX_SYNC_INTERVAL)).total_seconds()
+        if seconds < MIN_SYNC_INTERVAL_SECONDS:
             raise ValueError(f"must be at least {MIN_SYNC_INTERVAL_SECONDS}s")
+        return value
+
+    @field_validator("eventRetention")
+    @classmethod
+    def _retention_bounds(cls, value: str) -> str:
+        if parse_duration(value, maximum=parse_duration(MAX_EVENT_RETENTION)) < parse_duration(MIN_EVENT_RETENTION):
+            raise ValueError(f"must be at least {MIN_EVENT_RETENTION}")
         return value
 
     def cross_field_problems(self) -> list[tuple[str, str]]:
@@ -366,6 +395,10 @@ class StripeIntegrationSpec(_Model):
     @property
     def sync_interval_seconds(self) -> float:
         return parse_duration(self.syncInterval).total_seconds()
+
+    @property
+    def event_retention(self) -> timedelta:
+        return parse_duration(self.eventRetention)
 
     @property
     def is_test_mode(self) -> bool:

@@ -64,6 +64,7 @@ __all__ = [
     "MAX_EXPRESSION_LENGTH",
     "MAX_NESTING_DEPTH",
     "AccountFilter",
+    "FilterNotes",
     "FilterSyntaxError",
     "parse_filter",
 ]
@@ -615,6 +616,82 @@ class AccountFilter:
 
     def __str__(self) -> str:
         return self._source
+
+
+def _comparisons(node: Condition) -> Iterator[Comparison]:
+    if isinstance(node, Comparison):
+        yield node
+    elif isinstance(node, Not):
+        yield from _comparisons(node.operand)
+    else:
+        for operand in node.operands:
+            yield from _comparisons(operand)
+
+
+def _present(record: Mapping[str, Any], segments: tuple[str, ...]) -> bool:
+    current: Any = record
+    for segment in segments:
+        if not isinstance(current, Mapping) or segment not in current:
+            return False
+        current = current[segment]
+    return True
+
+
+def _describe(operand: Operand) -> str:
+    if isinstance(operand, Path):
+        return operand.dotted
+    if isinstance(operand, BareWord):
+        return operand.path.dotted
+    if operand.value is None:
+        return "null"
+    if isinstance(operand.value, str):
+        return f'"{operand.value}"'
+    return str(operand.value).lower() if isinstance(operand.value, bool) else str(operand.value)
+
+
+class FilterNotes:
+    """What evaluating a filter over real Accounts showed it cannot mean: fields no Account has, and
+    comparisons of text with a number (always false). Collected over one pass, reported once."""
+
+    def __init__(self, account_filter: AccountFilter) -> None:
+        self._filter = account_filter
+        self.accounts = 0
+        self._paths = sorted(
+            {op.segments for op in _walk_operands(account_filter.root) if isinstance(op, Path)}, key=".".join
+        )
+        self._present: dict[tuple[str, ...], int] = dict.fromkeys(self._paths, 0)
+        self._mixed: dict[str, int] = {}
+
+    def observe(self, record: Mapping[str, Any]) -> None:
+        self.accounts += 1
+        for path in self._paths:
+            if _present(record, path):
+                self._present[path] += 1
+        for comparison in _comparisons(self._filter.root):
+            left = _normalise(comparison.left.resolve(record))
+            right = _normalise(comparison.right.resolve(record))
+            numbers = [isinstance(v, Decimal) for v in (left, right)]
+            texts = [isinstance(v, str) and _as_number(v) is None for v in (left, right)]
+            if (numbers[0] and texts[1]) or (numbers[1] and texts[0]):
+                text = f"{_describe(comparison.left)} {comparison.op} {_describe(comparison.right)}"
+                self._mixed[text] = self._mixed.get(text, 0) + 1
+
+    def warnings(self) -> list[str]:
+        """One sentence per problem, naming the field or the comparison; empty when nothing was odd."""
+        found: list[str] = []
+        if self.accounts:
+            for path, seen in self._present.items():
+                if seen == 0:
+                    found.append(
+                        f"accountFilter field {'.'.join(path)!r} is absent on all {self.accounts} Account(s) read, "
+                        "so it is null in every comparison; check its name in m3ter (names are case-sensitive)"
+                    )
+        for text, count in sorted(self._mixed.items()):
+            found.append(
+                f"accountFilter comparison {text!r} compares text with a number on {count} Account(s), which is "
+                "never true; quote the number, or compare a numeric field"
+            )
+        return found
 
 
 def parse_filter(expression: str | None) -> AccountFilter | None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from m3stripe.domain.account_filter import AccountFilter
+from m3stripe.domain.account_filter import AccountFilter, FilterNotes
 from m3stripe.domain.billing import Account, Bill
 
 
@@ -25,6 +25,12 @@ class Selector:
     restricted_account_ids: frozenset[str]
     account_filter: AccountFilter | None
     only_approved: bool
+    # What the filter met on this pass's Accounts (fields none has, text compared with numbers).
+    notes: FilterNotes | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.notes is None and self.account_filter is not None:
+            object.__setattr__(self, "notes", FilterNotes(self.account_filter))
 
     def by_account_id(self, account_id: str) -> Skip | None:
         """The checks that need no Account lookup (cheap; done first)."""
@@ -44,6 +50,11 @@ class Selector:
         return self.account_filter is not None
 
     def by_account(self, account: Account) -> Skip | None:
-        if self.account_filter is not None and not self.account_filter.matches(account.as_filter_record()):
+        if self.account_filter is None:
+            return None
+        record = account.as_filter_record()
+        if self.notes is not None:
+            self.notes.observe(record)
+        if not self.account_filter.matches(record):
             return Skip.FILTERED
         return None

@@ -15,6 +15,11 @@ from pydantic import ValidationError
 
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter, FilterSyntaxError, parse_filter
+from m3stripe.domain.billing import ADDRESS_KEYS
+
+# The top-level keys of the record a filter is evaluated against (`Account.as_filter_record`); a path
+# that starts anywhere else can never match an Account, so it is a typo, not a filter.
+FILTER_ROOTS = ("id", "name", "accountName", "code", "accountCode", "currency", "address", "customFields")
 
 
 @dataclass(frozen=True)
@@ -32,21 +37,77 @@ class ParsedSpec:
     account_filter: AccountFilter | None
 
 
-def parse_spec(raw: Mapping[str, Any] | None) -> ParsedSpec | list[SpecProblem]:
+def parse_spec(raw: object) -> ParsedSpec | list[SpecProblem]:
     """A validated spec with its compiled account filter, or every problem found in it."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        # The API server's schema makes spec an object; an object stored without that schema may not be.
+        return [SpecProblem("spec", f"must be an object of fields, not a {_json_type(raw)}")]
     try:
-        spec = StripeIntegrationSpec.model_validate(dict(raw or {}))
+        spec = StripeIntegrationSpec.model_validate(dict(raw))
     except ValidationError as err:
-        return [_from_pydantic(e, raw or {}) for e in err.errors(include_url=False)]
+        return [_from_pydantic(e, raw) for e in err.errors(include_url=False)]
     problems = [SpecProblem(f, m) for f, m in spec.cross_field_problems()]
     account_filter: AccountFilter | None = None
-    try:
-        account_filter = parse_filter(spec.accountFilter)
-    except FilterSyntaxError as err:
-        problems.append(SpecProblem("spec.accountFilter", str(err)))
+    # "" is the usual "no filter" of a template; only whitespace is text that cannot mean what it says.
+    if spec.accountFilter and not spec.accountFilter.strip():
+        problems.append(
+            SpecProblem(
+                "spec.accountFilter",
+                "is blank; remove the field to send the Bills of every Account, or write an expression such as "
+                'address.country == "UK"',
+            )
+        )
+    else:
+        try:
+            account_filter = parse_filter(spec.accountFilter)
+        except FilterSyntaxError as err:
+            problems.append(SpecProblem("spec.accountFilter", str(err)))
+    if account_filter is not None:
+        problems.extend(_unknown_filter_fields(account_filter))
     if problems:
         return problems
     return ParsedSpec(spec=spec, account_filter=account_filter)
+
+
+def _unknown_filter_fields(account_filter: AccountFilter) -> list[SpecProblem]:
+    problems: list[SpecProblem] = []
+    for dotted in sorted(account_filter.fields()):
+        root, _, rest = dotted.partition(".")
+        if root not in FILTER_ROOTS:
+            problems.append(
+                SpecProblem(
+                    "spec.accountFilter",
+                    f"field {dotted!r} is not a field of an m3ter Account, so the filter can never mean what it says; "
+                    f"fields start with one of {', '.join(FILTER_ROOTS)} (e.g. customFields.country)",
+                )
+            )
+        elif root == "address" and rest and rest.split(".")[0] not in ADDRESS_KEYS:
+            problems.append(
+                SpecProblem(
+                    "spec.accountFilter",
+                    f"field {dotted!r}: m3ter addresses have no {rest.split('.')[0]!r}; use one of "
+                    f"{', '.join('address.' + k for k in ADDRESS_KEYS)}",
+                )
+            )
+        elif root not in ("address", "customFields") and rest:
+            problems.append(
+                SpecProblem("spec.accountFilter", f"field {dotted!r}: {root} is a plain value with no fields")
+            )
+    return problems
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
 
 
 def _from_pydantic(error: Mapping[str, Any], raw: Mapping[str, Any]) -> SpecProblem:

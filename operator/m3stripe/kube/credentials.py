@@ -15,6 +15,46 @@ from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.adapters.stripe_credentials import KeyCheck, check_key
 from m3stripe.api.spec import StripeIntegrationSpec
 
+# Stripe's docs give no key alphabet or length; a Stripe security engineer describes live keys as
+# `(sk|rk)_live_[0-9a-z]{10,128}`, case-insensitive (https://gitlab.com/gitlab-org/gitlab/-/issues/458019).
+# 1 KiB leaves room for a future format and still refuses a pasted file or certificate.
+MAX_KEY_BYTES = 1024
+
+
+def key_format_problem(raw: bytes) -> str | None:
+    """What makes these Secret bytes unusable as a Stripe key, without naming the key; None when fine.
+
+    The key travels in an HTTP header (`Authorization: Bearer <key>`, the stripe SDK's
+    `_api_requestor.py`): CR, LF and NUL are never allowed in a field value (RFC 9110, section 5.5), httpx
+    encodes header values as ASCII (`httpx/_models.py`, `_normalize_header_value`), and Stripe's keys are
+    a prefix and letters and digits (see MAX_KEY_BYTES). Such a key can never work: refused here, not retried.
+    Surrounding whitespace is dropped first, as `Secret.text` does (`echo | base64`).
+    """
+    value = raw.strip()
+    if len(value) > MAX_KEY_BYTES:
+        return (
+            f"the value is {len(value)} bytes long; a Stripe API key is about 100 characters (at most "
+            f"{MAX_KEY_BYTES} accepted): check that the Secret holds the key itself, not a file"
+        )
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the value is binary data, not text; put the key itself (sk_.../rk_...) in the Secret"
+    for position, char in enumerate(text):
+        if char in "\r\n":
+            return f"the value contains a line break at position {position + 1}; a Stripe API key is one line"
+        if not char.isascii():
+            return (
+                f"the value contains a non-ASCII character at position {position + 1}; a Stripe API key is "
+                "ASCII letters, digits and underscores (was it copied from a formatted document?)"
+            )
+        if char.isspace() or not char.isprintable():
+            return (
+                f"the value contains whitespace or a control character at position {position + 1}; a Stripe API "
+                "key has none"
+            )
+    return None
+
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -95,6 +135,10 @@ async def check_stripe_credential(
             "SecretKeyMissing",
             f"{where} has no non-empty key {ref.key!r} (spec.credentialRef.key); keys present: {present}",
         )
+    problem = key_format_problem(secret.data.get(ref.key) or b"")
+    if problem is not None:
+        cache.invalidate()
+        return CheckResult(False, "InvalidKeyFormat", f"{where}, key {ref.key!r}: {problem}")
     fingerprint = (ref.name, ref.key, secret.resource_version, spec.destination, hash(key))
 
     async def run() -> CheckResult:

@@ -6,11 +6,14 @@ disable threshold) are tested without an API server.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from m3stripe.api import names
 from m3stripe.api.conditions import rfc3339
 from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus, SyncState
 
@@ -86,6 +89,67 @@ def merge_events(
 
 _SPLIT = re.compile(r"[\s,]+")
 
+GESTURES = (
+    names.ANNOTATION_REQUESTED_AT,
+    names.ANNOTATION_REENABLE,
+    names.ANNOTATION_REPLAY,
+    names.ANNOTATION_RESOLVE,
+)
+# A gesture names a few Bills or events. Its value is echoed into status and each id may cost an m3ter
+# request, so a value beyond these bounds is refused as a whole, never truncated into a different request.
+MAX_GESTURE_LENGTH = 4096
+MAX_GESTURE_IDS = 100
+# m3ter's ids are UUIDs (https://www.m3ter.com/docs/api#tag/Bill/operation/GetBill: "The UUID of the
+# entity"); the emulator also takes readable ids. Either way: no '/', '%', '?', '#' or '..' segment that
+# could move the request to another path once the id is put into the URL.
+BILL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:.-]{0,127}")
+RUN_ID = re.compile(r"run-[A-Za-z0-9-]{1,64}")
+EVENT_ID = re.compile(r"evt-[0-9a-f]{12}")
+
+
+def refused_marker(value: str) -> str:
+    """What stands in for a refused gesture value: short, stable, and acting on nothing (all after '#')."""
+    return "#refused-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def gesture_annotations(raw: object) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The object's annotations with every unusable gesture value replaced by a refusal marker.
+
+    Returns the annotations and, per refused gesture, (annotation key, why). A real API server only
+    stores string values, but an object restored from elsewhere may carry anything.
+    """
+    if not isinstance(raw, Mapping):
+        return {}, ([("metadata.annotations", "must be a map of strings")] if raw is not None else [])
+    out: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            continue
+        if key not in GESTURES:
+            if isinstance(value, str):
+                out[key] = value
+            continue
+        if not isinstance(value, str):
+            problems.append((key, f"the value must be a string, not {type(value).__name__}; nothing was done"))
+            out[key] = refused_marker(repr(value))
+        elif len(value) > MAX_GESTURE_LENGTH:
+            problems.append(
+                (key, f"the value is {len(value)} characters long (at most {MAX_GESTURE_LENGTH}); nothing was done")
+            )
+            out[key] = refused_marker(value)
+        elif key in (names.ANNOTATION_REPLAY, names.ANNOTATION_RESOLVE) and len(parse_targets(value)) > MAX_GESTURE_IDS:
+            problems.append(
+                (
+                    key,
+                    f"the value names {len(parse_targets(value))} ids (at most {MAX_GESTURE_IDS} per request); "
+                    "nothing was done: split it into several requests",
+                )
+            )
+            out[key] = refused_marker(value)
+        else:
+            out[key] = value
+    return out, problems
+
 
 def parse_targets(annotation: str) -> list[str]:
     """Ids in an annotation value: comma or space separated; anything after '#' is a free re-trigger token."""
@@ -93,25 +157,72 @@ def parse_targets(annotation: str) -> list[str]:
 
 
 def resolve_events(events: Iterable[Mapping[str, Any]], annotation: str) -> list[dict[str, Any]]:
-    """Events left open after the person marked those named in the annotation (or `all`) as actioned."""
+    """Events left open after the person marked those named in the annotation (or `all`, any case) as actioned."""
     targets = set(parse_targets(annotation))
-    if "all" in targets:
+    if any(t.lower() == "all" for t in targets):
         return []
     return [dict(e) for e in events if e.get("id") not in targets]
 
 
-def replay_bills(status: Mapping[str, Any], annotation: str) -> frozenset[str]:
+def unknown_event_ids(events: Iterable[Mapping[str, Any]], annotation: str) -> list[str]:
+    """Ids in a resolve annotation that name no open event (a typo, or already resolved)."""
+    targets = parse_targets(annotation)
+    if any(t.lower() == "all" for t in targets):
+        return []
+    open_ids = {str(e.get("id")) for e in events}
+    return [t for t in dict.fromkeys(targets) if t not in open_ids]
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """What a replay annotation asks for, and what in it cannot be done (each naming the id)."""
+
+    bills: frozenset[str]
+    problems: list[str] = field(default_factory=list)
+
+
+def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
     """Bill ids a replay annotation asks for: `bill-id` items and `run:<runId>` items."""
     bills: set[str] = set()
-    runs = {t.removeprefix("run:") for t in parse_targets(annotation) if t.startswith("run:")}
-    bills.update(t for t in parse_targets(annotation) if not t.startswith("run:"))
+    problems: list[str] = []
+    runs: set[str] = set()
+    for target in parse_targets(annotation):
+        if target.startswith("run:"):
+            run = target.removeprefix("run:")
+            if not RUN_ID.fullmatch(run):
+                problems.append(
+                    f"{target!r} is not a run reference; write run:<runId> with an id from status.recentRuns"
+                )
+            else:
+                runs.add(run)
+        elif BILL_ID.fullmatch(target):
+            bills.add(target)
+        else:
+            problems.append(
+                f"{target[:140]!r} is not an m3ter Bill id (letters, digits, '-', '_', '.', ':'; at most 128); "
+                "it was not read"
+            )
+    found: set[str] = set()
     for run in status.get("recentRuns") or ():
         if run.get("runId") in runs:
+            found.add(str(run.get("runId")))
             bills.update(str(o["billId"]) for o in run.get("stripeObjects") or ())
     for event in status.get("openEvents") or ():
-        if event.get("runId") in runs and event.get("billId"):
-            bills.add(str(event["billId"]))
-    return frozenset(bills)
+        if event.get("runId") in runs:
+            found.add(str(event.get("runId")))
+            if event.get("billId"):
+                bills.add(str(event["billId"]))
+    problems.extend(
+        f"run {run!r} is not in status.recentRuns or status.openEvents (only the last runs are kept); "
+        "name its Bills instead"
+        for run in sorted(runs - found)
+    )
+    return ReplayRequest(frozenset(bills), problems)
+
+
+def replay_bills(status: Mapping[str, Any], annotation: str) -> frozenset[str]:
+    """Bill ids a replay annotation asks for (see `replay_request` for what it cannot do)."""
+    return replay_request(status, annotation).bills
 
 
 def fold_report(

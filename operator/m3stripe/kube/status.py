@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,34 @@ class Assessment:
     stripe: CheckResult | None = None
     source: CheckResult | None = None
     ready_message: str = ""
+    # An unexpected exception in the last pass (or this reconcile): shown until a pass runs cleanly.
+    internal_error: str = ""
+
+
+INTERNAL_ERROR = "InternalError"
+_SECRET_LIKE = re.compile(r"\b(sk|rk|pk|whsec)_(live|test)_[A-Za-z0-9]+|\b(sk|rk)_[A-Za-z0-9]{16,}")
+
+
+def internal_error_message(err: BaseException, where: str) -> str:
+    """A one-line description of an unexpected exception, for a condition and an event.
+
+    It names the exception and its text, with anything shaped like a Stripe key masked: exception
+    texts are not ours, and a secret must never reach status or events.
+    """
+    text = " ".join(str(err).split())[:900] or "(no message)"
+    text = _SECRET_LIKE.sub("***", text)
+    return (
+        f"unexpected {type(err).__name__} {where}: {text}. This is a bug or an input the operator does not "
+        "handle; the operator retries, and the log has the traceback (search for the integration's name)"
+    )
+
+
+def pass_error_of(status: Mapping[str, Any]) -> str:
+    """The message of a pass that ended in an unexpected exception, while its Synced condition says so."""
+    synced = find(status.get("conditions"), ConditionType.SYNCED) or {}
+    if synced.get("reason") == INTERNAL_ERROR:
+        return str(synced.get("message") or INTERNAL_ERROR)
+    return ""
 
 
 def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
@@ -51,6 +81,8 @@ def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
         obs.append(Observation(ConditionType.READY, "False", a.stripe.reason, a.stripe.message))
     elif a.source is not None and not a.source.ok:
         obs.append(Observation(ConditionType.READY, "False", a.source.reason, a.source.message))
+    elif a.internal_error:
+        obs.append(Observation(ConditionType.READY, "False", INTERNAL_ERROR, a.internal_error))
     else:
         obs.append(Observation(ConditionType.READY, "True", "Ready", a.ready_message))
     return obs, absent
@@ -72,6 +104,8 @@ def build_status(
 ) -> dict[str, Any]:
     """The full status the operator owns, carrying over fields it does not recompute here."""
     current = dict(current or {})
+    if not assessment.internal_error:
+        assessment = dataclasses.replace(assessment, internal_error=pass_error_of(current))
     observations, absent = observe(assessment)
     stripe = assessment.stripe
     status: dict[str, Any] = dict(current)
@@ -90,6 +124,17 @@ def build_status(
     status.setdefault("consecutiveErrors", 0)
     if extra:
         status.update(extra)
+    return status
+
+
+def internal_error_status(current: Mapping[str, Any] | None, message: str, *, generation: int | None) -> dict[str, Any]:
+    """The status after a reconcile failed unexpectedly: everything kept, Ready=False InternalError."""
+    status = dict(current or {})
+    status["conditions"] = merge_conditions(
+        status.get("conditions"),
+        [Observation(ConditionType.READY, "False", INTERNAL_ERROR, message)],
+        generation=generation,
+    )
     return status
 
 
