@@ -1,4 +1,4 @@
-"""Command line: `m3stripe run` (the operator), `m3stripe demo`, `m3stripe crds`."""
+"""Command line: `m3stripe run` (the operator), `demo`, `crds`, and the day-2 commands (m3stripe.ctl)."""
 
 from __future__ import annotations
 
@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the operator on the built-in emulators and show what it does")
     demo.add_argument("--duration", type=float, default=20.0, help="seconds to let the operator work")
     demo.set_defaults(func=_demo)
+
+    # Day 2 from the terminal (also installed as the kubectl plugin `kubectl-m3stripe`).
+    from m3stripe.ctl.commands import register as register_day2
+
+    register_day2(sub)
 
     args = parser.parse_args(argv)
     if args.command != "run":  # kopf configures logging for the operator itself
