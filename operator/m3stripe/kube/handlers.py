@@ -149,8 +149,12 @@ logging.getLogger("kopf.objects").addFilter(_QuietWake())
 
 
 @kopf.on.event(*RESOURCE)
-def wake_worker(body: kopf.Body, uid: str, **_: Any) -> None:
-    """Low-level watch events (no kopf bookkeeping on the object): wake the worker on spec/annotation changes."""
+async def wake_worker(body: kopf.Body, uid: str, **_: Any) -> None:
+    """Low-level watch events (no kopf bookkeeping on the object): wake the worker on spec/annotation changes.
+
+    Async on purpose: kopf runs a sync handler in a thread, and asyncio.Event is not thread-safe: set from another
+    thread, a wake-up can be lost (the worker then sleeps until its next poll, 30 s by default).
+    """
     worker = runtime().workers.get(uid) if _runtime is not None else None
     if isinstance(worker, IntegrationWorker):
         worker.poke(body)
