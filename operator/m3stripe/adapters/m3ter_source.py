@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -34,6 +34,7 @@ from m3stripe.domain.billing import (
     CurrencyRounding,
     CustomFieldValue,
     LineItem,
+    MalformedBill,
 )
 
 from .m3ter_token import (
@@ -56,6 +57,7 @@ __all__ = [
     "M3terSource",
     "M3terSourceError",
     "M3terUnavailable",
+    "MalformedBill",
     "TokenManager",
 ]
 
@@ -213,12 +215,14 @@ class M3terSource:
 
     async def iter_bills(
         self, *, modified_since: datetime | None, page_size: int = BILLS_PAGE_SIZE
-    ) -> AsyncIterator[Bill]:
+    ) -> AsyncIterator[Bill | MalformedBill]:
         """Stream every Bill last modified at or after ``modified_since`` (all Bills if None).
 
         The list endpoint has no last-modified filter (only bill dates, status, account and ids),
         so the filter is applied here while pages stream through: memory stays at one page, but
         every Bill is fetched. Each page gets a current token, so long scans outlive tokens.
+        Each Bill is converted on its own: one that cannot be read comes as a :class:`MalformedBill`
+        (kept unless its last-modified time is readable and older than ``modified_since``).
         """
         if not 1 <= page_size <= BILLS_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {BILLS_PAGE_SIZE} (m3ter's limit for Bills)")
@@ -227,15 +231,16 @@ class M3terSource:
         while True:
             page = await self._call("listing bills", _bills_page(next_token, page_size))
             for item in page.data or ():
-                bill = to_bill(item)
-                if since is None or bill.last_modified >= since:
+                bill = read_bill(item)
+                modified = bill.last_modified
+                if since is None or modified is None or modified >= since:
                     yield bill
             next_token = page.next_token
             if not next_token:
                 return
 
-    async def get_bill(self, bill_id: str) -> Bill | None:
-        """The current version of one Bill, or None if m3ter has no such Bill."""
+    async def get_bill(self, bill_id: str) -> Bill | MalformedBill | None:
+        """The current version of one Bill (a MalformedBill if it cannot be read), or None if m3ter has none."""
         if bill_id in ("", ".", ".."):  # dot segments are resolved away by the HTTP client, escaped or not
             return None
 
@@ -252,7 +257,7 @@ class M3terSource:
         # about the credentials: the caller reports the id; a real credential problem shows on the Bill
         # listing, which every pass makes.
         item = await self._call(f"reading bill {bill_id}", retrieve, forbidden=lambda: None)
-        return None if item is None else to_bill(item)
+        return None if item is None else read_bill(item)
 
     async def get_account(self, account_id: str) -> Account | None:
         """One Account, from a small per-source LRU cache (TTL ``account_cache_ttl``) when fresh.
@@ -403,17 +408,53 @@ def to_currency_rounding(item: CurrencyResponse) -> CurrencyRounding | None:
     return CurrencyRounding(code=code, max_decimal_places=places, rounding_mode=rounding)
 
 
+class BillFieldError(ValueError):
+    """One field of an m3ter Bill holds a value the operator cannot use."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _field(field: str, convert: Callable[[], _T]) -> _T:
+    """Run one field's conversion; any failure names the field (``lineItems[2].subtotal``)."""
+    try:
+        return convert()
+    except BillFieldError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, AttributeError) as exc:
+        raise BillFieldError(field, str(exc)) from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def _decimal(value: Any) -> Decimal:
     """Exact Decimal of a JSON number as the SDK parsed it: via str, never float arithmetic."""
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, int | float | str) and not isinstance(value, bool):
-        result = Decimal(str(value))
+        try:
+            result = Decimal(str(value))
+        except InvalidOperation:
+            raise ValueError(f"is {_shown(value)}, not a number") from None
     else:
-        raise ValueError(f"expected a number from m3ter, got {value!r}")
+        raise ValueError(f"is {_shown(value)}, not a number")
     if not result.is_finite():
-        raise ValueError(f"expected a finite number from m3ter, got {value!r}")
+        raise ValueError(f"is {_shown(value)}, not a finite number")
     return result
+
+
+def _version(value: Any) -> int:
+    # m3ter's version is an int64 (SDK BillResponse.version: Optional[int]); absent means the first.
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value // 1 or value < 1:
+        raise ValueError(f"is {_shown(value)}, not a whole number of 1 or more")
+    return int(value)
 
 
 def _optional_decimal(value: Any) -> Decimal | None:
@@ -445,50 +486,106 @@ def _custom_value(value: Any) -> CustomFieldValue:
     return _decimal(value)
 
 
-def to_line_item(item: SdkLineItem, *, bill_id: str, index: int, bill_currency: str) -> LineItem:
-    """Convert one embedded Bill line item; lines without an id get a stable positional one."""
+def to_line_item(item: SdkLineItem | None, *, bill_id: str, index: int, bill_currency: str) -> LineItem:
+    """Convert one embedded Bill line item; lines without an id get a stable positional one.
+
+    Raises :class:`BillFieldError` naming the field. ``subtotal`` is required (SDK ``LineItem.subtotal:
+    float``): a line without an amount is never read as zero.
+    """
+    where = f"lineItems[{index}]"
+    if item is None or not isinstance(item, SdkLineItem):
+        raise BillFieldError(where, f"is {_shown(item)}, not a line item")
+    subtotal = getattr(item, "subtotal", None)
+    if subtotal is None:
+        raise BillFieldError(f"{where}.subtotal", "is missing; a line without an amount cannot be sent")
+    quantity = getattr(item, "quantity", None)
+    sequence = getattr(item, "sequence_number", None)
     return LineItem(
-        id=item.id or f"{bill_id}:{index}",
-        line_item_type=str(item.line_item_type),
-        description=item.description or "",
-        quantity=_decimal(item.quantity if item.quantity is not None else 0),
-        subtotal=_decimal(item.subtotal if item.subtotal is not None else 0),
-        unit_price=_optional_decimal(item.average_unit_price),
-        currency=item.currency or bill_currency,
-        aggregation_id=item.aggregation_id,
-        product_name=item.product_name,
-        service_period_start=_datetime(item.service_period_start_date),
-        service_period_end=_datetime(item.service_period_end_date),
-        sequence_number=None if item.sequence_number is None else int(item.sequence_number),
+        id=str(getattr(item, "id", None) or f"{bill_id}:{index}"),
+        line_item_type=str(getattr(item, "line_item_type", "")),
+        description=str(getattr(item, "description", None) or ""),
+        quantity=_field(f"{where}.quantity", lambda: _decimal(quantity if quantity is not None else 0)),
+        subtotal=_field(f"{where}.subtotal", lambda: _decimal(subtotal)),
+        unit_price=_field(
+            f"{where}.averageUnitPrice", lambda: _optional_decimal(getattr(item, "average_unit_price", None))
+        ),
+        currency=str(getattr(item, "currency", None) or bill_currency),
+        aggregation_id=getattr(item, "aggregation_id", None),
+        product_name=getattr(item, "product_name", None),
+        service_period_start=_field(
+            f"{where}.servicePeriodStartDate", lambda: _datetime(getattr(item, "service_period_start_date", None))
+        ),
+        service_period_end=_field(
+            f"{where}.servicePeriodEndDate", lambda: _datetime(getattr(item, "service_period_end_date", None))
+        ),
+        sequence_number=_field(f"{where}.sequenceNumber", lambda: None if sequence is None else _version(sequence)),
     )
 
 
 def to_bill(item: BillResponse) -> Bill:
-    """Convert an SDK Bill (with embedded line items) to the domain Bill."""
+    """Convert an SDK Bill (with embedded line items) to the domain Bill; :class:`BillFieldError` if it cannot."""
+    bill_id = getattr(item, "id", None)
+    if not isinstance(bill_id, str) or not bill_id:
+        raise BillFieldError("id", f"is {_shown(bill_id)}, not a Bill id")
     currency = item.currency or ""
     status: BillStatus = "APPROVED" if item.status == "APPROVED" else "PENDING"
     last_modified = (
-        _datetime(item.dt_last_modified) or _datetime(item.last_calculated_date) or _datetime(item.dt_created) or _EPOCH
+        _field("dtLastModified", lambda: _datetime(item.dt_last_modified))
+        or _field("lastCalculatedDate", lambda: _datetime(item.last_calculated_date))
+        or _field("dtCreated", lambda: _datetime(item.dt_created))
+        or _EPOCH
     )
+    lines = item.line_items
+    if lines is not None and not isinstance(lines, list):
+        raise BillFieldError("lineItems", f"is {_shown(lines)}, not a list")
     return Bill(
-        id=item.id,
-        version=int(item.version) if item.version is not None else 1,
+        id=bill_id,
+        version=_field("version", lambda: _version(item.version)),
         account_id=item.account_id or "",
         account_code=item.account_code,
         status=status,
         currency=currency,
-        bill_total=_optional_decimal(item.bill_total),
-        due_date=_date(item.due_date),
-        bill_date=_date(item.bill_date),
+        bill_total=_field("billTotal", lambda: _optional_decimal(item.bill_total)),
+        due_date=_field("dueDate", lambda: _date(item.due_date)),
+        bill_date=_field("billDate", lambda: _date(item.bill_date)),
         purchase_order_number=item.purchase_order_number,
         last_modified=last_modified,
         line_items=tuple(
-            to_line_item(line, bill_id=item.id, index=index, bill_currency=currency)
-            for index, line in enumerate(item.line_items or ())
+            to_line_item(line, bill_id=bill_id, index=index, bill_currency=currency)
+            for index, line in enumerate(lines or ())
         ),
         external_invoice_reference=item.external_invoice_reference,
         locked=bool(item.locked),
     )
+
+
+def read_bill(item: BillResponse) -> Bill | MalformedBill:
+    """:func:`to_bill`, or a :class:`MalformedBill` naming the Bill and the field it could not read."""
+    try:
+        return to_bill(item)
+    except BillFieldError as err:
+        raw_id = getattr(item, "id", None)
+        bill_id = raw_id if isinstance(raw_id, str) and raw_id else "(without an id)"
+        account = getattr(item, "account_id", None)
+        try:
+            version = _version(getattr(item, "version", None))
+        except ValueError:
+            version = 0
+        try:
+            modified = _datetime(getattr(item, "dt_last_modified", None))
+        except (ValueError, TypeError):
+            modified = None
+        log.warning("m3ter Bill %s cannot be read: %s", bill_id, err)
+        return MalformedBill(
+            id=bill_id,
+            message=(
+                f"m3ter Bill {bill_id}: {err}; nothing was sent for this Bill. Correct it in m3ter "
+                "(it is read again once it changes)"
+            ),
+            version=version,
+            account_id=account if isinstance(account, str) and account else None,
+            last_modified=modified,
+        )
 
 
 def _address(item: AccountResponse) -> Mapping[str, str | None]:

@@ -134,3 +134,18 @@ class Bill:
     def line_items_total(self) -> Decimal:
         """Sum of the line subtotals, exact (useful when m3ter omits ``billTotal``)."""
         return sum((line.subtotal for line in self.line_items), Decimal(0))
+
+
+@dataclass(frozen=True)
+class MalformedBill:
+    """A Bill m3ter returned that cannot be read (a field's value is unusable); nothing is sent for it.
+
+    The sync engine reports it as a validation error naming the Bill and the field, and sends every
+    other Bill. ``version`` is 0 when the version itself is unreadable.
+    """
+
+    id: str
+    message: str
+    version: int = 0
+    account_id: str | None = None
+    last_modified: datetime | None = None

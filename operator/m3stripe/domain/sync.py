@@ -17,7 +17,7 @@ from m3stripe.adapters.m3ter_source import M3terAuthError, M3terSource, M3terSou
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
-from m3stripe.domain.billing import Bill
+from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.customers import CustomerResolver, Unmapped
 from m3stripe.domain.mapping import MappingError, plan_bill
 from m3stripe.domain.runs import (
@@ -113,7 +113,7 @@ class SyncEngine:
         tasks: set[asyncio.Task[None]] = set()
         fence_lost: list[FenceLost] = []
 
-        async def handle(bill: Bill) -> None:
+        async def handle(bill: Bill | MalformedBill) -> None:
             try:
                 result = await self._handle_bill(bill, report.run_id, resolver, customer_locks)
             except FenceLost as err:
@@ -181,7 +181,7 @@ class SyncEngine:
         report.status = self._status(report, abort)
         return report
 
-    async def _candidates(self, state: SyncState, replay: frozenset[str]) -> AsyncIterator[Bill]:
+    async def _candidates(self, state: SyncState, replay: frozenset[str]) -> AsyncIterator[Bill | MalformedBill]:
         seen: set[str] = set()
         for bill_id in [*replay, *state.retry_bill_ids]:
             if bill_id in seen:
@@ -196,8 +196,16 @@ class SyncEngine:
                 yield bill
 
     async def _handle_bill(
-        self, bill: Bill, run_id: str, resolver: CustomerResolver, locks: dict[str, asyncio.Lock]
+        self,
+        bill: Bill | MalformedBill,
+        run_id: str,
+        resolver: CustomerResolver,
+        locks: dict[str, asyncio.Lock],
     ) -> BillResult:
+        if isinstance(bill, MalformedBill):
+            # m3ter returned this Bill with a field that cannot be read: a validation error naming the Bill
+            # and the field; every other Bill goes on. Not retried: it is read again once it changes.
+            return self._failed(bill, EventKind.VALIDATION, run_id, bill.message)
         skip = self.selector.by_bill(bill)
         if skip is None and self.selector.needs_account:
             account = await self.source.get_account(bill.account_id)
@@ -292,7 +300,7 @@ class SyncEngine:
 
     def _failed(
         self,
-        bill: Bill,
+        bill: Bill | MalformedBill,
         kind: EventKind,
         run_id: str,
         message: str,
@@ -309,7 +317,7 @@ class SyncEngine:
         run_id: str,
         message: str,
         *,
-        bill: Bill | None = None,
+        bill: Bill | MalformedBill | None = None,
         status: RunStatus = RunStatus.ERROR,
     ) -> ErrorEvent:
         return ErrorEvent(

@@ -97,6 +97,7 @@ async def bill_action(request: web.Request) -> web.Response:
         "regenerate": lambda: emulator.regenerate_bill(org, bill_id, **body),
         "approve": lambda: emulator.approve_bill(org, bill_id),
         "lock": lambda: emulator.lock_bill(org, bill_id),
+        "corrupt": lambda: emulator.corrupt_bill(org, bill_id, **body),
     }
     action = actions.get(request.match_info["action"])
     if action is None:

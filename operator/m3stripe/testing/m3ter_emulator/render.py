@@ -121,7 +121,39 @@ def bill(record: BillRecord, *, include_total: bool = True, include_lines: bool 
         body["billTotal"] = _num(record.total)
     if include_lines:
         body["lineItems"] = [line_item(line) for line in record.lines]
-    return _compact(body)
+    body = _compact(body)
+    for path, value in record.json_overrides.items():
+        if include_lines or not path.startswith("lineItems"):
+            _edit(body, path, value)
+    for path in record.json_removals:
+        if include_lines or not path.startswith("lineItems"):
+            _edit(body, path, _REMOVE)
+    return body
+
+
+_REMOVE = object()
+
+
+def _edit(body: dict[str, Any], path: str, value: Any) -> None:
+    """Set (or remove) ``path`` such as ``lineItems[2].subtotal`` in a rendered body."""
+    steps: list[str | int] = []
+    for part in path.split("."):
+        name, _, rest = part.partition("[")
+        if name:
+            steps.append(name)
+        for index in rest.rstrip("]").split("][") if rest else ():
+            steps.append(int(index))
+    target: Any = body
+    for step in steps[:-1]:
+        target = target[step]
+    last = steps[-1]
+    if value is _REMOVE:
+        if isinstance(target, dict):
+            target.pop(last, None)
+        elif isinstance(last, int) and last < len(target):
+            del target[last]
+    else:
+        target[last] = value
 
 
 def _midnight(value: date | None) -> datetime | None:

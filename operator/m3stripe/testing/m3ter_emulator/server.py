@@ -116,10 +116,8 @@ class M3terEmulator(M3terState):
 
     # -- observation and fault injection --------------------------------------------------
 
-    def record_request(self, method: str, path: str, query: dict[str, str]) -> RecordedRequest:
-        recorded = RecordedRequest(method, path, query)
-        self.requests.append(recorded)
-        return recorded
+    def record_request(self, method: str, path: str, query: dict[str, str]) -> None:
+        self.requests.append(RecordedRequest(method, path, query))
 
     def admit(self, organization_id: str | None, ip: str) -> bool:
         """Count one request against its Organization and source IP; False if either limit throttles it."""

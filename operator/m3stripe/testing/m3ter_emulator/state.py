@@ -133,6 +133,9 @@ class BillRecord:
     dt_approved: datetime | None = None
     dt_locked: datetime | None = None
     version: int = 1
+    # Raw JSON edits applied when the Bill is rendered (``corrupt_bill``): dotted paths with [index].
+    json_overrides: dict[str, Any] = field(default_factory=dict)
+    json_removals: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> Decimal:
@@ -653,6 +656,24 @@ class M3terState:
         version = self._touch(record)
         record.dt_locked = record.dt_last_modified
         return version
+
+    def corrupt_bill(
+        self,
+        organization_id: str,
+        bill_id: str,
+        set: Mapping[str, Any] | None = None,
+        remove: Iterable[str] = (),
+    ) -> int:
+        """Serve this Bill with raw JSON edits m3ter's own data could carry (for hostile-input tests).
+
+        ``set`` maps paths such as ``"version"`` or ``"lineItems[1].subtotal"`` to any JSON value (NaN and
+        Infinity included: they are written as the bare ``NaN``/``Infinity`` tokens Python's JSON accepts);
+        ``remove`` drops paths. Version and last-modified time are left alone. Returns the version.
+        """
+        record = self.get_bill(organization_id, bill_id)
+        record.json_overrides.update(set or {})
+        record.json_removals.extend(remove)
+        return record.version
 
     def set_external_invoice_reference(self, organization_id: str, bill_id: str, reference: str | None) -> int:
         """Set ``externalInvoiceReference`` (allowed on locked Bills too, as in m3ter)."""
