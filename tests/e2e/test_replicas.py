@@ -1,5 +1,5 @@
-"""Two operator replicas against one API server: only one sends, the other takes over when it dies,
-and every Bill still lands in Stripe exactly once (kopf peering, as deploy/overlays/high-availability)."""
+"""Two operator replicas against one API server: only the Lease holder sends, the other takes over when it
+dies, and every Bill still lands in Stripe exactly once (as deploy/overlays/high-availability)."""
 
 from __future__ import annotations
 
@@ -30,26 +30,28 @@ def test_two_replicas_send_every_bill_exactly_once(stack: LocalStack) -> None:
         )
         for n in range(BILLS)
     ]
-    stack.kube.create_cluster_object(
-        "kopf.dev",
-        "v1",
-        "clusterkopfpeerings",
-        {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": "m3stripe"},
-        },
-    )
     stack.ensure_namespace(NS)
     stack.kube.put_secret(NS, "m3ter", {"clientId": "replicas", "clientSecret": "replicas-secret"})
     stack.kube.put_secret(NS, "stripe", {"apiKey": KEY})
     # Slow Stripe down so that the first pass is still running when the active replica dies.
     stack.call(lambda: stack.stripe.set_rate_limit(per_second=None))
     stack.stripe.latency_seconds = 0.05
-    env = {"M3STRIPE_PEERING_LIFETIME": "4s", "M3STRIPE_SYNC_CONCURRENCY": "4"}
-    args = ("--peering=m3stripe", "--liveness=")
-    active = stack.start_operator(*args, "--priority=200", name="replica-a", **env)
-    standby = stack.start_operator(*args, "--priority=100", name="replica-b", **env)
+    env = {
+        "M3STRIPE_SYNC_CONCURRENCY": "4",
+        "M3STRIPE_LEASE_NAMESPACE": "m3stripe-system",
+        "M3STRIPE_LEASE_DURATION": "6s",
+        "M3STRIPE_LEASE_RENEW_DEADLINE": "3s",
+        "M3STRIPE_LEASE_RETRY_PERIOD": "1s",
+    }
+    stack.ensure_namespace("m3stripe-system")
+    args = ("--liveness=",)
+    active = stack.start_operator(*args, name="replica-a", POD_NAME="replica-a", **env)
+    wait_for(
+        lambda: (stack.kube.lease_holder("m3stripe-system", "m3stripe") or "").startswith("replica-a_"),
+        timeout=60,
+        what="replica-a to take the Lease",
+    )
+    standby = stack.start_operator(*args, name="replica-b", POD_NAME="replica-b", **env)
     try:
         stack.kube.create_integration(
             NS,
@@ -67,7 +69,7 @@ def test_two_replicas_send_every_bill_exactly_once(stack: LocalStack) -> None:
 
         wait_for(lambda: invoices() >= 60, timeout=120, what="the active replica to start sending")
         assert "sync run" not in standby.output() and "Connected" not in standby.output()
-        active.kill()  # no goodbye: the standby must notice the silence and take over
+        active.kill()  # no goodbye: the standby must wait out the Lease and take over
         wait_for(
             lambda: (
                 (stack.kube.get_integration(NS, "ha").get("status") or {}).get("lastSync", {}).get("status")
