@@ -208,6 +208,9 @@ def test_replay_sends_a_deleted_invoice_again_and_refuses_unknown_bills_and_runs
     assert code == 2 and "bill-that-does-not-exist" in err and "--force" in err
     code, _, err = cli("replay", "nl", "--run", "run-nope")
     assert code == 2 and "run-nope" in err and status(stack, "nl")["recentRuns"][0]["runId"] in err
+    # More ids than the operator takes in one request: it would refuse the value and never echo it.
+    code, _, err = cli("replay", "nl", *[f"bill-{i}" for i in range(101)], "--force")
+    assert code == 2 and "split them" in err
     assert annotations(stack, "nl").get("m3stripe.dev/replay") == before  # nothing was written
 
     code, out, err = cli("replay", "nl", world["good"])

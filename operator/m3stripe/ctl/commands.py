@@ -17,7 +17,7 @@ from m3stripe.ctl import gestures, views
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.render import NONE, dump, parse_time
 from m3stripe.domain.durations import format_duration, parse_duration
-from m3stripe.kube.run_history import replay_bills
+from m3stripe.kube.run_history import MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
 
 EPILOG = (
     "Namespace and cluster come from the kubeconfig as kubectl reads them (KUBECONFIG, current context); "
@@ -213,6 +213,11 @@ def _replay(args: argparse.Namespace, cluster: Cluster) -> int:
         targets = list(dict.fromkeys(args.bills))
     _must_be_able_to_run(obj, cluster.namespace, args.name)
     value = gestures.with_token(targets, gestures.new_token())
+    # The operator's own rules for a replay value (id syntax, known runs): refused there, it would not be echoed.
+    problems = replay_request(status, value).problems
+    if problems:
+        raise CtlError("; ".join(problems), code=2)
+    _within_gesture_bounds(targets, value)
     handled = gestures.request(cluster, args.name, gestures.REPLAY, value, timeout=args.timeout, say=_say(args))
     return _report_run(args, cluster, handled, replayed=sorted(replay_bills(status, value)))
 
@@ -237,6 +242,7 @@ def _resolve(args: argparse.Namespace, cluster: Cluster) -> int:
         targets = list(dict.fromkeys(args.ids))
         wanted = set(targets)
     value = gestures.with_token(targets, gestures.new_token())
+    _within_gesture_bounds(targets, value)
     handled = gestures.request(cluster, args.name, gestures.RESOLVE, value, timeout=args.timeout, say=_say(args))
     still_open = [str(e.get("id")) for e in handled.status.get("openEvents") or ()]
     resolved = sorted(wanted - set(still_open))
@@ -265,6 +271,16 @@ def _reenable(args: argparse.Namespace, cluster: Cluster) -> int:
         f"next scheduled pass {due}; `m3stripe sync {args.name}` runs one now"
     )
     return _done(args, text, {"integration": f"{cluster.namespace}/{args.name}", "disabled": False})
+
+
+def _within_gesture_bounds(targets: list[str], value: str) -> None:
+    """The operator refuses a whole value beyond its bounds (kube/run_history.py) and would never echo it."""
+    if len(targets) > MAX_GESTURE_IDS or len(value) > MAX_GESTURE_LENGTH:
+        raise CtlError(
+            f"{len(targets)} ids ({len(value)} characters) are more than the operator takes in one request "
+            f"(at most {MAX_GESTURE_IDS} ids and {MAX_GESTURE_LENGTH} characters): split them into several calls",
+            code=2,
+        )
 
 
 def _must_be_able_to_run(obj: dict[str, Any], namespace: str, name: str) -> None:
