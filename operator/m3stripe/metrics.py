@@ -104,6 +104,12 @@ class Metrics:
             (*labels, "kind"),
             registry=self.registry,
         )
+        self.internal_errors = Counter(
+            f"{PREFIX}_internal_errors_total",
+            "Unexpected exceptions, by where they happened: reconcile or pass (a bug or unhandled input).",
+            (*labels, "where"),
+            registry=self.registry,
+        )
         self.notifications = Counter(
             f"{PREFIX}_notifications_total",
             "Disablement emails, by result: sent or failed.",

@@ -21,6 +21,17 @@ from m3stripe.kube.worker import IntegrationWorker
 from m3stripe.metrics import Metrics
 
 RESOURCE = (names.GROUP, names.VERSION, names.PLURAL)
+# HTTP client libraries log request headers at DEBUG (httpcore printed `Authorization: Bearer sk_...`):
+# they stay at WARNING whatever the operator's verbosity, so no key reaches the log.
+HTTP_LOGGERS = ("httpcore", "httpx", "urllib3", "aiohttp", "stripe", "m3ter", "hpack", "kubernetes", "h2", "h11")
+
+
+def pin_http_loggers() -> None:
+    for noisy in HTTP_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+pin_http_loggers()
 _runtime: Runtime | None = None
 _election: asyncio.Task[None] | None = None
 
@@ -52,8 +63,7 @@ async def configure(
     # The official kubernetes client is synchronous; its calls run in worker threads. Size the pool for
     # many integrations polling at once rather than for the CPU count.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
-    for noisy in ("httpx", "stripe", "m3ter"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    pin_http_loggers()  # again: kopf.configure() ran after this module was imported
     metrics = Metrics()
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)

@@ -5,28 +5,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
 from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.api import names
-from m3stripe.domain.durations import parse_duration
-from m3stripe.domain.runs import EventKind, RunReport, RunStatus
+from m3stripe.domain.runs import EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
-from m3stripe.domain.sync import ErrorBudget, SyncEngine
+from m3stripe.domain.sync import ErrorBudget, FenceLost, SyncEngine
 from m3stripe.kube.leadership import FencedRateLimit
 from m3stripe.kube.run_history import (
+    ReplayRequest,
     disabled_event,
     fold_report,
     merge_events,
     parse_time,
-    replay_bills,
+    replay_request,
     sync_state,
 )
+from m3stripe.kube.status import internal_error_message
 
 if TYPE_CHECKING:
     from m3stripe.kube.runtime import Runtime
@@ -59,6 +61,9 @@ class SyncDriver:
         self._events = events
         self._logger = logger
         self._mail_tasks: set[asyncio.Task[None]] = set()
+        # The last pass's unexpected exception ("" after a clean pass), and the filter warnings already given.
+        self.pass_error = ""
+        self._filter_warned: set[str] = set()
 
     def seconds_until_due(self, parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]) -> float:
         """0 when a pass should run now; otherwise how long until the next one is due."""
@@ -91,7 +96,7 @@ class SyncDriver:
         replay_token = annotations.get(names.ANNOTATION_REPLAY, "")
         replay: frozenset[str] = frozenset()
         if replay_token and replay_token != status.get("lastHandledReplay"):
-            replay = replay_bills(status, replay_token)
+            replay = await self._replayable(replay_request(status, replay_token), source)
             extra["lastHandledReplay"] = replay_token
         requested = annotations.get(names.ANNOTATION_REQUESTED_AT, "")
         if requested and requested != status.get("lastHandledRequestedAt"):
@@ -122,9 +127,17 @@ class SyncDriver:
                 concurrency=self.runtime.config.concurrency_for(spec.effective_requests_per_second),
                 fence=self.runtime.leader.fence,
             )
-            report = await engine.run_pass(sync_state(status), replay=replay)
+            self.pass_error = ""
+            try:
+                report = await engine.run_pass(sync_state(status), replay=replay)
+            except (asyncio.CancelledError, FenceLost):
+                raise
+            except Exception as err:
+                # Recorded as a run that ended in ERROR, keeping the last progress: nothing is skipped.
+                report = self._crashed(status, err)
+            self._warn_filter(engine)
         self._observe(report, time.monotonic() - started, spec.sync_interval_seconds)
-        retention = parse_duration(spec.eventRetention)
+        retention = spec.event_retention
         fields, fresh = fold_report(
             status,
             report,
@@ -149,8 +162,63 @@ class SyncDriver:
             ).inc()
             self._events("Warning", "AutoDisabled", event.message)
             self._notify(list(spec.integrationDisabledNotificationUsers), event.message)
-        self._logger.info("sync run %s: %s (%s)", report.run_id, report.status, report.summary())
+        self._logger.info(
+            "%s/%s: sync run %s: %s (%s)", self.namespace, self.name, report.run_id, report.status, report.summary()
+        )
         return extra
+
+    def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
+        self._logger.exception("%s/%s: the sync pass failed unexpectedly", self.namespace, self.name)
+        m = self.runtime.metrics
+        m.child(m.internal_errors, self.namespace, self.name, "pass").inc()
+        self.pass_error = internal_error_message(err, "in the sync pass")
+        try:
+            state = sync_state(status)
+        except Exception:  # the stored progress itself is unreadable: start over (Stripe is listed first)
+            state = SyncState()
+        now = datetime.now(UTC)
+        report = RunReport(
+            run_id=f"run-{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
+            started=now,
+            completed=now,
+            status=RunStatus.ERROR,
+        )
+        report.watermark = state.watermark
+        report.retry_bill_ids = list(state.retry_bill_ids)
+        report.stopped_early = self.pass_error
+        return report
+
+    async def _replayable(self, request: ReplayRequest, source: M3terSource) -> frozenset[str]:
+        """The replay's Bills that m3ter has; every id that cannot be replayed is named in a Warning event."""
+        if request.problems:
+            self._events("Warning", "ReplayRefused", "; ".join(request.problems)[:1024])
+        found: set[str] = set()
+        missing: list[str] = []
+        for bill_id in sorted(request.bills):
+            try:
+                bill = await source.get_bill(bill_id)
+            except M3terSourceError:
+                found.add(bill_id)  # m3ter could not answer now: the pass reads it again and reports it
+                continue
+            if bill is None:
+                missing.append(bill_id)
+            else:
+                found.add(bill_id)
+        if missing:
+            self._events(
+                "Warning",
+                "ReplayBillNotFound",
+                f"{names.ANNOTATION_REPLAY}: m3ter organization {source.organization_id} has no Bill "
+                f"{', '.join(missing[:20])} readable with these credentials; nothing was sent for it",
+            )
+        return frozenset(found)
+
+    def _warn_filter(self, engine: SyncEngine) -> None:
+        notes = engine.selector.notes
+        for warning in notes.warnings() if notes is not None else ():
+            if warning not in self._filter_warned:
+                self._filter_warned.add(warning)
+                self._events("Warning", "AccountFilterWarning", f"spec.{warning}")
 
     def _observe(self, report: RunReport, seconds: float, interval: float) -> None:
         m, ns, name = self.runtime.metrics, self.namespace, self.name

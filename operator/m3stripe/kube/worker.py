@@ -21,9 +21,16 @@ from m3stripe.api.status import ConditionType
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
-from m3stripe.kube.run_history import resolve_events
+from m3stripe.kube.run_history import gesture_annotations, resolve_events, unknown_event_ids
 from m3stripe.kube.source import SourceHandle
-from m3stripe.kube.status import Assessment, build_status, ready_of, status_patch
+from m3stripe.kube.status import (
+    Assessment,
+    build_status,
+    internal_error_message,
+    internal_error_status,
+    ready_of,
+    status_patch,
+)
 from m3stripe.kube.syncing import SyncDriver
 
 if TYPE_CHECKING:
@@ -62,11 +69,12 @@ class IntegrationWorker:
         self._spec: StripeIntegrationSpec | None = None
         self._seen: tuple[object, ...] | None = None
         self._problems_reported: tuple[str, ...] = ()
+        self._refusals_reported: set[tuple[str, str]] = set()
 
     def poke(self, body: Mapping[str, Any]) -> None:
         """Wake the loop when something a person changed (spec, annotations) is not yet handled."""
         meta = body.get("metadata", {})
-        seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
+        seen = (meta.get("generation"), tuple(sorted(gesture_annotations(meta.get("annotations"))[0].items())))
         if seen != self._seen:
             self._wake.set()
 
@@ -83,7 +91,10 @@ class IntegrationWorker:
                 self._observe_writer(True)
                 self._wake.clear()
                 meta = body.get("metadata", {})
-                self._seen = (meta.get("generation"), tuple(sorted((meta.get("annotations") or {}).items())))
+                self._seen = (
+                    meta.get("generation"),
+                    tuple(sorted(gesture_annotations(meta.get("annotations"))[0].items())),
+                )
                 started = time.monotonic()
                 try:
                     await self.reconcile(body)
@@ -93,9 +104,10 @@ class IntegrationWorker:
                     # Not an error of the integration: the replica that took the Lease carries on.
                     self._logger.warning("%s/%s: %s; stopped writing", self.namespace, self.name, err)
                     continue
-                except Exception:
-                    # A bug or an unexpected API failure must not kill the loop: log it and try again later.
+                except Exception as err:
+                    # A bug or an unexpected API failure must not kill the loop: report it and try again later.
                     self._logger.exception("reconcile of %s/%s failed; retrying", self.namespace, self.name)
+                    await self._internal_error(body, err)
                 finally:
                     self.runtime.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
                 pause = self.runtime.config.secret_poll_seconds
@@ -117,7 +129,12 @@ class IntegrationWorker:
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata", {})
         generation = meta.get("generation")
-        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        # Gesture values that cannot be honoured (not a string, too long, too many ids) are refused once.
+        annotations, refused = gesture_annotations(meta.get("annotations"))
+        for key, why in refused:
+            if (key, annotations.get(key, "")) not in self._refusals_reported:
+                self._refusals_reported.add((key, annotations.get(key, "")))
+                self._events("Warning", "AnnotationRefused", f"annotation {key}: {why}")
         # This worker is the only writer of the status: what it last wrote is the truth, even when the watch
         # has not delivered it back yet. The body's status only matters when the worker starts.
         current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
@@ -166,7 +183,7 @@ class IntegrationWorker:
         if (fields.get("lastSync") or {}).get("status") == "AUTH_FAILED":
             self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
             self._wake.set()
-        base = {**new, **fields, "conditions": _synced(new, fields, generation)}
+        base = {**new, **fields, "conditions": _synced(new, fields, generation, self._sync.pass_error)}
         assessment = dataclasses.replace(
             assessment,
             disabled=bool(base.get("disabled")),
@@ -186,6 +203,14 @@ class IntegrationWorker:
             extra["lastHandledResolve"] = resolve
             closed = len(current.get("openEvents") or ()) - len(extra["openEvents"])
             self._events("Normal", "EventsResolved", f"{closed} error event(s) marked as actioned")
+            unknown = unknown_event_ids(current.get("openEvents") or (), resolve)
+            if unknown:
+                self._events(
+                    "Warning",
+                    "UnknownEventIds",
+                    f"{names.ANNOTATION_RESOLVE} names {len(unknown)} id(s) that are not open events: "
+                    f"{', '.join(repr(u[:80]) for u in unknown[:10])}; see status.openEvents for the ids, or use all",
+                )
         reenable = annotations.get(names.ANNOTATION_REENABLE, "")
         if reenable and reenable != current.get("lastHandledReenable"):
             extra["lastHandledReenable"] = reenable
@@ -219,6 +244,19 @@ class IntegrationWorker:
             source=source,
             ready_message=ready_message,
         ), stripe
+
+    async def _internal_error(self, body: Mapping[str, Any], err: Exception) -> None:
+        """Make an unexpected exception visible: Ready=False InternalError (with a Warning event), a metric."""
+        m = self.runtime.metrics
+        m.child(m.internal_errors, self.namespace, self.name, "reconcile").inc()
+        message = internal_error_message(err, "while reconciling")
+        try:
+            current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
+            generation = body.get("metadata", {}).get("generation")
+            await self._write(current, internal_error_status(current, message, generation=generation))
+        except Exception:  # the status itself may be what is broken: the event still says it
+            self._logger.exception("%s/%s: could not record the internal error in status", self.namespace, self.name)
+            self._events("Warning", "InternalError", message)
 
     def _observe(self, status: Mapping[str, Any]) -> None:
         spec = self._spec
@@ -268,10 +306,14 @@ def _condition_reason(status: Mapping[str, Any], type_: str) -> str | None:
     return str((find(status.get("conditions"), type_) or {}).get("reason") or "") or None
 
 
-def _synced(status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None) -> list[dict[str, Any]]:
+def _synced(
+    status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None, internal_error: str = ""
+) -> list[dict[str, Any]]:
     last = fields.get("lastSync") or {}
     run_status = str(last.get("status") or "")
-    if run_status == "COMPLETE":
+    if internal_error:
+        obs = Observation(ConditionType.SYNCED, "False", "InternalError", f"run {last.get('runId')}: {internal_error}")
+    elif run_status == "COMPLETE":
         obs = Observation(ConditionType.SYNCED, "True", "RunComplete", str(last.get("message") or ""))
     else:
         reason = "".join(p.capitalize() for p in run_status.split("_")) or "RunFailed"
