@@ -83,7 +83,8 @@ def world(stack: LocalStack) -> Iterator[dict[str, str]]:
             )
         )
     )
-    with stack.operator(M3STRIPE_SECRET_POLL_INTERVAL="30s"):
+    # As the Deployment runs it: leader election on a Lease (no --standalone), Secrets polled every 30 s.
+    with stack.operator("--liveness=", M3STRIPE_SECRET_POLL_INTERVAL="30s"):
         integration(stack, "nl", accountFilter='address.country == "NL"')
         integration(stack, "de", accountFilter='address.country == "DE"', autoDisableThreshold=1)
         for name in ("nl", "de"):
