@@ -188,7 +188,8 @@ class EmulatorHost:
         self, *, bills: int, accounts: int, lines: int, latency: float, order: str, seed: int = 2026
     ) -> SetupInfo:
         started = time.perf_counter()
-        stripe_emulator = self.stripe = StripeEmulator(seed=seed)  # no limit and no latency while seeding
+        # No limit and no latency while seeding; contract mode checks every request against the SDK's types.
+        stripe_emulator = self.stripe = StripeEmulator(seed=seed, contract_mode=True)
         m3ter = self.m3ter = CountingM3terEmulator(latency_seconds=0.0)
         await stripe_emulator.start()
         await m3ter.start()
@@ -313,6 +314,8 @@ class EmulatorHost:
                     problems.append(f"Bill {bill_id}: an item is on the wrong customer or already invoiced")
                 if any(i["metadata"].get(META_INTEGRATION) != integration_id for i in items):
                     problems.append(f"Bill {bill_id}: an item lacks this integration's metadata")
+        # A request that breaks Stripe's contract (the SDK's params types and API version) fails the run.
+        problems[:0] = [f"Stripe contract: {v}" for v in self.stripe.violations[:5]]
         return Verification(not problems, len(self.expected), objects, problems[:10])
 
     async def close(self) -> None:

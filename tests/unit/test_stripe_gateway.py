@@ -275,6 +275,14 @@ async def test_each_endpoint_has_its_own_budget_of_25_per_second_within_the_acco
     assert limit.endpoint("invoices.add_lines").has_capacity()
 
 
+def test_the_endpoint_limit_is_stripes_25_unless_the_account_was_raised_above_the_modes_default() -> None:
+    registry = LimiterRegistry()
+    assert registry.get("acct_1", True, 100).endpoint_per_second == 25
+    assert registry.get("acct_1", False, 25).endpoint_per_second == 25
+    assert registry.get("acct_2", False, 10).endpoint_per_second == 25
+    assert registry.get("acct_3", True, 400).endpoint_per_second == 100  # raised 4x: 4x per endpoint too
+
+
 def test_scrub_removes_keys_of_any_mode_redacted_forms_secrets_and_account_ids() -> None:
     text = (
         "Invalid API Key provided: sk_test_****abcd; The provided key 'rk_live_*********wxyz' does not have "

@@ -31,6 +31,8 @@ LIST_PAGE = 100
 # per second". None of the endpoints the operator calls is "otherwise noted" (the exceptions listed
 # there are the Files, Search, Meter events, Payment Intents updates and Subscriptions APIs).
 ENDPOINT_REQUESTS_PER_SECOND = 25
+# The same page's global defaults: "Live mode: 100 requests per second", "Sandbox: 25 requests per second".
+DEFAULT_REQUESTS_PER_SECOND = {True: 100, False: 25}
 
 # Stripe's error texts echo the key ("Invalid API Key provided: sk_test_****abcd", "The provided key
 # 'rk_live_...wxyz' does not have the required permissions ... on account 'acct_1...'", see
@@ -133,10 +135,21 @@ class StripeRateLimit:
     Every integration and every key writing to that account and mode shares it (Stripe counts per
     account, https://docs.stripe.com/rate-limits). Its global rate is the lowest any of its users
     asked for, so no integration's `requestsPerSecond` is exceeded however many share the account.
+
+    An account whose limits Stripe raised ("Stripe may increase rate limits for specific accounts",
+    same page) is configured with a `requestsPerSecond` above the mode's default; Stripe does not say
+    how a raise applies to the per-endpoint limit, so it is scaled by the same factor (never below 25).
     """
 
-    def __init__(self, per_second: float, endpoint_per_second: float = ENDPOINT_REQUESTS_PER_SECOND) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        endpoint_per_second: float = ENDPOINT_REQUESTS_PER_SECOND,
+        *,
+        mode_default_per_second: float | None = None,
+    ) -> None:
         self._rates: dict[str, float] = {}
+        self._mode_default = mode_default_per_second
         self.endpoint_per_second = endpoint_per_second
         # A one-second window at the full rate: no burst above Stripe's per-second limit.
         self._global = AsyncLimiter(per_second, 1.0)
@@ -152,6 +165,11 @@ class StripeRateLimit:
         if rate != self._global.max_rate:
             # Every gateway asks this object on each request, so a new limiter takes effect at once.
             self._global = AsyncLimiter(rate, 1.0)
+        if self._mode_default is not None:
+            endpoint = ENDPOINT_REQUESTS_PER_SECOND * max(1.0, rate / self._mode_default)
+            if endpoint != self.endpoint_per_second:
+                self.endpoint_per_second = endpoint
+                self._endpoints.clear()
 
     def endpoint(self, endpoint: str) -> AsyncLimiter:
         limiter = self._endpoints.get(endpoint)
@@ -175,7 +193,9 @@ class LimiterRegistry:
         key = (account, livemode)
         limit = self._limits.get(key)
         if limit is None:
-            limit = self._limits[key] = StripeRateLimit(per_second)
+            limit = self._limits[key] = StripeRateLimit(
+                per_second, mode_default_per_second=DEFAULT_REQUESTS_PER_SECOND[livemode]
+            )
         limit.use(owner or f"rate:{per_second}", per_second)
         return limit
 
