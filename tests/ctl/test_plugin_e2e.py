@@ -23,7 +23,7 @@ import yaml
 
 from m3stripe.cli import main
 from m3stripe.testing.kubeconfig import write_kubeconfig
-from m3stripe.testing.stack import LocalStack, wait_for
+from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
 
 KEY = "sk_test_51ctlAAAA"
 ORG = "org-ctl"
@@ -83,13 +83,27 @@ def world(stack: LocalStack) -> Iterator[dict[str, str]]:
             )
         )
     )
-    # As the Deployment runs it: leader election on a Lease (no --standalone), Secrets polled every 30 s.
-    with stack.operator("--liveness=", M3STRIPE_SECRET_POLL_INTERVAL="30s"):
+    OPERATORS.append(start_operator(stack, "operator"))
+    try:
         integration(stack, "nl", accountFilter='address.country == "NL"')
         integration(stack, "de", accountFilter='address.country == "DE"', autoDisableThreshold=1)
         for name in ("nl", "de"):
             wait_for(lambda n=name: status(stack, n).get("lastSync"), timeout=90, what=f"the first run of {name}")
         yield ids
+    finally:
+        OPERATORS[-1].stop()
+
+
+# The running operator; a test may replace it (restart) and the module's teardown stops the last one.
+OPERATORS: list[OperatorProcess] = []
+
+
+def start_operator(stack: LocalStack, name: str) -> OperatorProcess:
+    # As the Deployment runs it: leader election on a Lease (no --standalone), Secrets polled every 30 s, and
+    # the pod's name from the Downward API (a restarted container keeps it).
+    return stack.start_operator(
+        "--liveness=", name=name, POD_NAME="m3stripe-operator-0", M3STRIPE_SECRET_POLL_INTERVAL="30s"
+    )
 
 
 @pytest.fixture
@@ -181,6 +195,31 @@ def test_a_gesture_takes_effect_within_two_seconds_whatever_the_sync_interval(
         figures.append((annotation, time.monotonic() - started))
     print("annotation -> echo in status (syncInterval 1h, secret poll 30s):", [(a, round(s, 2)) for a, s in figures])
     assert max(s for _, s in figures) < GESTURE_BOUND_SECONDS
+
+
+def test_a_gesture_right_after_the_operator_restarts_waits_only_for_its_start(
+    stack: LocalStack, world: dict[str, str]
+) -> None:
+    """The reported 55 s: kopf's peering paused a restarted operator until its dead predecessor's record expired
+    (60 s). Now the restarted container takes the Lease at once; the gesture waits for the process to start.
+
+    The bound is the start of a Python process and its first pass on a loaded machine, well under the 60 s
+    the old pause took; the measured figure is printed.
+    """
+    OPERATORS[-1].kill()  # SIGKILL, as an OOM kill: nothing is released
+    OPERATORS.append(start_operator(stack, "operator-restarted"))
+    value = f"after-restart #{time.time_ns()}"
+    started = time.monotonic()
+    stack.annotate(NS, "nl", "m3stripe.dev/requested-at", value)
+    wait_for(
+        lambda: status(stack, "nl").get("lastHandledRequestedAt") == value,
+        timeout=120,
+        interval=0.1,
+        what="the echo after the restart",
+    )
+    took = time.monotonic() - started
+    print(f"restart (SIGKILL) + gesture -> echo in status: {took:.1f}s")
+    assert took < 30
 
 
 def test_sync_waits_for_the_run_it_triggered_and_prints_it(stack: LocalStack, world: dict[str, str], cli: Cli) -> None:
