@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -340,6 +341,10 @@ def test_kubectl_runs_the_plugin_with_the_kubeconfig_and_namespace_of_the_curren
     done = subprocess.run([str(plugin), "get", "nl", "-o", "json"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["metadata"]["name"] == "nl"
-    done = subprocess.run([str(plugin), "sync", "nl"], env=env, capture_output=True, text=True, timeout=120)
+    # Through kubectl itself where it is installed: it finds `kubectl-m3stripe` on the PATH.
+    kubectl = shutil.which("kubectl")
+    command = [kubectl, "m3stripe"] if kubectl else [str(plugin)]
+    env["PATH"] = f"{plugin.parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run([*command, "sync", "nl"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "COMPLETE" in done.stdout
