@@ -100,7 +100,10 @@ class Cluster:
         return sorted(items, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
 
     def events(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
-        """The Kubernetes Events the operator recorded for this integration, oldest first."""
+        """The Kubernetes Events the operator recorded for this integration, oldest first.
+
+        Selected as `kubectl describe` selects an object's events: core/v1 Events by `involvedObject.*` fields.
+        """
         meta = obj["metadata"]
         selector = f"involvedObject.kind={names.KIND},involvedObject.name={meta['name']}"
         with self._errors("list", meta["namespace"], None, resource="events"):

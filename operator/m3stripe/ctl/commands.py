@@ -80,7 +80,8 @@ def register(sub: Any) -> None:
 
 
 def plugin_main(argv: list[str] | None = None) -> int:
-    """`kubectl-m3stripe`: kubectl runs it for `kubectl m3stripe ...`."""
+    """`kubectl-m3stripe`: kubectl runs it for `kubectl m3stripe ...`, forwarding the arguments after the name
+    (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/)."""
     parser = argparse.ArgumentParser(
         prog="kubectl m3stripe", description="Day-2 commands for StripeIntegrations.", epilog=EPILOG
     )
