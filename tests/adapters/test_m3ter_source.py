@@ -271,10 +271,67 @@ async def test_iter_bills_honours_modified_since() -> None:
             everything = await _collect(source, modified_since=None)
         finally:
             await source.aclose()
-    assert [(bill.id, bill.version) for bill in changed] == [(old[5], 2), (old[77], 2), (new, 1)]
+    # Newest first (descending dtLastModified), as iter_bills documents.
+    assert [(bill.id, bill.version) for bill in changed] == [(new, 1), (old[77], 2), (old[5], 2)]
     assert [bill.id for bill in naive] == [bill.id for bill in changed], "naive datetimes are UTC"
     assert len(everything) == 121
-    assert all(bill.last_modified.tzinfo is not None for bill in everything)
+    assert all(isinstance(bill, Bill) and bill.last_modified.tzinfo is not None for bill in everything)
+
+
+async def test_an_incremental_read_costs_what_changed_not_the_organization_size() -> None:
+    now = [datetime(2025, 1, 1, tzinfo=UTC)]
+    async with M3terEmulator(clock=lambda: now[0]) as emulator:
+        emulator.add_client(CLIENT_ID, SECRET, ORG)
+        account = _account(emulator)
+        old = [emulator.add_bill(ORG, account_id=account, lines=[{"subtotal": "1.5"}]) for _ in range(1500)]
+        now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
+        for index in range(0, 1500, 60):  # 25 changed Bills
+            now[0] += timedelta(seconds=1)
+            emulator.regenerate_bill(ORG, old[index], lines=[{"subtotal": "2.5"}])
+        source = M3terSource(CREDS, base_url=emulator.url)
+        try:
+            changed = await _collect(source, modified_since=since, page_size=10)
+        finally:
+            await source.aclose()
+        searches = emulator.requests_to("/bills/search")
+        listings = emulator.requests_to("/bills")
+    assert [bill.id for bill in changed] == [old[index] for index in reversed(range(0, 1500, 60))]
+    assert all(isinstance(bill, Bill) and bill.bill_total == Decimal("2.5") for bill in changed)
+    # Pages of 10: three search pages reach the first unchanged Bill; each page of ids is read once.
+    assert len(searches) == 3 and len(listings) == 3
+    assert all(
+        r.query["sortBy"] == "dtLastModified" and r.query["sortOrder"] == "DESC" and r.query["pageSize"] == "10"
+        for r in searches
+    )
+    assert [r.query.get("fromDocument") for r in searches] == [None, "10", "20"]
+    assert all(r.query["includeBillTotal"] == "true" and "ids" in r.query for r in listings)
+
+
+async def test_a_bill_changed_during_an_incremental_read_is_never_skipped() -> None:
+    now = [datetime(2025, 1, 1, tzinfo=UTC)]
+    async with M3terEmulator(clock=lambda: now[0]) as emulator:
+        emulator.add_client(CLIENT_ID, SECRET, ORG)
+        account = _account(emulator)
+        bills = [emulator.add_bill(ORG, account_id=account) for _ in range(30)]
+        now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
+        for bill_id in bills:
+            now[0] += timedelta(seconds=1)
+            emulator.approve_bill(ORG, bill_id)
+        source = M3terSource(CREDS, base_url=emulator.url)
+        seen: list[str] = []
+        pass_started = now[0] + timedelta(milliseconds=500)
+        try:
+            async for bill in source.iter_bills(modified_since=since, page_size=10):
+                seen.append(bill.id)
+                if len(seen) == 12:  # mid-scan, an older changed Bill changes again and jumps to the front
+                    now[0] += timedelta(seconds=1)
+                    emulator.regenerate_bill(ORG, bills[3])
+            # The next pass reads from this pass's start: the Bill that moved is there, at its new version.
+            next_pass = [bill async for bill in source.iter_bills(modified_since=pass_started)]
+        finally:
+            await source.aclose()
+    assert set(seen) - {bills[3]} == set(bills) - {bills[3]}, "no Bill that stayed put was skipped"
+    assert [(bill.id, bill.version) for bill in next_pass] == [(bills[3], 3)]
 
 
 async def test_bill_conversion_is_exact(emulator: M3terEmulator, source: M3terSource) -> None:

@@ -496,3 +496,29 @@ async def test_currency_picklist_serves_rounding_rules(emulator: M3terEmulator, 
         emulator.set_currency(ORG, "EUR", rounding_mode="HALF_ODD")
     with pytest.raises(ValueError, match="max_decimal_places"):
         emulator.set_currency(ORG, "EUR", max_decimal_places=6)
+
+
+# -- Search Bills ---------------------------------------------------------------------------
+
+
+async def test_search_bills_sorts_pages_and_filters_as_documented(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    # https://docs.m3ter.com/api/bill/search-bills: sortBy any Bill field, sortOrder, fromDocument, pageSize 1..100,
+    # searchQuery over the documented parameters only.
+    acme, globex = _account(emulator, "acme"), _account(emulator, "globex")
+    ids = [emulator.add_bill(ORG, account_id=acme if i % 2 else globex) for i in range(25)]
+    emulator.approve_bill(ORG, ids[3])  # now the most recently modified
+    first = await client.bills.search(sort_by="dtLastModified", sort_order="DESC", page_size=10)
+    assert [bill.id for bill in first.data or []][:2] == [ids[3], ids[24]]
+    assert first.next_token == "10"
+    second = await client.bills.search(sort_by="dtLastModified", sort_order="DESC", page_size=10, from_document=10)
+    last = await client.bills.search(sort_by="dtLastModified", sort_order="DESC", page_size=10, from_document=20)
+    everything = [b.id for page in (first, second, last) for b in page.data or []]
+    assert sorted(everything) == sorted(ids) and len(everything) == 25 and last.next_token is None
+    ascending = await client.bills.search(sort_by="dtLastModified", sort_order="ASC", page_size=100)
+    assert [b.id for b in ascending.data or []] == list(reversed(everything))
+    only_acme = await client.bills.search(search_query=f"accountId:{acme}", page_size=100)
+    assert sorted(b.id for b in only_acme.data or []) == sorted(ids[1::2])
+    with pytest.raises(m3ter.BadRequestError, match="not searchable"):
+        await client.bills.search(search_query="dtLastModified>2025-01-01")  # not an allowed parameter
+    with pytest.raises(m3ter.BadRequestError, match="between 1 and 100"):
+        await client.bills.search(page_size=101)

@@ -23,7 +23,13 @@ from urllib.parse import quote
 import m3ter
 from m3ter import AsyncM3ter
 from m3ter.pagination import AsyncCursor
-from m3ter.types import AccountResponse, BillResponse, CurrencyResponse, ExternalMappingResponse
+from m3ter.types import (
+    AccountResponse,
+    BillResponse,
+    BillSearchResponse,
+    CurrencyResponse,
+    ExternalMappingResponse,
+)
 from m3ter.types.bill_response import LineItem as SdkLineItem
 
 from m3stripe.domain.billing import (
@@ -216,27 +222,64 @@ class M3terSource:
     async def iter_bills(
         self, *, modified_since: datetime | None, page_size: int = BILLS_PAGE_SIZE
     ) -> AsyncIterator[Bill | MalformedBill]:
-        """Stream every Bill last modified at or after ``modified_since`` (all Bills if None).
+        """Stream the Bills last modified at or after ``modified_since``; every Bill if None.
 
-        The list endpoint has no last-modified filter (only bill dates, status, account and ids),
-        so the filter is applied here while pages stream through: memory stays at one page, but
-        every Bill is fetched. Each page gets a current token, so long scans outlive tokens.
-        Each Bill is converted on its own: one that cannot be read comes as a :class:`MalformedBill`
-        (kept unless its last-modified time is readable and older than ``modified_since``).
+        With ``modified_since``, only what changed is read, in DESCENDING ``dtLastModified`` order
+        (newest first; a watermark can only move once the stream is exhausted): Search Bills sorted by
+        ``dtLastModified`` DESC finds the changed ids and stops at the first older one, and each page of
+        ids is then read with List Bills (``ids``, ``includeBillTotal``), the representation the rest of
+        the operator relies on. Without it, List Bills pages through everything (m3ter's own order).
+        Memory stays at one page; each page gets a current token, so long scans outlive tokens. Each
+        Bill is converted on its own: one that cannot be read comes as a :class:`MalformedBill`.
         """
         if not 1 <= page_size <= BILLS_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {BILLS_PAGE_SIZE} (m3ter's limit for Bills)")
-        since = None if modified_since is None else _aware(modified_since)
+        if modified_since is not None:
+            async for bill in self._changed_bills(_aware(modified_since), page_size):
+                yield bill
+            return
         next_token: str | None = None
         while True:
             page = await self._call("listing bills", _bills_page(next_token, page_size))
             for item in page.data or ():
-                bill = read_bill(item)
-                modified = bill.last_modified
-                if since is None or modified is None or modified >= since:
-                    yield bill
+                yield read_bill(item)
             next_token = page.next_token
             if not next_token:
+                return
+
+    async def _changed_bills(self, since: datetime, page_size: int) -> AsyncIterator[Bill | MalformedBill]:
+        # Search Bills (https://docs.m3ter.com/api/bill/search-bills): searchQuery cannot name dtLastModified
+        # (not among its "Allowed parameters"), but sortBy takes "any field available on the Bill entity".
+        # So: newest first, stop at the first Bill older than the watermark. Paging by offset in this order
+        # never skips a Bill that stays in the set: a Bill modified meanwhile moves to the front (it is newer
+        # than the pass, so the next pass reads it) and only shifts the rest back (a repeat, harmless).
+        offset = 0
+        while True:
+            page = await self._call("searching changed bills", _search_page(offset, page_size))
+            hits = list(page.data or ())
+            changed: list[str] = []
+            older_reached = False
+            for hit in hits:
+                hit_id = getattr(hit, "id", None)
+                try:
+                    modified = _datetime(getattr(hit, "dt_last_modified", None))
+                except (ValueError, TypeError):
+                    modified = None  # unreadable: read it, so it is reported rather than skipped
+                if modified is not None and modified < since:
+                    older_reached = True
+                    break
+                if isinstance(hit_id, str) and hit_id:
+                    changed.append(hit_id)
+            if changed:
+                listed = await self._call("reading changed bills", _bills_by_ids(changed))
+                by_id = {getattr(item, "id", None): item for item in listed.data or ()}
+                for bill_id in changed:  # the search's order, newest first
+                    item = by_id.get(bill_id)
+                    if item is not None:  # deleted since the search: nothing to send
+                        yield read_bill(item)
+            # m3ter does not document nextToken for search; fromDocument is the offset of the next document.
+            offset += len(hits)
+            if older_reached or len(hits) < page_size or not page.next_token:
                 return
 
     async def get_bill(self, bill_id: str) -> Bill | MalformedBill | None:
@@ -362,6 +405,26 @@ class M3terSource:
 def _bills_page(cursor: str | None, page_size: int) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
     def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
         return client.bills.list(page_size=page_size, include_bill_total=True, next_token=cursor or m3ter.omit)
+
+    return fetch
+
+
+def _search_page(offset: int, page_size: int) -> Callable[[AsyncM3ter], Awaitable[BillSearchResponse]]:
+    def fetch(client: AsyncM3ter) -> Awaitable[BillSearchResponse]:
+        return client.bills.search(
+            sort_by="dtLastModified",
+            sort_order="DESC",
+            page_size=page_size,
+            from_document=offset if offset else m3ter.omit,
+        )
+
+    return fetch
+
+
+def _bills_by_ids(ids: list[str]) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
+    def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
+        # At most one search page of ids (<= 100, List Bills' pageSize bound), so one page answers all.
+        return client.bills.list(ids=ids, page_size=len(ids), include_bill_total=True)
 
     return fetch
 

@@ -271,6 +271,102 @@ async def list_bills(request: web.Request) -> web.Response:
     return _json(_page_body(items, next_token))
 
 
+# Search Bills (https://docs.m3ter.com/api/bill/search-bills): ``searchQuery`` terms joined by "$" with the
+# comparators > >= : < <= ~ over the documented parameters only (dtLastModified is not among them), ``operator``
+# AND/OR, ``sortBy`` "any field available on the Bill entity", ``sortOrder`` ASC/DESC, ``fromDocument`` for
+# paging and ``pageSize`` 1..100 (default 10). m3ter does not document what ``fromDocument`` counts nor how
+# the response's ``nextToken`` relates to it: here it is the offset of the first document, and ``nextToken``
+# carries the next offset (as a string) while more documents follow.
+SEARCH_QUERY_FIELDS = {
+    "accountId": "accountId",
+    "locked": "locked",
+    "billDate": "billDate",
+    "startDate": "startDate",
+    "endDate": "endDate",
+    "dueDate": "dueDate",
+    "billingFrequency": "billingFrequency",
+    "id": "id",
+    "createdBy": "createdBy",
+    "dtCreated": "dtCreated",
+    "lastModifiedBy": "lastModifiedBy",
+    "ids": "id",
+}
+_COMPARATORS = (">=", "<=", ">", "<", ":", "~")
+
+
+def _search_terms(query: str) -> list[tuple[str, str, str]]:
+    terms: list[tuple[str, str, str]] = []
+    for raw in query.split("$"):
+        if not raw:
+            continue
+        for comparator in _COMPARATORS:
+            name, found, value = raw.partition(comparator)
+            if found and name:
+                break
+        else:
+            raise EmulatorError(400, f"searchQuery term {raw!r} has no comparator (> >= : < <= ~)")
+        if name not in SEARCH_QUERY_FIELDS:
+            raise EmulatorError(
+                400, f"searchQuery parameter {name!r} is not searchable; use one of {sorted(SEARCH_QUERY_FIELDS)}"
+            )
+        terms.append((name, comparator, value))
+    return terms
+
+
+def _term_matches(body: dict[str, Any], name: str, comparator: str, value: str) -> bool:
+    actual = body.get(SEARCH_QUERY_FIELDS[name])
+    text = "" if actual is None else str(actual).lower() if isinstance(actual, bool) else str(actual)
+    if name == "ids":
+        return text in value.split(",")
+    if comparator == ":":
+        return text == value
+    if comparator == "~":
+        return text.startswith(value)
+    if actual is None:
+        return False
+    return {">": text > value, ">=": text >= value, "<": text < value, "<=": text <= value}[comparator]
+
+
+async def search_bills(request: web.Request) -> web.Response:
+    org = _emulator(request).existing_org(request.match_info["org_id"])
+    size = _page_size(request, "bills/search")
+    raw_from = request.query.get("fromDocument", "0")
+    try:
+        start = int(raw_from)
+    except ValueError:
+        raise EmulatorError(400, f"fromDocument must be an integer, got {raw_from!r}") from None
+    if start < 0:
+        raise EmulatorError(400, "fromDocument must not be negative")
+    operator = request.query.get("operator", "AND")
+    if operator not in ("AND", "OR"):
+        raise EmulatorError(400, f"operator must be AND or OR, got {operator!r}")
+    order = request.query.get("sortOrder", "DESC")
+    if order not in ("ASC", "DESC"):
+        raise EmulatorError(400, f"sortOrder must be ASC or DESC, got {order!r}")
+    sort_by = request.query.get("sortBy", "dtCreated")
+    terms = _search_terms(request.query.get("searchQuery", ""))
+    rendered = [(record, render.bill(record)) for record in org.bill_order]
+    if terms:
+        combine = all if operator == "AND" else any
+        rendered = [(r, b) for r, b in rendered if combine(_term_matches(b, *term) for term in terms)]
+    if rendered and not any(sort_by in b for _, b in rendered):
+        raise EmulatorError(400, f"sortBy {sort_by!r} is not a field of the Bill entity")
+
+    def key(pair: tuple[BillRecord, dict[str, Any]]) -> tuple[int, Any, int]:
+        value = pair[1].get(sort_by)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        # ISO 8601 UTC timestamps (all "...Z", milliseconds) sort as text; creation order breaks ties.
+        return (0, value, pair[0].seq) if number else (1, "" if value is None else str(value), pair[0].seq)
+
+    rendered.sort(key=key, reverse=order == "DESC")
+    page = rendered[start : start + size]
+    next_start = start + len(page)
+    body: dict[str, Any] = {"data": [b for _, b in page]}
+    if next_start < len(rendered):
+        body["nextToken"] = str(next_start)
+    return _json(body)
+
+
 async def get_bill(request: web.Request) -> web.Response:
     record = _emulator(request).get_bill(request.match_info["org_id"], request.match_info["id"])
     return _json(render.bill(record))
@@ -379,6 +475,7 @@ def build_app(emulator: M3terEmulator) -> web.Application:
     app.router.add_get(f"{org}/accounts", list_accounts)
     app.router.add_get(f"{org}/accounts/{{id}}", get_account)
     app.router.add_get(f"{org}/bills", list_bills)
+    app.router.add_get(f"{org}/bills/search", search_bills)  # before /bills/{id}, which would match it
     app.router.add_get(f"{org}/bills/{{id}}", get_bill)
     app.router.add_get(f"{org}/bills/{{bill_id}}/lineitems", list_line_items)
     app.router.add_get(f"{org}/picklists/currency", list_currencies)
