@@ -26,12 +26,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fixtures", type=Path, help="JSON file of clients/accounts/bills/mappings")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
     parser.add_argument("--no-admin-api", action="store_true", help="disable the /_emulator seeding API")
+    parser.add_argument(
+        "--org-rate-limit", type=int, default=50, help="requests per second per organization (m3ter: 50); 0: off"
+    )
+    parser.add_argument(
+        "--ip-rate-limit", type=int, default=20_000, help="requests per 5 minutes per source IP (m3ter: 20,000); 0: off"
+    )
     return parser
 
 
 async def _serve(args: argparse.Namespace) -> None:
     emulator = M3terEmulator(
-        host=args.host, port=args.port, latency_seconds=args.latency, admin_api=not args.no_admin_api
+        host=args.host,
+        port=args.port,
+        latency_seconds=args.latency,
+        admin_api=not args.no_admin_api,
+        organization_requests_per_second=args.org_rate_limit or None,
+        ip_requests_per_window=args.ip_rate_limit or None,
     )
     if args.client_id:
         if not (args.client_secret and args.org_id):
