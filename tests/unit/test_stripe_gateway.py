@@ -315,3 +315,22 @@ async def test_every_stripe_call_error_message_is_scrubbed() -> None:
     assert SECRET not in str(err) and SECRET[-6:] not in str(err)
     direct = StripeCallError(Failure.INVALID, f"echo {SECRET} acct_123")
     assert SECRET not in str(direct) and "acct_123" not in str(direct)
+
+
+async def test_a_transport_error_while_reading_the_answer_is_a_retried_network_error() -> None:
+    import aiohttp
+
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise aiohttp.ClientPayloadError("connection lost mid-body")
+        if calls == 2:
+            raise TimeoutError
+        return "ok"
+
+    observer = RecordingObserver()
+    assert await gateway(observer).call("invoices.list", flaky) == "ok"
+    assert observer.retries == [("invoices.list", "network"), ("invoices.list", "network")]
