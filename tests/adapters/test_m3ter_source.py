@@ -18,7 +18,7 @@ from m3stripe.adapters.m3ter_source import (
     M3terUnavailable,
     TokenManager,
 )
-from m3stripe.domain.billing import Account, Bill
+from m3stripe.domain.billing import Account, Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 
 ORG = "org-1"
@@ -53,7 +53,7 @@ def _account(emulator: M3terEmulator, code: str = "acme") -> str:
     return emulator.add_account(ORG, name=f"{code} Ltd", code=code, currency="USD")
 
 
-async def _collect(source: M3terSource, **kwargs: object) -> list[Bill]:
+async def _collect(source: M3terSource, **kwargs: object) -> list[Bill | MalformedBill]:
     return [bill async for bill in source.iter_bills(**kwargs)]  # type: ignore[arg-type]
 
 
@@ -359,7 +359,7 @@ async def test_bill_conversion_is_exact(emulator: M3terEmulator, source: M3terSo
         ],
     )
     bill = await source.get_bill(bill_id)
-    assert bill is not None
+    assert isinstance(bill, Bill)
     usage, standing, credit = bill.line_items
     assert (usage.subtotal, standing.subtotal) == (Decimal("0.1"), Decimal("0.2"))
     assert usage.subtotal + standing.subtotal == Decimal("0.3")

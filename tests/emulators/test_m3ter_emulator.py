@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -225,7 +225,7 @@ async def test_page_size_is_bounded_per_endpoint_as_m3ter_documents(
     # Each pageSize's "Required range" in m3ter's API reference (List Bills, List Accounts, List Currencies:
     # 1..100; External Mappings: 1..200); outside it m3ter answers 400 with its error body {"message": ...}.
     bill_id = emulator.add_bill(ORG, account_id=_account(emulator))
-    calls = {
+    calls: dict[str, Callable[[int], Awaitable[object]]] = {
         "bills": lambda size: client.bills.list(page_size=size),
         "accounts": lambda size: client.accounts.list(page_size=size),
         "currencies": lambda size: client.currencies.list(page_size=size),
