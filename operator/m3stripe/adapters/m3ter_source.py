@@ -3,7 +3,10 @@
 The SDK is used as published: the bearer token from :class:`TokenManager` is handed over with the
 client's ``token`` option (``AsyncM3ter.with_options(token=...)``, which shares the connection
 pool), retries for 429/5xx/network errors are the SDK's own bounded ``max_retries`` with
-exponential backoff (honouring Retry-After), and SDK models are converted to domain values here.
+exponential backoff (honouring Retry-After), every request waits for the Organization's shared
+:class:`M3terRateLimits` budget (the SDK's ``http_client`` option), and SDK models are converted to
+domain values here, one Bill at a time. docs/api-contracts.md lists each endpoint, its parameters and
+limits, with m3ter's page for each.
 """
 
 from __future__ import annotations
@@ -619,7 +622,17 @@ def to_bill(item: BillResponse) -> Bill:
         ),
         external_invoice_reference=item.external_invoice_reference,
         locked=bool(item.locked),
+        created=_first_created(item),
     )
+
+
+def _first_created(item: BillResponse) -> datetime | None:
+    """dtCreated, "when the Bill was first created" (SDK types/bill_response.py); bounds the Stripe lookup
+    of earlier writes (stripe_writer.CustomerIndex). Unreadable: None, which searches all, never a skip."""
+    try:
+        return _datetime(getattr(item, "dt_created", None))
+    except (ValueError, TypeError):
+        return None
 
 
 def read_bill(item: BillResponse) -> Bill | MalformedBill:
