@@ -39,6 +39,7 @@ CORRUPTIONS: list[tuple[dict[str, Any], list[str], str]] = [
     ({"billTotal": "lots"}, [], "billTotal is 'lots', not a number"),
     ({"dueDate": "tomorrow"}, [], "dueDate"),
     ({"lineItems": "none"}, [], "lineItems is 'none', not a list"),
+    ({"lineItems[0].sequenceNumber": 2.5}, [], "lineItems[0].sequenceNumber is 2.5, not a whole number"),
 ]
 
 
@@ -84,6 +85,15 @@ async def test_a_line_without_a_subtotal_is_never_read_as_zero(emulator: M3terEm
     emulator.corrupt_bill(ORG, bill_id, remove=["lineItems[1].subtotal"])
     bill = await source.get_bill(bill_id)
     assert isinstance(bill, MalformedBill) and "lineItems[1].subtotal is missing" in bill.message
+
+
+async def test_a_sequence_number_of_zero_is_a_number_like_any_other(
+    emulator: M3terEmulator, source: M3terSource
+) -> None:
+    account = emulator.add_account(ORG, name="Acme", code="acme", currency="USD")
+    bill_id = emulator.add_bill(ORG, account_id=account, lines=[{"subtotal": "1", "sequence_number": 0}])
+    bill = await source.get_bill(bill_id)
+    assert isinstance(bill, Bill) and bill.line_items[0].sequence_number == 0
 
 
 async def test_the_admin_api_serves_a_corrupted_bill(emulator: M3terEmulator, source: M3terSource) -> None:

@@ -514,13 +514,15 @@ def _decimal(value: Any) -> Decimal:
     return result
 
 
+def _whole(value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value // 1 or value < minimum:
+        raise ValueError(f"is {_shown(value)}, not a whole number of {minimum} or more")
+    return int(value)
+
+
 def _version(value: Any) -> int:
     # m3ter's version is an int64 (SDK BillResponse.version: Optional[int]); absent means the first.
-    if value is None:
-        return 1
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value // 1 or value < 1:
-        raise ValueError(f"is {_shown(value)}, not a whole number of 1 or more")
-    return int(value)
+    return 1 if value is None else _whole(value, 1)
 
 
 def _optional_decimal(value: Any) -> Decimal | None:
@@ -584,7 +586,7 @@ def to_line_item(item: SdkLineItem | None, *, bill_id: str, index: int, bill_cur
         service_period_end=_field(
             f"{where}.servicePeriodEndDate", lambda: _datetime(getattr(item, "service_period_end_date", None))
         ),
-        sequence_number=_field(f"{where}.sequenceNumber", lambda: None if sequence is None else _version(sequence)),
+        sequence_number=_field(f"{where}.sequenceNumber", lambda: None if sequence is None else _whole(sequence, 0)),
     )
 
 
