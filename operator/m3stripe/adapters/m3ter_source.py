@@ -624,7 +624,17 @@ def to_bill(item: BillResponse) -> Bill:
         ),
         external_invoice_reference=item.external_invoice_reference,
         locked=bool(item.locked),
+        created=_first_created(item),
     )
+
+
+def _first_created(item: BillResponse) -> datetime | None:
+    """dtCreated, "when the Bill was first created" (SDK types/bill_response.py); bounds the Stripe lookup
+    of earlier writes (stripe_writer.CustomerIndex). Unreadable: None, which searches all, never a skip."""
+    try:
+        return _datetime(getattr(item, "dt_created", None))
+    except (ValueError, TypeError):
+        return None
 
 
 def read_bill(item: BillResponse) -> Bill | MalformedBill:

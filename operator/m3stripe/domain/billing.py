@@ -129,6 +129,9 @@ class Bill:
     line_items: tuple[LineItem, ...]
     external_invoice_reference: str | None
     locked: bool
+    # m3ter's dtCreated, "when the Bill was first created" (m3ter SDK types/bill_response.py): the same for
+    # every version, so no write for this Bill can be older. None when m3ter did not say.
+    created: datetime | None = None
 
     @property
     def line_items_total(self) -> Decimal:

@@ -2,15 +2,21 @@
 
 Invoice mode: one draft invoice per Bill (`pending_invoice_items_behavior=exclude`, so it never sweeps
 up other pending items), its lines added in bulk. Items mode: pending invoice items on the customer.
-Either way every write has a deterministic idempotency key, and before writing we list what exists
-(list endpoints are read-after-write consistent; the Search API is not).
+Either way every write has a deterministic idempotency key, and before writing we look at what exists
+through list endpoints (read-after-write consistent; the Search API is not).
+
+Finding what exists costs O(1) requests per Bill, whatever the customer's history (`CustomerIndex`):
+each customer's invoices (or items) are listed once per pass, from a `created` time no earlier write of
+a Bill of the pass can precede, and before each later Bill only what was created since is re-read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway, metadata_of
 from m3stripe.domain.keys import idempotency_key
@@ -25,6 +31,19 @@ from m3stripe.domain.mapping import (
 )
 
 ADD_LINES_CHUNK = 50
+
+# m3ter stamps dtCreated with its clock, Stripe stamps `created` with its own; neither vendor documents
+# how far apart they may be. An hour is far beyond NTP-synchronised drift, and costs at most one hour of
+# the customer's earlier invoices in the first list.
+CLOCK_SKEW = timedelta(hours=1)
+# How far back (in Stripe's `created`) each re-read of a customer's index reaches behind the newest object
+# it has seen. An object shows in list endpoints once the request that created it completes, and it carries
+# the time Stripe created it, so an object missed by the previous list was created less than one request's
+# duration before that list. Stripe documents no bound on that (the vendor is silent); the emulator's is
+# zero. Writes of this pass are recorded as they are made, so the window only has to catch a write by an
+# earlier pass or process still in flight (a request timed out on our side, a killed process).
+REREAD_OVERLAP_SECONDS = 5
+Kind = Literal["invoice", "item"]
 
 
 class AlreadyFinalized(Exception):
@@ -84,63 +103,240 @@ def _diff(wanted: dict[Signature, PlannedLine], held: list[Any]) -> tuple[list[A
 
 
 def _custom_fields(invoice: Any) -> list[dict[str, str]]:
+    if isinstance(invoice, HeldInvoice):
+        return [dict(f) for f in invoice.custom_fields]
     return [{"name": str(f.name), "value": str(f.value)} for f in (getattr(invoice, "custom_fields", None) or [])]
 
 
+def _created(obj: Any) -> int:
+    """Stripe's creation time of an object; an invoice item calls it `date` ("Time at which the object was
+    created", SDK _invoice_item.py), and invoiceitems/list's `created` filter applies to it."""
+    if isinstance(obj, dict):
+        return int(obj.get("created") or obj.get("date") or 0)
+    return int(getattr(obj, "created", None) or getattr(obj, "date", None) or 0)
+
+
+def _json_metadata(obj: dict[str, Any]) -> dict[str, str]:
+    meta = obj.get("metadata")
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+@dataclass
+class HeldInvoice:
+    """What the writer needs of one of our invoices (a slim copy: the index holds many)."""
+
+    id: str
+    created: int
+    status: str
+    metadata: dict[str, str]
+    custom_fields: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, obj: Any) -> HeldInvoice:
+        if isinstance(obj, dict):
+            return cls(
+                str(obj["id"]),
+                _created(obj),
+                str(obj.get("status") or ""),
+                _json_metadata(obj),
+                [{"name": str(f["name"]), "value": str(f["value"])} for f in obj.get("custom_fields") or ()],
+            )
+        return cls(str(obj.id), _created(obj), str(obj.status or ""), metadata_of(obj), _custom_fields(obj))
+
+
+@dataclass
+class HeldLine:
+    """An invoice line or a pending invoice item, as `_diff` compares them."""
+
+    id: str
+    created: int
+    amount: int
+    description: str
+    metadata: dict[str, str]
+    invoice: str | None = None
+
+    @classmethod
+    def of(cls, obj: Any) -> HeldLine:
+        if isinstance(obj, dict):
+            invoice = obj.get("invoice")
+            return cls(
+                str(obj["id"]),
+                _created(obj),
+                int(obj.get("amount") or 0),
+                str(obj.get("description") or ""),
+                _json_metadata(obj),
+                invoice if isinstance(invoice, str) else None,
+            )
+        invoice = getattr(obj, "invoice", None)
+        return cls(
+            str(obj.id),
+            _created(obj),
+            int(obj.amount),
+            str(obj.description or ""),
+            metadata_of(obj),
+            invoice if isinstance(invoice, str) else getattr(invoice, "id", None),
+        )
+
+
+@dataclass
+class CustomerIndex:
+    """This integration's invoices (or items) of one customer created at or after `since`, by Bill id.
+
+    Why it never misses an earlier write of a Bill it is asked about (`since` <= that Bill's bound):
+    - every write for a Bill happens after the operator read that Bill from m3ter, so after m3ter created
+      it (dtCreated, the same for every version): with `since` = dtCreated - CLOCK_SKEW, no earlier
+      write of the Bill, of any version, is older (a Bill without dtCreated lowers `since` to None: all);
+    - a Bill whose bound is older than `since` extends the index downwards before it is used;
+    - what this pass writes is recorded here as it is written; a write whose reply was lost fails its
+      Bill, which is not handled again in this pass (the next pass builds a new index);
+    - before each Bill but the first, what was created since the newest object seen, less
+      REREAD_OVERLAP_SECONDS, is listed again, which catches what others (an earlier pass's request
+      still in flight, another process) created meanwhile, as the per-Bill list did before.
+    Callers hold the customer's lock, so the pass's own writes never interleave with a list.
+    """
+
+    kind: Kind
+    since: int | None
+    newest: int = 0
+    by_bill: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, held: HeldInvoice | HeldLine, bill_id: str) -> None:
+        self.newest = max(self.newest, held.created)
+        self.by_bill.setdefault(bill_id, {})[held.id] = held
+
+    def remove(self, bill_id: str, object_id: str) -> None:
+        self.by_bill.get(bill_id, {}).pop(object_id, None)
+
+    def held(self, bill_id: str) -> list[Any]:
+        return list(self.by_bill.get(bill_id, {}).values())
+
+
 class StripeWriter:
+    """Writes Bills for one pass. Callers serialise the Bills of one customer (the engine's customer lock);
+    the writer also locks per customer, so a caller that does not is still exactly once."""
+
     def __init__(self, gateway: StripeGateway, integration_id: str, *, key_salt: str | None = None) -> None:
         self._g = gateway
         self._integration = integration_id
         self._salt = key_salt
+        self._indexes: dict[tuple[Kind, str], CustomerIndex] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.list_requests = 0  # list pages read to find earlier writes (for the benchmarks)
 
     def _key(self, plan: BillPlan, step: str, params: Any = None) -> dict[str, str]:
         material = params if self._salt is None else [self._salt, params]
         return {"idempotency_key": idempotency_key(self._integration, plan.bill_id, plan.version, step, material)}
 
+    # What Stripe holds, per customer
+    async def _list(self, kind: Kind, customer: str, created: dict[str, int] | None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"customer": customer}
+        if created:
+            # invoices/list and invoiceitems/list: `created` "Only return ... that were created during the given
+            # date interval" (gte/lt, Unix seconds); results are "sorted by creation date, with the most recently
+            # created ... appearing first" (https://docs.stripe.com/api/invoices/list,
+            # https://docs.stripe.com/api/invoiceitems/list; SDK params/_invoice_list_params.py).
+            params["created"] = created
+        endpoint, path = (
+            ("invoices.list", "/v1/invoices") if kind == "invoice" else ("invoiceitems.list", "/v1/invoiceitems")
+        )
+        found: list[dict[str, Any]] = []
+        pages_before = self._g.requests
+        async for obj in self._g.iterate_json(endpoint, path, params):
+            found.append(obj)
+        self.list_requests += self._g.requests - pages_before
+        return found
+
+    def _take(self, index: CustomerIndex, objects: list[dict[str, Any]]) -> None:
+        for obj in objects:
+            index.newest = max(index.newest, _created(obj))
+            meta = _json_metadata(obj)
+            if meta.get(META_INTEGRATION) != self._integration or not meta.get(META_BILL):
+                continue
+            held: HeldInvoice | HeldLine = HeldInvoice.of(obj) if index.kind == "invoice" else HeldLine.of(obj)
+            index.add(held, meta[META_BILL])
+
+    async def _index(self, kind: Kind, customer: str, not_before: datetime | None) -> CustomerIndex:
+        """The customer's index, complete for a Bill first created at `not_before` (see CustomerIndex)."""
+        since = None if not_before is None else max(0, int((not_before - CLOCK_SKEW).timestamp()))
+        index = self._indexes.get((kind, customer))
+        if index is None:
+            index = self._indexes[kind, customer] = CustomerIndex(kind, since)
+            # Just listed: the first Bill needs no re-read.
+            self._take(index, await self._list(kind, customer, None if since is None else {"gte": since}))
+            return index
+        if index.since is not None and (since is None or since < index.since):
+            older = {"lt": index.since} if since is None else {"gte": since, "lt": index.since}
+            self._take(index, await self._list(kind, customer, older))
+            index.since = since
+        reread = max(index.since or 0, index.newest - REREAD_OVERLAP_SECONDS)
+        self._take(index, await self._list(kind, customer, {"gte": reread} if reread > 0 else None))
+        return index
+
+    def _lock(self, customer: str) -> asyncio.Lock:
+        lock = self._locks.get(customer)
+        if lock is None:
+            lock = self._locks[customer] = asyncio.Lock()
+        return lock
+
     # Invoice mode
-    async def write_invoice(self, plan: BillPlan, customer: str) -> WriteResult:
-        invoice = await self._find_invoice(plan, customer)
+    async def write_invoice(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
+        """`not_before`: when m3ter created the Bill (no earlier write of it can be older); None: unknown."""
+        async with self._lock(customer):
+            index = await self._index("invoice", customer, not_before)
+            return await self._write_invoice(plan, customer, index)
+
+    async def _write_invoice(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
+        held = index.held(plan.bill_id)
+        # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
+        invoice: HeldInvoice | None = max(held, key=lambda h: (h.created, h.id)) if held else None
         if invoice is None:
             params = plan.invoice_create_params(customer)
             created: Any = await self._g.call(
                 "invoices.create",
                 lambda: self._g.v1.invoices.create_async(params=params, options=self._key(plan, "invoice", params)),
             )
+            index.add(HeldInvoice.of(created), plan.bill_id)
             await self._add_lines(plan, created.id, list(plan.lines))
             return WriteResult(created.id, True)
-        version = str(metadata_of(invoice).get(META_VERSION, ""))
+        version = str(invoice.metadata.get(META_VERSION, ""))
         lines = await self._invoice_lines(plan, invoice.id)
         stale, missing, _ = _diff(_wanted(plan), lines)
+        if version == str(plan.version) and not stale and not missing:
+            return WriteResult(invoice.id, False)
+        if invoice.status == "draft":
+            # The index may be older than a person's finalize: read the status fresh before changing anything.
+            fresh: Any = await self._g.call(
+                "invoices.retrieve", partial(self._g.v1.invoices.retrieve_async, invoice.id)
+            )
+            invoice = HeldInvoice.of(fresh)
+            index.add(invoice, plan.bill_id)
         if invoice.status != "draft":
-            if version == str(plan.version) and not stale and not missing:
-                return WriteResult(invoice.id, False)
             raise AlreadyFinalized(
                 f"Bill {plan.bill_id} changed (version {plan.version}) but its Stripe invoice {invoice.id} is already "
                 f"{invoice.status}; nothing was changed in Stripe. Issue a credit note or a new invoice in Stripe "
                 "by hand, then mark this event resolved",
                 invoice.id,
             )
-        if not stale and not missing and version == str(plan.version):
-            return WriteResult(invoice.id, False)
+        invoice_id = invoice.id
         if stale:
             remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in stale]}
             await self._g.call(
                 "invoices.remove_lines",
                 lambda: self._g.v1.invoices.remove_lines_async(
-                    invoice.id, params=remove, options=self._key(plan, "remove", remove)
+                    invoice_id, params=remove, options=self._key(plan, "remove", remove)
                 ),
             )
         if missing:
-            await self._add_lines(plan, invoice.id, missing)
-        update = plan.invoice_update_params(_custom_fields(invoice), metadata_of(invoice))
-        if version != str(plan.version) or stale or missing:
-            await self._g.call(
-                "invoices.update",
-                lambda: self._g.v1.invoices.update_async(
-                    invoice.id, params=update, options=self._key(plan, "update", update)
-                ),
-            )
-        return WriteResult(invoice.id, True)
+            await self._add_lines(plan, invoice_id, missing)
+        update = plan.invoice_update_params(_custom_fields(invoice), invoice.metadata)
+        updated: Any = await self._g.call(
+            "invoices.update",
+            lambda: self._g.v1.invoices.update_async(
+                invoice_id, params=update, options=self._key(plan, "update", update)
+            ),
+        )
+        index.add(HeldInvoice.of(updated), plan.bill_id)
+        return WriteResult(invoice_id, True)
 
     async def _add_lines(self, plan: BillPlan, invoice_id: str, lines: list[PlannedLine]) -> None:
         for start in range(0, len(lines), ADD_LINES_CHUNK):
@@ -152,40 +348,23 @@ class StripeWriter:
                 ),
             )
 
-    async def _find_invoice(self, plan: BillPlan, customer: str) -> Any | None:
-        found = None
-        async for invoice in self._g.iterate(
-            "invoices.list", lambda p: self._g.v1.invoices.list_async(params=p), {"customer": customer}
-        ):
-            # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
-            if _ours(invoice, self._integration, plan.bill_id) and (found is None or invoice.created > found.created):
-                found = invoice
-                if invoice.status == "draft":
-                    break
-        return found
-
-    async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[Any]:
-        return [
-            li
-            async for li in self._g.iterate(
-                "invoices.lines.list",
-                lambda p: self._g.v1.invoices.line_items.list_async(invoice_id, params=p),
-                {},
-            )
-            if _ours(li, self._integration, plan.bill_id)
-        ]
+    async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[HeldLine]:
+        held: list[HeldLine] = []
+        async for li in self._g.iterate_json("invoices.lines.list", f"/v1/invoices/{invoice_id}/lines", {}):
+            line = HeldLine.of(li)
+            if _ours(line, self._integration, plan.bill_id):
+                held.append(line)
+        return held
 
     # Invoice-items mode
-    async def write_items(self, plan: BillPlan, customer: str) -> WriteResult:
-        items = [
-            ii
-            async for ii in self._g.iterate(
-                "invoiceitems.list",
-                lambda p: self._g.v1.invoice_items.list_async(params=p),
-                {"customer": customer},
-            )
-            if _ours(ii, self._integration, plan.bill_id)
-        ]
+    async def write_items(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
+        """`not_before`: when m3ter created the Bill (no earlier write of it can be older); None: unknown."""
+        async with self._lock(customer):
+            index = await self._index("item", customer, not_before)
+            return await self._write_items(plan, customer, index)
+
+    async def _write_items(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
+        items: list[HeldLine] = index.held(plan.bill_id)
         stale, missing, matched = _diff(_wanted(plan), items)
         if not stale and not missing:
             first = matched[0] if matched else None
@@ -205,12 +384,14 @@ class StripeWriter:
         created: list[str] = []
         for ii in stale:
             await self._delete_item(ii.id)
+            index.remove(plan.bill_id, ii.id)
         for line in missing:
             params = line.invoice_item_params(customer, plan.currency)
             options = self._key(plan, f"item-{line.index}-{line.line_id}", params)
             item: Any = await self._g.call(
                 "invoiceitems.create", partial(self._g.v1.invoice_items.create_async, params=params, options=options)
             )
+            index.add(HeldLine.of(item), plan.bill_id)
             created.append(item.id)
         return WriteResult(created[0] if created else matched[0].id if matched else "", True)
 

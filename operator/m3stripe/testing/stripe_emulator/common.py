@@ -104,7 +104,11 @@ def list_page(
         obj = objects.get(object_id)
         if obj is None:
             return False
-        if created is not None and not matches_range(obj.get("created"), created):
+        # An invoice item's creation time is its `date` ("Time at which the object was created", SDK
+        # _invoice_item.py), which invoiceitems/list's `created` filters ("Only return invoice items that were
+        # created during the given date interval", SDK params/_invoice_item_list_params.py).
+        stamp = obj.get("created", obj.get("date"))
+        if created is not None and not matches_range(stamp, created):
             return False
         return keep is None or keep(obj)
 

@@ -1,0 +1,227 @@
+"""Finding what Stripe already holds for a Bill costs one list request per Bill, whatever the customer's history,
+and never misses an earlier write of the same Bill.
+
+The operator's StripeWriter talks through the official stripe SDK over HTTP to a StripeEmulator (contract mode)
+on the test's event loop; the emulator's clock is moved to place objects in time, as Stripe's `created` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import stripe
+
+from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
+from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.mapping import META_BILL, META_INTEGRATION, META_LINE, META_LINE_INDEX, META_VERSION, plan_bill
+from m3stripe.domain.stripe_writer import StripeWriter
+from m3stripe.testing.stripe_emulator import StripeEmulator
+
+KEY = "sk_test_writerHistory01"
+INTEGRATION = "int-history"
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@dataclass
+class World:
+    emulator: StripeEmulator
+    client: stripe.StripeClient
+    now: list[float]
+
+    def at(self, when: datetime) -> None:
+        self.now[0] = when.timestamp()
+
+    def writer(self) -> StripeWriter:
+        return StripeWriter(StripeGateway(self.client, retry=RetryPolicy(max_attempts=1)), INTEGRATION)
+
+    def lists(self) -> int:
+        return sum(
+            1 for r in self.emulator.requests if r.method == "GET" and r.path in ("/v1/invoices", "/v1/invoiceitems")
+        )
+
+    def invoices_of(self, bill_id: str) -> list[dict[str, Any]]:
+        state = self.emulator.state(self.emulator_account)
+        return [i for i in state["invoices"].values() if i["metadata"].get(META_BILL) == bill_id]
+
+    def items_of(self, bill_id: str) -> list[dict[str, Any]]:
+        state = self.emulator.state(self.emulator_account)
+        return [i for i in state["invoice_items"].values() if i["metadata"].get(META_BILL) == bill_id]
+
+    emulator_account: str = ""
+
+
+def run(body: Callable[[World], Coroutine[Any, Any, None]]) -> None:
+    async def main() -> None:
+        now = [T0.timestamp()]
+        emulator = StripeEmulator(seed=7, clock=lambda: now[0], contract_mode=True)
+        account = emulator.add_api_key(KEY)
+        async with emulator, open_client(KEY, api_base=emulator.url) as client:
+            world = World(emulator, client, now, account)
+            await body(world)
+        assert not emulator.violations, emulator.violations
+
+    asyncio.run(main())
+
+
+def bill(bill_id: str, *, created: datetime | None, version: int = 1, amounts: tuple[str, ...] = ("1.00",)) -> Bill:
+    return Bill(
+        id=bill_id,
+        version=version,
+        account_id="acc",
+        account_code=None,
+        status="APPROVED",
+        currency="USD",
+        bill_total=None,
+        due_date=None,
+        bill_date=None,
+        purchase_order_number=None,
+        last_modified=created or T0,
+        line_items=tuple(
+            LineItem(
+                id=f"{bill_id}-line-{i}",
+                line_item_type="USAGE",
+                description="usage",
+                quantity=Decimal(1),
+                subtotal=Decimal(a),
+                unit_price=None,
+                currency="USD",
+                aggregation_id=None,
+                product_name=None,
+                service_period_start=None,
+                service_period_end=None,
+                sequence_number=None,
+            )
+            for i, a in enumerate(amounts)
+        ),
+        external_invoice_reference=None,
+        locked=False,
+        created=created,
+    )
+
+
+def spec(*, invoice: bool) -> StripeIntegrationSpec:
+    return StripeIntegrationSpec.model_validate(
+        {
+            "destination": "StripeTestMode",
+            "m3ter": {"organizationId": "org", "credentialsRef": {"name": "m3ter"}},
+            "createStripeInvoice": invoice,
+        }
+    )
+
+
+async def write(world: World, writer: StripeWriter, b: Bill, customer: str, *, invoice: bool) -> bool:
+    plan = plan_bill(b, spec(invoice=invoice), INTEGRATION)
+    if invoice:
+        return (await writer.write_invoice(plan, customer, not_before=b.created)).changed
+    return (await writer.write_items(plan, customer, not_before=b.created)).changed
+
+
+async def customer(world: World) -> str:
+    return str((await world.client.v1.customers.create_async(params={"name": "history"})).id)
+
+
+async def history(world: World, customer_id: str, size: int, *, invoice: bool) -> None:
+    """`size` earlier invoices (or items) of this integration for other Bills, a month before T0."""
+    world.at(T0 - timedelta(days=30))
+    for n in range(size):
+        meta = {
+            META_INTEGRATION: INTEGRATION,
+            META_BILL: f"old-{n}",
+            META_VERSION: "1",
+            META_LINE: "l",
+            META_LINE_INDEX: "0",
+        }
+        if invoice:
+            await world.client.v1.invoices.create_async(
+                params={"customer": customer_id, "metadata": meta, "auto_advance": False}
+            )
+        else:
+            await world.client.v1.invoice_items.create_async(
+                params={"customer": customer_id, "amount": 100, "currency": "usd", "metadata": meta}
+            )
+
+
+@pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
+@pytest.mark.parametrize("size", [0, 10, 250])
+def test_finding_earlier_writes_costs_one_list_per_bill_whatever_the_customers_history(
+    invoice: bool, size: int
+) -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        await history(world, cus, size, invoice=invoice)
+        writer = world.writer()
+        before = world.lists()
+        for n in range(10):
+            world.at(T0 + timedelta(seconds=n))
+            assert await write(world, writer, bill(f"new-{n}", created=T0 - timedelta(minutes=5)), cus, invoice=invoice)
+        assert world.lists() - before == 10  # one per Bill, with 0, 10 or 250 earlier objects
+        for n in range(10):
+            assert len(world.invoices_of(f"new-{n}") if invoice else world.items_of(f"new-{n}")) == 1
+
+    run(body)
+
+
+@pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
+def test_a_regenerated_bill_finds_what_its_first_version_wrote_long_before(invoice: bool) -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        created = T0 - timedelta(days=60)
+        world.at(created + timedelta(minutes=1))
+        assert await write(world, world.writer(), bill("regen", created=created), cus, invoice=invoice)
+        await history(world, cus, 120, invoice=invoice)  # a month of other invoices since
+        world.at(T0)
+        writer = world.writer()  # a new pass
+        # Another customer's Bill first, then a Bill of this customer created recently: the index starts late.
+        assert await write(world, writer, bill("recent", created=T0 - timedelta(hours=2)), cus, invoice=invoice)
+        v2 = bill("regen", created=created, version=2, amounts=("2.00",))
+        assert await write(world, writer, v2, cus, invoice=invoice)
+        assert not await write(world, world.writer(), v2, cus, invoice=invoice)  # the next pass: nothing to do
+        if invoice:
+            (held,) = world.invoices_of("regen")
+            assert held["metadata"][META_VERSION] == "2" and held["total"] == 200
+        else:
+            (item,) = world.items_of("regen")
+            assert item["amount"] == 200
+
+    run(body)
+
+
+@pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
+def test_a_write_by_another_process_after_the_index_was_built_is_found(invoice: bool) -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        world.at(T0)
+        ours = world.writer()
+        assert await write(world, ours, bill("first", created=T0), cus, invoice=invoice)  # builds the index
+        world.at(T0 + timedelta(seconds=30))
+        # An earlier pass's request that was still in flight, or a second process: it writes "late".
+        late = bill("late", created=T0)
+        assert await write(world, world.writer(), late, cus, invoice=invoice)
+        world.at(T0 + timedelta(seconds=31))
+        assert not await write(world, ours, late, cus, invoice=invoice)
+        assert len(world.invoices_of("late") if invoice else world.items_of("late")) == 1
+
+    run(body)
+
+
+def test_a_bill_without_a_creation_time_searches_the_whole_history() -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        world.at(T0 - timedelta(days=400))
+        assert await write(world, world.writer(), bill("ancient", created=None), cus, invoice=True)
+        await history(world, cus, 150, invoice=True)
+        world.at(T0)
+        writer = world.writer()
+        assert await write(world, writer, bill("recent", created=T0), cus, invoice=True)
+        assert not await write(world, writer, bill("ancient", created=None), cus, invoice=True)
+        assert len(world.invoices_of("ancient")) == 1
+
+    run(body)
