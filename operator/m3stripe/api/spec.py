@@ -47,6 +47,13 @@ class SortLineItemsBy(enum.StrEnum):
     AGGREGATION_ID = "AggregationId"
 
 
+class Mode(enum.StrEnum):
+    """Send writes Bills to Stripe; Plan only computes what a Send pass would write."""
+
+    SEND = "Send"
+    PLAN = "Plan"
+
+
 class CollectionMethod(enum.StrEnum):
     CHARGE_AUTOMATICALLY = "ChargeAutomatically"
     SEND_INVOICE = "SendInvoice"
@@ -303,6 +310,14 @@ class StripeIntegrationSpec(_Model):
             f"How often Bills are read from m3ter, as a duration such as 30s, 5m or 1h (10s to {MAX_SYNC_INTERVAL})."
         ),
     )
+    mode: Mode = Field(
+        default=Mode.SEND,
+        description=(
+            "Send: write Bills to Stripe. Plan: a dry run; each pass reads m3ter and Stripe as usual and "
+            "records in status.plan what it would do per Bill (create invoice, update draft, add items, "
+            "nothing, blocked) without writing anything to Stripe. Switch to Send to send exactly that plan."
+        ),
+    )
     suspend: bool = Field(
         default=False,
         description="Pause this integration: no Bills are sent while true. Status keeps being reported.",
@@ -399,6 +414,10 @@ class StripeIntegrationSpec(_Model):
     @property
     def event_retention(self) -> timedelta:
         return parse_duration(self.eventRetention)
+
+    @property
+    def is_plan(self) -> bool:
+        return self.mode is Mode.PLAN
 
     @property
     def is_test_mode(self) -> bool:

@@ -25,6 +25,7 @@ class ConditionType(enum.StrEnum):
     SOURCE_CONNECTED = "SourceConnected"
     SYNCED = "Synced"
     STALLED = "Stalled"
+    PLANNED = "Planned"
 
 
 class _Model(BaseModel):
@@ -116,6 +117,79 @@ class SyncProgress(_Model):
     )
 
 
+class DisablementNotification(_Model):
+    """The disablement email, persisted before and after each attempt: a restart neither skips nor repeats it."""
+
+    disablementId: str = Field(description="The run that disabled the integration (one email per disablement).")
+    recipients: list[str] = Field(default_factory=list, max_length=100, description="Who is emailed.")
+    sentTo: list[str] = Field(
+        default_factory=list, max_length=100, description="Recipients the mail server accepted it for (never resent)."
+    )
+    state: Literal["Pending", "Sending", "Sent", "Failed", "Unknown"] = Field(
+        description=(
+            "Pending (an attempt is due), Sending (an attempt is in flight), Sent, Failed (after every retry), "
+            "Unknown (the operator stopped during an attempt; not resent, so that nobody gets it twice)."
+        )
+    )
+    attempts: int = Field(default=0, ge=0, description="Attempts made so far.")
+    nextAttemptTime: str | None = Field(default=None, description="When a Pending email is tried next (RFC 3339).")
+    message: str | None = Field(default=None, max_length=1024, description="The last attempt's outcome.")
+
+
+MAX_PLAN_BILLS = 50
+
+
+class PlannedBillRecord(_Model):
+    """What a Send pass would do with one Bill."""
+
+    billId: str = Field(description="m3ter Bill id.")
+    billVersion: int = Field(ge=0, description="m3ter Bill version planned.")
+    accountId: str | None = Field(default=None, description="m3ter Account of the Bill.")
+    action: str = Field(
+        description="CreateInvoice, UpdateDraft, AddItems, ReplaceItems, Nothing or Blocked.",
+    )
+    reason: str = Field(default="", max_length=1024, description="Why (for Nothing and Blocked: what to do).")
+    customer: str | None = Field(default=None, description="The Stripe Customer the Bill goes to.")
+    stripeId: str | None = Field(default=None, description="The Stripe object that already holds the Bill, if any.")
+    lines: int = Field(default=0, ge=0, description="Lines (invoice lines or invoice items) Stripe would hold.")
+    currency: str | None = Field(default=None, description="ISO currency code, lower case as Stripe writes it.")
+    total: str | None = Field(default=None, description="The total Stripe would hold, in the currency's units.")
+
+
+class PlanTotal(_Model):
+    """The Bills a Send pass would write in one currency."""
+
+    currency: str = Field(description="ISO currency code, lower case.")
+    bills: int = Field(ge=0, description="Bills that would be written (created or changed) in this currency.")
+    amount: str = Field(description="Their total, in the currency's units (a decimal string).")
+
+
+class PlanSummary(_Model):
+    """The last dry run (spec.mode: Plan): what a Send pass would do, nothing written to Stripe."""
+
+    runId: str = Field(description="Identifier of the plan pass.")
+    observedGeneration: int | None = Field(default=None, ge=0, description="The spec generation planned.")
+    time: str = Field(description="When the plan was computed (RFC 3339).")
+    bills: int = Field(default=0, ge=0, description="Bills looked at.")
+    createInvoice: int = Field(default=0, ge=0, description="Bills that would get a new draft invoice.")
+    updateDraft: int = Field(default=0, ge=0, description="Bills whose draft invoice would be changed.")
+    addItems: int = Field(default=0, ge=0, description="Bills whose pending invoice items would be added or replaced.")
+    nothing: int = Field(default=0, ge=0, description="Bills Stripe already holds exactly, or not selected.")
+    blocked: int = Field(default=0, ge=0, description="Bills that would fail (an error event in Send mode).")
+    totals: list[PlanTotal] = Field(
+        default_factory=list, max_length=50, description="What would be written, per currency."
+    )
+    items: list[PlannedBillRecord] = Field(
+        default_factory=list,
+        max_length=MAX_PLAN_BILLS,
+        description=(
+            f"The first {MAX_PLAN_BILLS} Bills: writes first, then blocked, then the rest; the counts cover all Bills."
+        ),
+    )
+    truncated: int = Field(default=0, ge=0, description="Bills of the plan not listed in items.")
+    message: str | None = Field(default=None, max_length=4096, description="One-line summary of the plan.")
+
+
 class StripeIntegrationStatus(_Model):
     """Observed state of the integration, written only by the operator."""
 
@@ -158,6 +232,12 @@ class StripeIntegrationStatus(_Model):
         description="Error events not yet marked actioned, newest first.",
     )
     sync: SyncProgress | None = Field(default=None, description="Sync progress carried between passes.")
+    notification: DisablementNotification | None = Field(
+        default=None, description="The email to integrationDisabledNotificationUsers about the last disablement."
+    )
+    plan: PlanSummary | None = Field(
+        default=None, description="The last dry run (spec.mode: Plan); `m3stripe plan NAME` prints it as a table."
+    )
     lastHandledRequestedAt: str | None = Field(
         default=None,
         description="Token of the last on-demand sync request handled (the requested-at annotation).",

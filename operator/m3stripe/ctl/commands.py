@@ -14,6 +14,7 @@ from typing import Any
 
 from m3stripe.api import names
 from m3stripe.ctl import gestures, views
+from m3stripe.ctl import plan as plans
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.render import NONE, dump, parse_time
 from m3stripe.domain.durations import format_duration, parse_duration
@@ -58,6 +59,9 @@ def register(sub: Any) -> None:
     events.add_argument(
         "--all", action="store_true", help="also the Kubernetes Events recorded for it (resolved ones included)"
     )
+
+    plan = add("plan", _plan, "the last dry run (spec.mode: Plan): what a Send pass would do per Bill", [read])
+    plan.add_argument("name")
 
     sync = add("sync", _sync, "run a sync pass now and print its result", [act])
     sync.add_argument("name")
@@ -170,6 +174,27 @@ def _events(args: argparse.Namespace, cluster: Cluster) -> int:
         _print("")
         _print(f"Kubernetes Events of {cluster.namespace}/{args.name} (oldest first):")
         _print(views.kube_events_table(history, wide=wide, now=now) if history else "none")
+    return 0
+
+
+def _plan(args: argparse.Namespace, cluster: Cluster) -> int:
+    obj = cluster.get(args.name)
+    plan = plans.plan_of(obj)
+    if not plan:
+        mode = (obj.get("spec") or {}).get("mode") or "Send"
+        hint = "the first plan pass has not finished yet" if mode == "Plan" else "set spec.mode: Plan (in git) first"
+        print(f"{cluster.namespace}/{args.name} has no plan: {hint}.", file=sys.stderr)
+        return 1
+    if args.output in ("json", "yaml"):
+        _print(dump(plan, args.output))
+        return 0
+    for line in plans.plan_header(obj, plan, now=datetime.now(UTC)):
+        _print(line)
+    _print("")
+    _print(plans.plan_table(list(plan.get("items") or ()), wide=args.output == "wide"))
+    note = plans.truncation_note(plan)
+    if note:
+        _print(note)
     return 0
 
 

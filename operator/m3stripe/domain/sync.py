@@ -1,10 +1,8 @@
 """One sync pass of one integration: read changed Bills from m3ter, choose, map, and write them to Stripe.
 
-Memory stays flat: Bills stream page by page and at most MAX_QUEUED_BILLS are admitted at once. Writes for
-one Stripe Customer are serialised (Stripe's object locks answer concurrent writes with 429s); a Bill waiting
-for its customer holds no slot: `concurrency` bounds the Bills being read (m3ter, the customer) and,
-separately, the Bills being written, so one customer's queue never starves the others. The pass reports
-every Bill's outcome and the state the next pass starts from.
+Memory stays flat: Bills stream page by page and at most `concurrency` are in flight. Writes for one
+Stripe Customer are serialised (Stripe's object locks answer concurrent writes with 429s). The pass
+reports every Bill's outcome and the state the next pass starts from.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from m3stripe.adapters.m3ter_source import M3terAuthError, M3terSource, M3terSourceError, M3terUnavailable
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
@@ -21,7 +20,8 @@ from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.customers import CustomerResolver, Unmapped
-from m3stripe.domain.mapping import BillPlan, MappingError, plan_bill
+from m3stripe.domain.mapping import MappingError, plan_bill
+from m3stripe.domain.plan import Planner
 from m3stripe.domain.runs import (
     BillResult,
     ErrorEvent,
@@ -38,9 +38,6 @@ from m3stripe.domain.stripe_writer import AlreadyFinalized, StripeWriter
 WATERMARK_OVERLAP = timedelta(minutes=2)
 MAX_RETRY_IDS = 1000
 MAX_STRIPE_IDS = 200
-# Bills read ahead of their customer's queue (each holds its plan): enough for a few customers' backfills to
-# run side by side, few enough that memory stays flat.
-MAX_QUEUED_BILLS = 1000
 
 
 class FenceLost(Exception):
@@ -50,14 +47,6 @@ class FenceLost(Exception):
 
 def _unfenced() -> None:
     return None
-
-
-@dataclass(frozen=True)
-class _Slots:
-    """`concurrency` Bills being read, and separately `concurrency` Bills being written."""
-
-    read: asyncio.Semaphore
-    write: asyncio.Semaphore
 
 
 @dataclass
@@ -86,11 +75,12 @@ class SyncEngine:
         account_filter: AccountFilter | None,
         integration_id: str,
         source: M3terSource,
-        gateway: StripeGateway,
+        gateway: StripeGateway | None,
         budget: ErrorBudget,
         concurrency: int = 8,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fence: Callable[[], None] = _unfenced,
+        planner: Planner | None = None,
     ) -> None:
         self.spec = spec
         self.integration_id = integration_id
@@ -101,6 +91,11 @@ class SyncEngine:
         self.clock = clock
         # Raises FenceLost when this process may no longer write; checked right before each Bill's writes.
         self.fence = fence
+        # Plan mode (spec.mode: Plan): a planner over a read-only Stripe port and no gateway, so no path of
+        # the pass can write to Stripe; each Bill's decision is recorded instead of executed.
+        if (planner is None) == (gateway is None):
+            raise ValueError("a SyncEngine takes a gateway (Send) or a planner (Plan), not both")
+        self.planner = planner
         self.selector = Selector(
             account_ids=frozenset(spec.accountIds),
             restricted_account_ids=frozenset(spec.restrictedAccountIds),
@@ -116,25 +111,31 @@ class SyncEngine:
         # Each pass first lists what Stripe holds (consistent list endpoints), so a new pass may use new keys:
         # that is what unblocks a write Stripe answered with a 500 saved under its key, and what lets a
         # replayed Bill be written again after a person deleted its invoice.
-        self._writer = StripeWriter(self.gateway, self.integration_id, key_salt=report.run_id)
-        resolver = CustomerResolver(
-            self.gateway, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode
-        )
+        reads: StripeGateway
+        if self.gateway is not None:
+            self._writer = StripeWriter(self.gateway, self.integration_id, key_salt=report.run_id)
+            reads = self.gateway
+        else:
+            assert self.planner is not None
+            # CustomerResolver only lists customers; typed for the gateway, it is given the read-only port.
+            reads = cast(StripeGateway, self.planner.reader)
+        resolver = CustomerResolver(reads, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode)
         customer_locks: dict[str, asyncio.Lock] = {}
         abort: list[ErrorEvent] = []
-        admitted = asyncio.Semaphore(MAX_QUEUED_BILLS)
-        slots = _Slots(asyncio.Semaphore(self.concurrency), asyncio.Semaphore(self.concurrency))
+        slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         fence_lost: list[FenceLost] = []
 
         async def handle(bill: Bill | MalformedBill) -> None:
             try:
-                result = await self._handle_bill(bill, report.run_id, resolver, customer_locks, slots)
+                result = await self._handle_bill(bill, report.run_id, resolver, customer_locks)
             except FenceLost as err:
                 fence_lost.append(err)
                 return
             finally:
-                admitted.release()
+                slots.release()
+            if self.planner is not None:
+                self.planner.record(bill, result)
             report.add(result, keep_ids=MAX_STRIPE_IDS)
             if result.event is not None:
                 self.budget.error()
@@ -147,7 +148,7 @@ class SyncEngine:
             async for bill in self._candidates(state, replay):
                 if abort or self.budget.exhausted or fence_lost:
                     break
-                await admitted.acquire()
+                await slots.acquire()
                 task = asyncio.create_task(handle(bill))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -215,37 +216,7 @@ class SyncEngine:
         run_id: str,
         resolver: CustomerResolver,
         locks: dict[str, asyncio.Lock],
-        slots: _Slots | None = None,
     ) -> BillResult:
-        slots = slots or _Slots(asyncio.Semaphore(1), asyncio.Semaphore(1))
-        async with slots.read:
-            prepared = await self._prepare(bill, run_id, resolver)
-        if isinstance(prepared, BillResult):
-            return prepared
-        plan, customer = prepared
-        assert isinstance(bill, Bill)
-        try:
-            lock = locks.setdefault(customer, asyncio.Lock())
-            writer = self._writer
-            assert writer is not None
-            # The customer's lock first, then a write slot: a Bill queued behind its customer holds no slot.
-            async with lock, slots.write:
-                self.fence()  # after waiting for the customer's lock, right before the writes
-                if self.spec.createStripeInvoice:
-                    written = await writer.write_invoice(plan, customer, not_before=bill.created)
-                else:
-                    written = await writer.write_items(plan, customer, not_before=bill.created)
-        except AlreadyFinalized as err:
-            return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
-        except StripeCallError as err:
-            return self._stripe_failure(bill, run_id, err)
-        outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
-        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id)
-
-    async def _prepare(
-        self, bill: Bill | MalformedBill, run_id: str, resolver: CustomerResolver
-    ) -> BillResult | tuple[BillPlan, str]:
-        """Everything before the writes (m3ter reads, selection, the plan, the customer): a result, or what to write."""
         if isinstance(bill, MalformedBill):
             # m3ter returned this Bill with a field that cannot be read: a validation error naming the Bill
             # and the field; every other Bill goes on. Not retried: it is read again once it changes.
@@ -279,15 +250,33 @@ class SyncEngine:
             plan = plan_bill(bill, self.spec, self.integration_id, rounding=rounding)
         except MappingError as err:
             return self._failed(bill, EventKind.VALIDATION, run_id, str(err))
+        if self.planner is not None:
+            self.planner.mapped(plan)
         if not plan.lines:
             return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(Skip.NO_LINES))
         try:
             customer = await resolver.resolve(bill.account_id)
+            if isinstance(customer, Unmapped):
+                return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
+            lock = locks.setdefault(customer, asyncio.Lock())
+            if self.planner is not None:
+                async with lock:
+                    decision = await self.planner.decide(plan, customer, invoice_mode=self.spec.createStripeInvoice)
+                return self.planner.result(bill, decision)
+            writer = self._writer
+            assert writer is not None
+            async with lock:
+                self.fence()  # after waiting for the customer's lock, right before the writes
+                if self.spec.createStripeInvoice:
+                    written = await writer.write_invoice(plan, customer)
+                else:
+                    written = await writer.write_items(plan, customer)
+        except AlreadyFinalized as err:
+            return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
         except StripeCallError as err:
             return self._stripe_failure(bill, run_id, err)
-        if isinstance(customer, Unmapped):
-            return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
-        return plan, customer
+        outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
+        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id)
 
     def _stripe_failure(self, bill: Bill, run_id: str, err: StripeCallError) -> BillResult:
         where = f"Stripe {err.endpoint} for Bill {bill.id}"

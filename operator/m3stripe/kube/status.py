@@ -26,6 +26,7 @@ class Assessment:
     ready_message: str = ""
     # An unexpected exception in the last pass (or this reconcile): shown until a pass runs cleanly.
     internal_error: str = ""
+    plan: bool = False  # spec.mode: Plan: nothing is written to Stripe
 
 
 INTERNAL_ERROR = "InternalError"
@@ -75,6 +76,8 @@ def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
         obs.append(Observation(ConditionType.READY, "False", "AutoDisabled", a.disabled_message))
         return obs, absent
     absent.append(ConditionType.STALLED)
+    if not a.plan:
+        absent.append(ConditionType.PLANNED)
     if a.suspended:
         obs.append(Observation(ConditionType.READY, "False", "Suspended", "spec.suspend is true: no Bills are sent"))
     elif a.stripe is not None and not a.stripe.ok:
@@ -83,6 +86,13 @@ def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
         obs.append(Observation(ConditionType.READY, "False", a.source.reason, a.source.message))
     elif a.internal_error:
         obs.append(Observation(ConditionType.READY, "False", INTERNAL_ERROR, a.internal_error))
+    elif a.plan:
+        # Healthy for kstatus and Argo CD: planning is what was asked for; the reason says nothing is sent.
+        text = (
+            "spec.mode is Plan: nothing is written to Stripe; status.plan (kubectl m3stripe plan NAME) shows what "
+            f"a Send pass would do. {a.ready_message}"
+        )
+        obs.append(Observation(ConditionType.READY, "True", "PlanOnly", text))
     else:
         obs.append(Observation(ConditionType.READY, "True", "Ready", a.ready_message))
     return obs, absent

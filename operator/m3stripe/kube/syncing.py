@@ -19,6 +19,7 @@ from m3stripe.domain.runs import EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync import ErrorBudget, FenceLost, SyncEngine
 from m3stripe.kube.leadership import FencedRateLimit
+from m3stripe.kube.planning import plan_pass, plan_seconds_until_due
 from m3stripe.kube.run_history import (
     ReplayRequest,
     disabled_event,
@@ -67,6 +68,9 @@ class SyncDriver:
 
     def seconds_until_due(self, parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]) -> float:
         """0 when a pass should run now; otherwise how long until the next one is due."""
+        planned = plan_seconds_until_due(parsed, status, annotations)
+        if planned is not None:
+            return planned
         if annotations.get(names.ANNOTATION_REQUESTED_AT, "") not in (
             "",
             status.get("lastHandledRequestedAt"),
@@ -91,6 +95,10 @@ class SyncDriver:
         source: M3terSource,
     ) -> dict[str, Any]:
         """Run one pass; return the status fields it changes."""
+        if parsed.spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
+            return await plan_pass(
+                self, parsed, status, annotations, stripe_key=stripe_key, stripe_account=stripe_account, source=source
+            )
         spec = parsed.spec
         extra: dict[str, Any] = {}
         replay_token = annotations.get(names.ANNOTATION_REPLAY, "")

@@ -21,6 +21,7 @@ from m3stripe.api.status import ConditionType
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
+from m3stripe.kube.planning import planned_conditions
 from m3stripe.kube.run_history import gesture_annotations, resolve_events, unknown_event_ids
 from m3stripe.kube.source import SourceHandle
 from m3stripe.kube.status import (
@@ -183,7 +184,8 @@ class IntegrationWorker:
         if (fields.get("lastSync") or {}).get("status") == "AUTH_FAILED":
             self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
             self._wake.set()
-        base = {**new, **fields, "conditions": _synced(new, fields, generation, self._sync.pass_error)}
+        conditions = planned_conditions if parsed.spec.is_plan else _synced
+        base = {**new, **fields, "conditions": conditions(new, fields, generation, self._sync.pass_error)}
         assessment = dataclasses.replace(
             assessment,
             disabled=bool(base.get("disabled")),
@@ -243,6 +245,7 @@ class IntegrationWorker:
             stripe=stripe,
             source=source,
             ready_message=ready_message,
+            plan=spec.is_plan,
         ), stripe
 
     async def _internal_error(self, body: Mapping[str, Any], err: Exception) -> None:

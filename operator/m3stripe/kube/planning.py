@@ -1,0 +1,134 @@
+"""spec.mode: Plan in the cluster: a pass that only plans, its status.plan, and the Planned condition.
+
+A plan pass reads what a Send pass would read (the same watermark and retries, so switching to Send
+sends what the plan showed) and changes none of it: the sync progress, run history, open events and
+error count are those of Send passes only. The engine gets a planner over a read-only Stripe port
+and no gateway, so nothing in the pass can write to Stripe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_reader import StripeReader
+from m3stripe.api import names
+from m3stripe.api.conditions import Observation, merge_conditions
+from m3stripe.api.status import ConditionType
+from m3stripe.domain.plan import Planner
+from m3stripe.domain.spec_validation import ParsedSpec
+from m3stripe.domain.sync import ErrorBudget, FenceLost, SyncEngine
+from m3stripe.kube.leadership import FencedRateLimit
+from m3stripe.kube.run_history import parse_time, sync_state
+from m3stripe.kube.status import internal_error_message
+
+if TYPE_CHECKING:
+    from m3stripe.kube.syncing import SyncDriver
+
+# A plan covers every Bill: the error budget that stops a Send pass (autoDisableThreshold) does not stop it.
+PLAN_ERROR_BUDGET = 10**9
+
+
+def plan_seconds_until_due(
+    parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]
+) -> float | None:
+    """When the next plan pass is due (0: now), or None outside Plan mode.
+
+    A new generation and a sync request are planned at once. A replay request waits for Send mode: a plan
+    pass does not consume it, so it replays when Bills are really sent.
+    """
+    if not parsed.spec.is_plan:
+        return None
+    if annotations.get(names.ANNOTATION_REQUESTED_AT, "") not in ("", status.get("lastHandledRequestedAt")):
+        return 0.0
+    plan = status.get("plan") or {}
+    if plan.get("observedGeneration") != status.get("observedGeneration"):
+        return 0.0
+    last = parse_time(plan.get("time"))
+    if last is None:
+        return 0.0
+    return max(0.0, last.timestamp() + parsed.spec.sync_interval_seconds - datetime.now(UTC).timestamp())
+
+
+async def plan_pass(
+    driver: SyncDriver,
+    parsed: ParsedSpec,
+    status: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    *,
+    stripe_key: str,
+    stripe_account: str | None,
+    source: M3terSource,
+) -> dict[str, Any]:
+    """Run one plan pass; return the status fields it changes (status.plan and the gesture echo)."""
+    spec = parsed.spec
+    runtime = driver.runtime
+    extra: dict[str, Any] = {}
+    requested = annotations.get(names.ANNOTATION_REQUESTED_AT, "")
+    if requested and requested != status.get("lastHandledRequestedAt"):
+        extra["lastHandledRequestedAt"] = requested
+    limiter = runtime.limiters.get(
+        stripe_account or f"key:{hash(stripe_key)}",
+        not spec.is_test_mode,
+        spec.effective_requests_per_second,
+        owner=driver.uid,
+    )
+    started = time.monotonic()
+    async with open_client(
+        stripe_key, api_base=runtime.config.stripe_api_base, timeout=runtime.config.stripe_timeout_seconds
+    ) as client:
+        reader = StripeReader(
+            StripeGateway(client, limiter=FencedRateLimit(limiter, runtime.leader.fence), observer=runtime.metrics)
+        )
+        planner = Planner(reader, driver.uid)
+        engine = SyncEngine(
+            spec=spec,
+            account_filter=parsed.account_filter,
+            integration_id=driver.uid,
+            source=source,
+            gateway=None,
+            planner=planner,
+            budget=ErrorBudget(PLAN_ERROR_BUDGET),
+            concurrency=runtime.config.concurrency_for(spec.effective_requests_per_second),
+            fence=runtime.leader.fence,
+        )
+        driver.pass_error = ""
+        try:
+            report = await engine.run_pass(sync_state(status))
+        except (asyncio.CancelledError, FenceLost):
+            raise
+        except Exception as err:
+            driver._logger.exception("%s/%s: the plan pass failed unexpectedly", driver.namespace, driver.name)
+            driver.pass_error = internal_error_message(err, "in the plan pass")
+            return extra
+    extra["plan"] = planner.summary(report, generation=status.get("observedGeneration"))
+    driver._logger.info(
+        "%s/%s: plan %s in %.1fs: %s",
+        driver.namespace,
+        driver.name,
+        report.run_id,
+        time.monotonic() - started,
+        extra["plan"]["message"],
+    )
+    driver._events("Normal", "Planned", str(extra["plan"]["message"])[:1024])
+    return extra
+
+
+def planned_conditions(
+    status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None, internal_error: str = ""
+) -> list[dict[str, Any]]:
+    """Planned True once a plan of this generation is in status.plan (a plan pass never touches Synced)."""
+    plan = fields.get("plan") or status.get("plan") or {}
+    if internal_error:
+        obs = Observation(ConditionType.PLANNED, "False", "InternalError", internal_error)
+    elif plan:
+        obs = Observation(ConditionType.PLANNED, "True", "PlanReady", str(plan.get("message") or ""))
+    else:
+        obs = Observation(ConditionType.PLANNED, "Unknown", "Planning", "the first plan pass has not finished")
+    return merge_conditions(status.get("conditions"), [obs], generation=generation)
