@@ -1,8 +1,10 @@
 """One sync pass of one integration: read changed Bills from m3ter, choose, map, and write them to Stripe.
 
-Memory stays flat: Bills stream page by page and at most `concurrency` are in flight. Writes for one
-Stripe Customer are serialised (Stripe's object locks answer concurrent writes with 429s). The pass
-reports every Bill's outcome and the state the next pass starts from.
+Memory stays flat: Bills stream page by page and at most MAX_QUEUED_BILLS are admitted at once. Writes for
+one Stripe Customer are serialised (Stripe's object locks answer concurrent writes with 429s); a Bill waiting
+for its customer holds no slot: `concurrency` bounds the Bills being read (m3ter, the customer) and,
+separately, the Bills being written, so one customer's queue never starves the others. The pass reports
+every Bill's outcome and the state the next pass starts from.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.customers import CustomerResolver, Unmapped
-from m3stripe.domain.mapping import MappingError, plan_bill
+from m3stripe.domain.mapping import BillPlan, MappingError, plan_bill
 from m3stripe.domain.plan import Planner
 from m3stripe.domain.runs import (
     BillResult,
@@ -38,6 +40,9 @@ from m3stripe.domain.stripe_writer import AlreadyFinalized, StripeWriter
 WATERMARK_OVERLAP = timedelta(minutes=2)
 MAX_RETRY_IDS = 1000
 MAX_STRIPE_IDS = 200
+# Bills read ahead of their customer's queue (each holds its plan): enough for a few customers' backfills to
+# run side by side, few enough that memory stays flat.
+MAX_QUEUED_BILLS = 1000
 
 
 class FenceLost(Exception):
@@ -47,6 +52,14 @@ class FenceLost(Exception):
 
 def _unfenced() -> None:
     return None
+
+
+@dataclass(frozen=True)
+class _Slots:
+    """`concurrency` Bills being read, and separately `concurrency` Bills being written."""
+
+    read: asyncio.Semaphore
+    write: asyncio.Semaphore
 
 
 @dataclass
@@ -122,18 +135,19 @@ class SyncEngine:
         resolver = CustomerResolver(reads, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode)
         customer_locks: dict[str, asyncio.Lock] = {}
         abort: list[ErrorEvent] = []
-        slots = asyncio.Semaphore(self.concurrency)
+        admitted = asyncio.Semaphore(MAX_QUEUED_BILLS)
+        slots = _Slots(asyncio.Semaphore(self.concurrency), asyncio.Semaphore(self.concurrency))
         tasks: set[asyncio.Task[None]] = set()
         fence_lost: list[FenceLost] = []
 
         async def handle(bill: Bill | MalformedBill) -> None:
             try:
-                result = await self._handle_bill(bill, report.run_id, resolver, customer_locks)
+                result = await self._handle_bill(bill, report.run_id, resolver, customer_locks, slots)
             except FenceLost as err:
                 fence_lost.append(err)
                 return
             finally:
-                slots.release()
+                admitted.release()
             if self.planner is not None:
                 self.planner.record(bill, result)
             report.add(result, keep_ids=MAX_STRIPE_IDS)
@@ -148,7 +162,7 @@ class SyncEngine:
             async for bill in self._candidates(state, replay):
                 if abort or self.budget.exhausted or fence_lost:
                     break
-                await slots.acquire()
+                await admitted.acquire()
                 task = asyncio.create_task(handle(bill))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -216,7 +230,44 @@ class SyncEngine:
         run_id: str,
         resolver: CustomerResolver,
         locks: dict[str, asyncio.Lock],
+        slots: _Slots | None = None,
     ) -> BillResult:
+        slots = slots or _Slots(asyncio.Semaphore(1), asyncio.Semaphore(1))
+        async with slots.read:
+            prepared = await self._prepare(bill, run_id, resolver)
+        if isinstance(prepared, BillResult):
+            return prepared
+        plan, customer = prepared
+        assert isinstance(bill, Bill)
+        if self.planner is not None:
+            async with locks.setdefault(customer, asyncio.Lock()), slots.write:
+                try:
+                    decision = await self.planner.decide(plan, customer, invoice_mode=self.spec.createStripeInvoice)
+                except StripeCallError as err:
+                    return self._stripe_failure(bill, run_id, err)
+            return self.planner.result(bill, decision)
+        try:
+            lock = locks.setdefault(customer, asyncio.Lock())
+            writer = self._writer
+            assert writer is not None
+            # The customer's lock first, then a write slot: a Bill queued behind its customer holds no slot.
+            async with lock, slots.write:
+                self.fence()  # after waiting for the customer's lock, right before the writes
+                if self.spec.createStripeInvoice:
+                    written = await writer.write_invoice(plan, customer, not_before=bill.created)
+                else:
+                    written = await writer.write_items(plan, customer, not_before=bill.created)
+        except AlreadyFinalized as err:
+            return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
+        except StripeCallError as err:
+            return self._stripe_failure(bill, run_id, err)
+        outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
+        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id)
+
+    async def _prepare(
+        self, bill: Bill | MalformedBill, run_id: str, resolver: CustomerResolver
+    ) -> BillResult | tuple[BillPlan, str]:
+        """Everything before the writes (m3ter reads, selection, the plan, the customer): a result, or what to write."""
         if isinstance(bill, MalformedBill):
             # m3ter returned this Bill with a field that cannot be read: a validation error naming the Bill
             # and the field; every other Bill goes on. Not retried: it is read again once it changes.
@@ -256,27 +307,11 @@ class SyncEngine:
             return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(Skip.NO_LINES))
         try:
             customer = await resolver.resolve(bill.account_id)
-            if isinstance(customer, Unmapped):
-                return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
-            lock = locks.setdefault(customer, asyncio.Lock())
-            if self.planner is not None:
-                async with lock:
-                    decision = await self.planner.decide(plan, customer, invoice_mode=self.spec.createStripeInvoice)
-                return self.planner.result(bill, decision)
-            writer = self._writer
-            assert writer is not None
-            async with lock:
-                self.fence()  # after waiting for the customer's lock, right before the writes
-                if self.spec.createStripeInvoice:
-                    written = await writer.write_invoice(plan, customer)
-                else:
-                    written = await writer.write_items(plan, customer)
-        except AlreadyFinalized as err:
-            return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
         except StripeCallError as err:
             return self._stripe_failure(bill, run_id, err)
-        outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
-        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id)
+        if isinstance(customer, Unmapped):
+            return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
+        return plan, customer
 
     def _stripe_failure(self, bill: Bill, run_id: str, err: StripeCallError) -> BillResult:
         where = f"Stripe {err.endpoint} for Bill {bill.id}"
