@@ -1,0 +1,185 @@
+"""Plan mode's decisions: what a Send pass would do per Bill, from what Stripe holds; and a port that cannot write."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import stripe
+
+from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_reader import StripeReader
+from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.mapping import META_VERSION, BillPlan, plan_bill
+from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
+from m3stripe.domain.runs import BillResult, Outcome, RunReport
+from m3stripe.domain.stripe_writer import HeldInvoice, HeldLine
+from m3stripe.domain.sync import ErrorBudget, SyncEngine
+
+INTEGRATION = "int-uid-1"
+SPEC = StripeIntegrationSpec.model_validate(
+    {"destination": "StripeTestMode", "m3ter": {"organizationId": "org1", "credentialsRef": {"name": "m3ter"}}}
+)
+
+
+def bill(*subtotals: str, version: int = 2, bill_id: str = "bill-1", currency: str = "USD") -> Bill:
+    lines = tuple(
+        LineItem(
+            id=f"l{i}",
+            line_item_type="USAGE",
+            description=f"line {i}",
+            quantity=Decimal(1),
+            subtotal=Decimal(s),
+            unit_price=None,
+            currency=currency,
+            aggregation_id=None,
+            product_name=None,
+            service_period_start=None,
+            service_period_end=None,
+            sequence_number=None,
+        )
+        for i, s in enumerate(subtotals)
+    )
+    return Bill(
+        id=bill_id,
+        version=version,
+        account_id="acc-1",
+        account_code=None,
+        status="APPROVED",
+        currency=currency,
+        bill_total=None,
+        due_date=None,
+        bill_date=None,
+        purchase_order_number=None,
+        last_modified=datetime(2026, 11, 1, tzinfo=UTC),
+        line_items=lines,
+        external_invoice_reference=None,
+        locked=False,
+    )
+
+
+def plan_of(b: Bill) -> BillPlan:
+    return plan_bill(b, SPEC, INTEGRATION)
+
+
+def held_invoice(plan: BillPlan, status: str = "draft", version: int | None = None) -> HeldInvoice:
+    meta = {**plan.metadata, META_VERSION: str(plan.version if version is None else version)}
+    return HeldInvoice("in_1", 1, status, meta, [])
+
+
+def held_lines(plan: BillPlan, prefix: str = "il") -> list[HeldLine]:
+    return [HeldLine(f"{prefix}_{p.index}", 1, p.amount, p.description, dict(p.metadata)) for p in plan.lines]
+
+
+def test_a_bill_stripe_does_not_hold_is_planned_as_a_new_draft_with_all_its_lines() -> None:
+    plan = plan_of(bill("10", "5.5"))
+    decision = decide_invoice(plan, None, [])
+    assert decision.action is BillAction.CREATE_INVOICE and len(decision.missing) == 2
+    assert decision.reason == "new draft invoice with 2 line(s)"
+
+
+def test_a_draft_holding_exactly_this_version_needs_nothing() -> None:
+    plan = plan_of(bill("10", "5.5"))
+    decision = decide_invoice(plan, held_invoice(plan), held_lines(plan))
+    assert (decision.action, decision.stripe_id) == (BillAction.NOTHING, "in_1")
+
+
+def test_a_draft_of_an_older_version_is_planned_as_an_update_naming_what_changes() -> None:
+    old = plan_of(bill("10", "5.5", version=1))
+    new = plan_of(bill("11", version=2))
+    decision = decide_invoice(new, held_invoice(new, version=1), held_lines(old))
+    assert decision.action is BillAction.UPDATE_DRAFT and decision.stripe_id == "in_1"
+    assert decision.reason == "draft in_1: version 1 -> 2, remove 2 line(s), add 1 line(s)"
+    assert [li.id for li in decision.stale] == ["il_0", "il_1"] and len(decision.missing) == 1
+
+
+def test_a_finalized_invoice_of_an_older_version_is_blocked_with_what_to_do() -> None:
+    old = plan_of(bill("10", version=1))
+    new = plan_of(bill("11", version=2))
+    decision = decide_invoice(new, held_invoice(new, "open", version=1), held_lines(old))
+    assert decision.action is BillAction.BLOCKED
+    assert "in_1 is already open" in decision.reason and "credit note" in decision.reason
+    # The same version on a finalized invoice is simply done.
+    assert decide_invoice(new, held_invoice(new, "paid"), held_lines(new)).action is BillAction.NOTHING
+
+
+def test_items_mode_adds_what_is_missing_and_is_blocked_when_a_stale_item_is_on_a_finalized_invoice() -> None:
+    old = plan_of(bill("10", version=1))
+    new = plan_of(bill("11", "2", version=2))
+    assert decide_items(new, [], {}).action is BillAction.ADD_ITEMS
+    assert decide_items(new, held_lines(new, "ii"), {}).action is BillAction.NOTHING
+    stale = [replace(item, invoice="in_9") for item in held_lines(old, "ii")]
+    replacing = decide_items(new, stale, {"in_9": "draft"})
+    assert (
+        replacing.action is BillAction.ADD_ITEMS
+        and replacing.reason == "add 2 pending item(s), delete 1 of another version"
+    )
+    blocked = decide_items(new, stale, {"in_9": "open"})
+    assert blocked.action is BillAction.BLOCKED and "in_9, which is already open" in blocked.reason
+
+
+class _NoReads:
+    """A planner's reader is only used by decide(); summary and record never touch Stripe."""
+
+
+def test_status_plan_lists_writes_first_counts_every_bill_and_says_how_many_are_left_out() -> None:
+    planner = Planner(_NoReads(), INTEGRATION)  # type: ignore[arg-type]
+    report = RunReport(run_id="run-1", started=datetime(2026, 12, 1, tzinfo=UTC))
+    for i, (action, subtotal) in enumerate([(BillAction.NOTHING, "1"), (BillAction.CREATE_INVOICE, "0.10")] * 3):
+        b = bill(subtotal, bill_id=f"b{i}", currency="JPY" if i == 5 else "USD")
+        plan = plan_of(b)
+        planner.mapped(plan)
+        planner._decisions[b.id] = (
+            decide_invoice(plan, None, [])
+            if action.writes
+            else decide_invoice(plan, held_invoice(plan), held_lines(plan))
+        )
+        planner.record(b, BillResult(b.id, b.version, Outcome.SENT))
+    planner.record(bill("1", bill_id="b9"), BillResult("b9", 2, Outcome.FAILED, detail="no Stripe Customer"))
+    status = planner.summary(report, generation=4, limit=3)
+    assert (status["bills"], status["createInvoice"], status["nothing"], status["blocked"]) == (7, 3, 3, 1)
+    assert [i["action"] for i in status["items"]] == ["CreateInvoice"] * 3 and status["truncated"] == 4
+    # Minor units back to the currency's units exactly: JPY has no decimals, 0.10 JPY rounds to 0.
+    assert status["totals"] == [
+        {"currency": "jpy", "bills": 1, "amount": "0"},
+        {"currency": "usd", "bills": 2, "amount": "0.20"},
+    ]
+    assert status["observedGeneration"] == 4 and "Nothing was written to Stripe" in status["message"]
+
+
+WRITES = {"create", "update", "delete", "del", "add_lines", "remove_lines", "finalize_invoice", "pay", "void_invoice"}
+
+
+def test_the_read_only_stripe_port_offers_no_method_that_writes() -> None:
+    client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
+    reader = StripeReader(StripeGateway(client))
+    offered: set[str] = set()
+    for service in (reader.v1.customers, reader.v1.invoices, reader.v1.invoices.line_items, reader.v1.invoice_items):
+        offered |= {n for n, v in vars(service).items() if callable(v)}
+    assert offered == {"list_async", "retrieve_async"}
+    assert not any(name.removesuffix("_async") in WRITES for name in offered)
+    public = {n for n, _ in inspect.getmembers(reader) if not n.startswith("_")}
+    assert public == {"v1", "call", "iterate", "requests"}
+
+
+def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> None:
+    client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
+    gateway = StripeGateway(client)
+    planner = Planner(StripeReader(gateway), INTEGRATION)
+    common: dict[str, Any] = {
+        "spec": SPEC,
+        "account_filter": None,
+        "integration_id": INTEGRATION,
+        "source": None,
+        "budget": ErrorBudget(10),
+    }
+    with pytest.raises(ValueError, match="not both"):
+        SyncEngine(gateway=gateway, planner=planner, **common)
+    with pytest.raises(ValueError, match="not both"):
+        SyncEngine(gateway=None, **common)
+    assert SyncEngine(gateway=None, planner=planner, **common).planner is planner
