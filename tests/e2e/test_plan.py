@@ -123,6 +123,14 @@ def test_a_plan_reads_as_usual_writes_nothing_to_stripe_and_is_shown_where_peopl
     code, out = plan_cli(stack, capsys, "-o", "json")
     assert code == 0 and json.loads(out) == plan
 
+    # `sync` plans again at once and answers with the new plan; still nothing reaches Stripe.
+    capsys.readouterr()
+    code = main(["sync", NAME, "-n", NS, "--kubeconfig", str(stack.kubeconfig), "-o", "json"])
+    answer = json.loads(capsys.readouterr().out)
+    assert code == 0 and answer["ok"] and answer["plan"]["runId"] != plan["runId"]
+    assert answer["plan"]["createInvoice"] == 2 and "Nothing was written to Stripe" in answer["message"]
+    assert writes(stack, before) == []
+
 
 def test_switching_to_send_sends_exactly_what_the_last_plan_showed(
     stack: LocalStack, world: dict[str, Any], capsys: pytest.CaptureFixture[str]

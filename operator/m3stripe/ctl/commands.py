@@ -207,6 +207,12 @@ def _sync(args: argparse.Namespace, cluster: Cluster) -> int:
     handled = gestures.request(
         cluster, args.name, gestures.SYNC, gestures.new_token(), timeout=args.timeout, say=_say(args)
     )
+    if (handled.obj.get("spec") or {}).get("mode") == "Plan":
+        # A plan pass is no run: it answers with a new status.plan (`m3stripe plan NAME` prints it whole).
+        plan = plans.plan_of(handled.obj)
+        text = f"{cluster.namespace}/{args.name}: {plan.get('message') or 'no plan was recorded'}"
+        data = {"integration": f"{cluster.namespace}/{args.name}", "plan": plan}
+        return _done(args, text, data, code=0 if plan else 1)
     return _report_run(args, cluster, handled)
 
 
