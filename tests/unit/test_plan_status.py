@@ -1,0 +1,63 @@
+"""Plan mode in status: Ready stays True with reason PlanOnly, Planned follows the plan, and when plans are due."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from m3stripe.api.conditions import find, rfc3339
+from m3stripe.api.status import ConditionType
+from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
+from m3stripe.kube.credentials import CheckResult
+from m3stripe.kube.planning import plan_seconds_until_due, planned_conditions
+from m3stripe.kube.status import Assessment, build_status
+
+OK = CheckResult(True, "Connected", "Stripe accepted the key", account_id="acct_1")
+
+
+def parsed(mode: str) -> ParsedSpec:
+    spec = {
+        "destination": "StripeTestMode",
+        "mode": mode,
+        "syncInterval": "1h",
+        "m3ter": {"organizationId": "org1", "credentialsRef": {"name": "m3ter"}},
+    }
+    result = parse_spec(spec)
+    assert isinstance(result, ParsedSpec)
+    return result
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    return dict(find(status["conditions"], ConditionType.READY) or {})
+
+
+def test_a_plan_mode_integration_is_ready_with_a_reason_saying_nothing_is_sent() -> None:
+    status = build_status(
+        {}, Assessment(stripe=OK, source=OK, plan=True, ready_message="m"), generation=2, integration_id="i"
+    )
+    assert (ready(status)["status"], ready(status)["reason"]) == ("True", "PlanOnly")
+    assert ready(status)["message"].startswith("spec.mode is Plan: nothing is written to Stripe")
+
+
+def test_switching_to_send_removes_the_planned_condition() -> None:
+    planning = {"conditions": planned_conditions({}, {"plan": {"message": "plan run-1: ..."}}, 2)}
+    assert find(planning["conditions"], ConditionType.PLANNED)["status"] == "True"  # type: ignore[index]
+    sending = build_status(planning, Assessment(stripe=OK, source=OK), generation=3, integration_id="i")
+    assert find(sending["conditions"], ConditionType.PLANNED) is None and ready(sending)["reason"] == "Ready"
+
+
+def test_planned_is_unknown_until_the_first_plan_and_false_when_the_plan_pass_failed() -> None:
+    assert find(planned_conditions({}, {}, 1), ConditionType.PLANNED)["status"] == "Unknown"  # type: ignore[index]
+    failed = find(planned_conditions({}, {}, 1, "unexpected KeyError"), ConditionType.PLANNED)
+    assert failed is not None and (failed["status"], failed["reason"]) == ("False", "InternalError")
+
+
+def test_a_plan_is_due_at_once_for_a_new_generation_or_a_sync_request_and_otherwise_every_interval() -> None:
+    recent = rfc3339(datetime.now(UTC) - timedelta(minutes=10))
+    status = {"observedGeneration": 2, "plan": {"observedGeneration": 2, "time": recent}}
+    assert 2900 < (plan_seconds_until_due(parsed("Plan"), status, {}) or 0) <= 3000
+    assert plan_seconds_until_due(parsed("Plan"), {**status, "observedGeneration": 3}, {}) == 0
+    assert plan_seconds_until_due(parsed("Plan"), status, {"m3stripe.dev/requested-at": "t1"}) == 0
+    # A replay waits for Send mode: a plan pass would not consume it.
+    assert (plan_seconds_until_due(parsed("Plan"), status, {"m3stripe.dev/replay": "b-1 #t"}) or 0) > 0
+    assert plan_seconds_until_due(parsed("Send"), status, {}) is None
