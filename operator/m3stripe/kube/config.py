@@ -59,6 +59,8 @@ class OperatorConfig:
     # Per-request timeout towards Stripe; a timed-out write is retried with the same idempotency key.
     stripe_timeout_seconds: float = 30.0
     sync_enabled: bool = True
+    # The disablement email's first retry after a failed attempt (doubled each time, 5 attempts in all).
+    notification_retry_seconds: float = 30.0
     smtp: dict[str, str] = field(default_factory=dict)
 
     def concurrency_for(self, requests_per_second: int) -> int:
@@ -85,6 +87,7 @@ class OperatorConfig:
             else None,
             stripe_timeout_seconds=_seconds("M3STRIPE_STRIPE_TIMEOUT", "30s"),
             m3ter_requests_per_second=_positive_float("M3STRIPE_M3TER_REQUESTS_PER_SECOND", "40"),
+            notification_retry_seconds=_seconds("M3STRIPE_NOTIFICATION_RETRY_INTERVAL", "30s"),
             sync_enabled=os.environ.get("M3STRIPE_SYNC", "true").lower() not in ("0", "false", "no"),
             smtp={
                 k.removeprefix("M3STRIPE_SMTP_").lower(): v

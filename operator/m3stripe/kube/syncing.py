@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
@@ -15,6 +15,7 @@ from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.api import names
+from m3stripe.api.conditions import rfc3339
 from m3stripe.domain.runs import EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync import ErrorBudget, FenceLost, SyncEngine
@@ -43,6 +44,8 @@ EVENT_REASONS = {
     EventKind.DISABLED: "IntegrationDisabled",
 }
 MAX_K8S_EVENTS_PER_RUN = 10
+# Disablement email: attempts in all; the first retry waits config.notification_retry_seconds, doubled each time.
+MAIL_ATTEMPTS = 5
 
 
 class SyncDriver:
@@ -62,6 +65,10 @@ class SyncDriver:
         self._events = events
         self._logger = logger
         self._mail_tasks: set[asyncio.Task[None]] = set()
+        # The disablement email: the attempt armed to start once its Sending state is written, its outcome.
+        self._mail_armed: dict[str, Any] | None = None
+        self._mail_result: tuple[list[str], int, str] | None = None
+        self.wake: Callable[[], None] | None = None  # the worker's wake-up, set by the worker
         # The last pass's unexpected exception ("" after a clean pass), and the filter warnings already given.
         self.pass_error = ""
         self._filter_warned: set[str] = set()
@@ -169,7 +176,7 @@ class SyncDriver:
                 self.runtime.metrics.error_events, self.namespace, self.name, str(event.kind)
             ).inc()
             self._events("Warning", "AutoDisabled", event.message)
-            self._notify(list(spec.integrationDisabledNotificationUsers), event.message)
+            extra.update(self._notification(report.run_id, list(spec.integrationDisabledNotificationUsers)))
         self._logger.info(
             "%s/%s: sync run %s: %s (%s)", self.namespace, self.name, report.run_id, report.status, report.summary()
         )
@@ -258,39 +265,124 @@ class SyncDriver:
         if report.sent:
             self._events("Normal", "BillsSent", f"run {report.run_id}: {report.summary()}")
 
-    def _notify(self, recipients: list[str], message: str) -> None:
-        """Email each listed user once per disablement, in the background: a slow mail server blocks nothing."""
-        m, ns, name = self.runtime.metrics, self.namespace, self.name
+    # ------------------------------------------------------------------ the disablement email
+    # A state machine in status.notification, advanced by the worker's loop (the single status writer):
+    # Pending -> (status written) Sending -> attempt -> Sent | Pending (retry after backoff) | Failed. The
+    # state is persisted before each attempt, so a restarted operator never sends an email twice: an attempt
+    # that was in flight when the previous process died is reported as Unknown, not repeated.
+
+    def _notification(self, disablement_id: str, recipients: list[str]) -> dict[str, Any]:
         if not recipients:
-            return
-        mailer = self.runtime.mailer
-        if mailer is None:
+            return {}
+        m, ns, name = self.runtime.metrics, self.namespace, self.name
+        if self.runtime.mailer is None:
             self._events(
                 "Warning",
                 "NotificationNotSent",
                 "no SMTP server is configured for the operator (M3STRIPE_SMTP_HOST); nobody was emailed",
             )
             m.child(m.notifications, ns, name, "failed").inc(len(recipients))
+            state = {"state": "Failed", "message": "no SMTP server configured (M3STRIPE_SMTP_HOST)"}
+        else:
+            state = {"state": "Pending", "nextAttemptTime": rfc3339(datetime.now(UTC))}
+            self._wake_soon(0.0)
+        return {"notification": {"disablementId": disablement_id, "recipients": recipients, "attempts": 0, **state}}
+
+    def notification_fields(self, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Status fields that advance the disablement email; arms an attempt to start after they are written."""
+        note = status.get("notification") or {}
+        if not note or self._mail_tasks:
+            return {}
+        if self._mail_result is not None:
+            delivered, attempts, message = self._mail_result
+            self._mail_result = None
+            sent_to = list(dict.fromkeys([*(note.get("sentTo") or ()), *delivered]))
+            done = {**note, "sentTo": sent_to, "attempts": attempts, "message": message}
+            if set(sent_to) >= set(note.get("recipients") or ()):
+                return {"notification": {**done, "state": "Sent"}}
+            if attempts >= MAIL_ATTEMPTS:
+                self._events(
+                    "Warning",
+                    "NotificationFailed",
+                    f"disablement email not delivered after {attempts} attempts: {message}",
+                )
+                return {"notification": {**done, "state": "Failed"}}
+            delay = self.runtime.config.notification_retry_seconds * 2 ** (attempts - 1)
+            self._events(
+                "Warning", "NotificationFailed", f"disablement email not delivered ({message}); retrying in {delay:g}s"
+            )
+            self._wake_soon(delay)
+            retry_at = rfc3339(datetime.now(UTC) + timedelta(seconds=delay))
+            return {"notification": {**done, "state": "Pending", "nextAttemptTime": retry_at}}
+        state = note.get("state")
+        if state == "Sending":
+            # Persisted by a process that stopped during the attempt: it may have been delivered.
+            self._events(
+                "Warning",
+                "NotificationUncertain",
+                "the operator restarted while sending the disablement email; it is not sent again, so that "
+                "nobody gets it twice: check that " + ", ".join(note.get("recipients") or ()) + " got it",
+            )
+            return {"notification": {**note, "state": "Unknown"}}
+        if state != "Pending" or self.runtime.mailer is None:
+            return {}
+        due = parse_time(note.get("nextAttemptTime"))
+        now = datetime.now(UTC)
+        if due is not None and due > now:
+            self._wake_soon((due - now).total_seconds())
+            return {}
+        self._mail_armed = {**note, "cause": str(status.get("disabledMessage") or "")}
+        return {"notification": {**note, "state": "Sending", "nextAttemptTime": None}}
+
+    def start_notification(self) -> None:
+        """After `notification_fields`' Sending state is in the API: make one attempt, in the background."""
+        note, self._mail_armed = self._mail_armed, None
+        mailer = self.runtime.mailer
+        if note is None or mailer is None:
             return
+        m, ns, name = self.runtime.metrics, self.namespace, self.name
+        # Only those not yet emailed, one message each: a retry never reaches someone twice.
+        recipients = [r for r in note.get("recipients") or () if r not in set(note.get("sentTo") or ())]
+        attempts = int(note.get("attempts") or 0) + 1
         subject = f"StripeIntegration {ns}/{name} was disabled"
         body = (
-            f"The StripeIntegration {ns}/{name} disabled itself.\n\n{message}\n\n"
+            f"The StripeIntegration {ns}/{name} disabled itself (run {note.get('disablementId')}).\n\n"
+            f"{note.get('cause') or ''}\n\n"
             f"Inspect it with: kubectl describe stripeintegration -n {ns} {name}\n"
+            f"Re-enable it after fixing the cause: kubectl annotate stripeintegration -n {ns} {name} "
+            f'm3stripe.dev/reenable="$(date +%s)" --overwrite\n'
         )
 
         async def send() -> None:
-            try:
-                await mailer.send(recipients, subject, body)
-            except MailError as err:
-                m.child(m.notifications, ns, name, "failed").inc()
-                self._events("Warning", "NotificationFailed", f"disablement email not delivered: {err}")
-            except Exception as err:  # a mail bug must never take the worker down
-                m.child(m.notifications, ns, name, "failed").inc()
-                self._events("Warning", "NotificationFailed", f"disablement email not delivered: {type(err).__name__}")
-            else:
-                m.child(m.notifications, ns, name, "sent").inc(len(recipients))
-                self._events("Normal", "NotificationSent", f"emailed {len(recipients)} user(s) about the disablement")
+            delivered: list[str] = []
+            errors: list[str] = []
+            for recipient in recipients:
+                try:
+                    await mailer.send([recipient], subject, body)
+                except MailError as err:
+                    errors.append(str(err)[:300])
+                except Exception as err:  # a mail bug must never take the worker down
+                    errors.append(f"{recipient}: {type(err).__name__}")
+                else:
+                    delivered.append(recipient)
+            m.child(m.notifications, ns, name, "sent").inc(len(delivered))
+            if errors:
+                m.child(m.notifications, ns, name, "failed").inc(len(errors))
+            if delivered:
+                self._events("Normal", "NotificationSent", f"emailed {len(delivered)} user(s) about the disablement")
+            message = "; ".join(errors)[:1024] if errors else f"sent to {len(delivered)} recipient(s)"
+            self._mail_result = (delivered, attempts, message)
+            self._wake_soon(0.0)
 
         task = asyncio.create_task(send())
         self._mail_tasks.add(task)
         task.add_done_callback(self._mail_tasks.discard)
+
+    def _wake_soon(self, delay: float) -> None:
+        if self.wake is None:
+            return
+        loop = asyncio.get_running_loop()
+        if delay <= 0:
+            loop.call_soon(self.wake)
+        else:
+            loop.call_later(delay, self.wake)

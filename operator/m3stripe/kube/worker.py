@@ -65,6 +65,7 @@ class IntegrationWorker:
         assert runtime.sources is not None
         self._source = SourceHandle(runtime.config, runtime.sources)
         self._sync = SyncDriver(runtime, namespace, name, uid, events, logger)
+        self._sync.wake = self._wake.set
         self._next_sync: float | None = None
         self._last_written: dict[str, Any] | None = None
         self._spec: StripeIntegrationSpec | None = None
@@ -140,6 +141,7 @@ class IntegrationWorker:
         # has not delivered it back yet. The body's status only matters when the worker starts.
         current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
         extra = self._handle_requests(current, annotations)
+        extra.update(self._sync.notification_fields(current))
         parsed = parse_spec(body.get("spec"))
         self._spec = None if isinstance(parsed, list) else parsed.spec
         stripe: CheckResult | None = None
@@ -155,6 +157,7 @@ class IntegrationWorker:
             assessment, stripe = await self._assess(parsed, {**current, **extra})
         new = build_status(current, assessment, generation=generation, integration_id=self.uid, extra=extra)
         await self._write(current, new)
+        self._sync.start_notification()  # only once its Sending state is in the API
         self._observe(new)
         if isinstance(parsed, list) or not self.runtime.config.sync_enabled:
             return
