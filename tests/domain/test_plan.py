@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import META_VERSION, BillPlan, plan_bill
 from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
-from m3stripe.domain.stripe_writer import HeldInvoice, HeldLine
+from m3stripe.domain.stripe_writer import CustomerIndex, HeldInvoice, HeldLine, StripeWriter
 from m3stripe.domain.sync import ErrorBudget, SyncEngine
 
 INTEGRATION = "int-uid-1"
@@ -164,7 +165,18 @@ def test_the_read_only_stripe_port_offers_no_method_that_writes() -> None:
     assert offered == {"list_async", "retrieve_async"}
     assert not any(name.removesuffix("_async") in WRITES for name in offered)
     public = {n for n, _ in inspect.getmembers(reader) if not n.startswith("_")}
-    assert public == {"v1", "call", "iterate", "requests"}
+    assert public == {"v1", "call", "iterate", "iterate_json", "requests"}
+
+
+def test_a_writer_on_the_read_only_port_decides_but_has_nothing_to_execute_with() -> None:
+    client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
+    writer = StripeWriter(StripeReader(StripeGateway(client)), INTEGRATION)
+    plan = plan_of(bill("10"))
+    index = CustomerIndex("invoice", None)
+    with pytest.raises(RuntimeError, match="read-only Stripe port"):
+        asyncio.run(writer._execute_invoice(plan, "cus_1", index, decide_invoice(plan, None, [])))
+    with pytest.raises(RuntimeError, match="read-only Stripe port"):
+        asyncio.run(writer._execute_items(plan, "cus_1", index, decide_items(plan, [], {})))
 
 
 def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> None:

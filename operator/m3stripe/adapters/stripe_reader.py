@@ -1,6 +1,6 @@
 """A read-only Stripe port for dry runs (spec.mode: Plan): the only requests it can make are GETs.
 
-It exposes the gateway's rate limit and retries (`call`, `iterate`) and a `v1` that
+It exposes the gateway's rate limit and retries (`call`, `iterate`, `iterate_json`) and a `v1` that
 offers only the list and retrieve methods the operator reads with; there is no create, update,
 delete, add_lines or remove_lines to call, so code given a StripeReader cannot write to Stripe.
 The gateway and its client stay private to this object.
@@ -56,3 +56,7 @@ class StripeReader:
         self, endpoint: str, list_fn: Callable[[dict[str, Any]], Awaitable[Any]], params: dict[str, Any]
     ) -> AsyncIterator[Any]:
         return self.__gateway.iterate(endpoint, list_fn, params)
+
+    def iterate_json(self, endpoint: str, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A list endpoint as plain JSON; `StripeGateway.iterate_json` only ever sends GET."""
+        return self.__gateway.iterate_json(endpoint, path, params)

@@ -13,12 +13,14 @@ a Bill of the pass can precede, and before each later Bill only what was created
 from __future__ import annotations
 
 import asyncio
+import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal
 
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway, metadata_of
+from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.domain.keys import idempotency_key
 from m3stripe.domain.mapping import (
     META_BILL,
@@ -211,12 +213,95 @@ class CustomerIndex:
         return list(self.by_bill.get(bill_id, {}).values())
 
 
+class BillAction(enum.StrEnum):
+    """What a Bill needs in Stripe, decided from what Stripe holds before anything is written."""
+
+    CREATE_INVOICE = "CreateInvoice"
+    UPDATE_DRAFT = "UpdateDraft"
+    ADD_ITEMS = "AddItems"
+    NOTHING = "Nothing"
+    BLOCKED = "Blocked"  # the invoice can no longer be changed (AlreadyFinalized when executed)
+
+    @property
+    def writes(self) -> bool:
+        return self in (BillAction.CREATE_INVOICE, BillAction.UPDATE_DRAFT, BillAction.ADD_ITEMS)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The writer's decision for one Bill; `StripeWriter.execute_*` carries it out, a plan only records it."""
+
+    action: BillAction
+    reason: str
+    stripe_id: str | None = None
+    stale: tuple[Any, ...] = ()  # Stripe objects to delete (lines or items of another version, duplicates)
+    missing: tuple[PlannedLine, ...] = ()  # lines to add
+    invoice: HeldInvoice | None = None  # the draft to update
+
+
+def finalized_message(plan: BillPlan, invoice_id: str, status: str, *, items: bool = False) -> str:
+    if items:
+        return (
+            f"Bill {plan.bill_id} changed (version {plan.version}) but its items are on Stripe invoice "
+            f"{invoice_id}, which is already {status}; nothing was changed in Stripe. Adjust the "
+            "invoice in Stripe by hand, then mark this event resolved"
+        )
+    return (
+        f"Bill {plan.bill_id} changed (version {plan.version}) but its Stripe invoice {invoice_id} is already "
+        f"{status}; nothing was changed in Stripe. Issue a credit note or a new invoice in Stripe "
+        "by hand, then mark this event resolved"
+    )
+
+
+def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[Any]) -> Decision:
+    """Invoice mode: `invoice` is the Bill's newest invoice (None: none), `lines` its lines of this Bill."""
+    if invoice is None:
+        reason = f"new draft invoice with {len(plan.lines)} line(s)"
+        return Decision(BillAction.CREATE_INVOICE, reason, missing=tuple(plan.lines))
+    version = str(invoice.metadata.get(META_VERSION, ""))
+    stale, missing, _ = _diff(_wanted(plan), lines)
+    if version == str(plan.version) and not stale and not missing:
+        held = "draft" if invoice.status == "draft" else f"invoice ({invoice.status})"
+        return Decision(BillAction.NOTHING, f"{held} {invoice.id} already holds this version", invoice.id)
+    if invoice.status != "draft":
+        return Decision(BillAction.BLOCKED, finalized_message(plan, invoice.id, invoice.status), invoice.id)
+    changes = [f"version {version or '?'} -> {plan.version}"] if version != str(plan.version) else []
+    if stale:
+        changes.append(f"remove {len(stale)} line(s)")
+    if missing:
+        changes.append(f"add {len(missing)} line(s)")
+    reason = f"draft {invoice.id}: {', '.join(changes)}"
+    return Decision(BillAction.UPDATE_DRAFT, reason, invoice.id, tuple(stale), tuple(missing), invoice)
+
+
+def decide_items(plan: BillPlan, items: list[HeldLine], invoiced: dict[str, str]) -> Decision:
+    """Items mode: `items` are the customer's invoice items of this Bill; `invoiced` maps the invoice of
+    each stale item that is on one to that invoice's status."""
+    stale, missing, matched = _diff(_wanted(plan), items)
+    held = matched[0].id if matched else None
+    if not stale and not missing:
+        return Decision(BillAction.NOTHING, f"{len(matched)} pending item(s) already hold this version", held)
+    for item in stale:
+        if item.invoice and invoiced.get(item.invoice, "draft") != "draft":
+            message = finalized_message(plan, item.invoice, invoiced[item.invoice], items=True)
+            return Decision(BillAction.BLOCKED, message, item.invoice)
+    reason = f"add {len(missing)} pending item(s)"
+    if stale:
+        reason += f", delete {len(stale)} of another version"
+    return Decision(BillAction.ADD_ITEMS, reason, held, tuple(stale), tuple(missing))
+
+
 class StripeWriter:
     """Writes Bills for one pass. Callers serialise the Bills of one customer (the engine's customer lock);
     the writer also locks per customer, so a caller that does not is still exactly once."""
 
-    def __init__(self, gateway: StripeGateway, integration_id: str, *, key_salt: str | None = None) -> None:
-        self._g = gateway
+    def __init__(
+        self, gateway: StripeGateway | StripeReader, integration_id: str, *, key_salt: str | None = None
+    ) -> None:
+        """Given a StripeReader (Plan mode) the writer only decides: it holds no gateway to execute with."""
+        self._g: StripeGateway | None = gateway if isinstance(gateway, StripeGateway) else None
+        # Deciding reads only, through the read-only port: it cannot write whatever it is given.
+        self._reads = StripeReader(gateway) if isinstance(gateway, StripeGateway) else gateway
         self._integration = integration_id
         self._salt = key_salt
         self._indexes: dict[tuple[Kind, str], CustomerIndex] = {}
@@ -240,10 +325,10 @@ class StripeWriter:
             ("invoices.list", "/v1/invoices") if kind == "invoice" else ("invoiceitems.list", "/v1/invoiceitems")
         )
         found: list[dict[str, Any]] = []
-        pages_before = self._g.requests
-        async for obj in self._g.iterate_json(endpoint, path, params):
+        pages_before = self._reads.requests
+        async for obj in self._reads.iterate_json(endpoint, path, params):
             found.append(obj)
-        self.list_requests += self._g.requests - pages_before
+        self.list_requests += self._reads.requests - pages_before
         return found
 
     def _take(self, index: CustomerIndex, objects: list[dict[str, Any]]) -> None:
@@ -285,72 +370,89 @@ class StripeWriter:
             index = await self._index("invoice", customer, not_before)
             return await self._write_invoice(plan, customer, index)
 
-    async def _write_invoice(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
+    async def decide_invoice(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> Decision:
+        """What the Bill needs in Stripe (invoice mode), from reads only."""
+        async with self._lock(customer):
+            return await self._decide_invoice(plan, await self._index("invoice", customer, not_before))
+
+    async def _decide_invoice(self, plan: BillPlan, index: CustomerIndex) -> Decision:
         held = index.held(plan.bill_id)
         # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
         invoice: HeldInvoice | None = max(held, key=lambda h: (h.created, h.id)) if held else None
         if invoice is None:
+            return decide_invoice(plan, None, [])
+        lines = await self._invoice_lines(plan, invoice.id)
+        decision = decide_invoice(plan, invoice, lines)
+        if decision.action is BillAction.UPDATE_DRAFT:
+            # The index may be older than a person's finalize: read the status fresh before changing anything.
+            fresh: Any = await self._reads.call(
+                "invoices.retrieve", partial(self._reads.v1.invoices.retrieve_async, invoice.id)
+            )
+            invoice = HeldInvoice.of(fresh)
+            index.add(invoice, plan.bill_id)
+            decision = decide_invoice(plan, invoice, lines)
+        return decision
+
+    async def _write_invoice(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
+        return await self._execute_invoice(plan, customer, index, await self._decide_invoice(plan, index))
+
+    async def _execute_invoice(
+        self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
+    ) -> WriteResult:
+        g = self._gateway()
+        if decision.action is BillAction.NOTHING:
+            return WriteResult(decision.stripe_id or "", False)
+        if decision.action is BillAction.BLOCKED:
+            raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
+        if decision.action is BillAction.CREATE_INVOICE:
             params = plan.invoice_create_params(customer)
-            created: Any = await self._g.call(
+            created: Any = await g.call(
                 "invoices.create",
-                lambda: self._g.v1.invoices.create_async(params=params, options=self._key(plan, "invoice", params)),
+                lambda: g.v1.invoices.create_async(params=params, options=self._key(plan, "invoice", params)),
             )
             index.add(HeldInvoice.of(created), plan.bill_id)
             await self._add_lines(plan, created.id, list(plan.lines))
             return WriteResult(created.id, True)
-        version = str(invoice.metadata.get(META_VERSION, ""))
-        lines = await self._invoice_lines(plan, invoice.id)
-        stale, missing, _ = _diff(_wanted(plan), lines)
-        if version == str(plan.version) and not stale and not missing:
-            return WriteResult(invoice.id, False)
-        if invoice.status == "draft":
-            # The index may be older than a person's finalize: read the status fresh before changing anything.
-            fresh: Any = await self._g.call(
-                "invoices.retrieve", partial(self._g.v1.invoices.retrieve_async, invoice.id)
-            )
-            invoice = HeldInvoice.of(fresh)
-            index.add(invoice, plan.bill_id)
-        if invoice.status != "draft":
-            raise AlreadyFinalized(
-                f"Bill {plan.bill_id} changed (version {plan.version}) but its Stripe invoice {invoice.id} is already "
-                f"{invoice.status}; nothing was changed in Stripe. Issue a credit note or a new invoice in Stripe "
-                "by hand, then mark this event resolved",
-                invoice.id,
-            )
+        invoice = decision.invoice
+        assert invoice is not None and decision.action is BillAction.UPDATE_DRAFT
         invoice_id = invoice.id
-        if stale:
-            remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in stale]}
-            await self._g.call(
+        if decision.stale:
+            remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in decision.stale]}
+            await g.call(
                 "invoices.remove_lines",
-                lambda: self._g.v1.invoices.remove_lines_async(
+                lambda: g.v1.invoices.remove_lines_async(
                     invoice_id, params=remove, options=self._key(plan, "remove", remove)
                 ),
             )
-        if missing:
-            await self._add_lines(plan, invoice_id, missing)
+        if decision.missing:
+            await self._add_lines(plan, invoice_id, list(decision.missing))
         update = plan.invoice_update_params(_custom_fields(invoice), invoice.metadata)
-        updated: Any = await self._g.call(
+        updated: Any = await g.call(
             "invoices.update",
-            lambda: self._g.v1.invoices.update_async(
-                invoice_id, params=update, options=self._key(plan, "update", update)
-            ),
+            lambda: g.v1.invoices.update_async(invoice_id, params=update, options=self._key(plan, "update", update)),
         )
         index.add(HeldInvoice.of(updated), plan.bill_id)
         return WriteResult(invoice_id, True)
 
+    def _gateway(self) -> StripeGateway:
+        if self._g is None:
+            raise RuntimeError("this StripeWriter was given a read-only Stripe port: it decides, it cannot write")
+        return self._g
+
     async def _add_lines(self, plan: BillPlan, invoice_id: str, lines: list[PlannedLine]) -> None:
+        g = self._gateway()
         for start in range(0, len(lines), ADD_LINES_CHUNK):
             chunk = {"lines": [line.line_params() for line in lines[start : start + ADD_LINES_CHUNK]]}
-            await self._g.call(
+            await g.call(
                 "invoices.add_lines",
-                lambda c=chunk: self._g.v1.invoices.add_lines_async(  # type: ignore[misc]
+                lambda c=chunk: g.v1.invoices.add_lines_async(  # type: ignore[misc]
                     invoice_id, params=c, options=self._key(plan, "lines", c)
                 ),
             )
 
     async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[HeldLine]:
         held: list[HeldLine] = []
-        async for li in self._g.iterate_json("invoices.lines.list", f"/v1/invoices/{invoice_id}/lines", {}):
+        async for li in self._reads.iterate_json("invoices.lines.list", f"/v1/invoices/{invoice_id}/lines", {}):
             line = HeldLine.of(li)
             if _ours(line, self._integration, plan.bill_id):
                 held.append(line)
@@ -363,41 +465,54 @@ class StripeWriter:
             index = await self._index("item", customer, not_before)
             return await self._write_items(plan, customer, index)
 
-    async def _write_items(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
+    async def decide_items(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> Decision:
+        """What the Bill needs in Stripe (items mode), from reads only."""
+        async with self._lock(customer):
+            return await self._decide_items(plan, await self._index("item", customer, not_before))
+
+    async def _decide_items(self, plan: BillPlan, index: CustomerIndex) -> Decision:
         items: list[HeldLine] = index.held(plan.bill_id)
-        stale, missing, matched = _diff(_wanted(plan), items)
-        if not stale and not missing:
-            first = matched[0] if matched else None
-            return WriteResult(first.id if first is not None else "", False)
+        stale, _, _ = _diff(_wanted(plan), items)
+        invoiced: dict[str, str] = {}
         for ii in stale:
-            if ii.invoice:
-                invoice: Any = await self._g.call(
-                    "invoices.retrieve", partial(self._g.v1.invoices.retrieve_async, ii.invoice)
+            if ii.invoice and ii.invoice not in invoiced:
+                invoice: Any = await self._reads.call(
+                    "invoices.retrieve", partial(self._reads.v1.invoices.retrieve_async, ii.invoice)
                 )
-                if invoice.status != "draft":
-                    raise AlreadyFinalized(
-                        f"Bill {plan.bill_id} changed (version {plan.version}) but its items are on Stripe invoice "
-                        f"{invoice.id}, which is already {invoice.status}; nothing was changed in Stripe. Adjust the "
-                        "invoice in Stripe by hand, then mark this event resolved",
-                        invoice.id,
-                    )
+                invoiced[ii.invoice] = str(invoice.status)
+                if invoiced[ii.invoice] != "draft":
+                    break  # the first finalized one blocks the Bill
+        return decide_items(plan, items, invoiced)
+
+    async def _write_items(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
+        return await self._execute_items(plan, customer, index, await self._decide_items(plan, index))
+
+    async def _execute_items(
+        self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
+    ) -> WriteResult:
+        g = self._gateway()
+        if decision.action is BillAction.NOTHING:
+            return WriteResult(decision.stripe_id or "", False)
+        if decision.action is BillAction.BLOCKED:
+            raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
         created: list[str] = []
-        for ii in stale:
+        for ii in decision.stale:
             await self._delete_item(ii.id)
             index.remove(plan.bill_id, ii.id)
-        for line in missing:
+        for line in decision.missing:
             params = line.invoice_item_params(customer, plan.currency)
             options = self._key(plan, f"item-{line.index}-{line.line_id}", params)
-            item: Any = await self._g.call(
-                "invoiceitems.create", partial(self._g.v1.invoice_items.create_async, params=params, options=options)
+            item: Any = await g.call(
+                "invoiceitems.create", partial(g.v1.invoice_items.create_async, params=params, options=options)
             )
             index.add(HeldLine.of(item), plan.bill_id)
             created.append(item.id)
-        return WriteResult(created[0] if created else matched[0].id if matched else "", True)
+        return WriteResult(created[0] if created else decision.stripe_id or "", True)
 
     async def _delete_item(self, item_id: str) -> None:
         try:
-            await self._g.call("invoiceitems.delete", lambda: self._g.v1.invoice_items.delete_async(item_id))
+            g = self._gateway()
+            await g.call("invoiceitems.delete", lambda: g.v1.invoice_items.delete_async(item_id))
         except StripeCallError as err:
             if err.failure is not Failure.NOT_FOUND:  # deleted by an earlier attempt whose reply was lost
                 raise

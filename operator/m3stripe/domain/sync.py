@@ -242,7 +242,9 @@ class SyncEngine:
         if self.planner is not None:
             async with locks.setdefault(customer, asyncio.Lock()), slots.write:
                 try:
-                    decision = await self.planner.decide(plan, customer, invoice_mode=self.spec.createStripeInvoice)
+                    decision = await self.planner.decide(
+                        plan, customer, invoice_mode=self.spec.createStripeInvoice, not_before=bill.created
+                    )
                 except StripeCallError as err:
                     return self._stripe_failure(bill, run_id, err)
             return self.planner.result(bill, decision)
