@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
+from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.domain.mapping import META_ACCOUNT
 
 
@@ -18,7 +19,9 @@ class Unmapped:
 
 
 class CustomerResolver:
-    def __init__(self, gateway: StripeGateway, source: M3terSource, *, use_external_mapping: bool) -> None:
+    def __init__(
+        self, gateway: StripeGateway | StripeReader, source: M3terSource, *, use_external_mapping: bool
+    ) -> None:
         self._g = gateway
         self._source = source
         self._external = use_external_mapping

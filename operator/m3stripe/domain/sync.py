@@ -14,10 +14,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 from m3stripe.adapters.m3ter_source import M3terAuthError, M3terSource, M3terSourceError, M3terUnavailable
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
+from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
 from m3stripe.domain.billing import Bill, MalformedBill
@@ -124,14 +124,13 @@ class SyncEngine:
         # Each pass first lists what Stripe holds (consistent list endpoints), so a new pass may use new keys:
         # that is what unblocks a write Stripe answered with a 500 saved under its key, and what lets a
         # replayed Bill be written again after a person deleted its invoice.
-        reads: StripeGateway
+        reads: StripeGateway | StripeReader
         if self.gateway is not None:
             self._writer = StripeWriter(self.gateway, self.integration_id, key_salt=report.run_id)
             reads = self.gateway
         else:
             assert self.planner is not None
-            # CustomerResolver only lists customers; typed for the gateway, it is given the read-only port.
-            reads = cast(StripeGateway, self.planner.reader)
+            reads = self.planner.reader  # finding customers only lists them
         resolver = CustomerResolver(reads, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode)
         customer_locks: dict[str, asyncio.Lock] = {}
         abort: list[ErrorEvent] = []
