@@ -1,48 +1,44 @@
-"""Sync throughput: a backfill of m3ter Bills through the real SyncEngine into the Stripe emulator.
+"""Sync benchmarks: passes of the real SyncEngine against the m3ter and Stripe emulators, one table at the end.
 
 Run from the repository root with the project's virtualenv::
 
-    python benchmarks/sync_throughput.py --bills 10000 --rps 100 --latency 0.02 --mode both
+    python benchmarks/sync_throughput.py --scenario all        # the four scenarios of issue 9, one table
+    python benchmarks/sync_throughput.py --bills 10000 --rps 100 --latency 0.02 --mode both   # one backfill
+
+Scenarios (``--scenario``; each run in a fresh interpreter, so each peak RSS is its own):
+
+* ``history``: 300 Bills over 10 customers that already hold 0, 10, 100 or 1,000 invoices (items, in items
+  mode) of this integration, a month old; requests per Bill must stay within the minimum + 0.1.
+* ``org``: 1,000 Bills changed since the last pass, in an organization of 1,000 and of 100,000 Bills; m3ter
+  requests and the pass's wall time follow the 1,000 (the incremental read, ``M3terSource.iter_bills``).
+* ``few``: 2 customers x 500 Bills at 50 ms per request and the test-mode limit (25/s), against the bound
+  per-customer ordering allows (each customer's Bills one after another, the customers side by side).
+* ``backfill``: 10,000 Bills over 1,000 customers at 100 requests/s, against the rate-limit ceiling.
 
 What is measured
 ----------------
 One sync pass (``SyncEngine.run_pass``), built the way ``m3stripe.kube.syncing`` builds it: the
 official stripe SDK through ``open_client`` and ``StripeGateway`` with the client-side limiter from
 ``LimiterRegistry`` (``spec.requestsPerSecond``), and ``M3terSource`` on the official m3ter SDK. The
-Stripe emulator enforces the same limit server-side (a token bucket per account, 429 + Retry-After
-above it) and both emulators add a fixed latency to every request. The pass reads every Bill from the
-m3ter emulator, finds each Bill's Stripe Customer by ``m3ter_account_id`` metadata, and writes it.
-
-Printed: Bills, lines per Bill, elapsed time, Bills/s, Stripe requests (the emulator's own counters),
-requests per Bill, achieved requests/s as a share of the configured limit, 429s, peak RSS (and, with
-``--tracemalloc``, the Python heap peak), CPU used by each side, and m3ter requests and tokens. At
-the end Stripe's state is checked: the figures only count if the work is right.
+Stripe emulator (contract mode: a request outside the SDK's parameter types fails the run) enforces the
+same limit server-side (429 + Retry-After above it) and both emulators add a fixed latency to every
+request. At the end Stripe's state is checked: the figures only count if the work is right.
 
 "The fewest requests per Bill that Stripe's API allows"
 --------------------------------------------------------
-For a Bill that Stripe does not hold yet, and keeping the operator's exactly-once rule (before
-writing, list what an earlier, possibly interrupted attempt wrote; list endpoints are read-after-write
-consistent, the Search API is not):
+For a Bill that Stripe does not hold yet, keeping the operator's exactly-once rule (before writing, look
+at what an earlier, possibly interrupted attempt wrote, through list endpoints, which are read-after-write
+consistent; the Search API is not):
 
-* invoice mode (``createStripeInvoice: true``): 1 ``GET /v1/invoices?customer=`` (find before create)
-  + 1 ``POST /v1/invoices`` (a draft with ``pending_invoice_items_behavior=exclude``; Stripe's create
-  takes no lines) + ceil(lines / 50) ``POST /v1/invoices/{id}/add_lines`` (at most 50 lines a call).
-  Three requests for a Bill of up to 50 lines.
-* invoice-items mode (``createStripeInvoice: false``): 1 ``GET /v1/invoiceitems?customer=`` + 1
-  ``POST /v1/invoiceitems`` per line (Stripe has no bulk create for invoice items). 1 + lines.
+* invoice mode (``createStripeInvoice: true``): 1 ``GET /v1/invoices?customer=&created[gte]=`` + 1
+  ``POST /v1/invoices`` (a draft; Stripe's create takes no lines) + ceil(lines / 50) ``add_lines``.
+* invoice-items mode: 1 ``GET /v1/invoiceitems?customer=&created[gte]=`` + 1 ``POST /v1/invoiceitems``
+  per line (Stripe has no bulk create for invoice items).
 
-In both modes the Customer index costs ceil(customers / 100) ``GET /v1/customers`` pages once per
-pass (Stripe cannot filter customers by metadata), amortised over the pass's Bills. That sum is the
-"minimum" printed next to the measured requests per Bill; the Bills/s ceiling is the rate limit
-divided by it. Each list above is one page only while the customer holds at most 100 invoices (or
-invoice items, invoiced or not); beyond that the find-before-create walks more pages.
-
-Where the emulators run
------------------------
-``--emulators process`` (the default) serves both emulators from a child process (its own event
-loop, its own core), so the engine's event loop, its CPU time and its peak RSS are the operator's
-alone. ``--emulators loop`` runs everything on one event loop, as the tests do; the README has the
-numbers for both. ``--mode both`` runs each mode in a fresh interpreter, so each peak RSS is its own.
+plus ceil(customers / 100) ``GET /v1/customers`` pages per pass, spread over the pass's Bills. The list is
+one page whatever the customer's history: the writer lists each customer once per pass from the Bill's
+m3ter creation time (less an hour), and before each later Bill re-reads only what was created since
+(``stripe_writer.CustomerIndex``). The Bills/s ceiling is the rate limit divided by that minimum.
 
 This is not a test: pytest collects ``tests/`` only, and nothing here is named ``test_*``.
 """
@@ -56,22 +52,18 @@ import cProfile
 import dataclasses
 import io
 import logging
-import math
-import multiprocessing
 import os
 import pstats
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from decimal import Decimal
-from multiprocessing.connection import Connection
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import stripe
 
@@ -79,361 +71,31 @@ from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.adapters.stripe_credentials import STRIPE_API_VERSION, open_client
 from m3stripe.adapters.stripe_gateway import LimiterRegistry, StripeGateway
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_INTEGRATION
-from m3stripe.domain.money import to_minor_units
 from m3stripe.domain.runs import RunReport, SyncState
-from m3stripe.domain.stripe_writer import ADD_LINES_CHUNK
 from m3stripe.domain.sync import ErrorBudget, SyncEngine
-from m3stripe.testing.m3ter_emulator import M3terEmulator
-from m3stripe.testing.stripe_emulator import StripeEmulator
 
-Mode = Literal["invoice", "items"]
 Placement = Literal["process", "loop"]
 
-ORG = "org-bench"
-M3TER_CLIENT_ID = "bench-client"
-M3TER_CLIENT_SECRET = "bench-secret"
-STRIPE_KEY = "sk_test_51benchmarkSYNCTHROUGHPUT"
-CURRENCY = "USD"
-CUSTOMER_PAGE = 100  # Stripe's largest list page
-LINE_TYPES = ("USAGE", "STANDING_CHARGE", "MINIMUM_SPEND")
 PROGRESS_EVERY_SECONDS = 30.0
-SEED_CONCURRENCY = 32
 
 
-# --- the emulator side (in this process, or in a child process) ---------------------------------
-
-
-class CountingM3terEmulator(M3terEmulator):
-    """The m3ter emulator with a request counter that never wraps (its request log is a bounded deque)."""
-
-    def __init__(self, *, latency_seconds: float) -> None:
-        super().__init__(latency_seconds=latency_seconds)
-        self.request_total = 0
-        self.kinds: Counter[str] = Counter()
-
-    def record_request(self, method: str, path: str, query: dict[str, str]) -> None:
-        self.request_total += 1
-        parts = path.strip("/").split("/")
-        if len(parts) >= 3 and parts[0] == "organizations":
-            kind = f"{method} /{parts[2]}" + ("/{id}" if len(parts) > 3 else "")
-        else:
-            kind = f"{method} {path}"
-        self.kinds[kind] += 1
-        super().record_request(method, path, query)
-
-
-@dataclasses.dataclass(frozen=True)
-class SetupInfo:
-    stripe_url: str
-    m3ter_url: str
-    stripe_account: str
-    bills: int
-    accounts: int
-    lines: int
-    seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class EmulatorStats:
-    stripe_requests: int
-    stripe_endpoints: dict[str, int]
-    stripe_statuses: dict[int, int]
-    m3ter_requests: int
-    m3ter_kinds: dict[str, int]
-    m3ter_tokens_issued: int
-    cpu_seconds: float  # CPU time of the emulators' process since arm(); includes the engine when in-process
-    peak_rss_bytes: int  # of the emulators' process
-
-
-@dataclasses.dataclass(frozen=True)
-class Verification:
-    ok: bool
-    checked_bills: int
-    stripe_objects: int
-    problems: list[str]
-
-
-def _line_amounts(bill_number: int, lines: int) -> list[str]:
-    """Deterministic, varied subtotals (cents never zero) so totals are checkable."""
-    return [str(Decimal(1 + (bill_number * 7919 + i * 104_729) % 500_000) / 100) for i in range(lines)]
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def _current_rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class EmulatorHost:
-    """Both emulators, seeded with a backfill; every method's result is picklable (it may cross a pipe)."""
-
-    def __init__(self) -> None:
-        self.stripe: StripeEmulator | None = None
-        self.m3ter: CountingM3terEmulator | None = None
-        self.account = ""
-        self.customer_of: dict[str, str] = {}  # m3ter account id -> Stripe customer id
-        self.expected: dict[str, tuple[str, list[int]]] = {}  # bill id -> (account id, sorted amounts)
-        self.cpu_armed = 0.0
-
-    async def setup(
-        self, *, bills: int, accounts: int, lines: int, latency: float, order: str, seed: int = 2026
-    ) -> SetupInfo:
-        started = time.perf_counter()
-        # No limit and no latency while seeding; contract mode checks every request against the SDK's types.
-        stripe_emulator = self.stripe = StripeEmulator(seed=seed, contract_mode=True)
-        m3ter = self.m3ter = CountingM3terEmulator(latency_seconds=0.0)
-        await stripe_emulator.start()
-        await m3ter.start()
-        self.account = stripe_emulator.add_api_key(STRIPE_KEY)
-        m3ter.add_client(M3TER_CLIENT_ID, M3TER_CLIENT_SECRET, ORG)
-        account_ids = [
-            m3ter.add_account(ORG, name=f"Account {i}", code=f"acct-{i:05d}", currency=CURRENCY)
-            for i in range(accounts)
-        ]
-        await self._create_customers(stripe_emulator.url, account_ids)
-        for n in range(bills):
-            # round-robin: consecutive Bills belong to different accounts; grouped: an account's Bills in a row
-            account_id = account_ids[n % accounts] if order == "round-robin" else account_ids[n * accounts // bills]
-            subtotals = _line_amounts(n, lines)
-            bill_id = m3ter.add_bill(
-                ORG,
-                account_id=account_id,
-                lines=[
-                    {"line_item_type": LINE_TYPES[i % len(LINE_TYPES)], "subtotal": s} for i, s in enumerate(subtotals)
-                ],
-            )
-            self.expected[bill_id] = (account_id, sorted(to_minor_units(Decimal(s), CURRENCY) for s in subtotals))
-        stripe_emulator.latency_seconds = latency
-        m3ter.latency_seconds = latency
-        return SetupInfo(
-            stripe_url=stripe_emulator.url,
-            m3ter_url=m3ter.url,
-            stripe_account=self.account,
-            bills=bills,
-            accounts=accounts,
-            lines=lines,
-            seconds=time.perf_counter() - started,
-        )
-
-    async def _create_customers(self, url: str, account_ids: list[str]) -> None:
-        """Customers are made through the API, as a person (or a CRM sync) would make them."""
-        slots = asyncio.Semaphore(SEED_CONCURRENCY)
-        async with open_client(STRIPE_KEY, api_base=url) as client:
-
-            async def create(account_id: str) -> None:
-                async with slots:
-                    customer = await client.v1.customers.create_async(
-                        params={"name": f"Customer of {account_id}", "metadata": {META_ACCOUNT: account_id}}
-                    )
-                    self.customer_of[account_id] = customer.id
-
-            await asyncio.gather(*(create(a) for a in account_ids))
-
-    async def arm(self, *, rps: float, endpoint_rps: float) -> None:
-        """Switch the rate limit on (a full bucket) and zero the counters: the measured pass starts now."""
-        assert self.stripe is not None and self.m3ter is not None
-        self.stripe.set_rate_limit(rps)
-        # The per-endpoint limit (Stripe's 25/s, scaled like the client's for a raised account).
-        self.stripe.set_endpoint_rate_limit(endpoint_rps)
-        self.stripe.reset_counters()
-        self.m3ter.request_total = 0
-        self.m3ter.kinds.clear()
-        self.m3ter.tokens_issued = 0
-        self.cpu_armed = _cpu_seconds()
-
-    async def stats(self) -> EmulatorStats:
-        assert self.stripe is not None and self.m3ter is not None
-        return EmulatorStats(
-            stripe_requests=self.stripe.request_count,
-            stripe_endpoints=dict(self.stripe.endpoint_counts),
-            stripe_statuses=dict(self.stripe.status_counts),
-            m3ter_requests=self.m3ter.request_total,
-            m3ter_kinds=dict(self.m3ter.kinds),
-            m3ter_tokens_issued=self.m3ter.tokens_issued,
-            cpu_seconds=_cpu_seconds() - self.cpu_armed,
-            peak_rss_bytes=_peak_rss_bytes(),
-        )
-
-    async def verify(self, *, mode: Mode, integration_id: str) -> Verification:
-        assert self.stripe is not None
-        snapshot = self.stripe.state(self.account)
-        problems: list[str] = []
-        items_of_invoice: dict[str, list[int]] = {}
-        items_of_bill: dict[str, list[dict[str, Any]]] = {}
-        for item in snapshot["invoice_items"].values():
-            if item.get("invoice"):
-                items_of_invoice.setdefault(item["invoice"], []).append(int(item["amount"]))
-            items_of_bill.setdefault(str(item["metadata"].get(META_BILL)), []).append(item)
-        invoices_of_bill: dict[str, list[dict[str, Any]]] = {}
-        for invoice in snapshot["invoices"].values():
-            invoices_of_bill.setdefault(str(invoice["metadata"].get(META_BILL)), []).append(invoice)
-        if mode == "invoice":
-            objects = len(snapshot["invoices"])
-            strays = set(invoices_of_bill) - set(self.expected)
-            if strays:
-                problems.append(f"{sum(len(invoices_of_bill[s]) for s in strays)} invoices belong to no Bill")
-        else:
-            objects = len(snapshot["invoice_items"])
-            if snapshot["invoices"]:
-                problems.append(f"items mode created {len(snapshot['invoices'])} invoices")
-            strays = set(items_of_bill) - set(self.expected)
-            if strays:
-                problems.append(f"{sum(len(items_of_bill[s]) for s in strays)} invoice items belong to no Bill")
-        for bill_id, (account_id, amounts) in self.expected.items():
-            customer = self.customer_of[account_id]
-            if mode == "invoice":
-                found = invoices_of_bill.get(bill_id, [])
-                if len(found) != 1:
-                    problems.append(f"Bill {bill_id}: {len(found)} invoices, expected exactly 1")
-                    continue
-                invoice = found[0]
-                got = sorted(items_of_invoice.get(invoice["id"], []))
-                if invoice["customer"] != customer:
-                    problems.append(
-                        f"Bill {bill_id}: invoice {invoice['id']} is on {invoice['customer']}, not {customer}"
-                    )
-                if invoice["status"] != "draft" or invoice["metadata"].get(META_INTEGRATION) != integration_id:
-                    problems.append(f"Bill {bill_id}: invoice {invoice['id']} is {invoice['status']} / wrong metadata")
-                if got != amounts or invoice["total"] != sum(amounts):
-                    problems.append(
-                        f"Bill {bill_id}: invoice lines {got} (total {invoice['total']}), expected {amounts}"
-                    )
-            else:
-                items = items_of_bill.get(bill_id, [])
-                got = sorted(int(i["amount"]) for i in items)
-                if got != amounts:
-                    problems.append(f"Bill {bill_id}: invoice items {got}, expected {amounts}")
-                if any(i["customer"] != customer or i.get("invoice") for i in items):
-                    problems.append(f"Bill {bill_id}: an item is on the wrong customer or already invoiced")
-                if any(i["metadata"].get(META_INTEGRATION) != integration_id for i in items):
-                    problems.append(f"Bill {bill_id}: an item lacks this integration's metadata")
-        # A request that breaks Stripe's contract (the SDK's params types and API version) fails the run.
-        problems[:0] = [f"Stripe contract: {v}" for v in self.stripe.violations[:5]]
-        return Verification(not problems, len(self.expected), objects, problems[:10])
-
-    async def close(self) -> None:
-        if self.stripe is not None:
-            await self.stripe.stop()
-        if self.m3ter is not None:
-            await self.m3ter.stop()
-
-
-class Emulators(Protocol):
-    async def setup(self, **kwargs: Any) -> SetupInfo: ...
-    async def arm(self, *, rps: float, endpoint_rps: float) -> None: ...
-    async def stats(self) -> EmulatorStats: ...
-    async def verify(self, *, mode: Mode, integration_id: str) -> Verification: ...
-    async def aclose(self) -> None: ...
-
-
-class InLoopEmulators:
-    """The emulators on the engine's own event loop."""
-
-    def __init__(self) -> None:
-        self.host = EmulatorHost()
-
-    async def setup(self, **kwargs: Any) -> SetupInfo:
-        return await self.host.setup(**kwargs)
-
-    async def arm(self, *, rps: float, endpoint_rps: float) -> None:
-        await self.host.arm(rps=rps, endpoint_rps=endpoint_rps)
-
-    async def stats(self) -> EmulatorStats:
-        return await self.host.stats()
-
-    async def verify(self, *, mode: Mode, integration_id: str) -> Verification:
-        return await self.host.verify(mode=mode, integration_id=integration_id)
-
-    async def aclose(self) -> None:
-        await self.host.close()
-
-
-def _emulator_process_main(conn: Connection) -> None:
-    asyncio.run(_serve_host(conn))
-
-
-async def _serve_host(conn: Connection) -> None:
-    host = EmulatorHost()
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            try:
-                method, kwargs = await loop.run_in_executor(None, conn.recv)
-            except EOFError:
-                return
-            if method == "close":
-                await host.close()
-                conn.send(("ok", None))
-                return
-            try:
-                result = await getattr(host, method)(**kwargs)
-            except Exception as err:
-                conn.send(("error", f"{type(err).__name__}: {err}"))
-            else:
-                # Plain dicts cross the pipe: classes of a spawned child's __main__ do not unpickle here.
-                conn.send(
-                    (
-                        "ok",
-                        dataclasses.asdict(result)
-                        if dataclasses.is_dataclass(result) and not isinstance(result, type)
-                        else result,
-                    )
-                )
-    finally:
-        await host.close()
-
-
-class ProcessEmulators:
-    """The emulators in a child process with its own event loop; calls go over a pipe."""
-
-    def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(
-            target=_emulator_process_main, args=(child,), name="bench-emulators", daemon=True
-        )
-        self._process.start()
-        child.close()
-
-    def _call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        self._conn.send((method, kwargs))
-        status, value = self._conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"emulator process failed in {method}: {value}")
-        return value
-
-    async def _remote(self, method: str, **kwargs: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, self._call, method, kwargs)
-
-    async def setup(self, **kwargs: Any) -> SetupInfo:
-        return SetupInfo(**await self._remote("setup", **kwargs))
-
-    async def arm(self, *, rps: float, endpoint_rps: float) -> None:
-        await self._remote("arm", rps=rps, endpoint_rps=endpoint_rps)
-
-    async def stats(self) -> EmulatorStats:
-        return EmulatorStats(**await self._remote("stats"))
-
-    async def verify(self, *, mode: Mode, integration_id: str) -> Verification:
-        return Verification(**await self._remote("verify", mode=mode, integration_id=integration_id))
-
-    async def aclose(self) -> None:
-        try:
-            await self._remote("close")
-        finally:
-            await asyncio.get_running_loop().run_in_executor(None, self._process.join, 10)
-            if self._process.is_alive():
-                self._process.terminate()
-
+# The emulators, seeded per scenario, live in bench_emulators.py; the one-table summary in bench_report.py.
+from bench_emulators import (  # noqa: E402  (benchmarks/ is the script's directory, first on sys.path)
+    M3TER_CLIENT_ID,
+    M3TER_CLIENT_SECRET,
+    ORG,
+    STRIPE_KEY,
+    Emulators,
+    EmulatorStats,
+    InLoopEmulators,
+    Mode,
+    ProcessEmulators,
+    SetupInfo,
+    Verification,
+    _current_rss_bytes,
+    _peak_rss_bytes,
+)
+from bench_report import Summary, minimum_requests_per_bill, print_table  # noqa: E402
 
 # --- the engine side --------------------------------------------------------------------------------
 
@@ -458,14 +120,6 @@ class CountingObserver:
     def rate_limit_wait(self, seconds: float) -> None:
         self.limiter_waits += 1
         self.limiter_wait_seconds += seconds
-
-
-def minimum_requests_per_bill(mode: Mode, *, lines: int, bills: int, customers: int) -> float:
-    """The fewest Stripe requests per new Bill the API allows (see the module docstring)."""
-    customer_pages = max(1, math.ceil(customers / CUSTOMER_PAGE)) / bills
-    if mode == "invoice":
-        return 2 + math.ceil(lines / ADD_LINES_CHUNK) + customer_pages
-    return 1 + lines + customer_pages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -552,17 +206,23 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
     emulators: Emulators = ProcessEmulators() if args.emulators == "process" else InLoopEmulators()
     try:
         print(
-            f"[{mode}] seeding {args.bills} Bills x {args.lines} lines over {args.accounts} accounts "
-            f"(emulators: {args.emulators}) ...",
+            f"[{mode}] seeding {args.bills} Bills x {args.lines} lines over {args.accounts} accounts, history "
+            f"{args.history}, unchanged {args.unchanged_bills} (emulators: {args.emulators}) ...",
             file=sys.stderr,
             flush=True,
         )
+        integration_id = str(uuid.uuid4())
         setup = await emulators.setup(
             bills=args.bills,
             accounts=args.accounts,
             lines=args.lines,
             latency=args.latency,
             order=args.order,
+            integration_id=integration_id,
+            history=args.history,
+            history_mode=mode,
+            unchanged_bills=args.unchanged_bills,
+            last_pass=args.last_pass,
         )
         print(f"[{mode}] seeded in {setup.seconds:.1f} s; running the pass", file=sys.stderr, flush=True)
         spec = StripeIntegrationSpec.model_validate(
@@ -575,7 +235,6 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
                 "autoDisableThreshold": 1000,
             }
         )
-        integration_id = str(uuid.uuid4())
         observer = CountingObserver()
         lag = LoopLag()
         limiter = LimiterRegistry().get(
@@ -610,7 +269,8 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
                     asyncio.create_task(lag.run()),
                 ]
                 try:
-                    report = await engine.run_pass(SyncState())
+                    watermark = datetime.fromisoformat(setup.watermark) if setup.watermark else None
+                    report = await engine.run_pass(SyncState(watermark=watermark))
                 finally:
                     for watcher in watchers:
                         watcher.cancel()
@@ -807,6 +467,29 @@ def _parser() -> argparse.ArgumentParser:
         help="the stripe SDK's HTTP transport: aiohttp is what the operator uses (open_client); httpx is the "
         "comparison (default: %(default)s)",
     )
+    parser.add_argument(
+        "--scenario",
+        choices=("history", "org", "few", "backfill", "all"),
+        help="run the issue's scenarios (each run in a fresh interpreter) and print one table; "
+        "without it, one run of the options below",
+    )
+    parser.add_argument(
+        "--history", type=int, default=0, help="earlier invoices (or items) each customer holds in Stripe"
+    )
+    parser.add_argument(
+        "--unchanged-bills",
+        type=int,
+        default=0,
+        help="Bills in m3ter sent by an earlier pass and unchanged since (the pass starts from its watermark)",
+    )
+    parser.add_argument(
+        "--last-pass", action="store_true", help="start from an earlier pass's watermark (incremental m3ter read)"
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="with --scenario: multiply its Bill counts (a quick look; default 1)"
+    )
+    parser.add_argument("--label", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--summary-json", default="", help=argparse.SUPPRESS)
     parser.add_argument("--tracemalloc", action="store_true", help="also trace the Python heap (slows the engine)")
     parser.add_argument(
         "--profile", metavar="FILE", help="cProfile the engine process during the pass; write stats here"
@@ -814,18 +497,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _argv_for(args: argparse.Namespace, mode: Mode) -> list[str]:
+SCENARIOS: dict[str, list[dict[str, Any]]] = {
+    # (1) Customers already holding 0, 10, 100, 1,000 invoices (or items) of this integration in Stripe.
+    "history": [
+        {"label": f"history {h}", "bills": 300, "accounts": 10, "history": h, "rps": 100, "latency": 0.02}
+        for h in (0, 10, 100, 1000)
+    ],
+    # (2) An organization of 100,000 Bills of which 1,000 changed since the last pass, against one of 1,000.
+    "org": [
+        {
+            "label": "org 1,000 of 1,000",
+            "bills": 1000,
+            "accounts": 100,
+            "last_pass": True,
+            "rps": 100,
+            "latency": 0.02,
+            "modes": ["invoice"],
+        },
+        {
+            "label": "org 1,000 of 100,000",
+            "bills": 1000,
+            "accounts": 100,
+            "unchanged_bills": 99_000,
+            "rps": 100,
+            "latency": 0.02,
+            "modes": ["invoice"],
+        },
+    ],
+    # (3) Few customers: 2 x 500 Bills at 50 ms per request, Stripe's test-mode limit (25/s).
+    "few": [{"label": "2 customers x 500", "bills": 1000, "accounts": 2, "rps": 25, "latency": 0.05}],
+    # (4) The backfill: 10,000 Bills over 1,000 customers at 100 requests/s.
+    "backfill": [{"label": "10,000 x 1,000", "bills": 10_000, "accounts": 1000, "rps": 100, "latency": 0.02}],
+}
+
+
+def _argv_for(args: argparse.Namespace, mode: Mode, run: dict[str, Any] | None = None) -> list[str]:
+    run = dict(run or {})
+    for key in ("bills", "unchanged_bills"):
+        if key in run:
+            run[key] = max(1 if key == "bills" else 0, round(run[key] * args.scale))
     argv = [
-        f"--bills={args.bills}",
-        f"--accounts={args.accounts}",
-        f"--rps={args.rps}",
-        f"--latency={args.latency}",
+        f"--bills={run.get('bills', args.bills)}",
+        f"--accounts={run.get('accounts', args.accounts)}",
+        f"--rps={run.get('rps', args.rps)}",
+        f"--latency={run.get('latency', args.latency)}",
         f"--mode={mode}",
         f"--lines={args.lines}",
         f"--concurrency={args.concurrency}",
         f"--order={args.order}",
         f"--emulators={args.emulators}",
         f"--stripe-http={args.stripe_http}",
+        f"--history={run.get('history', args.history)}",
+        f"--unchanged-bills={run.get('unchanged_bills', args.unchanged_bills)}",
+        *(["--last-pass"] if run.get("last_pass", args.last_pass) else []),
+        f"--label={run.get('label', args.label)}",
     ]
     if args.tracemalloc:
         argv.append("--tracemalloc")
@@ -841,15 +566,56 @@ def main(argv: list[str] | None = None) -> int:
     if args.accounts is None:
         args.accounts = max(1, args.bills // 10)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.mode == "both":
-        # A fresh interpreter per mode: ru_maxrss is a high-water mark, so each mode gets its own.
+    if args.scenario is not None or args.mode == "both":
+        if args.scenario is None:
+            runs: list[dict[str, Any]] = [{}]
+        elif args.scenario == "all":
+            runs = [run for name in ("history", "org", "few", "backfill") for run in SCENARIOS[name]]
+        else:
+            runs = SCENARIOS[args.scenario]
+        # A fresh interpreter per run: ru_maxrss is a high-water mark, so each run gets its own.
         failed = 0
-        for mode in ("invoice", "items"):
-            done = subprocess.run([sys.executable, os.path.abspath(__file__), *_argv_for(args, mode)], check=False)
-            failed += done.returncode != 0
+        rows: list[Summary] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for n, run in enumerate(runs):
+                modes = run.get("modes") or (["invoice", "items"] if args.mode == "both" else [args.mode])
+                for mode in modes:
+                    out = os.path.join(tmp, f"{n}-{mode}.json")
+                    command = [
+                        sys.executable,
+                        os.path.abspath(__file__),
+                        *_argv_for(args, mode, run),
+                        f"--summary-json={out}",
+                    ]
+                    done = subprocess.run(command, check=False)
+                    failed += done.returncode != 0
+                    if os.path.exists(out):
+                        rows.append(Summary.read(out))
+        print(f"\n== m3stripe benchmarks ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs) ==")
+        print(print_table(rows), flush=True)
         return 1 if failed else 0
     result = asyncio.run(run_mode(args, args.mode))
     print(render(result), flush=True)
+    if args.summary_json:
+        rep, st = result.report, result.stats
+        Summary(
+            scenario=args.label or "custom",
+            mode=result.mode,
+            bills=result.setup.bills,
+            accounts=result.setup.accounts,
+            lines=result.setup.lines,
+            history=result.setup.history,
+            unchanged_bills=result.setup.unchanged_bills,
+            rps=result.rps,
+            latency=result.latency,
+            sent=rep.sent + rep.unchanged,
+            elapsed=result.elapsed,
+            stripe_requests=st.stripe_requests,
+            m3ter_requests=st.m3ter_requests,
+            peak_rss_bytes=result.peak_rss_bytes,
+            verified=result.verification.ok,
+            failed=rep.failed,
+        ).write(args.summary_json)
     return 0 if result.verification.ok and result.report.failed == 0 else 1
 
 
