@@ -190,11 +190,12 @@ class CustomerIndex:
       write of the Bill, of any version, is older (a Bill without dtCreated lowers `since` to None: all);
     - a Bill whose bound is older than `since` extends the index downwards before it is used;
     - what this pass writes is recorded here as it is written; a write whose reply was lost fails its
-      Bill, which is not handled again in this pass (the next pass builds a new index);
+      Bill, and should m3ter's listing yield that Bill again in this pass, the retry carries the same
+      idempotency key (one key per pass), so Stripe replays the first write instead of making a second;
     - before each Bill but the first, what was created since the newest object seen, less
       REREAD_OVERLAP_SECONDS, is listed again, which catches what others (an earlier pass's request
       still in flight, another process) created meanwhile, as the per-Bill list did before.
-    Callers hold the customer's lock, so the pass's own writes never interleave with a list.
+    The writer holds the customer's lock around each Bill, so the pass's own writes never interleave with a list.
     """
 
     kind: Kind
