@@ -71,3 +71,45 @@ def test_a_customer_with_many_bills_does_not_starve_another_customers_bill() -> 
     # The busy customer's Bills are written one at a time; the quiet one's goes alongside, not after them all.
     # (With slots held while waiting for the busy customer's lock it came after BUSY_BILLS - 4 of them.)
     assert order.index(quiet_bill) < 5, order.index(quiet_bill)
+
+
+async def _refused_pass(bills: int) -> tuple[int, int, int]:
+    """(error events, Stripe requests, Bills reported) of a pass whose Stripe key Stripe refuses."""
+    stripe_emulator = StripeEmulator(seed=4, contract_mode=True, latency_seconds=0.01)
+    stripe_emulator.add_api_key(KEY)
+    async with stripe_emulator, M3terEmulator() as m3ter:
+        m3ter.add_client("queues", "queues-secret", ORG)
+        busy = m3ter.add_account(ORG, name="Busy", code="busy", currency="USD")
+        for n in range(bills):
+            m3ter.add_bill(ORG, account_id=busy, lines=[{"line_item_type": "USAGE", "subtotal": f"{n + 1}.00"}])
+        spec = StripeIntegrationSpec.model_validate(
+            {
+                "destination": "StripeTestMode",
+                "credentialRef": {"name": "stripe"},
+                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
+            }
+        )
+        source = M3terSource(M3terCredentials(ORG, "queues", "queues-secret"), base_url=m3ter.url)
+        try:
+            async with open_client("sk_test_revokedKey0000", api_base=stripe_emulator.url) as client:
+                engine = SyncEngine(
+                    spec=spec,
+                    account_filter=None,
+                    integration_id="int-queues",
+                    source=source,
+                    gateway=StripeGateway(client),
+                    budget=ErrorBudget(1000),
+                    concurrency=4,
+                )
+                report = await engine.run_pass(SyncState())
+        finally:
+            await source.aclose()
+        return len(report.events), stripe_emulator.request_count, report.sent + report.failed + report.skipped
+
+
+def test_once_stripe_refuses_the_key_the_queued_bills_are_not_sent_to_stripe() -> None:
+    events, requests, reported = asyncio.run(_refused_pass(200))
+    # At most the Bills already past the check when the first refusal came (one per read slot).
+    assert 1 <= events <= 4 + 1, events
+    assert requests <= 4 + 1, requests
+    assert reported == events

@@ -54,12 +54,23 @@ def _unfenced() -> None:
     return None
 
 
+class _PassStopping(Exception):
+    """The pass is stopping (an authentication error, the error budget spent): a queued Bill is not written."""
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class _Slots:
     """`concurrency` Bills being read, and separately `concurrency` Bills being written."""
 
     read: asyncio.Semaphore
     write: asyncio.Semaphore
+    # True once the pass stops: up to MAX_QUEUED_BILLS may be queued, and none of them is then written (the
+    # watermark stays where it was, so they are read again), as when at most `concurrency` were in flight.
+    stopping: Callable[[], bool] = _never
 
 
 @dataclass
@@ -135,7 +146,11 @@ class SyncEngine:
         customer_locks: dict[str, asyncio.Lock] = {}
         abort: list[ErrorEvent] = []
         admitted = asyncio.Semaphore(MAX_QUEUED_BILLS)
-        slots = _Slots(asyncio.Semaphore(self.concurrency), asyncio.Semaphore(self.concurrency))
+        slots = _Slots(
+            asyncio.Semaphore(self.concurrency),
+            asyncio.Semaphore(self.concurrency),
+            lambda: bool(abort) or self.budget.exhausted,
+        )
         tasks: set[asyncio.Task[None]] = set()
         fence_lost: list[FenceLost] = []
 
@@ -144,6 +159,8 @@ class SyncEngine:
                 result = await self._handle_bill(bill, report.run_id, resolver, customer_locks, slots)
             except FenceLost as err:
                 fence_lost.append(err)
+                return
+            except _PassStopping:
                 return
             finally:
                 admitted.release()
@@ -233,6 +250,8 @@ class SyncEngine:
     ) -> BillResult:
         slots = slots or _Slots(asyncio.Semaphore(1), asyncio.Semaphore(1))
         async with slots.read:
+            if slots.stopping():
+                raise _PassStopping
             prepared = await self._prepare(bill, run_id, resolver)
         if isinstance(prepared, BillResult):
             return prepared
@@ -253,6 +272,8 @@ class SyncEngine:
             assert writer is not None
             # The customer's lock first, then a write slot: a Bill queued behind its customer holds no slot.
             async with lock, slots.write:
+                if slots.stopping():
+                    raise _PassStopping
                 self.fence()  # after waiting for the customer's lock, right before the writes
                 if self.spec.createStripeInvoice:
                     written = await writer.write_invoice(plan, customer, not_before=bill.created)
