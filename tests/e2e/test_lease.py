@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
 
@@ -83,6 +84,10 @@ def _complete(stack: LocalStack, name: str) -> bool:
     )
 
 
+def _status(stack: LocalStack, name: str) -> dict[str, Any]:
+    return dict(stack.kube.get_integration(NS, name).get("status") or {})
+
+
 def _holder(stack: LocalStack) -> str:
     return stack.kube.lease_holder(LEASE_NS, LEASE) or ""
 
@@ -139,6 +144,16 @@ def test_a_restarted_operator_resumes_sending_within_seconds(stack: LocalStack) 
     op = stack.start_operator(*args, name="restart-1", POD_NAME="m3stripe-operator-abc-11111", **env)
     _integration(stack, "restarted")
     wait_for(lambda: _invoices(stack, acct) >= 20, timeout=120, what="the first operator to send")
+    # The pass in flight persists what it completed (status.sync.checkpoint) every few seconds...
+    done = wait_for(
+        lambda: (
+            len(((_status(stack, "restarted").get("sync") or {}).get("checkpoint")) or ()) >= 10
+            and _status(stack, "restarted")["sync"]["checkpoint"]
+        ),
+        timeout=60,
+        what="a checkpoint of the pass in flight",
+    )
+    assert all("@" in key for key in done)
     op.kill()  # SIGKILL: the Lease stays held by the dead process
     started = time.monotonic()
     op = stack.start_operator(*args, name="restart-2", POD_NAME="m3stripe-operator-abc-11111", **env)
@@ -150,5 +165,8 @@ def test_a_restarted_operator_resumes_sending_within_seconds(stack: LocalStack) 
         after_release = _seconds_to_first_write(stack, acct, op, started)
         print(f"first Stripe write after a crash: {after_crash:.1f}s, after a graceful hand-over: {after_release:.1f}s")
         assert after_crash <= 20 and after_release <= 20
+        # ...and once a pass completes, the watermark moves and the checkpoint is spent.
+        wait_for(lambda: _complete(stack, "restarted"), timeout=240, interval=1, what="a complete pass")
+        assert not (_status(stack, "restarted").get("sync") or {}).get("checkpoint")
     finally:
         op.stop()

@@ -115,6 +115,14 @@ class SyncProgress(_Model):
     retryBillIds: list[str] = Field(
         default_factory=list, max_length=1000, description="Bills owed a retry on the next pass."
     )
+    checkpoint: list[str] = Field(
+        default_factory=list,
+        max_length=2000,
+        description="Bills (<id>@<version>) that the pass in progress completed: a restarted operator skips them.",
+    )
+    checkpointWatermark: str | None = Field(
+        default=None, description="The watermark the checkpoint belongs to; ignored once the watermark moves."
+    )
 
 
 class DisablementNotification(_Model):

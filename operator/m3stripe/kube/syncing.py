@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -100,8 +100,9 @@ class SyncDriver:
         stripe_key: str,
         stripe_account: str | None,
         source: M3terSource,
+        checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        """Run one pass; return the status fields it changes."""
+        """Run one pass; return the status fields it changes. `checkpoint` writes status fields mid-pass."""
         if parsed.spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
             return await plan_pass(
                 self, parsed, status, annotations, stripe_key=stripe_key, stripe_account=stripe_account, source=source
@@ -144,7 +145,12 @@ class SyncDriver:
             )
             self.pass_error = ""
             try:
-                report = await engine.run_pass(sync_state(status), replay=replay)
+                report = await engine.run_pass(
+                    sync_state(status),
+                    replay=replay,
+                    completed=_checkpointed(status),
+                    checkpoint=None if spec.is_plan or checkpoint is None else _saver(status, checkpoint),
+                )
             except (asyncio.CancelledError, FenceLost):
                 raise
             except Exception as err:
@@ -161,6 +167,9 @@ class SyncDriver:
             consecutive_errors=budget.consecutive,
         )
         extra.update(fields)
+        if "sync" in extra:
+            # The pass ended: its checkpoint is spent (the merge patch's nulls remove it).
+            extra["sync"] = {**extra["sync"], "checkpoint": None, "checkpointWatermark": None}
         self._announce(report, fresh)
         if budget.exhausted and not status.get("disabled"):
             event = disabled_event(
@@ -386,3 +395,22 @@ class SyncDriver:
             loop.call_soon(self.wake)
         else:
             loop.call_later(delay, self.wake)
+
+
+def _checkpointed(status: Mapping[str, Any]) -> frozenset[str]:
+    """The Bills interrupted passes completed since the current watermark (empty once it moved)."""
+    progress = status.get("sync") or {}
+    if (progress.get("checkpointWatermark") or "") != (progress.get("watermark") or ""):
+        return frozenset()
+    return frozenset(str(k) for k in progress.get("checkpoint") or ())
+
+
+def _saver(
+    status: Mapping[str, Any], write: Callable[[dict[str, Any]], Awaitable[None]]
+) -> Callable[[list[str]], Awaitable[None]]:
+    progress = dict(status.get("sync") or {})
+
+    async def save(done: list[str]) -> None:
+        await write({"sync": {**progress, "checkpoint": done, "checkpointWatermark": progress.get("watermark") or ""}})
+
+    return save

@@ -176,6 +176,12 @@ class IntegrationWorker:
             self._next_sync = due
             return
         assert stripe is not None and stripe.secret is not None and self._source.source is not None
+
+        async def checkpoint(fields: dict[str, Any]) -> None:
+            """Progress of the pass in flight (status.sync.checkpoint), so that a restart skips what it did."""
+            base = dict(self._last_written if self._last_written is not None else new)
+            await self._write(base, {**base, **fields})
+
         fields = await self._sync.run_pass(
             parsed,
             new,
@@ -183,6 +189,7 @@ class IntegrationWorker:
             stripe_key=stripe.secret,
             stripe_account=stripe.account_id,
             source=self._source.source,
+            checkpoint=checkpoint,
         )
         if (fields.get("lastSync") or {}).get("status") == "AUTH_FAILED":
             self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
@@ -195,7 +202,7 @@ class IntegrationWorker:
             disabled_message=str(base.get("disabledMessage") or assessment.disabled_message),
         )
         final = build_status(base, assessment, generation=generation, integration_id=self.uid)
-        await self._write(new, final)
+        await self._write(self._last_written if self._last_written is not None else new, final)
         self._observe(final)
         self._next_sync = parsed.spec.sync_interval_seconds
 
