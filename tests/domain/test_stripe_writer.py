@@ -169,6 +169,19 @@ def test_finding_earlier_writes_costs_one_list_per_bill_whatever_the_customers_h
     run(body)
 
 
+def test_bills_listed_newest_first_cost_one_list_each() -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        world.at(T0)
+        writer = world.writer()
+        before = world.lists()
+        for n in range(10):  # m3ter lists changed Bills newest first: each next one was created a bit earlier
+            assert await write(world, writer, bill(f"b-{n}", created=T0 - timedelta(seconds=3 * n)), cus, invoice=True)
+        assert world.lists() - before == 10
+
+    run(body)
+
+
 @pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
 def test_a_regenerated_bill_finds_what_its_first_version_wrote_long_before(invoice: bool) -> None:
     async def body(world: World) -> None:

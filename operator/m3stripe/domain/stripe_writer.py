@@ -38,6 +38,11 @@ ADD_LINES_CHUNK = 50
 # how far apart they may be. An hour is far beyond NTP-synchronised drift, and costs at most one hour of
 # the customer's earlier invoices in the first list.
 CLOCK_SKEW = timedelta(hours=1)
+# An index (or its extension) reaches this much further back than the Bill that asks for it: m3ter lists
+# changed Bills newest first, so the customer's next Bills are a little older, and without the reach each
+# one would extend the index by a second or two, one more list request each. A day of a customer's
+# invoices is at most a page for daily billing.
+INDEX_REACH = timedelta(days=1)
 # How far back (in Stripe's `created`) each re-read of a customer's index reaches behind the newest object
 # it has seen. An object shows in list endpoints once the request that created it completes, and it carries
 # the time Stripe created it, so an object missed by the previous list was created less than one request's
@@ -186,7 +191,7 @@ class CustomerIndex:
 
     Why it never misses an earlier write of a Bill it is asked about (`since` <= that Bill's bound):
     - every write for a Bill happens after the operator read that Bill from m3ter, so after m3ter created
-      it (dtCreated, the same for every version): with `since` = dtCreated - CLOCK_SKEW, no earlier
+      it (dtCreated, the same for every version): with `since` <= dtCreated - CLOCK_SKEW, no earlier
       write of the Bill, of any version, is older (a Bill without dtCreated lowers `since` to None: all);
     - a Bill whose bound is older than `since` extends the index downwards before it is used;
     - what this pass writes is recorded here as it is written; a write whose reply was lost fails its
@@ -343,14 +348,15 @@ class StripeWriter:
 
     async def _index(self, kind: Kind, customer: str, not_before: datetime | None) -> CustomerIndex:
         """The customer's index, complete for a Bill first created at `not_before` (see CustomerIndex)."""
-        since = None if not_before is None else max(0, int((not_before - CLOCK_SKEW).timestamp()))
+        needed = None if not_before is None else not_before - CLOCK_SKEW
+        since = None if needed is None else max(0, int((needed - INDEX_REACH).timestamp()))
         index = self._indexes.get((kind, customer))
         if index is None:
             index = self._indexes[kind, customer] = CustomerIndex(kind, since)
             # Just listed: the first Bill needs no re-read.
             self._take(index, await self._list(kind, customer, None if since is None else {"gte": since}))
             return index
-        if index.since is not None and (since is None or since < index.since):
+        if index.since is not None and (needed is None or needed.timestamp() < index.since):
             older = {"lt": index.since} if since is None else {"gte": since, "lt": index.since}
             self._take(index, await self._list(kind, customer, older))
             index.since = since
