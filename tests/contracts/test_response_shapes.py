@@ -40,7 +40,7 @@ NEWER_THAN_FIXTURE: dict[tuple[str, str], tuple[type, str]] = {
 }
 # Known disagreements, each owned by the emulator module that renders the object (strict xfail: the
 # test turns red the day they are fixed, so this list cannot go stale).
-KNOWN_DISAGREEMENTS = {("invoice", "lines.total_count")}  # billing.py renders the lines envelope
+KNOWN_DISAGREEMENTS: set[tuple[str, str]] = set()
 
 # What the operator reads from each object (operator/m3stripe/domain/stripe_writer.py, customers.py,
 # adapters/stripe_credentials.py and stripe_gateway.py): the emulator must return every one of them.
@@ -195,7 +195,6 @@ def test_the_list_envelope_has_stripes_fields(objects: dict[str, Any]) -> None:
     assert set(listed) == set(envelope)
 
 
-@pytest.mark.xfail(strict=True, reason="billing.py adds total_count to invoice.lines; Stripe's fixture has none")
 def test_the_invoice_lines_envelope_is_stripes(objects: dict[str, Any]) -> None:
     assert set(objects["invoice"]["lines"]) == set(FIXTURES["invoice"]["lines"])
 

@@ -454,7 +454,6 @@ def render_invoice(ctx: Ctx, invoice: Object) -> Object:
         "object": "list",
         "data": [render_line(item) for item in items[:LINES_ON_INVOICE]],
         "has_more": len(items) > LINES_ON_INVOICE,
-        "total_count": len(items),
         "url": f"/v1/invoices/{invoice['id']}/lines",
     }
     return out
