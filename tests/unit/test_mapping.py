@@ -499,7 +499,7 @@ def _within_one_step(plan_amounts: list[int], exact: list[str], currency: str) -
     step = minor_unit_step(currency)
     # The exact value in minor units, unrounded: 0.0037 USD is 0.37 cents.
     scale = Decimal(to_minor_units(Decimal(1), currency)) if currency not in ("ISK", "UGX") else Decimal(100)
-    return all(abs(Decimal(a) - Decimal(e) * scale) < step for a, e in zip(plan_amounts, exact, strict=True))
+    return all(abs(Decimal(a) - Decimal(e) * scale) <= step for a, e in zip(plan_amounts, exact, strict=True))
 
 
 def test_forty_usage_lines_of_fractions_of_a_cent_add_up_to_the_bill_total() -> None:
@@ -573,11 +573,32 @@ def test_m3ter_decimal_places_coarser_than_stripe_round_the_total_to_whole_units
 def test_a_difference_within_half_a_minor_unit_per_line_is_rounding_and_beyond_it_an_error() -> None:
     lines = [make_line("a", "10"), make_line("b", "10"), make_line("c", "10")]
     assert plan_bill(make_bill(lines, total="30.01"), make_spec(), INTEGRATION).total == 3001
+    assert plan_bill(make_bill(lines, total="29.99"), make_spec(), INTEGRATION).total == 2999
     with pytest.raises(MappingError) as info:
         plan_bill(make_bill(lines, total="30.02"), make_spec(), INTEGRATION)
     message = str(info.value)
     assert "30.02 USD" in message and "30.00 USD" in message and "-0.02 USD" in message
     assert "0.015 USD" in message  # what rounding three lines can explain
+
+
+def test_whole_lines_can_each_give_up_a_step_as_well_as_take_one() -> None:
+    lines = [make_line("a", "1.00"), make_line("b", "1.00")]
+    up = plan_bill(make_bill(lines, total="2.01"), make_spec(), INTEGRATION)
+    down = plan_bill(make_bill(lines, total="1.99"), make_spec(), INTEGRATION)
+    assert [line.amount for line in up.lines] == [101, 100]
+    assert [line.amount for line in down.lines] == [99, 100]  # the earlier line, as when adding
+
+
+def test_a_step_is_taken_from_a_whole_line_not_from_a_fractional_one_already_at_its_floor() -> None:
+    lines = [make_line("a", "0.011"), make_line("b", "1.00"), make_line("c", "0.011")]  # 1.022, floors 1.02
+    plan = plan_bill(make_bill(lines, total="1.01"), make_spec(), INTEGRATION)
+    assert [line.amount for line in plan.lines] == [1, 99, 1]  # 0 would be 1.1 cents from 0.011
+
+
+def test_whole_kronur_lines_give_up_a_krona_when_the_total_is_lower() -> None:
+    lines = [make_line(f"l{i}", "1", currency="ISK") for i in range(3)]
+    plan = plan_bill(make_bill(lines, currency="ISK", total="2"), make_spec(), INTEGRATION)
+    assert [line.amount for line in plan.lines] == [0, 100, 100]
 
 
 def test_iskr_lines_round_to_whole_kronur_and_add_up_to_the_total() -> None:
@@ -611,8 +632,18 @@ def test_a_bill_over_stripes_largest_amount_is_a_mapping_error_naming_the_limit(
     message = str(info.value)
     assert "999999.99 USD" in message and "99999999" in message and "bill-1" in message
     assert plan_bill(make_bill([make_line("max", "999999.99")]), make_spec(), INTEGRATION).total == 99999999
+
+
+def test_idr_is_held_to_eight_digits_as_no_stripe_page_documents_an_exception() -> None:
     idr = make_bill([make_line("idr", "1000000.00", currency="IDR")], currency="IDR")
-    assert plan_bill(idr, make_spec(), INTEGRATION).total == 100000000  # IDR allows twelve digits
+    with pytest.raises(MappingError, match="99999999"):
+        plan_bill(idr, make_spec(), INTEGRATION)
+
+
+def test_a_line_over_the_largest_amount_is_refused_even_when_credits_bring_the_total_under_it() -> None:
+    bill = make_bill([make_line("big", "1000000.00"), make_line("credit", "-500000.00")])
+    with pytest.raises(MappingError, match=r"largest line is 1000000\.00 USD"):
+        plan_bill(bill, make_spec(), INTEGRATION)
 
 
 def test_an_isk_unit_price_never_breaks_the_krona_step() -> None:

@@ -76,6 +76,9 @@ class PlannedLine:
             # m3ter has priced the Bill: no Stripe coupon may take anything off it. Lines default to
             # discountable for positive amounts (invoices/add_lines, invoiceitems/create: "Defaults to
             # false for prorations or negative line items, and true for all other line items").
+            # The line's own `discounts` is left out: it only lists "The coupons, promotion codes &
+            # existing discounts which apply to the line item" (add_lines; invoiceitems/create alike)
+            # with no inheritance from the customer documented, and "" only removes earlier ones.
             "discountable": False,
         }
         if self.price_data is not None:
@@ -244,7 +247,12 @@ def line_amounts(bill: Bill, kept: Sequence[LineItem], rounding: CurrencyRoundin
         coarser = places - rounding.max_decimal_places
     factor = 10**coarser
     step = minor_unit_step(code)
-    # Half of the coarser unit per line is what rounding lines one by one can move a total.
+    # The tolerance is half a chargeable *step* per line (the issue's "half a minor unit per line",
+    # counted in what Stripe can charge): rounding lines one by one moves a total by at most that.
+    # The step is Stripe's minor unit except where Stripe's step rules make it coarser
+    # (docs.stripe.com/currencies: three-decimal amounts must end in 0, so KWD lines can only land on
+    # 0.010 and the tolerance is 0.005 KWD a line; ISK and UGX amounts are whole units, so 0.5 kr a
+    # line), or where m3ter's maxDecimalPlaces is coarser still (whole m3ter units).
     unit = from_minor_units(step * factor, code)
     exact_all = bill.line_items_total
     if bill.bill_total is not None:
@@ -275,27 +283,48 @@ def line_amounts(bill: Bill, kept: Sequence[LineItem], rounding: CurrencyRoundin
 
 
 def allocate_steps(exact: Sequence[Decimal], target: int) -> list[int] | None:
-    """Integers adding up to ``target``, each the floor or the ceiling of its exact value; None if impossible.
+    """Integers adding up to ``target``, each within one step of its exact value; None if impossible.
 
-    Largest remainder (Hamilton's method): every value starts at its floor and the ``target - sum(floors)``
-    values with the largest fractional parts get one more. It is the allocation that keeps every line
-    under one step from its exact value while hitting the total, and it moves as few lines as possible
-    away from their nearest value. Ties go to the earlier line: position is what a Bill version fixes,
-    so the same version always gets the same amounts (a regeneration diff stays stable), and two equal
-    lines are never left to hash or sort-order chance.
+    Largest remainder (Hamilton's method), in whichever direction the total needs. Every value starts
+    at its floor. If the floors fall short, the values with the largest fractional parts get one more;
+    a whole value (fraction 0) comes last and then goes one step above itself. If the floors overshoot,
+    only whole values can go lower (a fractional value's floor is already a step below it), so whole
+    values go one step below themselves. Either way each value stays in [ceil(x) - 1, floor(x) + 1] and
+    the lines move as little as possible from their exact values. Any total m3ter can arrive at by
+    rounding (each line on its own, or their sum) is reachable; a ``target`` outside
+    [sum(ceil(x) - 1), sum(floor(x) + 1)] is not, and gives None.
+
+    Ties go to the earlier line: position is what a Bill version fixes, so the same version always gets
+    the same amounts (a regeneration diff stays stable), and two equal lines are never left to hash or
+    sort-order chance.
     """
     floors = [int(value.to_integral_value(rounding=ROUND_FLOOR)) for value in exact]
     extra = target - sum(floors)
-    if not 0 <= extra <= len(exact):
-        return None
-    if extra:
-        order = sorted(range(len(exact)), key=lambda i: (floors[i] - exact[i], i))  # largest fraction first
+    if extra >= 0:
+        if extra > len(exact):
+            return None
+        # Largest fractional part first (floor - x is minus the fraction); whole values last.
+        order = sorted(range(len(exact)), key=lambda i: (floors[i] - exact[i], i))
         for i in order[:extra]:
             floors[i] += 1
+        return floors
+    whole = [i for i, value in enumerate(exact) if floors[i] == value]
+    if -extra > len(whole):
+        return None
+    for i in whole[:-extra]:
+        floors[i] -= 1
     return floors
 
 
 def _check_charge_limit(bill: Bill, lines: Sequence[PlannedLine], total: int) -> None:
+    """Refuse a Bill whose total or any line is over Stripe's largest amount (money.max_charge_minor_units).
+
+    Stripe documents the limit for a *charge* (the invoice total, when paid). For invoice line and item
+    amounts it is silent (the SDK's ``amount`` docs of add_lines and invoiceitems/create state no
+    limit), so each line is held to it too. That is stricter than the charge rule: a line over the
+    limit offset by credits to a chargeable total is refused, where Stripe might have taken it. The
+    strict side is chosen because a line Stripe refused would fail mid-write, leaving a partial draft.
+    """
     code = normalize_currency(bill.currency)
     limit = max_charge_minor_units(code)
     largest = max((abs(line.amount) for line in lines), default=0)

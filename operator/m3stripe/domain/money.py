@@ -15,10 +15,15 @@ not always ISO 4217's (https://docs.stripe.com/currencies, "Minor units in API a
   them as zero-decimal for *payouts*, which must be divisible by 100.  Payouts are not ours
   to make, so they keep plain two-decimal handling here.
 
-Stripe's largest charge is eight digits of minor units ("The amount value supports up to
-eight digits (e.g., a value of 99999999 for a USD charge of $999,999.99)", the SDK's
-``amount`` docs; docs.stripe.com/currencies "Minimum and maximum charge amounts"), except IDR,
-for which that page allows twelve digits.
+Stripe's largest charge is eight digits of minor units, in every currency. Confirmed: the SDK's
+``amount`` docs of charges and payment intents ("The amount value supports up to eight digits (e.g.,
+a value of 99999999 for a USD charge of $999,999.99)"), which link to docs.stripe.com/currencies
+"Minimum and maximum charge amounts" ("The only limit to the maximum amount you can charge a
+customer is a technical one", quoted in stripe/stripe-php#881). Not confirmed: any currency with a
+larger limit. dj-stripe#1786 claims IDR 999,999,999,998.99 (from the Dashboard), while dj-stripe#1045
+reports IDR capped at 999,999.99 until Stripe raised that one account's limit on request; no Stripe
+page found states an IDR exception, so IDR is held to eight digits too (the safe side: a Bill
+refused with the limit named, rather than an invoice that may never be charged).
 
 Rounding: ``ROUND_HALF_UP`` (ties away from zero, the commercial rounding invoices use).
 m3ter already rounds bill subtotals to the currency precision, so rounding only bites when
@@ -92,9 +97,10 @@ _DISPLAY_EXPONENT_OVERRIDES: dict[str, int] = dict.fromkeys(TWO_DECIMAL_WHOLE_UN
 
 # Stripe stores amounts as signed 64-bit integers.
 MAX_MINOR_UNITS = 2**63 - 1
-# Largest chargeable amount (see the module docstring): eight digits, twelve for IDR.
+# Largest chargeable amount (see the module docstring): eight digits. No per-currency exception is
+# documented; an account whose limit Stripe raised on request would need a configurable override.
 _MAX_CHARGE_DEFAULT = 99_999_999
-_MAX_CHARGE_OVERRIDES: dict[str, int] = {"IDR": 999_999_999_999}
+_MAX_CHARGE_OVERRIDES: dict[str, int] = {}
 # Stripe's documented limit for price_data.unit_amount_decimal.
 UNIT_AMOUNT_DECIMAL_PLACES = 12
 
@@ -142,7 +148,7 @@ def minor_unit_step(currency: str) -> int:
 
 
 def max_charge_minor_units(currency: str) -> int:
-    """Stripe's largest charge in minor units: 99999999 (eight digits), IDR 999999999999."""
+    """Stripe's largest charge in minor units: 99999999 (eight digits; see the module docstring)."""
     return _MAX_CHARGE_OVERRIDES.get(normalize_currency(currency), _MAX_CHARGE_DEFAULT)
 
 
