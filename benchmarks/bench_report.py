@@ -40,6 +40,8 @@ class Summary:
     peak_rss_bytes: int
     verified: bool
     failed: int
+    engine_cpu_seconds: float = 0.0
+    emulator_cpu_seconds: float = 0.0
 
     @property
     def minimum(self) -> float:
@@ -80,9 +82,10 @@ class Summary:
 def print_table(rows: list[Summary]) -> str:
     header = (
         "| scenario | mode | Bills sent | Stripe requests/Bill (minimum; extra) | m3ter requests/pass | pass (s) | "
-        "Bills/s | share of the rate-limit ceiling | per-customer ordering | peak RSS (operator) | verified |"
+        "Bills/s | share of the rate-limit ceiling | per-customer ordering | CPU s: operator / emulators | "
+        "peak RSS (operator) | verified |"
     )
-    out = [header, "|" + "---|" * 11]
+    out = [header, "|" + "---|" * 12]
     for r in rows:
         extra = r.per_bill - r.minimum
         # Per-customer ordering binds only with few customers; with many, the rate limit binds first.
@@ -94,6 +97,6 @@ def print_table(rows: list[Summary]) -> str:
         out.append(
             f"| {r.scenario} | {r.mode} | {r.sent} | {r.per_bill:.3f} ({r.minimum:.3f}; {extra:+.3f}) | "
             f"{r.m3ter_requests} | {r.elapsed:.1f} | {r.bills_per_second:.2f} | {100 * r.bills_per_second / r.ceiling:.1f}% of {r.ceiling:.1f} | {ordering} | "
-            f"{r.peak_rss_bytes / 2**20:.0f} MiB | {'OK' if r.verified and not r.failed else 'FAILED'} |"
+            f"{r.engine_cpu_seconds:.1f} / {r.emulator_cpu_seconds:.1f} | {r.peak_rss_bytes / 2**20:.0f} MiB | {'OK' if r.verified and not r.failed else 'FAILED'} |"
         )
     return "\n".join(out)

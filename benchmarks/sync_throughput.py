@@ -615,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
             peak_rss_bytes=result.peak_rss_bytes,
             verified=result.verification.ok,
             failed=rep.failed,
+            engine_cpu_seconds=result.engine_cpu_seconds,
+            emulator_cpu_seconds=st.cpu_seconds,
         ).write(args.summary_json)
     return 0 if result.verification.ok and result.report.failed == 0 else 1
 
