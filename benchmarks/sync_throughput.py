@@ -37,7 +37,7 @@ consistent; the Search API is not):
 
 plus ceil(customers / 100) ``GET /v1/customers`` pages per pass, spread over the pass's Bills. The list is
 one page whatever the customer's history: the writer lists each customer once per pass from the Bill's
-m3ter creation time (less an hour), and before each later Bill re-reads only what was created since
+m3ter creation time (less an hour and a day), and before each later Bill re-reads only what was created since
 (``stripe_writer.CustomerIndex``). The Bills/s ceiling is the rate limit divided by that minimum.
 
 This is not a test: pytest collects ``tests/`` only, and nothing here is named ``test_*``.
