@@ -106,7 +106,11 @@ def test_a_paused_holder_is_fenced_out_and_the_standby_finishes_every_bill_exact
         wait_for(lambda: _invoices(stack, acct) >= 60, timeout=120, what="the holder to start sending")
         assert "sync run" not in b.output() and "now holds Lease" not in b.output()
         a.pause()  # SIGSTOP: it still "holds" the Lease, mid-pass, with requests in flight
+        paused = time.monotonic()
         wait_for(lambda: _holder(stack).startswith("replica-b_"), timeout=60, what="the standby to take the Lease")
+        # Not before the Lease expired: the standby waits a lease duration (6 s) from the last renew it saw,
+        # which was at most a retry period (1 s) before the pause. A lower bound, not a speed requirement.
+        assert time.monotonic() - paused >= 6 - 1 - 0.5
         sent_by_b = _invoices(stack, acct)
         wait_for(lambda: _invoices(stack, acct) > sent_by_b, timeout=60, what="the standby to send")
         a.resume()  # SIGCONT: its fence is long past; it must not write anything
