@@ -10,8 +10,15 @@ import aiohttp
 import pytest
 
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource, M3terSourceError
+from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import CurrencyRounding
+from m3stripe.domain.mapping import META_ACCOUNT
+from m3stripe.domain.runs import EventKind, SyncState
+from m3stripe.domain.sync import ErrorBudget, SyncEngine
 from m3stripe.testing.m3ter_emulator import M3terEmulator
+from m3stripe.testing.stripe_emulator import StripeEmulator
 
 ORG = "org-1"
 CREDS = M3terCredentials(ORG, "client-1", "secret-1")
@@ -87,7 +94,38 @@ async def test_codes_are_upper_case_and_currencies_without_a_rule_are_left_out(
 async def test_an_undocumented_rounding_mode_is_a_clear_error(emulator: M3terEmulator, source: M3terSource) -> None:
     emulator.set_currency(ORG, "EUR", max_decimal_places=2, rounding_mode="HALF_ODD", unchecked=True)
     with pytest.raises(M3terSourceError, match=r"EUR has roundingMode 'HALF_ODD'.*HALF_UP"):
-        await source.currency_rounding()
+        await source.rounding_for("eur")
+
+
+async def test_one_unusable_currency_is_an_error_for_that_currency_only_and_is_cached(
+    emulator: M3terEmulator,
+) -> None:
+    emulator.set_currency(ORG, "XTS", max_decimal_places=2, rounding_mode="BANKERS", unchecked=True)
+    emulator.set_currency(ORG, "USD", max_decimal_places=2, rounding_mode="HALF_UP")
+    clock = FakeClock()
+    source = M3terSource(CREDS, base_url=emulator.url, clock=clock)
+    try:
+        for _ in range(3):
+            with pytest.raises(M3terSourceError, match=r"XTS has roundingMode 'BANKERS'"):
+                await source.rounding_for("XTS")
+            assert await source.rounding_for("usd") == CurrencyRounding("USD", 2, decimal.ROUND_HALF_UP)
+            assert "XTS" not in await source.currency_rounding()
+        assert len(emulator.requests_to("/picklists/currency")) == 1, "the failure is cached like a rule"
+        emulator.set_currency(ORG, "XTS", max_decimal_places=2, rounding_mode="HALF_EVEN")
+        clock.now += 3601
+        assert await source.rounding_for("XTS") == CurrencyRounding("XTS", 2, decimal.ROUND_HALF_EVEN)
+    finally:
+        await source.aclose()
+
+
+@pytest.mark.parametrize("places", [6, -1, 2.5])
+async def test_max_decimal_places_outside_m3ters_range_0_to_5_is_an_error_naming_the_value(
+    emulator: M3terEmulator, source: M3terSource, places: object
+) -> None:
+    emulator.set_currency(ORG, "JPY", max_decimal_places=places, rounding_mode="HALF_UP", unchecked=True)  # type: ignore[arg-type]
+    with pytest.raises(M3terSourceError, match=rf"JPY has maxDecimalPlaces {places}; expected a whole number 0..5"):
+        await source.rounding_for("JPY")
+    assert "JPY" not in await source.currency_rounding()  # the other currencies keep their rules
 
 
 async def test_the_picklist_is_cached_for_an_hour_then_read_again(emulator: M3terEmulator) -> None:
@@ -131,3 +169,50 @@ async def test_the_admin_api_sets_a_currency_rule(emulator: M3terEmulator, sourc
         response = await http.put(f"/_emulator/organizations/{ORG}/currencies/chf", json={"rounding_mode": "SIDEWAYS"})
         assert response.status == 400 and "rounding_mode" in (await response.json())["message"]
     assert (await source.currency_rounding())["CHF"] == CurrencyRounding("CHF", 1, decimal.ROUND_UP)
+
+
+async def test_a_sync_pass_sends_every_bill_but_those_in_the_currency_whose_picklist_entry_is_unusable() -> None:
+    key = "sk_test_currencyCascade01"
+    stripe_emulator = StripeEmulator(seed=5, contract_mode=True)
+    stripe_emulator.add_api_key(key)
+    async with stripe_emulator, M3terEmulator() as m3ter:
+        m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
+        m3ter.set_currency(ORG, "EUR", max_decimal_places=2, rounding_mode="BANKERS", unchecked=True)
+        accounts = {
+            currency: m3ter.add_account(ORG, name=currency, code=currency.lower(), currency=currency)
+            for currency in ("USD", "EUR")
+        }
+        usd_bills = [
+            m3ter.add_bill(ORG, account_id=accounts["USD"], currency="USD", lines=[{"subtotal": f"{n}.00"}])
+            for n in (1, 2, 3)
+        ]
+        eur_bill = m3ter.add_bill(ORG, account_id=accounts["EUR"], currency="EUR", lines=[{"subtotal": "4.00"}])
+        spec = StripeIntegrationSpec.model_validate(
+            {
+                "destination": "StripeTestMode",
+                "credentialRef": {"name": "stripe"},
+                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
+            }
+        )
+        source = M3terSource(CREDS, base_url=m3ter.url)
+        try:
+            async with open_client(key, api_base=stripe_emulator.url) as client:
+                for account in accounts.values():
+                    await client.v1.customers.create_async(params={"metadata": {META_ACCOUNT: account}})
+                engine = SyncEngine(
+                    spec=spec,
+                    account_filter=None,
+                    integration_id="int-currency",
+                    source=source,
+                    gateway=StripeGateway(client),
+                    budget=ErrorBudget(10),
+                )
+                report = await engine.run_pass(SyncState())
+        finally:
+            await source.aclose()
+        picklist_reads = len(m3ter.requests_to("/picklists/currency"))
+    assert report.sent == len(usd_bills)
+    [event] = report.events
+    assert event.bill_id == eur_bill and event.kind is EventKind.VALIDATION
+    assert "EUR" in event.message and "'BANKERS'" in event.message
+    assert picklist_reads == 1

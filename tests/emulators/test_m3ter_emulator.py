@@ -522,3 +522,49 @@ async def test_search_bills_sorts_pages_and_filters_as_documented(emulator: M3te
         await client.bills.search(search_query="dtLastModified>2025-01-01")  # not an allowed parameter
     with pytest.raises(m3ter.BadRequestError, match="between 1 and 100"):
         await client.bills.search(page_size=101)
+
+
+async def test_search_bills_orders_equal_timestamps_anew_on_every_request() -> None:
+    # m3ter documents no tie-break for equal sortBy values (https://docs.m3ter.com/api/bill/search-bills).
+    fixed = datetime(2025, 3, 1, tzinfo=UTC)
+    async with M3terEmulator(clock=lambda: fixed, unique_timestamps=False, search_seed=7) as emulator:
+        emulator.add_client(CLIENT_ID, SECRET, ORG)
+        account = _account(emulator)
+        ids = [emulator.add_bill(ORG, account_id=account) for _ in range(20)]
+        async with AsyncM3ter(
+            api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url, max_retries=0
+        ) as anonymous:
+            token = await anonymous.authentication.get_bearer_token(
+                grant_type="client_credentials", extra_headers=_basic()
+            )
+            client = anonymous.with_options(token=token.access_token)
+            orders = [
+                [b.id for b in (await client.bills.search(sort_by="dtLastModified", page_size=100)).data or []]
+                for _ in range(3)
+            ]
+    assert all(sorted(order) == sorted(ids) for order in orders)
+    assert len({tuple(order) for order in orders}) > 1, "ties come in a new order on each request"
+    assert {emulator.get_bill(ORG, i).dt_last_modified for i in ids} == {fixed}
+
+
+async def test_search_bills_can_answer_full_pages_without_next_token(
+    emulator: M3terEmulator, client: AsyncM3ter
+) -> None:
+    account = _account(emulator)
+    for _ in range(12):
+        emulator.add_bill(ORG, account_id=account)
+    emulator.search_next_token = False
+    page = await client.bills.search(sort_by="dtLastModified", sort_order="DESC", page_size=10)
+    assert len(page.data or []) == 10 and page.next_token is None
+
+
+async def test_list_bills_by_ids_can_end_a_page_early(emulator: M3terEmulator, client: AsyncM3ter) -> None:
+    account = _account(emulator)
+    ids = [emulator.add_bill(ORG, account_id=account) for _ in range(5)]
+    emulator.ids_page_cap = 2
+    first = await client.bills.list(ids=ids, page_size=5)
+    assert len(first.data) == 2 and first.next_token
+    second = await client.bills.list(ids=ids, page_size=5, next_token=first.next_token)
+    assert len(second.data) == 2
+    emulator.ids_next_token = False
+    assert (await client.bills.list(ids=ids, page_size=5)).next_token is None

@@ -81,6 +81,12 @@ BILLS_PAGE_SIZE = 100
 EXTERNAL_MAPPINGS_PAGE_SIZE = 200
 # List Currencies https://docs.m3ter.com/api/currency/list-currencies: 1..100.
 CURRENCY_PAGE_SIZE = 100
+# maxDecimalPlaces bound of Create Currency (https://docs.m3ter.com/api/currency/create-currency: 0..5).
+MAX_DECIMAL_PLACES = 5
+# Changed-Bill search pages overlap by this many documents (fewer for small pages): up to this many less one
+# Bills deleted between two page reads never cause a skip (see M3terSource._changed_bills).
+SEARCH_OVERLAP = 10
+MAX_SEARCH_STEP_BACKS = 20
 STRIPE_SYSTEM = "Stripe"
 STRIPE_CUSTOMER_TABLE = "Customer"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -144,7 +150,8 @@ class M3terSource:
         self._account_cache_size = account_cache_size
         self._accounts: OrderedDict[str, tuple[float, Account]] = OrderedDict()
         self._currency_ttl = currency_cache_ttl
-        self._currencies: tuple[float, Mapping[str, CurrencyRounding]] | None = None
+        # (expiry, the rules, the entries that cannot be used: one error per currency code)
+        self._currencies: tuple[float, Mapping[str, CurrencyRounding], Mapping[str, M3terSourceError]] | None = None
         self._currency_lock = asyncio.Lock()
 
     @property
@@ -232,7 +239,8 @@ class M3terSource:
         ``dtLastModified`` DESC finds the changed ids and stops at the first older one, and each page of
         ids is then read with List Bills (``ids``, ``includeBillTotal``), the representation the rest of
         the operator relies on. Without it, List Bills pages through everything (m3ter's own order).
-        Memory stays at one page; each page gets a current token, so long scans outlive tokens. Each
+        Memory stays at one page (plus, with ``modified_since``, the ids already read, to drop repeats of
+        overlapping pages); each page gets a current token, so long scans outlive tokens. Each
         Bill is converted on its own: one that cannot be read comes as a :class:`MalformedBill`.
         """
         if not 1 <= page_size <= BILLS_PAGE_SIZE:
@@ -253,37 +261,109 @@ class M3terSource:
     async def _changed_bills(self, since: datetime, page_size: int) -> AsyncIterator[Bill | MalformedBill]:
         # Search Bills (https://docs.m3ter.com/api/bill/search-bills): searchQuery cannot name dtLastModified
         # (not among its "Allowed parameters"), but sortBy takes "any field available on the Bill entity".
-        # So: newest first, stop at the first Bill older than the watermark. Paging by offset in this order
-        # never skips a Bill that stays in the set: a Bill modified meanwhile moves to the front (it is newer
-        # than the pass, so the next pass reads it) and only shifts the rest back (a repeat, harmless).
-        offset = 0
+        # So: newest first, stop at the first Bill older than the watermark. Paging is by offset
+        # (fromDocument), and the order moves under the scan:
+        # - a Bill modified or created meanwhile moves to the front (it is newer than the pass, so the next
+        #   pass reads it) and shifts the rest back: repeats, never a skip;
+        # - a Bill deleted meanwhile ("Suitable for removing incorrect or obsolete Bills", SDK
+        #   resources/bills/bills.py delete) from the part already read shifts the rest forward: the Bill
+        #   that moves into the last position read would never be read. So pages overlap by `overlap`
+        #   documents, repeats are dropped by (id, version), and a page that holds no Bill (id, version) of
+        #   the page before is re-read from earlier (step back): up to overlap-1 deletions between two page
+        #   reads never skip a Bill, more cost a step back. (A page holding any Bill read on the page before
+        #   starts at or before it, and from there the order is contiguous: nothing between them is skipped.
+        #   Forward, only the previous page's last `overlap` Bills can be on the next page.);
+        # - m3ter documents no tie-break between equal dtLastModified values (milliseconds), so Bills that
+        #   tie at a page's end may come in another order on the next read: the next page starts no later
+        #   than the first of them, so one answer holds the whole tied group. A group larger than a page,
+        #   or more step-backs than MAX_SEARCH_STEP_BACKS, cannot be read safely by offset: the rest of the
+        #   pass then lists every Bill (List Bills) and keeps the changed ones.
+        # m3ter does not document nextToken for search (SDK BillSearchResponse.next_token is Optional), so
+        # the scan goes on while a page is full, whatever nextToken says.
+        overlap = min(SEARCH_OVERLAP, (page_size - 1) // 2)
+        seen: set[tuple[str, int | None]] = set()
+        yielded: set[tuple[str, int]] = set()
+        previous: set[tuple[str, int | None]] = set()
+        start = 0
+        step_backs = 0
         while True:
-            page = await self._call("searching changed bills", _search_page(offset, page_size))
+            page = await self._call("searching changed bills", _search_page(start, page_size))
             hits = list(page.data or ())
+            ids = [_hit_id(hit) for hit in hits]
+            keys = {(hit_id, _hit_version(hit)) for hit, hit_id in zip(hits, ids, strict=True) if hit_id}
+            if start > 0 and previous and not previous & keys:
+                step_backs += 1
+                if step_backs > MAX_SEARCH_STEP_BACKS:
+                    break
+                log.info("m3ter Bill search moved under the scan (deletions?); re-reading from an earlier offset")
+                start = max(0, start - (page_size - overlap))
+                continue
             changed: list[str] = []
             older_reached = False
-            for hit in hits:
-                hit_id = getattr(hit, "id", None)
-                try:
-                    modified = _datetime(getattr(hit, "dt_last_modified", None))
-                except (ValueError, TypeError):
-                    modified = None  # unreadable: read it, so it is reported rather than skipped
+            stamps: list[datetime | None] = []
+            for hit, hit_id in zip(hits, ids, strict=True):
+                modified = _hit_modified(hit)
                 if modified is not None and modified < since:
                     older_reached = True
                     break
-                if isinstance(hit_id, str) and hit_id:
+                stamps.append(modified)
+                key = (hit_id, _hit_version(hit))
+                if hit_id and key not in seen:
+                    seen.add(key)
                     changed.append(hit_id)
             if changed:
-                listed = await self._call("reading changed bills", _bills_by_ids(changed))
-                by_id = {getattr(item, "id", None): item for item in listed.data or ()}
-                for bill_id in changed:  # the search's order, newest first
-                    item = by_id.get(bill_id)
-                    if item is not None:  # deleted since the search: nothing to send
-                        yield read_bill(item)
-            # m3ter does not document nextToken for search; fromDocument is the offset of the next document.
-            offset += len(hits)
-            if older_reached or len(hits) < page_size or not page.next_token:
+                async for bill in self._bills_by_ids(changed):
+                    if (bill.id, bill.version) not in yielded:
+                        yielded.add((bill.id, bill.version))
+                        yield bill
+            if older_reached or len(hits) < page_size:
                 return
+            # The first hit that ties with the page's last one: the next page starts no later than it.
+            first_tied = stamps.index(stamps[-1])
+            if first_tied == 0:
+                log.warning(
+                    "more m3ter Bills share dtLastModified %s than a search page holds; listing every Bill",
+                    stamps[-1],
+                )
+                break
+            previous = keys if overlap else set()
+            start += min(len(hits) - overlap, first_tied)
+        async for bill in self._changed_by_listing(since, yielded):
+            yield bill
+
+    async def _bills_by_ids(self, ids: list[str]) -> AsyncIterator[Bill | MalformedBill]:
+        """The Bills of ``ids`` in that order (List Bills by ``ids``, every page); deleted ones are left out."""
+        by_id: dict[str, BillResponse] = {}
+        next_token: str | None = None
+        while True:
+            page = await self._call("reading changed bills", _bills_by_ids(ids, next_token))
+            for item in page.data or ():
+                item_id = getattr(item, "id", None)
+                if isinstance(item_id, str):
+                    by_id[item_id] = item
+            next_token = page.next_token
+            if not next_token:
+                break
+        for bill_id in ids:  # the search's order, newest first
+            listed = by_id.get(bill_id)
+            if listed is not None:
+                yield read_bill(listed)
+                continue
+            # m3ter does not promise that one page answers every id: a missing one is read on its own
+            # (None: deleted since the search, nothing to send).
+            bill = await self.get_bill(bill_id)
+            if bill is not None:
+                yield bill
+
+    async def _changed_by_listing(
+        self, since: datetime, yielded: set[tuple[str, int]]
+    ) -> AsyncIterator[Bill | MalformedBill]:
+        """Every Bill modified at or after ``since`` not yet yielded, from the full List Bills (the safe path)."""
+        async for bill in self.iter_bills(modified_since=None):
+            modified = bill.last_modified
+            if (modified is None or modified >= since) and (bill.id, bill.version) not in yielded:
+                yielded.add((bill.id, bill.version))
+                yield bill
 
     async def get_bill(self, bill_id: str) -> Bill | MalformedBill | None:
         """The current version of one Bill (a MalformedBill if it cannot be read), or None if m3ter has none."""
@@ -365,34 +445,58 @@ class M3terSource:
                 return None if best is None else best[2]
 
     async def currency_rounding(self) -> Mapping[str, CurrencyRounding]:
-        """The Organization's rounding rule per currency (upper-case code), cached ``currency_cache_ttl``.
+        """The Organization's usable rounding rules per currency (upper-case code), cached ``currency_cache_ttl``.
 
         Read from the currency picklist (``GET /organizations/{orgId}/picklists/currency``,
         https://docs.m3ter.com/api/currency/list-currencies). A currency without ``maxDecimalPlaces`` or
-        ``roundingMode`` has no rule and is left out; callers apply their default to absent codes.
-        Raises :class:`M3terSourceError` for a rounding mode m3ter does not document.
+        ``roundingMode`` has no rule and is left out; callers apply their default to absent codes. An entry
+        m3ter's API reference does not allow is left out too: :meth:`rounding_for` reports it, for its
+        currency only.
         """
+        return (await self._picklist())[0]
+
+    async def rounding_for(self, currency: str) -> CurrencyRounding | None:
+        """The rounding rule of one currency, None without one; :class:`M3terSourceError` if its entry is unusable.
+
+        One bad picklist entry concerns only the Bills in its currency; its error is cached like a rule.
+        """
+        rules, errors = await self._picklist()
+        code = currency.strip().upper()
+        error = errors.get(code)
+        if error is not None:
+            raise M3terSourceError(str(error))
+        return rules.get(code)
+
+    async def _picklist(self) -> tuple[Mapping[str, CurrencyRounding], Mapping[str, M3terSourceError]]:
         cached = self._currencies
         if cached is not None and self._clock() < cached[0]:
-            return cached[1]
+            return cached[1], cached[2]
         async with self._currency_lock:
             # Single flight: callers that queued behind a refresh use its result.
             cached = self._currencies
             if cached is not None and self._clock() < cached[0]:
-                return cached[1]
+                return cached[1], cached[2]
             rules: dict[str, CurrencyRounding] = {}
+            errors: dict[str, M3terSourceError] = {}
             next_token: str | None = None
             while True:
                 page = await self._call("reading the currency picklist", _currencies_page(next_token))
                 for item in page.data or ():
-                    rule = to_currency_rounding(item)
+                    try:
+                        rule = to_currency_rounding(item)
+                    except M3terSourceError as err:
+                        code = (item.code or "").strip().upper()
+                        errors[code] = err
+                        rules.pop(code, None)
+                        continue
                     if rule is not None:
                         rules[rule.code] = rule
+                        errors.pop(rule.code, None)
                 next_token = page.next_token
                 if not next_token:
                     break
-            frozen: Mapping[str, CurrencyRounding] = MappingProxyType(rules)
-            self._currencies = (self._clock() + self._currency_ttl, frozen)
+            frozen = (MappingProxyType(rules), MappingProxyType(errors))
+            self._currencies = (self._clock() + self._currency_ttl, *frozen)
             return frozen
 
     async def aclose(self) -> None:
@@ -424,10 +528,10 @@ def _search_page(offset: int, page_size: int) -> Callable[[AsyncM3ter], Awaitabl
     return fetch
 
 
-def _bills_by_ids(ids: list[str]) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
+def _bills_by_ids(ids: list[str], cursor: str | None) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
     def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
-        # At most one search page of ids (<= 100, List Bills' pageSize bound), so one page answers all.
-        return client.bills.list(ids=ids, page_size=len(ids), include_bill_total=True)
+        # At most one search page of ids (<= 100, List Bills' pageSize bound); nextToken is followed anyway.
+        return client.bills.list(ids=ids, page_size=len(ids), include_bill_total=True, next_token=cursor or m3ter.omit)
 
     return fetch
 
@@ -450,6 +554,23 @@ def _currencies_page(cursor: str | None) -> Callable[[AsyncM3ter], Awaitable[Asy
     return fetch
 
 
+def _hit_id(hit: BillResponse) -> str:
+    hit_id = getattr(hit, "id", None)
+    return hit_id if isinstance(hit_id, str) else ""
+
+
+def _hit_version(hit: BillResponse) -> int | None:
+    version = getattr(hit, "version", None)
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _hit_modified(hit: BillResponse) -> datetime | None:
+    try:
+        return _datetime(getattr(hit, "dt_last_modified", None))
+    except (ValueError, TypeError):
+        return None  # unreadable: read it, so it is reported rather than skipped
+
+
 # -- SDK model -> domain conversion -------------------------------------------------------------
 
 
@@ -465,11 +586,13 @@ def to_currency_rounding(item: CurrencyResponse) -> CurrencyRounding | None:
             f"m3ter currency {code} has roundingMode {mode!r}, which m3ter's API reference does not define; "
             f"set it to one of {', '.join(ROUNDING_MODES)} in m3ter's currency picklist"
         )
-    # The SDK builds models without validation, so a malformed value arrives as it was sent.
-    if isinstance(places, bool) or not isinstance(places, int) or places < 0:
+    # The SDK builds models without validation, so a malformed value arrives as it was sent. m3ter accepts
+    # maxDecimalPlaces 0 <= x <= 5 (Create Currency's body, https://docs.m3ter.com/api/currency/create-currency;
+    # the SDK's currency_create_params.py gives no range): anything else was not set through m3ter's API.
+    if isinstance(places, bool) or not isinstance(places, int) or not 0 <= places <= MAX_DECIMAL_PLACES:
         raise M3terSourceError(
-            f"m3ter currency {code} has maxDecimalPlaces {places!r}; expected a whole number 0..5 "
-            "(fix the currency in m3ter's currency picklist)"
+            f"m3ter currency {code} has maxDecimalPlaces {places!r}; expected a whole number "
+            f"0..{MAX_DECIMAL_PLACES} (fix the currency in m3ter's currency picklist)"
         )
     return CurrencyRounding(code=code, max_decimal_places=places, rounding_mode=rounding)
 

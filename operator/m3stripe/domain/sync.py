@@ -344,14 +344,14 @@ class SyncEngine:
             return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(skip))
         try:
             # m3ter's per-currency rounding decides the total when lines are excluded (mapping.line_amounts).
-            rounding = (await self.source.currency_rounding()).get(bill.currency.upper())
+            rounding = await self.source.rounding_for(bill.currency)
         except M3terUnavailable as err:
             message = f"could not read m3ter's currency rounding for Bill {bill.id}: {err}; retried on the next pass"
             return self._failed(bill, EventKind.PERFORM, run_id, message, retry=True, status=RunStatus.AWAITING_RETRY)
         except M3terAuthError:
             raise
         except M3terSourceError as err:
-            message = f"m3ter's currency picklist cannot be used for Bill {bill.id}: {err}. Fix the currency in m3ter"
+            message = f"m3ter's currency {bill.currency} cannot be used for Bill {bill.id}: {err}"
             return self._failed(bill, EventKind.VALIDATION, run_id, message, retry=True)
         try:
             plan = plan_bill(bill, self.spec, self.integration_id, rounding=rounding)

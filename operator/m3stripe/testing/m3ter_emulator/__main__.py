@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ip-rate-limit", type=int, default=20_000, help="requests per 5 minutes per source IP (m3ter: 20,000); 0: off"
     )
+    parser.add_argument("--search-seed", type=int, default=0, help="seed of the order of Search Bills ties")
+    parser.add_argument(
+        "--search-without-next-token", action="store_true", help="Search Bills answers never carry nextToken"
+    )
     return parser
 
 
@@ -43,6 +47,8 @@ async def _serve(args: argparse.Namespace) -> None:
         admin_api=not args.no_admin_api,
         organization_requests_per_second=args.org_rate_limit or None,
         ip_requests_per_window=args.ip_rate_limit or None,
+        search_seed=args.search_seed,
+        search_next_token=not args.search_without_next_token,
     )
     if args.client_id:
         if not (args.client_secret and args.org_id):

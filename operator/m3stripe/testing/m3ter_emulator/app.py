@@ -257,13 +257,19 @@ async def list_bills(request: web.Request) -> web.Response:
             return False
         return not (bill_date_end is not None and day >= bill_date_end)
 
+    page_size = _page_size(request, "bills")
+    if ids is not None and emulator.ids_page_cap is not None:
+        # m3ter does not promise that a page holds pageSize Bills: a cursor may end a page early.
+        page_size = min(page_size, emulator.ids_page_cap)
     page, next_token = paginate(
         "bills",
         records,
-        page_size=_page_size(request, "bills"),
+        page_size=page_size,
         next_token=request.query.get("nextToken"),
         predicate=wanted,
     )
+    if ids is not None and not emulator.ids_next_token:
+        next_token = None
     # The list only carries billTotal when asked to (includeBillTotal), as the real endpoint does.
     include_total = _bool_param(request, "includeBillTotal") is True
     include_lines = _bool_param(request, "excludeLineItems") is not True
@@ -275,8 +281,9 @@ async def list_bills(request: web.Request) -> web.Response:
 # comparators > >= : < <= ~ over the documented parameters only (dtLastModified is not among them), ``operator``
 # AND/OR, ``sortBy`` "any field available on the Bill entity", ``sortOrder`` ASC/DESC, ``fromDocument`` for
 # paging and ``pageSize`` 1..100 (default 10). m3ter does not document what ``fromDocument`` counts nor how
-# the response's ``nextToken`` relates to it: here it is the offset of the first document, and ``nextToken``
-# carries the next offset (as a string) while more documents follow.
+# the response's ``nextToken`` relates to it (SDK BillSearchResponse.next_token is Optional): here it is the
+# offset of the first document, and ``nextToken`` carries the next offset (as a string) while more documents
+# follow, unless ``search_next_token`` is off (then it never comes, as real m3ter may answer).
 SEARCH_QUERY_FIELDS = {
     "accountId": "accountId",
     "locked": "locked",
@@ -352,17 +359,21 @@ async def search_bills(request: web.Request) -> web.Response:
     if rendered and not any(sort_by in b for _, b in rendered):
         raise EmulatorError(400, f"sortBy {sort_by!r} is not a field of the Bill entity")
 
-    def key(pair: tuple[BillRecord, dict[str, Any]]) -> tuple[int, Any, int]:
+    def key(pair: tuple[BillRecord, dict[str, Any]]) -> tuple[int, Any]:
         value = pair[1].get(sort_by)
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        # ISO 8601 UTC timestamps (all "...Z", milliseconds) sort as text; creation order breaks ties.
-        return (0, value, pair[0].seq) if number else (1, "" if value is None else str(value), pair[0].seq)
+        # ISO 8601 UTC timestamps (all "...Z", milliseconds) sort as text.
+        return (0, value) if number else (1, "" if value is None else str(value))
 
+    # m3ter documents no tie-break for equal sortBy values: ties come in a new order on every request
+    # (shuffled before the stable sort, from the emulator's seeded generator), the least a client may assume.
+    emulator = _emulator(request)
+    emulator.search_random.shuffle(rendered)
     rendered.sort(key=key, reverse=order == "DESC")
     page = rendered[start : start + size]
     next_start = start + len(page)
     body: dict[str, Any] = {"data": [b for _, b in page]}
-    if next_start < len(rendered):
+    if next_start < len(rendered) and emulator.search_next_token:
         body["nextToken"] = str(next_start)
     return _json(body)
 

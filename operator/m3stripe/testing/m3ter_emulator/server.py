@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,9 +58,22 @@ class M3terEmulator(M3terState):
         ip_requests_per_window: int | None = SOURCE_IP_REQUESTS_PER_WINDOW,
         ip_window_seconds: float = SOURCE_IP_WINDOW_SECONDS,
         rate_clock: Callable[[], float] = time.time,
+        search_seed: int | None = 0,
+        search_next_token: bool = True,
+        unique_timestamps: bool = True,
     ) -> None:
-        """The rate limits default to m3ter's Config API limits; None turns one off."""
-        super().__init__(clock=clock)
+        """The rate limits default to m3ter's Config API limits; None turns one off.
+
+        ``search_seed`` seeds the order of Search Bills ties (None: unseeded); ``search_next_token=False``
+        answers Search Bills without ``nextToken``; ``unique_timestamps=False`` lets Bills changed at the
+        same clock reading share a ``dtLastModified`` (m3ter's are milliseconds, and nothing makes them unique).
+        """
+        super().__init__(clock=clock, unique_timestamps=unique_timestamps)
+        self.search_random = random.Random(search_seed)
+        self.search_next_token = search_next_token
+        # List Bills by ``ids``: at most this many a page (None: pageSize), and whether a nextToken follows.
+        self.ids_page_cap: int | None = None
+        self.ids_next_token = True
         self.host = host
         self.port = port
         self.latency_seconds = latency_seconds

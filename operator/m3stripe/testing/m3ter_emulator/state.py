@@ -339,8 +339,9 @@ def paginate(
 class M3terState:
     """The emulated m3ter tenant data: OAuth clients, Accounts, Bills and External Mappings."""
 
-    def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, *, clock: Callable[[], datetime] | None = None, unique_timestamps: bool = True) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._unique_timestamps = unique_timestamps
         self._last_stamp: datetime | None = None
         self._seq = 0
         self._orgs: dict[str, OrgData] = {}
@@ -355,10 +356,12 @@ class M3terState:
         return self._seq
 
     def _stamp(self) -> datetime:
-        """Millisecond timestamps like m3ter's, strictly increasing so every change is observable."""
+        """Millisecond timestamps like m3ter's, strictly increasing (unless ``unique_timestamps`` is off)."""
         now = self._clock()
         now = (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(UTC)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        if not self._unique_timestamps:
+            return now
         if self._last_stamp is not None and now <= self._last_stamp:
             now = self._last_stamp + timedelta(milliseconds=1)
         self._last_stamp = now
