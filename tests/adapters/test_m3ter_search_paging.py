@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource, M3terUnavailable
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 
@@ -164,3 +164,27 @@ async def test_changed_bills_are_read_by_id_page_by_page_and_one_by_one_when_a_p
     assert [bill.id for bill in paged] == list(reversed(bills))
     assert [bill.id for bill in one_by_one] == list(reversed(bills))
     assert single_reads, "Bills left out of a page of ids were read with Get Bill"
+
+
+async def test_a_changed_bill_left_out_of_its_page_of_ids_and_deleted_since_is_skipped_and_any_other_error_fails(
+    clock: Clock, source_for: list[M3terSource]
+) -> None:
+    emulator = await _emulator(clock)
+    try:
+        bills = _seed(emulator, clock, 8, step=timedelta(seconds=1))
+        newest_first = list(reversed(bills))
+        emulator.ids_page_cap = 2
+        emulator.ids_next_token = False  # List Bills answers 2 of each page of ids; the rest come one by one
+        source = _source(emulator, source_for)
+        seen: list[str] = []
+        async for bill in source.iter_bills(modified_since=SINCE, page_size=10):
+            seen.append(bill.id)
+            if len(seen) == 1:
+                emulator.delete_bill(ORG, newest_first[4])  # 404 on its Get Bill: deleted, nothing to send
+        assert seen == [bill_id for bill_id in newest_first if bill_id != newest_first[4]]
+        with pytest.raises(M3terUnavailable):
+            async for bill in source.iter_bills(modified_since=SINCE, page_size=10):
+                if bill.id == newest_first[1]:
+                    emulator.inject_server_errors(1)  # the next Get Bill fails: an error, never a skip
+    finally:
+        await emulator.stop()

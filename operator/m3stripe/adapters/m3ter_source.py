@@ -349,11 +349,22 @@ class M3terSource:
             if listed is not None:
                 yield read_bill(listed)
                 continue
-            # m3ter does not promise that one page answers every id: a missing one is read on its own
-            # (None: deleted since the search, nothing to send).
-            bill = await self.get_bill(bill_id)
+            # m3ter does not promise that one page answers every id: a missing one is read on its own. Only
+            # a 404 (deleted since the search) means nothing to send; any other refusal is an error, so the
+            # pass fails and its watermark stays, rather than a changed Bill being skipped.
+            bill = await self._changed_bill(bill_id)
             if bill is not None:
                 yield bill
+
+    async def _changed_bill(self, bill_id: str) -> Bill | MalformedBill | None:
+        async def retrieve(client: AsyncM3ter) -> BillResponse | None:
+            try:
+                return await client.bills.retrieve(quote(bill_id, safe=""))  # one path segment, as in get_bill
+            except m3ter.NotFoundError:
+                return None
+
+        item = await self._call(f"reading changed bill {bill_id}", retrieve)
+        return None if item is None else read_bill(item)
 
     async def _changed_by_listing(
         self, since: datetime, yielded: set[tuple[str, int]]
