@@ -99,8 +99,8 @@ GESTURES = (
 # request, so a value beyond these bounds is refused as a whole, never truncated into a different request.
 MAX_GESTURE_LENGTH = 4096
 MAX_GESTURE_IDS = 100
-# m3ter's ids are UUIDs (https://www.m3ter.com/docs/api#tag/Bill/operation/GetBill: "The UUID of the
-# entity"); the emulator also takes readable ids. Either way: no '/', '%', '?', '#' or '..' segment that
+# m3ter's Bill ids are UUIDs (the SDK's `bills.retrieve`: "Retrieve the Bill with the given UUID",
+# m3ter/resources/bills/bills.py); the emulator also takes readable ids. Either way: no '/', '%', '?', '#' or '..' segment that
 # could move the request to another path once the id is put into the URL.
 BILL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:.-]{0,127}")
 RUN_ID = re.compile(r"run-[A-Za-z0-9-]{1,64}")
