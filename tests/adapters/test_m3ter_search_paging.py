@@ -112,10 +112,10 @@ async def test_full_search_pages_without_next_token_are_read_to_the_end(
 
 @pytest.mark.parametrize("seed", range(5))
 async def test_bills_sharing_a_timestamp_across_a_page_boundary_are_all_read(
-    clock: Clock, source_for: list[M3terSource], seed: int
+    clock: Clock, source_for: list[M3terSource], seed: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Groups of 7 Bills approved in the same millisecond; m3ter orders them in no documented way, and the
-    # emulator reorders them on every request: with pages of 10 many groups straddle a page boundary.
+    # emulator reorders them on every request: with pages of 20 many groups straddle a page boundary.
     emulator = await _emulator(clock, unique_timestamps=False, search_seed=seed)
     try:
         account = emulator.add_account(ORG, name="Acme", code="acme", currency="USD")
@@ -127,11 +127,12 @@ async def test_bills_sharing_a_timestamp_across_a_page_boundary_are_all_read(
             if index % 7 == 0:
                 clock.now += timedelta(seconds=1)
             emulator.approve_bill(ORG, bill_id)
-        changed = await _read(_source(emulator, source_for), page_size=10)
+        changed = await _read(_source(emulator, source_for), page_size=20)
     finally:
         await emulator.stop()
     assert sorted(bill.id for bill in changed) == sorted(bills)
     assert len(changed) == len(bills)
+    assert "listing every Bill" not in caplog.text, "the search alone read them"
 
 
 async def test_more_bills_sharing_a_timestamp_than_a_page_holds_are_all_read(
@@ -188,3 +189,32 @@ async def test_a_changed_bill_left_out_of_its_page_of_ids_and_deleted_since_is_s
                     emulator.inject_server_errors(1)  # the next Get Bill fails: an error, never a skip
     finally:
         await emulator.stop()
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_deletions_while_a_group_sharing_a_timestamp_straddles_the_page_boundary_never_skip_one(
+    clock: Clock, source_for: list[M3terSource], seed: int
+) -> None:
+    # Newest first: 10 Bills a second apart, then 15 Bills of one millisecond, cut by the end of a page of 20.
+    # After that page three of the first ten are deleted: everything moves up three places, tied Bills too.
+    emulator = await _emulator(clock, unique_timestamps=False, search_seed=seed)
+    try:
+        account = emulator.add_account(ORG, name="Acme", code="acme", currency="USD")
+        tied = [emulator.add_bill(ORG, account_id=account) for _ in range(15)]
+        newest = [emulator.add_bill(ORG, account_id=account) for _ in range(10)]
+        clock.now = SINCE + timedelta(seconds=1)
+        for bill_id in tied:
+            emulator.approve_bill(ORG, bill_id)
+        for bill_id in newest:
+            clock.now += timedelta(seconds=1)
+            emulator.approve_bill(ORG, bill_id)
+        source = _source(emulator, source_for)
+        seen: list[str] = []
+        async for bill in source.iter_bills(modified_since=SINCE, page_size=20):
+            seen.append(bill.id)
+            if len(seen) == 20:
+                for bill_id in newest[-3:]:
+                    emulator.delete_bill(ORG, bill_id)
+    finally:
+        await emulator.stop()
+    assert set(tied) - set(seen) == set(), "a tied Bill was skipped"

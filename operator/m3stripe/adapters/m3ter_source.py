@@ -267,20 +267,26 @@ class M3terSource:
         #   pass reads it) and shifts the rest back: repeats, never a skip;
         # - a Bill deleted meanwhile ("Suitable for removing incorrect or obsolete Bills", SDK
         #   resources/bills/bills.py delete) from the part already read shifts the rest forward: the Bill
-        #   that moves into the last position read would never be read. So pages overlap by `overlap`
-        #   documents, repeats are dropped by (id, version), and a page that holds no Bill (id, version) of
-        #   the page before is re-read from earlier (step back): up to overlap-1 deletions between two page
-        #   reads never skip a Bill, more cost a step back. (A page holding any Bill read on the page before
-        #   starts at or before it, and from there the order is contiguous: nothing between them is skipped.
-        #   Forward, only the previous page's last `overlap` Bills can be on the next page.);
+        #   that moves into the last position read would never be read. So pages overlap (by `overlap`
+        #   Bills plus the tied group below), repeats are dropped by (id, version), and a page that holds
+        #   none of the page before's anchors (its `overlap` Bills next to the tied group, by (id, version))
+        #   is re-read from earlier (step back): up to overlap-1 deletions between two page reads never
+        #   skip a Bill, more cost a step back. (A page holding an anchor starts at or before it, and from
+        #   there the order is contiguous: nothing between them is skipped.);
         # - m3ter documents no tie-break between equal dtLastModified values (milliseconds), so Bills that
-        #   tie at a page's end may come in another order on the next read: the next page starts no later
-        #   than the first of them, so one answer holds the whole tied group. A group larger than a page,
-        #   or more step-backs than MAX_SEARCH_STEP_BACKS, cannot be read safely by offset: the rest of the
-        #   pass then lists every Bill (List Bills) and keeps the changed ones.
+        #   tie at a page's end may come in another order on the next read: the next page starts `overlap`
+        #   Bills before the first of them, so one answer holds the whole tied group, and only Bills newer
+        #   than the group anchor it (a tied Bill proves nothing about where a page starts). A group too
+        #   large for that (page_size - overlap or more), or more step-backs than MAX_SEARCH_STEP_BACKS,
+        #   cannot be read safely by offset: the rest of the pass lists every Bill (List Bills) and keeps
+        #   the changed ones.
         # m3ter does not document nextToken for search (SDK BillSearchResponse.next_token is Optional), so
         # the scan goes on while a page is full, whatever nextToken says.
         overlap = min(SEARCH_OVERLAP, (page_size - 1) // 2)
+        if overlap == 0:  # pages under 3 leave no room for an overlap: only the full listing is safe
+            async for bill in self._changed_by_listing(since, set()):
+                yield bill
+            return
         seen: set[tuple[str, int | None]] = set()
         yielded: set[tuple[str, int]] = set()
         previous: set[tuple[str, int | None]] = set()
@@ -318,16 +324,19 @@ class M3terSource:
                         yield bill
             if older_reached or len(hits) < page_size:
                 return
-            # The first hit that ties with the page's last one: the next page starts no later than it.
+            # The page's last hit may tie with the next unseen one, so the Bills sharing its dtLastModified
+            # (from first_tied on) have no fixed place: the next page starts `overlap` Bills before the first
+            # of them, and only the Bills before it (strictly newer, in a fixed order) anchor that page.
             first_tied = stamps.index(stamps[-1])
-            if first_tied == 0:
+            if first_tied <= overlap:
                 log.warning(
-                    "more m3ter Bills share dtLastModified %s than a search page holds; listing every Bill",
+                    "too many m3ter Bills share dtLastModified %s to read them whole in a search page; "
+                    "listing every Bill",
                     stamps[-1],
                 )
                 break
-            previous = keys if overlap else set()
-            start += min(len(hits) - overlap, first_tied)
+            previous = {(ids[index], _hit_version(hits[index])) for index in range(first_tied) if ids[index]}
+            start += first_tied - overlap
         async for bill in self._changed_by_listing(since, yielded):
             yield bill
 
