@@ -234,8 +234,9 @@ class M3terSource:
     ) -> AsyncIterator[Bill | MalformedBill]:
         """Stream the Bills last modified at or after ``modified_since``; every Bill if None.
 
-        With ``modified_since``, only what changed is read, in DESCENDING ``dtLastModified`` order
-        (newest first; a watermark can only move once the stream is exhausted): Search Bills sorted by
+        With ``modified_since``, only what changed is read, in DESCENDING ``dtLastModified`` order (newest
+        first; a watermark can only move once the stream is exhausted; should offset paging not be safe, the
+        rest comes from the full listing, in its order; see ``_changed_bills``): Search Bills sorted by
         ``dtLastModified`` DESC finds the changed ids and stops at the first older one, and each page of
         ids is then read with List Bills (``ids``, ``includeBillTotal``), the representation the rest of
         the operator relies on. Without it, List Bills pages through everything (m3ter's own order).
