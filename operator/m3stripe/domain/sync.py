@@ -185,7 +185,8 @@ class SyncEngine:
             if self.planner is not None:
                 self.planner.record(bill, result)
             report.add(result, keep_ids=MAX_STRIPE_IDS)
-            if result.event is None and not result.retry and len(done) < MAX_CHECKPOINT:
+            # Only what cost Stripe requests: a Bill this integration does not select is cheap to skip again.
+            if result.outcome in (Outcome.SENT, Outcome.UNCHANGED) and len(done) < MAX_CHECKPOINT:
                 done.append(f"{bill.id}@{bill.version}")
             if result.event is not None:
                 self.budget.error()
