@@ -439,6 +439,36 @@ ANNOTATION_CASES = [
         annotations={R: 5},
     ),
     Case(
+        "resolve-commas",
+        "resolve of commas only",
+        (event("UnknownEventIds", "names no event id"), no_event("EventsResolved")),
+        annotations={R: ",,,"},
+    ),
+    Case(
+        "replay-commas",
+        "replay of commas only",
+        (event("ReplayRefused", "names no Bill id"), run("COMPLETE")),
+        annotations={P: ",,,,"},
+    ),
+    Case(
+        "replay-token-only",
+        "replay of a re-trigger token and no id",
+        (event("ReplayRefused", "names no Bill id"), run("COMPLETE")),
+        annotations={P: "#t"},
+    ),
+    Case(
+        "plan-replay",
+        "a replay while spec.mode is Plan",
+        (
+            event("ReplayRefused", "spec.mode is Plan", "Switch spec.mode to Send first"),
+            ready("PlanOnly", status="True"),
+            status_is(lambda s: s.get("lastHandledReplay") == "no-such-bill-4712 #t", "the replay is echoed"),
+            status_is(lambda s: "lastSync" not in s, "no Send pass ran"),
+        ),
+        spec_patch={"mode": "Plan"},
+        annotations={P: "no-such-bill-4712 #t"},
+    ),
+    Case(
         "replay-traversal",
         "replay of ../../accounts",
         (
@@ -555,6 +585,13 @@ STATUS_CASES = [
         "status-watermark",
         "a restored status whose watermark is not a time",
         (*_INTERNAL, run("ERROR")),
+        status={"sync": {"watermark": "yesterday"}},
+    ),
+    Case(
+        "plan-status-watermark",
+        "a Plan-mode integration restored with a watermark that is not a time",
+        (*_INTERNAL, ready("InternalError", "in the plan pass"), status_is(lambda s: "lastSync" not in s, "no run")),
+        spec_patch={"mode": "Plan"},
         status={"sync": {"watermark": "yesterday"}},
     ),
     Case(

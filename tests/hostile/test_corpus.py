@@ -430,6 +430,7 @@ def test_log_lines_name_the_integration(world: World) -> None:
     log = world.operator.output()
     assert f"{CONTROL_NS}/{CONTROL}: sync run run-" in log
     assert f"{NS}/status-watermark: the sync pass failed unexpectedly" in log
+    assert f"{NS}/plan-status-watermark: the plan pass failed unexpectedly" in log
     assert f"reconcile of {NS}/status-errors-text failed" in log
 
 
@@ -447,6 +448,7 @@ def test_unexpected_exceptions_are_counted_by_where_they_happened(world: World) 
         return sum(float(line[len(prefix) :]) for line in world.metrics.splitlines() if line.startswith(prefix))
 
     assert count("status-watermark", "pass") >= 1
+    assert count("plan-status-watermark", "plan") >= 1
     assert count("status-errors-text", "reconcile") >= 1
     assert (
         'm3stripe_sync_runs_total{integration="status-watermark",namespace="hostile",status="ERROR"}' in world.metrics

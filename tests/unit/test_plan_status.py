@@ -58,6 +58,26 @@ def test_a_plan_is_due_at_once_for_a_new_generation_or_a_sync_request_and_otherw
     assert 2900 < (plan_seconds_until_due(parsed("Plan"), status, {}) or 0) <= 3000
     assert plan_seconds_until_due(parsed("Plan"), {**status, "observedGeneration": 3}, {}) == 0
     assert plan_seconds_until_due(parsed("Plan"), status, {"m3stripe.dev/requested-at": "t1"}) == 0
-    # A replay waits for Send mode: a plan pass would not consume it.
-    assert (plan_seconds_until_due(parsed("Plan"), status, {"m3stripe.dev/replay": "b-1 #t"}) or 0) > 0
+    # A replay is refused at once in Plan mode (a plan pass echoes it with a Warning event).
+    assert plan_seconds_until_due(parsed("Plan"), status, {"m3stripe.dev/replay": "b-1 #t"}) == 0
+    handled = {**status, "lastHandledReplay": "b-1 #t"}
+    assert (plan_seconds_until_due(parsed("Plan"), handled, {"m3stripe.dev/replay": "b-1 #t"}) or 0) > 0
     assert plan_seconds_until_due(parsed("Send"), status, {}) is None
+
+
+def test_a_crashed_plan_pass_makes_ready_false_internal_error_until_a_clean_plan() -> None:
+    crashed = {"conditions": planned_conditions({}, {}, 2, "unexpected ValueError in the plan pass: boom")}
+    status = build_status(crashed, Assessment(stripe=OK, source=OK, plan=True), generation=2, integration_id="i")
+    assert (ready(status)["status"], ready(status)["reason"]) == ("False", "InternalError")
+    assert "in the plan pass" in ready(status)["message"]
+    clean = {"conditions": planned_conditions(status, {"plan": {"message": "plan run-2: ..."}}, 2)}
+    healthy = build_status(clean, Assessment(stripe=OK, source=OK, plan=True), generation=2, integration_id="i")
+    assert ready(healthy)["reason"] == "PlanOnly"
+
+
+def test_in_plan_mode_a_crash_of_an_earlier_send_pass_does_not_keep_ready_false() -> None:
+    synced = {"type": "Synced", "status": "False", "reason": "InternalError", "message": "unexpected in the sync pass"}
+    status = build_status(
+        {"conditions": [synced]}, Assessment(stripe=OK, source=OK, plan=True), generation=2, integration_id="i"
+    )
+    assert ready(status)["reason"] == "PlanOnly"

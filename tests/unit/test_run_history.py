@@ -427,3 +427,32 @@ def test_gestures_within_bounds_pass_unchanged() -> None:
 def test_annotations_that_are_not_a_map_are_no_gestures() -> None:
     assert gesture_annotations(None) == ({}, [])
     assert gesture_annotations(["a"]) == ({}, [("metadata.annotations", "must be a map of strings")])
+
+
+def test_a_replay_by_run_reference_beyond_the_id_bound_is_refused_whole_and_names_the_bound() -> None:
+    runs = [
+        {"runId": f"run-2026120{i:03d}-3f9a2c", "stripeObjects": [{"billId": f"b{i}-{j}"} for j in range(50)]}
+        for i in range(100)
+    ]
+    value = ",".join(f"run:{r['runId']}" for r in runs) + " #t1"
+    assert gesture_annotations({ANNOTATION_REPLAY: value})[1] == []  # 100 references: within the id bound
+    request = replay_request({"recentRuns": runs}, value)
+    assert request.bills == frozenset()
+    assert any("5000 Bills" in p and f"at most {MAX_GESTURE_IDS}" in p for p in request.problems)
+
+
+def test_bills_of_a_replayed_run_are_known_from_the_history_and_named_ids_are_not() -> None:
+    status = {"recentRuns": [{"runId": "run-1", "stripeObjects": [{"billId": "b1"}, {"billId": "b2"}]}]}
+    request = replay_request(status, "run:run-1 b3")
+    assert request.bills == {"b1", "b2", "b3"} and request.from_history == {"b1", "b2"}
+
+
+@pytest.mark.parametrize("value", [",,,,", "#t", "  ,  #again"])
+def test_a_replay_naming_no_bill_id_says_so(value: str) -> None:
+    request = replay_request({}, value)
+    assert request.bills == frozenset() and "names no Bill id" in " ".join(request.problems)
+
+
+def test_a_refused_gesture_marker_is_not_reported_again_as_naming_no_id() -> None:
+    marker = gesture_annotations({ANNOTATION_REPLAY: 5})[0][ANNOTATION_REPLAY]
+    assert replay_request({}, marker).problems == []

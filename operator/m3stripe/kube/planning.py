@@ -40,12 +40,14 @@ def plan_seconds_until_due(
 ) -> float | None:
     """When the next plan pass is due (0: now), or None outside Plan mode.
 
-    A new generation and a sync request are planned at once. A replay request waits for Send mode: a plan
-    pass does not consume it, so it replays when Bills are really sent.
+    A new generation, a sync request and a replay request are handled at once (a replay is refused in
+    Plan mode, with a Warning event).
     """
     if not parsed.spec.is_plan:
         return None
     if annotations.get(names.ANNOTATION_REQUESTED_AT, "") not in ("", status.get("lastHandledRequestedAt")):
+        return 0.0
+    if annotations.get(names.ANNOTATION_REPLAY, "") not in ("", status.get("lastHandledReplay")):
         return 0.0
     plan = status.get("plan") or {}
     if plan.get("observedGeneration") != status.get("observedGeneration"):
@@ -73,6 +75,16 @@ async def plan_pass(
     requested = annotations.get(names.ANNOTATION_REQUESTED_AT, "")
     if requested and requested != status.get("lastHandledRequestedAt"):
         extra["lastHandledRequestedAt"] = requested
+    replay = annotations.get(names.ANNOTATION_REPLAY, "")
+    if replay and replay != status.get("lastHandledReplay"):
+        # Refused, not deferred: a replay kept for the next Send pass would send Bills the plan did not show.
+        extra["lastHandledReplay"] = replay
+        driver._events(
+            "Warning",
+            "ReplayRefused",
+            f"{names.ANNOTATION_REPLAY}={replay[:200]!r} was not done: spec.mode is Plan and a plan pass writes "
+            "nothing to Stripe. Switch spec.mode to Send first, then annotate again with a new value",
+        )
     limiter = runtime.limiters.get(
         stripe_account or f"key:{hash(stripe_key)}",
         not spec.is_test_mode,
@@ -105,6 +117,8 @@ async def plan_pass(
             raise
         except Exception as err:
             driver._logger.exception("%s/%s: the plan pass failed unexpectedly", driver.namespace, driver.name)
+            m = runtime.metrics
+            m.child(m.internal_errors, driver.namespace, driver.name, "plan").inc()
             driver.pass_error = internal_error_message(err, "in the plan pass")
             return extra
     extra["plan"] = planner.summary(report, generation=status.get("observedGeneration"))
@@ -116,8 +130,28 @@ async def plan_pass(
         time.monotonic() - started,
         extra["plan"]["message"],
     )
-    driver._events("Normal", "Planned", str(extra["plan"]["message"])[:1024])
+    if _plan_changed(status.get("plan"), extra["plan"]):
+        driver._events("Normal", "Planned", str(extra["plan"]["message"])[:1024])
     return extra
+
+
+# What a plan's Planned event reports: a pass that plans the same as the last one says nothing new.
+_PLAN_OUTCOME = (
+    "observedGeneration",
+    "bills",
+    "createInvoice",
+    "updateDraft",
+    "addItems",
+    "nothing",
+    "blocked",
+    "totals",
+)
+
+
+def _plan_changed(old: Any, new: Mapping[str, Any]) -> bool:
+    if not isinstance(old, Mapping):
+        return True
+    return any(old.get(k) != new.get(k) for k in _PLAN_OUTCOME)
 
 
 def planned_conditions(

@@ -31,7 +31,6 @@ def sync_state(status: Mapping[str, Any]) -> SyncState:
     return SyncState(
         watermark=parse_time(progress.get("watermark")),
         retry_bill_ids=tuple(progress.get("retryBillIds") or ()),
-        last_sweep=parse_time(progress.get("lastSweep")),
     )
 
 
@@ -108,6 +107,9 @@ RUN_ID = re.compile(r"run-[A-Za-z0-9-]{1,64}")
 EVENT_ID = re.compile(r"evt-[0-9a-f]{12}")
 
 
+_REFUSED = re.compile(r"#refused-[0-9a-f]{16}")
+
+
 def refused_marker(value: str) -> str:
     """What stands in for a refused gesture value: short, stable, and acting on nothing (all after '#')."""
     return "#refused-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -180,6 +182,8 @@ class ReplayRequest:
 
     bills: frozenset[str]
     problems: list[str] = field(default_factory=list)
+    # Bills taken from the run history (already read from m3ter and sent once): no existence check needed.
+    from_history: frozenset[str] = frozenset()
 
 
 def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
@@ -187,7 +191,13 @@ def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
     bills: set[str] = set()
     problems: list[str] = []
     runs: set[str] = set()
-    for target in parse_targets(annotation):
+    targets = parse_targets(annotation)
+    if not targets and not _REFUSED.fullmatch(annotation):  # a refused value was reported when refused
+        problems.append(
+            f"{annotation[:140]!r} names no Bill id (anything after '#' is only a re-trigger token); "
+            "write Bill ids or run:<runId>, comma or space separated"
+        )
+    for target in targets:
         if target.startswith("run:"):
             run = target.removeprefix("run:")
             if not RUN_ID.fullmatch(run):
@@ -204,21 +214,30 @@ def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
                 "it was not read"
             )
     found: set[str] = set()
+    history: set[str] = set()
     for run in status.get("recentRuns") or ():
         if run.get("runId") in runs:
             found.add(str(run.get("runId")))
-            bills.update(str(o["billId"]) for o in run.get("stripeObjects") or ())
+            history.update(str(o["billId"]) for o in run.get("stripeObjects") or ())
     for event in status.get("openEvents") or ():
         if event.get("runId") in runs:
             found.add(str(event.get("runId")))
             if event.get("billId"):
-                bills.add(str(event["billId"]))
+                history.add(str(event["billId"]))
     problems.extend(
         f"run {run!r} is not in status.recentRuns or status.openEvents (only the last runs are kept); "
         "name its Bills instead"
         for run in sorted(runs - found)
     )
-    return ReplayRequest(frozenset(bills), problems)
+    bills |= history
+    if len(bills) > MAX_GESTURE_IDS:
+        # The same bound as for ids named one by one: refused as a whole, never cut into a different request.
+        problems.append(
+            f"the run references expand to {len(bills)} Bills (at most {MAX_GESTURE_IDS} per replay); nothing was "
+            "replayed: name fewer runs, or split the Bills into several requests"
+        )
+        return ReplayRequest(frozenset(), problems)
+    return ReplayRequest(frozenset(bills), problems, frozenset(history))
 
 
 def replay_bills(status: Mapping[str, Any], annotation: str) -> frozenset[str]:
@@ -248,13 +267,10 @@ def fold_report(
         "sync": {
             "watermark": rfc3339(report.watermark) if report.watermark else None,
             "retryBillIds": list(report.retry_bill_ids),
-            "lastSweep": rfc3339(report.last_sweep) if report.last_sweep else None,
         },
     }
     if out["sync"]["watermark"] is None:
         del out["sync"]["watermark"]
-    if out["sync"]["lastSweep"] is None:
-        del out["sync"]["lastSweep"]
     if report.status is RunStatus.COMPLETE:
         out["lastSuccessfulSyncTime"] = record["completionTime"]
     return out, fresh

@@ -47,11 +47,14 @@ def internal_error_message(err: BaseException, where: str) -> str:
     )
 
 
-def pass_error_of(status: Mapping[str, Any]) -> str:
-    """The message of a pass that ended in an unexpected exception, while its Synced condition says so."""
-    synced = find(status.get("conditions"), ConditionType.SYNCED) or {}
-    if synced.get("reason") == INTERNAL_ERROR:
-        return str(synced.get("message") or INTERNAL_ERROR)
+def pass_error_of(status: Mapping[str, Any], *, plan: bool = False) -> str:
+    """The message of a pass that ended in an unexpected exception, while its condition says so.
+
+    A plan pass reports on Planned and a Send pass on Synced: in Plan mode only a plan pass's crash counts.
+    """
+    condition = find(status.get("conditions"), ConditionType.PLANNED if plan else ConditionType.SYNCED) or {}
+    if condition.get("reason") == INTERNAL_ERROR:
+        return str(condition.get("message") or INTERNAL_ERROR)
     return ""
 
 
@@ -115,7 +118,7 @@ def build_status(
     """The full status the operator owns, carrying over fields it does not recompute here."""
     current = dict(current or {})
     if not assessment.internal_error:
-        assessment = dataclasses.replace(assessment, internal_error=pass_error_of(current))
+        assessment = dataclasses.replace(assessment, internal_error=pass_error_of(current, plan=assessment.plan))
     observations, absent = observe(assessment)
     stripe = assessment.stripe
     status: dict[str, Any] = dict(current)

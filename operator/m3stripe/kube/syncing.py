@@ -209,7 +209,6 @@ class SyncDriver:
         )
         report.watermark = state.watermark
         report.retry_bill_ids = list(state.retry_bill_ids)
-        report.last_sweep = state.last_sweep
         report.stopped_early = self.pass_error
         return report
 
@@ -217,9 +216,9 @@ class SyncDriver:
         """The replay's Bills that m3ter has; every id that cannot be replayed is named in a Warning event."""
         if request.problems:
             self._events("Warning", "ReplayRefused", "; ".join(request.problems)[:1024])
-        found: set[str] = set()
+        found: set[str] = set(request.bills & request.from_history)  # read from m3ter when they were sent
         missing: list[str] = []
-        for bill_id in sorted(request.bills):
+        for bill_id in sorted(request.bills - request.from_history):
             try:
                 bill = await source.get_bill(bill_id)
             except M3terSourceError:

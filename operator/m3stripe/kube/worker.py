@@ -22,7 +22,7 @@ from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
 from m3stripe.kube.planning import planned_conditions
-from m3stripe.kube.run_history import gesture_annotations, resolve_events, unknown_event_ids
+from m3stripe.kube.run_history import gesture_annotations, parse_targets, resolve_events, unknown_event_ids
 from m3stripe.kube.source import SourceHandle
 from m3stripe.kube.status import (
     Assessment,
@@ -210,7 +210,15 @@ class IntegrationWorker:
         """Resolve and re-enable requests (annotations): handled once per value, echoed back in status."""
         extra: dict[str, Any] = {}
         resolve = annotations.get(names.ANNOTATION_RESOLVE, "")
-        if resolve and resolve != current.get("lastHandledResolve"):
+        if resolve and resolve != current.get("lastHandledResolve") and not parse_targets(resolve):
+            extra["lastHandledResolve"] = resolve
+            self._events(
+                "Warning",
+                "UnknownEventIds",
+                f"{names.ANNOTATION_RESOLVE}={resolve[:140]!r} names no event id (anything after '#' is only a "
+                "re-trigger token); write ids from status.openEvents, comma or space separated, or all",
+            )
+        elif resolve and resolve != current.get("lastHandledResolve"):
             extra["openEvents"] = resolve_events(current.get("openEvents") or (), resolve)
             extra["lastHandledResolve"] = resolve
             closed = len(current.get("openEvents") or ()) - len(extra["openEvents"])
