@@ -117,6 +117,8 @@ def test_generated_file_is_current_via_cli(tmp_path: Path) -> None:
         ({"syncInterval": "25h"}, ".spec.syncInterval"),
         ({"eventRetention": "30s"}, ".spec.eventRetention"),
         ({"eventRetention": "8761h"}, ".spec.eventRetention"),
+        ({"reconcileInterval": "30m"}, ".spec.reconcileInterval"),
+        ({"reconcileInterval": "721h"}, ".spec.reconcileInterval"),
     ],
 )
 def test_every_cel_rule_rejects_what_it_is_for(validator: CrdValidator, spec: dict[str, Any], field_path: str) -> None:
@@ -135,6 +137,8 @@ def test_every_cel_rule_rejects_what_it_is_for(validator: CrdValidator, spec: di
         {"syncInterval": "24h"},
         {"eventRetention": "1m"},
         {"eventRetention": "8760h"},
+        {"reconcileInterval": "1h"},
+        {"reconcileInterval": "720h"},
     ],
 )
 def test_every_cel_rule_accepts_valid_specs(validator: CrdValidator, spec: dict[str, Any]) -> None:
@@ -149,6 +153,7 @@ def test_every_cel_rule_is_covered_by_a_case(validator: CrdValidator) -> None:
         ".spec.poNumberCustomField",
         ".spec.syncInterval",
         ".spec.eventRetention",
+        ".spec.reconcileInterval",
     }
     rule_paths = {path + rule["fieldPath"] for path, rule in validator.rules()}
     assert rule_paths == covered

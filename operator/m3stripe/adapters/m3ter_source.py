@@ -45,6 +45,7 @@ from m3stripe.domain.billing import (
     LineItem,
     MalformedBill,
 )
+from m3stripe.domain.sweep import ListedBill
 
 from .m3ter_token import (
     M3terAuthError,
@@ -341,6 +342,39 @@ class M3terSource:
         async for bill in self._changed_by_listing(since, yielded):
             yield bill
 
+    async def list_bill_versions(self, page_size: int = BILLS_PAGE_SIZE) -> AsyncIterator[ListedBill]:
+        """Every Bill's id, version, dtLastModified and lock, from List Bills without line items (the sweep).
+
+        ``excludeLineItems=true`` (SDK ``types/bill_list_params.py``: "Exclude Line Items"; List Bills,
+        https://docs.m3ter.com/api/bill/list-bills) keeps each page small whatever the Bills hold. This is the
+        listing the first, full pass reads, not the search index, so it does not depend on how soon m3ter
+        indexes a change. One page in memory; each page gets a current token.
+        """
+        if not 1 <= page_size <= BILLS_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {BILLS_PAGE_SIZE} (m3ter's limit for Bills)")
+        next_token: str | None = None
+        while True:
+            page = await self._call(
+                "listing bills for the reconciliation sweep", _bill_versions_page(next_token, page_size)
+            )
+            for item in page.data or ():
+                yield ListedBill(
+                    id=_hit_id(item),
+                    version=_hit_version(item),
+                    last_modified=_hit_modified(item),
+                    locked=getattr(item, "locked", None) is True,
+                )
+            next_token = page.next_token
+            if not next_token:
+                return
+
+    async def bills_by_ids(self, ids: list[str]) -> AsyncIterator[Bill | MalformedBill]:
+        """The Bills of ``ids`` (at most BILLS_PAGE_SIZE), with their line items, in that order; deleted ones left out."""
+        if not 1 <= len(ids) <= BILLS_PAGE_SIZE:
+            raise ValueError(f"between 1 and {BILLS_PAGE_SIZE} ids a call (m3ter's pageSize limit for Bills)")
+        async for bill in self._bills_by_ids(ids):
+            yield bill
+
     async def _bills_by_ids(self, ids: list[str]) -> AsyncIterator[Bill | MalformedBill]:
         """The Bills of ``ids`` in that order (List Bills by ``ids``, every page); deleted ones are left out."""
         by_id: dict[str, BillResponse] = {}
@@ -533,6 +567,15 @@ class M3terSource:
 def _bills_page(cursor: str | None, page_size: int) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
     def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
         return client.bills.list(page_size=page_size, include_bill_total=True, next_token=cursor or m3ter.omit)
+
+    return fetch
+
+
+def _bill_versions_page(
+    cursor: str | None, page_size: int
+) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[BillResponse]]]:
+    def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
+        return client.bills.list(page_size=page_size, exclude_line_items=True, next_token=cursor or m3ter.omit)
 
     return fetch
 

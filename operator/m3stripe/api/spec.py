@@ -31,6 +31,10 @@ MIN_SYNC_INTERVAL_SECONDS = 10
 MAX_SYNC_INTERVAL = "24h"
 MAX_EVENT_RETENTION = "8760h"  # one year
 MIN_EVENT_RETENTION = "1m"
+# The reconciliation sweep lists every Bill of the Organization: at most hourly keeps its cost a small share of
+# the passes'; at least monthly keeps the safety net meaningful.
+MIN_RECONCILE_INTERVAL = "1h"
+MAX_RECONCILE_INTERVAL = "720h"
 DURATION_MAX_LENGTH = 32
 
 
@@ -188,6 +192,13 @@ class StripeIntegrationSpec(_Model):
                     f"eventRetention must be between {MIN_EVENT_RETENTION} and {MAX_EVENT_RETENTION}",
                     ".eventRetention",
                 ),
+                _cel(
+                    "!has(self.reconcileInterval) || "
+                    f"(duration(self.reconcileInterval) >= duration('{MIN_RECONCILE_INTERVAL}') "
+                    f"&& duration(self.reconcileInterval) <= duration('{MAX_RECONCILE_INTERVAL}'))",
+                    f"reconcileInterval must be between {MIN_RECONCILE_INTERVAL} and {MAX_RECONCILE_INTERVAL}",
+                    ".reconcileInterval",
+                ),
             ]
         }
     )
@@ -310,6 +321,16 @@ class StripeIntegrationSpec(_Model):
             f"How often Bills are read from m3ter, as a duration such as 30s, 5m or 1h (10s to {MAX_SYNC_INTERVAL})."
         ),
     )
+    reconcileInterval: str = Field(
+        default="24h",
+        max_length=DURATION_MAX_LENGTH,
+        pattern=DURATION_PATTERN,
+        description=(
+            "How often a pass also reconciles: it lists every Bill (without line items) and re-reads those "
+            "changed since the last reconciliation, catching any change m3ter's search index was late to show; "
+            f"{MIN_RECONCILE_INTERVAL} to {MAX_RECONCILE_INTERVAL}."
+        ),
+    )
     mode: Mode = Field(
         default=Mode.SEND,
         description=(
@@ -377,6 +398,15 @@ class StripeIntegrationSpec(_Model):
             raise ValueError(f"must be at least {MIN_EVENT_RETENTION}")
         return value
 
+    @field_validator("reconcileInterval")
+    @classmethod
+    def _reconcile_bounds(cls, value: str) -> str:
+        if parse_duration(value, maximum=parse_duration(MAX_RECONCILE_INTERVAL)) < parse_duration(
+            MIN_RECONCILE_INTERVAL
+        ):
+            raise ValueError(f"must be at least {MIN_RECONCILE_INTERVAL}")
+        return value
+
     def cross_field_problems(self) -> list[tuple[str, str]]:
         """The same cross-field rules the CRD's CEL enforces, for objects stored before a rule existed."""
         problems: list[tuple[str, str]] = []
@@ -414,6 +444,10 @@ class StripeIntegrationSpec(_Model):
     @property
     def event_retention(self) -> timedelta:
         return parse_duration(self.eventRetention)
+
+    @property
+    def reconcile_interval(self) -> timedelta:
+        return parse_duration(self.reconcileInterval)
 
     @property
     def is_plan(self) -> bool:

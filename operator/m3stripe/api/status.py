@@ -123,6 +123,12 @@ class SyncProgress(_Model):
     checkpointWatermark: str | None = Field(
         default=None, description="The watermark the checkpoint belongs to; ignored once the watermark moves."
     )
+    lastSweep: str | None = Field(
+        default=None,
+        description=(
+            "Start of the last completed reconciliation sweep (RFC 3339); the next is due spec.reconcileInterval later."
+        ),
+    )
 
 
 class DisablementNotification(_Model):

@@ -82,6 +82,11 @@ class RunReport:
     retry_bill_ids: list[str] = field(default_factory=list)
     watermark: datetime | None = None
     stopped_early: str | None = None
+    # The reconciliation sweep: when the last completed one started (carried over unless this pass completed
+    # one), and, if this pass swept, how many Bills it listed and how many of those it re-read.
+    last_sweep: datetime | None = None
+    swept_listed: int | None = None
+    swept_reread: int = 0
 
     def add(self, result: BillResult, *, keep_ids: int) -> None:
         if result.outcome is Outcome.SENT:
@@ -101,6 +106,8 @@ class RunReport:
 
     def summary(self) -> str:
         text = f"{self.sent} sent, {self.unchanged} already in Stripe, {self.skipped} skipped, {self.failed} failed"
+        if self.swept_listed is not None:
+            text += f"; reconciliation sweep: {self.swept_listed} listed, {self.swept_reread} re-read"
         if self.stopped_early:
             text += f"; stopped early: {self.stopped_early}"
         return text
@@ -112,3 +119,4 @@ class SyncState:
 
     watermark: datetime | None = None
     retry_bill_ids: tuple[str, ...] = ()
+    last_sweep: datetime | None = None  # start of the last completed reconciliation sweep

@@ -16,7 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from m3stripe.adapters.m3ter_source import M3terAuthError, M3terSource, M3terSourceError, M3terUnavailable
+from m3stripe.adapters.m3ter_source import (
+    BILLS_PAGE_SIZE,
+    M3terAuthError,
+    M3terSource,
+    M3terSourceError,
+    M3terUnavailable,
+)
 from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
 from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.api.spec import StripeIntegrationSpec
@@ -36,6 +42,7 @@ from m3stripe.domain.runs import (
 )
 from m3stripe.domain.selection import Selector, Skip
 from m3stripe.domain.stripe_writer import AlreadyFinalized, StripeWriter
+from m3stripe.domain.sweep import needs_reread, sweep_due, sweep_since
 
 # Bills modified just before a pass started may become visible in m3ter's listing a little later.
 WATERMARK_OVERLAP = timedelta(minutes=2)
@@ -50,6 +57,16 @@ MAX_STRIPE_IDS = 200
 # Bills read ahead of their customer's queue (each holds its plan): enough for a few customers' backfills to
 # run side by side, few enough that memory stays flat.
 MAX_QUEUED_BILLS = 1000
+
+
+@dataclass
+class _Sweep:
+    """The reconciliation sweep of one pass: what it listed and re-read, and whether it got to the end."""
+
+    since: datetime | None
+    listed: int = 0
+    reread: int = 0
+    finished: bool = False
 
 
 class FenceLost(Exception):
@@ -171,6 +188,15 @@ class SyncEngine:
         fence_lost: list[FenceLost] = []
         done: list[str] = list(completed)[:MAX_CHECKPOINT]
         last_checkpoint = time.monotonic()
+        # The reconciliation sweep, when due. A first pass (no watermark) reads the full listing anyway: that
+        # is a sweep. Plan passes keep no progress, so they never sweep (their lastSweep would not be kept).
+        sweep: _Sweep | None = None
+        if (
+            self.gateway is not None
+            and state.watermark is not None
+            and sweep_due(state.last_sweep, started, self.spec.reconcile_interval)
+        ):
+            sweep = _Sweep(since=sweep_since(state.last_sweep))
 
         async def handle(bill: Bill | MalformedBill) -> None:
             try:
@@ -196,7 +222,7 @@ class SyncEngine:
                 self.budget.success()
 
         try:
-            async for bill in self._candidates(state, replay, completed):
+            async for bill in self._candidates(state, replay, completed, sweep):
                 if abort or self.budget.exhausted or fence_lost:
                     break
                 if checkpoint is not None and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
@@ -244,6 +270,13 @@ class SyncEngine:
             raise fence_lost[0]
         report.completed = self.clock()
         retry_ids = list(dict.fromkeys(report.retry_bill_ids))
+        if sweep is not None:
+            report.swept_listed, report.swept_reread = sweep.listed, sweep.reread
+        # lastSweep moves only when every Bill the sweep (or the full read) found was handled and owed retries
+        # are remembered; otherwise the next pass sweeps again from the same point.
+        swept = state.watermark is None or (sweep is not None and sweep.finished)
+        complete = not abort and not self.budget.exhausted and len(retry_ids) <= MAX_RETRY_IDS
+        report.last_sweep = started if swept and complete else state.last_sweep
         if abort or self.budget.exhausted:
             # Not every candidate was looked at: keep the old watermark, so nothing is skipped.
             report.watermark = state.watermark
@@ -259,7 +292,11 @@ class SyncEngine:
         return report
 
     async def _candidates(
-        self, state: SyncState, replay: frozenset[str], completed: frozenset[str] = frozenset()
+        self,
+        state: SyncState,
+        replay: frozenset[str],
+        completed: frozenset[str] = frozenset(),
+        sweep: _Sweep | None = None,
     ) -> AsyncIterator[Bill | MalformedBill]:
         seen: set[str] = set()
         for bill_id in [*replay, *state.retry_bill_ids]:
@@ -270,10 +307,38 @@ class SyncEngine:
             if bill is not None:
                 yield bill
         since = state.watermark - WATERMARK_OVERLAP if state.watermark else None
+        read: set[str] = set()  # "<id>@<version>" read incrementally, so the sweep does not read them again
         async for bill in self.source.iter_bills(modified_since=since):
             # A Bill an interrupted pass completed at this very version is done; a newer version is not.
             if bill.id not in seen and f"{bill.id}@{bill.version}" not in completed:
+                read.add(f"{bill.id}@{bill.version}")
                 yield bill
+        if sweep is not None:
+            async for bill in self._swept(sweep, frozenset(seen | read | completed)):
+                yield bill
+
+    async def _swept(self, sweep: _Sweep, handled: frozenset[str]) -> AsyncIterator[Bill | MalformedBill]:
+        """The Bills the reconciliation sweep re-reads (see domain.sweep), fetched by ids a page at a time and
+        handled like any candidate: the writer compares each version with what Stripe holds, so a version
+        already sent costs reads only."""
+        batch: list[str] = []
+        async for listed in self.source.list_bill_versions():
+            sweep.listed += 1
+            if needs_reread(listed, sweep.since, handled) and listed.id not in batch:
+                batch.append(listed.id)
+            if len(batch) == BILLS_PAGE_SIZE:
+                async for bill in self._reread(sweep, batch):
+                    yield bill
+                batch = []
+        if batch:
+            async for bill in self._reread(sweep, batch):
+                yield bill
+        sweep.finished = True
+
+    async def _reread(self, sweep: _Sweep, ids: list[str]) -> AsyncIterator[Bill | MalformedBill]:
+        async for bill in self.source.bills_by_ids(ids):
+            sweep.reread += 1
+            yield bill
 
     async def _handle_bill(
         self,

@@ -31,6 +31,7 @@ def sync_state(status: Mapping[str, Any]) -> SyncState:
     return SyncState(
         watermark=parse_time(progress.get("watermark")),
         retry_bill_ids=tuple(progress.get("retryBillIds") or ()),
+        last_sweep=parse_time(progress.get("lastSweep")),
     )
 
 
@@ -267,10 +268,13 @@ def fold_report(
         "sync": {
             "watermark": rfc3339(report.watermark) if report.watermark else None,
             "retryBillIds": list(report.retry_bill_ids),
+            "lastSweep": rfc3339(report.last_sweep) if report.last_sweep else None,
         },
     }
     if out["sync"]["watermark"] is None:
         del out["sync"]["watermark"]
+    if out["sync"]["lastSweep"] is None:
+        del out["sync"]["lastSweep"]
     if report.status is RunStatus.COMPLETE:
         out["lastSuccessfulSyncTime"] = record["completionTime"]
     return out, fresh

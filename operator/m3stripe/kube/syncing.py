@@ -209,6 +209,7 @@ class SyncDriver:
         )
         report.watermark = state.watermark
         report.retry_bill_ids = list(state.retry_bill_ids)
+        report.last_sweep = state.last_sweep
         report.stopped_early = self.pass_error
         return report
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from . import render
 from .app import EMULATOR
 from .state import M3terState
+
+if TYPE_CHECKING:
+    from .server import M3terEmulator
 
 
 def load_fixtures(state: M3terState, data: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -98,11 +101,18 @@ async def bill_action(request: web.Request) -> web.Response:
         "approve": lambda: emulator.approve_bill(org, bill_id),
         "lock": lambda: emulator.lock_bill(org, bill_id),
         "corrupt": lambda: emulator.corrupt_bill(org, bill_id, **body),
+        "hide-from-search": lambda: _hidden(emulator, org, bill_id),
     }
     action = actions.get(request.match_info["action"])
     if action is None:
         raise web.HTTPNotFound(reason=f"unknown bill action; use one of {sorted(actions)}")
     return _call(lambda: {"version": action()})
+
+
+def _hidden(emulator: M3terEmulator, org: str, bill_id: str) -> int:
+    version = emulator.get_bill(org, bill_id).version  # 404 for an unknown Bill, as the other actions
+    emulator.hide_from_search(bill_id)
+    return version
 
 
 async def add_mapping(request: web.Request) -> web.Response:

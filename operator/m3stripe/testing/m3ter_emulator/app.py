@@ -352,7 +352,8 @@ async def search_bills(request: web.Request) -> web.Response:
         raise EmulatorError(400, f"sortOrder must be ASC or DESC, got {order!r}")
     sort_by = request.query.get("sortBy", "dtCreated")
     terms = _search_terms(request.query.get("searchQuery", ""))
-    rendered = [(record, render.bill(record)) for record in org.bill_order]
+    hidden = _emulator(request).search_hidden
+    rendered = [(record, render.bill(record)) for record in org.bill_order if record.id not in hidden]
     if terms:
         combine = all if operator == "AND" else any
         rendered = [(r, b) for r, b in rendered if combine(_term_matches(b, *term) for term in terms)]

@@ -74,6 +74,9 @@ class M3terEmulator(M3terState):
         # List Bills by ``ids``: at most this many a page (None: pageSize), and whether a nextToken follows.
         self.ids_page_cap: int | None = None
         self.ids_next_token = True
+        # Bills Search Bills does not find (hide_from_search): m3ter does not say how soon a change reaches
+        # its search index, so a test can make the index miss a Bill for as long as it likes.
+        self.search_hidden: set[str] = set()
         self.host = host
         self.port = port
         self.latency_seconds = latency_seconds
@@ -196,3 +199,10 @@ class M3terEmulator(M3terState):
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def hide_from_search(self, bill_id: str) -> None:
+        """Search Bills leaves this Bill out (a lagging index); List Bills and Get Bill still show it."""
+        self.search_hidden.add(bill_id)
+
+    def show_in_search(self, bill_id: str) -> None:
+        self.search_hidden.discard(bill_id)
