@@ -270,7 +270,9 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
                 ]
                 try:
                     watermark = datetime.fromisoformat(setup.watermark) if setup.watermark else None
-                    report = await engine.run_pass(SyncState(watermark=watermark))
+                    # A sweep as recent as the watermark: the pass measured is the incremental one (the daily
+                    # reconciliation sweep would otherwise be due, as for an integration that never swept).
+                    report = await engine.run_pass(SyncState(watermark=watermark, last_sweep=watermark))
                 finally:
                     for watcher in watchers:
                         watcher.cancel()
