@@ -98,3 +98,9 @@ def test_a_status_without_last_sweep_means_no_sweep_has_completed() -> None:
         {}, RunReport(run_id="run-1", started=NOW, watermark=NOW), history=10, retention=DAY, consecutive_errors=0
     )
     assert "lastSweep" not in fields["sync"]
+
+
+@pytest.mark.parametrize("value", ["yesterday", 5, ["2026-12-01T00:00:00Z"]])
+def test_an_unreadable_last_sweep_means_the_next_pass_sweeps_everything(value: object) -> None:
+    state = sync_state({"sync": {"watermark": "2026-12-01T00:00:00Z", "lastSweep": value}})
+    assert state.last_sweep is None and state.watermark is not None

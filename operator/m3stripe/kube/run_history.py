@@ -31,8 +31,17 @@ def sync_state(status: Mapping[str, Any]) -> SyncState:
     return SyncState(
         watermark=parse_time(progress.get("watermark")),
         retry_bill_ids=tuple(progress.get("retryBillIds") or ()),
-        last_sweep=parse_time(progress.get("lastSweep")),
+        last_sweep=_last_sweep(progress.get("lastSweep")),
     )
+
+
+def _last_sweep(value: Any) -> datetime | None:
+    # Unreadable (a status restored from elsewhere): as if no sweep had completed, so the next pass sweeps
+    # every Bill; that costs reads and can skip nothing, where refusing the pass would stop the integration.
+    try:
+        return parse_time(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def run_record(report: RunReport) -> dict[str, Any]:
