@@ -348,3 +348,39 @@ def test_kubectl_runs_the_plugin_with_the_kubeconfig_and_namespace_of_the_curren
     done = subprocess.run([*command, "sync", "nl"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "COMPLETE" in done.stdout
+
+
+def test_in_plan_mode_sync_fails_when_no_new_plan_came_and_replay_is_refused(
+    stack: LocalStack, world: dict[str, str], cli: Cli
+) -> None:
+    body = {
+        "apiVersion": "m3stripe.dev/v1alpha1",
+        "kind": "StripeIntegration",
+        "metadata": {"name": "planning", "namespace": NS},
+        "spec": {
+            "destination": "StripeTestMode",
+            "mode": "Plan",
+            "credentialRef": {"name": "stripe"},
+            "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
+            "syncInterval": "1h",
+        },
+        # Restored with a watermark that is not a time: every plan pass fails unexpectedly.
+        "status": {"sync": {"watermark": "yesterday"}},
+    }
+    stack.kube.custom.create_namespaced_custom_object("m3stripe.dev", "v1alpha1", NS, "stripeintegrations", body)
+    wait_for(
+        lambda: any(
+            c.get("type") == "Planned" and c.get("reason") == "InternalError"
+            for c in status(stack, "planning").get("conditions") or ()
+        ),
+        timeout=90,
+        what="the first (failing) plan pass",
+    )
+    code, out, err = cli("sync", "planning")
+    assert code == 1, (out, err)
+    assert "the plan pass did not finish" in out and "in the plan pass" in out
+
+    before = annotations(stack, "planning").get("m3stripe.dev/replay")
+    code, _, err = cli("replay", "planning", world["good"], "--force")
+    assert code == 2 and "Plan mode" in err and "Switch spec.mode to Send first" in err
+    assert annotations(stack, "planning").get("m3stripe.dev/replay") == before  # nothing was written

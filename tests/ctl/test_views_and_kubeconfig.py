@@ -11,6 +11,7 @@ import yaml
 
 from m3stripe.ctl import gestures, views
 from m3stripe.ctl.cluster import Cluster, CtlError
+from m3stripe.ctl.commands import plugin_main, plugin_parser
 from m3stripe.ctl.render import age, table
 from m3stripe.kube.run_history import parse_targets, resolve_events
 
@@ -136,3 +137,31 @@ def test_an_unknown_context_or_a_missing_kubeconfig_is_bad_input(tmp_path: Path)
     with pytest.raises(CtlError, match="cannot use the kubeconfig") as err:
         Cluster.connect(kubeconfig=str(tmp_path / "absent"), context=None, namespace=None)
     assert err.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-n", "foo", "--context", "b", "--kubeconfig", "k", "get"],
+        ["get", "-n", "foo", "--context", "b", "--kubeconfig", "k"],
+        ["-n", "bar", "get", "-n", "foo", "--context", "b", "--kubeconfig", "k"],
+    ],
+)
+def test_cluster_flags_work_before_and_after_the_subcommand(argv: list[str]) -> None:
+    args = plugin_parser().parse_args(argv)
+    assert (args.namespace, args.context, args.kubeconfig) == ("foo", "b", "k")
+
+
+def test_without_cluster_flags_the_kubeconfig_decides() -> None:
+    args = plugin_parser().parse_args(["get"])
+    assert (args.namespace, args.context, args.kubeconfig) == (None, None, None)
+
+
+@pytest.mark.parametrize("bad", ["b-1#x", "b-2 b-3", "a,b", "../x", ""])
+def test_replay_refuses_any_argument_that_is_not_one_bill_id(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = kubeconfig(tmp_path / "config")
+    code = plugin_main(["replay", "nl", "good-1", bad, "--kubeconfig", str(path), "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and repr(bad) in err and "not an m3ter Bill id" in err

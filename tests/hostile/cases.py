@@ -126,6 +126,17 @@ SPEC_CASES = [
         "spec.syncInterval",
     ),
     invalid("sync-400-digits", "syncInterval of 400 digits", {"syncInterval": "9" * 400 + "h"}, "spec.syncInterval"),
+    invalid("threshold-text", "autoDisableThreshold as text", {"autoDisableThreshold": "3"}, "autoDisableThreshold"),
+    invalid(
+        "threshold-bool", "autoDisableThreshold as a boolean", {"autoDisableThreshold": True}, "autoDisableThreshold"
+    ),
+    invalid("threshold-float", "autoDisableThreshold as 3.0", {"autoDisableThreshold": 3.0}, "autoDisableThreshold"),
+    invalid(
+        "history-limit-text",
+        "runHistoryLimit as a number in a string",
+        {"runHistoryLimit": "5"},
+        "spec.runHistoryLimit",
+    ),
     invalid("sync-25h", "syncInterval above the maximum", {"syncInterval": "25h"}, "spec.syncInterval", "24h"),
     invalid("sync-5s", "syncInterval below the minimum", {"syncInterval": "5s"}, "spec.syncInterval", "10s"),
     invalid("sync-space", "syncInterval with a space", {"syncInterval": "5 m"}, "spec.syncInterval"),
@@ -661,6 +672,7 @@ BILL_CASES = [
     _bad_bill("bill-null-line", "a null line", _null_line, "line"),
     _bad_bill("bill-text-version", "a version of text", _set("version", "x"), "version"),
     _bad_bill("bill-float-version", "a version of 1.5", _set("version", 1.5), "version"),
+    _bad_bill("bill-huge-version", "a version above int64", _set("version", 2**63), "version", "int64"),
     _bad_bill("bill-lines-string", "lineItems that is a string", _set("lineItems", "oops"), "line"),
     Case(
         "bill-twin-lines-invoice",

@@ -431,6 +431,7 @@ def test_log_lines_name_the_integration(world: World) -> None:
     assert f"{CONTROL_NS}/{CONTROL}: sync run run-" in log
     assert f"{NS}/status-watermark: the sync pass failed unexpectedly" in log
     assert f"{NS}/plan-status-watermark: the plan pass failed unexpectedly" in log
+    assert "of organization org-bill-text-version cannot be read" in log  # which organization's Bill
     assert f"reconcile of {NS}/status-errors-text failed" in log
 
 

@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from m3stripe.api import names
+from m3stripe.api.conditions import find
+from m3stripe.api.status import ConditionType
 from m3stripe.ctl import gestures, views
 from m3stripe.ctl import plan as plans
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.render import NONE, dump, parse_time
 from m3stripe.domain.durations import format_duration, parse_duration
-from m3stripe.kube.run_history import MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
+from m3stripe.kube.run_history import BILL_ID, MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
 
 EPILOG = (
     "Namespace and cluster come from the kubeconfig as kubectl reads them (KUBECONFIG, current context); "
@@ -30,10 +32,8 @@ Handler = Callable[[argparse.Namespace, Cluster], int]
 def register(sub: Any) -> None:
     """Add the day-2 subcommands to an argparse subparsers object."""
     kube = argparse.ArgumentParser(add_help=False)
-    group = kube.add_argument_group("cluster (as kubectl)")
-    group.add_argument("-n", "--namespace", help="namespace (default: the context's, else 'default')")
-    group.add_argument("--context", help="kubeconfig context (default: the current one)")
-    group.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, else ~/.kube/config)")
+    # SUPPRESS: a flag not given after the subcommand keeps what was given before it (`kubectl m3stripe -n x get`).
+    cluster_flags(kube, default=argparse.SUPPRESS)
     read = argparse.ArgumentParser(add_help=False)
     read.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml"), default="table")
     act = argparse.ArgumentParser(add_help=False)
@@ -83,15 +83,30 @@ def register(sub: Any) -> None:
     reenable.add_argument("name")
 
 
+def cluster_flags(parser: argparse.ArgumentParser, *, default: Any = None) -> None:
+    """-n, --context and --kubeconfig, as kubectl takes them."""
+    group = parser.add_argument_group("cluster (as kubectl)")
+    group.add_argument("-n", "--namespace", default=default, help="namespace (default: the context's, else 'default')")
+    group.add_argument("--context", default=default, help="kubeconfig context (default: the current one)")
+    group.add_argument(
+        "--kubeconfig", default=default, help="kubeconfig file (default: KUBECONFIG, else ~/.kube/config)"
+    )
+
+
 def plugin_main(argv: list[str] | None = None) -> int:
     """`kubectl-m3stripe`: kubectl runs it for `kubectl m3stripe ...`, forwarding the arguments after the name
     (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/)."""
+    args = plugin_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+def plugin_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl m3stripe", description="Day-2 commands for StripeIntegrations.", epilog=EPILOG
     )
+    cluster_flags(parser)  # kubectl users put them before the subcommand as often as after it
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return parser
 
 
 def _timeout(text: str) -> float:
@@ -103,7 +118,11 @@ def _timeout(text: str) -> float:
 
 def _main(args: argparse.Namespace, handler: Handler) -> int:
     try:
-        cluster = Cluster.connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
+        cluster = Cluster.connect(
+            kubeconfig=getattr(args, "kubeconfig", None),
+            context=getattr(args, "context", None),
+            namespace=getattr(args, "namespace", None),
+        )
         try:
             return handler(args, cluster)
         finally:
@@ -204,22 +223,42 @@ def _plan(args: argparse.Namespace, cluster: Cluster) -> int:
 def _sync(args: argparse.Namespace, cluster: Cluster) -> int:
     obj = cluster.get(args.name)
     _must_be_able_to_run(obj, cluster.namespace, args.name)
+    before = plans.plan_of(obj).get("runId")
     handled = gestures.request(
         cluster, args.name, gestures.SYNC, gestures.new_token(), timeout=args.timeout, say=_say(args)
     )
     if (handled.obj.get("spec") or {}).get("mode") == "Plan":
         # A plan pass is no run: it answers with a new status.plan (`m3stripe plan NAME` prints it whole).
+        # The request is echoed even when the plan pass failed: only a plan with a new run id is this pass's.
         plan = plans.plan_of(handled.obj)
-        text = f"{cluster.namespace}/{args.name}: {plan.get('message') or 'no plan was recorded'}"
         data = {"integration": f"{cluster.namespace}/{args.name}", "plan": plan}
-        return _done(args, text, data, code=0 if plan else 1)
+        if not plan or plan.get("runId") == before:
+            planned = find(handled.status.get("conditions"), ConditionType.PLANNED) or {}
+            why = str(planned.get("message") or "") or "no new plan was recorded"
+            return _done(args, f"{cluster.namespace}/{args.name}: the plan pass did not finish: {why}", data, code=1)
+        text = f"{cluster.namespace}/{args.name}: {plan.get('message') or 'no plan was recorded'}"
+        return _done(args, text, data, code=0)
     return _report_run(args, cluster, handled)
 
 
 def _replay(args: argparse.Namespace, cluster: Cluster) -> int:
     if bool(args.bills) == bool(args.run):
         raise CtlError("name Bill ids or --run RUN (one of them): replay NAME BILL... | replay NAME --run RUN", code=2)
+    bad = [b for b in args.bills if not BILL_ID.fullmatch(b)]
+    if bad:
+        # Each argument is one id: the operator would read 'b-1#x' as b-1 and 'b-2 b-3' as two ids.
+        raise CtlError(
+            f"{', '.join(repr(b[:140]) for b in bad)}: not an m3ter Bill id (letters, digits, '-', '_', '.', ':'; "
+            "at most 128; one id per argument)",
+            code=2,
+        )
     obj = cluster.get(args.name)
+    if (obj.get("spec") or {}).get("mode") == "Plan":
+        raise CtlError(
+            f"{cluster.namespace}/{args.name} is in Plan mode (spec.mode: Plan): nothing is sent to Stripe, and the "
+            "operator refuses a replay there. Switch spec.mode to Send first, then replay",
+            code=2,
+        )
     status = views.status_of(obj)
     if args.run:
         runs = views.known_runs(status)

@@ -243,8 +243,8 @@ def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
     if len(bills) > MAX_GESTURE_IDS:
         # The same bound as for ids named one by one: refused as a whole, never cut into a different request.
         problems.append(
-            f"the run references expand to {len(bills)} Bills (at most {MAX_GESTURE_IDS} per replay); nothing was "
-            "replayed: name fewer runs, or split the Bills into several requests"
+            f"the replay names {len(bills)} Bills once its run references are expanded (at most {MAX_GESTURE_IDS} "
+            "per replay); nothing was replayed: split them into several requests (fewer runs, or the Bills by id)"
         )
         return ReplayRequest(frozenset(), problems)
     return ReplayRequest(frozenset(bills), problems, frozenset(history))
