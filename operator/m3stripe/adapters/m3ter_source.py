@@ -201,7 +201,10 @@ class M3terSource:
                 self._tokens.invalidate(token)
                 if attempt == 1:
                     log.info(
-                        "m3ter refused the bearer token (HTTP %s) while %s; fetching a new one", exc.status_code, what
+                        "m3ter refused the bearer token of organization %s (HTTP %s) while %s; fetching a new one",
+                        self._credentials.organization_id,
+                        exc.status_code,
+                        what,
                     )
                     continue
                 if forbidden is not None and isinstance(exc, m3ter.PermissionDeniedError):
@@ -255,7 +258,7 @@ class M3terSource:
         while True:
             page = await self._call("listing bills", _bills_page(next_token, page_size))
             for item in page.data or ():
-                yield read_bill(item)
+                yield read_bill(item, self.organization_id)
             next_token = page.next_token
             if not next_token:
                 return
@@ -303,7 +306,11 @@ class M3terSource:
                 step_backs += 1
                 if step_backs > MAX_SEARCH_STEP_BACKS:
                     break
-                log.info("m3ter Bill search moved under the scan (deletions?); re-reading from an earlier offset")
+                log.info(
+                    "m3ter Bill search of organization %s moved under the scan (deletions?); re-reading from an "
+                    "earlier offset",
+                    self.organization_id,
+                )
                 start = max(0, start - (page_size - overlap))
                 continue
             changed: list[str] = []
@@ -332,8 +339,9 @@ class M3terSource:
             first_tied = stamps.index(stamps[-1])
             if first_tied <= overlap:
                 log.warning(
-                    "too many m3ter Bills share dtLastModified %s to read them whole in a search page; "
-                    "listing every Bill",
+                    "too many m3ter Bills of organization %s share dtLastModified %s to read them whole in a search "
+                    "page; listing every Bill",
+                    self.organization_id,
                     stamps[-1],
                 )
                 break
@@ -391,7 +399,7 @@ class M3terSource:
         for bill_id in ids:  # the search's order, newest first
             listed = by_id.get(bill_id)
             if listed is not None:
-                yield read_bill(listed)
+                yield read_bill(listed, self.organization_id)
                 continue
             # m3ter does not promise that one page answers every id: a missing one is read on its own. Only
             # a 404 (deleted since the search) means nothing to send; any other refusal is an error, so the
@@ -408,7 +416,7 @@ class M3terSource:
                 return None
 
         item = await self._call(f"reading changed bill {bill_id}", retrieve)
-        return None if item is None else read_bill(item)
+        return None if item is None else read_bill(item, self.organization_id)
 
     async def _changed_by_listing(
         self, since: datetime, yielded: set[tuple[str, int]]
@@ -438,7 +446,7 @@ class M3terSource:
         # about the credentials: the caller reports the id; a real credential problem shows on the Bill
         # listing, which every pass makes.
         item = await self._call(f"reading bill {bill_id}", retrieve, forbidden=lambda: None)
-        return None if item is None else read_bill(item)
+        return None if item is None else read_bill(item, self.organization_id)
 
     async def get_account(self, account_id: str) -> Account | None:
         """One Account, from a small per-source LRU cache (TTL ``account_cache_ttl``) when fresh.
@@ -707,9 +715,16 @@ def _whole(value: Any, minimum: int) -> int:
     return int(value)
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _version(value: Any) -> int:
     # m3ter's version is an int64 (SDK BillResponse.version: Optional[int]); absent means the first.
-    return 1 if value is None else _whole(value, 1)
+    # Above int64 it is no m3ter version, and status.recentRuns[].stripeObjects[].billVersion (int64) could not hold it.
+    version = 1 if value is None else _whole(value, 1)
+    if version > INT64_MAX:
+        raise ValueError(f"is {_shown(value)}, above the int64 maximum {INT64_MAX}")
+    return version
 
 
 def _optional_decimal(value: Any) -> Decimal | None:
@@ -824,7 +839,7 @@ def _first_created(item: BillResponse) -> datetime | None:
         return None
 
 
-def read_bill(item: BillResponse) -> Bill | MalformedBill:
+def read_bill(item: BillResponse, organization: str = "") -> Bill | MalformedBill:
     """:func:`to_bill`, or a :class:`MalformedBill` naming the Bill and the field it could not read."""
     try:
         return to_bill(item)
@@ -840,7 +855,7 @@ def read_bill(item: BillResponse) -> Bill | MalformedBill:
             modified = _datetime(getattr(item, "dt_last_modified", None))
         except (ValueError, TypeError):
             modified = None
-        log.warning("m3ter Bill %s cannot be read: %s", bill_id, err)
+        log.warning("m3ter Bill %s of organization %s cannot be read: %s", bill_id, organization or "?", err)
         return MalformedBill(
             id=bill_id,
             message=(

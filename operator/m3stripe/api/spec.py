@@ -10,7 +10,7 @@ import enum
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 from pydantic.config import JsonDict
 
 from m3stripe.domain.durations import parse_duration
@@ -343,13 +343,14 @@ class StripeIntegrationSpec(_Model):
         default=False,
         description="Pause this integration: no Bills are sent while true. Status keeps being reported.",
     )
-    autoDisableThreshold: int = Field(
+    # Strict, as the CRD's `type: integer`: the API server refuses "3", true and 3.0, so the operator does too.
+    autoDisableThreshold: StrictInt = Field(
         default=10,
         ge=1,
         le=1000,
         description="Number of successive error events after which the integration disables itself.",
     )
-    requestsPerSecond: int | None = Field(
+    requestsPerSecond: StrictInt | None = Field(
         default=None,
         ge=1,
         le=10000,
@@ -358,7 +359,7 @@ class StripeIntegrationSpec(_Model):
             "Default: 100 for Stripe, 25 for StripeTestMode (Stripe's documented limits)."
         ),
     )
-    runHistoryLimit: int = Field(
+    runHistoryLimit: StrictInt = Field(
         default=10,
         ge=1,
         le=100,
@@ -373,7 +374,7 @@ class StripeIntegrationSpec(_Model):
             f"{MIN_EVENT_RETENTION} to {MAX_EVENT_RETENTION}."
         ),
     )
-    maxLinesPerInvoice: int = Field(
+    maxLinesPerInvoice: StrictInt = Field(
         default=250,
         ge=1,
         le=2000,
