@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 
@@ -83,3 +85,16 @@ async def test_a_bill_hidden_from_search_is_still_listed() -> None:
             await source.aclose()
     assert [b.id for b in found.data or ()] == [shown]
     assert sorted(listed) == sorted([hidden, shown])
+
+
+async def test_the_admin_api_hides_a_bill_from_search_and_refuses_an_unknown_one() -> None:
+    async with M3terEmulator() as m3ter:
+        account = m3ter.add_account(ORG, name="A", code="a", currency="USD")
+        bill = m3ter.add_bill(ORG, account_id=account, lines=[])
+        base = f"{m3ter.url}/_emulator/organizations/{ORG}/bills"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/{bill}/hide-from-search", json={}) as hidden:
+                assert hidden.status == 200
+            async with http.post(f"{base}/no-such-bill/hide-from-search", json={}) as unknown:
+                assert unknown.status == 404
+        assert m3ter.search_hidden == {bill}
