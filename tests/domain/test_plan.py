@@ -21,6 +21,7 @@ from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_ite
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
 from m3stripe.domain.stripe_writer import CustomerIndex, HeldInvoice, HeldLine, StripeWriter
 from m3stripe.domain.sync import ErrorBudget, SyncEngine
+from m3stripe.kube.planning import _plan_changed
 
 INTEGRATION = "int-uid-1"
 SPEC = StripeIntegrationSpec.model_validate(
@@ -195,3 +196,26 @@ def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> 
     with pytest.raises(ValueError, match="not both"):
         SyncEngine(gateway=None, **common)
     assert SyncEngine(gateway=None, planner=planner, **common).planner is planner
+
+
+def test_in_items_mode_a_plan_counts_only_the_items_a_send_pass_would_add() -> None:
+    planner = Planner(_NoReads(), INTEGRATION)  # type: ignore[arg-type]
+    b = bill("10", "2.50")
+    plan = plan_of(b)
+    planner.mapped(plan)
+    # The 10.00 item is already pending: only the 2.50 one is missing.
+    planner._decisions[b.id] = decide_items(plan, held_lines(plan, "ii")[:1], {})
+    planner.record(b, BillResult(b.id, b.version, Outcome.SENT))
+    status = planner.summary(RunReport(run_id="run-1", started=datetime(2026, 12, 1, tzinfo=UTC)), generation=1)
+    assert status["addItems"] == 1
+    assert status["totals"] == [{"currency": "usd", "bills": 1, "amount": "2.50"}]
+    assert status["items"][0]["total"] == "2.50"
+
+
+def test_a_planned_event_is_sent_only_when_the_plans_outcome_changes() -> None:
+    first = {"runId": "run-1", "time": "t1", "observedGeneration": 1, "bills": 2, "createInvoice": 1, "totals": []}
+    assert _plan_changed(None, first)
+    assert not _plan_changed(first, {**first, "runId": "run-2", "time": "t2", "message": "plan run-2: ..."})
+    assert _plan_changed(first, {**first, "createInvoice": 2})
+    assert _plan_changed(first, {**first, "observedGeneration": 2})
+    assert _plan_changed(first, {**first, "totals": [{"currency": "usd", "bills": 1, "amount": "1.00"}]})

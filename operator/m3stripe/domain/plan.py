@@ -114,6 +114,10 @@ class Planner:
             action, reason, stripe_id = BillAction.BLOCKED, result.detail, None
         else:
             action, reason, stripe_id = BillAction.NOTHING, result.detail or str(result.outcome), None
+        total = plan.total if plan is not None else None
+        if decision is not None and decision.action is BillAction.ADD_ITEMS:
+            # Items already pending stay as they are: a Send pass would add only the missing ones.
+            total = sum(line.amount for line in decision.missing)
         self.bills[bill.id] = PlannedBill(
             bill_id=bill.id,
             version=bill.version,
@@ -124,7 +128,7 @@ class Planner:
             stripe_id=stripe_id,
             lines=len(plan.lines) if plan is not None else 0,
             currency=plan.currency if plan is not None else None,
-            total=plan.total if plan is not None else None,
+            total=total,
         )
 
     def summary(self, report: RunReport, *, generation: int | None, limit: int = MAX_PLAN_BILLS) -> dict[str, Any]:
