@@ -5,6 +5,9 @@ The electors get a hand-driven clock, so each test states in seconds of that clo
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,20 +49,23 @@ async def api(tmp_path: Path) -> AsyncIterator[KubeApi]:
             kube.close()
 
 
-def _settings(identity: str, pod: str | None = None) -> LeaseSettings:
+def _settings(identity: str, pod: str | None = None, lock_file: Path | None = None) -> LeaseSettings:
     return LeaseSettings(
         name="shard-a",
         namespace=NS,
         identity=identity,
         pod_name=pod,
+        lock_file=lock_file,
         lease_duration=15,
         renew_deadline=10,
         retry_period=2,
     )
 
 
-def _elector(api: KubeApi, identity: str, clock: Clock, pod: str | None = None, **kw: Metrics) -> LeaderElector:
-    return LeaderElector(api, _settings(identity, pod), clock=clock, **kw)
+def _elector(
+    api: KubeApi, identity: str, clock: Clock, pod: str | None = None, lock_file: Path | None = None, **kw: Metrics
+) -> LeaderElector:
+    return LeaderElector(api, _settings(identity, pod, lock_file), clock=clock, **kw)
 
 
 async def test_the_first_candidate_creates_the_lease_and_holds_it(api: KubeApi) -> None:
@@ -137,16 +143,91 @@ async def test_a_released_lease_is_taken_at_once(api: KubeApi) -> None:
     assert await b.round()  # no waiting: nobody holds it
 
 
-async def test_a_restarted_container_takes_its_dead_predecessors_lease_at_once(api: KubeApi) -> None:
+async def test_a_restarted_container_takes_its_dead_predecessors_lease_at_once(api: KubeApi, tmp_path: Path) -> None:
     clock = Clock()
-    before = _elector(api, "m3stripe-operator-7d9f-abcde_1111", clock, pod="m3stripe-operator-7d9f-abcde")
+    lock = tmp_path / "lease.lock"
+    pod = "m3stripe-operator-7d9f-abcde"
+    before = _elector(api, f"{pod}_1111", clock, pod=pod, lock_file=lock)
     assert await before.round()
-    # SIGKILL: no release. The kubelet restarts the container in the same pod (same POD_NAME).
-    after = _elector(api, "m3stripe-operator-7d9f-abcde_2222", clock, pod="m3stripe-operator-7d9f-abcde")
+    assert lock.read_text() == f"{pod}_1111"
+    # SIGKILL: no release; the kernel drops the dead process's flock. The kubelet restarts the container in
+    # the same pod (same POD_NAME, same emptyDir).
+    before._lock.close()
+    after = _elector(api, f"{pod}_2222", clock, pod=pod, lock_file=lock)
     assert await after.round()
+    assert lock.read_text() == f"{pod}_2222"
     # A process of another pod has no such shortcut.
     other = _elector(api, "m3stripe-operator-7d9f-fghij_3333", clock, pod="m3stripe-operator-7d9f-fghij")
     assert not await other.round()
+
+
+async def test_a_live_namesake_in_the_same_pod_waits_out_the_lease_instead_of_stealing_it(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    """`kubectl exec pod-x -- m3stripe run` while pod-x's operator runs: one POD_NAME, one emptyDir."""
+    clock = Clock()
+    lock = tmp_path / "lease.lock"
+    a = _elector(api, "pod-x_aaaa", clock, pod="pod-x", lock_file=lock)
+    b = _elector(api, "pod-x_bbbb", clock, pod="pod-x", lock_file=lock)
+    assert await a.round()
+    for _ in range(5):
+        clock.advance(2)
+        assert not await b.round()  # a holds the flock: no shortcut
+        assert await a.round()
+        assert not b.is_leader()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder == "pod-x_aaaa"
+
+
+async def test_a_namesake_in_another_pod_or_without_a_lock_file_waits_out_the_lease(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    clock = Clock()
+    a = _elector(api, "pod-x_aaaa", clock, pod="pod-x", lock_file=tmp_path / "a" / "lease.lock")
+    (tmp_path / "a").mkdir()
+    assert await a.round()
+    elsewhere = _elector(api, "pod-x_bbbb", clock, pod="pod-x", lock_file=tmp_path / "lease.lock")
+    (tmp_path / "lease.lock").write_text("pod-x_cccc")  # its own file names somebody else
+    unlocked = _elector(api, "pod-x_dddd", clock, pod="pod-x", lock_file=tmp_path / "missing" / "lease.lock")
+    bare = _elector(api, "pod-x_eeee", clock, pod="pod-x")
+    for candidate in (elsewhere, unlocked, bare):
+        assert not await candidate.round()
+    clock.advance(15.01)
+    assert await elsewhere.round()  # normal expiry still works
+
+
+async def test_a_killed_namesake_process_releases_the_lock_and_its_successor_resumes_at_once(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    """Two processes: the lock holder is a live process until SIGKILL; then the kernel frees the flock."""
+    lock = tmp_path / "lease.lock"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "os.write(fd, b'pod-x_aaaa')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(600)\n",
+        str(lock),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and (await holder.stdout.readline()).strip() == b"locked"
+        now = datetime.now(UTC)
+        await api.create_lease(NS, "shard-a", LeaseRecord("pod-x_aaaa", 15, now, now, 0), timeout=5)
+        clock = Clock()
+        successor = _elector(api, "pod-x_bbbb", clock, pod="pod-x", lock_file=lock)
+        assert not await successor.round()  # the namesake lives
+        holder.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(holder.wait(), timeout=10)
+        clock.advance(2)
+        assert await successor.round()  # dead: taken at once, not after 15 s
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
 
 
 async def test_of_two_candidates_writing_the_same_version_one_gets_a_conflict(api: KubeApi) -> None:
