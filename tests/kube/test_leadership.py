@@ -9,6 +9,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -253,6 +254,63 @@ def test_a_renew_deadline_too_close_to_the_lease_duration_is_refused() -> None:
     assert LeaseSettings().problems() == []
     with pytest.raises(ValueError, match="renew deadline"):
         LeaderElector(None, bad)  # type: ignore[arg-type]
+
+
+def test_a_lease_duration_that_is_not_whole_seconds_is_refused() -> None:
+    """The Lease stores whole seconds; 12.9 would be written as 12 and shrink the validated 2.9 s margin."""
+    bad = LeaseSettings(lease_duration=12.9, renew_deadline=10.9, retry_period=2)
+    assert any("whole number of seconds" in p for p in bad.problems())
+    assert LeaseSettings(lease_duration=13, renew_deadline=10.9, retry_period=2).problems() == []
+
+
+async def test_a_lease_still_ours_is_released_even_after_the_fence_lapsed(api: KubeApi) -> None:
+    clock = Clock()
+    a, b = _elector(api, "pod-a_1", clock), _elector(api, "pod-b_1", clock)
+    assert await a.round()
+    clock.advance(11)  # past the renew deadline, before anyone took it
+    assert not a.is_leader()
+    await a.release()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder is None
+    assert await b.round()
+
+
+class _RenewsDuringRelease:
+    """The Lease API, with another write to the Lease landing between release's read and its update."""
+
+    def __init__(self, api: KubeApi, writes: int) -> None:
+        self.api, self.writes = api, writes
+
+    async def read_lease(self, namespace: str, name: str, *, timeout: float) -> LeaseRecord | None:
+        return await self.api.read_lease(namespace, name, timeout=timeout)
+
+    async def create_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord:
+        return await self.api.create_lease(namespace, name, record, timeout=timeout)
+
+    async def update_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord:
+        if record.holder is None and self.writes:
+            self.writes -= 1
+            current = await self.api.read_lease(namespace, name, timeout=timeout)
+            assert current is not None
+            await self.api.update_lease(
+                namespace, name, replace(current, transitions=current.transitions), timeout=timeout
+            )
+        return await self.api.update_lease(namespace, name, record, timeout=timeout)
+
+
+async def test_release_retries_after_a_conflict_and_gives_up_after_a_few(api: KubeApi) -> None:
+    clock = Clock()
+    racing = _RenewsDuringRelease(api, writes=2)
+    a = LeaderElector(racing, _settings("pod-a_1"), clock=clock)
+    assert await a.round()
+    await a.release()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder is None  # released on the third try
+    b = LeaderElector(_RenewsDuringRelease(api, writes=10), _settings("pod-b_1"), clock=clock)
+    assert await b.round()
+    await b.release()  # bounded: it stops trying, and the Lease expires as usual
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder == "pod-b_1"
 
 
 async def test_every_stripe_request_of_a_pass_checks_the_fence() -> None:

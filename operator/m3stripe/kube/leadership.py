@@ -106,6 +106,13 @@ class LeaseSettings:
                 f"the Lease renew deadline ({self.renew_deadline:g}s) must exceed {JITTER_FACTOR:g} x the retry "
                 f"period ({self.retry_period:g}s), or a single slow renew loses the Lease"
             )
+        if self.lease_duration != int(self.lease_duration):
+            # The Lease stores whole seconds (coordination.k8s.io/v1 LeaseSpec.leaseDurationSeconds is an
+            # int32), and candidates wait what is stored: a fraction would be cut off the margin checked above.
+            found.append(
+                f"the lease duration ({self.lease_duration:g}s) must be a whole number of seconds: the Lease "
+                "stores leaseDurationSeconds as an integer"
+            )
         if self.lease_duration < 1 or self.retry_period <= 0:
             found.append("the lease duration must be at least 1s and the retry period positive")
         return found
