@@ -18,12 +18,14 @@ import pytest
 from kubernetes import config
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError, LeaseRecord
-from m3stripe.adapters.stripe_gateway import StripeRateLimit
+from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_gateway import StripeGateway, StripeRateLimit
 from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.leadership import FencedRateLimit, LeaderElector, LeaseSettings
 from m3stripe.metrics import Metrics
 from m3stripe.testing.kube_emulator import KubeEmulator
 from m3stripe.testing.kubeconfig import write_kubeconfig
+from m3stripe.testing.stripe_emulator import StripeEmulator
 
 NS = "m3stripe-system"
 
@@ -325,3 +327,27 @@ async def test_every_stripe_request_of_a_pass_checks_the_fence() -> None:
     held[0] = False
     with pytest.raises(FenceLost):
         await limit.acquire("invoices.create")
+
+
+async def test_a_stripe_request_in_flight_when_the_fence_falls_is_abandoned_as_a_lost_fence() -> None:
+    """The fence still stands when the request starts; Stripe answers only after it fell."""
+    key = "sk_test_fencedRequest0001"
+    async with StripeEmulator(latency_seconds=3) as emulator:
+        emulator.add_api_key(key)
+        limit = FencedRateLimit(StripeRateLimit(1000), lambda: None, lambda: 0.2)
+        async with open_client(key, api_base=emulator.url, timeout=30) as client:
+            gateway = StripeGateway(client, limiter=limit)
+            with pytest.raises(FenceLost, match="abandoned"):
+                await gateway.call("customers.list", lambda: client.v1.customers.list_async(params={"limit": 1}))
+            assert gateway.requests == 1  # not retried as a network error
+
+
+async def test_an_elector_bounds_a_request_by_what_is_left_of_its_fence(api: KubeApi) -> None:
+    clock = Clock()
+    a = _elector(api, "pod-a_1", clock)
+    assert a.time_left() == 0
+    assert await a.round()
+    clock.advance(4)
+    assert a.time_left() == pytest.approx(6)
+    clock.advance(7)
+    assert a.time_left() == 0

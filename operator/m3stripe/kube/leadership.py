@@ -38,8 +38,14 @@ So the old writer's last permitted start of a write precedes the earliest take-o
 pause, a frozen VM) sees on waking that its fence is past: the monotonic clock keeps running while a
 process is stopped. `renew_deadline < lease_duration` is enforced, with `CLOCK_SKEW_MARGIN` between them.
 
-What the fence cannot stop: a request already on the wire when the fence falls. It is bounded by the
-Stripe client timeout; the new writer lists what Stripe holds before writing, so a write that landed is seen.
+Requests in flight when the fence falls: every Stripe request of a fenced pass runs under
+`asyncio.timeout(time_left())`, so the client abandons it by the fence's end (a FenceLost, not a Stripe
+error), `lease_duration - renew_deadline` before another replica can take the Lease. That bounds the client
+side only. A request Stripe already received is processed by Stripe on its own schedule, and nothing we do
+can recall it; the margin (5 s by default) is what covers Stripe's processing of it. The new writer lists
+what Stripe holds before writing, and idempotency keys are salted per run, so they do not deduplicate across
+writers: a duplicate is possible only if Stripe takes longer than the margin to commit a request it received
+before the fence fell.
 """
 
 from __future__ import annotations
@@ -209,6 +215,7 @@ class Leadership(Protocol):
 
     def is_leader(self) -> bool: ...
     def fence(self) -> None: ...
+    def time_left(self) -> float | None: ...
     async def wait_leading(self, stopped: Any) -> bool: ...
 
 
@@ -221,6 +228,9 @@ class AlwaysLeader:
         return True
 
     def fence(self) -> None:
+        return None
+
+    def time_left(self) -> float | None:
         return None
 
     async def wait_leading(self, stopped: Any) -> bool:
@@ -266,6 +276,10 @@ class LeaderElector:
         """Raise FenceLost unless the last successful renew began less than the renew deadline ago."""
         if not self.is_leader():
             raise FenceLost(f"this replica ({self.identity}) no longer holds Lease {self._where}")
+
+    def time_left(self) -> float:
+        """Seconds until the fence falls (0 when it has): how long a write started now may run."""
+        return 0.0 if self._stopping else max(0.0, self._valid_until - self._clock())
 
     async def wait_leading(self, stopped: Any) -> bool:
         """Wait until this process leads (True) or `stopped` is set (False)."""
@@ -447,10 +461,22 @@ class FencedRateLimit(StripeRateLimit):
     account-wide one it wraps.
     """
 
-    def __init__(self, inner: StripeRateLimit, fence: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        inner: StripeRateLimit,
+        fence: Callable[[], None],
+        time_left: Callable[[], float | None] | None = None,
+    ) -> None:
         super().__init__(inner.per_second, inner.endpoint_per_second)
         self._inner = inner
         self._fence = fence
+        self._time_left = time_left or (lambda: None)
+
+    def time_left(self) -> float | None:
+        return self._time_left()
+
+    def cut_off(self, endpoint: str) -> None:
+        raise FenceLost(f"a Stripe request ({endpoint}) was abandoned when this replica's Lease fence fell")
 
     async def acquire(self, endpoint: str) -> None:
         self._fence()

@@ -126,8 +126,9 @@ class SyncDriver:
             spec.effective_requests_per_second,
             owner=self.uid,
         )
-        # Every Stripe request of the pass first checks that this process still holds the Lease.
-        limiter = FencedRateLimit(limiter, self.runtime.leader.fence)
+        # Every Stripe request of the pass first checks that this process still holds the Lease, and is
+        # abandoned when the fence falls.
+        limiter = FencedRateLimit(limiter, self.runtime.leader.fence, self.runtime.leader.time_left)
         started = time.monotonic()
         async with open_client(
             stripe_key, api_base=self.runtime.config.stripe_api_base, timeout=self.runtime.config.stripe_timeout_seconds
