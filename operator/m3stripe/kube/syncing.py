@@ -351,6 +351,9 @@ class SyncDriver:
         mailer = self.runtime.mailer
         if note is None or mailer is None:
             return
+        # The Sending PATCH may have returned after the fence fell: then the new writer owns the email (it
+        # finds Sending and reports it Unknown rather than send it twice).
+        self.runtime.leader.fence()
         m, ns, name = self.runtime.metrics, self.namespace, self.name
         # Only those not yet emailed, one message each: a retry never reaches someone twice.
         recipients = [r for r in note.get("recipients") or () if r not in set(note.get("sentTo") or ())]
@@ -368,6 +371,12 @@ class SyncDriver:
             delivered: list[str] = []
             errors: list[str] = []
             for recipient in recipients:
+                if not self.runtime.leader.is_leader():
+                    # Email is not fenced at the SMTP server: the check right before each message is all there
+                    # is. What was delivered is not recorded (we may no longer write the status); the new
+                    # writer finds Sending and reports the email Unknown, never sends it twice.
+                    self._logger.warning("%s/%s: Lease lost, disablement email not continued", ns, name)
+                    return
                 try:
                     await mailer.send([recipient], subject, body)
                 except MailError as err:
