@@ -7,16 +7,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
-from kubernetes import config
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.adapters.mailer import Mailer, SmtpSettings
+from m3stripe.api import names
 from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.syncing import SyncDriver
 from m3stripe.metrics import Metrics
+from m3stripe.testing.kube_emulator import KubeEmulator
 from m3stripe.testing.kubeconfig import write_kubeconfig
 from m3stripe.testing.smtp import SmtpServer
 
@@ -106,3 +110,32 @@ async def test_a_disablement_email_stops_at_the_first_recipient_after_the_fence_
         driver.start_notification()
         await asyncio.gather(*driver._mail_tasks)
         assert [m.recipients for m in smtp.messages] == [("a@example.com",)]
+
+
+async def test_the_kube_emulator_refuses_a_status_merge_patch_at_a_stale_resource_version(tmp_path: Path) -> None:
+    """As the API server does: a merge patch naming `metadata.resourceVersion` is conditional on it."""
+    async with KubeEmulator() as emulator, kmock.Server(emulator) as server:
+        emulator.add_namespace("ns")
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", str(server.url).rstrip("/"))
+        api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+        custom = client.CustomObjectsApi(api_client)
+        body = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"name": "x", "namespace": "ns"},
+            "spec": {
+                "destination": "StripeTestMode",
+                "credentialRef": {"name": "stripe"},
+                "m3ter": {"organizationId": "00000000-0000-4000-8000-000000000001", "credentialsRef": {"name": "m"}},
+            },
+        }
+        args = (names.GROUP, names.VERSION, "ns", names.PLURAL)
+        await asyncio.to_thread(custom.create_namespaced_custom_object, *args, body)
+        read = await asyncio.to_thread(custom.get_namespaced_custom_object, *args, "x")
+        seen = read["metadata"]["resourceVersion"]
+        patch = {"metadata": {"resourceVersion": seen}, "status": {"connected": True}}
+        await asyncio.to_thread(custom.patch_namespaced_custom_object_status, *args, "x", patch)
+        with pytest.raises(ApiException) as stale:
+            await asyncio.to_thread(custom.patch_namespaced_custom_object_status, *args, "x", patch)
+        assert stale.value.status == 409
+        api_client.close()
