@@ -12,11 +12,13 @@ import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+
+from m3stripe.kube.config import OperatorConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -467,6 +469,20 @@ def test_writable_tmp_on_a_read_only_root(objs: tuple[dict[str, Any], ...]) -> N
     volumes = {v["name"]: v for v in pod.get("volumes") or ()}
     assert "/tmp" in mounts and "emptyDir" in volumes[mounts["/tmp"]]
     assert volumes[mounts["/tmp"]]["emptyDir"].get("sizeLimit")
+
+
+def test_the_lease_lock_file_lives_on_a_pod_scoped_volume(objs: tuple[dict[str, Any], ...]) -> None:
+    """It must outlive a container restart (fast resume) but not the pod, and be writable on a read-only root."""
+    pod = _pod_spec(objs)
+    container = _container(objs)
+    env = {e["name"]: e.get("value") for e in container.get("env") or ()}
+    lock_file = env.get("M3STRIPE_LEASE_LOCK_FILE") or OperatorConfig().lease_lock_file
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts") or ()}
+    volumes = {v["name"]: v for v in pod.get("volumes") or ()}
+    directory = str(PurePosixPath(lock_file).parent)
+    assert directory in mounts, f"no volume mounted at {directory}"
+    assert not mounts[directory].get("readOnly")
+    assert "emptyDir" in volumes[mounts[directory]["name"]]
 
 
 def test_resources_have_requests_and_limits(objs: tuple[dict[str, Any], ...]) -> None:

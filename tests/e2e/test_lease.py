@@ -145,7 +145,18 @@ def test_a_restarted_operator_resumes_sending_within_seconds(stack: LocalStack) 
     env = {"M3STRIPE_LEASE_NAMESPACE": LEASE_NS, "M3STRIPE_SYNC_CONCURRENCY": "2"}
     args = ("--liveness=",)
     stack.stripe.latency_seconds = 0.1
-    op = stack.start_operator(*args, name="restart-1", POD_NAME="m3stripe-operator-abc-11111", **env)
+    # Each pod's emptyDir (deploy/base mounts one at /var/run/m3stripe for the Lease lock file).
+    for pod in ("abc-11111", "abc-22222"):
+        (stack.workdir / pod).mkdir(exist_ok=True)
+    first_pod = {
+        "POD_NAME": "m3stripe-operator-abc-11111",
+        "M3STRIPE_LEASE_LOCK_FILE": str(stack.workdir / "abc-11111" / "l"),
+    }
+    second_pod = {
+        "POD_NAME": "m3stripe-operator-abc-22222",
+        "M3STRIPE_LEASE_LOCK_FILE": str(stack.workdir / "abc-22222" / "l"),
+    }
+    op = stack.start_operator(*args, name="restart-1", **first_pod, **env)
     _integration(stack, "restarted")
     wait_for(lambda: _invoices(stack, acct) >= 20, timeout=120, what="the first operator to send")
     # The pass in flight persists what it completed (status.sync.checkpoint) every few seconds...
@@ -160,11 +171,11 @@ def test_a_restarted_operator_resumes_sending_within_seconds(stack: LocalStack) 
     assert all("@" in key for key in done)
     op.kill()  # SIGKILL: the Lease stays held by the dead process
     started = time.monotonic()
-    op = stack.start_operator(*args, name="restart-2", POD_NAME="m3stripe-operator-abc-11111", **env)
+    op = stack.start_operator(*args, name="restart-2", **first_pod, **env)
     after_crash = _seconds_to_first_write(stack, acct, op, started)
     op.stop()  # SIGTERM: releases the Lease
     started = time.monotonic()
-    op = stack.start_operator(*args, name="restart-3", POD_NAME="m3stripe-operator-abc-22222", **env)
+    op = stack.start_operator(*args, name="restart-3", **second_pod, **env)
     try:
         after_release = _seconds_to_first_write(stack, acct, op, started)
         print(f"first Stripe write after a crash: {after_crash:.1f}s, after a graceful hand-over: {after_release:.1f}s")

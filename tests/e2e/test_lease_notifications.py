@@ -20,7 +20,12 @@ ENV = {
 
 
 def _start(stack: LocalStack, name: str) -> OperatorProcess:
-    return stack.start_operator("--liveness=", name=name, POD_NAME="notify-pod", **ENV)
+    # One pod restarted: its emptyDir (the Lease lock file's directory) survives, so each restart resumes at once.
+    (stack.workdir / "notify-pod").mkdir(exist_ok=True)
+    lock_file = str(stack.workdir / "notify-pod" / "lease.lock")
+    return stack.start_operator(
+        "--liveness=", name=name, POD_NAME="notify-pod", M3STRIPE_LEASE_LOCK_FILE=lock_file, **ENV
+    )
 
 
 def _status(stack: LocalStack, name: str) -> dict[str, Any]:

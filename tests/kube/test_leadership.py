@@ -5,7 +5,11 @@ The electors get a hand-driven clock, so each test states in seconds of that clo
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,12 +18,14 @@ import pytest
 from kubernetes import config
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError, LeaseRecord
-from m3stripe.adapters.stripe_gateway import StripeRateLimit
+from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_gateway import StripeGateway, StripeRateLimit
 from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.leadership import FencedRateLimit, LeaderElector, LeaseSettings
 from m3stripe.metrics import Metrics
 from m3stripe.testing.kube_emulator import KubeEmulator
 from m3stripe.testing.kubeconfig import write_kubeconfig
+from m3stripe.testing.stripe_emulator import StripeEmulator
 
 NS = "m3stripe-system"
 
@@ -46,20 +52,23 @@ async def api(tmp_path: Path) -> AsyncIterator[KubeApi]:
             kube.close()
 
 
-def _settings(identity: str, pod: str | None = None) -> LeaseSettings:
+def _settings(identity: str, pod: str | None = None, lock_file: Path | None = None) -> LeaseSettings:
     return LeaseSettings(
         name="shard-a",
         namespace=NS,
         identity=identity,
         pod_name=pod,
+        lock_file=lock_file,
         lease_duration=15,
         renew_deadline=10,
         retry_period=2,
     )
 
 
-def _elector(api: KubeApi, identity: str, clock: Clock, pod: str | None = None, **kw: Metrics) -> LeaderElector:
-    return LeaderElector(api, _settings(identity, pod), clock=clock, **kw)
+def _elector(
+    api: KubeApi, identity: str, clock: Clock, pod: str | None = None, lock_file: Path | None = None, **kw: Metrics
+) -> LeaderElector:
+    return LeaderElector(api, _settings(identity, pod, lock_file), clock=clock, **kw)
 
 
 async def test_the_first_candidate_creates_the_lease_and_holds_it(api: KubeApi) -> None:
@@ -137,16 +146,91 @@ async def test_a_released_lease_is_taken_at_once(api: KubeApi) -> None:
     assert await b.round()  # no waiting: nobody holds it
 
 
-async def test_a_restarted_container_takes_its_dead_predecessors_lease_at_once(api: KubeApi) -> None:
+async def test_a_restarted_container_takes_its_dead_predecessors_lease_at_once(api: KubeApi, tmp_path: Path) -> None:
     clock = Clock()
-    before = _elector(api, "m3stripe-operator-7d9f-abcde_1111", clock, pod="m3stripe-operator-7d9f-abcde")
+    lock = tmp_path / "lease.lock"
+    pod = "m3stripe-operator-7d9f-abcde"
+    before = _elector(api, f"{pod}_1111", clock, pod=pod, lock_file=lock)
     assert await before.round()
-    # SIGKILL: no release. The kubelet restarts the container in the same pod (same POD_NAME).
-    after = _elector(api, "m3stripe-operator-7d9f-abcde_2222", clock, pod="m3stripe-operator-7d9f-abcde")
+    assert lock.read_text() == f"{pod}_1111"
+    # SIGKILL: no release; the kernel drops the dead process's flock. The kubelet restarts the container in
+    # the same pod (same POD_NAME, same emptyDir).
+    before._lock.close()
+    after = _elector(api, f"{pod}_2222", clock, pod=pod, lock_file=lock)
     assert await after.round()
+    assert lock.read_text() == f"{pod}_2222"
     # A process of another pod has no such shortcut.
     other = _elector(api, "m3stripe-operator-7d9f-fghij_3333", clock, pod="m3stripe-operator-7d9f-fghij")
     assert not await other.round()
+
+
+async def test_a_live_namesake_in_the_same_pod_waits_out_the_lease_instead_of_stealing_it(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    """`kubectl exec pod-x -- m3stripe run` while pod-x's operator runs: one POD_NAME, one emptyDir."""
+    clock = Clock()
+    lock = tmp_path / "lease.lock"
+    a = _elector(api, "pod-x_aaaa", clock, pod="pod-x", lock_file=lock)
+    b = _elector(api, "pod-x_bbbb", clock, pod="pod-x", lock_file=lock)
+    assert await a.round()
+    for _ in range(5):
+        clock.advance(2)
+        assert not await b.round()  # a holds the flock: no shortcut
+        assert await a.round()
+        assert not b.is_leader()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder == "pod-x_aaaa"
+
+
+async def test_a_namesake_in_another_pod_or_without_a_lock_file_waits_out_the_lease(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    clock = Clock()
+    a = _elector(api, "pod-x_aaaa", clock, pod="pod-x", lock_file=tmp_path / "a" / "lease.lock")
+    (tmp_path / "a").mkdir()
+    assert await a.round()
+    elsewhere = _elector(api, "pod-x_bbbb", clock, pod="pod-x", lock_file=tmp_path / "lease.lock")
+    (tmp_path / "lease.lock").write_text("pod-x_cccc")  # its own file names somebody else
+    unlocked = _elector(api, "pod-x_dddd", clock, pod="pod-x", lock_file=tmp_path / "missing" / "lease.lock")
+    bare = _elector(api, "pod-x_eeee", clock, pod="pod-x")
+    for candidate in (elsewhere, unlocked, bare):
+        assert not await candidate.round()
+    clock.advance(15.01)
+    assert await elsewhere.round()  # normal expiry still works
+
+
+async def test_a_killed_namesake_process_releases_the_lock_and_its_successor_resumes_at_once(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    """Two processes: the lock holder is a live process until SIGKILL; then the kernel frees the flock."""
+    lock = tmp_path / "lease.lock"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "os.write(fd, b'pod-x_aaaa')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(600)\n",
+        str(lock),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and (await holder.stdout.readline()).strip() == b"locked"
+        now = datetime.now(UTC)
+        await api.create_lease(NS, "shard-a", LeaseRecord("pod-x_aaaa", 15, now, now, 0), timeout=5)
+        clock = Clock()
+        successor = _elector(api, "pod-x_bbbb", clock, pod="pod-x", lock_file=lock)
+        assert not await successor.round()  # the namesake lives
+        holder.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(holder.wait(), timeout=10)
+        clock.advance(2)
+        assert await successor.round()  # dead: taken at once, not after 15 s
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
 
 
 async def test_of_two_candidates_writing_the_same_version_one_gets_a_conflict(api: KubeApi) -> None:
@@ -174,6 +258,63 @@ def test_a_renew_deadline_too_close_to_the_lease_duration_is_refused() -> None:
         LeaderElector(None, bad)  # type: ignore[arg-type]
 
 
+def test_a_lease_duration_that_is_not_whole_seconds_is_refused() -> None:
+    """The Lease stores whole seconds; 12.9 would be written as 12 and shrink the validated 2.9 s margin."""
+    bad = LeaseSettings(lease_duration=12.9, renew_deadline=10.9, retry_period=2)
+    assert any("whole number of seconds" in p for p in bad.problems())
+    assert LeaseSettings(lease_duration=13, renew_deadline=10.9, retry_period=2).problems() == []
+
+
+async def test_a_lease_still_ours_is_released_even_after_the_fence_lapsed(api: KubeApi) -> None:
+    clock = Clock()
+    a, b = _elector(api, "pod-a_1", clock), _elector(api, "pod-b_1", clock)
+    assert await a.round()
+    clock.advance(11)  # past the renew deadline, before anyone took it
+    assert not a.is_leader()
+    await a.release()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder is None
+    assert await b.round()
+
+
+class _RenewsDuringRelease:
+    """The Lease API, with another write to the Lease landing between release's read and its update."""
+
+    def __init__(self, api: KubeApi, writes: int) -> None:
+        self.api, self.writes = api, writes
+
+    async def read_lease(self, namespace: str, name: str, *, timeout: float) -> LeaseRecord | None:
+        return await self.api.read_lease(namespace, name, timeout=timeout)
+
+    async def create_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord:
+        return await self.api.create_lease(namespace, name, record, timeout=timeout)
+
+    async def update_lease(self, namespace: str, name: str, record: LeaseRecord, *, timeout: float) -> LeaseRecord:
+        if record.holder is None and self.writes:
+            self.writes -= 1
+            current = await self.api.read_lease(namespace, name, timeout=timeout)
+            assert current is not None
+            await self.api.update_lease(
+                namespace, name, replace(current, transitions=current.transitions), timeout=timeout
+            )
+        return await self.api.update_lease(namespace, name, record, timeout=timeout)
+
+
+async def test_release_retries_after_a_conflict_and_gives_up_after_a_few(api: KubeApi) -> None:
+    clock = Clock()
+    racing = _RenewsDuringRelease(api, writes=2)
+    a = LeaderElector(racing, _settings("pod-a_1"), clock=clock)
+    assert await a.round()
+    await a.release()
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder is None  # released on the third try
+    b = LeaderElector(_RenewsDuringRelease(api, writes=10), _settings("pod-b_1"), clock=clock)
+    assert await b.round()
+    await b.release()  # bounded: it stops trying, and the Lease expires as usual
+    lease = await api.read_lease(NS, "shard-a", timeout=5)
+    assert lease is not None and lease.holder == "pod-b_1"
+
+
 async def test_every_stripe_request_of_a_pass_checks_the_fence() -> None:
     held = [True]
 
@@ -186,3 +327,27 @@ async def test_every_stripe_request_of_a_pass_checks_the_fence() -> None:
     held[0] = False
     with pytest.raises(FenceLost):
         await limit.acquire("invoices.create")
+
+
+async def test_a_stripe_request_in_flight_when_the_fence_falls_is_abandoned_as_a_lost_fence() -> None:
+    """The fence still stands when the request starts; Stripe answers only after it fell."""
+    key = "sk_test_fencedRequest0001"
+    async with StripeEmulator(latency_seconds=3) as emulator:
+        emulator.add_api_key(key)
+        limit = FencedRateLimit(StripeRateLimit(1000), lambda: None, lambda: 0.2)
+        async with open_client(key, api_base=emulator.url, timeout=30) as client:
+            gateway = StripeGateway(client, limiter=limit)
+            with pytest.raises(FenceLost, match="abandoned"):
+                await gateway.call("customers.list", lambda: client.v1.customers.list_async(params={"limit": 1}))
+            assert gateway.requests == 1  # not retried as a network error
+
+
+async def test_an_elector_bounds_a_request_by_what_is_left_of_its_fence(api: KubeApi) -> None:
+    clock = Clock()
+    a = _elector(api, "pod-a_1", clock)
+    assert a.time_left() == 0
+    assert await a.round()
+    clock.advance(4)
+    assert a.time_left() == pytest.approx(6)
+    clock.advance(7)
+    assert a.time_left() == 0

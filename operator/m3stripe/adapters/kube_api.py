@@ -58,6 +58,10 @@ class KubeApiError(Exception):
         self.status = status
 
 
+# Seconds a status PATCH may take (deploy/base/deployment.yaml's shutdown budget counts on it).
+STATUS_REQUEST_TIMEOUT = 30.0
+
+
 def load_api_client() -> client.ApiClient:
     """An API client for what KUBECONFIG (or the in-cluster service account) points at."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
@@ -115,8 +119,11 @@ class KubeApi:
             name=name, resource_version=(secret.metadata.resource_version if secret.metadata else None) or "", data=data
         )
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the integration's status subresource."""
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, timeout: float | None = None
+    ) -> None:
+        """Merge-patch the integration's status subresource, abandoned after `timeout` seconds (a fenced writer
+        passes what is left of its fence; the default bounds a hung API server)."""
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,
@@ -126,6 +133,7 @@ class KubeApi:
                 names.PLURAL,
                 name,
                 {"status": status},
+                _request_timeout=STATUS_REQUEST_TIMEOUT if timeout is None else max(0.1, timeout),
             )
         except ApiException as err:
             if err.status == 404:
@@ -133,6 +141,8 @@ class KubeApi:
             raise KubeApiError(
                 f"patching status of {namespace}/{name} failed: HTTP {err.status} {err.reason}", err.status
             ) from None
+        except Exception as err:  # urllib3's timeouts and connection errors
+            raise KubeApiError(f"patching status of {namespace}/{name} failed: {type(err).__name__}") from None
 
     # Leases (leader election). A bounded timeout per call: an election round must end within the renew deadline.
     async def read_lease(self, namespace: str, name: str, *, timeout: float) -> LeaseRecord | None:

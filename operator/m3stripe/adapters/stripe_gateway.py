@@ -172,6 +172,14 @@ class StripeRateLimit:
         await self.endpoint(endpoint).acquire()
         await self._global.acquire()
 
+    def time_left(self) -> float | None:
+        """Seconds a request acquired now may run before the gateway abandons it; None: unbounded."""
+        return None
+
+    def cut_off(self, endpoint: str) -> None:
+        """Called when a request outlived `time_left()`: raise what the caller should see."""
+        return None
+
 
 class LimiterRegistry:
     """One StripeRateLimit per (Stripe account, mode): live and test mode have separate budgets."""
@@ -239,10 +247,17 @@ class StripeGateway:
                     self._observer.rate_limit_wait(wait)
             started = time.monotonic()
             self.requests += 1
+            # A fenced writer's request must not outlive its fence (m3stripe.kube.leadership): abandoned
+            # at the fence's end, it is a lost fence (cut_off raises), not a Stripe or network error.
+            bound = asyncio.timeout(self._limiter.time_left() if self._limiter is not None else None)
             try:
                 try:
-                    result = await fn()
+                    async with bound:
+                        result = await fn()
                 except (aiohttp.ClientError, TimeoutError) as transport_err:
+                    if bound.expired() and self._limiter is not None:
+                        self._observer.request(endpoint, 0, time.monotonic() - started)
+                        self._limiter.cut_off(endpoint)
                     # The SDK wraps a failed request in APIConnectionError, but not a failure while the
                     # body is read on its aiohttp transport; both are network errors (and retried).
                     raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]

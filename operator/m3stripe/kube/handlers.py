@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -80,6 +81,7 @@ async def configure(
             name=config.lease_name,
             namespace=config.lease_namespace or default_namespace(),
             pod_name=os.environ.get("POD_NAME") or None,
+            lock_file=Path(config.lease_lock_file) if config.lease_lock_file else None,
             lease_duration=config.lease_duration_seconds,
             renew_deadline=config.lease_renew_deadline_seconds,
             retry_period=config.lease_retry_period_seconds,

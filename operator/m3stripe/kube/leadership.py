@@ -11,10 +11,22 @@ The election follows client-go's `tools/leaderelection` (leaderelection.go, reso
 - the holder releases on graceful shutdown (empty holder, duration 1 s, as client-go's `release()`), so a
   rolling restart hands over at the next retry of the standby instead of after a lease duration.
 
-One addition to client-go: the identity is `<pod name>_<random>`. A Lease held by another identity with
-*our own pod name* was held by an earlier run of this very container, which the kubelet restarts only after
-it exited (and a Deployment never gives two live pods one name), so it is dead and its Lease is taken at
-once: a crash-looping single replica resumes within seconds instead of waiting out its own dead Lease.
+One addition to client-go: a restarted container takes its own dead predecessor's Lease at once, so a
+crash-looping single replica resumes within seconds instead of waiting out its own dead Lease. A pod name
+alone does not prove the holder dead: `kubectl exec <pod> -- m3stripe run` or a local run with the same
+POD_NAME is a live namesake, and stealing from it would give two writers with valid fences, each taking
+the Lease back every round. So the shortcut needs two proofs, both held by a lock file in a directory that
+outlives a container but not its pod (an `emptyDir`, `M3STRIPE_LEASE_LOCK_FILE`):
+
+- this process holds an exclusive `flock` on it (LOCK_EX|LOCK_NB). The kernel drops a flock when the
+  process holding it dies (SIGKILL, OOM kill included), so a crashed predecessor never blocks, while a live
+  namesake in the same pod still holds it and no shortcut is taken;
+- the file names exactly the Lease's current `holderIdentity`. Each holder writes its identity there
+  (while holding the flock) before it takes the Lease, so only a process sharing that very directory, the
+  same pod, can match it; a namesake elsewhere has no such file content.
+
+Whenever the lock file cannot be opened, locked or read, the candidate waits out the lease duration as
+client-go does.
 
 Fencing (why two writers are impossible): the holder notes `t_s`, its monotonic time *before* it sends the
 read that precedes a successful renew. It may write (Stripe and status) only while `now < t_s +
@@ -26,14 +38,21 @@ So the old writer's last permitted start of a write precedes the earliest take-o
 pause, a frozen VM) sees on waking that its fence is past: the monotonic clock keeps running while a
 process is stopped. `renew_deadline < lease_duration` is enforced, with `CLOCK_SKEW_MARGIN` between them.
 
-What the fence cannot stop: a request already on the wire when the fence falls. It is bounded by the
-Stripe client timeout; the new writer lists what Stripe holds before writing, so a write that landed is seen.
+Requests in flight when the fence falls: every Stripe request of a fenced pass runs under
+`asyncio.timeout(time_left())`, so the client abandons it by the fence's end (a FenceLost, not a Stripe
+error), `lease_duration - renew_deadline` before another replica can take the Lease. That bounds the client
+side only. A request Stripe already received is processed by Stripe on its own schedule, and nothing we do
+can recall it; the margin (5 s by default) is what covers Stripe's processing of it. The new writer lists
+what Stripe holds before writing, and idempotency keys are salted per run, so they do not deduplicate across
+writers: a duplicate is possible only if Stripe takes longer than the margin to commit a request it received
+before the fence fell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -57,6 +76,8 @@ CLOCK_SKEW_MARGIN = 2.0
 # client-go's JitterFactor: the renew deadline must leave room for at least one jittered retry.
 JITTER_FACTOR = 1.2
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# An emptyDir of the pod (deploy/base/deployment.yaml): survives container restarts, not the pod.
+DEFAULT_LOCK_FILE = Path("/var/run/m3stripe/lease.lock")
 
 
 def _clock() -> float:
@@ -73,6 +94,7 @@ class LeaseSettings:
     namespace: str = "default"
     identity: str = ""
     pod_name: str | None = None
+    lock_file: Path | None = None  # None: no same-pod shortcut, a dead holder is waited out
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
@@ -90,9 +112,67 @@ class LeaseSettings:
                 f"the Lease renew deadline ({self.renew_deadline:g}s) must exceed {JITTER_FACTOR:g} x the retry "
                 f"period ({self.retry_period:g}s), or a single slow renew loses the Lease"
             )
+        if self.lease_duration != int(self.lease_duration):
+            # The Lease stores whole seconds (coordination.k8s.io/v1 LeaseSpec.leaseDurationSeconds is an
+            # int32), and candidates wait what is stored: a fraction would be cut off the margin checked above.
+            found.append(
+                f"the lease duration ({self.lease_duration:g}s) must be a whole number of seconds: the Lease "
+                "stores leaseDurationSeconds as an integer"
+            )
         if self.lease_duration < 1 or self.retry_period <= 0:
             found.append("the lease duration must be at least 1s and the retry period positive")
         return found
+
+
+class _LeaseLockFile:
+    """The pod-local proof that the Lease's holder was an earlier, now dead, run of this container."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def _held(self) -> int | None:
+        if self._fd is None and self._path is not None:
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as err:
+                log.debug("lease lock file %s unusable (%s): a dead holder is waited out", self._path, err)
+                return None
+            try:
+                # Non-blocking: a live namesake holds it, and we must not wait for it, only not steal.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return None
+            self._fd = fd
+        return self._fd
+
+    def names(self, holder: str) -> bool:
+        """True only while this process holds the flock and the file records exactly `holder`."""
+        fd = self._held()
+        if fd is None:
+            return False
+        try:
+            recorded = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        except OSError:
+            return False
+        return recorded == holder
+
+    def record(self, identity: str) -> None:
+        fd = self._held()
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, identity.encode("utf-8"), 0)
+            os.fsync(fd)
+        except OSError as err:
+            log.warning("could not write lease lock file %s: a restart waits out the Lease (%s)", self._path, err)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def default_identity(pod_name: str | None) -> str:
@@ -135,6 +215,7 @@ class Leadership(Protocol):
 
     def is_leader(self) -> bool: ...
     def fence(self) -> None: ...
+    def time_left(self) -> float | None: ...
     async def wait_leading(self, stopped: Any) -> bool: ...
 
 
@@ -147,6 +228,9 @@ class AlwaysLeader:
         return True
 
     def fence(self) -> None:
+        return None
+
+    def time_left(self) -> float | None:
         return None
 
     async def wait_leading(self, stopped: Any) -> bool:
@@ -180,6 +264,7 @@ class LeaderElector:
         self._changed = asyncio.Event()
         self._stopping = False
         self._was_leader = False
+        self._lock = _LeaseLockFile(settings.lock_file)
         self._observer.leading(settings.name, self.identity, False)
 
     # ------------------------------------------------------------------ what the writers call
@@ -191,6 +276,10 @@ class LeaderElector:
         """Raise FenceLost unless the last successful renew began less than the renew deadline ago."""
         if not self.is_leader():
             raise FenceLost(f"this replica ({self.identity}) no longer holds Lease {self._where}")
+
+    def time_left(self) -> float:
+        """Seconds until the fence falls (0 when it has): how long a write started now may run."""
+        return 0.0 if self._stopping else max(0.0, self._valid_until - self._clock())
 
     async def wait_leading(self, stopped: Any) -> bool:
         """Wait until this process leads (True) or `stopped` is set (False)."""
@@ -267,6 +356,7 @@ class LeaderElector:
         current = await self.api.read_lease(s.namespace, s.name, timeout=timeout)
         if current is None:
             mine = LeaseRecord(self.identity, int(s.lease_duration), now, now, 0)
+            self._lock.record(self.identity)  # before the write: a crash right after it still resumes at once
             try:
                 await self.api.create_lease(s.namespace, s.name, mine, timeout=timeout)
             except KubeApiError as err:
@@ -291,6 +381,8 @@ class LeaderElector:
             transitions=current.transitions if renewing else current.transitions + 1,
             resource_version=current.resource_version,
         )
+        if not renewing:
+            self._lock.record(self.identity)
         try:
             stored = await self.api.update_lease(s.namespace, s.name, mine, timeout=timeout)
         except KubeApiError as err:
@@ -303,9 +395,10 @@ class LeaderElector:
         return True
 
     def _predecessor(self, holder: str) -> bool:
-        """A holder with our pod name but another identity: an earlier, exited run of this container."""
+        """An earlier, exited run of this container: our pod name, and the pod's lock file (flock held by us,
+        so its writer is dead) names exactly this holder. See the module docstring."""
         pod = self.settings.pod_name
-        return bool(pod) and holder.rsplit("_", 1)[0] == pod
+        return bool(pod) and holder.rsplit("_", 1)[0] == pod and self._lock.names(holder)
 
     def _note_acquired(self, previous: LeaseRecord | None, now: datetime) -> None:
         writerless: float | None = None
@@ -319,25 +412,40 @@ class LeaderElector:
         )
         self._observer.acquired(self.settings.name, writerless)
 
-    async def release(self) -> None:
-        """Stop writing, then hand the Lease over at once (client-go's ReleaseOnCancel)."""
-        was_leader = self.is_leader()
+    async def release(self, attempts: int = 3) -> None:
+        """Stop writing, then hand the Lease over at once (client-go's ReleaseOnCancel and tryRelease).
+
+        Released whenever the record still names us, even if the fence has lapsed: a record that is ours
+        is one nobody else took, and clearing it spares the standby a lease duration. A 409 (a renew or a
+        competitor's write in between) re-reads and tries again, a bounded number of times.
+        """
         self._stopping = True
         self._valid_until = 0.0
         self._update_state()
-        if not was_leader:
-            return
         s = self.settings
         try:
-            current = await self.api.read_lease(s.namespace, s.name, timeout=2.0)
-            if current is None or current.holder != self.identity:
+            for _ in range(attempts):
+                current = await self.api.read_lease(s.namespace, s.name, timeout=2.0)
+                if current is None or current.holder != self.identity:
+                    return
+                now = self._wall()
+                released = replace(current, holder=None, lease_duration_seconds=1, acquire_time=now, renew_time=now)
+                try:
+                    await self.api.update_lease(s.namespace, s.name, released, timeout=2.0)
+                except KubeApiError as err:
+                    if err.status == 409:
+                        continue
+                    raise
+                log.info("released Lease %s", self._where)
                 return
-            now = self._wall()
-            released = replace(current, holder=None, lease_duration_seconds=1, acquire_time=now, renew_time=now)
-            await self.api.update_lease(s.namespace, s.name, released, timeout=2.0)
-            log.info("released Lease %s", self._where)
+            log.warning(
+                "could not release Lease %s: it kept changing (the standby takes it after it expires)", self._where
+            )
         except (KubeApiError, TimeoutError) as err:
             log.warning("could not release Lease %s (the standby takes it after it expires): %s", self._where, err)
+        finally:
+            # Only now: while the flock is held no namesake in this pod can take the Lease by the shortcut.
+            self._lock.close()
 
 
 def _same_record(a: LeaseRecord, b: LeaseRecord | None) -> bool:
@@ -353,10 +461,22 @@ class FencedRateLimit(StripeRateLimit):
     account-wide one it wraps.
     """
 
-    def __init__(self, inner: StripeRateLimit, fence: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        inner: StripeRateLimit,
+        fence: Callable[[], None],
+        time_left: Callable[[], float | None] | None = None,
+    ) -> None:
         super().__init__(inner.per_second, inner.endpoint_per_second)
         self._inner = inner
         self._fence = fence
+        self._time_left = time_left or (lambda: None)
+
+    def time_left(self) -> float | None:
+        return self._time_left()
+
+    def cut_off(self, endpoint: str) -> None:
+        raise FenceLost(f"a Stripe request ({endpoint}) was abandoned when this replica's Lease fence fell")
 
     async def acquire(self, endpoint: str) -> None:
         self._fence()

@@ -128,8 +128,9 @@ class SyncDriver:
             spec.effective_requests_per_second,
             owner=self.uid,
         )
-        # Every Stripe request of the pass first checks that this process still holds the Lease.
-        limiter = FencedRateLimit(limiter, self.runtime.leader.fence)
+        # Every Stripe request of the pass first checks that this process still holds the Lease, and is
+        # abandoned when the fence falls.
+        limiter = FencedRateLimit(limiter, self.runtime.leader.fence, self.runtime.leader.time_left)
         started = time.monotonic()
         async with open_client(
             stripe_key, api_base=self.runtime.config.stripe_api_base, timeout=self.runtime.config.stripe_timeout_seconds
@@ -352,6 +353,9 @@ class SyncDriver:
         mailer = self.runtime.mailer
         if note is None or mailer is None:
             return
+        # The Sending PATCH may have returned after the fence fell: then the new writer owns the email (it
+        # finds Sending and reports it Unknown rather than send it twice).
+        self.runtime.leader.fence()
         m, ns, name = self.runtime.metrics, self.namespace, self.name
         # Only those not yet emailed, one message each: a retry never reaches someone twice.
         recipients = [r for r in note.get("recipients") or () if r not in set(note.get("sentTo") or ())]
@@ -369,6 +373,12 @@ class SyncDriver:
             delivered: list[str] = []
             errors: list[str] = []
             for recipient in recipients:
+                if not self.runtime.leader.is_leader():
+                    # Email is not fenced at the SMTP server: the check right before each message is all there
+                    # is. What was delivered is not recorded (we may no longer write the status); the new
+                    # writer finds Sending and reports the email Unknown, never sends it twice.
+                    self._logger.warning("%s/%s: Lease lost, disablement email not continued", ns, name)
+                    return
                 try:
                     await mailer.send([recipient], subject, body)
                 except MailError as err:

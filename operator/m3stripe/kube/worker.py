@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from m3stripe.adapters.kube_api import KubeApiError
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.spec import StripeIntegrationSpec
@@ -297,8 +298,15 @@ class IntegrationWorker:
         patch = status_patch(current, new)
         if patch is None:
             return
-        self.runtime.leader.fence()  # a replica that lost the Lease must not overwrite the new writer's status
-        await self.runtime.kube.patch_status(self.namespace, self.name, patch)
+        leader = self.runtime.leader
+        leader.fence()  # a replica that lost the Lease must not overwrite the new writer's status
+        try:
+            # Abandoned when the fence falls. Like a Stripe request, a PATCH the API server already received
+            # is applied on its schedule; the margin of the Lease covers that.
+            await self.runtime.kube.patch_status(self.namespace, self.name, patch, timeout=leader.time_left())
+        except KubeApiError:
+            leader.fence()  # cut off by the fence: a lost Lease, not an error of the integration
+            raise
         self._last_written = new
         self._announce(current, new)
 

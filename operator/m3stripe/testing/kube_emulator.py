@@ -159,6 +159,16 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if key not in self.objects or self.objects[key].deleted:
             return None  # let kmock answer 404
         current = dict(self.objects[key].raw)
+        # A merge patch that names `metadata.resourceVersion` is conditional on it, as an update is: a stale
+        # one is 409 Conflict (the API server stores the patched object with that version as a precondition:
+        # https://github.com/kubernetes/kubernetes/issues/63104; controller-runtime's
+        # MergeFromWithOptimisticLock relies on it). Checked for the status subresource too.
+        sent = (request.data.get("metadata") or {}).get("resourceVersion")
+        if sent and sent != (current.get("metadata") or {}).get("resourceVersion"):
+            raise ConflictError(
+                message=f"Operation cannot be fulfilled on {request.name}: the object has been modified; "
+                "please apply your changes to the latest version and try again"
+            )
         patch = copy.deepcopy(request.data)
         if request.subresource == "status":
             patch = {"status": patch.get("status")} if "status" in patch else {}
