@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 CLOCK_SKEW_MARGIN = 2.0
 # client-go's JitterFactor: the renew deadline must leave room for at least one jittered retry.
 JITTER_FACTOR = 1.2
+# The longest a graceful release may take, retries included (deploy/base/deployment.yaml's shutdown budget).
+RELEASE_SECONDS = 4.0
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # An emptyDir of the pod (deploy/base/deployment.yaml): survives container restarts, not the pod.
 DEFAULT_LOCK_FILE = Path("/var/run/m3stripe/lease.lock")
@@ -417,35 +419,38 @@ class LeaderElector:
 
         Released whenever the record still names us, even if the fence has lapsed: a record that is ours
         is one nobody else took, and clearing it spares the standby a lease duration. A 409 (a renew or a
-        competitor's write in between) re-reads and tries again, a bounded number of times.
+        competitor's write in between) re-reads and tries again, a bounded number of times, all within
+        RELEASE_SECONDS (the shutdown budget of deploy/base/deployment.yaml counts on it).
         """
         self._stopping = True
         self._valid_until = 0.0
         self._update_state()
-        s = self.settings
         try:
-            for _ in range(attempts):
-                current = await self.api.read_lease(s.namespace, s.name, timeout=2.0)
-                if current is None or current.holder != self.identity:
-                    return
-                now = self._wall()
-                released = replace(current, holder=None, lease_duration_seconds=1, acquire_time=now, renew_time=now)
-                try:
-                    await self.api.update_lease(s.namespace, s.name, released, timeout=2.0)
-                except KubeApiError as err:
-                    if err.status == 409:
-                        continue
-                    raise
-                log.info("released Lease %s", self._where)
-                return
-            log.warning(
-                "could not release Lease %s: it kept changing (the standby takes it after it expires)", self._where
-            )
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await self._release(attempts)
         except (KubeApiError, TimeoutError) as err:
             log.warning("could not release Lease %s (the standby takes it after it expires): %s", self._where, err)
         finally:
             # Only now: while the flock is held no namesake in this pod can take the Lease by the shortcut.
             self._lock.close()
+
+    async def _release(self, attempts: int) -> None:
+        s = self.settings
+        for _ in range(attempts):
+            current = await self.api.read_lease(s.namespace, s.name, timeout=2.0)
+            if current is None or current.holder != self.identity:
+                return
+            now = self._wall()
+            released = replace(current, holder=None, lease_duration_seconds=1, acquire_time=now, renew_time=now)
+            try:
+                await self.api.update_lease(s.namespace, s.name, released, timeout=2.0)
+            except KubeApiError as err:
+                if err.status == 409:
+                    continue
+                raise
+            log.info("released Lease %s", self._where)
+            return
+        log.warning("could not release Lease %s: it kept changing (the standby takes it after it expires)", self._where)
 
 
 def _same_record(a: LeaseRecord, b: LeaseRecord | None) -> bool:
