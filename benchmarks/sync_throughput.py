@@ -17,7 +17,7 @@ Scenarios (``--scenario``; each run in a fresh interpreter, so each peak RSS is 
 
 What is measured
 ----------------
-One sync pass (``SyncEngine.run_pass``), built the way ``m3stripe.kube.syncing`` builds it: the
+One sync pass (``SyncEngine.run_pass``), built by ``m3stripe.domain.engine.build_engine`` as ``m3stripe.kube.syncing`` builds it: the
 official stripe SDK through ``open_client`` and ``StripeGateway`` with the client-side limiter from
 ``LimiterRegistry`` (``spec.requestsPerSecond``), and ``M3terSource`` on the official m3ter SDK. The
 Stripe emulator (contract mode: a request outside the SDK's parameter types fails the run) enforces the
@@ -70,9 +70,11 @@ import stripe
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.adapters.stripe_credentials import STRIPE_API_VERSION, open_client
 from m3stripe.adapters.stripe_gateway import LimiterRegistry, StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.engine import build_engine
 from m3stripe.domain.runs import RunReport, SyncState
-from m3stripe.domain.sync import ErrorBudget, SyncEngine
+from m3stripe.domain.sync import ErrorBudget
 
 Placement = Literal["process", "loop"]
 
@@ -255,12 +257,12 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
                 profiler.enable()
             async with stripe_client(args.stripe_http, setup.stripe_url, 30.0) as client:
                 gateway = StripeGateway(client, limiter=limiter, observer=observer)
-                engine = SyncEngine(
-                    spec=spec,
+                engine = build_engine(
+                    spec,
                     account_filter=None,
                     integration_id=integration_id,
                     source=source,
-                    gateway=gateway,
+                    stripe=StripeLedger(gateway),
                     budget=ErrorBudget(spec.autoDisableThreshold),
                     concurrency=args.concurrency,
                 )

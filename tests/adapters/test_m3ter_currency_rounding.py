@@ -12,6 +12,7 @@ import pytest
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource, M3terSourceError
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import CurrencyRounding
 from m3stripe.domain.mapping import META_ACCOUNT
@@ -204,7 +205,7 @@ async def test_a_sync_pass_sends_every_bill_but_those_in_the_currency_whose_pick
                     account_filter=None,
                     integration_id="int-currency",
                     source=source,
-                    gateway=StripeGateway(client),
+                    ledger=StripeLedger(StripeGateway(client)),
                     budget=ErrorBudget(10),
                 )
                 report = await engine.run_pass(SyncState())

@@ -12,6 +12,7 @@ import pytest
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
@@ -133,7 +134,7 @@ async def test_a_pass_sends_every_good_bill_and_reports_the_malformed_one(emulat
                     account_filter=None,
                     integration_id=str(uuid.uuid4()),
                     source=source,
-                    gateway=StripeGateway(client),
+                    ledger=StripeLedger(StripeGateway(client)),
                     budget=ErrorBudget(spec.autoDisableThreshold),
                 )
                 report = await engine.run_pass(SyncState())

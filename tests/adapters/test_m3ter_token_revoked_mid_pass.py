@@ -9,6 +9,7 @@ import pytest
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import parse_filter
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
@@ -67,7 +68,7 @@ async def test_a_token_revoked_mid_pass_is_replaced_and_every_bill_is_sent(statu
                     account_filter=parse_filter(spec.accountFilter),
                     integration_id=str(uuid.uuid4()),
                     source=source,
-                    gateway=StripeGateway(client),
+                    ledger=StripeLedger(StripeGateway(client)),
                     budget=ErrorBudget(spec.autoDisableThreshold),
                     concurrency=2,
                 )

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import MappingError, plan_bill
@@ -179,7 +180,7 @@ async def write_and_read(url: str, case: Case, bill_id: str) -> tuple[int, dict[
         assert plan.total == 0
         return None
     async with open_client(KEY, api_base=url) as client:
-        writer = StripeWriter(StripeGateway(client, retry=RetryPolicy(max_attempts=1)), "int-prop")
+        writer = StripeWriter(StripeLedger(StripeGateway(client, retry=RetryPolicy(max_attempts=1))), "int-prop")
         customer = (await client.v1.customers.create_async(params={"name": bill_id})).id
         if invoice_mode:
             invoice_id = (await writer.write_invoice(plan, customer)).stripe_id

@@ -13,11 +13,12 @@ import pytest
 import stripe
 
 from m3stripe.adapters.stripe_gateway import StripeGateway
-from m3stripe.adapters.stripe_reader import StripeReader
+from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import META_VERSION, BillPlan, plan_bill
 from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
+from m3stripe.domain.ports import Ledger
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
 from m3stripe.domain.stripe_writer import CustomerIndex, HeldInvoice, HeldLine, StripeWriter
 from m3stripe.domain.sync import ErrorBudget, SyncEngine
@@ -159,19 +160,18 @@ WRITES = {"create", "update", "delete", "del", "add_lines", "remove_lines", "fin
 
 def test_the_read_only_stripe_port_offers_no_method_that_writes() -> None:
     client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
-    reader = StripeReader(StripeGateway(client))
-    offered: set[str] = set()
-    for service in (reader.v1.customers, reader.v1.invoices, reader.v1.invoices.line_items, reader.v1.invoice_items):
-        offered |= {n for n, v in vars(service).items() if callable(v)}
-    assert offered == {"list_async", "retrieve_async"}
-    assert not any(name.removesuffix("_async") in WRITES for name in offered)
+    reader = StripeLedgerReader(StripeGateway(client))
+    offered = {n for n, v in inspect.getmembers(reader) if callable(v) and not n.startswith("_")}
+    assert offered == {"customers", "invoices", "items", "invoice_lines", "invoice"}
+    assert not any(write in name for name in offered for write in WRITES)
     public = {n for n, _ in inspect.getmembers(reader) if not n.startswith("_")}
-    assert public == {"v1", "call", "iterate", "iterate_json", "requests"}
+    assert public == offered | {"requests"}
+    assert not isinstance(reader, Ledger) and isinstance(StripeLedger(StripeGateway(client)), Ledger)
 
 
 def test_a_writer_on_the_read_only_port_decides_but_has_nothing_to_execute_with() -> None:
     client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
-    writer = StripeWriter(StripeReader(StripeGateway(client)), INTEGRATION)
+    writer = StripeWriter(StripeLedgerReader(StripeGateway(client)), INTEGRATION)
     plan = plan_of(bill("10"))
     index = CustomerIndex("invoice", None)
     with pytest.raises(RuntimeError, match="read-only Stripe port"):
@@ -183,7 +183,7 @@ def test_a_writer_on_the_read_only_port_decides_but_has_nothing_to_execute_with(
 def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> None:
     client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
     gateway = StripeGateway(client)
-    planner = Planner(StripeReader(gateway), INTEGRATION)
+    planner = Planner(StripeLedgerReader(gateway), INTEGRATION)
     common: dict[str, Any] = {
         "spec": SPEC,
         "account_filter": None,
@@ -192,10 +192,10 @@ def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> 
         "budget": ErrorBudget(10),
     }
     with pytest.raises(ValueError, match="not both"):
-        SyncEngine(gateway=gateway, planner=planner, **common)
+        SyncEngine(ledger=StripeLedger(gateway), planner=planner, **common)
     with pytest.raises(ValueError, match="not both"):
-        SyncEngine(gateway=None, **common)
-    assert SyncEngine(gateway=None, planner=planner, **common).planner is planner
+        SyncEngine(ledger=None, **common)
+    assert SyncEngine(ledger=None, planner=planner, **common).planner is planner
 
 
 def test_in_items_mode_a_plan_counts_only_the_items_a_send_pass_would_add() -> None:

@@ -12,6 +12,7 @@ import pytest
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
 from m3stripe.domain.runs import RunReport, RunStatus, SyncState
@@ -57,7 +58,7 @@ class World:
                     account_filter=None,
                     integration_id=self.integration_id,
                     source=source,
-                    gateway=StripeGateway(client),
+                    ledger=StripeLedger(StripeGateway(client)),
                     budget=ErrorBudget(self.spec.autoDisableThreshold),
                     concurrency=2,
                 )

@@ -17,6 +17,7 @@ import stripe
 
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import MappingError, plan_bill
@@ -98,7 +99,7 @@ async def client(emulator: StripeEmulator) -> AsyncIterator[Any]:
 @pytest.fixture
 def writer(client: Any) -> StripeWriter:
     gateway = StripeGateway(client, retry=RetryPolicy(max_attempts=1, base_delay=0, max_delay=0))
-    return StripeWriter(gateway, INTEGRATION)
+    return StripeWriter(StripeLedger(gateway), INTEGRATION)
 
 
 async def new_customer(client: Any) -> str:

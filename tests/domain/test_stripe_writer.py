@@ -19,6 +19,7 @@ import stripe
 
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import META_BILL, META_INTEGRATION, META_LINE, META_LINE_INDEX, META_VERSION, plan_bill
@@ -40,7 +41,7 @@ class World:
         self.now[0] = when.timestamp()
 
     def writer(self) -> StripeWriter:
-        return StripeWriter(StripeGateway(self.client, retry=RetryPolicy(max_attempts=1)), INTEGRATION)
+        return StripeWriter(StripeLedger(StripeGateway(self.client, retry=RetryPolicy(max_attempts=1))), INTEGRATION)
 
     def lists(self) -> int:
         return sum(

@@ -11,6 +11,7 @@ import asyncio
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
 from m3stripe.domain.runs import SyncState
@@ -52,7 +53,7 @@ async def _pass() -> tuple[list[str], str, int]:
                     account_filter=None,
                     integration_id="int-queues",
                     source=source,
-                    gateway=StripeGateway(client),
+                    ledger=StripeLedger(StripeGateway(client)),
                     budget=ErrorBudget(10),
                     concurrency=4,
                 )
@@ -97,7 +98,7 @@ async def _refused_pass(bills: int) -> tuple[int, int, int]:
                     account_filter=None,
                     integration_id="int-queues",
                     source=source,
-                    gateway=StripeGateway(client),
+                    ledger=StripeLedger(StripeGateway(client)),
                     budget=ErrorBudget(1000),
                     concurrency=4,
                 )

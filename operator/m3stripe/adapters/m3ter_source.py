@@ -45,6 +45,7 @@ from m3stripe.domain.billing import (
     LineItem,
     MalformedBill,
 )
+from m3stripe.domain.ports import BILLS_PAGE_SIZE
 from m3stripe.domain.sweep import ListedBill
 
 from .m3ter_token import (
@@ -75,8 +76,7 @@ log = logging.getLogger(__name__)
 
 # pageSize bounds differ per endpoint (m3ter's API reference, "Required range" of each pageSize; m3ter
 # answers 400 outside it). List Bills https://docs.m3ter.com/api/bill/list-bills and Search Bills
-# https://docs.m3ter.com/api/bill/search-bills: 1..100.
-BILLS_PAGE_SIZE = 100
+# https://docs.m3ter.com/api/bill/search-bills: 1..100 (BILLS_PAGE_SIZE, in domain.ports).
 # List External Mappings for an m3ter entity (GET /externalmappings/external/{entity}/{m3terId},
 # https://docs.m3ter.com/api/external-mapping/list-external-mappings-for-a-m3ter-entity): 1..200.
 EXTERNAL_MAPPINGS_PAGE_SIZE = 200

@@ -19,6 +19,8 @@ import m3ter
 from aiolimiter import AsyncLimiter
 from m3ter import AsyncM3ter
 
+from m3stripe.domain.ports import BillSourceAuthError, BillSourceError, BillSourceUnavailable
+
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_MARGIN = 60.0
@@ -32,15 +34,15 @@ SOURCE_IP_REQUESTS_PER_WINDOW: Final = 20_000
 SOURCE_IP_WINDOW_SECONDS: Final = 300.0
 
 
-class M3terSourceError(Exception):
+class M3terSourceError(BillSourceError):
     """Base class for errors talking to m3ter."""
 
 
-class M3terAuthError(M3terSourceError):
+class M3terAuthError(M3terSourceError, BillSourceAuthError):
     """m3ter refused the credentials or the token (fix the Secret; retrying will not help)."""
 
 
-class M3terUnavailable(M3terSourceError):
+class M3terUnavailable(M3terSourceError, BillSourceUnavailable):
     """m3ter could not be reached or kept failing (network, 5xx, 429) after bounded retries."""
 
 

@@ -14,7 +14,6 @@ budget per endpoint ("Individual API endpoints (unless otherwise noted): 25 requ
 from __future__ import annotations
 
 import asyncio
-import enum
 import random
 import re
 import time
@@ -26,7 +25,10 @@ import aiohttp
 import stripe
 from aiolimiter import AsyncLimiter
 
+from m3stripe.domain.ports import Failure, LedgerError
+
 T = TypeVar("T")
+__all__ = ["Failure", "LedgerError", "StripeCallError", "StripeGateway", "scrub"]
 LIST_PAGE = 100
 # https://docs.stripe.com/rate-limits: "Individual API endpoints (unless otherwise noted): 25 requests
 # per second". None of the endpoints the operator calls is "otherwise noted" (the exceptions listed
@@ -71,16 +73,9 @@ def account_in_permission_error(message: str) -> str | None:
     return found.group(1) if found else None
 
 
-class Failure(enum.StrEnum):
-    AUTH = "auth"  # 401
-    PERMISSION = "permission"  # 403
-    INVALID = "invalid"  # other 4xx: the request itself is wrong
-    NOT_FOUND = "not_found"
-    IDEMPOTENCY = "idempotency"  # same key, different parameters: a bug or a changed Bill under an old key
-    TRANSIENT = "transient"  # retries exhausted on 429/5xx/network
+class StripeCallError(LedgerError):
+    """A Stripe request that failed for good; its message is scrubbed of keys and account ids."""
 
-
-class StripeCallError(Exception):
     def __init__(
         self,
         failure: Failure,
@@ -91,13 +86,7 @@ class StripeCallError(Exception):
         endpoint: str = "",
         permission: str | None = None,
     ) -> None:
-        super().__init__(scrub(message))
-        self.failure = failure
-        self.status = status
-        self.code = code
-        self.endpoint = endpoint
-        # The restricted-key permission Stripe says is missing (403), e.g. "rak_invoice_write".
-        self.permission = permission
+        super().__init__(failure, scrub(message), status=status, code=code, endpoint=endpoint, permission=permission)
 
 
 class StripeObserver(Protocol):
@@ -210,8 +199,8 @@ class LimiterRegistry:
 
 
 def metadata_of(obj: Any) -> dict[str, str]:
-    """A Stripe object's metadata as a plain dict (StripeObjects are not mappings)."""
-    meta = getattr(obj, "metadata", None)
+    """A Stripe object's metadata as a plain dict (StripeObjects are not mappings; Stripe's JSON is a dict)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else getattr(obj, "metadata", None)
     if meta is None:
         return {}
     return {str(k): str(v) for k, v in (meta.to_dict() if hasattr(meta, "to_dict") else dict(meta)).items()}
@@ -241,8 +230,9 @@ class StripeGateway:
         self.requests = 0
 
     @property
-    def v1(self) -> Any:
-        return self._client.v1
+    def client(self) -> stripe.StripeClient:
+        """The SDK client, for the Stripe adapters to build requests with (sent through `call`)."""
+        return self._client
 
     async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one Stripe request with rate limiting and retries; raise StripeCallError when it fails for good."""

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from m3stripe.adapters.m3ter_source import M3terSource
-from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
-from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.domain.mapping import META_ACCOUNT
+from m3stripe.domain.ports import BillSource, LedgerReader
 
 
 @dataclass(frozen=True)
@@ -19,10 +17,10 @@ class Unmapped:
 
 
 class CustomerResolver:
-    def __init__(
-        self, gateway: StripeGateway | StripeReader, source: M3terSource, *, use_external_mapping: bool
-    ) -> None:
-        self._g = gateway
+    """Maps m3ter Accounts to Stripe Customers for one pass; reads only, never writes to Stripe."""
+
+    def __init__(self, ledger: LedgerReader, source: BillSource, *, use_external_mapping: bool) -> None:
+        self._ledger = ledger
         self._source = source
         self._external = use_external_mapping
         self._index: dict[str, list[str]] | None = None
@@ -53,10 +51,8 @@ class CustomerResolver:
                 # Stripe's list endpoint cannot filter by metadata and its Search API lags behind writes,
                 # so the customers are listed once per pass and indexed here.
                 index: dict[str, list[str]] = {}
-                async for customer in self._g.iterate(
-                    "customers.list", lambda p: self._g.v1.customers.list_async(params=p), {}
-                ):
-                    account = metadata_of(customer).get(META_ACCOUNT)
+                async for customer in self._ledger.customers():
+                    account = customer.metadata.get(META_ACCOUNT)
                     if account:
                         index.setdefault(str(account), []).append(customer.id)
                 self._index = index

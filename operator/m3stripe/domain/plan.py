@@ -2,8 +2,8 @@
 
 Deciding is separate from doing in the writer itself (stripe_writer.py): `StripeWriter.decide_*` read what
 Stripe holds and return a `Decision` (CreateInvoice, UpdateDraft, AddItems, Nothing, Blocked), which a Send
-pass then executes. A plan makes the same decisions with a writer built on a `StripeReader` (no write method
-at all, and no gateway to execute with), records them and executes none.
+pass then executes. A plan makes the same decisions with a writer built on a `ports.LedgerReader` (no write
+method at all, and no ledger to execute with), records them and executes none.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.api.conditions import rfc3339
 from m3stripe.api.status import MAX_PLAN_BILLS
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.mapping import BillPlan
 from m3stripe.domain.money import format_money, from_minor_units
+from m3stripe.domain.ports import LedgerReader
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
 from m3stripe.domain.stripe_writer import BillAction, Decision, StripeWriter, decide_invoice, decide_items
 
@@ -71,16 +71,16 @@ class PlannedBill:
 
 @dataclass
 class Planner:
-    """Collects a dry run's decisions; reads Stripe only through a StripeReader."""
+    """Collects a dry run's decisions; reads Stripe only through a LedgerReader (it has no write method)."""
 
-    reader: StripeReader
+    reader: LedgerReader
     integration_id: str
     bills: dict[str, PlannedBill] = field(default_factory=dict)
     _mapped: dict[str, tuple[BillPlan, str | None]] = field(default_factory=dict)
     _decisions: dict[str, Decision] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # A writer over the read-only port: it can decide, and has no gateway to execute with.
+        # A writer over the read-only port: it can decide, and has no ledger to execute with.
         self._writer = StripeWriter(self.reader, self.integration_id)
 
     def mapped(self, plan: BillPlan) -> None:

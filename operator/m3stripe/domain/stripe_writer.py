@@ -16,11 +16,8 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any, Literal
 
-from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway, metadata_of
-from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.domain.keys import idempotency_key
 from m3stripe.domain.mapping import (
     META_BILL,
@@ -31,6 +28,9 @@ from m3stripe.domain.mapping import (
     BillPlan,
     PlannedLine,
 )
+from m3stripe.domain.ports import Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
+
+__all__ = ["HeldInvoice", "HeldLine"]
 
 ADD_LINES_CHUNK = 50
 
@@ -67,8 +67,8 @@ class WriteResult:
     changed: bool  # False when Stripe already held exactly this version
 
 
-def _ours(obj: Any, integration_id: str, bill_id: str) -> bool:
-    meta = metadata_of(obj)
+def _ours(obj: HeldLine, integration_id: str, bill_id: str) -> bool:
+    meta = obj.metadata
     return meta.get(META_INTEGRATION) == integration_id and meta.get(META_BILL) == bill_id
 
 
@@ -80,25 +80,27 @@ def _wanted(plan: BillPlan) -> dict[Signature, PlannedLine]:
     return {(p.line_id, str(p.index), p.amount, p.description, str(plan.version)): p for p in plan.lines}
 
 
-def _held_signature(obj: Any) -> Signature:
-    meta = metadata_of(obj)
+def _held_signature(obj: HeldLine) -> Signature:
+    meta = obj.metadata
     return (
         str(meta.get(META_LINE, "")),
         str(meta.get(META_LINE_INDEX, "")),
-        int(obj.amount),
-        str(obj.description or ""),
+        obj.amount,
+        obj.description,
         str(meta.get(META_VERSION, "")),
     )
 
 
-def _diff(wanted: dict[Signature, PlannedLine], held: list[Any]) -> tuple[list[Any], list[PlannedLine], list[Any]]:
+def _diff(
+    wanted: dict[Signature, PlannedLine], held: list[HeldLine]
+) -> tuple[list[HeldLine], list[PlannedLine], list[HeldLine]]:
     """(stale objects, missing lines, matched objects): each wanted line matches at most one object.
 
     A second object with the signature of a wanted line (a duplicate left by an earlier bug or by
     hand) is stale, so Stripe ends holding each line exactly once.
     """
-    stale: list[Any] = []
-    matched: dict[Signature, Any] = {}
+    stale: list[HeldLine] = []
+    matched: dict[Signature, HeldLine] = {}
     for obj in held:
         sig = _held_signature(obj)
         if sig in wanted and sig not in matched:
@@ -107,82 +109,6 @@ def _diff(wanted: dict[Signature, PlannedLine], held: list[Any]) -> tuple[list[A
             stale.append(obj)
     missing = [line for sig, line in wanted.items() if sig not in matched]
     return stale, missing, list(matched.values())
-
-
-def _custom_fields(invoice: Any) -> list[dict[str, str]]:
-    if isinstance(invoice, HeldInvoice):
-        return [dict(f) for f in invoice.custom_fields]
-    return [{"name": str(f.name), "value": str(f.value)} for f in (getattr(invoice, "custom_fields", None) or [])]
-
-
-def _created(obj: Any) -> int:
-    """Stripe's creation time of an object; an invoice item calls it `date` ("Time at which the object was
-    created", SDK _invoice_item.py), and invoiceitems/list's `created` filter applies to it."""
-    if isinstance(obj, dict):
-        return int(obj.get("created") or obj.get("date") or 0)
-    return int(getattr(obj, "created", None) or getattr(obj, "date", None) or 0)
-
-
-def _json_metadata(obj: dict[str, Any]) -> dict[str, str]:
-    meta = obj.get("metadata")
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
-
-
-@dataclass
-class HeldInvoice:
-    """What the writer needs of one of our invoices (a slim copy: the index holds many)."""
-
-    id: str
-    created: int
-    status: str
-    metadata: dict[str, str]
-    custom_fields: list[dict[str, str]]
-
-    @classmethod
-    def of(cls, obj: Any) -> HeldInvoice:
-        if isinstance(obj, dict):
-            return cls(
-                str(obj["id"]),
-                _created(obj),
-                str(obj.get("status") or ""),
-                _json_metadata(obj),
-                [{"name": str(f["name"]), "value": str(f["value"])} for f in obj.get("custom_fields") or ()],
-            )
-        return cls(str(obj.id), _created(obj), str(obj.status or ""), metadata_of(obj), _custom_fields(obj))
-
-
-@dataclass
-class HeldLine:
-    """An invoice line or a pending invoice item, as `_diff` compares them."""
-
-    id: str
-    created: int
-    amount: int
-    description: str
-    metadata: dict[str, str]
-    invoice: str | None = None
-
-    @classmethod
-    def of(cls, obj: Any) -> HeldLine:
-        if isinstance(obj, dict):
-            invoice = obj.get("invoice")
-            return cls(
-                str(obj["id"]),
-                _created(obj),
-                int(obj.get("amount") or 0),
-                str(obj.get("description") or ""),
-                _json_metadata(obj),
-                invoice if isinstance(invoice, str) else None,
-            )
-        invoice = getattr(obj, "invoice", None)
-        return cls(
-            str(obj.id),
-            _created(obj),
-            int(obj.amount),
-            str(obj.description or ""),
-            metadata_of(obj),
-            invoice if isinstance(invoice, str) else getattr(invoice, "id", None),
-        )
 
 
 @dataclass
@@ -206,7 +132,7 @@ class CustomerIndex:
     kind: Kind
     since: int | None
     newest: int = 0
-    by_bill: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_bill: dict[str, dict[str, Any]] = field(default_factory=dict)  # HeldInvoice or HeldLine, by kind
 
     def add(self, held: HeldInvoice | HeldLine, bill_id: str) -> None:
         self.newest = max(self.newest, held.created)
@@ -240,7 +166,7 @@ class Decision:
     action: BillAction
     reason: str
     stripe_id: str | None = None
-    stale: tuple[Any, ...] = ()  # Stripe objects to delete (lines or items of another version, duplicates)
+    stale: tuple[HeldLine, ...] = ()  # Stripe objects to delete (lines or items of another version, duplicates)
     missing: tuple[PlannedLine, ...] = ()  # lines to add
     invoice: HeldInvoice | None = None  # the draft to update
 
@@ -259,7 +185,7 @@ def finalized_message(plan: BillPlan, invoice_id: str, status: str, *, items: bo
     )
 
 
-def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[Any]) -> Decision:
+def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[HeldLine]) -> Decision:
     """Invoice mode: `invoice` is the Bill's newest invoice (None: none), `lines` its lines of this Bill."""
     if invoice is None:
         reason = f"new draft invoice with {len(plan.lines)} line(s)"
@@ -301,50 +227,45 @@ class StripeWriter:
     """Writes Bills for one pass. Callers serialise the Bills of one customer (the engine's customer lock);
     the writer also locks per customer, so a caller that does not is still exactly once."""
 
-    def __init__(
-        self, gateway: StripeGateway | StripeReader, integration_id: str, *, key_salt: str | None = None
-    ) -> None:
-        """Given a StripeReader (Plan mode) the writer only decides: it holds no gateway to execute with."""
-        self._g: StripeGateway | None = gateway if isinstance(gateway, StripeGateway) else None
-        # Deciding reads only, through the read-only port: it cannot write whatever it is given.
-        self._reads = StripeReader(gateway) if isinstance(gateway, StripeGateway) else gateway
+    def __init__(self, ledger: Ledger | LedgerReader, integration_id: str, *, key_salt: str | None = None) -> None:
+        """Given a LedgerReader (Plan mode) the writer only decides: it holds no ledger to execute with."""
+        self._ledger: Ledger | None = ledger if isinstance(ledger, Ledger) else None
+        # Deciding reads only, through the read side of the port.
+        self._reads: LedgerReader = ledger
         self._integration = integration_id
         self._salt = key_salt
         self._indexes: dict[tuple[Kind, str], CustomerIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.list_requests = 0  # list pages read to find earlier writes (for the benchmarks)
 
-    def _key(self, plan: BillPlan, step: str, params: Any = None) -> dict[str, str]:
+    def _key(self, plan: BillPlan, step: str, params: Any = None) -> str:
         material = params if self._salt is None else [self._salt, params]
-        return {"idempotency_key": idempotency_key(self._integration, plan.bill_id, plan.version, step, material)}
+        return idempotency_key(self._integration, plan.bill_id, plan.version, step, material)
 
     # What Stripe holds, per customer
-    async def _list(self, kind: Kind, customer: str, created: dict[str, int] | None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"customer": customer}
-        if created:
-            # invoices/list and invoiceitems/list: `created` "Only return ... that were created during the given
-            # date interval" (gte/lt, Unix seconds); results are "sorted by creation date, with the most recently
-            # created ... appearing first" (https://docs.stripe.com/api/invoices/list,
-            # https://docs.stripe.com/api/invoiceitems/list; SDK params/_invoice_list_params.py).
-            params["created"] = created
-        endpoint, path = (
-            ("invoices.list", "/v1/invoices") if kind == "invoice" else ("invoiceitems.list", "/v1/invoiceitems")
-        )
-        found: list[dict[str, Any]] = []
+    async def _list(self, kind: Kind, customer: str, created: dict[str, int] | None) -> list[HeldInvoice | HeldLine]:
+        # invoices/list and invoiceitems/list: `created` "Only return ... that were created during the given
+        # date interval" (gte/lt, Unix seconds); results are "sorted by creation date, with the most recently
+        # created ... appearing first" (https://docs.stripe.com/api/invoices/list,
+        # https://docs.stripe.com/api/invoiceitems/list; SDK params/_invoice_list_params.py).
+        found: list[HeldInvoice | HeldLine] = []
         pages_before = self._reads.requests
-        async for obj in self._reads.iterate_json(endpoint, path, params):
-            found.append(obj)
+        if kind == "invoice":
+            async for invoice in self._reads.invoices(customer, created or None):
+                found.append(invoice)
+        else:
+            async for item in self._reads.items(customer, created or None):
+                found.append(item)
         self.list_requests += self._reads.requests - pages_before
         return found
 
-    def _take(self, index: CustomerIndex, objects: list[dict[str, Any]]) -> None:
+    def _take(self, index: CustomerIndex, objects: list[HeldInvoice | HeldLine]) -> None:
         for obj in objects:
-            index.newest = max(index.newest, _created(obj))
-            meta = _json_metadata(obj)
+            index.newest = max(index.newest, obj.created)
+            meta = obj.metadata
             if meta.get(META_INTEGRATION) != self._integration or not meta.get(META_BILL):
                 continue
-            held: HeldInvoice | HeldLine = HeldInvoice.of(obj) if index.kind == "invoice" else HeldLine.of(obj)
-            index.add(held, meta[META_BILL])
+            index.add(obj, meta[META_BILL])
 
     async def _index(self, kind: Kind, customer: str, not_before: datetime | None) -> CustomerIndex:
         """The customer's index, complete for a Bill first created at `not_before` (see CustomerIndex)."""
@@ -392,10 +313,7 @@ class StripeWriter:
         decision = decide_invoice(plan, invoice, lines)
         if decision.action is BillAction.UPDATE_DRAFT:
             # The index may be older than a person's finalize: read the status fresh before changing anything.
-            fresh: Any = await self._reads.call(
-                "invoices.retrieve", partial(self._reads.v1.invoices.retrieve_async, invoice.id)
-            )
-            invoice = HeldInvoice.of(fresh)
+            invoice = await self._reads.invoice(invoice.id)
             index.add(invoice, plan.bill_id)
             decision = decide_invoice(plan, invoice, lines)
         return decision
@@ -406,18 +324,15 @@ class StripeWriter:
     async def _execute_invoice(
         self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
-        g = self._gateway()
+        ledger = self._writes()
         if decision.action is BillAction.NOTHING:
             return WriteResult(decision.stripe_id or "", False)
         if decision.action is BillAction.BLOCKED:
             raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
         if decision.action is BillAction.CREATE_INVOICE:
             params = plan.invoice_create_params(customer)
-            created: Any = await g.call(
-                "invoices.create",
-                lambda: g.v1.invoices.create_async(params=params, options=self._key(plan, "invoice", params)),
-            )
-            index.add(HeldInvoice.of(created), plan.bill_id)
+            created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
+            index.add(created, plan.bill_id)
             await self._add_lines(plan, created.id, list(plan.lines))
             return WriteResult(created.id, True)
         invoice = decision.invoice
@@ -425,42 +340,28 @@ class StripeWriter:
         invoice_id = invoice.id
         if decision.stale:
             remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in decision.stale]}
-            await g.call(
-                "invoices.remove_lines",
-                lambda: g.v1.invoices.remove_lines_async(
-                    invoice_id, params=remove, options=self._key(plan, "remove", remove)
-                ),
-            )
+            await ledger.remove_lines(invoice_id, remove, idempotency_key=self._key(plan, "remove", remove))
         if decision.missing:
             await self._add_lines(plan, invoice_id, list(decision.missing))
-        update = plan.invoice_update_params(_custom_fields(invoice), invoice.metadata)
-        updated: Any = await g.call(
-            "invoices.update",
-            lambda: g.v1.invoices.update_async(invoice_id, params=update, options=self._key(plan, "update", update)),
-        )
-        index.add(HeldInvoice.of(updated), plan.bill_id)
+        update = plan.invoice_update_params([dict(f) for f in invoice.custom_fields], dict(invoice.metadata))
+        updated = await ledger.update_invoice(invoice_id, update, idempotency_key=self._key(plan, "update", update))
+        index.add(updated, plan.bill_id)
         return WriteResult(invoice_id, True)
 
-    def _gateway(self) -> StripeGateway:
-        if self._g is None:
+    def _writes(self) -> Ledger:
+        if self._ledger is None:
             raise RuntimeError("this StripeWriter was given a read-only Stripe port: it decides, it cannot write")
-        return self._g
+        return self._ledger
 
     async def _add_lines(self, plan: BillPlan, invoice_id: str, lines: list[PlannedLine]) -> None:
-        g = self._gateway()
+        ledger = self._writes()
         for start in range(0, len(lines), ADD_LINES_CHUNK):
             chunk = {"lines": [line.line_params() for line in lines[start : start + ADD_LINES_CHUNK]]}
-            await g.call(
-                "invoices.add_lines",
-                lambda c=chunk: g.v1.invoices.add_lines_async(  # type: ignore[misc]
-                    invoice_id, params=c, options=self._key(plan, "lines", c)
-                ),
-            )
+            await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(plan, "lines", chunk))
 
     async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[HeldLine]:
         held: list[HeldLine] = []
-        async for li in self._reads.iterate_json("invoices.lines.list", f"/v1/invoices/{invoice_id}/lines", {}):
-            line = HeldLine.of(li)
+        async for line in self._reads.invoice_lines(invoice_id):
             if _ours(line, self._integration, plan.bill_id):
                 held.append(line)
         return held
@@ -483,10 +384,7 @@ class StripeWriter:
         invoiced: dict[str, str] = {}
         for ii in stale:
             if ii.invoice and ii.invoice not in invoiced:
-                invoice: Any = await self._reads.call(
-                    "invoices.retrieve", partial(self._reads.v1.invoices.retrieve_async, ii.invoice)
-                )
-                invoiced[ii.invoice] = str(invoice.status)
+                invoiced[ii.invoice] = (await self._reads.invoice(ii.invoice)).status
                 if invoiced[ii.invoice] != "draft":
                     break  # the first finalized one blocks the Bill
         return decide_items(plan, items, invoiced)
@@ -497,7 +395,7 @@ class StripeWriter:
     async def _execute_items(
         self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
-        g = self._gateway()
+        ledger = self._writes()
         if decision.action is BillAction.NOTHING:
             return WriteResult(decision.stripe_id or "", False)
         if decision.action is BillAction.BLOCKED:
@@ -508,18 +406,15 @@ class StripeWriter:
             index.remove(plan.bill_id, ii.id)
         for line in decision.missing:
             params = line.invoice_item_params(customer, plan.currency)
-            options = self._key(plan, f"item-{line.index}-{line.line_id}", params)
-            item: Any = await g.call(
-                "invoiceitems.create", partial(g.v1.invoice_items.create_async, params=params, options=options)
-            )
-            index.add(HeldLine.of(item), plan.bill_id)
+            key = self._key(plan, f"item-{line.index}-{line.line_id}", params)
+            item = await ledger.create_item(params, idempotency_key=key)
+            index.add(item, plan.bill_id)
             created.append(item.id)
         return WriteResult(created[0] if created else decision.stripe_id or "", True)
 
     async def _delete_item(self, item_id: str) -> None:
         try:
-            g = self._gateway()
-            await g.call("invoiceitems.delete", lambda: g.v1.invoice_items.delete_async(item_id))
-        except StripeCallError as err:
+            await self._writes().delete_item(item_id)
+        except LedgerError as err:
             if err.failure is not Failure.NOT_FOUND:  # deleted by an earlier attempt whose reply was lost
                 raise

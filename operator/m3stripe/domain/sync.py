@@ -16,21 +16,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from m3stripe.adapters.m3ter_source import (
-    BILLS_PAGE_SIZE,
-    M3terAuthError,
-    M3terSource,
-    M3terSourceError,
-    M3terUnavailable,
-)
-from m3stripe.adapters.stripe_gateway import Failure, StripeCallError, StripeGateway
-from m3stripe.adapters.stripe_reader import StripeReader
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.customers import CustomerResolver, Unmapped
 from m3stripe.domain.mapping import BillPlan, MappingError, plan_bill
 from m3stripe.domain.plan import Planner
+from m3stripe.domain.ports import (
+    BILLS_PAGE_SIZE,
+    BillSource,
+    BillSourceAuthError,
+    BillSourceError,
+    BillSourceUnavailable,
+    Failure,
+    Ledger,
+    LedgerError,
+    LedgerReader,
+)
 from m3stripe.domain.runs import (
     BillResult,
     ErrorEvent,
@@ -122,8 +124,8 @@ class SyncEngine:
         spec: StripeIntegrationSpec,
         account_filter: AccountFilter | None,
         integration_id: str,
-        source: M3terSource,
-        gateway: StripeGateway | None,
+        source: BillSource,
+        ledger: Ledger | None,
         budget: ErrorBudget,
         concurrency: int = 8,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -133,16 +135,16 @@ class SyncEngine:
         self.spec = spec
         self.integration_id = integration_id
         self.source = source
-        self.gateway = gateway
+        self.ledger = ledger
         self.budget = budget
         self.concurrency = concurrency
         self.clock = clock
         # Raises FenceLost when this process may no longer write; checked right before each Bill's writes.
         self.fence = fence
-        # Plan mode (spec.mode: Plan): a planner over a read-only Stripe port and no gateway, so no path of
+        # Plan mode (spec.mode: Plan): a planner over a read-only Stripe port and no ledger, so no path of
         # the pass can write to Stripe; each Bill's decision is recorded instead of executed.
-        if (planner is None) == (gateway is None):
-            raise ValueError("a SyncEngine takes a gateway (Send) or a planner (Plan), not both")
+        if (planner is None) == (ledger is None):
+            raise ValueError("a SyncEngine takes a ledger (Send) or a planner (Plan), not both")
         self.planner = planner
         self.selector = Selector(
             account_ids=frozenset(spec.accountIds),
@@ -168,10 +170,10 @@ class SyncEngine:
         # Each pass first lists what Stripe holds (consistent list endpoints), so a new pass may use new keys:
         # that is what unblocks a write Stripe answered with a 500 saved under its key, and what lets a
         # replayed Bill be written again after a person deleted its invoice.
-        reads: StripeGateway | StripeReader
-        if self.gateway is not None:
-            self._writer = StripeWriter(self.gateway, self.integration_id, key_salt=report.run_id)
-            reads = self.gateway
+        reads: LedgerReader
+        if self.ledger is not None:
+            self._writer = StripeWriter(self.ledger, self.integration_id, key_salt=report.run_id)
+            reads = self.ledger
         else:
             assert self.planner is not None
             reads = self.planner.reader  # finding customers only lists them
@@ -192,7 +194,7 @@ class SyncEngine:
         # is a sweep. Plan passes keep no progress, so they never sweep (their lastSweep would not be kept).
         sweep: _Sweep | None = None
         if (
-            self.gateway is not None
+            self.ledger is not None
             and state.watermark is not None
             and sweep_due(state.last_sweep, started, self.spec.reconcile_interval)
         ):
@@ -242,7 +244,7 @@ class SyncEngine:
                 if tasks and checkpoint is not None:
                     await checkpoint(list(done))
                     last_checkpoint = time.monotonic()
-        except M3terAuthError as err:
+        except BillSourceAuthError as err:
             abort.append(
                 self._event(
                     EventKind.AUTHENTICATION,
@@ -253,7 +255,7 @@ class SyncEngine:
             )
             report.events.append(abort[-1])
             self.budget.error()
-        except M3terUnavailable as err:
+        except BillSourceUnavailable as err:
             event = self._event(
                 EventKind.PERFORM,
                 report.run_id,
@@ -363,7 +365,7 @@ class SyncEngine:
                     decision = await self.planner.decide(
                         plan, customer, invoice_mode=self.spec.createStripeInvoice, not_before=bill.created
                     )
-                except StripeCallError as err:
+                except LedgerError as err:
                     return self._stripe_failure(bill, run_id, err)
             return self.planner.result(bill, decision)
         try:
@@ -381,7 +383,7 @@ class SyncEngine:
                     written = await writer.write_items(plan, customer, not_before=bill.created)
         except AlreadyFinalized as err:
             return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
-        except StripeCallError as err:
+        except LedgerError as err:
             return self._stripe_failure(bill, run_id, err)
         outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
         return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id)
@@ -411,12 +413,12 @@ class SyncEngine:
         try:
             # m3ter's per-currency rounding decides the total when lines are excluded (mapping.line_amounts).
             rounding = await self.source.rounding_for(bill.currency)
-        except M3terUnavailable as err:
+        except BillSourceUnavailable as err:
             message = f"could not read m3ter's currency rounding for Bill {bill.id}: {err}; retried on the next pass"
             return self._failed(bill, EventKind.PERFORM, run_id, message, retry=True, status=RunStatus.AWAITING_RETRY)
-        except M3terAuthError:
+        except BillSourceAuthError:
             raise
-        except M3terSourceError as err:
+        except BillSourceError as err:
             message = f"m3ter's currency {bill.currency} cannot be used for Bill {bill.id}: {err}"
             return self._failed(bill, EventKind.VALIDATION, run_id, message, retry=True)
         try:
@@ -429,13 +431,13 @@ class SyncEngine:
             return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(Skip.NO_LINES))
         try:
             customer = await resolver.resolve(bill.account_id)
-        except StripeCallError as err:
+        except LedgerError as err:
             return self._stripe_failure(bill, run_id, err)
         if isinstance(customer, Unmapped):
             return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
         return plan, customer
 
-    def _stripe_failure(self, bill: Bill, run_id: str, err: StripeCallError) -> BillResult:
+    def _stripe_failure(self, bill: Bill, run_id: str, err: LedgerError) -> BillResult:
         where = f"Stripe {err.endpoint} for Bill {bill.id}"
         if err.failure is Failure.AUTH:
             return self._failed(

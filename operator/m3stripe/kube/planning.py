@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
-from m3stripe.adapters.stripe_reader import StripeReader
+from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions
 from m3stripe.api.status import ConditionType
-from m3stripe.domain.plan import Planner
+from m3stripe.domain.engine import build_engine
 from m3stripe.domain.spec_validation import ParsedSpec
-from m3stripe.domain.sync import ErrorBudget, FenceLost, SyncEngine
+from m3stripe.domain.sync import ErrorBudget, FenceLost
 from m3stripe.kube.leadership import FencedRateLimit
 from m3stripe.kube.run_history import parse_time, sync_state
 from m3stripe.kube.status import internal_error_message
@@ -95,17 +95,15 @@ async def plan_pass(
     async with open_client(
         stripe_key, api_base=runtime.config.stripe_api_base, timeout=runtime.config.stripe_timeout_seconds
     ) as client:
-        reader = StripeReader(
+        reader = StripeLedgerReader(
             StripeGateway(client, limiter=FencedRateLimit(limiter, runtime.leader.fence), observer=runtime.metrics)
         )
-        planner = Planner(reader, driver.uid)
-        engine = SyncEngine(
-            spec=spec,
+        engine = build_engine(
+            spec,
             account_filter=parsed.account_filter,
             integration_id=driver.uid,
             source=source,
-            gateway=None,
-            planner=planner,
+            stripe=reader,
             budget=ErrorBudget(PLAN_ERROR_BUDGET),
             concurrency=runtime.config.concurrency_for(spec.effective_requests_per_second),
             fence=runtime.leader.fence,
@@ -121,7 +119,8 @@ async def plan_pass(
             m.child(m.internal_errors, driver.namespace, driver.name, "plan").inc()
             driver.pass_error = internal_error_message(err, "in the plan pass")
             return extra
-    extra["plan"] = planner.summary(report, generation=status.get("observedGeneration"))
+    assert engine.planner is not None  # spec.mode is Plan
+    extra["plan"] = engine.planner.summary(report, generation=status.get("observedGeneration"))
     driver._logger.info(
         "%s/%s: plan %s in %.1fs: %s",
         driver.namespace,

@@ -14,8 +14,10 @@ from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
 from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_credentials import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
 from m3stripe.api.conditions import rfc3339
+from m3stripe.domain.engine import build_engine
 from m3stripe.domain.runs import EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync import ErrorBudget, FenceLost, SyncEngine
@@ -134,12 +136,12 @@ class SyncDriver:
             stripe_key, api_base=self.runtime.config.stripe_api_base, timeout=self.runtime.config.stripe_timeout_seconds
         ) as client:
             gateway = StripeGateway(client, limiter=limiter, observer=self.runtime.metrics)
-            engine = SyncEngine(
-                spec=spec,
+            engine = build_engine(
+                spec,
                 account_filter=parsed.account_filter,
                 integration_id=self.uid,
                 source=source,
-                gateway=gateway,
+                stripe=StripeLedger(gateway),
                 budget=budget,
                 concurrency=self.runtime.config.concurrency_for(spec.effective_requests_per_second),
                 fence=self.runtime.leader.fence,

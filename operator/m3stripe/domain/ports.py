@@ -1,0 +1,146 @@
+"""What the domain needs of the outside world, in its own terms: a Bill source and a Stripe ledger.
+
+The domain calls only these protocols and reads only these values; the adapters implement them
+(`adapters.m3ter_source.M3terSource` is a `BillSource`, `adapters.stripe_ledger.StripeLedger` a
+`Ledger`, `adapters.stripe_ledger.StripeLedgerReader` a `LedgerReader`) and raise these errors. Adapters
+may import this module; the domain never imports an adapter or a vendor's SDK.
+
+A `LedgerReader` (Plan mode) has no method that writes: code given one cannot change Stripe.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from m3stripe.domain.billing import Account, Bill, CurrencyRounding, MalformedBill
+from m3stripe.domain.sweep import ListedBill
+
+# The most ids `BillSource.bills_by_ids` takes at once: one page of m3ter's Bills list, whose pageSize is
+# 1..100 (https://docs.m3ter.com/api/bill/list-bills, "Required range"; m3ter answers 400 outside it).
+BILLS_PAGE_SIZE = 100
+
+
+# The Bill source (m3ter)
+
+
+class BillSourceError(Exception):
+    """The Bill source refused a request (bad input, an unusable value): retrying the same will not help."""
+
+
+class BillSourceAuthError(BillSourceError):
+    """The Bill source refused the credentials: the pass stops (fix the Secret)."""
+
+
+class BillSourceUnavailable(BillSourceError):
+    """The Bill source could not be reached or kept failing after bounded retries: retried next pass."""
+
+
+class BillSource(Protocol):
+    """Where Bills, their Accounts, customer mappings and currency rounding come from."""
+
+    def iter_bills(self, *, modified_since: datetime | None) -> AsyncIterator[Bill | MalformedBill]: ...
+    async def get_bill(self, bill_id: str) -> Bill | MalformedBill | None: ...
+    def bills_by_ids(self, ids: list[str]) -> AsyncIterator[Bill | MalformedBill]: ...
+    def list_bill_versions(self) -> AsyncIterator[ListedBill]: ...
+    async def get_account(self, account_id: str) -> Account | None: ...
+    async def find_stripe_customer_mapping(self, account_id: str) -> str | None: ...
+    async def rounding_for(self, currency: str) -> CurrencyRounding | None: ...
+
+
+# The Stripe ledger
+
+
+class Failure(enum.StrEnum):
+    AUTH = "auth"  # 401
+    PERMISSION = "permission"  # 403
+    INVALID = "invalid"  # other 4xx: the request itself is wrong
+    NOT_FOUND = "not_found"
+    IDEMPOTENCY = "idempotency"  # same key, different parameters: a bug or a changed Bill under an old key
+    TRANSIENT = "transient"  # retries exhausted on 429/5xx/network
+
+
+class LedgerError(Exception):
+    """A Stripe request failed for good; the message is already free of secrets."""
+
+    def __init__(
+        self,
+        failure: Failure,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        endpoint: str = "",
+        permission: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.status = status
+        self.code = code
+        self.endpoint = endpoint
+        # The restricted-key permission Stripe says is missing (403), e.g. "rak_invoice_write".
+        self.permission = permission
+
+
+@dataclass(frozen=True)
+class HeldInvoice:
+    """What the domain needs of an invoice Stripe holds (a slim copy: an index holds many)."""
+
+    id: str
+    created: int
+    status: str
+    metadata: Mapping[str, str]
+    custom_fields: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HeldLine:
+    """An invoice line, or an invoice item (then `invoice` is the invoice it is on, None while pending)."""
+
+    id: str
+    created: int
+    amount: int
+    description: str
+    metadata: Mapping[str, str]
+    invoice: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldCustomer:
+    id: str
+    metadata: Mapping[str, str]
+
+
+# `created`: Stripe's filter on an object's creation time, {"gte": ..., "lt": ...} in Unix seconds.
+Created = Mapping[str, int]
+
+
+@runtime_checkable
+class LedgerReader(Protocol):
+    """Reads of what Stripe holds; nothing here writes."""
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far (list pages included)."""
+        ...
+
+    def invoices(self, customer: str, created: Created | None) -> AsyncIterator[HeldInvoice]: ...
+    def items(self, customer: str, created: Created | None) -> AsyncIterator[HeldLine]: ...
+    def invoice_lines(self, invoice_id: str) -> AsyncIterator[HeldLine]: ...
+    async def invoice(self, invoice_id: str) -> HeldInvoice: ...
+    def customers(self) -> AsyncIterator[HeldCustomer]: ...
+
+
+@runtime_checkable
+class Ledger(LedgerReader, Protocol):
+    """Reads and writes; every write carries the caller's idempotency key (None: the call is idempotent)."""
+
+    async def create_invoice(self, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice: ...
+    async def add_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None: ...
+    async def remove_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None: ...
+    async def update_invoice(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice: ...
+    async def create_item(self, params: dict[str, Any], *, idempotency_key: str) -> HeldLine: ...
+    async def delete_item(self, item_id: str) -> None: ...

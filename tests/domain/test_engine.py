@@ -1,0 +1,271 @@
+"""The engine's rules, in process: the real SyncEngine (built by `build_engine`) over the in-loop emulators.
+
+m3ter Bills come through the official m3ter SDK from the m3ter emulator, and go through the official stripe
+SDK to the Stripe emulator in contract mode, both on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import stripe
+
+from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
+from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.engine import build_engine
+from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
+from m3stripe.domain.runs import EventKind, RunReport, RunStatus, SyncState
+from m3stripe.domain.sync import ErrorBudget
+from m3stripe.testing.m3ter_emulator import M3terEmulator
+from m3stripe.testing.stripe_emulator import StripeEmulator
+
+ORG = "org-engine"
+CREDS = M3terCredentials(ORG, "engine-client", "engine-secret")
+KEY = "sk_test_51engineInProcess"
+SPEC = StripeIntegrationSpec.model_validate(
+    {
+        "destination": "StripeTestMode",
+        "credentialRef": {"name": "stripe"},
+        "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
+    }
+)
+
+
+@dataclass
+class World:
+    m3ter: M3terEmulator
+    stripe: StripeEmulator
+    account: str  # the Stripe account of KEY
+    client: stripe.StripeClient
+    source: M3terSource
+    integration_id: str
+
+    def m3ter_account(self, code: str) -> str:
+        return self.m3ter.add_account(ORG, name=code, code=code, currency="USD")
+
+    async def customer_for(self, m3ter_account: str) -> str:
+        created = await self.client.v1.customers.create_async(params={"metadata": {META_ACCOUNT: m3ter_account}})
+        return str(created.id)
+
+    def bill(self, m3ter_account: str, subtotal: str = "12.50") -> str:
+        return self.m3ter.add_bill(
+            ORG, account_id=m3ter_account, lines=[{"line_item_type": "USAGE", "subtotal": subtotal}]
+        )
+
+    def invoices(self) -> list[dict[str, Any]]:
+        """Stripe's invoices, in the order Stripe created them."""
+        return list(self.stripe.state(self.account)["invoices"].values())
+
+    def invoices_of(self, bill_id: str) -> list[dict[str, Any]]:
+        return [i for i in self.invoices() if i["metadata"].get(META_BILL) == bill_id]
+
+    async def run(
+        self,
+        state: SyncState | None = None,
+        *,
+        replay: frozenset[str] = frozenset(),
+        budget: ErrorBudget | None = None,
+        client: stripe.StripeClient | None = None,
+        source: M3terSource | None = None,
+        concurrency: int = 4,
+    ) -> RunReport:
+        gateway = StripeGateway(client or self.client, retry=RetryPolicy(max_attempts=2, base_delay=0, max_delay=0))
+        engine = build_engine(
+            SPEC,
+            integration_id=self.integration_id,
+            source=source or self.source,
+            stripe=StripeLedger(gateway),
+            budget=budget or ErrorBudget(SPEC.autoDisableThreshold),
+            concurrency=concurrency,
+        )
+        report = await engine.run_pass(state or SyncState(), replay=replay)
+        assert not self.stripe.violations, self.stripe.violations
+        return report
+
+
+@asynccontextmanager
+async def world() -> AsyncIterator[World]:
+    stripe_emulator = StripeEmulator(seed=11, contract_mode=True)
+    account = stripe_emulator.add_api_key(KEY)
+    async with stripe_emulator, M3terEmulator() as m3ter:
+        m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
+        source = M3terSource(CREDS, base_url=m3ter.url)
+        try:
+            async with open_client(KEY, api_base=stripe_emulator.url) as client:
+                yield World(m3ter, stripe_emulator, account, client, source, f"int-{uuid.uuid4().hex[:8]}")
+        finally:
+            await source.aclose()
+
+
+def next_state(report: RunReport) -> SyncState:
+    return SyncState(
+        watermark=report.watermark, retry_bill_ids=tuple(report.retry_bill_ids), last_sweep=report.last_sweep
+    )
+
+
+async def test_a_pass_sends_each_bill_once_as_a_draft_invoice_of_its_customer() -> None:
+    async with world() as w:
+        accounts = [w.m3ter_account(f"a{i}") for i in range(3)]
+        customers = [await w.customer_for(a) for a in accounts]
+        bills = [w.bill(a, f"{i + 1}.00") for i, a in enumerate(accounts)]
+        report = await w.run()
+        assert (report.status, report.sent, report.failed, report.events) == (RunStatus.COMPLETE, 3, 0, [])
+        for bill_id, customer, amount in zip(bills, customers, (100, 200, 300), strict=True):
+            (invoice,) = w.invoices_of(bill_id)
+            assert (invoice["customer"], invoice["status"], invoice["total"]) == (customer, "draft", amount)
+        # The next pass finds every Bill already in Stripe: nothing is written twice.
+        again = await w.run(SyncState())
+        assert (again.sent, again.unchanged) == (0, 3)
+        assert len(w.invoices()) == 3
+
+
+async def test_a_regenerated_bill_updates_its_draft_invoice_in_place() -> None:
+    async with world() as w:
+        account = w.m3ter_account("regen")
+        await w.customer_for(account)
+        bill_id = w.bill(account, "10.00")
+        first = await w.run()
+        (invoice,) = w.invoices_of(bill_id)
+        version = w.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "25.00"}])
+        second = await w.run(next_state(first))
+        assert (second.sent, second.failed) == (1, 0)
+        (updated,) = w.invoices_of(bill_id)
+        assert updated["id"] == invoice["id"] and updated["status"] == "draft"
+        assert (updated["total"], updated["metadata"][META_VERSION]) == (2500, str(version))
+
+
+async def test_a_finalized_invoice_is_left_alone_and_the_changed_bill_reports_invoice_already_paid() -> None:
+    async with world() as w:
+        account = w.m3ter_account("final")
+        await w.customer_for(account)
+        bill_id = w.bill(account, "10.00")
+        first = await w.run()
+        (invoice,) = w.invoices_of(bill_id)
+        await w.client.v1.invoices.finalize_invoice_async(invoice["id"])
+        w.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "99.00"}])
+        second = await w.run(next_state(first))
+        assert (second.sent, second.failed, second.status) == (0, 1, RunStatus.INVOICE_ALREADY_PAID)
+        (event,) = second.events
+        assert event.kind is EventKind.PERFORM and event.bill_id == bill_id and invoice["id"] in event.message
+        (after,) = w.invoices_of(bill_id)
+        assert (after["id"], after["status"], after["total"]) == (invoice["id"], "open", 1000)
+
+
+async def test_a_bill_without_a_stripe_customer_is_a_missing_mapping_retried_once_the_customer_exists() -> None:
+    async with world() as w:
+        account = w.m3ter_account("lonely")
+        bill_id = w.bill(account)
+        first = await w.run()
+        (event,) = first.events
+        assert event.kind is EventKind.MISSING_ACCOUNT_MAPPING and f"{META_ACCOUNT}={account}" in event.message
+        assert first.retry_bill_ids == [bill_id] and w.invoices() == []
+        await w.customer_for(account)
+        second = await w.run(next_state(first))
+        assert (second.sent, second.events, second.retry_bill_ids) == (1, [], [])
+        assert len(w.invoices_of(bill_id)) == 1
+
+
+async def test_a_refused_stripe_key_stops_the_pass_keeps_the_watermark_and_writes_nothing() -> None:
+    async with world() as w:
+        account = w.m3ter_account("refused")
+        await w.customer_for(account)
+        bills = [w.bill(account, f"{n}.00") for n in range(1, 6)]
+        earlier = datetime.now(UTC) - timedelta(days=1)
+        async with open_client("sk_test_51revokedEngineKey", api_base=w.stripe.url) as refused:
+            report = await w.run(SyncState(watermark=earlier, last_sweep=earlier), client=refused, concurrency=1)
+        assert report.status is RunStatus.AUTH_FAILED and report.stopped_early
+        assert report.events[0].kind is EventKind.AUTHENTICATION and "valid key" in report.events[0].message
+        assert report.sent == 0 and report.failed < len(bills)
+        assert report.watermark == earlier and w.invoices() == []
+
+
+async def test_refused_m3ter_credentials_stop_the_pass_as_an_authentication_error() -> None:
+    async with world() as w:
+        w.bill(w.m3ter_account("m3ter-refused"))
+        wrong = M3terSource(M3terCredentials(ORG, CREDS.client_id, "not-the-secret"), base_url=w.m3ter.url)
+        try:
+            report = await w.run(source=wrong)
+        finally:
+            await wrong.aclose()
+        assert report.status is RunStatus.AUTH_FAILED and report.watermark is None
+        (event,) = report.events
+        assert event.kind is EventKind.AUTHENTICATION and "m3ter refused the credentials" in event.message
+
+
+async def test_the_error_budget_spent_stops_the_pass_before_every_bill_is_tried() -> None:
+    async with world() as w:
+        bills = [w.bill(w.m3ter_account(f"unmapped{i}")) for i in range(8)]
+        budget = ErrorBudget(3)
+        report = await w.run(budget=budget, concurrency=1)
+        assert budget.exhausted and report.stopped_early == "too many successive errors"
+        assert 3 <= len(report.events) < len(bills)
+        # Not every candidate was looked at: the watermark stays, the failed ones are remembered.
+        assert report.watermark is None and set(report.retry_bill_ids) <= set(bills)
+
+
+async def test_a_success_resets_the_error_budget() -> None:
+    async with world() as w:
+        account = w.m3ter_account("mapped")
+        await w.customer_for(account)
+        w.bill(account)
+        budget = ErrorBudget(3, consecutive=2)
+        report = await w.run(budget=budget)
+        assert report.sent == 1 and budget.consecutive == 0
+
+
+async def test_a_replayed_bill_is_written_again_though_the_watermark_is_past_it() -> None:
+    async with world() as w:
+        account = w.m3ter_account("replayed")
+        await w.customer_for(account)
+        bill_id = w.bill(account)
+        await w.run()
+        (invoice,) = w.invoices_of(bill_id)
+        await w.client.v1.invoices.delete_async(invoice["id"])  # a person deleted the draft
+        later = datetime.now(UTC) + timedelta(hours=1)
+        state = SyncState(watermark=later, last_sweep=later)
+        quiet = await w.run(state)
+        assert (quiet.sent, quiet.unchanged, w.invoices_of(bill_id)) == (0, 0, [])
+        replayed = await w.run(state, replay=frozenset({bill_id}))
+        assert replayed.sent == 1
+        (again,) = w.invoices_of(bill_id)
+        assert again["id"] != invoice["id"]
+
+
+async def test_an_engine_built_for_a_plan_spec_decides_through_the_read_only_ledger_and_writes_nothing() -> None:
+    async with world() as w:
+        account = w.m3ter_account("planned")
+        await w.customer_for(account)
+        bill_id = w.bill(account)
+        spec = StripeIntegrationSpec.model_validate({**SPEC.model_dump(exclude_none=True), "mode": "Plan"})
+        engine = build_engine(
+            spec,
+            integration_id=w.integration_id,
+            source=w.source,
+            stripe=StripeLedgerReader(StripeGateway(w.client)),
+            budget=ErrorBudget(10),
+        )
+        assert engine.ledger is None and engine.planner is not None
+        report = await engine.run_pass(SyncState())
+        assert report.sent == 1 and w.invoices() == []
+        assert engine.planner.bills[bill_id].action == "CreateInvoice"
+
+
+def test_an_engine_for_a_send_spec_refuses_a_read_only_ledger() -> None:
+    client = stripe.StripeClient("sk_test_51engineAAAA", base_addresses={"api": "http://127.0.0.1:9"})
+    with pytest.raises(TypeError, match="read-only"):
+        build_engine(
+            SPEC,
+            integration_id="int-1",
+            source=None,  # type: ignore[arg-type]
+            stripe=StripeLedgerReader(StripeGateway(client)),
+            budget=ErrorBudget(10),
+        )
