@@ -334,6 +334,16 @@ def _term_matches(body: dict[str, Any], name: str, comparator: str, value: str) 
     return {">": text > value, ">=": text >= value, "<": text < value, "<=": text <= value}[comparator]
 
 
+_SORT_ATTRIBUTES = {"dtLastModified": "dt_last_modified", "dtCreated": "dt_created"}
+
+
+def _record_time(record: BillRecord, attribute: str, field_name: str) -> Any:
+    """The timestamp text render.bill() would give ``field_name``, read from the record (raw edits win)."""
+    if record.json_overrides or record.json_removals:
+        return render.bill(record, include_lines=False).get(field_name)
+    return render.dt_text(getattr(record, attribute))
+
+
 async def search_bills(request: web.Request) -> web.Response:
     org = _emulator(request).existing_org(request.match_info["org_id"])
     size = _page_size(request, "bills/search")
@@ -353,16 +363,24 @@ async def search_bills(request: web.Request) -> web.Response:
     sort_by = request.query.get("sortBy", "dtCreated")
     terms = _search_terms(request.query.get("searchQuery", ""))
     hidden = _emulator(request).search_hidden
-    # Filters and sort keys are top-level Bill fields: sorting on bodies without their line items keeps a
-    # search over a large organization cheap; only the page answered is rendered whole.
-    rendered = [
-        (record, render.bill(record, include_lines=False)) for record in org.bill_order if record.id not in hidden
-    ]
-    if terms:
-        combine = all if operator == "AND" else any
-        rendered = [(r, b) for r, b in rendered if combine(_term_matches(b, *term) for term in terms)]
-    if rendered and not any(sort_by in b for _, b in rendered):
-        raise EmulatorError(400, f"sortBy {sort_by!r} is not a field of the Bill entity")
+    # Filters and sort keys are top-level Bill fields. The usual sort (a timestamp, no filter) reads the
+    # record itself, as render.bill() would write it, so a search over a large organization stays cheap;
+    # any other search renders the bodies without their line items; only the page answered is rendered whole.
+    records = [record for record in org.bill_order if record.id not in hidden]
+    attribute = _SORT_ATTRIBUTES.get(sort_by)
+    if not terms and attribute is not None:
+        if records and sort_by not in render.bill(records[0], include_lines=False):
+            raise EmulatorError(400, f"sortBy {sort_by!r} is not a field of the Bill entity")
+        rendered: list[tuple[BillRecord, dict[str, Any]]] = [
+            (record, {sort_by: _record_time(record, attribute, sort_by)}) for record in records
+        ]
+    else:
+        rendered = [(record, render.bill(record, include_lines=False)) for record in records]
+        if terms:
+            combine = all if operator == "AND" else any
+            rendered = [(r, b) for r, b in rendered if combine(_term_matches(b, *term) for term in terms)]
+        if rendered and not any(sort_by in b for _, b in rendered):
+            raise EmulatorError(400, f"sortBy {sort_by!r} is not a field of the Bill entity")
 
     def key(pair: tuple[BillRecord, dict[str, Any]]) -> tuple[int, Any]:
         value = pair[1].get(sort_by)

@@ -17,6 +17,11 @@ def _num(value: Decimal) -> float | int:
     return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
 
 
+def dt_text(value: datetime | None) -> str | None:
+    """A timestamp as m3ter writes it (UTC, milliseconds, ``Z``)."""
+    return _dt(value)
+
+
 def _dt(value: datetime | None) -> str | None:
     if value is None:
         return None
