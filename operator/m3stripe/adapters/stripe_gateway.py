@@ -45,6 +45,7 @@ DEFAULT_REQUESTS_PER_SECOND = {True: 100, False: 25}
 _SECRETS = re.compile(
     r"""
     \b(?:sk|rk|pk|ek)_(?:live|test)_[^\s'",;)]*     # API keys of either mode, whole or redacted
+    | \b(?:sk|rk)_[A-Za-z0-9]{16,}                  # a key whose mode part is missing or mangled
     | \bwhsec_[^\s'",;)]*                        # webhook signing secrets
     | \b[a-z]{2,6}_[A-Za-z0-9]+_secret_[^\s'",;)]*  # client secrets (pi_..._secret_...)
     | (?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]+       # an Authorization header value
@@ -56,9 +57,9 @@ _PERMISSION = re.compile(r"Having the '(rak_[a-z0-9_]+)' permission")
 _ACCOUNT_IN_PERMISSION_ERROR = re.compile(r"on account '(acct_[A-Za-z0-9]+)'")
 
 
-def scrub(text: str) -> str:
-    """Stripe's text without API keys (whole or redacted), other secrets or account ids."""
-    return _ACCOUNT.sub("acct_[redacted]", _SECRETS.sub("[redacted]", text))
+def scrub(text: str, *, mask: str = "[redacted]") -> str:
+    """The text without API keys (whole or redacted), other secrets or account ids; each secret becomes `mask`."""
+    return _ACCOUNT.sub("acct_[redacted]", _SECRETS.sub(mask, text))
 
 
 def missing_permission(message: str) -> str | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from m3stripe.adapters.stripe_gateway import scrub
 from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.status import ConditionType
 from m3stripe.kube.credentials import CheckResult
@@ -30,7 +30,6 @@ class Assessment:
 
 
 INTERNAL_ERROR = "InternalError"
-_SECRET_LIKE = re.compile(r"\b(sk|rk|pk|whsec)_(live|test)_[A-Za-z0-9]+|\b(sk|rk)_[A-Za-z0-9]{16,}")
 
 
 def internal_error_message(err: BaseException, where: str) -> str:
@@ -40,7 +39,7 @@ def internal_error_message(err: BaseException, where: str) -> str:
     texts are not ours, and a secret must never reach status or events.
     """
     text = " ".join(str(err).split())[:900] or "(no message)"
-    text = _SECRET_LIKE.sub("***", text)
+    text = scrub(text, mask="***")
     return (
         f"unexpected {type(err).__name__} {where}: {text}. This is a bug or an input the operator does not "
         "handle; the operator retries, and the log has the traceback (search for the integration's name)"
