@@ -18,7 +18,7 @@ from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_INTEGRATION, META_LINE, META_LINE_INDEX, META_VERSION
 from m3stripe.domain.money import to_minor_units
 from m3stripe.testing.m3ter_emulator import M3terEmulator

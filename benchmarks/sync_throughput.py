@@ -17,7 +17,7 @@ Scenarios (``--scenario``; each run in a fresh interpreter, so each peak RSS is 
 
 What is measured
 ----------------
-One sync pass (``SyncEngine.run_pass``), built by ``m3stripe.domain.engine.build_engine`` as ``m3stripe.kube.syncing`` builds it: the
+One sync pass (``SyncEngine.run_pass``), built by ``m3stripe.domain.engine.build_engine`` as ``m3stripe.kube.sync_driver`` builds it: the
 official stripe SDK through ``open_client`` and ``StripeGateway`` with the client-side limiter from
 ``LimiterRegistry`` (``spec.requestsPerSecond``), and ``M3terSource`` on the official m3ter SDK. The
 Stripe emulator (contract mode: a request outside the SDK's parameter types fails the run) enforces the
@@ -68,13 +68,12 @@ from typing import Any, Literal
 import stripe
 
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
-from m3stripe.adapters.stripe_credentials import STRIPE_API_VERSION, open_client
+from m3stripe.adapters.stripe_client import STRIPE_API_VERSION, open_client
 from m3stripe.adapters.stripe_gateway import LimiterRegistry, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.engine import build_engine
-from m3stripe.domain.runs import RunReport, SyncState
-from m3stripe.domain.sync import ErrorBudget
+from m3stripe.domain.runs import ErrorBudget, RunReport, SyncState
+from m3stripe.domain.sync_engine import build_engine
 
 Placement = Literal["process", "loop"]
 

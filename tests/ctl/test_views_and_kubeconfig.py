@@ -13,7 +13,7 @@ from m3stripe.ctl import gestures, views
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.commands import plugin_main, plugin_parser
 from m3stripe.ctl.render import age, table
-from m3stripe.kube.run_history import parse_targets, resolve_events
+from m3stripe.domain.run_history import parse_targets, resolve_events
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

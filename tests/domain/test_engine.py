@@ -17,14 +17,13 @@ import pytest
 import stripe
 
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.engine import build_engine
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
-from m3stripe.domain.runs import EventKind, RunReport, RunStatus, SyncState
-from m3stripe.domain.sync import ErrorBudget
+from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
+from m3stripe.domain.sync_engine import build_engine
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec

@@ -19,9 +19,9 @@ from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import META_VERSION, BillPlan, plan_bill
 from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
 from m3stripe.domain.ports import Ledger
-from m3stripe.domain.runs import BillResult, Outcome, RunReport
+from m3stripe.domain.runs import BillResult, ErrorBudget, Outcome, RunReport
 from m3stripe.domain.stripe_writer import CustomerIndex, HeldInvoice, HeldLine, StripeWriter
-from m3stripe.domain.sync import ErrorBudget, SyncEngine
+from m3stripe.domain.sync_engine import SyncEngine
 from m3stripe.kube.planning import _plan_changed
 
 INTEGRATION = "int-uid-1"

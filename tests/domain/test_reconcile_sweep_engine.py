@@ -10,13 +10,13 @@ from datetime import timedelta
 import pytest
 
 from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
-from m3stripe.domain.runs import RunReport, RunStatus, SyncState
-from m3stripe.domain.sync import ErrorBudget, SyncEngine
+from m3stripe.domain.runs import ErrorBudget, RunReport, RunStatus, SyncState
+from m3stripe.domain.sync_engine import SyncEngine
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
 

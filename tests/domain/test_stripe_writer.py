@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import stripe
 
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec

@@ -15,10 +15,10 @@ from kubernetes.client.exceptions import ApiException
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
-from m3stripe.domain.sync import FenceLost
+from m3stripe.domain.ports import FenceLost
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.runtime import Runtime
-from m3stripe.kube.syncing import SyncDriver
+from m3stripe.kube.sync_driver import SyncDriver
 from m3stripe.metrics import Metrics
 from m3stripe.testing.kube_emulator import KubeEmulator
 from m3stripe.testing.kubeconfig import write_kubeconfig

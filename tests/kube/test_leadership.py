@@ -18,9 +18,9 @@ import pytest
 from kubernetes import config
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError, LeaseRecord
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway, StripeRateLimit
-from m3stripe.domain.sync import FenceLost
+from m3stripe.domain.ports import FenceLost
 from m3stripe.kube.leadership import FencedRateLimit, LeaderElector, LeaseSettings
 from m3stripe.metrics import Metrics
 from m3stripe.testing.kube_emulator import KubeEmulator

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from m3stripe.domain.keys import MAX_KEY, idempotency_key
+from m3stripe.domain.idempotency_keys import MAX_KEY, idempotency_key
 
 BASE: dict[str, Any] = {
     "integration_id": "int-1",

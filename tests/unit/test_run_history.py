@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from m3stripe.api.names import ANNOTATION_REENABLE, ANNOTATION_REPLAY, ANNOTATION_REQUESTED_AT, ANNOTATION_RESOLVE
-from m3stripe.domain.runs import BillResult, ErrorEvent, EventKind, Outcome, RunReport, RunStatus
-from m3stripe.kube.run_history import (
+from m3stripe.domain.run_history import (
     MAX_GESTURE_IDS,
     MAX_GESTURE_LENGTH,
     MAX_OPEN_EVENTS,
@@ -26,6 +25,7 @@ from m3stripe.kube.run_history import (
     sync_state,
     unknown_event_ids,
 )
+from m3stripe.domain.runs import BillResult, ErrorEvent, EventKind, Outcome, RunReport, RunStatus
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 RETENTION = timedelta(hours=720)

@@ -8,7 +8,7 @@ import pytest
 
 from m3stripe.api.conditions import Observation
 from m3stripe.kube.credentials import CheckResult
-from m3stripe.kube.status import (
+from m3stripe.kube.status_builder import (
     Assessment,
     build_status,
     internal_error_message,

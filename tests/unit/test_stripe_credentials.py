@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from m3stripe.adapters.stripe_credentials import KeyMode, check_key, key_mode
+from m3stripe.adapters.stripe_client import KeyMode, check_key, key_mode
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ async def test_control_a_matching_key_does_call_the_api_base(dead_api_base: str)
 async def test_every_request_carries_exactly_the_sdks_pinned_api_version() -> None:
     from stripe._api_version import _ApiVersion
 
-    from m3stripe.adapters.stripe_credentials import STRIPE_API_VERSION, open_client
+    from m3stripe.adapters.stripe_client import STRIPE_API_VERSION, open_client
     from m3stripe.testing.stripe_emulator import StripeEmulator
 
     assert STRIPE_API_VERSION == _ApiVersion.CURRENT

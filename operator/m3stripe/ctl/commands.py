@@ -20,7 +20,7 @@ from m3stripe.ctl import plan as plans
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.render import NONE, dump, parse_time
 from m3stripe.domain.durations import format_duration, parse_duration
-from m3stripe.kube.run_history import BILL_ID, MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
+from m3stripe.domain.run_history import BILL_ID, MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
 
 EPILOG = (
     "Namespace and cluster come from the kubeconfig as kubectl reads them (KUBECONFIG, current context); "

@@ -120,3 +120,21 @@ class SyncState:
     watermark: datetime | None = None
     retry_bill_ids: tuple[str, ...] = ()
     last_sweep: datetime | None = None  # start of the last completed reconciliation sweep
+
+
+@dataclass
+class ErrorBudget:
+    """m3ter's rule: this many successive error events disable the integration; any success resets it."""
+
+    threshold: int
+    consecutive: int = 0
+
+    def error(self) -> None:
+        self.consecutive += 1
+
+    def success(self) -> None:
+        self.consecutive = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.consecutive >= self.threshold

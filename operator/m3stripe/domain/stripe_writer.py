@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from m3stripe.domain.keys import idempotency_key
+from m3stripe.domain.idempotency_keys import idempotency_key
 from m3stripe.domain.mapping import (
     META_BILL,
     META_INTEGRATION,

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
-from m3stripe.adapters.stripe_credentials import KeyCheck, check_key
+from m3stripe.adapters.stripe_client import KeyCheck, check_key
 from m3stripe.api.spec import StripeIntegrationSpec
 
 # Stripe's docs give no key alphabet or length; a Stripe security engineer describes live keys as

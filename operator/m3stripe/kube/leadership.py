@@ -66,7 +66,7 @@ from typing import Any, Protocol
 
 from m3stripe.adapters.kube_api import KubeApiError, LeaseRecord
 from m3stripe.adapters.stripe_gateway import StripeRateLimit
-from m3stripe.domain.sync import FenceLost
+from m3stripe.domain.ports import FenceLost
 
 log = logging.getLogger(__name__)
 

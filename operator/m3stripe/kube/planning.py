@@ -15,21 +15,22 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from m3stripe.adapters.m3ter_source import M3terSource
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions
 from m3stripe.api.status import ConditionType
-from m3stripe.domain.engine import build_engine
+from m3stripe.domain.ports import FenceLost
+from m3stripe.domain.run_history import parse_time, sync_state
+from m3stripe.domain.runs import ErrorBudget
 from m3stripe.domain.spec_validation import ParsedSpec
-from m3stripe.domain.sync import ErrorBudget, FenceLost
+from m3stripe.domain.sync_engine import build_engine
 from m3stripe.kube.leadership import FencedRateLimit
-from m3stripe.kube.run_history import parse_time, sync_state
-from m3stripe.kube.status import internal_error_message
+from m3stripe.kube.status_builder import internal_error_message
 
 if TYPE_CHECKING:
-    from m3stripe.kube.syncing import SyncDriver
+    from m3stripe.kube.sync_driver import SyncDriver
 
 # A plan covers every Bill: the error budget that stops a Send pass (autoDisableThreshold) does not stop it.
 PLAN_ERROR_BUDGET = 10**9

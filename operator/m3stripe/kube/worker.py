@@ -19,13 +19,13 @@ from m3stripe.api import names
 from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import ConditionType
+from m3stripe.domain.ports import FenceLost
+from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
-from m3stripe.domain.sync import FenceLost
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
 from m3stripe.kube.planning import planned_conditions
-from m3stripe.kube.run_history import gesture_annotations, parse_targets, resolve_events, unknown_event_ids
 from m3stripe.kube.source import SourceHandle
-from m3stripe.kube.status import (
+from m3stripe.kube.status_builder import (
     Assessment,
     build_status,
     internal_error_message,
@@ -33,7 +33,7 @@ from m3stripe.kube.status import (
     ready_of,
     status_patch,
 )
-from m3stripe.kube.syncing import SyncDriver
+from m3stripe.kube.sync_driver import SyncDriver
 
 if TYPE_CHECKING:
     from m3stripe.kube.runtime import Runtime

@@ -29,12 +29,14 @@ from m3stripe.domain.ports import (
     BillSourceError,
     BillSourceUnavailable,
     Failure,
+    FenceLost,
     Ledger,
     LedgerError,
     LedgerReader,
 )
 from m3stripe.domain.runs import (
     BillResult,
+    ErrorBudget,
     ErrorEvent,
     EventKind,
     Outcome,
@@ -71,13 +73,12 @@ class _Sweep:
     finished: bool = False
 
 
-class FenceLost(Exception):
-    """This process may no longer write (it lost its Lease): the pass ends, and no error is recorded
-    against the integration, since the replica that now holds the Lease carries on."""
-
-
 def _unfenced() -> None:
     return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class _PassStopping(Exception):
@@ -99,24 +100,6 @@ class _Slots:
     stopping: Callable[[], bool] = _never
 
 
-@dataclass
-class ErrorBudget:
-    """m3ter's rule: this many successive error events disable the integration; any success resets it."""
-
-    threshold: int
-    consecutive: int = 0
-
-    def error(self) -> None:
-        self.consecutive += 1
-
-    def success(self) -> None:
-        self.consecutive = 0
-
-    @property
-    def exhausted(self) -> bool:
-        return self.consecutive >= self.threshold
-
-
 class SyncEngine:
     def __init__(
         self,
@@ -128,7 +111,7 @@ class SyncEngine:
         ledger: Ledger | None,
         budget: ErrorBudget,
         concurrency: int = 8,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = _now,
         fence: Callable[[], None] = _unfenced,
         planner: Planner | None = None,
     ) -> None:
@@ -526,3 +509,37 @@ class SyncEngine:
             if status in statuses:
                 return status
         return RunStatus.ERROR
+
+
+def build_engine(
+    spec: StripeIntegrationSpec,
+    *,
+    integration_id: str,
+    source: BillSource,
+    stripe: Ledger | LedgerReader,
+    budget: ErrorBudget,
+    account_filter: AccountFilter | None = None,
+    concurrency: int = 8,
+    fence: Callable[[], None] = _unfenced,
+    clock: Callable[[], datetime] = _now,
+) -> SyncEngine:
+    """A Send engine over a `Ledger`, or (spec.mode: Plan) a planning engine over the reads of `stripe` only."""
+    if spec.is_plan:
+        ledger: Ledger | None = None
+        planner: Planner | None = Planner(stripe, integration_id)
+    elif isinstance(stripe, Ledger):
+        ledger, planner = stripe, None
+    else:
+        raise TypeError("spec.mode is Send: the engine needs a Stripe ledger that writes, not a read-only one")
+    return SyncEngine(
+        spec=spec,
+        account_filter=account_filter,
+        integration_id=integration_id,
+        source=source,
+        ledger=ledger,
+        planner=planner,
+        budget=budget,
+        concurrency=concurrency,
+        clock=clock,
+        fence=fence,
+    )

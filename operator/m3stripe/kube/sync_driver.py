@@ -12,18 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
 from m3stripe.adapters.mailer import MailError
-from m3stripe.adapters.stripe_credentials import open_client
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
 from m3stripe.api.conditions import rfc3339
-from m3stripe.domain.engine import build_engine
-from m3stripe.domain.runs import EventKind, RunReport, RunStatus, SyncState
-from m3stripe.domain.spec_validation import ParsedSpec
-from m3stripe.domain.sync import ErrorBudget, FenceLost, SyncEngine
-from m3stripe.kube.leadership import FencedRateLimit
-from m3stripe.kube.planning import plan_pass, plan_seconds_until_due
-from m3stripe.kube.run_history import (
+from m3stripe.domain.ports import FenceLost
+from m3stripe.domain.run_history import (
     ReplayRequest,
     disabled_event,
     fold_report,
@@ -32,7 +27,12 @@ from m3stripe.kube.run_history import (
     replay_request,
     sync_state,
 )
-from m3stripe.kube.status import internal_error_message
+from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
+from m3stripe.domain.spec_validation import ParsedSpec
+from m3stripe.domain.sync_engine import SyncEngine, build_engine
+from m3stripe.kube.leadership import FencedRateLimit
+from m3stripe.kube.planning import plan_pass, plan_seconds_until_due
+from m3stripe.kube.status_builder import internal_error_message
 
 if TYPE_CHECKING:
     from m3stripe.kube.runtime import Runtime
