@@ -51,9 +51,21 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from m3stripe.demo import main as demo_main
+# The emulators' dependencies, the `testing` extra: the operator image has neither kmock nor aiosmtpd.
+_TESTING_EXTRA = frozenset({"kmock", "jsonpatch", "aiosmtpd"})
 
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from m3stripe.demo import main as demo_main
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in _TESTING_EXTRA:
+            raise
+        print(
+            "m3stripe: the demo needs the emulators' dependencies: pip install 'm3ter-stripe-operator[testing]'",
+            file=sys.stderr,
+        )
+        return 2
     return demo_main(duration=args.duration)
 
 
