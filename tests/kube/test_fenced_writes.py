@@ -17,6 +17,7 @@ from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
 from m3stripe.domain.ports import FenceLost
 from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.integration import Integration
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.sync_driver import SyncDriver
 from m3stripe.metrics import Metrics
@@ -71,7 +72,7 @@ def _driver(smtp: SmtpServer, leader: ScriptedLeader) -> SyncDriver:
     mailer = Mailer(SmtpSettings(host=smtp.host, port=smtp.port, security="none"))
     kube = KubeApi(config.new_client_from_config_dict(_UNUSED_KUBECONFIG))  # type: ignore[no-untyped-call]
     runtime = Runtime(config=OperatorConfig(), kube=kube, metrics=Metrics(), mailer=mailer, leader=leader)
-    return SyncDriver(runtime, "ns", "flaky", "uid-1", lambda *event: None, logging.getLogger("test"))
+    return SyncDriver(Integration(runtime, "ns", "flaky", "uid-1", lambda *event: None, logging.getLogger("test")))
 
 
 _UNUSED_KUBECONFIG = {

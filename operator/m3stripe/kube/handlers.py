@@ -16,6 +16,7 @@ from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
 from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.integration import Integration
 from m3stripe.kube.leadership import AlwaysLeader, LeaderElector, LeaseSettings, default_namespace
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.worker import IntegrationWorker
@@ -140,7 +141,7 @@ async def integration_daemon(
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])
 
-    worker = IntegrationWorker(rt, namespace, name, uid, emit, logger)
+    worker = IntegrationWorker(Integration(rt, namespace, name, uid, emit, logger))
     rt.workers[uid] = worker
     try:
         await worker.run(body, stopped)
@@ -168,5 +169,5 @@ async def wake_worker(body: kopf.Body, uid: str, **_: Any) -> None:
     thread, a wake-up can be lost (the worker then sleeps until its next poll, 30 s by default).
     """
     worker = runtime().workers.get(uid) if _runtime is not None else None
-    if isinstance(worker, IntegrationWorker):
+    if worker is not None:
         worker.poke(body)

@@ -12,11 +12,9 @@ import asyncio
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from m3stripe.adapters.m3ter_source import M3terSource
-from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions
@@ -26,11 +24,8 @@ from m3stripe.domain.run_history import parse_time, sync_state
 from m3stripe.domain.runs import ErrorBudget
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import build_engine
-from m3stripe.kube.leadership import FencedRateLimit
+from m3stripe.kube.integration import Integration
 from m3stripe.kube.status_builder import internal_error_message
-
-if TYPE_CHECKING:
-    from m3stripe.kube.sync_driver import SyncDriver
 
 # A plan covers every Bill: the error budget that stops a Send pass (autoDisableThreshold) does not stop it.
 PLAN_ERROR_BUDGET = 10**9
@@ -60,7 +55,7 @@ def plan_seconds_until_due(
 
 
 async def plan_pass(
-    driver: SyncDriver,
+    integration: Integration,
     parsed: ParsedSpec,
     status: Mapping[str, Any],
     annotations: Mapping[str, str],
@@ -68,10 +63,11 @@ async def plan_pass(
     stripe_key: str,
     stripe_account: str | None,
     source: M3terSource,
-) -> dict[str, Any]:
-    """Run one plan pass; return the status fields it changes (status.plan and the gesture echo)."""
+) -> tuple[dict[str, Any], str]:
+    """Run one plan pass; return the status fields it changes (status.plan and the gesture echo), and the
+    message of an unexpected error ("" when there was none)."""
     spec = parsed.spec
-    runtime = driver.runtime
+    runtime = integration.runtime
     extra: dict[str, Any] = {}
     requested = annotations.get(names.ANNOTATION_REQUESTED_AT, "")
     if requested and requested != status.get("lastHandledRequestedAt"):
@@ -80,59 +76,46 @@ async def plan_pass(
     if replay and replay != status.get("lastHandledReplay"):
         # Refused, not deferred: a replay kept for the next Send pass would send Bills the plan did not show.
         extra["lastHandledReplay"] = replay
-        driver._events(
+        integration.events(
             "Warning",
             "ReplayRefused",
             f"{names.ANNOTATION_REPLAY}={replay[:200]!r} was not done: spec.mode is Plan and a plan pass writes "
             "nothing to Stripe. Switch spec.mode to Send first, then annotate again with a new value",
         )
-    limiter = runtime.limiters.get(
-        stripe_account or f"key:{hash(stripe_key)}",
-        not spec.is_test_mode,
-        spec.effective_requests_per_second,
-        owner=driver.uid,
-    )
     started = time.monotonic()
-    async with open_client(
-        stripe_key, api_base=runtime.config.stripe_api_base, timeout=runtime.config.stripe_timeout_seconds
-    ) as client:
-        reader = StripeLedgerReader(
-            StripeGateway(client, limiter=FencedRateLimit(limiter, runtime.leader.fence), observer=runtime.metrics)
-        )
+    async with integration.stripe(spec, key=stripe_key, account=stripe_account) as gateway:
+        reader = StripeLedgerReader(gateway)
         engine = build_engine(
             spec,
             account_filter=parsed.account_filter,
-            integration_id=driver.uid,
+            integration_id=integration.uid,
             source=source,
             stripe=reader,
             budget=ErrorBudget(PLAN_ERROR_BUDGET),
             concurrency=runtime.config.concurrency_for(spec.effective_requests_per_second),
             fence=runtime.leader.fence,
         )
-        driver.pass_error = ""
         try:
             report = await engine.run_pass(sync_state(status))
         except (asyncio.CancelledError, FenceLost):
             raise
         except Exception as err:
-            driver._logger.exception("%s/%s: the plan pass failed unexpectedly", driver.namespace, driver.name)
+            integration.logger.exception("%s: the plan pass failed unexpectedly", integration.where)
             m = runtime.metrics
-            m.child(m.internal_errors, driver.namespace, driver.name, "plan").inc()
-            driver.pass_error = internal_error_message(err, "in the plan pass")
-            return extra
+            m.child(m.internal_errors, integration.namespace, integration.name, "plan").inc()
+            return extra, internal_error_message(err, "in the plan pass")
     assert engine.planner is not None  # spec.mode is Plan
     extra["plan"] = engine.planner.summary(report, generation=status.get("observedGeneration"))
-    driver._logger.info(
-        "%s/%s: plan %s in %.1fs: %s",
-        driver.namespace,
-        driver.name,
+    integration.logger.info(
+        "%s: plan %s in %.1fs: %s",
+        integration.where,
         report.run_id,
         time.monotonic() - started,
         extra["plan"]["message"],
     )
     if _plan_changed(status.get("plan"), extra["plan"]):
-        driver._events("Normal", "Planned", str(extra["plan"]["message"])[:1024])
-    return extra
+        integration.events("Normal", "Planned", str(extra["plan"]["message"])[:1024])
+    return extra, ""
 
 
 # What a plan's Planned event reports: a pass that plans the same as the last one says nothing new.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.mailer import Mailer
@@ -13,15 +15,23 @@ from m3stripe.kube.source import SourceRegistry
 from m3stripe.metrics import Metrics
 
 
+class Worker(Protocol):
+    """What the watch handler needs of an integration's worker."""
+
+    def poke(self, body: Mapping[str, Any]) -> None: ...
+
+
 @dataclass
 class Runtime:
+    """The process's shared state: configuration, clients, limiters, m3ter sources, live workers, the Lease."""
+
     config: OperatorConfig
     kube: KubeApi
     metrics: Metrics
     mailer: Mailer | None = None
     limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
     sources: SourceRegistry | None = None
-    workers: dict[str, object] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
     # Whether this process may write now (the Lease), checked before every Stripe request and status write.
     leader: Leadership = field(default_factory=AlwaysLeader)
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
 from m3stripe.adapters.mailer import MailError
-from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
 from m3stripe.api.conditions import rfc3339
@@ -30,13 +27,9 @@ from m3stripe.domain.run_history import (
 from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
-from m3stripe.kube.leadership import FencedRateLimit
+from m3stripe.kube.integration import Integration
 from m3stripe.kube.planning import plan_pass, plan_seconds_until_due
 from m3stripe.kube.status_builder import internal_error_message
-
-if TYPE_CHECKING:
-    from m3stripe.kube.runtime import Runtime
-    from m3stripe.kube.worker import EventSink
 
 EVENT_REASONS = {
     EventKind.VALIDATION: "ValidationError",
@@ -51,21 +44,11 @@ MAIL_ATTEMPTS = 5
 
 
 class SyncDriver:
-    def __init__(
-        self,
-        runtime: Runtime,
-        namespace: str,
-        name: str,
-        uid: str,
-        events: EventSink,
-        logger: logging.Logger | logging.LoggerAdapter[Any],
-    ) -> None:
-        self.runtime = runtime
-        self.namespace = namespace
-        self.name = name
-        self.uid = uid
-        self._events = events
-        self._logger = logger
+    """Runs one integration's passes: builds the engine over the m3ter source and the Stripe ledger, folds each
+    run into the status, emits its events and sends the disablement email. It never writes without the fence."""
+
+    def __init__(self, integration: Integration) -> None:
+        self.integration = integration
         self._mail_tasks: set[asyncio.Task[None]] = set()
         # The disablement email: the attempt armed to start once its Sending state is written, its outcome.
         self._mail_armed: dict[str, Any] | None = None
@@ -106,9 +89,16 @@ class SyncDriver:
     ) -> dict[str, Any]:
         """Run one pass; return the status fields it changes. `checkpoint` writes status fields mid-pass."""
         if parsed.spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
-            return await plan_pass(
-                self, parsed, status, annotations, stripe_key=stripe_key, stripe_account=stripe_account, source=source
+            planned, self.pass_error = await plan_pass(
+                self.integration,
+                parsed,
+                status,
+                annotations,
+                stripe_key=stripe_key,
+                stripe_account=stripe_account,
+                source=source,
             )
+            return planned
         spec = parsed.spec
         extra: dict[str, Any] = {}
         replay_token = annotations.get(names.ANNOTATION_REPLAY, "")
@@ -120,31 +110,17 @@ class SyncDriver:
         if requested and requested != status.get("lastHandledRequestedAt"):
             extra["lastHandledRequestedAt"] = requested
         budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
-        # One budget per (Stripe account, mode), shared with every integration and key on that account
-        # (https://docs.stripe.com/rate-limits); the key's mode matches the destination (checked before).
-        limiter = self.runtime.limiters.get(
-            stripe_account or f"key:{hash(stripe_key)}",
-            not spec.is_test_mode,
-            spec.effective_requests_per_second,
-            owner=self.uid,
-        )
-        # Every Stripe request of the pass first checks that this process still holds the Lease, and is
-        # abandoned when the fence falls.
-        limiter = FencedRateLimit(limiter, self.runtime.leader.fence, self.runtime.leader.time_left)
         started = time.monotonic()
-        async with open_client(
-            stripe_key, api_base=self.runtime.config.stripe_api_base, timeout=self.runtime.config.stripe_timeout_seconds
-        ) as client:
-            gateway = StripeGateway(client, limiter=limiter, observer=self.runtime.metrics)
+        async with self.integration.stripe(spec, key=stripe_key, account=stripe_account) as gateway:
             engine = build_engine(
                 spec,
                 account_filter=parsed.account_filter,
-                integration_id=self.uid,
+                integration_id=self.integration.uid,
                 source=source,
                 stripe=StripeLedger(gateway),
                 budget=budget,
-                concurrency=self.runtime.config.concurrency_for(spec.effective_requests_per_second),
-                fence=self.runtime.leader.fence,
+                concurrency=self.integration.runtime.config.concurrency_for(spec.effective_requests_per_second),
+                fence=self.integration.runtime.leader.fence,
             )
             self.pass_error = ""
             try:
@@ -184,20 +160,27 @@ class SyncDriver:
             extra["openEvents"], _ = merge_events(extra["openEvents"], [event], now=event.time, retention=retention)
             extra["disabled"] = True
             extra["disabledMessage"] = event.message
-            self.runtime.metrics.child(
-                self.runtime.metrics.error_events, self.namespace, self.name, str(event.kind)
+            self.integration.runtime.metrics.child(
+                self.integration.runtime.metrics.error_events,
+                self.integration.namespace,
+                self.integration.name,
+                str(event.kind),
             ).inc()
-            self._events("Warning", "AutoDisabled", event.message)
+            self.integration.events("Warning", "AutoDisabled", event.message)
             extra.update(self._notification(report.run_id, list(spec.integrationDisabledNotificationUsers)))
-        self._logger.info(
-            "%s/%s: sync run %s: %s (%s)", self.namespace, self.name, report.run_id, report.status, report.summary()
+        self.integration.logger.info(
+            "%s: sync run %s: %s (%s)",
+            self.integration.where,
+            report.run_id,
+            report.status,
+            report.summary(),
         )
         return extra
 
     def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
-        self._logger.exception("%s/%s: the sync pass failed unexpectedly", self.namespace, self.name)
-        m = self.runtime.metrics
-        m.child(m.internal_errors, self.namespace, self.name, "pass").inc()
+        self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
+        m = self.integration.runtime.metrics
+        m.child(m.internal_errors, self.integration.namespace, self.integration.name, "pass").inc()
         self.pass_error = internal_error_message(err, "in the sync pass")
         try:
             state = sync_state(status)
@@ -219,7 +202,7 @@ class SyncDriver:
     async def _replayable(self, request: ReplayRequest, source: M3terSource) -> frozenset[str]:
         """The replay's Bills that m3ter has; every id that cannot be replayed is named in a Warning event."""
         if request.problems:
-            self._events("Warning", "ReplayRefused", "; ".join(request.problems)[:1024])
+            self.integration.events("Warning", "ReplayRefused", "; ".join(request.problems)[:1024])
         found: set[str] = set(request.bills & request.from_history)  # read from m3ter when they were sent
         missing: list[str] = []
         for bill_id in sorted(request.bills - request.from_history):
@@ -233,7 +216,7 @@ class SyncDriver:
             else:
                 found.add(bill_id)
         if missing:
-            self._events(
+            self.integration.events(
                 "Warning",
                 "ReplayBillNotFound",
                 f"{names.ANNOTATION_REPLAY}: m3ter organization {source.organization_id} has no Bill "
@@ -246,10 +229,10 @@ class SyncDriver:
         for warning in notes.warnings() if notes is not None else ():
             if warning not in self._filter_warned:
                 self._filter_warned.add(warning)
-                self._events("Warning", "AccountFilterWarning", f"spec.{warning}")
+                self.integration.events("Warning", "AccountFilterWarning", f"spec.{warning}")
 
     def _observe(self, report: RunReport, seconds: float, interval: float) -> None:
-        m, ns, name = self.runtime.metrics, self.namespace, self.name
+        m, ns, name = self.integration.runtime.metrics, self.integration.namespace, self.integration.name
         m.child(m.runs, ns, name, str(report.status)).inc()
         m.child(m.run_duration, ns, name).observe(seconds)
         m.child(m.sync_interval, ns, name).set(interval)
@@ -267,16 +250,16 @@ class SyncDriver:
 
     def _announce(self, report: RunReport, fresh: list[Any]) -> None:
         for event in fresh[:MAX_K8S_EVENTS_PER_RUN]:
-            self._events("Warning", EVENT_REASONS[event.kind], f"[{event.id}] {event.message}")
+            self.integration.events("Warning", EVENT_REASONS[event.kind], f"[{event.id}] {event.message}")
         if len(fresh) > MAX_K8S_EVENTS_PER_RUN:
-            self._events(
+            self.integration.events(
                 "Warning",
                 "MoreErrors",
                 f"{len(fresh) - MAX_K8S_EVENTS_PER_RUN} more new error events in run {report.run_id}; "
                 "see status.openEvents",
             )
         if report.sent:
-            self._events("Normal", "BillsSent", f"run {report.run_id}: {report.summary()}")
+            self.integration.events("Normal", "BillsSent", f"run {report.run_id}: {report.summary()}")
 
     # ------------------------------------------------------------------ the disablement email
     # A state machine in status.notification, advanced by the worker's loop (the single status writer):
@@ -287,9 +270,9 @@ class SyncDriver:
     def _notification(self, disablement_id: str, recipients: list[str]) -> dict[str, Any]:
         if not recipients:
             return {}
-        m, ns, name = self.runtime.metrics, self.namespace, self.name
-        if self.runtime.mailer is None:
-            self._events(
+        m, ns, name = self.integration.runtime.metrics, self.integration.namespace, self.integration.name
+        if self.integration.runtime.mailer is None:
+            self.integration.events(
                 "Warning",
                 "NotificationNotSent",
                 "no SMTP server is configured for the operator (M3STRIPE_SMTP_HOST); nobody was emailed",
@@ -314,14 +297,14 @@ class SyncDriver:
             if set(sent_to) >= set(note.get("recipients") or ()):
                 return {"notification": {**done, "state": "Sent"}}
             if attempts >= MAIL_ATTEMPTS:
-                self._events(
+                self.integration.events(
                     "Warning",
                     "NotificationFailed",
                     f"disablement email not delivered after {attempts} attempts: {message}",
                 )
                 return {"notification": {**done, "state": "Failed"}}
-            delay = self.runtime.config.notification_retry_seconds * 2 ** (attempts - 1)
-            self._events(
+            delay = self.integration.runtime.config.notification_retry_seconds * 2 ** (attempts - 1)
+            self.integration.events(
                 "Warning", "NotificationFailed", f"disablement email not delivered ({message}); retrying in {delay:g}s"
             )
             self._wake_soon(delay)
@@ -330,14 +313,14 @@ class SyncDriver:
         state = note.get("state")
         if state == "Sending":
             # Persisted by a process that stopped during the attempt: it may have been delivered.
-            self._events(
+            self.integration.events(
                 "Warning",
                 "NotificationUncertain",
                 "the operator restarted while sending the disablement email; it is not sent again, so that "
                 "nobody gets it twice: check that " + ", ".join(note.get("recipients") or ()) + " got it",
             )
             return {"notification": {**note, "state": "Unknown"}}
-        if state != "Pending" or self.runtime.mailer is None:
+        if state != "Pending" or self.integration.runtime.mailer is None:
             return {}
         due = parse_time(note.get("nextAttemptTime"))
         now = datetime.now(UTC)
@@ -350,13 +333,13 @@ class SyncDriver:
     def start_notification(self) -> None:
         """After `notification_fields`' Sending state is in the API: make one attempt, in the background."""
         note, self._mail_armed = self._mail_armed, None
-        mailer = self.runtime.mailer
+        mailer = self.integration.runtime.mailer
         if note is None or mailer is None:
             return
         # The Sending PATCH may have returned after the fence fell: then the new writer owns the email (it
         # finds Sending and reports it Unknown rather than send it twice).
-        self.runtime.leader.fence()
-        m, ns, name = self.runtime.metrics, self.namespace, self.name
+        self.integration.runtime.leader.fence()
+        m, ns, name = self.integration.runtime.metrics, self.integration.namespace, self.integration.name
         # Only those not yet emailed, one message each: a retry never reaches someone twice.
         recipients = [r for r in note.get("recipients") or () if r not in set(note.get("sentTo") or ())]
         attempts = int(note.get("attempts") or 0) + 1
@@ -373,11 +356,11 @@ class SyncDriver:
             delivered: list[str] = []
             errors: list[str] = []
             for recipient in recipients:
-                if not self.runtime.leader.is_leader():
+                if not self.integration.runtime.leader.is_leader():
                     # Email is not fenced at the SMTP server: the check right before each message is all there
                     # is. What was delivered is not recorded (we may no longer write the status); the new
                     # writer finds Sending and reports the email Unknown, never sends it twice.
-                    self._logger.warning("%s/%s: Lease lost, disablement email not continued", ns, name)
+                    self.integration.logger.warning("%s/%s: Lease lost, disablement email not continued", ns, name)
                     return
                 try:
                     await mailer.send([recipient], subject, body)
@@ -391,7 +374,9 @@ class SyncDriver:
             if errors:
                 m.child(m.notifications, ns, name, "failed").inc(len(errors))
             if delivered:
-                self._events("Normal", "NotificationSent", f"emailed {len(delivered)} user(s) about the disablement")
+                self.integration.events(
+                    "Normal", "NotificationSent", f"emailed {len(delivered)} user(s) about the disablement"
+                )
             message = "; ".join(errors)[:1024] if errors else f"sent to {len(delivered)} recipient(s)"
             self._mail_result = (delivered, attempts, message)
             self._wake_soon(0.0)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from m3stripe.adapters.kube_api import KubeApiError
 from m3stripe.api import names
@@ -23,6 +22,7 @@ from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
+from m3stripe.kube.integration import Integration
 from m3stripe.kube.planning import planned_conditions
 from m3stripe.kube.source import SourceHandle
 from m3stripe.kube.status_builder import (
@@ -35,37 +35,21 @@ from m3stripe.kube.status_builder import (
 )
 from m3stripe.kube.sync_driver import SyncDriver
 
-if TYPE_CHECKING:
-    from m3stripe.kube.runtime import Runtime
-
-
-class EventSink(Protocol):
-    def __call__(self, type_: str, reason: str, message: str) -> None: ...
-
 
 class IntegrationWorker:
-    def __init__(
-        self,
-        runtime: Runtime,
-        namespace: str,
-        name: str,
-        uid: str,
-        events: EventSink,
-        logger: logging.Logger | logging.LoggerAdapter[Any],
-    ) -> None:
-        self.runtime = runtime
-        self.namespace = namespace
-        self.name = name
-        self.uid = uid
-        self._events = events
-        self._logger = logger
+    """The single writer of one integration's status: it assesses credentials and spec, handles people's
+    gestures, and runs Send or Plan passes through its SyncDriver. It never writes while it lacks the Lease."""
+
+    def __init__(self, integration: Integration) -> None:
+        self.integration = integration
+        runtime = integration.runtime
         self._wake = asyncio.Event()
         self._stripe_check = CachedCheck(
             runtime.config.credential_recheck_seconds, runtime.config.credential_retry_seconds
         )
         assert runtime.sources is not None
         self._source = SourceHandle(runtime.config, runtime.sources)
-        self._sync = SyncDriver(runtime, namespace, name, uid, events, logger)
+        self._sync = SyncDriver(integration)
         self._sync.wake = self._wake.set
         self._next_sync: float | None = None
         self._last_written: dict[str, Any] | None = None
@@ -84,10 +68,10 @@ class IntegrationWorker:
     async def run(self, body: Mapping[str, Any], stopped: Any) -> None:
         try:
             while not stopped:
-                if not self.runtime.leader.is_leader():
+                if not self.integration.runtime.leader.is_leader():
                     # Only the Lease holder writes: a standby waits here, writing nothing at all.
                     self._observe_writer(False)
-                    if not await self.runtime.leader.wait_leading(stopped):
+                    if not await self.integration.runtime.leader.wait_leading(stopped):
                         break
                     # Another replica may have written the status meanwhile: start from what the API holds.
                     self._last_written = None
@@ -105,15 +89,19 @@ class IntegrationWorker:
                     raise
                 except FenceLost as err:
                     # Not an error of the integration: the replica that took the Lease carries on.
-                    self._logger.warning("%s/%s: %s; stopped writing", self.namespace, self.name, err)
+                    self.integration.logger.warning("%s: %s; stopped writing", self.integration.where, err)
                     continue
                 except Exception as err:
                     # A bug or an unexpected API failure must not kill the loop: report it and try again later.
-                    self._logger.exception("reconcile of %s/%s failed; retrying", self.namespace, self.name)
+                    self.integration.logger.exception(
+                        "reconcile of %s/%s failed; retrying", self.integration.namespace, self.integration.name
+                    )
                     await self._internal_error(body, err)
                 finally:
-                    self.runtime.metrics.observe_reconcile(self.namespace, self.name, time.monotonic() - started)
-                pause = self.runtime.config.secret_poll_seconds
+                    self.integration.runtime.metrics.observe_reconcile(
+                        self.integration.namespace, self.integration.name, time.monotonic() - started
+                    )
+                pause = self.integration.runtime.config.secret_poll_seconds
                 if self._next_sync is not None:
                     pause = min(pause, max(0.05, self._next_sync))
                 await self._sleep(pause, stopped)
@@ -137,7 +125,7 @@ class IntegrationWorker:
         for key, why in refused:
             if (key, annotations.get(key, "")) not in self._refusals_reported:
                 self._refusals_reported.add((key, annotations.get(key, "")))
-                self._events("Warning", "AnnotationRefused", f"annotation {key}: {why}")
+                self.integration.events("Warning", "AnnotationRefused", f"annotation {key}: {why}")
         # This worker is the only writer of the status: what it last wrote is the truth, even when the watch
         # has not delivered it back yet. The body's status only matters when the worker starts.
         current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
@@ -152,15 +140,15 @@ class IntegrationWorker:
             assessment = Assessment(problems=problems)
             if problems != self._problems_reported:
                 self._problems_reported = problems
-                self._events("Warning", "InvalidSpec", "; ".join(problems))
+                self.integration.events("Warning", "InvalidSpec", "; ".join(problems))
         else:
             self._problems_reported = ()
             assessment, stripe = await self._assess(parsed, {**current, **extra})
-        new = build_status(current, assessment, generation=generation, integration_id=self.uid, extra=extra)
+        new = build_status(current, assessment, generation=generation, integration_id=self.integration.uid, extra=extra)
         await self._write(current, new)
         self._sync.start_notification()  # only once its Sending state is in the API
         self._observe(new)
-        if isinstance(parsed, list) or not self.runtime.config.sync_enabled:
+        if isinstance(parsed, list) or not self.integration.runtime.config.sync_enabled:
             return
         ready = (
             stripe is not None
@@ -202,7 +190,7 @@ class IntegrationWorker:
             disabled=bool(base.get("disabled")),
             disabled_message=str(base.get("disabledMessage") or assessment.disabled_message),
         )
-        final = build_status(base, assessment, generation=generation, integration_id=self.uid)
+        final = build_status(base, assessment, generation=generation, integration_id=self.integration.uid)
         await self._write(self._last_written if self._last_written is not None else new, final)
         self._observe(final)
         self._next_sync = parsed.spec.sync_interval_seconds
@@ -213,7 +201,7 @@ class IntegrationWorker:
         resolve = annotations.get(names.ANNOTATION_RESOLVE, "")
         if resolve and resolve != current.get("lastHandledResolve") and not parse_targets(resolve):
             extra["lastHandledResolve"] = resolve
-            self._events(
+            self.integration.events(
                 "Warning",
                 "UnknownEventIds",
                 f"{names.ANNOTATION_RESOLVE}={resolve[:140]!r} names no event id (anything after '#' is only a "
@@ -223,10 +211,10 @@ class IntegrationWorker:
             extra["openEvents"] = resolve_events(current.get("openEvents") or (), resolve)
             extra["lastHandledResolve"] = resolve
             closed = len(current.get("openEvents") or ()) - len(extra["openEvents"])
-            self._events("Normal", "EventsResolved", f"{closed} error event(s) marked as actioned")
+            self.integration.events("Normal", "EventsResolved", f"{closed} error event(s) marked as actioned")
             unknown = unknown_event_ids(current.get("openEvents") or (), resolve)
             if unknown:
-                self._events(
+                self.integration.events(
                     "Warning",
                     "UnknownEventIds",
                     f"{names.ANNOTATION_RESOLVE} names {len(unknown)} id(s) that are not open events: "
@@ -237,19 +225,19 @@ class IntegrationWorker:
             extra["lastHandledReenable"] = reenable
             if current.get("disabled"):
                 extra.update(disabled=False, consecutiveErrors=0, disabledMessage=None)
-                self._events("Normal", "Reenabled", "re-enabled by the m3stripe.dev/reenable annotation")
+                self.integration.events("Normal", "Reenabled", "re-enabled by the m3stripe.dev/reenable annotation")
         return extra
 
     async def _assess(self, parsed: ParsedSpec, current: Mapping[str, Any]) -> tuple[Assessment, CheckResult]:
         spec = parsed.spec
         stripe = await check_stripe_credential(
-            self.runtime.kube,
-            self.namespace,
+            self.integration.runtime.kube,
+            self.integration.namespace,
             spec,
             self._stripe_check,
-            api_base=self.runtime.config.stripe_api_base,
+            api_base=self.integration.runtime.config.stripe_api_base,
         )
-        source: CheckResult = await self._source.check(self.runtime.kube, self.namespace, spec)
+        source: CheckResult = await self._source.check(self.integration.runtime.kube, self.integration.namespace, spec)
         mode = "test mode" if spec.is_test_mode else "live mode"
         account = f"Stripe account {stripe.account_id}" if stripe.account_id else "Stripe"
         ready_message = (
@@ -269,41 +257,46 @@ class IntegrationWorker:
 
     async def _internal_error(self, body: Mapping[str, Any], err: Exception) -> None:
         """Make an unexpected exception visible: Ready=False InternalError (with a Warning event), a metric."""
-        m = self.runtime.metrics
-        m.child(m.internal_errors, self.namespace, self.name, "reconcile").inc()
+        m = self.integration.runtime.metrics
+        m.child(m.internal_errors, self.integration.namespace, self.integration.name, "reconcile").inc()
         message = internal_error_message(err, "while reconciling")
         try:
             current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
             generation = body.get("metadata", {}).get("generation")
             await self._write(current, internal_error_status(current, message, generation=generation))
         except Exception:  # the status itself may be what is broken: the event still says it
-            self._logger.exception("%s/%s: could not record the internal error in status", self.namespace, self.name)
-            self._events("Warning", "InternalError", message)
+            self.integration.logger.exception(
+                "%s: could not record the internal error in status",
+                self.integration.where,
+            )
+            self.integration.events("Warning", "InternalError", message)
 
     def _observe(self, status: Mapping[str, Any]) -> None:
         spec = self._spec
-        self.runtime.metrics.observe_status(
-            self.namespace,
-            self.name,
+        self.integration.runtime.metrics.observe_status(
+            self.integration.namespace,
+            self.integration.name,
             status,
             suspended=bool(spec and spec.suspend),
             sync_interval=spec.sync_interval_seconds if spec else None,
         )
 
     def _observe_writer(self, writing: bool) -> None:
-        m = self.runtime.metrics
-        m.child(m.integration_writer, self.namespace, self.name).set(1 if writing else 0)
+        m = self.integration.runtime.metrics
+        m.child(m.integration_writer, self.integration.namespace, self.integration.name).set(1 if writing else 0)
 
     async def _write(self, current: Mapping[str, Any], new: dict[str, Any]) -> None:
         patch = status_patch(current, new)
         if patch is None:
             return
-        leader = self.runtime.leader
+        leader = self.integration.runtime.leader
         leader.fence()  # a replica that lost the Lease must not overwrite the new writer's status
         try:
             # Abandoned when the fence falls. Like a Stripe request, a PATCH the API server already received
             # is applied on its schedule; the margin of the Lease covers that.
-            await self.runtime.kube.patch_status(self.namespace, self.name, patch, timeout=leader.time_left())
+            await self.integration.runtime.kube.patch_status(
+                self.integration.namespace, self.integration.name, patch, timeout=leader.time_left()
+            )
         except KubeApiError:
             leader.fence()  # cut off by the fence: a lost Lease, not an error of the integration
             raise
@@ -314,17 +307,19 @@ class IntegrationWorker:
         """Kubernetes events on transitions only, never on every pass."""
         was_connected, is_connected = bool(old.get("connected")), bool(new.get("connected"))
         if is_connected and not was_connected:
-            self._events("Normal", "Connected", _condition_message(new, ConditionType.CONNECTED) or "connected")
+            self.integration.events(
+                "Normal", "Connected", _condition_message(new, ConditionType.CONNECTED) or "connected"
+            )
         elif was_connected and not is_connected:
             reason: str = _condition_reason(new, ConditionType.CONNECTED) or "Disconnected"
             message = _condition_message(new, ConditionType.CONNECTED) or "disconnected"
-            self._events("Warning" if reason != "NotConnected" else "Normal", "Disconnected", message)
+            self.integration.events("Warning" if reason != "NotConnected" else "Normal", "Disconnected", message)
         old_ready, new_ready = ready_of(old), ready_of(new)
         if new_ready != old_ready and new_ready[1] not in (None, "InvalidSpec"):
             ready_status, ready_reason = new_ready
             message = _condition_message(new, ConditionType.READY) or ""
             kind = "Normal" if ready_status == "True" or ready_reason in ("Suspended", "NotConnected") else "Warning"
-            self._events(kind, ready_reason or "Unknown", message)
+            self.integration.events(kind, ready_reason or "Unknown", message)
 
 
 def _condition_message(status: Mapping[str, Any], type_: str) -> str | None:
