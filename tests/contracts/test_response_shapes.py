@@ -43,7 +43,7 @@ NEWER_THAN_FIXTURE: dict[tuple[str, str], tuple[type, str]] = {
 KNOWN_DISAGREEMENTS: set[tuple[str, str]] = set()
 
 # What the operator reads from each object (operator/m3stripe/domain/stripe_writer.py, customers.py,
-# adapters/stripe_credentials.py and stripe_gateway.py): the emulator must return every one of them.
+# adapters/stripe_client.py and stripe_gateway.py): the emulator must return every one of them.
 OPERATOR_READS = {
     "account": {"id"},
     "customer": {"id", "metadata"},

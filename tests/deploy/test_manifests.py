@@ -522,7 +522,7 @@ def _ast_constant(path: Path, predicate: Any) -> float:
 def _shutdown_budget() -> float:
     """Seconds the operator may need after SIGTERM, from the timeouts its code sets."""
     handlers = ROOT / "operator" / "m3stripe" / "kube" / "handlers.py"
-    credentials = ROOT / "operator" / "m3stripe" / "adapters" / "stripe_credentials.py"
+    credentials = ROOT / "operator" / "m3stripe" / "adapters" / "stripe_client.py"
 
     def cancellation(node: ast.AST) -> Any:
         if (
