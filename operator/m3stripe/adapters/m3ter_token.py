@@ -11,7 +11,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import httpx
@@ -48,11 +48,17 @@ class M3terUnavailable(M3terSourceError, BillSourceUnavailable):
 
 @dataclass(frozen=True)
 class M3terCredentials:
-    """A Service User's API credentials for one m3ter Organization."""
+    """A Service User's API credentials for one m3ter Organization; `repr` masks the secret."""
 
     organization_id: str
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str
+
+    def __repr__(self) -> str:
+        return (
+            f"M3terCredentials(organization_id={self.organization_id!r}, client_id={self.client_id!r}, "
+            "client_secret='***')"
+        )
 
 
 def redact(text: str, credentials: M3terCredentials) -> str:
