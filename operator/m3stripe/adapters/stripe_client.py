@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import stripe
 from stripe._api_version import _ApiVersion
 
 from m3stripe.adapters.stripe_gateway import account_in_permission_error, scrub
+from m3stripe.domain.credential_check import CredentialCheck
 
 DEFAULT_API_BASE = "https://api.stripe.com"
 # Pin the API version, so a change of the account's default version in Stripe's dashboard never
@@ -40,17 +40,6 @@ def key_mode(key: str) -> KeyMode | None:
     return None
 
 
-@dataclass(frozen=True)
-class KeyCheck:
-    """Outcome of a credential check. `reason` is a CamelCase condition reason; `message` never holds the key."""
-
-    ok: bool
-    reason: str
-    message: str
-    account_id: str | None = None
-    retryable: bool = False
-
-
 @contextlib.asynccontextmanager
 async def open_client(
     api_key: str, *, api_base: str | None, timeout: float = 30.0, max_network_retries: int = 0
@@ -74,26 +63,26 @@ async def open_client(
         await http_client.close_async()  # type: ignore[no-untyped-call]
 
 
-async def check_key(api_key: str, *, test_mode: bool, api_base: str | None, timeout: float = 15.0) -> KeyCheck:
+async def check_key(api_key: str, *, test_mode: bool, api_base: str | None, timeout: float = 15.0) -> CredentialCheck:
     """Refuse a key of the wrong mode without calling Stripe; otherwise ask Stripe whether it accepts it."""
     mode = key_mode(api_key)
     destination = "StripeTestMode" if test_mode else "Stripe"
     if mode is None:
-        return KeyCheck(
+        return CredentialCheck(
             False,
             "InvalidKeyFormat",
             "the value is not a Stripe secret or restricted API key (expected it to start with sk_live_, "
             "rk_live_, sk_test_ or rk_test_); put the key from Stripe's dashboard, Developers > API keys, in the Secret",
         )
     if test_mode and mode is KeyMode.LIVE:
-        return KeyCheck(
+        return CredentialCheck(
             False,
             "KeyModeMismatch",
             f"the Secret holds a live-mode key but destination is {destination}; use a test key (sk_test_/rk_test_) "
             "or set destination: Stripe",
         )
     if not test_mode and mode is KeyMode.TEST:
-        return KeyCheck(
+        return CredentialCheck(
             False,
             "KeyModeMismatch",
             f"the Secret holds a test-mode key but destination is {destination}; use a live key (sk_live_/rk_live_) "
@@ -103,10 +92,12 @@ async def check_key(api_key: str, *, test_mode: bool, api_base: str | None, time
         return await _probe(client)
 
 
-async def _probe(client: stripe.StripeClient) -> KeyCheck:
+async def _probe(client: stripe.StripeClient) -> CredentialCheck:
     try:
         account = await client.v1.accounts.retrieve_current_async()
-        return KeyCheck(True, "Connected", f"Stripe accepted the key (account {account.id})", account_id=account.id)
+        return CredentialCheck(
+            True, "Connected", f"Stripe accepted the key (account {account.id})", account_id=account.id
+        )
     except stripe.PermissionError as err:
         # Stripe answers GET /v1/account with 403 for every restricted key ("This is a restricted API
         # key, but the required permissions are not available for use by restricted keys",
@@ -115,31 +106,35 @@ async def _probe(client: stripe.StripeClient) -> KeyCheck:
         # ("... for this endpoint on account 'acct_...'"), which keys the account's rate limit.
         account_id = account_in_permission_error(err.user_message or str(err))
     except stripe.AuthenticationError as err:
-        return KeyCheck(
+        return CredentialCheck(
             False,
             "StripeAuthFailed",
             f"Stripe rejected the API key (HTTP {err.http_status}); the key may be revoked or mistyped; "
             "put a valid key in the Secret",
         )
     except stripe.RateLimitError:
-        return KeyCheck(
+        return CredentialCheck(
             False,
             "StripeRateLimited",
             "Stripe answered 429 to the credential check; retrying",
             retryable=True,
         )
     except stripe.APIConnectionError as err:
-        return KeyCheck(False, "StripeUnreachable", f"could not reach Stripe: {_first_line(err)}", retryable=True)
+        return CredentialCheck(
+            False, "StripeUnreachable", f"could not reach Stripe: {_first_line(err)}", retryable=True
+        )
     except stripe.APIError as err:
-        return KeyCheck(False, "StripeUnavailable", f"Stripe answered HTTP {err.http_status}; retrying", retryable=True)
+        return CredentialCheck(
+            False, "StripeUnavailable", f"Stripe answered HTTP {err.http_status}; retrying", retryable=True
+        )
     except stripe.StripeError as err:
-        return KeyCheck(False, "StripeCheckFailed", f"Stripe refused the credential check: {_first_line(err)}")
+        return CredentialCheck(False, "StripeCheckFailed", f"Stripe refused the credential check: {_first_line(err)}")
     try:
         await client.v1.invoices.list_async(params={"limit": 1})
         where = f" (account {account_id})" if account_id else " (it cannot read the account id)"
-        return KeyCheck(True, "Connected", f"Stripe accepted the restricted key{where}", account_id=account_id)
+        return CredentialCheck(True, "Connected", f"Stripe accepted the restricted key{where}", account_id=account_id)
     except stripe.PermissionError:
-        return KeyCheck(
+        return CredentialCheck(
             False,
             "StripePermissionDenied",
             "the restricted key may not read invoices; grant it write access to Invoices, Invoice items and "
@@ -147,7 +142,7 @@ async def _probe(client: stripe.StripeClient) -> KeyCheck:
             account_id=account_id,
         )
     except stripe.StripeError as err:
-        return KeyCheck(
+        return CredentialCheck(
             False,
             "StripeCheckFailed",
             f"Stripe refused the credential check: {_first_line(err)}",

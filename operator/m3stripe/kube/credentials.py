@@ -7,13 +7,16 @@ result is old, or after a transient failure.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
-from m3stripe.adapters.stripe_client import KeyCheck, check_key
+from m3stripe.adapters.m3ter_token import M3terCredentials
+from m3stripe.adapters.stripe_client import check_key
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.credential_check import CredentialCheck
 
 # Stripe's docs give no key alphabet or length; a Stripe security engineer describes live keys as
 # `(sk|rk)_live_[0-9a-z]{10,128}`, case-insensitive (https://gitlab.com/gitlab-org/gitlab/-/issues/458019).
@@ -56,21 +59,10 @@ def key_format_problem(raw: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    reason: str
-    message: str
-    account_id: str | None = None
-    retryable: bool = False
-    # The verified credential itself, kept in memory for the sync; never printed or compared.
-    secret: str | None = field(default=None, repr=False, compare=False)
-
-
 @dataclass
 class _Cached:
     fingerprint: tuple[object, ...]
-    result: CheckResult
+    result: CredentialCheck
     at: float
 
 
@@ -82,7 +74,9 @@ class CachedCheck:
         self._retry = retry_seconds
         self._cached: _Cached | None = None
 
-    async def get(self, fingerprint: tuple[object, ...], run: Callable[[], Awaitable[CheckResult]]) -> CheckResult:
+    async def get(
+        self, fingerprint: tuple[object, ...], run: Callable[[], Awaitable[CredentialCheck]]
+    ) -> CredentialCheck:
         now = time.monotonic()
         cached = self._cached
         if cached is not None and cached.fingerprint == fingerprint:
@@ -105,11 +99,11 @@ async def check_stripe_credential(
     cache: CachedCheck,
     *,
     api_base: str | None,
-) -> CheckResult:
+) -> CredentialCheck:
     ref = spec.credentialRef
     if ref is None:
         cache.invalidate()
-        return CheckResult(
+        return CredentialCheck(
             False,
             "NotConnected",
             "no credential: set spec.credentialRef to a Secret holding the Stripe API key to connect the integration",
@@ -118,11 +112,11 @@ async def check_stripe_credential(
     try:
         secret = await kube.read_secret(namespace, ref.name)
     except KubeApiError as err:
-        return CheckResult(
+        return CredentialCheck(
             False, "SecretUnreadable", f"{err}; check the operator's RBAC (get on secrets)", retryable=True
         )
     if secret is None:
-        return CheckResult(
+        return CredentialCheck(
             False,
             "SecretNotFound",
             f"{where} (spec.credentialRef.name) does not exist; create it with the Stripe API key under key {ref.key!r}",
@@ -130,7 +124,7 @@ async def check_stripe_credential(
     key = secret.text(ref.key)
     if not key:
         present = ", ".join(sorted(secret.data)) or "none"
-        return CheckResult(
+        return CredentialCheck(
             False,
             "SecretKeyMissing",
             f"{where} has no non-empty key {ref.key!r} (spec.credentialRef.key); keys present: {present}",
@@ -138,54 +132,34 @@ async def check_stripe_credential(
     problem = key_format_problem(secret.data.get(ref.key) or b"")
     if problem is not None:
         cache.invalidate()
-        return CheckResult(False, "InvalidKeyFormat", f"{where}, key {ref.key!r}: {problem}")
+        return CredentialCheck(False, "InvalidKeyFormat", f"{where}, key {ref.key!r}: {problem}")
     fingerprint = (ref.name, ref.key, secret.resource_version, spec.destination, hash(key))
 
-    async def run() -> CheckResult:
-        check: KeyCheck = await check_key(key, test_mode=spec.is_test_mode, api_base=api_base)
-        message = check.message if check.ok else f"{where}, key {ref.key!r}: {check.message}"
-        return CheckResult(
-            check.ok,
-            check.reason,
-            message,
-            check.account_id,
-            check.retryable,
-            secret=key if check.ok else None,
-        )
+    async def run() -> CredentialCheck:
+        check = await check_key(key, test_mode=spec.is_test_mode, api_base=api_base)
+        if not check.ok:
+            return dataclasses.replace(check, message=f"{where}, key {ref.key!r}: {check.message}")
+        return dataclasses.replace(check, secret=key)
 
     return await cache.get(fingerprint, run)
 
 
-@dataclass(frozen=True)
-class M3terSecret:
-    """The m3ter credentials read from the referenced Secret; `repr` hides the secret."""
-
-    organization_id: str
-    client_id: str
-    client_secret: str
-
-    def __repr__(self) -> str:
-        return (
-            f"M3terSecret(organization_id={self.organization_id!r}, client_id={self.client_id!r}, client_secret='***')"
-        )
-
-
 async def read_m3ter_secret(
     kube: KubeApi, namespace: str, spec: StripeIntegrationSpec
-) -> tuple[M3terSecret | None, CheckResult | None, tuple[object, ...]]:
+) -> tuple[M3terCredentials | None, CredentialCheck | None, tuple[object, ...]]:
     """The m3ter credentials, or the problem that prevents reading them, plus a fingerprint of the inputs."""
     ref = spec.m3ter.credentialsRef
     where = f"Secret {namespace}/{ref.name}"
     try:
         secret = await kube.read_secret(namespace, ref.name)
     except KubeApiError as err:
-        return None, CheckResult(False, "M3terSecretUnreadable", str(err), retryable=True), ()
+        return None, CredentialCheck(False, "M3terCredentialsUnreadable", str(err), retryable=True), ()
     if secret is None:
         return (
             None,
-            CheckResult(
+            CredentialCheck(
                 False,
-                "M3terSecretNotFound",
+                "M3terCredentialsNotFound",
                 f"{where} (spec.m3ter.credentialsRef.name) does not exist; create it with the m3ter API key id under "
                 f"{ref.clientIdKey!r} and the API secret under {ref.clientSecretKey!r}",
             ),
@@ -197,15 +171,15 @@ async def read_m3ter_secret(
         present = ", ".join(sorted(secret.data)) or "none"
         return (
             None,
-            CheckResult(
+            CredentialCheck(
                 False,
-                "M3terSecretKeyMissing",
+                "M3terCredentialsKeyMissing",
                 f"{where} has no non-empty key(s) {', '.join(map(repr, missing))} (spec.m3ter.credentialsRef); "
                 f"keys present: {present}",
             ),
             (),
         )
-    creds = M3terSecret(spec.m3ter.organizationId, client_id, client_secret)
+    creds = M3terCredentials(spec.m3ter.organizationId, client_id, client_secret)
     fingerprint = (
         ref.name,
         secret.resource_version,

@@ -16,8 +16,9 @@ from m3stripe.adapters.m3ter_source import (
     M3terUnavailable,
 )
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.kube.config import OperatorConfig
-from m3stripe.kube.credentials import CachedCheck, CheckResult, M3terSecret, read_m3ter_secret
+from m3stripe.kube.credentials import CachedCheck, read_m3ter_secret
 
 
 @dataclass
@@ -39,11 +40,11 @@ class SourceRegistry:
         self._shared: dict[tuple[object, ...], _Shared] = {}
         self.rate_limits = M3terRateLimits(organization_rate=config.m3ter_requests_per_second)
 
-    def acquire(self, fingerprint: tuple[object, ...], creds: M3terSecret) -> _Shared:
+    def acquire(self, fingerprint: tuple[object, ...], creds: M3terCredentials) -> _Shared:
         shared = self._shared.get(fingerprint)
         if shared is None:
             source = M3terSource(
-                M3terCredentials(creds.organization_id, creds.client_id, creds.client_secret),
+                creds,
                 base_url=self._config.m3ter_base_url,
                 rate_limits=self.rate_limits,
             )
@@ -70,7 +71,7 @@ class SourceHandle:
         self._registry = registry
         self._fingerprint: tuple[object, ...] | None = None
         self._shared: _Shared | None = None
-        self._last: CheckResult | None = None
+        self._last: CredentialCheck | None = None
 
     @property
     def source(self) -> M3terSource | None:
@@ -78,25 +79,27 @@ class SourceHandle:
         ok = self._shared is not None and self._last is not None and self._last.ok
         return self._shared.source if ok and self._shared is not None else None
 
-    async def check(self, kube: KubeApi, namespace: str, spec: StripeIntegrationSpec) -> CheckResult:
+    async def check(self, kube: KubeApi, namespace: str, spec: StripeIntegrationSpec) -> CredentialCheck:
         creds, problem, fingerprint = await read_m3ter_secret(kube, namespace, spec)
         if problem is not None or creds is None:
             self._last = problem
-            return problem or CheckResult(False, "M3terSecretUnreadable", "could not read the m3ter credentials")
+            return problem or CredentialCheck(
+                False, "M3terCredentialsUnreadable", "could not read the m3ter credentials"
+            )
         if fingerprint != self._fingerprint or self._shared is None:
             await self.close()
             self._fingerprint = fingerprint
             self._shared = self._registry.acquire(fingerprint, creds)
         source = self._shared.source
 
-        async def run() -> CheckResult:
+        async def run() -> CredentialCheck:
             try:
                 await source.check()
             except M3terAuthError as err:
-                return CheckResult(False, "M3terAuthFailed", f"m3ter refused the credentials: {err}")
+                return CredentialCheck(False, "M3terAuthFailed", f"m3ter refused the credentials: {err}")
             except M3terUnavailable as err:
-                return CheckResult(False, "M3terUnreachable", f"could not reach m3ter: {err}", retryable=True)
-            return CheckResult(
+                return CredentialCheck(False, "M3terUnreachable", f"could not reach m3ter: {err}", retryable=True)
+            return CredentialCheck(
                 True,
                 "SourceConnected",
                 f"m3ter organization {creds.organization_id} accepted the credentials",

@@ -10,7 +10,7 @@ from typing import Any
 from m3stripe.adapters.stripe_gateway import scrub
 from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.status import ConditionType
-from m3stripe.kube.credentials import CheckResult
+from m3stripe.domain.credential_check import CredentialCheck
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,8 @@ class Assessment:
     disabled: bool = False
     disabled_message: str = ""
     suspended: bool = False
-    stripe: CheckResult | None = None
-    source: CheckResult | None = None
+    stripe: CredentialCheck | None = None
+    source: CredentialCheck | None = None
     ready_message: str = ""
     # An unexpected exception in the last pass (or this reconcile): shown until a pass runs cleanly.
     internal_error: str = ""
@@ -100,7 +100,7 @@ def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
     return obs, absent
 
 
-def _check_obs(type_: str, check: CheckResult) -> Observation:
+def _check_obs(type_: str, check: CredentialCheck) -> Observation:
     if check.ok:
         return Observation(type_, "True", check.reason, check.message)
     return Observation(type_, "Unknown" if check.retryable else "False", check.reason, check.message)

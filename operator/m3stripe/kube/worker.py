@@ -18,10 +18,11 @@ from m3stripe.api import names
 from m3stripe.api.conditions import Observation, find, merge_conditions
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import ConditionType
+from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
-from m3stripe.kube.credentials import CachedCheck, CheckResult, check_stripe_credential
+from m3stripe.kube.credentials import CachedCheck, check_stripe_credential
 from m3stripe.kube.integration import Integration
 from m3stripe.kube.planning import planned_conditions
 from m3stripe.kube.source import SourceHandle
@@ -133,7 +134,7 @@ class IntegrationWorker:
         extra.update(self._sync.notification_fields(current))
         parsed = parse_spec(body.get("spec"))
         self._spec = None if isinstance(parsed, list) else parsed.spec
-        stripe: CheckResult | None = None
+        stripe: CredentialCheck | None = None
         self._next_sync = None
         if isinstance(parsed, list):
             problems = tuple(str(p) for p in parsed)
@@ -228,7 +229,7 @@ class IntegrationWorker:
                 self.integration.events("Normal", "Reenabled", "re-enabled by the m3stripe.dev/reenable annotation")
         return extra
 
-    async def _assess(self, parsed: ParsedSpec, current: Mapping[str, Any]) -> tuple[Assessment, CheckResult]:
+    async def _assess(self, parsed: ParsedSpec, current: Mapping[str, Any]) -> tuple[Assessment, CredentialCheck]:
         spec = parsed.spec
         stripe = await check_stripe_credential(
             self.integration.runtime.kube,
@@ -237,7 +238,9 @@ class IntegrationWorker:
             self._stripe_check,
             api_base=self.integration.runtime.config.stripe_api_base,
         )
-        source: CheckResult = await self._source.check(self.integration.runtime.kube, self.integration.namespace, spec)
+        source: CredentialCheck = await self._source.check(
+            self.integration.runtime.kube, self.integration.namespace, spec
+        )
         mode = "test mode" if spec.is_test_mode else "live mode"
         account = f"Stripe account {stripe.account_id}" if stripe.account_id else "Stripe"
         ready_message = (
