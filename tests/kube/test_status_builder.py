@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from m3stripe.api.conditions import Observation
-from m3stripe.kube.credentials import CheckResult
+from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.kube.status_builder import (
     Assessment,
     build_status,
@@ -19,11 +19,11 @@ from m3stripe.kube.status_builder import (
     status_patch,
 )
 
-STRIPE_OK = CheckResult(True, "Connected", "Stripe accepted the key", account_id="acct_1")
-STRIPE_BAD = CheckResult(False, "StripeAuthFailed", "Stripe rejected the API key")
-STRIPE_DOWN = CheckResult(False, "StripeUnreachable", "could not reach Stripe", retryable=True)
-SOURCE_OK = CheckResult(True, "Connected", "m3ter accepted the credentials")
-SOURCE_BAD = CheckResult(False, "M3terAuthFailed", "m3ter rejected the credentials")
+STRIPE_OK = CredentialCheck(True, "Connected", "Stripe accepted the key", account_id="acct_1")
+STRIPE_BAD = CredentialCheck(False, "StripeAuthFailed", "Stripe rejected the API key")
+STRIPE_DOWN = CredentialCheck(False, "StripeUnreachable", "could not reach Stripe", retryable=True)
+SOURCE_OK = CredentialCheck(True, "Connected", "m3ter accepted the credentials")
+SOURCE_BAD = CredentialCheck(False, "M3terAuthFailed", "m3ter rejected the credentials")
 
 
 def by_type(observations: list[Observation]) -> dict[str, Observation]:

@@ -7,12 +7,12 @@ from typing import Any
 
 from m3stripe.api.conditions import find, rfc3339
 from m3stripe.api.status import ConditionType
+from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
-from m3stripe.kube.credentials import CheckResult
 from m3stripe.kube.planning import plan_seconds_until_due, planned_conditions
 from m3stripe.kube.status_builder import Assessment, build_status
 
-OK = CheckResult(True, "Connected", "Stripe accepted the key", account_id="acct_1")
+OK = CredentialCheck(True, "Connected", "Stripe accepted the key", account_id="acct_1")
 
 
 def parsed(mode: str) -> ParsedSpec:

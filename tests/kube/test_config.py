@@ -1,40 +1,12 @@
-"""Go-style durations and the operator's environment configuration."""
+"""The operator's environment configuration (OperatorConfig.from_env)."""
 
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 import pytest
 
-from m3stripe.domain.durations import parse_duration
 from m3stripe.kube.config import OperatorConfig
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("30s", 30),
-        ("5m", 300),
-        ("1h", 3600),
-        ("1h30m", 5400),
-        ("1h30m15s", 5415),
-        ("250ms", 0.25),
-        ("1m500ms", 60.5),
-        ("1.5h", 5400),
-        ("0s", 0),
-        ("720h", 720 * 3600),
-    ],
-)
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == timedelta(seconds=seconds)
-
-
-@pytest.mark.parametrize("text", ["", "5", "5d", "1h 30m", " 5s", "5s ", "-5s", "s", "1.h", "5sec", "5M", "abc"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError) as info:
-        parse_duration(text)
-    assert repr(text) in str(info.value)
 
 
 @pytest.fixture
@@ -116,13 +88,20 @@ def test_bad_duration_exits_naming_the_variable(clean_env: pytest.MonkeyPatch) -
     assert "'30 seconds'" in str(info.value.code)
 
 
-@pytest.mark.parametrize("text", ["99999999999999h", "9" * 30 + "h", "2562048h"])
-def test_a_duration_beyond_go_durations_is_refused_not_overflowed(text: str) -> None:
-    with pytest.raises(ValueError, match=r"maximum|too long"):
-        parse_duration(text)
+def test_the_m3ter_budget_defaults_under_m3ters_50_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("M3STRIPE_M3TER_REQUESTS_PER_SECOND", raising=False)
+    assert OperatorConfig.from_env().m3ter_requests_per_second == 40.0
 
 
-def test_a_duration_longer_than_its_maximum_names_the_maximum() -> None:
-    with pytest.raises(ValueError, match="maximum of 24h"):
-        parse_duration("25h", maximum=timedelta(hours=24))
-    assert parse_duration("24h", maximum=timedelta(hours=24)) == timedelta(hours=24)
+def test_the_m3ter_budget_can_be_split_between_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("M3STRIPE_M3TER_REQUESTS_PER_SECOND", "12.5")
+    assert OperatorConfig.from_env().m3ter_requests_per_second == 12.5
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "fast", "nan", "inf"])
+def test_a_bad_m3ter_budget_stops_the_operator_with_the_variable_named(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("M3STRIPE_M3TER_REQUESTS_PER_SECOND", raw)
+    with pytest.raises(SystemExit, match="M3STRIPE_M3TER_REQUESTS_PER_SECOND: expected a positive number"):
+        OperatorConfig.from_env()
