@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from m3stripe.api.conditions import find, parse_rfc3339
+from m3stripe.domain.runs import RunReport, RunStatus
 
 PREFIX = "m3stripe"
 
@@ -191,20 +193,39 @@ class Metrics:
         self.child(self.suspended, namespace, name).set(1 if suspended else 0)
         if sync_interval is not None:
             self.child(self.sync_interval, namespace, name).set(sync_interval)
-        last_success = status.get("lastSuccessfulSyncTime")
-        if last_success:
-            stamp = datetime.fromisoformat(str(last_success).replace("Z", "+00:00")).timestamp()
-            self.child(self.last_success, namespace, name).set(stamp)
-        source = any(
-            c.get("type") == "SourceConnected" and c.get("status") == "True" for c in status.get("conditions") or ()
-        )
-        self.child(self.source_connected, namespace, name).set(1 if source else 0)
+        last_success = parse_rfc3339(status.get("lastSuccessfulSyncTime"))
+        if last_success is not None:
+            self.child(self.last_success, namespace, name).set(last_success.timestamp())
+        conditions = status.get("conditions")
+        self.child(self.source_connected, namespace, name).set(_true(find(conditions, "SourceConnected")))
+        self.child(self.ready, namespace, name).set(_true(find(conditions, "Ready")))
         self.child(self.open_events, namespace, name).set(len(status.get("openEvents") or ()))
         self.child(self.connected, namespace, name).set(1 if status.get("connected") else 0)
         self.child(self.disabled, namespace, name).set(1 if status.get("disabled") else 0)
         self.child(self.consecutive_errors, namespace, name).set(int(status.get("consecutiveErrors") or 0))
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
-        self.child(self.ready, namespace, name).set(1 if ready else 0)
+
+    def observe_run(self, namespace: str, name: str, report: RunReport, *, seconds: float, interval: float) -> None:
+        """Counters and gauges from one finished Send pass."""
+        self.child(self.runs, namespace, name, str(report.status)).inc()
+        self.child(self.run_duration, namespace, name).observe(seconds)
+        self.child(self.sync_interval, namespace, name).set(interval)
+        for outcome, count in (
+            ("sent", report.sent),
+            ("unchanged", report.unchanged),
+            ("skipped", report.skipped),
+            ("failed", report.failed),
+        ):
+            self.child(self.bills, namespace, name, outcome).inc(count)
+        for event in report.events:
+            self.child(self.error_events, namespace, name, str(event.kind)).inc()
+        if report.status is RunStatus.COMPLETE and report.completed is not None:
+            self.child(self.last_success, namespace, name).set(report.completed.timestamp())
+
+    def internal_error(self, namespace: str, name: str, where: str) -> None:
+        self.child(self.internal_errors, namespace, name, where).inc()
+
+    def writer(self, namespace: str, name: str, writing: bool) -> None:
+        self.child(self.integration_writer, namespace, name).set(1 if writing else 0)
 
     # LeadershipObserver (the elector reports here); identity: one value per process.
     def leading(self, lease: str, identity: str, is_leader: bool) -> None:
@@ -231,3 +252,7 @@ class Metrics:
         for metric, values in self._issued.pop((namespace, name), set()):
             with contextlib.suppress(KeyError):  # already gone
                 metric.remove(*values)
+
+
+def _true(condition: Mapping[str, Any] | None) -> int:
+    return 1 if condition is not None and condition.get("status") == "True" else 0

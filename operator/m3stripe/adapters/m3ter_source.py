@@ -35,6 +35,7 @@ from m3ter.types import (
 )
 from m3ter.types.bill_response import LineItem as SdkLineItem
 
+from m3stripe.api.conditions import parse_rfc3339
 from m3stripe.domain.billing import (
     ADDRESS_KEYS,
     Account,
@@ -739,7 +740,7 @@ def _datetime(value: Any) -> datetime | None:
     # The SDK builds models without validation, so an unparsable field arrives as the raw string.
     if value is None or isinstance(value, datetime):
         return None if value is None else _aware(value)
-    return _aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    return parse_rfc3339(str(value))
 
 
 def _date(value: Any) -> date | None:

@@ -39,6 +39,16 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def parse_rfc3339(value: str | None) -> datetime | None:
+    """The inverse of `rfc3339`, timezone-aware (any ISO 8601 form; a time without offset is UTC); None when empty.
+
+    Raises ValueError for text that is no time: callers that read what people may have written decide."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def now_rfc3339() -> str:
     return rfc3339(datetime.now(UTC))
 

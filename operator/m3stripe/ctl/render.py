@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from m3stripe.api.conditions import parse_rfc3339
+
 NONE = "-"
 
 
@@ -29,13 +31,11 @@ def dump(data: Any, fmt: str) -> str:
 
 
 def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
+    """A status timestamp for display: None when absent or not a time (a table never fails on a bad status)."""
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_rfc3339(str(value)) if value else None
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def age(value: Any, now: datetime | None = None) -> str:

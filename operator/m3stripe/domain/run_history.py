@@ -14,22 +14,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from m3stripe.api import names
-from m3stripe.api.conditions import rfc3339
+from m3stripe.api.conditions import parse_rfc3339, rfc3339
 from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus, SyncState
 
 MAX_OPEN_EVENTS = 100
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def sync_state(status: Mapping[str, Any]) -> SyncState:
     progress = status.get("sync") or {}
     return SyncState(
-        watermark=parse_time(progress.get("watermark")),
+        watermark=parse_rfc3339(progress.get("watermark")),
         retry_bill_ids=tuple(progress.get("retryBillIds") or ()),
         last_sweep=_last_sweep(progress.get("lastSweep")),
     )
@@ -39,7 +33,7 @@ def _last_sweep(value: Any) -> datetime | None:
     # Unreadable (a status restored from elsewhere): as if no sweep had completed, so the next pass sweeps
     # every Bill; that costs reads and can skip nothing, where refusing the pass would stop the integration.
     try:
-        return parse_time(value) if isinstance(value, str) else None
+        return parse_rfc3339(value) if isinstance(value, str) else None
     except ValueError:
         return None
 
@@ -92,7 +86,7 @@ def merge_events(
         else:
             current.update(runId=event.run_id, lastSeen=stamp, count=int(current.get("count", 1)) + 1)
     cutoff = now - retention
-    kept = [e for e in by_id.values() if (parse_time(e.get("lastSeen")) or now) >= cutoff]
+    kept = [e for e in by_id.values() if (parse_rfc3339(e.get("lastSeen")) or now) >= cutoff]
     kept.sort(key=lambda e: str(e.get("lastSeen")), reverse=True)
     return [{k: v for k, v in e.items() if v is not None} for e in kept[:MAX_OPEN_EVENTS]], fresh
 

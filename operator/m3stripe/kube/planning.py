@@ -17,10 +17,10 @@ from typing import Any
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
-from m3stripe.api.conditions import Observation, merge_conditions
+from m3stripe.api.conditions import Observation, merge_conditions, parse_rfc3339
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.ports import FenceLost
-from m3stripe.domain.run_history import parse_time, sync_state
+from m3stripe.domain.run_history import sync_state
 from m3stripe.domain.runs import ErrorBudget
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import build_engine
@@ -48,7 +48,7 @@ def plan_seconds_until_due(
     plan = status.get("plan") or {}
     if plan.get("observedGeneration") != status.get("observedGeneration"):
         return 0.0
-    last = parse_time(plan.get("time"))
+    last = parse_rfc3339(plan.get("time"))
     if last is None:
         return 0.0
     return max(0.0, last.timestamp() + parsed.spec.sync_interval_seconds - datetime.now(UTC).timestamp())
@@ -102,7 +102,7 @@ async def plan_pass(
         except Exception as err:
             integration.logger.exception("%s: the plan pass failed unexpectedly", integration.where)
             m = runtime.metrics
-            m.child(m.internal_errors, integration.namespace, integration.name, "plan").inc()
+            m.internal_error(integration.namespace, integration.name, "plan")
             return extra, internal_error_message(err, "in the plan pass")
     assert engine.planner is not None  # spec.mode is Plan
     extra["plan"] = engine.planner.summary(report, generation=status.get("observedGeneration"))

@@ -13,14 +13,13 @@ from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
 from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
-from m3stripe.api.conditions import rfc3339
+from m3stripe.api.conditions import parse_rfc3339, rfc3339
 from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.run_history import (
     ReplayRequest,
     disabled_event,
     fold_report,
     merge_events,
-    parse_time,
     replay_request,
     sync_state,
 )
@@ -70,7 +69,7 @@ class SyncDriver:
             return 0.0
         if annotations.get(names.ANNOTATION_REPLAY, "") not in ("", status.get("lastHandledReplay")):
             return 0.0
-        last = parse_time((status.get("lastSync") or {}).get("completionTime"))
+        last = parse_rfc3339((status.get("lastSync") or {}).get("completionTime"))
         if last is None:
             return 0.0  # never ran, or the status was lost: do not wait a whole interval
         due = last.timestamp() + parsed.spec.sync_interval_seconds
@@ -136,7 +135,13 @@ class SyncDriver:
                 # Recorded as a run that ended in ERROR, keeping the last progress: nothing is skipped.
                 report = self._crashed(status, err)
             self._warn_filter(engine)
-        self._observe(report, time.monotonic() - started, spec.sync_interval_seconds)
+        self.integration.runtime.metrics.observe_run(
+            self.integration.namespace,
+            self.integration.name,
+            report,
+            seconds=time.monotonic() - started,
+            interval=spec.sync_interval_seconds,
+        )
         retention = spec.event_retention
         fields, fresh = fold_report(
             status,
@@ -180,7 +185,7 @@ class SyncDriver:
     def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
         self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
         m = self.integration.runtime.metrics
-        m.child(m.internal_errors, self.integration.namespace, self.integration.name, "pass").inc()
+        m.internal_error(self.integration.namespace, self.integration.name, "pass")
         self.pass_error = internal_error_message(err, "in the sync pass")
         try:
             state = sync_state(status)
@@ -230,23 +235,6 @@ class SyncDriver:
             if warning not in self._filter_warned:
                 self._filter_warned.add(warning)
                 self.integration.events("Warning", "AccountFilterWarning", f"spec.{warning}")
-
-    def _observe(self, report: RunReport, seconds: float, interval: float) -> None:
-        m, ns, name = self.integration.runtime.metrics, self.integration.namespace, self.integration.name
-        m.child(m.runs, ns, name, str(report.status)).inc()
-        m.child(m.run_duration, ns, name).observe(seconds)
-        m.child(m.sync_interval, ns, name).set(interval)
-        for outcome, count in (
-            ("sent", report.sent),
-            ("unchanged", report.unchanged),
-            ("skipped", report.skipped),
-            ("failed", report.failed),
-        ):
-            m.child(m.bills, ns, name, outcome).inc(count)
-        for event in report.events:
-            m.child(m.error_events, ns, name, str(event.kind)).inc()
-        if report.status is RunStatus.COMPLETE and report.completed is not None:
-            m.child(m.last_success, ns, name).set(report.completed.timestamp())
 
     def _announce(self, report: RunReport, fresh: list[Any]) -> None:
         for event in fresh[:MAX_K8S_EVENTS_PER_RUN]:
@@ -322,7 +310,7 @@ class SyncDriver:
             return {"notification": {**note, "state": "Unknown"}}
         if state != "Pending" or self.integration.runtime.mailer is None:
             return {}
-        due = parse_time(note.get("nextAttemptTime"))
+        due = parse_rfc3339(note.get("nextAttemptTime"))
         now = datetime.now(UTC)
         if due is not None and due > now:
             self._wake_soon((due - now).total_seconds())

@@ -261,7 +261,7 @@ class IntegrationWorker:
     async def _internal_error(self, body: Mapping[str, Any], err: Exception) -> None:
         """Make an unexpected exception visible: Ready=False InternalError (with a Warning event), a metric."""
         m = self.integration.runtime.metrics
-        m.child(m.internal_errors, self.integration.namespace, self.integration.name, "reconcile").inc()
+        m.internal_error(self.integration.namespace, self.integration.name, "reconcile")
         message = internal_error_message(err, "while reconciling")
         try:
             current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
@@ -285,8 +285,7 @@ class IntegrationWorker:
         )
 
     def _observe_writer(self, writing: bool) -> None:
-        m = self.integration.runtime.metrics
-        m.child(m.integration_writer, self.integration.namespace, self.integration.name).set(1 if writing else 0)
+        self.integration.runtime.metrics.writer(self.integration.namespace, self.integration.name, writing)
 
     async def _write(self, current: Mapping[str, Any], new: dict[str, Any]) -> None:
         patch = status_patch(current, new)
