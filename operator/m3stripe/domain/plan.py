@@ -1,7 +1,7 @@
 """Dry runs (spec.mode: Plan): decide, per Bill, what a Send pass would write to Stripe, and write nothing.
 
-Deciding is separate from doing in the writer itself (stripe_writer.py): `StripeWriter.decide_*` read what
-Stripe holds and return a `Decision` (CreateInvoice, UpdateDraft, AddItems, Nothing, Blocked), which a Send
+Deciding is separate from doing in the writer itself (stripe_writer.py): `StripeWriter.decide` reads what
+Stripe holds and returns a `Decision` (CreateInvoice, UpdateDraft, AddItems, Nothing, Blocked), which a Send
 pass then executes. A plan makes the same decisions with a writer built on a `ports.LedgerReader` (no write
 method at all, and no ledger to execute with), records them and executes none.
 """
@@ -20,7 +20,7 @@ from m3stripe.domain.mapping import BillPlan
 from m3stripe.domain.money import format_money, from_minor_units
 from m3stripe.domain.ports import LedgerReader
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
-from m3stripe.domain.stripe_writer import BillAction, Decision, StripeWriter, decide_invoice, decide_items
+from m3stripe.domain.stripe_writer import BillAction, Decision, Kind, StripeWriter, decide_invoice, decide_items
 
 __all__ = ["BillAction", "Decision", "PlannedBill", "Planner", "decide_invoice", "decide_items"]
 
@@ -89,12 +89,10 @@ class Planner:
     async def decide(
         self, plan: BillPlan, customer: str, *, invoice_mode: bool, not_before: datetime | None = None
     ) -> Decision:
-        """The writer's own decision (StripeWriter.decide_*), made through the read-only port; never executed."""
+        """The writer's own decision (StripeWriter.decide), made through the read-only port; never executed."""
         self._mapped[plan.bill_id] = (plan, customer)
-        if invoice_mode:
-            decision = await self._writer.decide_invoice(plan, customer, not_before=not_before)
-        else:
-            decision = await self._writer.decide_items(plan, customer, not_before=not_before)
+        kind: Kind = "invoice" if invoice_mode else "item"
+        decision = await self._writer.decide(kind, plan, customer, not_before=not_before)
         self._decisions[plan.bill_id] = decision
         return decision
 

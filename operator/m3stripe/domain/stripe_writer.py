@@ -161,7 +161,7 @@ class BillAction(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    """The writer's decision for one Bill; `StripeWriter.execute_*` carries it out, a plan only records it."""
+    """The writer's decision for one Bill; `StripeWriter._execute_*` carries it out, a plan only records it."""
 
     action: BillAction
     reason: str
@@ -291,18 +291,36 @@ class StripeWriter:
             lock = self._locks[customer] = asyncio.Lock()
         return lock
 
-    # Invoice mode
+    # Either mode: `not_before` is when m3ter created the Bill (no earlier write of it can be older); None: unknown.
     async def write_invoice(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
-        """`not_before`: when m3ter created the Bill (no earlier write of it can be older); None: unknown."""
-        async with self._lock(customer):
-            index = await self._index("invoice", customer, not_before)
-            return await self._write_invoice(plan, customer, index)
+        return await self._write("invoice", plan, customer, not_before)
 
-    async def decide_invoice(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> Decision:
-        """What the Bill needs in Stripe (invoice mode), from reads only."""
-        async with self._lock(customer):
-            return await self._decide_invoice(plan, await self._index("invoice", customer, not_before))
+    async def write_items(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
+        return await self._write("item", plan, customer, not_before)
 
+    async def decide(
+        self, kind: Kind, plan: BillPlan, customer: str, *, not_before: datetime | None = None
+    ) -> Decision:
+        """What the Bill needs in Stripe (kind "invoice": invoice mode, "item": items mode), from reads only."""
+        async with self._lock(customer):
+            return await self._decide(kind, plan, await self._index(kind, customer, not_before))
+
+    async def _write(self, kind: Kind, plan: BillPlan, customer: str, not_before: datetime | None) -> WriteResult:
+        async with self._lock(customer):
+            index = await self._index(kind, customer, not_before)
+            decision = await self._decide(kind, plan, index)
+            self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
+            if decision.action is BillAction.NOTHING:
+                return WriteResult(decision.stripe_id or "", False)
+            if decision.action is BillAction.BLOCKED:
+                raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
+            execute = self._execute_invoice if kind == "invoice" else self._execute_items
+            return await execute(plan, customer, index, decision)
+
+    async def _decide(self, kind: Kind, plan: BillPlan, index: CustomerIndex) -> Decision:
+        return await (self._decide_invoice if kind == "invoice" else self._decide_items)(plan, index)
+
+    # Invoice mode
     async def _decide_invoice(self, plan: BillPlan, index: CustomerIndex) -> Decision:
         held = index.held(plan.bill_id)
         # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
@@ -318,17 +336,11 @@ class StripeWriter:
             decision = decide_invoice(plan, invoice, lines)
         return decision
 
-    async def _write_invoice(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
-        return await self._execute_invoice(plan, customer, index, await self._decide_invoice(plan, index))
-
     async def _execute_invoice(
         self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
+        """Carry out a decision that writes (CreateInvoice or UpdateDraft); `_write` settles the others."""
         ledger = self._writes()
-        if decision.action is BillAction.NOTHING:
-            return WriteResult(decision.stripe_id or "", False)
-        if decision.action is BillAction.BLOCKED:
-            raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
         if decision.action is BillAction.CREATE_INVOICE:
             params = plan.invoice_create_params(customer)
             created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
@@ -367,17 +379,6 @@ class StripeWriter:
         return held
 
     # Invoice-items mode
-    async def write_items(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
-        """`not_before`: when m3ter created the Bill (no earlier write of it can be older); None: unknown."""
-        async with self._lock(customer):
-            index = await self._index("item", customer, not_before)
-            return await self._write_items(plan, customer, index)
-
-    async def decide_items(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> Decision:
-        """What the Bill needs in Stripe (items mode), from reads only."""
-        async with self._lock(customer):
-            return await self._decide_items(plan, await self._index("item", customer, not_before))
-
     async def _decide_items(self, plan: BillPlan, index: CustomerIndex) -> Decision:
         items: list[HeldLine] = index.held(plan.bill_id)
         stale, _, _ = _diff(_wanted(plan), items)
@@ -389,17 +390,11 @@ class StripeWriter:
                     break  # the first finalized one blocks the Bill
         return decide_items(plan, items, invoiced)
 
-    async def _write_items(self, plan: BillPlan, customer: str, index: CustomerIndex) -> WriteResult:
-        return await self._execute_items(plan, customer, index, await self._decide_items(plan, index))
-
     async def _execute_items(
         self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
+        """Carry out an AddItems decision; `_write` settles the others."""
         ledger = self._writes()
-        if decision.action is BillAction.NOTHING:
-            return WriteResult(decision.stripe_id or "", False)
-        if decision.action is BillAction.BLOCKED:
-            raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
         created: list[str] = []
         for ii in decision.stale:
             await self._delete_item(ii.id)
