@@ -11,7 +11,7 @@ costs 25-40 times its `json.loads` (benchmarks/README.md).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
@@ -124,54 +124,40 @@ class StripeLedger(StripeLedgerReader):
         super().__init__(gateway)
         self._g = gateway
 
+    async def _write(
+        self, endpoint: str, method: Callable[..., Awaitable[Any]], *ids: str, params: Any, key: str
+    ) -> Any:
+        """One write with idempotency key `key`, through the gateway: `method(*ids, params=params, options=...)`."""
+        options = {"idempotency_key": key}
+        return await self._g.call(endpoint, lambda: method(*ids, params=params, options=options))
+
     async def create_invoice(self, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice:
-        v1 = self._g.client.v1
-        created: Any = await self._g.call(
-            "invoices.create",
-            lambda: v1.invoices.create_async(params=params, options={"idempotency_key": idempotency_key}),  # type: ignore[arg-type]
-        )
+        invoices = self._g.client.v1.invoices
+        created = await self._write("invoices.create", invoices.create_async, params=params, key=idempotency_key)
         return held_invoice(created)
 
     async def add_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None:
-        v1 = self._g.client.v1
-        await self._g.call(
-            "invoices.add_lines",
-            lambda: v1.invoices.add_lines_async(
-                invoice_id,
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            ),
+        invoices = self._g.client.v1.invoices
+        await self._write(
+            "invoices.add_lines", invoices.add_lines_async, invoice_id, params=params, key=idempotency_key
         )
 
     async def remove_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None:
-        v1 = self._g.client.v1
-        await self._g.call(
-            "invoices.remove_lines",
-            lambda: v1.invoices.remove_lines_async(
-                invoice_id,
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            ),
+        invoices = self._g.client.v1.invoices
+        await self._write(
+            "invoices.remove_lines", invoices.remove_lines_async, invoice_id, params=params, key=idempotency_key
         )
 
     async def update_invoice(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice:
-        v1 = self._g.client.v1
-        updated: Any = await self._g.call(
-            "invoices.update",
-            lambda: v1.invoices.update_async(
-                invoice_id,
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            ),
+        invoices = self._g.client.v1.invoices
+        updated = await self._write(
+            "invoices.update", invoices.update_async, invoice_id, params=params, key=idempotency_key
         )
         return held_invoice(updated)
 
     async def create_item(self, params: dict[str, Any], *, idempotency_key: str) -> HeldLine:
-        v1 = self._g.client.v1
-        item: Any = await self._g.call(
-            "invoiceitems.create",
-            lambda: v1.invoice_items.create_async(params=params, options={"idempotency_key": idempotency_key}),  # type: ignore[arg-type]
-        )
+        items = self._g.client.v1.invoice_items
+        item = await self._write("invoiceitems.create", items.create_async, params=params, key=idempotency_key)
         return held_line(item)
 
     async def delete_item(self, item_id: str) -> None:
