@@ -72,6 +72,10 @@ def load_api_client() -> client.ApiClient:
 
 
 class KubeApi:
+    """The only code that calls the Kubernetes client: StripeIntegrations, their status, Secrets, Leases.
+
+    Blocking client calls run in the executor, so it never stalls the event loop; errors leave it as KubeApiError."""
+
     def __init__(self, api_client: client.ApiClient | None = None, *, secret_ttl: float = 0.0) -> None:
         self._api_client = api_client or load_api_client()
         self._core = client.CoreV1Api(self._api_client)

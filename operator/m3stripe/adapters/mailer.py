@@ -16,6 +16,8 @@ class MailError(Exception):
 
 @dataclass(frozen=True)
 class SmtpSettings:
+    """Where the disablement emails go out; the password is never printed."""
+
     host: str
     port: int = 587
     sender: str = "m3stripe-operator@localhost"
@@ -46,6 +48,8 @@ class SmtpSettings:
 
 
 class Mailer:
+    """Sends the disablement email over SMTP (stdlib smtplib in a thread), one message per recipient."""
+
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
 

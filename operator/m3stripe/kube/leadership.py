@@ -92,6 +92,8 @@ def _clock() -> float:
 
 @dataclass(frozen=True)
 class LeaseSettings:
+    """The Lease this process competes for, and client-go's three durations (whole seconds)."""
+
     name: str = "m3stripe"
     namespace: str = "default"
     identity: str = ""

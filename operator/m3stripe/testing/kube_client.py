@@ -13,6 +13,8 @@ from m3stripe.api import names
 
 
 class KubeClient:
+    """A test's own view of the API server (StripeIntegrations, Secrets, events), through the official client."""
+
     def __init__(self, kubeconfig: Path) -> None:
         self.api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(self.api_client)
