@@ -384,7 +384,7 @@ def test_leader_election_is_on_with_its_lease_rbac_in_the_operators_namespace_on
     # The Lease lives in the pod's namespace; the identity starts with the pod's name.
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    from m3stripe.domain.durations import parse_duration
+    from m3stripe.api.durations import parse_duration
     from m3stripe.kube.leadership import LeaseSettings
 
     settings = LeaseSettings(

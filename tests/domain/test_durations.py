@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from m3stripe.domain.durations import parse_duration
+from m3stripe.api.durations import parse_duration
 
 
 @pytest.mark.parametrize(

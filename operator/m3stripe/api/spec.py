@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 from pydantic.config import JsonDict
 
-from m3stripe.domain.durations import parse_duration
+from m3stripe.api.durations import parse_duration
 
 # DNS-1123 subdomain: what Kubernetes accepts as a Secret name.
 SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -14,12 +14,12 @@ from typing import Any
 
 from m3stripe.api import names
 from m3stripe.api.conditions import find
+from m3stripe.api.durations import format_duration, parse_duration
 from m3stripe.api.status import ConditionType
 from m3stripe.ctl import gestures, views
 from m3stripe.ctl import plan as plans
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.render import NONE, dump, parse_time
-from m3stripe.domain.durations import format_duration, parse_duration
 from m3stripe.domain.run_history import BILL_ID, MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
 
 EPILOG = (

@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from m3stripe.domain.durations import parse_duration
+from m3stripe.api.durations import parse_duration
 
 
 def _seconds(name: str, default: str) -> float:
