@@ -19,13 +19,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, Unpack
 
 import aiohttp
 import stripe
 from aiolimiter import AsyncLimiter
 
-from m3stripe.domain.ports import Failure, LedgerError
+from m3stripe.domain.ports import Failure, LedgerError, LedgerErrorDetails
 
 T = TypeVar("T")
 __all__ = ["Failure", "LedgerError", "StripeCallError", "StripeGateway", "scrub"]
@@ -77,17 +77,8 @@ def account_in_permission_error(message: str) -> str | None:
 class StripeCallError(LedgerError):
     """A Stripe request that failed for good; its message is scrubbed of keys and account ids."""
 
-    def __init__(
-        self,
-        failure: Failure,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        endpoint: str = "",
-        permission: str | None = None,
-    ) -> None:
-        super().__init__(failure, scrub(message), status=status, code=code, endpoint=endpoint, permission=permission)
+    def __init__(self, failure: Failure, message: str, **details: Unpack[LedgerErrorDetails]) -> None:
+        super().__init__(failure, scrub(message), **details)
 
 
 class StripeObserver(Protocol):

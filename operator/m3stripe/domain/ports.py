@@ -14,7 +14,7 @@ import enum
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, Unpack, runtime_checkable
 
 from m3stripe.domain.billing import Account, Bill, CurrencyRounding, MalformedBill
 from m3stripe.domain.sweep import ListedBill
@@ -63,26 +63,25 @@ class Failure(enum.StrEnum):
     TRANSIENT = "transient"  # retries exhausted on 429/5xx/network
 
 
+class LedgerErrorDetails(TypedDict, total=False):
+    """What a LedgerError may say besides its failure and message (an adapter's subclass passes them on)."""
+
+    status: int | None  # the HTTP status
+    code: str | None  # Stripe's error code
+    endpoint: str  # the request that failed, e.g. "invoices.create"
+    permission: str | None  # the restricted-key permission Stripe says is missing (403), e.g. "rak_invoice_write"
+
+
 class LedgerError(Exception):
     """A Stripe request failed for good; the message is already free of secrets."""
 
-    def __init__(
-        self,
-        failure: Failure,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        endpoint: str = "",
-        permission: str | None = None,
-    ) -> None:
+    def __init__(self, failure: Failure, message: str, **details: Unpack[LedgerErrorDetails]) -> None:
         super().__init__(message)
         self.failure = failure
-        self.status = status
-        self.code = code
-        self.endpoint = endpoint
-        # The restricted-key permission Stripe says is missing (403), e.g. "rak_invoice_write".
-        self.permission = permission
+        self.status = details.get("status")
+        self.code = details.get("code")
+        self.endpoint = details.get("endpoint", "")
+        self.permission = details.get("permission")
 
 
 @dataclass(frozen=True)
