@@ -422,16 +422,11 @@ class SyncEngine:
 
     def _stripe_failure(self, bill: Bill, run_id: str, err: LedgerError) -> BillResult:
         where = f"Stripe {err.endpoint} for Bill {bill.id}"
+        kind, status = EventKind.PERFORM, RunStatus.ERROR
         if err.failure is Failure.AUTH:
-            return self._failed(
-                bill,
-                EventKind.AUTHENTICATION,
-                run_id,
-                f"{where}: {err}; put a valid key in the credential Secret",
-                retry=True,
-                status=RunStatus.AUTH_FAILED,
-            )
-        if err.failure is Failure.PERMISSION:
+            kind, status = EventKind.AUTHENTICATION, RunStatus.AUTH_FAILED
+            message = f"{where}: {err}; put a valid key in the credential Secret"
+        elif err.failure is Failure.PERMISSION:
             # Stripe's 403 names the missing permission ("Having the 'rak_invoice_write' permission would
             # allow this request to continue"); err's message is already scrubbed of the key and account.
             grant = (
@@ -440,26 +435,15 @@ class SyncEngine:
                 if err.permission
                 else "grant the restricted key write access to Invoices and Invoice items"
             )
-            return self._failed(
-                bill,
-                EventKind.AUTHENTICATION,
-                run_id,
-                f"{where}: {err}; {grant}",
-                retry=True,
-                status=RunStatus.AUTH_FAILED,
-            )
-        if err.failure is Failure.TRANSIENT:
+            kind, status = EventKind.AUTHENTICATION, RunStatus.AUTH_FAILED
+            message = f"{where}: {err}; {grant}"
+        elif err.failure is Failure.TRANSIENT:
             status = RunStatus.RATE_LIMIT_RETRY if err.status == 429 else RunStatus.AWAITING_RETRY
-            return self._failed(
-                bill,
-                EventKind.PERFORM,
-                run_id,
-                f"{where}: {err}; retried on the next pass",
-                retry=True,
-                status=status,
-            )
-        code = f" ({err.code})" if err.code else ""
-        return self._failed(bill, EventKind.PERFORM, run_id, f"{where} was refused{code}: {err}", retry=True)
+            message = f"{where}: {err}; retried on the next pass"
+        else:
+            code = f" ({err.code})" if err.code else ""
+            message = f"{where} was refused{code}: {err}"
+        return self._failed(bill, kind, run_id, message, retry=True, status=status)
 
     def _failed(
         self,
