@@ -36,24 +36,9 @@ Floats are refused (TypeError): a float has already lost the exact decimal value
 
 from __future__ import annotations
 
+import decimal
 import re
-from decimal import (
-    MAX_EMAX,
-    MIN_EMIN,
-    ROUND_05UP,
-    ROUND_CEILING,
-    ROUND_DOWN,
-    ROUND_FLOOR,
-    ROUND_HALF_DOWN,
-    ROUND_HALF_EVEN,
-    ROUND_HALF_UP,
-    ROUND_UP,
-    Context,
-    Decimal,
-    DivisionByZero,
-    InvalidOperation,
-    Overflow,
-)
+from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 
 __all__ = [
     "MAX_MINOR_UNITS",
@@ -107,14 +92,14 @@ UNIT_AMOUNT_DECIMAL_PLACES = 12
 _CURRENCY_CODE = re.compile(r"[A-Za-z]{3}")
 _ROUNDING_MODES = frozenset(
     {
-        ROUND_05UP,
-        ROUND_CEILING,
-        ROUND_DOWN,
-        ROUND_FLOOR,
-        ROUND_HALF_DOWN,
-        ROUND_HALF_EVEN,
-        ROUND_HALF_UP,
-        ROUND_UP,
+        decimal.ROUND_05UP,
+        decimal.ROUND_CEILING,
+        decimal.ROUND_DOWN,
+        decimal.ROUND_FLOOR,
+        decimal.ROUND_HALF_DOWN,
+        decimal.ROUND_HALF_EVEN,
+        decimal.ROUND_HALF_UP,
+        decimal.ROUND_UP,
     }
 )
 
