@@ -20,122 +20,77 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         labels = ("namespace", "integration")
-        self.reconcile_duration = Histogram(
-            f"{PREFIX}_reconcile_duration_seconds",
+        self.reconcile_duration = self._histogram(
+            "reconcile_duration_seconds",
             "Time spent reconciling one StripeIntegration's status.",
             labels,
-            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.connected = Gauge(
-            f"{PREFIX}_integration_connected",
-            "1 when the integration's Stripe credential is valid, else 0.",
-            labels,
-            registry=self.registry,
+        self.connected = self._gauge(
+            "integration_connected", "1 when the integration's Stripe credential is valid, else 0.", labels
         )
-        self.disabled = Gauge(
-            f"{PREFIX}_integration_disabled",
-            "1 when the integration disabled itself after successive errors.",
-            labels,
-            registry=self.registry,
+        self.disabled = self._gauge(
+            "integration_disabled", "1 when the integration disabled itself after successive errors.", labels
         )
-        self.ready = Gauge(
-            f"{PREFIX}_integration_ready",
-            "1 when the integration's Ready condition is True, else 0.",
-            labels,
-            registry=self.registry,
+        self.ready = self._gauge(
+            "integration_ready", "1 when the integration's Ready condition is True, else 0.", labels
         )
-        self.suspended = Gauge(
-            f"{PREFIX}_integration_suspended",
-            "1 while spec.suspend is true (paused on purpose), else 0.",
-            labels,
-            registry=self.registry,
+        self.suspended = self._gauge(
+            "integration_suspended", "1 while spec.suspend is true (paused on purpose), else 0.", labels
         )
-        self.source_connected = Gauge(
-            f"{PREFIX}_integration_source_connected",
-            "1 when m3ter accepts the integration's credentials, else 0.",
-            labels,
-            registry=self.registry,
+        self.source_connected = self._gauge(
+            "integration_source_connected", "1 when m3ter accepts the integration's credentials, else 0.", labels
         )
-        self.open_events = Gauge(
-            f"{PREFIX}_integration_open_events",
-            "Error events not yet marked actioned.",
-            labels,
-            registry=self.registry,
+        self.open_events = self._gauge("integration_open_events", "Error events not yet marked actioned.", labels)
+        self.consecutive_errors = self._gauge(
+            "integration_consecutive_errors", "Successive error events since the last success.", labels
         )
-        self.consecutive_errors = Gauge(
-            f"{PREFIX}_integration_consecutive_errors",
-            "Successive error events since the last success.",
-            labels,
-            registry=self.registry,
+        self.sync_interval = self._gauge(
+            "integration_sync_interval_seconds", "The integration's configured sync interval.", labels
         )
-        self.sync_interval = Gauge(
-            f"{PREFIX}_integration_sync_interval_seconds",
-            "The integration's configured sync interval.",
-            labels,
-            registry=self.registry,
-        )
-        self.last_success = Gauge(
-            f"{PREFIX}_integration_last_success_timestamp_seconds",
+        self.last_success = self._gauge(
+            "integration_last_success_timestamp_seconds",
             "Unix time at which a sync run of the integration last completed without errors.",
             labels,
-            registry=self.registry,
         )
-        self.runs = Counter(
-            f"{PREFIX}_sync_runs_total",
-            "Sync runs by m3ter run status (COMPLETE, ERROR, AUTH_FAILED, ...).",
-            (*labels, "status"),
-            registry=self.registry,
+        self.runs = self._counter(
+            "sync_runs_total", "Sync runs by m3ter run status (COMPLETE, ERROR, AUTH_FAILED, ...).", (*labels, "status")
         )
-        self.run_duration = Histogram(
-            f"{PREFIX}_sync_run_duration_seconds",
+        self.run_duration = self._histogram(
+            "sync_run_duration_seconds",
             "Duration of sync runs.",
             labels,
-            registry=self.registry,
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
         )
-        self.bills = Counter(
-            f"{PREFIX}_bills_total",
-            "Bills handled, by outcome: sent, unchanged, skipped, failed.",
-            (*labels, "outcome"),
-            registry=self.registry,
+        self.bills = self._counter(
+            "bills_total", "Bills handled, by outcome: sent, unchanged, skipped, failed.", (*labels, "outcome")
         )
-        self.error_events = Counter(
-            f"{PREFIX}_error_events_total",
-            "Integration error events raised, by m3ter event kind.",
-            (*labels, "kind"),
-            registry=self.registry,
+        self.error_events = self._counter(
+            "error_events_total", "Integration error events raised, by m3ter event kind.", (*labels, "kind")
         )
-        self.internal_errors = Counter(
-            f"{PREFIX}_internal_errors_total",
+        self.internal_errors = self._counter(
+            "internal_errors_total",
             "Unexpected exceptions, by where they happened: reconcile or pass (a bug or unhandled input).",
             (*labels, "where"),
-            registry=self.registry,
         )
-        self.notifications = Counter(
-            f"{PREFIX}_notifications_total",
-            "Disablement emails, by result: sent or failed.",
-            (*labels, "result"),
-            registry=self.registry,
+        self.notifications = self._counter(
+            "notifications_total", "Disablement emails, by result: sent or failed.", (*labels, "result")
         )
-        self.stripe_requests = Counter(
-            f"{PREFIX}_stripe_requests_total",
+        self.stripe_requests = self._counter(
+            "stripe_requests_total",
             "Stripe API requests by endpoint and HTTP status (0: network error).",
             ("endpoint", "code"),
-            registry=self.registry,
         )
-        self.stripe_latency = Histogram(
-            f"{PREFIX}_stripe_request_duration_seconds",
+        self.stripe_latency = self._histogram(
+            "stripe_request_duration_seconds",
             "Latency of Stripe API requests.",
             ("endpoint",),
-            registry=self.registry,
             buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.stripe_retries = Counter(
-            f"{PREFIX}_stripe_retries_total",
+        self.stripe_retries = self._counter(
+            "stripe_retries_total",
             "Stripe requests retried, by reason: rate_limited, server, network.",
             ("endpoint", "reason"),
-            registry=self.registry,
         )
         self.rate_limit_waited = Counter(
             f"{PREFIX}_stripe_rate_limit_wait_seconds_total",
@@ -143,33 +98,38 @@ class Metrics:
             registry=self.registry,
         )
         # Leader election (the Lease): which process writes, how often the Lease moves, how long no one wrote.
-        self.leader = Gauge(
-            f"{PREFIX}_leader",
+        self.leader = self._gauge(
+            "leader",
             "1 while this process holds the shard's Lease and writes, else 0 (a standby).",
             ("lease", "identity"),
-            registry=self.registry,
         )
-        self.lease_acquisitions = Counter(
-            f"{PREFIX}_lease_acquisitions_total",
+        self.lease_acquisitions = self._counter(
+            "lease_acquisitions_total",
             "Times this process took the shard's Lease from another holder, a released one or none (hand-overs).",
             ("lease",),
-            registry=self.registry,
         )
-        self.writerless = Histogram(
-            f"{PREFIX}_lease_writerless_seconds",
+        self.writerless = self._histogram(
+            "lease_writerless_seconds",
             "Time without a writer before this process took the Lease (since the previous holder's last renew).",
             ("lease",),
-            registry=self.registry,
             buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900),
         )
-        self.integration_writer = Gauge(
-            f"{PREFIX}_integration_writer",
+        self.integration_writer = self._gauge(
+            "integration_writer",
             "1 while this process is the writer of the integration (it holds the Lease), 0 while it stands by.",
             labels,
-            registry=self.registry,
         )
         # Label sets handed out per integration, so that `forget` can remove exactly those series.
         self._issued: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
+
+    def _gauge(self, name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+        return Gauge(f"{PREFIX}_{name}", doc, labels, registry=self.registry)
+
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+        return Counter(f"{PREFIX}_{name}", doc, labels, registry=self.registry)
+
+    def _histogram(self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(f"{PREFIX}_{name}", doc, labels, registry=self.registry, buckets=buckets)
 
     def child(self, metric: Any, namespace: str, name: str, *extra: str) -> Any:
         """`metric.labels(...)` for one integration, remembered for `forget`."""

@@ -345,7 +345,7 @@ def _reenable(args: argparse.Namespace, cluster: Cluster) -> int:
 
 
 def _within_gesture_bounds(targets: list[str], value: str) -> None:
-    """The operator refuses a whole value beyond its bounds (kube/run_history.py) and would never echo it."""
+    """The operator refuses a whole value beyond its bounds (domain/run_history.py) and would never echo it."""
     if len(targets) > MAX_GESTURE_IDS or len(value) > MAX_GESTURE_LENGTH:
         raise CtlError(
             f"{len(targets)} ids ({len(value)} characters) are more than the operator takes in one request "

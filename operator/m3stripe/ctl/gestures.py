@@ -1,7 +1,7 @@
 """The gestures: write an annotation with a fresh token, then wait until the operator echoes it in status.
 
 The operator handles each annotation value once and echoes it in a `lastHandled*` status field in the same
-status write as its effect (kube/worker.py, kube/syncing.py), so the object read when the echo shows also
+status write as its effect (kube/worker.py, kube/sync_driver.py), so the object read when the echo shows also
 holds the run the gesture triggered.
 """
 

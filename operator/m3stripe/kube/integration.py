@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.kube.leadership import FencedRateLimit
 from m3stripe.kube.runtime import Runtime
 
@@ -19,6 +21,18 @@ class EventSink(Protocol):
     """Emits a Kubernetes Event on the integration (kopf.event in the operator)."""
 
     def __call__(self, type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class PassInputs:
+    """What a Send or Plan pass starts from: the checked spec, the status and annotations read, the credentials."""
+
+    parsed: ParsedSpec
+    status: Mapping[str, Any]
+    annotations: Mapping[str, str]
+    stripe_key: str
+    stripe_account: str | None
+    source: M3terSource
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions, parse_rfc3339
@@ -24,7 +23,7 @@ from m3stripe.domain.run_history import sync_state
 from m3stripe.domain.runs import ErrorBudget
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import build_engine
-from m3stripe.kube.integration import Integration
+from m3stripe.kube.integration import Integration, PassInputs
 from m3stripe.kube.status_builder import internal_error_message
 
 # A plan covers every Bill: the error budget that stops a Send pass (autoDisableThreshold) does not stop it.
@@ -54,18 +53,10 @@ def plan_seconds_until_due(
     return max(0.0, last.timestamp() + parsed.spec.sync_interval_seconds - datetime.now(UTC).timestamp())
 
 
-async def plan_pass(
-    integration: Integration,
-    parsed: ParsedSpec,
-    status: Mapping[str, Any],
-    annotations: Mapping[str, str],
-    *,
-    stripe_key: str,
-    stripe_account: str | None,
-    source: M3terSource,
-) -> tuple[dict[str, Any], str]:
+async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[str, Any], str]:
     """Run one plan pass; return the status fields it changes (status.plan and the gesture echo), and the
     message of an unexpected error ("" when there was none)."""
+    parsed, status, annotations = inputs.parsed, inputs.status, inputs.annotations
     spec = parsed.spec
     runtime = integration.runtime
     extra: dict[str, Any] = {}
@@ -83,13 +74,13 @@ async def plan_pass(
             "nothing to Stripe. Switch spec.mode to Send first, then annotate again with a new value",
         )
     started = time.monotonic()
-    async with integration.stripe(spec, key=stripe_key, account=stripe_account) as gateway:
+    async with integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
         reader = StripeLedgerReader(gateway)
         engine = build_engine(
             spec,
             account_filter=parsed.account_filter,
             integration_id=integration.uid,
-            source=source,
+            source=inputs.source,
             stripe=reader,
             budget=ErrorBudget(PLAN_ERROR_BUDGET),
             concurrency=runtime.config.concurrency_for(spec.effective_requests_per_second),

