@@ -175,7 +175,7 @@ class IntegrationWorker:
         inputs = PassInputs(parsed, new, annotations, stripe.secret, stripe.account_id, self._source.source)
         fields = await self._sync.run_pass(inputs, checkpoint=checkpoint)
         if (fields.get("lastSync") or {}).get("status") == "AUTH_FAILED":
-            pass  # self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
+            self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
             self._wake.set()
         conditions = planned_conditions if parsed.spec.is_plan else _synced
         base = {**new, **fields, "conditions": conditions(new, fields, generation, self._sync.pass_error)}
