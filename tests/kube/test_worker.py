@@ -1,0 +1,427 @@
+"""The worker and its sync driver, in process: a real IntegrationWorker reconciling a StripeIntegration.
+
+Everything runs on the test's event loop: the Kubernetes emulator behind kmock's server (read and written
+through the official kubernetes client, as the operator does), the Stripe emulator in contract mode and
+the m3ter emulator. There is no operator process and no kopf: each test calls `IntegrationWorker.reconcile`
+once per step, with the object as the API server holds it, as kopf's daemon would hand it over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import kmock
+import pytest
+import stripe
+from kubernetes import client, config
+
+from m3stripe.adapters.kube_api import KubeApi
+from m3stripe.adapters.stripe_client import open_client
+from m3stripe.api import names
+from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
+from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.integration import Integration
+from m3stripe.kube.runtime import Runtime
+from m3stripe.kube.worker import IntegrationWorker
+from m3stripe.metrics import Metrics
+from m3stripe.testing.kube_emulator import KubeEmulator
+from m3stripe.testing.kubeconfig import write_kubeconfig
+from m3stripe.testing.m3ter_emulator import M3terEmulator
+from m3stripe.testing.stripe_emulator import StripeEmulator
+
+NS = "billing"
+NAME = "invoices"
+ORG = "org-worker"
+KEY = "sk_test_51workerInProcess"
+M3TER_CLIENT, M3TER_SECRET = "worker-client", "worker-secret"
+
+Event = tuple[str, str, str]  # (type, reason, message), as the worker hands them to kopf.event
+
+
+@dataclass
+class World:
+    """The emulators, the worker of one StripeIntegration, and what it emitted."""
+
+    k8s: KubeEmulator
+    stripe: StripeEmulator
+    m3ter: M3terEmulator
+    account: str  # the Stripe account of KEY
+    sdk: stripe.StripeClient  # for seeding and inspecting Stripe, as a person in the dashboard would
+    custom: client.CustomObjectsApi
+    core: client.CoreV1Api
+    runtime: Runtime
+    events: list[Event] = field(default_factory=list)
+    # How far the m3ter emulator's clock is behind: Bills made with a lag were last modified that long ago.
+    m3ter_lag: list[timedelta] = field(default_factory=lambda: [timedelta(0)])
+    worker: IntegrationWorker | None = None
+    _tokens: int = 0
+
+    # ---------------------------------------------------------------- m3ter and Stripe
+    def m3ter_account(self, code: str) -> str:
+        return self.m3ter.add_account(ORG, name=code, code=code, currency="USD")
+
+    def bill(self, m3ter_account: str, subtotal: str = "12.50") -> str:
+        return self.m3ter.add_bill(
+            ORG, account_id=m3ter_account, lines=[{"line_item_type": "USAGE", "subtotal": subtotal}]
+        )
+
+    async def customer_for(self, m3ter_account: str) -> str:
+        created = await self.sdk.v1.customers.create_async(params={"metadata": {META_ACCOUNT: m3ter_account}})
+        return str(created.id)
+
+    def invoices(self) -> list[dict[str, Any]]:
+        return list(self.stripe.state(self.account)["invoices"].values())
+
+    def invoices_of(self, bill_id: str) -> list[dict[str, Any]]:
+        return [i for i in self.invoices() if i["metadata"].get(META_BILL) == bill_id]
+
+    # ---------------------------------------------------------------- Kubernetes
+    async def put_secret(self, name: str, data: dict[str, str]) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+        await asyncio.to_thread(self.core.create_namespaced_secret, NS, body)
+
+    async def create_integration(self, **spec: Any) -> IntegrationWorker:
+        """The StripeIntegration (with its two Secrets) in the API server, and its worker."""
+        await self.put_secret("stripe", {"apiKey": KEY})
+        await self.put_secret("m3ter", {"clientId": M3TER_CLIENT, "clientSecret": M3TER_SECRET})
+        body = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": {
+                "destination": "StripeTestMode",
+                "credentialRef": {"name": "stripe"},
+                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
+                "syncInterval": "1h",  # passes after the first run on request (the requested-at annotation)
+                **spec,
+            },
+        }
+        await asyncio.to_thread(self.custom.create_namespaced_custom_object, *_RESOURCE, body)
+
+        def emit(type_: str, reason: str, message: str) -> None:
+            self.events.append((type_, reason, message))
+
+        uid = str((await self.body())["metadata"]["uid"])
+        integration = Integration(self.runtime, NS, NAME, uid, emit, logging.getLogger("test.worker"))
+        self.worker = IntegrationWorker(integration)
+        return self.worker
+
+    async def body(self) -> dict[str, Any]:
+        return cast(dict[str, Any], await asyncio.to_thread(self.custom.get_namespaced_custom_object, *_RESOURCE, NAME))
+
+    async def status(self) -> dict[str, Any]:
+        return dict((await self.body()).get("status") or {})
+
+    async def annotate(self, key: str, value: str) -> None:
+        patch = {"metadata": {"annotations": {key: value}}}
+        await asyncio.to_thread(self.custom.patch_namespaced_custom_object, *_RESOURCE, NAME, patch)
+
+    async def reconcile(self) -> dict[str, Any]:
+        """One step of the worker on the object as the API server holds it; the status it left there."""
+        assert self.worker is not None
+        await self.worker.reconcile(await self.body())
+        return await self.status()
+
+    async def run_now(self) -> dict[str, Any]:
+        """Ask for a pass as a person does (requested-at annotation), and reconcile."""
+        self._tokens += 1
+        token = f"now-{self._tokens}"
+        await self.annotate(names.ANNOTATION_REQUESTED_AT, token)
+        status = await self.reconcile()
+        assert status.get("lastHandledRequestedAt") == token, status
+        return status
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+
+_RESOURCE = (names.GROUP, names.VERSION, NS, names.PLURAL)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    stripe_emulator = StripeEmulator(seed=7, contract_mode=True)
+    account = stripe_emulator.add_api_key(KEY)
+    m3ter_lag = [timedelta(0)]
+    async with (
+        KubeEmulator() as k8s,
+        kmock.Server(k8s) as server,
+        stripe_emulator,
+        M3terEmulator(clock=lambda: datetime.now(UTC) - m3ter_lag[0]) as m3ter,
+    ):
+        k8s.add_namespace(NS)
+        m3ter.add_client(M3TER_CLIENT, M3TER_SECRET, ORG)
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", str(server.url).rstrip("/"))
+        api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+        operator_config = OperatorConfig(
+            stripe_api_base=stripe_emulator.url,
+            m3ter_base_url=m3ter.url,
+            secret_poll_seconds=0.2,
+            credential_retry_seconds=0.1,
+            stripe_timeout_seconds=5,
+            sync_concurrency=1,  # Bills in m3ter's order (newest first), so which error follows which success is fixed
+            lease_name="",
+        )
+        runtime = Runtime(config=operator_config, kube=KubeApi(api_client), metrics=Metrics())
+        try:
+            async with open_client(KEY, api_base=stripe_emulator.url) as sdk:
+                w = World(
+                    k8s,
+                    stripe_emulator,
+                    m3ter,
+                    account,
+                    sdk,
+                    client.CustomObjectsApi(api_client),
+                    client.CoreV1Api(api_client),
+                    runtime,
+                    m3ter_lag=m3ter_lag,
+                )
+                yield w
+                if w.worker is not None:
+                    await w.worker._source.close()  # what `run` does when the daemon stops
+        finally:
+            runtime.kube.close()
+        # Every request the worker (and the seeding) sent to Stripe kept Stripe's contract.
+        assert not stripe_emulator.violations, stripe_emulator.contract_report()
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status.get("conditions") or () if c["type"] == type_)
+
+
+async def test_a_pass_sends_every_bill_once_and_reports_connected_ready_and_a_complete_run(world: World) -> None:
+    accounts = [world.m3ter_account(f"a{i}") for i in range(3)]
+    customers = [await world.customer_for(a) for a in accounts]
+    bills = [world.bill(a, f"{i + 1}.00") for i, a in enumerate(accounts)]
+    await world.create_integration()
+
+    status = await world.reconcile()
+
+    assert status["connected"] is True and status["stripeAccountId"] == world.account
+    for type_ in ("Connected", "SourceConnected", "Ready"):
+        assert condition(status, type_)["status"] == "True", status["conditions"]
+    assert (condition(status, "Synced")["status"], condition(status, "Synced")["reason"]) == ("True", "RunComplete")
+    last = status["lastSync"]
+    assert (last["status"], last["billsSent"], last["billsFailed"]) == ("COMPLETE", 3, 0)
+    assert status["lastSuccessfulSyncTime"] == last["completionTime"]
+    (run,) = status["recentRuns"]
+    assert run["status"] == "COMPLETE" and run["runId"] == last["runId"]
+    assert {o["billId"]: o["stripeId"] for o in run["stripeObjects"]} == {
+        b: world.invoices_of(b)[0]["id"] for b in bills
+    }
+    assert status["consecutiveErrors"] == 0 and not status.get("openEvents") and not status["disabled"]
+    for bill_id, customer, total in zip(bills, customers, (100, 200, 300), strict=True):
+        (invoice,) = world.invoices_of(bill_id)
+        assert (invoice["customer"], invoice["status"], invoice["total"]) == (customer, "draft", total)
+        assert invoice["metadata"]["m3stripe_integration"] == status["integrationId"]
+    assert ("Normal", "Connected") in [(t, r) for t, r, _ in world.events]
+    assert [t for t, r, _ in world.events if r == "BillsSent"] == ["Normal"]
+    assert not [e for e in world.events if e[0] == "Warning"], world.events
+
+    # Asked again, the worker finds every Bill already in Stripe: nothing is written twice.
+    again = await world.run_now()
+    assert (again["lastSync"]["billsSent"], again["lastSync"]["billsUnchanged"]) == (0, 3)
+    assert len(world.invoices()) == 3 and len(again["recentRuns"]) == 2
+    # And without a request, the next pass is not due before syncInterval: no run at all.
+    quiet = await world.reconcile()
+    assert quiet["recentRuns"] == again["recentRuns"]
+
+
+async def test_a_regenerated_bill_updates_its_draft_invoice_rather_than_creating_a_second_one(world: World) -> None:
+    account = world.m3ter_account("regen")
+    await world.customer_for(account)
+    bill_id = world.bill(account, "10.00")
+    await world.create_integration()
+    await world.reconcile()
+    (invoice,) = world.invoices_of(bill_id)
+
+    version = world.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "25.00"}])
+    status = await world.run_now()
+
+    assert (status["lastSync"]["status"], status["lastSync"]["billsSent"]) == ("COMPLETE", 1)
+    (updated,) = world.invoices_of(bill_id)
+    assert (updated["id"], updated["status"], updated["total"]) == (invoice["id"], "draft", 2500)
+    assert updated["metadata"][META_VERSION] == str(version)
+    (obj,) = status["recentRuns"][0]["stripeObjects"]
+    assert (obj["billId"], obj["stripeId"]) == (bill_id, invoice["id"])
+    assert len(world.invoices()) == 1
+
+
+async def test_a_finalized_invoice_is_left_alone_when_its_bill_is_regenerated_and_the_run_says_so(
+    world: World,
+) -> None:
+    account = world.m3ter_account("final")
+    await world.customer_for(account)
+    bill_id = world.bill(account, "10.00")
+    await world.create_integration()
+    await world.reconcile()
+    (invoice,) = world.invoices_of(bill_id)
+    await world.sdk.v1.invoices.finalize_invoice_async(invoice["id"])  # a person finalized it in Stripe
+
+    world.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "99.00"}])
+    status = await world.run_now()
+
+    (after,) = world.invoices_of(bill_id)
+    assert (after["id"], after["status"], after["total"]) == (invoice["id"], "open", 1000)
+    assert len(world.invoices()) == 1
+    last = status["lastSync"]
+    assert (last["status"], last["billsSent"], last["billsFailed"]) == ("INVOICE_ALREADY_PAID", 0, 1)
+    synced = condition(status, "Synced")
+    assert (synced["status"], synced["reason"]) == ("False", "InvoiceAlreadyPaid")
+    (event,) = status["openEvents"]
+    assert event["kind"] == "integration.perform.error" and event["billId"] == bill_id
+    assert invoice["id"] in event["message"]
+    (warning,) = [e for e in world.events if e[1] == "PerformError"]
+    assert warning[0] == "Warning" and event["id"] in warning[2]
+    # Connected and Ready stay True: a finalized invoice is the Bill's problem, not the integration's.
+    assert condition(status, "Ready")["status"] == "True" and not status["disabled"]
+
+
+async def test_a_bill_whose_account_has_no_stripe_mapping_is_an_open_event_and_the_other_bills_are_sent(
+    world: World,
+) -> None:
+    mapped, lonely = world.m3ter_account("mapped"), world.m3ter_account("lonely")
+    await world.customer_for(mapped)
+    sent = [world.bill(mapped, "1.00"), world.bill(mapped, "2.00")]
+    unmapped = world.bill(lonely, "3.00")
+    await world.create_integration()
+
+    status = await world.reconcile()
+
+    assert (status["lastSync"]["billsSent"], status["lastSync"]["billsFailed"]) == (2, 1)
+    assert [len(world.invoices_of(b)) for b in sent] == [1, 1] and world.invoices_of(unmapped) == []
+    (event,) = status["openEvents"]
+    assert (event["kind"], event["billId"]) == ("integration.missingaccountmapping.error", unmapped)
+    assert f"{META_ACCOUNT}={lonely}" in event["message"]
+    (warning,) = [e for e in world.events if e[1] == "MissingAccountMapping"]
+    assert warning[0] == "Warning" and event["id"] in warning[2]
+    assert status["consecutiveErrors"] == 0  # the Bills sent after it reset the budget
+    assert status["sync"]["retryBillIds"] == [unmapped]
+
+    # Once the customer exists, the next pass sends the Bill it could not map.
+    await world.customer_for(lonely)
+    status = await world.run_now()
+    assert (status["lastSync"]["status"], status["lastSync"]["billsSent"]) == ("COMPLETE", 1)
+    assert len(world.invoices_of(unmapped)) == 1 and not status["sync"].get("retryBillIds")
+
+
+async def test_a_stripe_key_stripe_refuses_gives_ready_false_with_the_authentication_reason_and_no_invoice(
+    world: World,
+) -> None:
+    account = world.m3ter_account("refused")
+    await world.customer_for(account)
+    await world.create_integration()
+    first = await world.reconcile()  # connected; nothing to send yet
+    assert condition(first, "Ready")["status"] == "True" and first["lastSync"]["billsSent"] == 0
+
+    bill_id = world.bill(account)
+    world.stripe.revoke_api_key(KEY)  # revoked in Stripe's dashboard; the worker's check of it is still fresh
+    status = await world.run_now()
+
+    assert status["lastSync"]["status"] == "AUTH_FAILED" and status["lastSync"]["billsSent"] == 0
+    assert world.invoices_of(bill_id) == [] and world.invoices() == []
+    (event,) = status["openEvents"]
+    assert event["kind"] == "integration.authentication.error"
+    assert ("Warning", "AuthenticationError") in [(t, r) for t, r, _ in world.events]
+    # The refusal makes the worker ask Stripe about the key again at once: the integration is disconnected.
+    status = await world.reconcile()
+    ready, connected = condition(status, "Ready"), condition(status, "Connected")
+    assert (ready["status"], ready["reason"]) == ("False", "StripeAuthFailed")
+    assert (connected["status"], connected["reason"]) == ("False", "StripeAuthFailed")
+    assert status["connected"] is False and KEY[-8:] not in str(status)
+    assert ("Warning", "Disconnected") in [(t, r) for t, r, _ in world.events]
+    # Disconnected, the worker runs no pass, even when asked: still nothing in Stripe.
+    runs = len(status["recentRuns"])
+    await world.annotate(names.ANNOTATION_REQUESTED_AT, "while-refused")
+    status = await world.reconcile()
+    assert len(status["recentRuns"]) == runs and world.invoices() == []
+
+
+async def test_auto_disable_threshold_successive_errors_disable_the_integration_and_a_success_resets_the_count(
+    world: World,
+) -> None:
+    early = [world.m3ter_account(f"early{i}") for i in range(2)]
+    for a in early:
+        world.bill(a)
+    await world.create_integration(autoDisableThreshold=3)
+
+    # Two errors, one fewer than the threshold: counted, not disabled.
+    status = await world.reconcile()
+    assert (status["consecutiveErrors"], status["disabled"]) == (2, False)
+    assert condition(status, "Ready")["status"] == "True"
+
+    # Their customers appear: the retried Bills are sent, and the count starts again from zero.
+    for a in early:
+        await world.customer_for(a)
+    status = await world.run_now()
+    assert (status["lastSync"]["billsSent"], status["consecutiveErrors"], status["disabled"]) == (2, 0, False)
+    assert "AutoDisabled" not in world.reasons()
+
+    # Three errors in a row after the success: the third disables the integration. Had the success not reset
+    # the count, the first of them would have (2 + 1), and the pass would have stopped there.
+    late_accounts = [world.m3ter_account(f"late{i}") for i in range(3)]
+    late = [world.bill(a) for a in late_accounts]
+    status = await world.run_now()
+    assert (status["consecutiveErrors"], status["lastSync"]["billsFailed"]) == (3, 3)
+    assert {e["billId"] for e in status["openEvents"] if e["kind"] == "integration.missingaccountmapping.error"} >= set(
+        late
+    )
+    assert status["disabled"] is True
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AutoDisabled")
+    assert "disabled itself after 3 successive error events" in status["disabledMessage"]
+    assert any(e["kind"] == "integration.disabled.error" for e in status["openEvents"])
+    # The disablement's own event, and the Ready transition's (both with the message of the disablement).
+    disabled_events = [(t, m) for t, r, m in world.events if r == "AutoDisabled"]
+    assert disabled_events and all(t == "Warning" and status["disabledMessage"] in m for t, m in disabled_events)
+
+    # Disabled, it sends nothing even when asked and though the cause is gone, until re-enabled.
+    sent_before, runs = len(world.invoices()), len(status["recentRuns"])
+    for a in late_accounts:
+        await world.customer_for(a)
+    await world.annotate(names.ANNOTATION_REQUESTED_AT, "while-disabled")
+    status = await world.reconcile()
+    assert len(status["recentRuns"]) == runs and len(world.invoices()) == sent_before
+
+
+async def test_a_replay_annotation_re_sends_the_named_bill_and_echoes_last_handled_replay(world: World) -> None:
+    world.m3ter_lag[0] = timedelta(minutes=10)  # the Account and its Bills were last modified well before the pass
+    account = world.m3ter_account("replayed")
+    await world.customer_for(account)
+    bill_id, other = world.bill(account, "4.00"), world.bill(account, "5.00")
+    await world.create_integration()
+    await world.reconcile()
+    (invoice,) = world.invoices_of(bill_id)
+    await world.sdk.v1.invoices.delete_async(invoice["id"])  # a person deleted the draft
+    (other_invoice,) = world.invoices_of(other)
+
+    # An ordinary pass does not notice: the Bill was last modified before the watermark.
+    quiet = await world.run_now()
+    assert quiet["lastSync"]["billsSent"] == 0 and world.invoices_of(bill_id) == []
+
+    token = f"{bill_id} #1"
+    await world.annotate(names.ANNOTATION_REPLAY, token)
+    status = await world.reconcile()
+
+    assert status["lastHandledReplay"] == token
+    assert (status["lastSync"]["status"], status["lastSync"]["billsSent"]) == ("COMPLETE", 1)
+    (again,) = world.invoices_of(bill_id)
+    assert again["id"] != invoice["id"] and again["total"] == 400 and again["status"] == "draft"
+    assert [i["id"] for i in world.invoices_of(other)] == [other_invoice["id"]]  # not named: untouched
+    # Handled once: the same annotation value asks for nothing more.
+    runs = len(status["recentRuns"])
+    status = await world.reconcile()
+    assert len(status["recentRuns"]) == runs and len(world.invoices_of(bill_id)) == 1
