@@ -13,7 +13,7 @@ round to 0.00 each while the Bill says 0.16.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -99,6 +99,11 @@ class PlannedLine:
         return params
 
 
+def lines_total(lines: Iterable[PlannedLine]) -> int:
+    """Minor units of `lines` together."""
+    return sum(line.amount for line in lines)
+
+
 @dataclass(frozen=True)
 class BillPlan:
     bill_id: str
@@ -106,10 +111,14 @@ class BillPlan:
     account_id: str
     currency: str  # lower case, as Stripe writes it
     lines: tuple[PlannedLine, ...]
-    total: int  # minor units of the lines sent
     metadata: dict[str, str]
     invoice_fields: dict[str, Any] = field(default_factory=dict)
     po_field: dict[str, str] | None = None  # the PO custom field, when this version has one
+
+    @property
+    def total(self) -> int:
+        """Minor units of the lines sent."""
+        return lines_total(self.lines)
 
     def invoice_create_params(self, customer: str) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -212,8 +221,7 @@ def plan_bill(
         )
     except MoneyError as err:
         raise MappingError(f"Bill {bill.id}: {err}") from None
-    total = sum(line.amount for line in planned)
-    _check_charge_limit(bill, planned, total)
+    _check_charge_limit(bill, planned)
     fields, po_field = _invoice_fields(bill, spec, today or datetime.now(UTC).date())
     return BillPlan(
         bill_id=bill.id,
@@ -221,7 +229,6 @@ def plan_bill(
         account_id=bill.account_id,
         currency=currency.lower(),
         lines=planned,
-        total=total,
         metadata=metadata,
         invoice_fields=fields,
         po_field=po_field,
@@ -316,7 +323,7 @@ def allocate_steps(exact: Sequence[Decimal], target: int) -> list[int] | None:
     return floors
 
 
-def _check_charge_limit(bill: Bill, lines: Sequence[PlannedLine], total: int) -> None:
+def _check_charge_limit(bill: Bill, lines: Sequence[PlannedLine]) -> None:
     """Refuse a Bill whose total or any line is over Stripe's largest amount (money.max_charge_minor_units).
 
     Stripe documents the limit for a *charge* (the invoice total, when paid). For invoice line and item
@@ -327,6 +334,7 @@ def _check_charge_limit(bill: Bill, lines: Sequence[PlannedLine], total: int) ->
     """
     code = normalize_currency(bill.currency)
     limit = max_charge_minor_units(code)
+    total = lines_total(lines)
     largest = max((abs(line.amount) for line in lines), default=0)
     if abs(total) > limit or largest > limit:
         what = "total" if abs(total) > limit else "largest line"

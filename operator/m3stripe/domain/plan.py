@@ -16,7 +16,7 @@ from typing import Any
 from m3stripe.api.conditions import rfc3339
 from m3stripe.api.status import MAX_PLAN_BILLS
 from m3stripe.domain.billing import Bill, MalformedBill
-from m3stripe.domain.mapping import BillPlan
+from m3stripe.domain.mapping import BillPlan, lines_total
 from m3stripe.domain.money import format_money, from_minor_units
 from m3stripe.domain.ports import LedgerReader
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
@@ -115,7 +115,7 @@ class Planner:
         total = plan.total if plan is not None else None
         if decision is not None and decision.action is BillAction.ADD_ITEMS:
             # Items already pending stay as they are: a Send pass would add only the missing ones.
-            total = sum(line.amount for line in decision.missing)
+            total = lines_total(decision.missing)
         self.bills[bill.id] = PlannedBill(
             bill_id=bill.id,
             version=bill.version,
