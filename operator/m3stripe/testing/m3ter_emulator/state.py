@@ -73,10 +73,19 @@ class IssuedToken:
 UNAUTHORIZED_STATUS: Final = 403
 
 
-@dataclass
-class AccountRecord:
+@dataclass(kw_only=True)
+class _Entity:
+    """What every m3ter entity the emulator stores carries: creation order, id, stamps, version."""
+
     seq: int
     id: str
+    dt_created: datetime
+    dt_last_modified: datetime
+    version: int = 1
+
+
+@dataclass
+class AccountRecord(_Entity):
     name: str
     code: str
     currency: str | None
@@ -85,22 +94,21 @@ class AccountRecord:
     email_address: str | None
     purchase_order_number: str | None
     parent_account_id: str | None
-    dt_created: datetime
-    dt_last_modified: datetime
-    version: int = 1
 
 
 @dataclass
 class LineRecord:
+    # The emulator's own record of an m3ter line item, in the order of its JSON (render.line_item); it is
+    # not domain.billing.LineItem on purpose: the emulator must not share the operator's reading of m3ter.
     id: str
     line_item_type: str
     description: str
     quantity: Decimal
-    subtotal: Decimal
-    unit_price: Decimal | None
-    currency: str
-    unit: str
     units: Decimal
+    unit: str
+    subtotal: Decimal
+    unit_price: Decimal | None  # averageUnitPrice
+    currency: str
     aggregation_id: str | None
     product_id: str | None
     product_name: str | None
@@ -111,9 +119,7 @@ class LineRecord:
 
 
 @dataclass
-class BillRecord:
-    seq: int
-    id: str
+class BillRecord(_Entity):
     account_id: str
     account_code: str | None
     currency: str
@@ -128,11 +134,8 @@ class BillRecord:
     external_invoice_reference: str | None
     billing_frequency: str
     locked: bool
-    dt_created: datetime
-    dt_last_modified: datetime
     dt_approved: datetime | None = None
     dt_locked: datetime | None = None
-    version: int = 1
     # Raw JSON edits applied when the Bill is rendered (``corrupt_bill``): dotted paths with [index].
     json_overrides: dict[str, Any] = field(default_factory=dict)
     json_removals: list[str] = field(default_factory=list)
@@ -145,18 +148,13 @@ class BillRecord:
 
 
 @dataclass
-class MappingRecord:
-    seq: int
-    id: str
+class MappingRecord(_Entity):
     m3ter_entity: str
     m3ter_id: str
     external_system: str
     external_table: str
     external_id: str
     integration_config_id: str | None
-    dt_created: datetime
-    dt_last_modified: datetime
-    version: int = 1
 
 
 #: m3ter's ``roundingMode`` values (Java's RoundingMode names), from the API reference
@@ -201,17 +199,12 @@ DEFAULT_CURRENCIES: Final[Mapping[str, tuple[str, int]]] = {
 
 
 @dataclass
-class CurrencyRecord:
-    seq: int
-    id: str
+class CurrencyRecord(_Entity):
     code: str
     name: str
     max_decimal_places: int | None
     rounding_mode: str | None
     archived: bool
-    dt_created: datetime
-    dt_last_modified: datetime
-    version: int = 1
 
 
 _R = TypeVar("_R", AccountRecord, BillRecord, MappingRecord, CurrencyRecord)
