@@ -9,22 +9,22 @@ rule with a CEL implementation.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 import celpy
 import jsonschema
 
 from m3stripe.api.crd import build_crd
+from m3stripe.domain.spec_validation import SpecProblem
 
 
-@dataclass(frozen=True)
-class SchemaError:
-    path: str
-    message: str
+class SchemaError(SpecProblem):
+    """What the API server would refuse, and where: the operator's own problem value (`field: message`)."""
 
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+    @property
+    def path(self) -> str:
+        """The field, as the API server's messages name it (`.spec.x`, or the CEL rule's fieldPath)."""
+        return self.field
 
 
 def crd_schema() -> dict[str, Any]:
