@@ -4,47 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import decimal
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource, M3terSourceError
+from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway
-from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import CurrencyRounding
 from m3stripe.domain.mapping import META_ACCOUNT
-from m3stripe.domain.runs import ErrorBudget, EventKind, SyncState
-from m3stripe.domain.sync_engine import SyncEngine
+from m3stripe.domain.runs import ErrorBudget, EventKind
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
-
-ORG = "org-1"
-CREDS = M3terCredentials(ORG, "client-1", "secret-1")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[M3terEmulator]:
-    async with M3terEmulator() as running:
-        running.add_client(CREDS.client_id, CREDS.client_secret, ORG)
-        yield running
-
-
-@pytest.fixture
-async def source(emulator: M3terEmulator) -> AsyncIterator[M3terSource]:
-    created = M3terSource(CREDS, base_url=emulator.url, max_retries=0)
-    yield created
-    await created.aclose()
+from tests.adapters.helpers import CREDS, ORG, FakeClock
+from tests.domain.builders import engine_spec
+from tests.domain.passes import m3ter_source, send_pass
 
 
 async def test_the_picklist_gives_each_currency_its_decimal_places_and_rounding_mode(
@@ -104,8 +77,7 @@ async def test_one_unusable_currency_is_an_error_for_that_currency_only_and_is_c
     emulator.set_currency(ORG, "XTS", max_decimal_places=2, rounding_mode="BANKERS", unchecked=True)
     emulator.set_currency(ORG, "USD", max_decimal_places=2, rounding_mode="HALF_UP")
     clock = FakeClock()
-    source = M3terSource(CREDS, base_url=emulator.url, clock=clock)
-    try:
+    async with m3ter_source(CREDS, emulator.url, clock=clock) as source:
         for _ in range(3):
             with pytest.raises(M3terSourceError, match=r"XTS has roundingMode 'BANKERS'"):
                 await source.rounding_for("XTS")
@@ -115,8 +87,6 @@ async def test_one_unusable_currency_is_an_error_for_that_currency_only_and_is_c
         emulator.set_currency(ORG, "XTS", max_decimal_places=2, rounding_mode="HALF_EVEN")
         clock.now += 3601
         assert await source.rounding_for("XTS") == CurrencyRounding("XTS", 2, decimal.ROUND_HALF_EVEN)
-    finally:
-        await source.aclose()
 
 
 @pytest.mark.parametrize("places", [6, -1, 2.5])
@@ -131,8 +101,7 @@ async def test_max_decimal_places_outside_m3ters_range_0_to_5_is_an_error_naming
 
 async def test_the_picklist_is_cached_for_an_hour_then_read_again(emulator: M3terEmulator) -> None:
     clock = FakeClock()
-    source = M3terSource(CREDS, base_url=emulator.url, clock=clock)
-    try:
+    async with m3ter_source(CREDS, emulator.url, clock=clock) as source:
         first = await source.currency_rounding()
         emulator.set_currency(ORG, "USD", max_decimal_places=4, rounding_mode="HALF_EVEN")
         clock.now += 3599
@@ -142,8 +111,6 @@ async def test_the_picklist_is_cached_for_an_hour_then_read_again(emulator: M3te
         refreshed = await source.currency_rounding()
         assert refreshed["USD"] == CurrencyRounding("USD", 4, decimal.ROUND_HALF_EVEN)
         assert len(emulator.requests_to("/picklists/currency")) == 2
-    finally:
-        await source.aclose()
 
 
 async def test_concurrent_callers_share_one_read(emulator: M3terEmulator, source: M3terSource) -> None:
@@ -188,29 +155,12 @@ async def test_a_sync_pass_sends_every_bill_but_those_in_the_currency_whose_pick
             for n in (1, 2, 3)
         ]
         eur_bill = m3ter.add_bill(ORG, account_id=accounts["EUR"], currency="EUR", lines=[{"subtotal": "4.00"}])
-        spec = StripeIntegrationSpec.model_validate(
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-            }
-        )
-        source = M3terSource(CREDS, base_url=m3ter.url)
-        try:
-            async with open_client(key, api_base=stripe_emulator.url) as client:
-                for account in accounts.values():
-                    await client.v1.customers.create_async(params={"metadata": {META_ACCOUNT: account}})
-                engine = SyncEngine(
-                    spec=spec,
-                    account_filter=None,
-                    integration_id="int-currency",
-                    source=source,
-                    ledger=StripeLedger(StripeGateway(client)),
-                    budget=ErrorBudget(10),
-                )
-                report = await engine.run_pass(SyncState())
-        finally:
-            await source.aclose()
+        async with m3ter_source(CREDS, m3ter.url) as source, open_client(key, api_base=stripe_emulator.url) as client:
+            for account in accounts.values():
+                await client.v1.customers.create_async(params={"metadata": {META_ACCOUNT: account}})
+            report = await send_pass(
+                engine_spec(ORG), source=source, client=client, integration_id="int-currency", budget=ErrorBudget(10)
+            )
         picklist_reads = len(m3ter.requests_to("/picklists/currency"))
     assert report.sent == len(usd_bills)
     [event] = report.events

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
-from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.adapters.stripe_gateway import metadata_of
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
-from m3stripe.domain.runs import ErrorBudget, EventKind, SyncState
-from m3stripe.domain.sync_engine import SyncEngine
+from m3stripe.domain.runs import EventKind
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.adapters.helpers import CREDS, ORG
+from tests.domain.builders import engine_spec
+from tests.domain.passes import m3ter_source, send_pass
 
-ORG = "org-1"
-CREDS = M3terCredentials(ORG, "client-1", "secret-1")
 STRIPE_KEY = "sk_test_51malformedBILLSneverSTOP"
 
 # (what m3ter sends, the field the error must name). JSON NaN and Infinity are bare tokens, as a
@@ -42,20 +38,6 @@ CORRUPTIONS: list[tuple[dict[str, Any], list[str], str]] = [
     ({"lineItems": "none"}, [], "lineItems is 'none', not a list"),
     ({"lineItems[0].sequenceNumber": 2.5}, [], "lineItems[0].sequenceNumber is 2.5, not a whole number"),
 ]
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[M3terEmulator]:
-    async with M3terEmulator() as running:
-        running.add_client(CREDS.client_id, CREDS.client_secret, ORG)
-        yield running
-
-
-@pytest.fixture
-async def source(emulator: M3terEmulator) -> AsyncIterator[M3terSource]:
-    created = M3terSource(CREDS, base_url=emulator.url, max_retries=0)
-    yield created
-    await created.aclose()
 
 
 def _lines() -> list[dict[str, Any]]:
@@ -116,30 +98,12 @@ async def test_a_pass_sends_every_good_bill_and_reports_the_malformed_one(emulat
     good = [emulator.add_bill(ORG, account_id=account, lines=_lines()) for _ in range(4)]
     bad = emulator.add_bill(ORG, account_id=account, lines=_lines())
     emulator.corrupt_bill(ORG, bad, set={"lineItems[0].subtotal": float("nan")})
-    spec = StripeIntegrationSpec.model_validate(
-        {
-            "destination": "StripeTestMode",
-            "credentialRef": {"name": "stripe"},
-            "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-        }
-    )
     async with StripeEmulator() as stripe_emulator:
         stripe_emulator.add_api_key(STRIPE_KEY)
         async with open_client(STRIPE_KEY, api_base=stripe_emulator.url) as client:
             await client.v1.customers.create_async(params={"name": "Acme", "metadata": {META_ACCOUNT: account}})
-            source = M3terSource(CREDS, base_url=emulator.url)
-            try:
-                engine = SyncEngine(
-                    spec=spec,
-                    account_filter=None,
-                    integration_id=str(uuid.uuid4()),
-                    source=source,
-                    ledger=StripeLedger(StripeGateway(client)),
-                    budget=ErrorBudget(spec.autoDisableThreshold),
-                )
-                report = await engine.run_pass(SyncState())
-            finally:
-                await source.aclose()
+            async with m3ter_source(CREDS, emulator.url) as source:
+                report = await send_pass(engine_spec(ORG), source=source, client=client)
             invoices = await client.v1.invoices.list_async(params={"limit": 100})
     assert report.sent == 4 and report.failed == 1
     assert sorted(str(metadata_of(invoice)[META_BILL]) for invoice in invoices.data) == sorted(good)

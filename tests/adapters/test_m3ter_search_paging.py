@@ -9,18 +9,16 @@ Against the m3ter emulator over HTTP through the official SDK. m3ter's Search Bi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource, M3terUnavailable
+from m3stripe.adapters.m3ter_source import M3terSource, M3terUnavailable
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
+from tests.adapters.helpers import CLIENT_ID, CREDS, ORG, SECRET
 
-ORG = "org-1"
-CLIENT_ID = "client-1"
-SECRET = "very-secret-value-123"
-CREDS = M3terCredentials(organization_id=ORG, client_id=CLIENT_ID, client_secret=SECRET)
 BEFORE = datetime(2025, 1, 1, tzinfo=UTC)
 SINCE = datetime(2025, 2, 1, tzinfo=UTC)
 
@@ -38,11 +36,11 @@ def clock() -> Clock:
     return Clock()
 
 
-async def _emulator(clock: Clock, **options: object) -> M3terEmulator:
-    emulator = M3terEmulator(clock=clock, **options)  # type: ignore[arg-type]
-    await emulator.start()
-    emulator.add_client(CLIENT_ID, SECRET, ORG)
-    return emulator
+@asynccontextmanager
+async def _emulator(clock: Clock, **options: object) -> AsyncIterator[M3terEmulator]:
+    async with M3terEmulator(clock=clock, **options) as emulator:  # type: ignore[arg-type]
+        emulator.add_client(CLIENT_ID, SECRET, ORG)
+        yield emulator
 
 
 @pytest.fixture
@@ -80,8 +78,7 @@ async def _read(source: M3terSource, page_size: int = 10) -> list[Bill | Malform
 async def test_deleting_bills_already_read_mid_scan_never_skips_a_changed_bill(
     clock: Clock, source_for: list[M3terSource], deleted_at_once: int
 ) -> None:
-    emulator = await _emulator(clock)
-    try:
+    async with _emulator(clock) as emulator:
         bills = _seed(emulator, clock, 40, step=timedelta(seconds=1))
         source = _source(emulator, source_for)
         seen: list[str] = []
@@ -92,8 +89,6 @@ async def test_deleting_bills_already_read_mid_scan_never_skips_a_changed_bill(
                 for bill_id in seen[:deleted_at_once]:
                     emulator.delete_bill(ORG, bill_id)
                     deleted.add(bill_id)
-    finally:
-        await emulator.stop()
     assert set(bills) - deleted - set(seen) == set(), "a changed Bill was never read this pass"
     assert len(seen) == len(set(seen)), "overlapping pages are deduplicated"
 
@@ -101,12 +96,9 @@ async def test_deleting_bills_already_read_mid_scan_never_skips_a_changed_bill(
 async def test_full_search_pages_without_next_token_are_read_to_the_end(
     clock: Clock, source_for: list[M3terSource]
 ) -> None:
-    emulator = await _emulator(clock, search_next_token=False)
-    try:
+    async with _emulator(clock, search_next_token=False) as emulator:
         bills = _seed(emulator, clock, 250, step=timedelta(seconds=1))
         changed = await _read(_source(emulator, source_for), page_size=100)
-    finally:
-        await emulator.stop()
     assert [bill.id for bill in changed] == list(reversed(bills))
 
 
@@ -116,8 +108,7 @@ async def test_bills_sharing_a_timestamp_across_a_page_boundary_are_all_read(
 ) -> None:
     # Groups of 7 Bills approved in the same millisecond; m3ter orders them in no documented way, and the
     # emulator reorders them on every request: with pages of 20 many groups straddle a page boundary.
-    emulator = await _emulator(clock, unique_timestamps=False, search_seed=seed)
-    try:
+    async with _emulator(clock, unique_timestamps=False, search_seed=seed) as emulator:
         account = emulator.add_account(ORG, name="Acme", code="acme", currency="USD")
         for _ in range(5):
             emulator.add_bill(ORG, account_id=account)
@@ -128,8 +119,6 @@ async def test_bills_sharing_a_timestamp_across_a_page_boundary_are_all_read(
                 clock.now += timedelta(seconds=1)
             emulator.approve_bill(ORG, bill_id)
         changed = await _read(_source(emulator, source_for), page_size=20)
-    finally:
-        await emulator.stop()
     assert sorted(bill.id for bill in changed) == sorted(bills)
     assert len(changed) == len(bills)
     assert "listing every Bill" not in caplog.text, "the search alone read them"
@@ -139,12 +128,9 @@ async def test_more_bills_sharing_a_timestamp_than_a_page_holds_are_all_read(
     clock: Clock, source_for: list[M3terSource], caplog: pytest.LogCaptureFixture
 ) -> None:
     # 25 Bills in one millisecond cannot be read whole by offset in pages of 10: the pass lists every Bill.
-    emulator = await _emulator(clock, unique_timestamps=False, search_seed=3)
-    try:
+    async with _emulator(clock, unique_timestamps=False, search_seed=3) as emulator:
         bills = _seed(emulator, clock, 25, unchanged=30, step=timedelta(0))
         changed = await _read(_source(emulator, source_for), page_size=10)
-    finally:
-        await emulator.stop()
     assert sorted(bill.id for bill in changed) == sorted(bills)
     assert "listing every Bill" in caplog.text
 
@@ -152,16 +138,13 @@ async def test_more_bills_sharing_a_timestamp_than_a_page_holds_are_all_read(
 async def test_changed_bills_are_read_by_id_page_by_page_and_one_by_one_when_a_page_leaves_some_out(
     clock: Clock, source_for: list[M3terSource]
 ) -> None:
-    emulator = await _emulator(clock)
-    try:
+    async with _emulator(clock) as emulator:
         bills = _seed(emulator, clock, 12, step=timedelta(seconds=1))
         emulator.ids_page_cap = 3
         paged = await _read(_source(emulator, source_for), page_size=10)
         emulator.ids_next_token = False  # the rest of each page of ids must be read one by one
         one_by_one = await _read(_source(emulator, source_for), page_size=10)
         single_reads = [r for r in emulator.requests if "/bills/" in r.path and not r.path.endswith("/search")]
-    finally:
-        await emulator.stop()
     assert [bill.id for bill in paged] == list(reversed(bills))
     assert [bill.id for bill in one_by_one] == list(reversed(bills))
     assert single_reads, "Bills left out of a page of ids were read with Get Bill"
@@ -170,8 +153,7 @@ async def test_changed_bills_are_read_by_id_page_by_page_and_one_by_one_when_a_p
 async def test_a_changed_bill_left_out_of_its_page_of_ids_and_deleted_since_is_skipped_and_any_other_error_fails(
     clock: Clock, source_for: list[M3terSource]
 ) -> None:
-    emulator = await _emulator(clock)
-    try:
+    async with _emulator(clock) as emulator:
         bills = _seed(emulator, clock, 8, step=timedelta(seconds=1))
         newest_first = list(reversed(bills))
         emulator.ids_page_cap = 2
@@ -187,8 +169,6 @@ async def test_a_changed_bill_left_out_of_its_page_of_ids_and_deleted_since_is_s
             async for bill in source.iter_bills(modified_since=SINCE, page_size=10):
                 if bill.id == newest_first[1]:
                     emulator.inject_server_errors(1)  # the next Get Bill fails: an error, never a skip
-    finally:
-        await emulator.stop()
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -197,8 +177,7 @@ async def test_deletions_while_a_group_sharing_a_timestamp_straddles_the_page_bo
 ) -> None:
     # Newest first: 10 Bills a second apart, then 15 Bills of one millisecond, cut by the end of a page of 20.
     # After that page three of the first ten are deleted: everything moves up three places, tied Bills too.
-    emulator = await _emulator(clock, unique_timestamps=False, search_seed=seed)
-    try:
+    async with _emulator(clock, unique_timestamps=False, search_seed=seed) as emulator:
         account = emulator.add_account(ORG, name="Acme", code="acme", currency="USD")
         tied = [emulator.add_bill(ORG, account_id=account) for _ in range(15)]
         newest = [emulator.add_bill(ORG, account_id=account) for _ in range(10)]
@@ -215,6 +194,4 @@ async def test_deletions_while_a_group_sharing_a_timestamp_straddles_the_page_bo
             if len(seen) == 20:
                 for bill_id in newest[-3:]:
                     emulator.delete_bill(ORG, bill_id)
-    finally:
-        await emulator.stop()
     assert set(tied) - set(seen) == set(), "a tied Bill was skipped"

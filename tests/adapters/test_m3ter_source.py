@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -20,37 +21,25 @@ from m3stripe.adapters.m3ter_source import (
 )
 from m3stripe.domain.billing import Account, Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
-
-ORG = "org-1"
-CLIENT_ID = "client-1"
-SECRET = "very-secret-value-123"
-CREDS = M3terCredentials(organization_id=ORG, client_id=CLIENT_ID, client_secret=SECRET)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.adapters.helpers import CLIENT_ID, CREDS, ORG, SECRET, FakeClock
+from tests.domain.passes import m3ter_source
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[M3terEmulator]:
-    async with M3terEmulator() as running:
-        running.add_client(CLIENT_ID, SECRET, ORG, token_ttl_seconds=300)
-        yield running
-
-
-@pytest.fixture
-async def source(emulator: M3terEmulator) -> AsyncIterator[M3terSource]:
-    created = M3terSource(CREDS, base_url=emulator.url, max_retries=1)
-    yield created
-    await created.aclose()
+def m3ter_options() -> dict[str, int]:
+    return {"token_ttl_seconds": 300, "max_retries": 1}
 
 
 def _account(emulator: M3terEmulator, code: str = "acme") -> str:
     return emulator.add_account(ORG, name=f"{code} Ltd", code=code, currency="USD")
+
+
+@asynccontextmanager
+async def _clocked(now: list[datetime]) -> AsyncIterator[tuple[M3terEmulator, str]]:
+    """An emulator on the clock `now[0]` with the Service User, and one Account's id."""
+    async with M3terEmulator(clock=lambda: now[0]) as emulator:
+        emulator.add_client(CLIENT_ID, SECRET, ORG)
+        yield emulator, _account(emulator)
 
 
 async def _collect(source: M3terSource, **kwargs: object) -> list[Bill | MalformedBill]:
@@ -93,16 +82,13 @@ async def test_short_lived_tokens_are_reused_until_half_life(emulator: M3terEmul
     # A 2 s token is shorter than the 60 s margin; it must still be reused, then replaced for real.
     emulator.add_client("short", "lived", ORG, token_ttl_seconds=2)
     creds = M3terCredentials(ORG, "short", "lived")
-    source = M3terSource(creds, base_url=emulator.url, max_retries=0)
-    try:
+    async with m3ter_source(creds, emulator.url, max_retries=0) as source:
         await source.check()
         await source.check()
         assert emulator.tokens_issued == 1
         await asyncio.sleep(1.1)
         await source.check()
         assert emulator.tokens_issued == 2
-    finally:
-        await source.aclose()
 
 
 async def test_concurrent_callers_share_one_token_fetch(emulator: M3terEmulator, source: M3terSource) -> None:
@@ -161,13 +147,10 @@ async def test_bad_credentials_raise_auth_error_without_the_secret(
     emulator: M3terEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     creds = M3terCredentials(ORG, CLIENT_ID, "wrong-" + SECRET)
-    source = M3terSource(creds, base_url=emulator.url, max_retries=0)
-    caplog.set_level(logging.DEBUG)
-    try:
+    async with m3ter_source(creds, emulator.url, max_retries=0) as source:
+        caplog.set_level(logging.DEBUG)
         with pytest.raises(M3terAuthError) as caught:
             await source.check()
-    finally:
-        await source.aclose()
     message = str(caught.value)
     assert CLIENT_ID in message and "401" in message
     basic = base64.b64encode(f"{CLIENT_ID}:wrong-{SECRET}".encode()).decode()
@@ -201,17 +184,13 @@ async def test_credentials_for_another_org_are_refused(emulator: M3terEmulator) 
 async def test_emulator_down_is_unavailable() -> None:
     async with M3terEmulator() as gone:
         url = gone.url
-    source = M3terSource(CREDS, base_url=url, max_retries=1)
-    try:
+    async with m3ter_source(CREDS, url, max_retries=1) as source:
         with pytest.raises(M3terUnavailable):
             await source.check()
-    finally:
-        await source.aclose()
 
 
 async def test_server_errors_are_retried_then_reported(emulator: M3terEmulator) -> None:
-    source = M3terSource(CREDS, base_url=emulator.url, max_retries=2)
-    try:
+    async with m3ter_source(CREDS, emulator.url, max_retries=2) as source:
         bill_id = emulator.add_bill(ORG, account_id=_account(emulator))
         emulator.inject_server_errors(2, status=503, retry_after=0.01)
         assert await source.get_bill(bill_id) is not None
@@ -221,8 +200,6 @@ async def test_server_errors_are_retried_then_reported(emulator: M3terEmulator) 
         emulator.inject_server_errors(3, status=429, retry_after=0.01)
         with pytest.raises(M3terUnavailable):
             await source.check()
-    finally:
-        await source.aclose()
 
 
 # -- bills -----------------------------------------------------------------------------------
@@ -256,21 +233,16 @@ async def test_bills_are_read_at_most_100_a_page_as_m3ter_allows(emulator: M3ter
 
 async def test_iter_bills_honours_modified_since() -> None:
     now = [datetime(2025, 1, 1, tzinfo=UTC)]
-    async with M3terEmulator(clock=lambda: now[0]) as emulator:
-        emulator.add_client(CLIENT_ID, SECRET, ORG)
-        account = _account(emulator)
+    async with _clocked(now) as (emulator, account):
         old = [emulator.add_bill(ORG, account_id=account) for _ in range(120)]
         now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
         emulator.approve_bill(ORG, old[5])
         emulator.regenerate_bill(ORG, old[77], lines=[{"subtotal": "3"}])
         new = emulator.add_bill(ORG, account_id=account)
-        source = M3terSource(CREDS, base_url=emulator.url)
-        try:
+        async with m3ter_source(CREDS, emulator.url) as source:
             changed = await _collect(source, modified_since=since, page_size=50)
             naive = await _collect(source, modified_since=since.replace(tzinfo=None), page_size=50)
             everything = await _collect(source, modified_since=None)
-        finally:
-            await source.aclose()
     # Newest first (descending dtLastModified), as iter_bills documents.
     assert [(bill.id, bill.version) for bill in changed] == [(new, 1), (old[77], 2), (old[5], 2)]
     assert [bill.id for bill in naive] == [bill.id for bill in changed], "naive datetimes are UTC"
@@ -280,19 +252,14 @@ async def test_iter_bills_honours_modified_since() -> None:
 
 async def test_an_incremental_read_costs_what_changed_not_the_organization_size() -> None:
     now = [datetime(2025, 1, 1, tzinfo=UTC)]
-    async with M3terEmulator(clock=lambda: now[0]) as emulator:
-        emulator.add_client(CLIENT_ID, SECRET, ORG)
-        account = _account(emulator)
+    async with _clocked(now) as (emulator, account):
         old = [emulator.add_bill(ORG, account_id=account, lines=[{"subtotal": "1.5"}]) for _ in range(1500)]
         now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
         for index in range(0, 1500, 60):  # 25 changed Bills
             now[0] += timedelta(seconds=1)
             emulator.regenerate_bill(ORG, old[index], lines=[{"subtotal": "2.5"}])
-        source = M3terSource(CREDS, base_url=emulator.url)
-        try:
+        async with m3ter_source(CREDS, emulator.url) as source:
             changed = await _collect(source, modified_since=since, page_size=10)
-        finally:
-            await source.aclose()
         searches = emulator.requests_to("/bills/search")
         listings = emulator.requests_to("/bills")
     assert [bill.id for bill in changed] == [old[index] for index in reversed(range(0, 1500, 60))]
@@ -311,18 +278,15 @@ async def test_an_incremental_read_costs_what_changed_not_the_organization_size(
 
 async def test_a_bill_changed_during_an_incremental_read_is_never_skipped() -> None:
     now = [datetime(2025, 1, 1, tzinfo=UTC)]
-    async with M3terEmulator(clock=lambda: now[0]) as emulator:
-        emulator.add_client(CLIENT_ID, SECRET, ORG)
-        account = _account(emulator)
+    async with _clocked(now) as (emulator, account):
         bills = [emulator.add_bill(ORG, account_id=account) for _ in range(30)]
         now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
         for bill_id in bills:
             now[0] += timedelta(seconds=1)
             emulator.approve_bill(ORG, bill_id)
-        source = M3terSource(CREDS, base_url=emulator.url)
-        seen: list[str] = []
-        pass_started = now[0] + timedelta(milliseconds=500)
-        try:
+        async with m3ter_source(CREDS, emulator.url) as source:
+            seen: list[str] = []
+            pass_started = now[0] + timedelta(milliseconds=500)
             async for bill in source.iter_bills(modified_since=since, page_size=10):
                 seen.append(bill.id)
                 if len(seen) == 12:  # mid-scan, an older changed Bill changes again and jumps to the front
@@ -330,8 +294,6 @@ async def test_a_bill_changed_during_an_incremental_read_is_never_skipped() -> N
                     emulator.regenerate_bill(ORG, bills[3])
             # The next pass reads from this pass's start: the Bill that moved is there, at its new version.
             next_pass = [bill async for bill in source.iter_bills(modified_since=pass_started)]
-        finally:
-            await source.aclose()
     assert set(seen) - {bills[3]} == set(bills) - {bills[3]}, "no Bill that stayed put was skipped"
     assert [(bill.id, bill.version) for bill in next_pass] == [(bills[3], 3)]
 
@@ -390,16 +352,15 @@ async def test_get_bill_missing_is_none(emulator: M3terEmulator, source: M3terSo
 
 async def test_get_account_converts_and_caches(emulator: M3terEmulator) -> None:
     clock = FakeClock()
-    source = M3terSource(CREDS, base_url=emulator.url, account_cache_ttl=60, clock=clock)
-    account_id = emulator.add_account(
-        ORG,
-        name="Acme",
-        code="acme",
-        currency="EUR",
-        address={"addressLine1": "1 Rue", "locality": "Paris", "country": "FR"},
-        custom_fields={"tier": "gold", "discount": 0.15, "seats": 12},
-    )
-    try:
+    async with m3ter_source(CREDS, emulator.url, account_cache_ttl=60, clock=clock) as source:
+        account_id = emulator.add_account(
+            ORG,
+            name="Acme",
+            code="acme",
+            currency="EUR",
+            address={"addressLine1": "1 Rue", "locality": "Paris", "country": "FR"},
+            custom_fields={"tier": "gold", "discount": 0.15, "seats": 12},
+        )
         account = await source.get_account(account_id)
         assert account == await source.get_account(account_id)
         assert len(emulator.requests_to(f"/accounts/{account_id}")) == 1
@@ -407,8 +368,6 @@ async def test_get_account_converts_and_caches(emulator: M3terEmulator) -> None:
         await source.get_account(account_id)
         assert len(emulator.requests_to(f"/accounts/{account_id}")) == 2
         assert await source.get_account("missing") is None
-    finally:
-        await source.aclose()
     assert isinstance(account, Account)
     record = account.as_filter_record()
     assert record["id"] == account_id

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
-from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.adapters.stripe_gateway import metadata_of
 from m3stripe.domain.account_filter import parse_filter
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
-from m3stripe.domain.runs import ErrorBudget, RunStatus, SyncState
-from m3stripe.domain.sync_engine import SyncEngine
+from m3stripe.domain.runs import RunStatus
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.adapters.helpers import CREDS, ORG
+from tests.domain.builders import engine_spec
+from tests.domain.passes import m3ter_source, send_pass
 
-ORG = "org-1"
-CREDS = M3terCredentials(ORG, "client-1", "secret-1")
 STRIPE_KEY = "sk_test_51tokenREVOKEDmidPASS"
 
 
@@ -50,31 +45,15 @@ async def test_a_token_revoked_mid_pass_is_replaced_and_every_bill_is_sent(statu
             for account in accounts
         ]
         stripe_emulator.add_api_key(STRIPE_KEY)
-        spec = StripeIntegrationSpec.model_validate(
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-                "accountFilter": 'currency == "USD"',  # every Bill reads its Account: the revocation lands mid-pass
-            }
-        )
+        # Every Bill reads its Account: the revocation lands mid-pass.
+        spec = engine_spec(ORG, accountFilter='currency == "USD"')
         async with open_client(STRIPE_KEY, api_base=stripe_emulator.url) as client:
             for account in accounts:
                 await client.v1.customers.create_async(params={"name": account, "metadata": {META_ACCOUNT: account}})
-            source = M3terSource(CREDS, base_url=m3ter.url)
-            try:
-                engine = SyncEngine(
-                    spec=spec,
-                    account_filter=parse_filter(spec.accountFilter),
-                    integration_id=str(uuid.uuid4()),
-                    source=source,
-                    ledger=StripeLedger(StripeGateway(client)),
-                    budget=ErrorBudget(spec.autoDisableThreshold),
-                    concurrency=2,
+            async with m3ter_source(CREDS, m3ter.url) as source:
+                report = await send_pass(
+                    spec, source=source, client=client, account_filter=parse_filter(spec.accountFilter), concurrency=2
                 )
-                report = await engine.run_pass(SyncState())
-            finally:
-                await source.aclose()
             invoices = await client.v1.invoices.list_async(params={"limit": 100})
         tokens = m3ter.tokens_issued
     assert m3ter.account_reads >= 3, "the revocation happened during the pass"

@@ -26,17 +26,11 @@ from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, S
 from m3stripe.domain.sync_engine import build_engine
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.domain.builders import engine_spec
 
 ORG = "org-engine"
 CREDS = M3terCredentials(ORG, "engine-client", "engine-secret")
 KEY = "sk_test_51engineInProcess"
-SPEC = StripeIntegrationSpec.model_validate(
-    {
-        "destination": "StripeTestMode",
-        "credentialRef": {"name": "stripe"},
-        "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-    }
-)
 
 
 @dataclass
@@ -47,6 +41,7 @@ class World:
     client: stripe.StripeClient
     source: M3terSource
     integration_id: str
+    spec: StripeIntegrationSpec
 
     def m3ter_account(self, code: str) -> str:
         return self.m3ter.add_account(ORG, name=code, code=code, currency="USD")
@@ -59,6 +54,12 @@ class World:
         return self.m3ter.add_bill(
             ORG, account_id=m3ter_account, lines=[{"line_item_type": "USAGE", "subtotal": subtotal}]
         )
+
+    async def customer_bill(self, code: str, subtotal: str = "12.50") -> str:
+        """A Bill of a new m3ter Account that has its Stripe customer."""
+        account = self.m3ter_account(code)
+        await self.customer_for(account)
+        return self.bill(account, subtotal)
 
     def invoices(self) -> list[dict[str, Any]]:
         """Stripe's invoices, in the order Stripe created them."""
@@ -79,11 +80,11 @@ class World:
     ) -> RunReport:
         gateway = StripeGateway(client or self.client, retry=RetryPolicy(max_attempts=2, base_delay=0, max_delay=0))
         engine = build_engine(
-            SPEC,
+            self.spec,
             integration_id=self.integration_id,
             source=source or self.source,
             stripe=StripeLedger(gateway),
-            budget=budget or ErrorBudget(SPEC.autoDisableThreshold),
+            budget=budget or ErrorBudget(self.spec.autoDisableThreshold),
             concurrency=concurrency,
         )
         report = await engine.run_pass(state or SyncState(), replay=replay)
@@ -100,7 +101,8 @@ async def world() -> AsyncIterator[World]:
         source = M3terSource(CREDS, base_url=m3ter.url)
         try:
             async with open_client(KEY, api_base=stripe_emulator.url) as client:
-                yield World(m3ter, stripe_emulator, account, client, source, f"int-{uuid.uuid4().hex[:8]}")
+                integration_id = f"int-{uuid.uuid4().hex[:8]}"
+                yield World(m3ter, stripe_emulator, account, client, source, integration_id, engine_spec(ORG))
         finally:
             await source.aclose()
 
@@ -129,9 +131,7 @@ async def test_a_pass_sends_each_bill_once_as_a_draft_invoice_of_its_customer() 
 
 async def test_a_regenerated_bill_updates_its_draft_invoice_in_place() -> None:
     async with world() as w:
-        account = w.m3ter_account("regen")
-        await w.customer_for(account)
-        bill_id = w.bill(account, "10.00")
+        bill_id = await w.customer_bill("regen", "10.00")
         first = await w.run()
         (invoice,) = w.invoices_of(bill_id)
         version = w.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "25.00"}])
@@ -144,9 +144,7 @@ async def test_a_regenerated_bill_updates_its_draft_invoice_in_place() -> None:
 
 async def test_a_finalized_invoice_is_left_alone_and_the_changed_bill_reports_invoice_already_paid() -> None:
     async with world() as w:
-        account = w.m3ter_account("final")
-        await w.customer_for(account)
-        bill_id = w.bill(account, "10.00")
+        bill_id = await w.customer_bill("final", "10.00")
         first = await w.run()
         (invoice,) = w.invoices_of(bill_id)
         await w.client.v1.invoices.finalize_invoice_async(invoice["id"])
@@ -241,10 +239,8 @@ async def test_a_replayed_bill_is_written_again_though_the_watermark_is_past_it(
 
 async def test_an_engine_built_for_a_plan_spec_decides_through_the_read_only_ledger_and_writes_nothing() -> None:
     async with world() as w:
-        account = w.m3ter_account("planned")
-        await w.customer_for(account)
-        bill_id = w.bill(account)
-        spec = StripeIntegrationSpec.model_validate({**SPEC.model_dump(exclude_none=True), "mode": "Plan"})
+        bill_id = await w.customer_bill("planned")
+        spec = engine_spec(ORG, mode="Plan")
         engine = build_engine(
             spec,
             integration_id=w.integration_id,
@@ -262,7 +258,7 @@ def test_an_engine_for_a_send_spec_refuses_a_read_only_ledger() -> None:
     client = stripe.StripeClient("sk_test_51engineAAAA", base_addresses={"api": "http://127.0.0.1:9"})
     with pytest.raises(TypeError, match="read-only"):
         build_engine(
-            SPEC,
+            engine_spec(ORG),
             integration_id="int-1",
             source=None,  # type: ignore[arg-type]
             stripe=StripeLedgerReader(StripeGateway(client)),

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import (
     META_ACCOUNT,
@@ -24,76 +23,20 @@ from m3stripe.domain.mapping import (
     plan_bill,
     select_lines,
 )
+from tests.domain import builders
+from tests.domain.builders import make_spec
 
 TODAY = date(2025, 6, 15)
 INTEGRATION = "int-uid-1"
 
 
-def make_spec(**fields: Any) -> StripeIntegrationSpec:
-    raw: dict[str, Any] = {
-        "destination": "StripeTestMode",
-        "m3ter": {"organizationId": "org1", "credentialsRef": {"name": "m3ter"}},
-    }
-    raw.update(fields)
-    return StripeIntegrationSpec.model_validate(raw)
+def make_line(line_id: str, subtotal: str, **fields: Any) -> LineItem:
+    """A STANDING_CHARGE line unless `line_type` says otherwise."""
+    return builders.make_line(line_id, subtotal, **{"line_type": "STANDING_CHARGE", **fields})
 
 
-def make_line(
-    line_id: str,
-    subtotal: str,
-    *,
-    line_type: str = "STANDING_CHARGE",
-    currency: str = "USD",
-    quantity: str = "1",
-    description: str | None = None,
-    aggregation_id: str | None = None,
-    product_name: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-) -> LineItem:
-    return LineItem(
-        id=line_id,
-        line_item_type=line_type,
-        description=description if description is not None else f"line {line_id}",
-        quantity=Decimal(quantity),
-        subtotal=Decimal(subtotal),
-        unit_price=None,
-        currency=currency,
-        aggregation_id=aggregation_id,
-        product_name=product_name,
-        service_period_start=start,
-        service_period_end=end,
-        sequence_number=None,
-    )
-
-
-def make_bill(
-    lines: list[LineItem],
-    *,
-    currency: str = "USD",
-    total: str | None = None,
-    due: date | None = None,
-    po: str | None = None,
-    bill_id: str = "bill-1",
-    version: int = 7,
-    account_id: str = "acc-1",
-) -> Bill:
-    return Bill(
-        id=bill_id,
-        version=version,
-        account_id=account_id,
-        account_code="ACME",
-        status="APPROVED",
-        currency=currency,
-        bill_total=Decimal(total) if total is not None else None,
-        due_date=due,
-        bill_date=None,
-        purchase_order_number=po,
-        last_modified=datetime(2025, 6, 1, tzinfo=UTC),
-        line_items=tuple(lines),
-        external_invoice_reference=None,
-        locked=False,
-    )
+def make_bill(lines: list[LineItem], **fields: Any) -> Bill:
+    return builders.make_bill(lines, **{"version": 7, **fields})
 
 
 def ids(lines: list[LineItem]) -> list[str]:

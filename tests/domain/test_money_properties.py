@@ -25,10 +25,11 @@ from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.billing import Bill
 from m3stripe.domain.mapping import MappingError, plan_bill
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.domain.builders import make_bill, make_line, make_spec
 
 KEY = "sk_test_moneyProperties01"
 # docs.stripe.com/currencies: (API exponent, chargeable step in minor units), written out independently.
@@ -109,51 +110,35 @@ def cases(draw: st.DrawFn) -> Case:
 
 
 def to_bill(case: Case, bill_id: str) -> Bill:
-    lines = tuple(
-        LineItem(
-            id=f"line-{i % 7}",  # ids repeat on purpose: position, not id, tells lines apart
-            line_item_type="MINIMUM_SPEND" if excluded else "USAGE",
-            description="usage",
-            quantity=Decimal(1),
-            subtotal=subtotal,
-            unit_price=None,
+    lines = [
+        # ids repeat on purpose: position, not id, tells lines apart
+        make_line(
+            f"line-{i % 7}",
+            subtotal,
+            line_type="MINIMUM_SPEND" if excluded else "USAGE",
             currency=case.currency,
-            aggregation_id=None,
-            product_name=None,
-            service_period_start=None,
-            service_period_end=None,
-            sequence_number=None,
+            description="usage",
         )
         for i, (subtotal, excluded) in enumerate(zip(case.subtotals, case.excluded, strict=True))
-    )
-    return Bill(
-        id=bill_id,
-        version=1,
+    ]
+    return make_bill(
+        lines,
+        bill_id=bill_id,
         account_id="acc",
         account_code=None,
-        status="APPROVED",
         currency=case.currency,
-        bill_total=case.bill_total,
-        due_date=None,
-        bill_date=None,
-        purchase_order_number=None,
+        total=case.bill_total,
         last_modified=datetime(2025, 1, 1, tzinfo=UTC),
-        line_items=lines,
-        external_invoice_reference=None,
-        locked=False,
     )
 
 
 def spec(*, invoice: bool) -> StripeIntegrationSpec:
-    return StripeIntegrationSpec.model_validate(
-        {
-            "destination": "StripeTestMode",
-            "m3ter": {"organizationId": "org", "credentialsRef": {"name": "m3ter"}},
-            "excludedLineItemTypes": ["MINIMUM_SPEND"],
-            "createStripeInvoice": invoice,
-            # Pending items are not bound by an invoice's line limit.
-            "maxLinesPerInvoice": MAX_INVOICE_LINES if invoice else 2000,
-        }
+    return make_spec(
+        organization="org",
+        excludedLineItemTypes=["MINIMUM_SPEND"],
+        createStripeInvoice=invoice,
+        # Pending items are not bound by an invoice's line limit.
+        maxLinesPerInvoice=MAX_INVOICE_LINES if invoice else 2000,
     )
 
 

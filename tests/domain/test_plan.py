@@ -6,7 +6,6 @@ import asyncio
 import inspect
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,8 +13,7 @@ import stripe
 
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
-from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.billing import Bill
 from m3stripe.domain.mapping import META_VERSION, BillPlan, plan_bill
 from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
 from m3stripe.domain.ports import Ledger
@@ -23,51 +21,25 @@ from m3stripe.domain.runs import BillResult, ErrorBudget, Outcome, RunReport
 from m3stripe.domain.stripe_writer import CustomerIndex, HeldInvoice, HeldLine, StripeWriter
 from m3stripe.domain.sync_engine import SyncEngine
 from m3stripe.kube.planning import _plan_changed
+from tests.domain.builders import make_bill, make_line, make_spec
 
 INTEGRATION = "int-uid-1"
-SPEC = StripeIntegrationSpec.model_validate(
-    {"destination": "StripeTestMode", "m3ter": {"organizationId": "org1", "credentialsRef": {"name": "m3ter"}}}
-)
 
 
 def bill(*subtotals: str, version: int = 2, bill_id: str = "bill-1", currency: str = "USD") -> Bill:
-    lines = tuple(
-        LineItem(
-            id=f"l{i}",
-            line_item_type="USAGE",
-            description=f"line {i}",
-            quantity=Decimal(1),
-            subtotal=Decimal(s),
-            unit_price=None,
-            currency=currency,
-            aggregation_id=None,
-            product_name=None,
-            service_period_start=None,
-            service_period_end=None,
-            sequence_number=None,
-        )
-        for i, s in enumerate(subtotals)
-    )
-    return Bill(
-        id=bill_id,
+    lines = [make_line(f"l{i}", s, currency=currency, description=f"line {i}") for i, s in enumerate(subtotals)]
+    return make_bill(
+        lines,
+        bill_id=bill_id,
         version=version,
-        account_id="acc-1",
         account_code=None,
-        status="APPROVED",
         currency=currency,
-        bill_total=None,
-        due_date=None,
-        bill_date=None,
-        purchase_order_number=None,
         last_modified=datetime(2026, 11, 1, tzinfo=UTC),
-        line_items=lines,
-        external_invoice_reference=None,
-        locked=False,
     )
 
 
 def plan_of(b: Bill) -> BillPlan:
-    return plan_bill(b, SPEC, INTEGRATION)
+    return plan_bill(b, make_spec(), INTEGRATION)
 
 
 def held_invoice(plan: BillPlan, status: str = "draft", version: int | None = None) -> HeldInvoice:
@@ -185,7 +157,7 @@ def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> 
     gateway = StripeGateway(client)
     planner = Planner(StripeLedgerReader(gateway), INTEGRATION)
     common: dict[str, Any] = {
-        "spec": SPEC,
+        "spec": make_spec(),
         "account_filter": None,
         "integration_id": INTEGRATION,
         "source": None,

@@ -9,16 +9,15 @@ from datetime import timedelta
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.m3ter_source import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
-from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.adapters.stripe_gateway import metadata_of
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
-from m3stripe.domain.runs import ErrorBudget, RunReport, RunStatus, SyncState
-from m3stripe.domain.sync_engine import SyncEngine
+from m3stripe.domain.runs import RunReport, RunStatus, SyncState
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.domain.builders import engine_spec
+from tests.domain.passes import m3ter_source, send_pass
 
 ORG = "org-1"
 CREDS = M3terCredentials(ORG, "client-1", "secret-1")
@@ -41,30 +40,16 @@ class World:
     def __init__(self, m3ter: SweepFailingEmulator, stripe: StripeEmulator) -> None:
         self.m3ter, self.stripe = m3ter, stripe
         self.integration_id = str(uuid.uuid4())
-        self.spec = StripeIntegrationSpec.model_validate(
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-            }
-        )
+        self.spec = engine_spec(ORG)
 
     async def run(self, state: SyncState) -> RunReport:
-        async with open_client(STRIPE_KEY, api_base=self.stripe.url) as client:
-            source = M3terSource(CREDS, base_url=self.m3ter.url, max_retries=0)
-            try:
-                engine = SyncEngine(
-                    spec=self.spec,
-                    account_filter=None,
-                    integration_id=self.integration_id,
-                    source=source,
-                    ledger=StripeLedger(StripeGateway(client)),
-                    budget=ErrorBudget(self.spec.autoDisableThreshold),
-                    concurrency=2,
-                )
-                return await engine.run_pass(state)
-            finally:
-                await source.aclose()
+        async with (
+            open_client(STRIPE_KEY, api_base=self.stripe.url) as client,
+            m3ter_source(CREDS, self.m3ter.url, max_retries=0) as source,
+        ):
+            return await send_pass(
+                self.spec, source=source, client=client, integration_id=self.integration_id, state=state, concurrency=2
+            )
 
     async def invoices_of(self, bill_id: str) -> int:
         async with open_client(STRIPE_KEY, api_base=self.stripe.url) as client:

@@ -18,69 +18,16 @@ import stripe
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.billing import Bill, LineItem
 from m3stripe.domain.mapping import MappingError, plan_bill
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.domain.builders import make_bill as bill
+from tests.domain.builders import make_line as line
+from tests.domain.builders import make_spec
 
 KEY = "sk_test_moneyRules0001"
 INTEGRATION = "int-money"
 TODAY = date(2025, 6, 15)
-
-
-def make_spec(**fields: Any) -> StripeIntegrationSpec:
-    raw: dict[str, Any] = {
-        "destination": "StripeTestMode",
-        "m3ter": {"organizationId": "org1", "credentialsRef": {"name": "m3ter"}},
-    }
-    raw.update(fields)
-    return StripeIntegrationSpec.model_validate(raw)
-
-
-def line(line_id: str, subtotal: str, *, currency: str = "USD", quantity: str = "1", kind: str = "USAGE") -> LineItem:
-    return LineItem(
-        id=line_id,
-        line_item_type=kind,
-        description=f"line {line_id}",
-        quantity=Decimal(quantity),
-        subtotal=Decimal(subtotal),
-        unit_price=None,
-        currency=currency,
-        aggregation_id=None,
-        product_name=None,
-        service_period_start=None,
-        service_period_end=None,
-        sequence_number=None,
-    )
-
-
-def bill(
-    lines: list[LineItem],
-    *,
-    currency: str = "USD",
-    total: str | None = None,
-    version: int = 1,
-    po: str | None = None,
-    due: date | None = None,
-    bill_id: str = "bill-1",
-) -> Bill:
-    return Bill(
-        id=bill_id,
-        version=version,
-        account_id="acc-1",
-        account_code="ACME",
-        status="APPROVED",
-        currency=currency,
-        bill_total=Decimal(total) if total is not None else None,
-        due_date=due,
-        bill_date=None,
-        purchase_order_number=po,
-        last_modified=datetime(2025, 6, 1, tzinfo=UTC),
-        line_items=tuple(lines),
-        external_invoice_reference=None,
-        locked=False,
-    )
 
 
 @pytest.fixture

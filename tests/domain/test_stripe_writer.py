@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,10 +20,11 @@ from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.billing import Bill
 from m3stripe.domain.mapping import META_BILL, META_INTEGRATION, META_LINE, META_LINE_INDEX, META_VERSION, plan_bill
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.domain.builders import make_bill, make_line, make_spec
 
 KEY = "sk_test_writerHistory01"
 INTEGRATION = "int-history"
@@ -73,49 +73,20 @@ def run(body: Callable[[World], Coroutine[Any, Any, None]]) -> None:
 
 
 def bill(bill_id: str, *, created: datetime | None, version: int = 1, amounts: tuple[str, ...] = ("1.00",)) -> Bill:
-    return Bill(
-        id=bill_id,
+    lines = [make_line(f"{bill_id}-line-{i}", a, description="usage") for i, a in enumerate(amounts)]
+    return make_bill(
+        lines,
+        bill_id=bill_id,
         version=version,
         account_id="acc",
         account_code=None,
-        status="APPROVED",
-        currency="USD",
-        bill_total=None,
-        due_date=None,
-        bill_date=None,
-        purchase_order_number=None,
         last_modified=created or T0,
-        line_items=tuple(
-            LineItem(
-                id=f"{bill_id}-line-{i}",
-                line_item_type="USAGE",
-                description="usage",
-                quantity=Decimal(1),
-                subtotal=Decimal(a),
-                unit_price=None,
-                currency="USD",
-                aggregation_id=None,
-                product_name=None,
-                service_period_start=None,
-                service_period_end=None,
-                sequence_number=None,
-            )
-            for i, a in enumerate(amounts)
-        ),
-        external_invoice_reference=None,
-        locked=False,
         created=created,
     )
 
 
 def spec(*, invoice: bool) -> StripeIntegrationSpec:
-    return StripeIntegrationSpec.model_validate(
-        {
-            "destination": "StripeTestMode",
-            "m3ter": {"organizationId": "org", "credentialsRef": {"name": "m3ter"}},
-            "createStripeInvoice": invoice,
-        }
-    )
+    return make_spec(organization="org", createStripeInvoice=invoice)
 
 
 async def write(world: World, writer: StripeWriter, b: Bill, customer: str, *, invoice: bool) -> bool:

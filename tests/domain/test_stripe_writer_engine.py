@@ -8,20 +8,45 @@ from __future__ import annotations
 
 import asyncio
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.m3ter_source import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway
-from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
-from m3stripe.domain.runs import ErrorBudget, SyncState
-from m3stripe.domain.sync_engine import SyncEngine
+from m3stripe.domain.runs import ErrorBudget, RunReport
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.domain.builders import engine_spec
+from tests.domain.passes import m3ter_source, send_pass
 
 KEY = "sk_test_engineQueues01"
 ORG = "org-queues"
 BUSY_BILLS = 40
+CREDS = M3terCredentials(ORG, "queues", "queues-secret")
+
+
+def _busy_customer(m3ter: M3terEmulator, bills: int) -> str:
+    """The busy customer's m3ter Account, with `bills` Bills; m3ter lists them first."""
+    m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
+    busy = m3ter.add_account(ORG, name="Busy", code="busy", currency="USD")
+    for n in range(bills):
+        m3ter.add_bill(ORG, account_id=busy, lines=[{"line_item_type": "USAGE", "subtotal": f"{n + 1}.00"}])
+    return busy
+
+
+async def _send(
+    m3ter: M3terEmulator, stripe_url: str, key: str, *, budget: int, customers: tuple[str, ...] = ()
+) -> RunReport:
+    """A pass with Stripe's `key`, 4 Bills at a time, once each of the `customers` has its Stripe customer."""
+    async with m3ter_source(CREDS, m3ter.url) as source, open_client(key, api_base=stripe_url) as client:
+        for acct in customers:
+            await client.v1.customers.create_async(params={"metadata": {META_ACCOUNT: acct}})
+        return await send_pass(
+            engine_spec(ORG),
+            source=source,
+            client=client,
+            integration_id="int-queues",
+            budget=ErrorBudget(budget),
+            concurrency=4,
+        )
 
 
 async def _pass() -> tuple[list[str], str, int]:
@@ -29,37 +54,11 @@ async def _pass() -> tuple[list[str], str, int]:
     stripe_emulator = StripeEmulator(seed=3, contract_mode=True, latency_seconds=0.01)
     account = stripe_emulator.add_api_key(KEY)
     async with stripe_emulator, M3terEmulator() as m3ter:
-        m3ter.add_client("queues", "queues-secret", ORG)
-        busy = m3ter.add_account(ORG, name="Busy", code="busy", currency="USD")
+        busy = _busy_customer(m3ter, BUSY_BILLS)
         quiet = m3ter.add_account(ORG, name="Quiet", code="quiet", currency="USD")
-        # m3ter lists the busy customer's Bills first, the quiet customer's last.
-        for n in range(BUSY_BILLS):
-            m3ter.add_bill(ORG, account_id=busy, lines=[{"line_item_type": "USAGE", "subtotal": f"{n + 1}.00"}])
+        # After the busy customer's Bills.
         quiet_bill = m3ter.add_bill(ORG, account_id=quiet, lines=[{"line_item_type": "USAGE", "subtotal": "9.00"}])
-        spec = StripeIntegrationSpec.model_validate(
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-            }
-        )
-        source = M3terSource(M3terCredentials(ORG, "queues", "queues-secret"), base_url=m3ter.url)
-        try:
-            async with open_client(KEY, api_base=stripe_emulator.url) as client:
-                for acct in (busy, quiet):
-                    await client.v1.customers.create_async(params={"metadata": {META_ACCOUNT: acct}})
-                engine = SyncEngine(
-                    spec=spec,
-                    account_filter=None,
-                    integration_id="int-queues",
-                    source=source,
-                    ledger=StripeLedger(StripeGateway(client)),
-                    budget=ErrorBudget(10),
-                    concurrency=4,
-                )
-                report = await engine.run_pass(SyncState())
-        finally:
-            await source.aclose()
+        report = await _send(m3ter, stripe_emulator.url, KEY, budget=10, customers=(busy, quiet))
         assert not stripe_emulator.violations, stripe_emulator.violations
         invoices = stripe_emulator.state(account)["invoices"].values()  # in the order Stripe created them
         return [str(i["metadata"][META_BILL]) for i in invoices], quiet_bill, report.sent
@@ -79,32 +78,8 @@ async def _refused_pass(bills: int) -> tuple[int, int, int]:
     stripe_emulator = StripeEmulator(seed=4, contract_mode=True, latency_seconds=0.01)
     stripe_emulator.add_api_key(KEY)
     async with stripe_emulator, M3terEmulator() as m3ter:
-        m3ter.add_client("queues", "queues-secret", ORG)
-        busy = m3ter.add_account(ORG, name="Busy", code="busy", currency="USD")
-        for n in range(bills):
-            m3ter.add_bill(ORG, account_id=busy, lines=[{"line_item_type": "USAGE", "subtotal": f"{n + 1}.00"}])
-        spec = StripeIntegrationSpec.model_validate(
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-            }
-        )
-        source = M3terSource(M3terCredentials(ORG, "queues", "queues-secret"), base_url=m3ter.url)
-        try:
-            async with open_client("sk_test_revokedKey0000", api_base=stripe_emulator.url) as client:
-                engine = SyncEngine(
-                    spec=spec,
-                    account_filter=None,
-                    integration_id="int-queues",
-                    source=source,
-                    ledger=StripeLedger(StripeGateway(client)),
-                    budget=ErrorBudget(1000),
-                    concurrency=4,
-                )
-                report = await engine.run_pass(SyncState())
-        finally:
-            await source.aclose()
+        _busy_customer(m3ter, bills)
+        report = await _send(m3ter, stripe_emulator.url, "sk_test_revokedKey0000", budget=1000)
         return len(report.events), stripe_emulator.request_count, report.sent + report.failed + report.skipped
 
 

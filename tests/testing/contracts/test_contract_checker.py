@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,12 +10,12 @@ import pytest
 import stripe
 from stripe._encode import _api_encode
 
-from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.billing import Bill
 from m3stripe.domain.mapping import plan_bill
 from m3stripe.testing.stripe_emulator import contract
 from m3stripe.testing.stripe_emulator.forms import decode
 from m3stripe.testing.stripe_emulator.routes import ROUTES
+from tests.domain.builders import make_bill, make_line, make_spec
 
 
 def wire(params: dict[str, Any]) -> dict[str, Any]:
@@ -106,52 +105,24 @@ def test_a_request_to_an_endpoint_without_parameters_must_send_none() -> None:
     ]
 
 
-def spec(**fields: Any) -> StripeIntegrationSpec:
-    raw: dict[str, Any] = {
-        "destination": "StripeTestMode",
-        "m3ter": {"organizationId": "org1", "credentialsRef": {"name": "m3ter"}},
-    }
-    raw.update(fields)
-    return StripeIntegrationSpec.model_validate(raw)
-
-
 def bill(po: str | None) -> Bill:
     start, end = datetime(2025, 5, 1, tzinfo=UTC), datetime(2025, 6, 1, tzinfo=UTC)
-    lines = tuple(
-        LineItem(
-            id=f"l{i}",
-            line_item_type=kind,
+    lines = [
+        make_line(
+            f"l{i}",
+            subtotal,
+            line_type=kind,
+            quantity=quantity,
             description=f"line {i}",
-            quantity=Decimal(quantity),
-            subtotal=Decimal(subtotal),
-            unit_price=None,
-            currency="USD",
-            aggregation_id=None,
             product_name="Seats",
-            service_period_start=start,
-            service_period_end=end,
-            sequence_number=None,
+            start=start,
+            end=end,
         )
         for i, (kind, quantity, subtotal) in enumerate(
             [("STANDING_CHARGE", "1", "100.00"), ("USAGE", "3", "10.50"), ("CREDIT_MEMO", "1", "-5.00")]
         )
-    )
-    return Bill(
-        id="bill-1",
-        version=3,
-        account_id="acc-1",
-        account_code="ACME",
-        status="APPROVED",
-        currency="USD",
-        bill_total=None,
-        due_date=(datetime.now(UTC) + timedelta(days=30)).date(),
-        bill_date=None,
-        purchase_order_number=po,
-        last_modified=start,
-        line_items=lines,
-        external_invoice_reference=None,
-        locked=False,
-    )
+    ]
+    return make_bill(lines, version=3, due=(datetime.now(UTC) + timedelta(days=30)).date(), po=po, last_modified=start)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +135,7 @@ def bill(po: str | None) -> Bill:
 )
 @pytest.mark.parametrize("po", [None, "PO-17"])
 def test_the_operators_real_request_shapes_pass(fields: dict[str, Any], po: str | None) -> None:
-    plan = plan_bill(bill(po), spec(**fields), "int-1")
+    plan = plan_bill(bill(po), make_spec(**fields), "int-1")
     assert problems("POST", "/v1/invoices", plan.invoice_create_params("cus_1")) == []
     assert problems("POST", "/v1/invoices/{invoice}/add_lines", {"lines": [p.line_params() for p in plan.lines]}) == []
     for line in plan.lines:

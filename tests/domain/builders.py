@@ -1,0 +1,90 @@
+"""Builders of the domain's values: a valid spec, line items and Bills, every field defaulted but what a test names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.billing import Bill, LineItem
+
+MODIFIED = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def make_spec(*, organization: str = "org1", **fields: Any) -> StripeIntegrationSpec:
+    """The smallest valid spec (no credentialRef unless given), with `fields` laid over it."""
+    raw: dict[str, Any] = {
+        "destination": "StripeTestMode",
+        "m3ter": {"organizationId": organization, "credentialsRef": {"name": "m3ter"}},
+    }
+    raw.update(fields)
+    return StripeIntegrationSpec.model_validate(raw)
+
+
+def engine_spec(organization: str, **fields: Any) -> StripeIntegrationSpec:
+    """A spec a Send pass can run: with the Stripe key's credentialRef."""
+    return make_spec(organization=organization, credentialRef={"name": "stripe"}, **fields)
+
+
+def make_line(
+    line_id: str,
+    subtotal: str | Decimal,
+    *,
+    line_type: str = "USAGE",
+    currency: str = "USD",
+    quantity: str | Decimal = "1",
+    description: str | None = None,
+    aggregation_id: str | None = None,
+    product_name: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> LineItem:
+    return LineItem(
+        id=line_id,
+        line_item_type=line_type,
+        description=description if description is not None else f"line {line_id}",
+        quantity=Decimal(quantity),
+        subtotal=Decimal(subtotal),
+        unit_price=None,
+        currency=currency,
+        aggregation_id=aggregation_id,
+        product_name=product_name,
+        service_period_start=start,
+        service_period_end=end,
+        sequence_number=None,
+    )
+
+
+def make_bill(
+    lines: Iterable[LineItem],
+    *,
+    bill_id: str = "bill-1",
+    version: int = 1,
+    account_id: str = "acc-1",
+    account_code: str | None = "ACME",
+    currency: str = "USD",
+    total: str | Decimal | None = None,
+    due: date | None = None,
+    po: str | None = None,
+    last_modified: datetime = MODIFIED,
+    created: datetime | None = None,
+) -> Bill:
+    return Bill(
+        id=bill_id,
+        version=version,
+        account_id=account_id,
+        account_code=account_code,
+        status="APPROVED",
+        currency=currency,
+        bill_total=Decimal(total) if total is not None else None,
+        due_date=due,
+        bill_date=None,
+        purchase_order_number=po,
+        last_modified=last_modified,
+        line_items=tuple(lines),
+        external_invoice_reference=None,
+        locked=False,
+        created=created,
+    )
