@@ -327,12 +327,16 @@ def test_keywords_are_not_bare_words() -> None:
     assert syntax_error("x == not").position == 5
 
 
-def test_fields_and_bare_words() -> None:
+def test_fields_are_the_paths_read_and_right_hand_bare_words_are_not_among_them() -> None:
     parsed = AccountFilter.parse(
         "(address.country == UK OR customFields.country == 'UK') AND NOT id == accountCode AND 1 == 1"
     )
     assert parsed.fields() == frozenset({"address.country", "customFields.country", "id"})
-    assert parsed.bare_words() == frozenset({"UK", "accountCode"})
+    # UK and accountCode are bare words: text, unless the record has such a top-level key.
+    assert parsed.matches({"address": {"country": "UK"}, "id": "a"})
+    assert not parsed.matches({"address": {"country": "UK"}, "UK": "GB", "id": "a"})
+    assert not parsed.matches({"address": {"country": "UK"}, "id": "accountCode"})
+    assert not parsed.matches({"address": {"country": "UK"}, "id": "a", "accountCode": "a"})
 
 
 # ------------------------------------------------------------------------- routing
@@ -392,9 +396,8 @@ def test_parse_filter_blank_is_none() -> None:
     assert parsed.matches(UK_ACCOUNT)
 
 
-def test_source_repr_equality_and_hash() -> None:
+def test_str_repr_equality_and_hash() -> None:
     parsed = AccountFilter.parse("currency == GBP")
-    assert parsed.source == "currency == GBP"
     assert str(parsed) == "currency == GBP"
     assert repr(parsed) == "AccountFilter.parse('currency == GBP')"
     same = AccountFilter.parse("currency==GBP")

@@ -143,14 +143,9 @@ class FilterSyntaxError(ValueError):
     ``str()`` is the one-line ``message`` followed by the offending line and a caret.
     """
 
-    def __init__(
-        self,
-        reason: str,
-        *,
-        expression: str,
-        position: int,
-        expected: set[str] | None = None,
-    ) -> None:
+    def __init__(self, reason: str, expression: str, position: int, expected: set[str] | None = None) -> None:
+        # The arguments are the exception's args, so it pickles and copies as any exception does.
+        super().__init__(reason, expression, position, expected)
         self.reason = reason
         self.expression = expression
         self.position = position
@@ -161,11 +156,9 @@ class FilterSyntaxError(ValueError):
         line_end = expression.find("\n", position)
         line_text = expression[line_start : len(expression) if line_end < 0 else line_end]
         self._snippet, self._caret_offset = _window(line_text, self.column - 1)
-        super().__init__(f"{self.message}\n{self.pointer}")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The keyword-only constructor defeats BaseException's default pickling and copying.
-        return (_restore_syntax_error, (self.reason, self.expression, self.position, self.expected))
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.pointer}"
 
     @property
     def message(self) -> str:
@@ -181,10 +174,6 @@ class FilterSyntaxError(ValueError):
         # Tabs and other control characters would shift the caret; show them as spaces.
         shown = "".join(" " if ch.isspace() or not ch.isprintable() else ch for ch in self._snippet)
         return f"    {shown}\n    {' ' * self._caret_offset}^"
-
-
-def _restore_syntax_error(reason: str, expression: str, position: int, expected: set[str] | None) -> FilterSyntaxError:
-    return FilterSyntaxError(reason, expression=expression, position=position, expected=expected)
 
 
 def _window(line: str, offset: int) -> tuple[str, int]:
@@ -286,20 +275,23 @@ class Not:
 
 
 @dataclass(frozen=True, slots=True)
-class And:
+class _Junction:
+    """Two or more conditions joined by AND (`And`) or OR (`Or`); an And never equals an Or."""
+
     operands: tuple[Condition, ...]
     position: int = field(default=0, compare=False, repr=False)
     depth: int = field(default=1, compare=False, repr=False)
+
+
+class And(_Junction):
+    __slots__ = ()
 
     def evaluate(self, record: Mapping[str, Any]) -> bool:
         return all(operand.evaluate(record) for operand in self.operands)
 
 
-@dataclass(frozen=True, slots=True)
-class Or:
-    operands: tuple[Condition, ...]
-    position: int = field(default=0, compare=False, repr=False)
-    depth: int = field(default=1, compare=False, repr=False)
+class Or(_Junction):
+    __slots__ = ()
 
     def evaluate(self, record: Mapping[str, Any]) -> bool:
         return any(operand.evaluate(record) for operand in self.operands)
@@ -567,14 +559,12 @@ def _compile(expression: str) -> Condition:
 class AccountFilter:
     """A parsed account filter; immutable, safe to share and to evaluate concurrently."""
 
-    __slots__ = ("_bare_words", "_fields", "_root", "_source")
+    __slots__ = ("_fields", "_root", "_source")
 
     def __init__(self, source: str, root: Condition) -> None:
         self._source = source
         self._root = root
-        operands = list(_walk_operands(root))
-        self._fields = frozenset(op.dotted for op in operands if isinstance(op, Path))
-        self._bare_words = frozenset(op.path.dotted for op in operands if isinstance(op, BareWord))
+        self._fields = frozenset(op.dotted for op in _walk_operands(root) if isinstance(op, Path))
 
     @classmethod
     def parse(cls, expression: str) -> AccountFilter:
@@ -582,10 +572,6 @@ class AccountFilter:
         if not isinstance(expression, str):
             raise TypeError(f"filter expression must be a str, not {type(expression).__name__}")
         return cls(expression, _compile(expression))
-
-    @property
-    def source(self) -> str:
-        return self._source
 
     @property
     def root(self) -> Condition:
@@ -598,10 +584,6 @@ class AccountFilter:
     def fields(self) -> frozenset[str]:
         """Dotted field paths the filter reads; right-hand bare words are not included."""
         return self._fields
-
-    def bare_words(self) -> frozenset[str]:
-        """Right-hand bare words: string literals unless the record has such a top-level key."""
-        return self._bare_words
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AccountFilter):
