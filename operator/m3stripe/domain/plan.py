@@ -112,22 +112,13 @@ class Planner:
             action, reason, stripe_id = BillAction.BLOCKED, result.detail, None
         else:
             action, reason, stripe_id = BillAction.NOTHING, result.detail or str(result.outcome), None
-        total = plan.total if plan is not None else None
+        planned = PlannedBill(bill.id, bill.version, bill.account_id, action, reason, customer, stripe_id)
+        if plan is not None:
+            planned.lines, planned.currency, planned.total = len(plan.lines), plan.currency, plan.total
         if decision is not None and decision.action is BillAction.ADD_ITEMS:
             # Items already pending stay as they are: a Send pass would add only the missing ones.
-            total = lines_total(decision.missing)
-        self.bills[bill.id] = PlannedBill(
-            bill_id=bill.id,
-            version=bill.version,
-            account_id=bill.account_id,
-            action=action,
-            reason=reason,
-            customer=customer,
-            stripe_id=stripe_id,
-            lines=len(plan.lines) if plan is not None else 0,
-            currency=plan.currency if plan is not None else None,
-            total=total,
-        )
+            planned.total = lines_total(decision.missing)
+        self.bills[bill.id] = planned
 
     def summary(self, report: RunReport, *, generation: int | None, limit: int = MAX_PLAN_BILLS) -> dict[str, Any]:
         """status.plan: counts and totals over every Bill, and the first `limit` Bills (writes first)."""
