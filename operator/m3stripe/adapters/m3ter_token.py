@@ -149,14 +149,15 @@ def sdk_client(
     rate_limits: M3terRateLimits,
 ) -> AsyncM3ter:
     """The official async client for one Service User, throttled by ``rate_limits``."""
+    # Who asks, and through which throttled HTTP client; then how the SDK talks to m3ter.
     return AsyncM3ter(
         api_key=credentials.client_id,
         api_secret=credentials.client_secret,
         org_id=credentials.organization_id,
+        http_client=rate_limits.http_client(credentials.organization_id, timeout),
         base_url=base_url,
         timeout=timeout,
         max_retries=max_retries,
-        http_client=rate_limits.http_client(credentials.organization_id, timeout),
     )
 
 
