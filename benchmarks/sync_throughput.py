@@ -124,25 +124,43 @@ class CountingObserver:
 
 
 @dataclasses.dataclass(frozen=True)
-class Result:
-    mode: Mode
+class Knobs:
+    """How a run was set up: where the emulators ran, the request budget, latency and concurrency."""
+
     placement: Placement
-    setup: SetupInfo
     rps: int
     latency: float
     concurrency: int
     order: str
     stripe_http: str
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Knobs:
+        return cls(args.emulators, args.rps, args.latency, args.concurrency, args.order, args.stripe_http)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What the pass cost the engine's process."""
+
+    engine_cpu_seconds: float
+    rss_before_bytes: int
+    peak_rss_bytes: int
+    heap_peak_bytes: int | None  # with --tracemalloc
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    mode: Mode
+    knobs: Knobs
+    setup: SetupInfo
     elapsed: float
     report: RunReport
     stats: EmulatorStats
     observer: CountingObserver
     loop_lag: LoopLag
     verification: Verification
-    engine_cpu_seconds: float
-    rss_before_bytes: int
-    peak_rss_bytes: int
-    heap_peak_bytes: int | None
+    cost: Cost
     m3ter_tokens_fetched: int
     profile: str | None
 
@@ -300,23 +318,15 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
         profile_text = buffer.getvalue()
     return Result(
         mode=mode,
-        placement=args.emulators,
+        knobs=Knobs.of(args),
         setup=setup,
-        rps=args.rps,
-        latency=args.latency,
-        concurrency=args.concurrency,
-        order=args.order,
-        stripe_http=args.stripe_http,
         elapsed=elapsed,
         report=report,
         stats=stats,
         observer=observer,
         loop_lag=lag,
         verification=verification,
-        engine_cpu_seconds=engine_cpu,
-        rss_before_bytes=rss_before,
-        peak_rss_bytes=peak_rss,
-        heap_peak_bytes=heap_peak,
+        cost=Cost(engine_cpu, rss_before, peak_rss, heap_peak),
         m3ter_tokens_fetched=tokens_fetched,
         profile=profile_text,
     )
@@ -337,16 +347,16 @@ def render(result: Result) -> str:
     per_bill = st.stripe_requests / max(1, bills_done)
     minimum = minimum_requests_per_bill(result.mode, lines=s.lines, bills=s.bills, customers=s.accounts)
     bills_per_second = bills_done / result.elapsed
-    ceiling = result.rps / minimum
+    ceiling = result.knobs.rps / minimum
     endpoint_width = max((len(e) for e in st.stripe_endpoints), default=0)
     rows: list[tuple[str, str]] = [
         ("mode", f"{result.mode} (createStripeInvoice: {str(result.mode == 'invoice').lower()})"),
         (
             "setup",
-            f"{s.bills} Bills x {s.lines} lines over {s.accounts} accounts ({result.order}); limit {result.rps} req/s "
-            f"(client and emulator); latency {result.latency * 1000:.0f} ms per request; concurrency "
-            f"{result.concurrency}; emulators in {'a child process' if result.placement == 'process' else 'the same loop'}; "
-            f"stripe SDK on {result.stripe_http}",
+            f"{s.bills} Bills x {s.lines} lines over {s.accounts} accounts ({result.knobs.order}); limit {result.knobs.rps} req/s "
+            f"(client and emulator); latency {result.knobs.latency * 1000:.0f} ms per request; concurrency "
+            f"{result.knobs.concurrency}; emulators in {'a child process' if result.knobs.placement == 'process' else 'the same loop'}; "
+            f"stripe SDK on {result.knobs.stripe_http}",
         ),
         ("bills", f"{bills_done} sent of {s.bills} (failed {rep.failed}, skipped {rep.skipped}); status {rep.status}"),
         ("lines per bill", str(s.lines)),
@@ -364,7 +374,7 @@ def render(result: Result) -> str:
         (
             "requests/s",
             f"{st.stripe_requests / result.elapsed:.1f} all, {served / result.elapsed:.1f} served (not 429) = "
-            f"{100 * served / result.elapsed / result.rps:.1f}% of the {result.rps} req/s ceiling",
+            f"{100 * served / result.elapsed / result.knobs.rps:.1f}% of the {result.knobs.rps} req/s ceiling",
         ),
         ("429s received", f"{rate_limited} (gateway retries: {dict(obs.retries) or 'none'})"),
         (
@@ -380,19 +390,21 @@ def render(result: Result) -> str:
         ),
         (
             "peak RSS (engine)",
-            f"{_mib(result.peak_rss_bytes)} (RSS before the pass {_mib(result.rss_before_bytes)}"
-            + ("; includes the emulators and their objects" if result.placement == "loop" else "")
+            f"{_mib(result.cost.peak_rss_bytes)} (RSS before the pass {_mib(result.cost.rss_before_bytes)}"
+            + ("; includes the emulators and their objects" if result.knobs.placement == "loop" else "")
             + ")",
         ),
     ]
-    if result.heap_peak_bytes is not None:
-        rows.append(("tracemalloc peak", f"{_mib(result.heap_peak_bytes)} (Python heap allocated during the pass)"))
-    if result.placement == "process":
+    if result.cost.heap_peak_bytes is not None:
+        rows.append(
+            ("tracemalloc peak", f"{_mib(result.cost.heap_peak_bytes)} (Python heap allocated during the pass)")
+        )
+    if result.knobs.placement == "process":
         rows.append(("peak RSS (emulators)", _mib(st.peak_rss_bytes)))
         rows.append(
             (
                 "CPU",
-                f"engine {result.engine_cpu_seconds:.1f} s ({100 * result.engine_cpu_seconds / result.elapsed:.0f}% of "
+                f"engine {result.cost.engine_cpu_seconds:.1f} s ({100 * result.cost.engine_cpu_seconds / result.elapsed:.0f}% of "
                 f"one core), emulators {st.cpu_seconds:.1f} s ({100 * st.cpu_seconds / result.elapsed:.0f}%)",
             )
         )
@@ -400,8 +412,8 @@ def render(result: Result) -> str:
         rows.append(
             (
                 "CPU",
-                f"{result.engine_cpu_seconds:.1f} s for engine and emulators together "
-                f"({100 * result.engine_cpu_seconds / result.elapsed:.0f}% of one core)",
+                f"{result.cost.engine_cpu_seconds:.1f} s for engine and emulators together "
+                f"({100 * result.cost.engine_cpu_seconds / result.elapsed:.0f}% of one core)",
             )
         )
     verdict = "OK" if result.verification.ok else "FAILED"
@@ -609,16 +621,16 @@ def main(argv: list[str] | None = None) -> int:
             lines=result.setup.lines,
             history=result.setup.history,
             unchanged_bills=result.setup.unchanged_bills,
-            rps=result.rps,
-            latency=result.latency,
+            rps=result.knobs.rps,
+            latency=result.knobs.latency,
             sent=rep.sent + rep.unchanged,
             elapsed=result.elapsed,
             stripe_requests=st.stripe_requests,
             m3ter_requests=st.m3ter_requests,
-            peak_rss_bytes=result.peak_rss_bytes,
+            peak_rss_bytes=result.cost.peak_rss_bytes,
             verified=result.verification.ok,
             failed=rep.failed,
-            engine_cpu_seconds=result.engine_cpu_seconds,
+            engine_cpu_seconds=result.cost.engine_cpu_seconds,
             emulator_cpu_seconds=st.cpu_seconds,
         ).write(args.summary_json)
     return 0 if result.verification.ok and result.report.failed == 0 else 1
