@@ -38,29 +38,18 @@ MAX_RECONCILE_INTERVAL = "720h"
 DURATION_MAX_LENGTH = 32
 
 
-class Destination(enum.StrEnum):
-    """Where Bills go: Stripe's live environment or its test environment."""
-
-    STRIPE = "Stripe"
-    STRIPE_TEST_MODE = "StripeTestMode"
-
-
-class SortLineItemsBy(enum.StrEnum):
-    NONE = "None"
-    SUBTOTAL = "Subtotal"
-    AGGREGATION_ID = "AggregationId"
-
-
-class Mode(enum.StrEnum):
-    """Send writes Bills to Stripe; Plan only computes what a Send pass would write."""
-
-    SEND = "Send"
-    PLAN = "Plan"
-
-
-class CollectionMethod(enum.StrEnum):
-    CHARGE_AUTOMATICALLY = "ChargeAutomatically"
-    SEND_INVOICE = "SendInvoice"
+# The spec's small choices, each a table of {member: the value the CRD spells}; a __doc__ set here is what the
+# class docstring was, and pydantic carries it into the CRD's schema.
+Destination = enum.StrEnum("Destination", {"STRIPE": "Stripe", "STRIPE_TEST_MODE": "StripeTestMode"})
+Destination.__doc__ = "Where Bills go: Stripe's live environment or its test environment."
+SortLineItemsBy = enum.StrEnum(
+    "SortLineItemsBy", {"NONE": "None", "SUBTOTAL": "Subtotal", "AGGREGATION_ID": "AggregationId"}
+)
+Mode = enum.StrEnum("Mode", {"SEND": "Send", "PLAN": "Plan"})
+Mode.__doc__ = "Send writes Bills to Stripe; Plan only computes what a Send pass would write."
+CollectionMethod = enum.StrEnum(
+    "CollectionMethod", {"CHARGE_AUTOMATICALLY": "ChargeAutomatically", "SEND_INVOICE": "SendInvoice"}
+)
 
 
 class LineItemType(enum.StrEnum):
