@@ -81,6 +81,8 @@ AccountId = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 Email = Annotated[str, StringConstraints(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
 SecretName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN)]
 SecretKey = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)]
+# Stripe limits an invoice custom field's name to 40 characters.
+CustomFieldName = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
 
 def _cel(rule: str, message: str, field_path: str | None = None, reason: str = "FieldValueInvalid") -> JsonDict:
@@ -286,10 +288,8 @@ class StripeIntegrationSpec(_Model):
             "unit_amount_decimal, so Stripe Tax can apply the product's tax code."
         ),
     )
-    poNumberCustomField: str | None = Field(
+    poNumberCustomField: CustomFieldName | None = Field(
         default=None,
-        min_length=1,
-        max_length=40,
         description=(
             "Name of the Stripe invoice custom field that carries the Bill's purchase order number "
             "(Stripe limits names to 40 characters)."
