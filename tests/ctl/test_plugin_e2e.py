@@ -25,6 +25,8 @@ import yaml
 from m3stripe.cli import main
 from m3stripe.testing.kubeconfig import write_kubeconfig
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.e2e import helpers
+from tests.e2e.helpers import connect, integration_spec
 
 KEY = "sk_test_51ctlAAAA"
 ORG = "org-ctl"
@@ -53,12 +55,18 @@ class Cli:
 
 
 @pytest.fixture(scope="module")
-def world(stack: LocalStack) -> Iterator[dict[str, str]]:
+def operators() -> Iterator[list[OperatorProcess]]:
+    """The running operator, last; a test may replace it (restart) and the module's teardown stops the last one."""
+    running: list[OperatorProcess] = []
+    yield running
+    if running:
+        running[-1].stop()
+
+
+@pytest.fixture(scope="module")
+def world(stack: LocalStack, operators: list[OperatorProcess]) -> dict[str, str]:
     stack.call(lambda: stack.stripe.add_api_key(KEY))
-    stack.call(lambda: stack.m3ter.add_client("ctl", "ctl-secret", ORG))
-    stack.ensure_namespace(NS)
-    stack.kube.put_secret(NS, "m3ter", {"clientId": "ctl", "clientSecret": "ctl-secret"})
-    stack.kube.put_secret(NS, "stripe", {"apiKey": KEY})
+    connect(stack, NS, ORG, KEY, "ctl")
     sdk = stack.stripe_client(KEY)
     ids: dict[str, str] = {}
     for country in ("NL", "DE"):
@@ -84,19 +92,12 @@ def world(stack: LocalStack) -> Iterator[dict[str, str]]:
             )
         )
     )
-    OPERATORS.append(start_operator(stack, "operator"))
-    try:
-        integration(stack, "nl", accountFilter='address.country == "NL"')
-        integration(stack, "de", accountFilter='address.country == "DE"', autoDisableThreshold=1)
-        for name in ("nl", "de"):
-            wait_for(lambda n=name: status(stack, n).get("lastSync"), timeout=90, what=f"the first run of {name}")
-        yield ids
-    finally:
-        OPERATORS[-1].stop()
-
-
-# The running operator; a test may replace it (restart) and the module's teardown stops the last one.
-OPERATORS: list[OperatorProcess] = []
+    operators.append(start_operator(stack, "operator"))
+    integration(stack, "nl", accountFilter='address.country == "NL"')
+    integration(stack, "de", accountFilter='address.country == "DE"', autoDisableThreshold=1)
+    for name in ("nl", "de"):
+        wait_for(lambda n=name: status(stack, n).get("lastSync"), timeout=90, what=f"the first run of {name}")
+    return ids
 
 
 def start_operator(stack: LocalStack, name: str) -> OperatorProcess:
@@ -113,21 +114,11 @@ def cli(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> Cli:
 
 
 def integration(stack: LocalStack, name: str, **spec: Any) -> None:
-    stack.kube.create_integration(
-        NS,
-        name,
-        {
-            "destination": "StripeTestMode",
-            "credentialRef": {"name": "stripe"},
-            "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-            "syncInterval": "1h",
-            **spec,
-        },
-    )
+    stack.kube.create_integration(NS, name, integration_spec(ORG, **spec))
 
 
 def status(stack: LocalStack, name: str) -> dict[str, Any]:
-    return dict(stack.kube.get_integration(NS, name).get("status") or {})
+    return helpers.status(stack, NS, name)
 
 
 def annotations(stack: LocalStack, name: str) -> dict[str, str]:
@@ -199,7 +190,7 @@ def test_a_gesture_takes_effect_within_two_seconds_whatever_the_sync_interval(
 
 
 def test_a_gesture_right_after_the_operator_restarts_waits_only_for_its_start(
-    stack: LocalStack, world: dict[str, str]
+    stack: LocalStack, world: dict[str, str], operators: list[OperatorProcess]
 ) -> None:
     """The reported 55 s: kopf's peering paused a restarted operator until its dead predecessor's record expired
     (60 s). Now the restarted container takes the Lease at once; the gesture waits for the process to start.
@@ -207,8 +198,8 @@ def test_a_gesture_right_after_the_operator_restarts_waits_only_for_its_start(
     The bound is the start of a Python process and its first pass on a loaded machine, well under the 60 s
     the old pause took; the measured figure is printed.
     """
-    OPERATORS[-1].kill()  # SIGKILL, as an OOM kill: nothing is released
-    OPERATORS.append(start_operator(stack, "operator-restarted"))
+    operators[-1].kill()  # SIGKILL, as an OOM kill: nothing is released
+    operators.append(start_operator(stack, "operator-restarted"))
     value = f"after-restart #{time.time_ns()}"
     started = time.monotonic()
     stack.annotate(NS, "nl", "m3stripe.dev/requested-at", value)

@@ -31,7 +31,7 @@ LEASE = "m3stripe"
 K8S_VERSIONS = ("1.30", "latest")
 # Kinds outside the Kubernetes API schemas: their CRDs come with this tree (validated against the
 # CRD's schema below) or with the Prometheus Operator (checked structurally below).
-CRD_KINDS: set[tuple[str, str]] = set()
+CRD_KINDS: frozenset[tuple[str, str]] = frozenset()
 PROMETHEUS_OPERATOR_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),

@@ -6,20 +6,20 @@ integration's trouble does not affect another's.
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.e2e.helpers import integration_spec
 
 TEST_KEY = "sk_test_51emulatorAAAA"
 OTHER_TEST_KEY = "sk_test_51emulatorBBBB"
 LIVE_KEY = "sk_live_51emulatorCCCC"
 M3TER_ORG = "org-e2e"
 M3TER_ID, M3TER_SECRET = "m3ter-client", "m3ter-secret-value"
-_ns = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +36,23 @@ def operator(stack: LocalStack) -> Iterator[OperatorProcess]:
 
 
 def namespace(stack: LocalStack) -> str:
-    ns = f"e2e-{next(_ns)}"
+    ns = f"e2e-{uuid.uuid4().hex[:8]}"
     stack.ensure_namespace(ns)
     stack.kube.put_secret(ns, "m3ter", {"clientId": M3TER_ID, "clientSecret": M3TER_SECRET})
     return ns
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "destination": "StripeTestMode",
-        "credentialRef": {"name": "stripe"},
-        "m3ter": {"organizationId": M3TER_ORG, "credentialsRef": {"name": "m3ter"}},
-    }
-    base.update(overrides)
-    return base
+    return integration_spec(M3TER_ORG, every=None, **overrides)
+
+
+def integration(stack: LocalStack, name: str, stripe_secret: dict[str, str], **overrides: Any) -> str:
+    """A new namespace with the m3ter Secret, the Secret `stripe` holding `stripe_secret`, and the integration
+    `name` of `spec(**overrides)`; returns the namespace."""
+    ns = namespace(stack)
+    stack.kube.put_secret(ns, "stripe", stripe_secret)
+    stack.kube.create_integration(ns, name, spec(**overrides))
+    return ns
 
 
 def ready(stack: LocalStack, ns: str, name: str, *, status: str, reason: str, timeout: float = 30) -> dict[str, Any]:
@@ -71,9 +74,7 @@ def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 
 def test_create_becomes_ready_and_connected(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
-    stack.kube.create_integration(ns, "billing", spec())
+    ns = integration(stack, "billing", {"apiKey": TEST_KEY})
     obj = ready(stack, ns, "billing", status="True", reason="Ready")
     status = obj["status"]
     assert status["connected"] is True
@@ -93,9 +94,7 @@ def test_create_becomes_ready_and_connected(stack: LocalStack, operator: Operato
 
 
 def test_status_does_not_churn(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
-    stack.kube.create_integration(ns, "quiet", spec())
+    ns = integration(stack, "quiet", {"apiKey": TEST_KEY})
     ready(stack, ns, "quiet", status="True", reason="Ready")
     first = stack.kube.get_integration(ns, "quiet")
     # Several secret-poll intervals (1s in tests) pass: nothing changes, so nothing is written.
@@ -129,18 +128,14 @@ def test_missing_secret_then_created_later_connects_without_restart(
 
 
 def test_secret_without_the_key(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"token": TEST_KEY})
-    stack.kube.create_integration(ns, "nokey", spec())
+    ns = integration(stack, "nokey", {"token": TEST_KEY})
     obj = ready(stack, ns, "nokey", status="False", reason="SecretKeyMissing")
     message = _cond(obj, "Ready")["message"]  # type: ignore[index]
     assert "'apiKey'" in message and "token" in message and TEST_KEY not in message
 
 
 def test_rotation_to_an_invalid_key_disconnects_and_back(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
-    stack.kube.create_integration(ns, "rotated", spec())
+    ns = integration(stack, "rotated", {"apiKey": TEST_KEY})
     ready(stack, ns, "rotated", status="True", reason="Ready")
     stack.kube.put_secret(ns, "stripe", {"apiKey": "sk_test_revokedOrMistyped9999"})
     obj = ready(stack, ns, "rotated", status="False", reason="StripeAuthFailed")
@@ -155,9 +150,7 @@ def test_rotation_to_an_invalid_key_disconnects_and_back(stack: LocalStack, oper
 
 
 def test_live_key_on_test_mode_destination_is_refused(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": LIVE_KEY})
-    stack.kube.create_integration(ns, "mismatch", spec())
+    ns = integration(stack, "mismatch", {"apiKey": LIVE_KEY})
     obj = ready(stack, ns, "mismatch", status="False", reason="KeyModeMismatch")
     message = _cond(obj, "Connected")["message"]  # type: ignore[index]
     assert "live-mode key" in message and "StripeTestMode" in message
@@ -168,9 +161,7 @@ def test_live_key_on_test_mode_destination_is_refused(stack: LocalStack, operato
 
 
 def test_test_key_on_live_destination_is_refused(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
-    stack.kube.create_integration(ns, "mismatch2", spec(destination="Stripe"))
+    ns = integration(stack, "mismatch2", {"apiKey": TEST_KEY}, destination="Stripe")
     obj = ready(stack, ns, "mismatch2", status="False", reason="KeyModeMismatch")
     assert "test-mode key" in _cond(obj, "Connected")["message"]  # type: ignore[index]
 
@@ -193,9 +184,7 @@ def test_removing_the_reference_disconnects_and_pointing_elsewhere_updates(
 
 
 def test_invalid_filter_expression_reports_its_position(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
-    stack.kube.create_integration(ns, "badfilter", spec(accountFilter="customFields != null AND = = UK"))
+    ns = integration(stack, "badfilter", {"apiKey": TEST_KEY}, accountFilter="customFields != null AND = = UK")
     stack.kube.create_integration(ns, "neighbour", spec())
     obj = ready(stack, ns, "badfilter", status="False", reason="InvalidSpec")
     stalled = _cond(obj, "Stalled")
@@ -239,9 +228,7 @@ def test_unknown_fields_and_values_name_the_field(stack: LocalStack, operator: O
 
 
 def test_conflicting_lists_are_reported(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
-    stack.kube.create_integration(ns, "overlap", spec(accountIds=["a1", "a2"], restrictedAccountIds=["a2"]))
+    ns = integration(stack, "overlap", {"apiKey": TEST_KEY}, accountIds=["a1", "a2"], restrictedAccountIds=["a2"])
     obj = ready(stack, ns, "overlap", status="False", reason="InvalidSpec")
     message = _cond(obj, "Ready")["message"]  # type: ignore[index]
     assert "spec.restrictedAccountIds" in message and "a2" in message
@@ -258,9 +245,7 @@ def test_bad_m3ter_credentials_are_reported(stack: LocalStack, operator: Operato
 
 
 def test_suspend_is_reported(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    stack.kube.put_secret(ns, "stripe", {"apiKey": TEST_KEY})
-    stack.kube.create_integration(ns, "paused", spec(suspend=True))
+    ns = integration(stack, "paused", {"apiKey": TEST_KEY}, suspend=True)
     ready(stack, ns, "paused", status="False", reason="Suspended")
     stack.kube.patch_integration(ns, "paused", {"spec": {"suspend": False}})
     ready(stack, ns, "paused", status="True", reason="Ready")

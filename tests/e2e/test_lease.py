@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.e2e.helpers import seed
 
 NS = "lease"
 LEASE_NS = "m3stripe-system"
@@ -28,20 +29,7 @@ def _seed(stack: LocalStack, name: str, bills: int) -> tuple[str, list[str]]:
     key, org = f"sk_test_51{name}AAAAAA", f"org-{name}"
     acct = stack.call(lambda: stack.stripe.add_api_key(key))
     stack.call(lambda: stack.m3ter.add_client(name, f"{name}-secret", org))
-    sdk = stack.stripe_client(key)
-    accounts = []
-    for i in range(30):
-        a = stack.call(lambda i=i: stack.m3ter.add_account(org, name=f"L{i}", code=f"l{i}", currency="USD"))
-        sdk.v1.customers.create(params={"metadata": {"m3ter_account_id": a}})
-        accounts.append(a)
-    ids = [
-        stack.call(
-            lambda n=n: stack.m3ter.add_bill(
-                org, account_id=accounts[n % 30], lines=[{"line_item_type": "USAGE", "subtotal": f"{n + 1}.00"}]
-            )
-        )
-        for n in range(bills)
-    ]
+    ids = seed(stack, org, stack.stripe_client(key), accounts=30, bills=bills, prefix="l")
     stack.ensure_namespace(NS)
     stack.ensure_namespace(LEASE_NS)
     stack.kube.put_secret(NS, f"{name}-m3ter", {"clientId": name, "clientSecret": f"{name}-secret"})

@@ -7,6 +7,7 @@ from typing import Any
 
 from m3stripe.api import names
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.e2e.helpers import connect, integration_spec
 
 NS = "notify"
 ORG = "org-notify"
@@ -48,11 +49,8 @@ def _reconciled(stack: LocalStack, name: str, token: str) -> None:
 
 def test_the_disablement_email_is_retried_and_never_sent_twice_across_restarts(stack: LocalStack) -> None:
     stack.call(lambda: stack.stripe.add_api_key(KEY))
-    stack.call(lambda: stack.m3ter.add_client("notify", "notify-secret", ORG))
-    stack.ensure_namespace(NS)
+    connect(stack, NS, ORG, KEY, "notify")
     stack.ensure_namespace("m3stripe-system")
-    stack.kube.put_secret(NS, "m3ter", {"clientId": "notify", "clientSecret": "notify-secret"})
-    stack.kube.put_secret(NS, "stripe", {"apiKey": KEY})
     for i in range(3):  # no Stripe customer for these accounts: every Bill is a missing-mapping error
         acct = stack.call(lambda i=i: stack.m3ter.add_account(ORG, name=f"N{i}", code=f"n{i}", currency="USD"))
         stack.call(
@@ -65,14 +63,7 @@ def test_the_disablement_email_is_retried_and_never_sent_twice_across_restarts(s
         stack.kube.create_integration(
             NS,
             "flaky",
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-                "syncInterval": "1h",
-                "autoDisableThreshold": 3,
-                "integrationDisabledNotificationUsers": USERS,
-            },
+            integration_spec(ORG, autoDisableThreshold=3, integrationDisabledNotificationUsers=USERS),
         )
         note = wait_for(
             lambda: (n := _status(stack, "flaky").get("notification") or {}).get("state") == "Sent" and n,

@@ -5,19 +5,16 @@ m3ter emulator -> operator process -> Stripe emulator, as in test_sync.py.
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from m3stripe.testing.stack import LocalStack, OperatorProcess
+from tests.e2e.helpers import Org, customer, first_run, run_now
 
 KEY = "sk_test_51moneyAAAA"
-_ns = itertools.count(1)
-_tokens = itertools.count(1)
 DAY = 86_400
 
 
@@ -28,71 +25,6 @@ def operator(stack: LocalStack) -> Iterator[OperatorProcess]:
         yield op
 
 
-@pytest.fixture(scope="module")
-def stripe(stack: LocalStack) -> Any:
-    return stack.stripe_client(KEY)
-
-
-class Org:
-    """One m3ter organization and namespace per test, so integrations never see each other's Bills."""
-
-    def __init__(self, stack: LocalStack) -> None:
-        self.stack = stack
-        self.ns = f"money-{next(_ns)}"
-        self.id = f"org-{self.ns}"
-        client, secret = f"client-{self.ns}", f"secret-{self.ns}"
-        stack.call(lambda: stack.m3ter.add_client(client, secret, self.id))
-        stack.ensure_namespace(self.ns)
-        stack.kube.put_secret(self.ns, "m3ter", {"clientId": client, "clientSecret": secret})
-        stack.kube.put_secret(self.ns, "stripe", {"apiKey": KEY})
-
-    def spec(self, **overrides: Any) -> dict[str, Any]:
-        return {
-            "destination": "StripeTestMode",
-            "credentialRef": {"name": "stripe"},
-            "m3ter": {"organizationId": self.id, "credentialsRef": {"name": "m3ter"}},
-            "syncInterval": "1h",  # passes run on request
-            **overrides,
-        }
-
-    def account(self, currency: str = "USD") -> str:
-        n = next(_tokens)
-        return str(
-            self.stack.call(
-                lambda: self.stack.m3ter.add_account(self.id, name=f"Customer {n}", code=f"c-{n}", currency=currency)
-            )
-        )
-
-    def bill(self, account_id: str, lines: list[dict[str, Any]], **kw: Any) -> str:
-        return str(
-            self.stack.call(lambda: self.stack.m3ter.add_bill(self.id, account_id=account_id, lines=lines, **kw))
-        )
-
-
-def customer(stripe: Any, account_id: str) -> str:
-    return str(stripe.v1.customers.create(params={"name": account_id, "metadata": {"m3ter_account_id": account_id}}).id)
-
-
-def first_run(stack: LocalStack, ns: str, name: str) -> dict[str, Any]:
-    return wait_for(
-        lambda: (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastSync") and s,
-        timeout=60,
-        what=f"the first run of {ns}/{name}",
-    )
-
-
-def run_now(stack: LocalStack, ns: str, name: str) -> dict[str, Any]:
-    token = f"t{next(_tokens)}-{time.time()}"
-    stack.annotate(ns, name, "m3stripe.dev/requested-at", token)
-    return wait_for(
-        lambda: (
-            (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastHandledRequestedAt") == token and s
-        ),
-        timeout=60,
-        what=f"a sync run of {ns}/{name}",
-    )
-
-
 def invoice_of(stack: LocalStack, stripe: Any, bill_id: str) -> dict[str, Any]:
     acct = str(stripe.v1.accounts.retrieve_current().id)
     state = stack.call(lambda: stack.stripe.state(acct))
@@ -101,11 +33,9 @@ def invoice_of(stack: LocalStack, stripe: Any, bill_id: str) -> dict[str, Any]:
 
 
 def test_forty_usage_lines_of_fractions_of_a_cent_reach_stripe_with_the_bill_total(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    org = Org(stack)
-    acc = org.account()
-    customer(stripe, acc)
+    acc = org.mapped_account(stripe)
     # 40 x 0.0037 = 0.148 USD, which m3ter's Bill rounds to 0.15: each line alone would round to 0.00.
     lines = [{"line_item_type": "USAGE", "subtotal": "0.0037", "description": f"API calls {i}"} for i in range(40)]
     bill_id = org.bill(acc, lines, bill_total="0.15")
@@ -118,10 +48,8 @@ def test_forty_usage_lines_of_fractions_of_a_cent_reach_stripe_with_the_bill_tot
     assert len(lines.data) == 40 and {li.amount for li in lines.data} <= {0, 1}
 
 
-def test_a_ugx_bill_shows_the_right_amount(stack: LocalStack, operator: OperatorProcess, stripe: Any) -> None:
-    org = Org(stack)
-    acc = org.account("UGX")
-    customer(stripe, acc)
+def test_a_ugx_bill_shows_the_right_amount(stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org) -> None:
+    acc = org.mapped_account(stripe, "UGX")
     bill_id = org.bill(acc, [{"line_item_type": "STANDING_CHARGE", "subtotal": "185000"}], currency="UGX")
     stack.kube.create_integration(org.ns, "ugx", org.spec())
     assert first_run(stack, org.ns, "ugx")["lastSync"]["status"] == "COMPLETE"
@@ -131,9 +59,8 @@ def test_a_ugx_bill_shows_the_right_amount(stack: LocalStack, operator: Operator
 
 
 def test_a_customer_with_a_20_percent_coupon_gets_an_invoice_equal_to_the_bill(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    org = Org(stack)
     acc = org.account()
     cus = customer(stripe, acc)
     coupon = stripe.v1.coupons.create(params={"percent_off": 20, "duration": "forever"})
@@ -157,11 +84,9 @@ def test_a_customer_with_a_20_percent_coupon_gets_an_invoice_equal_to_the_bill(
 
 
 def test_a_regenerated_bill_without_po_number_and_due_date_leaves_neither_on_the_invoice(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    org = Org(stack)
-    acc = org.account()
-    customer(stripe, acc)
+    acc = org.mapped_account(stripe)
     due = date.today() + timedelta(days=45)
     bill_id = org.bill(
         acc, [{"line_item_type": "STANDING_CHARGE", "subtotal": "50.00"}], purchase_order_number="PO-1", due_date=due
@@ -191,12 +116,10 @@ def test_a_regenerated_bill_without_po_number_and_due_date_leaves_neither_on_the
 
 
 def test_m3ter_rounding_mode_decides_the_total_of_the_lines_kept(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    org = Org(stack)
     stack.call(lambda: stack.m3ter.set_currency(org.id, "USD", max_decimal_places=2, rounding_mode="DOWN"))
-    acc = org.account()
-    customer(stripe, acc)
+    acc = org.mapped_account(stripe)
     bill_id = org.bill(
         acc,
         [
@@ -211,11 +134,9 @@ def test_m3ter_rounding_mode_decides_the_total_of_the_lines_kept(
 
 
 def test_a_bill_over_stripes_largest_amount_is_a_validation_error_naming_the_limit(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    org = Org(stack)
-    acc = org.account()
-    customer(stripe, acc)
+    acc = org.mapped_account(stripe)
     bill_id = org.bill(acc, [{"line_item_type": "STANDING_CHARGE", "subtotal": "1000000.00"}])
     stack.kube.create_integration(org.ns, "huge", org.spec())
     status = first_run(stack, org.ns, "huge")

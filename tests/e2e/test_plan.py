@@ -12,6 +12,7 @@ import pytest
 
 from m3stripe.cli import main
 from m3stripe.testing.stack import LocalStack, wait_for
+from tests.e2e.helpers import connect
 
 KEY = "sk_test_51planAAAA"
 ORG = "org-plan"
@@ -22,10 +23,7 @@ NAME = "uk"
 @pytest.fixture(scope="module")
 def world(stack: LocalStack) -> Iterator[dict[str, Any]]:
     stack.call(lambda: stack.stripe.add_api_key(KEY))
-    stack.call(lambda: stack.m3ter.add_client("plan", "plan-secret", ORG))
-    stack.ensure_namespace(NS)
-    stack.kube.put_secret(NS, "m3ter", {"clientId": "plan", "clientSecret": "plan-secret"})
-    stack.kube.put_secret(NS, "stripe", {"apiKey": KEY})
+    connect(stack, NS, ORG, KEY, "plan")
     sdk = stack.stripe_client(KEY)
     accounts = [
         str(stack.call(lambda n=n: stack.m3ter.add_account(ORG, name=n, code=n, currency="USD")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from m3stripe.testing.stack import LocalStack, wait_for
+from tests.e2e.helpers import connect, integration_spec, seed
 
 KEY = "sk_test_51replicasAAAA"
 ORG = "org-replicas"
@@ -15,24 +16,8 @@ BILLS = 400
 
 def test_two_replicas_send_every_bill_exactly_once(stack: LocalStack) -> None:
     acct = stack.call(lambda: stack.stripe.add_api_key(KEY))
-    stack.call(lambda: stack.m3ter.add_client("replicas", "replicas-secret", ORG))
-    sdk = stack.stripe_client(KEY)
-    accounts = []
-    for i in range(40):
-        a = stack.call(lambda i=i: stack.m3ter.add_account(ORG, name=f"R{i}", code=f"r{i}", currency="USD"))
-        sdk.v1.customers.create(params={"metadata": {"m3ter_account_id": a}})
-        accounts.append(a)
-    bills = [
-        stack.call(
-            lambda n=n: stack.m3ter.add_bill(
-                ORG, account_id=accounts[n % 40], lines=[{"line_item_type": "USAGE", "subtotal": f"{n + 1}.00"}]
-            )
-        )
-        for n in range(BILLS)
-    ]
-    stack.ensure_namespace(NS)
-    stack.kube.put_secret(NS, "m3ter", {"clientId": "replicas", "clientSecret": "replicas-secret"})
-    stack.kube.put_secret(NS, "stripe", {"apiKey": KEY})
+    connect(stack, NS, ORG, KEY, "replicas")
+    bills = seed(stack, ORG, stack.stripe_client(KEY), accounts=40, bills=BILLS, prefix="r")
     # Slow Stripe down so that the first pass is still running when the active replica dies.
     stack.call(lambda: stack.stripe.set_rate_limit(per_second=None))
     stack.stripe.latency_seconds = 0.05
@@ -53,16 +38,7 @@ def test_two_replicas_send_every_bill_exactly_once(stack: LocalStack) -> None:
     )
     standby = stack.start_operator(*args, name="replica-b", POD_NAME="replica-b", **env)
     try:
-        stack.kube.create_integration(
-            NS,
-            "ha",
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-                "syncInterval": "10s",
-            },
-        )
+        stack.kube.create_integration(NS, "ha", integration_spec(ORG, every="10s"))
 
         def invoices() -> int:
             return len(stack.call(lambda: stack.stripe.state(acct))["invoices"])

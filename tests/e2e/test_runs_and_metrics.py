@@ -11,6 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.e2e import helpers
+from tests.e2e.helpers import connect, integration_spec
 
 KEY = "sk_test_51runsAAAA"
 ORG = "org-runs"
@@ -31,10 +33,7 @@ def metrics_port() -> int:
 @pytest.fixture(scope="module")
 def operator(stack: LocalStack, metrics_port: int) -> Iterator[OperatorProcess]:
     stack.call(lambda: stack.stripe.add_api_key(KEY))
-    stack.call(lambda: stack.m3ter.add_client("runs", "runs-secret", ORG))
-    stack.ensure_namespace(NS)
-    stack.kube.put_secret(NS, "m3ter", {"clientId": "runs", "clientSecret": "runs-secret"})
-    stack.kube.put_secret(NS, "stripe", {"apiKey": KEY})
+    connect(stack, NS, ORG, KEY, "runs")
     with stack.operator(M3STRIPE_METRICS_PORT=str(metrics_port)) as op:
         yield op
 
@@ -54,21 +53,11 @@ def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 
 
 def integration(stack: LocalStack, name: str, **spec: Any) -> None:
-    stack.kube.create_integration(
-        NS,
-        name,
-        {
-            "destination": "StripeTestMode",
-            "credentialRef": {"name": "stripe"},
-            "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-            "syncInterval": "1h",
-            **spec,
-        },
-    )
+    stack.kube.create_integration(NS, name, integration_spec(ORG, **spec))
 
 
 def status(stack: LocalStack, name: str) -> dict[str, Any]:
-    return dict(stack.kube.get_integration(NS, name).get("status") or {})
+    return helpers.status(stack, NS, name)
 
 
 def run_now(stack: LocalStack, name: str, token: str) -> dict[str, Any]:

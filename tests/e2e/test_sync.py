@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -11,10 +10,9 @@ from typing import Any
 import pytest
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.e2e.helpers import Org, customer, first_run, run_now
 
 KEY = "sk_test_51syncAAAA"
-_ns = itertools.count(1)
-_tokens = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -22,82 +20,6 @@ def operator(stack: LocalStack) -> Iterator[OperatorProcess]:
     stack.call(lambda: stack.stripe.add_api_key(KEY))
     with stack.operator(M3STRIPE_SMTP_SECURITY="none", M3STRIPE_SMTP_FROM="operator@example.com") as op:
         yield op
-
-
-@pytest.fixture(scope="module")
-def stripe(stack: LocalStack) -> Any:
-    return stack.stripe_client(KEY)
-
-
-ORG = ""  # each test gets its own m3ter organization (see namespace()), so integrations never see others' Bills
-
-
-def namespace(stack: LocalStack) -> str:
-    """A namespace with Secrets, and a fresh m3ter organization named after it."""
-    global ORG
-    ns = f"sync-{next(_ns)}"
-    ORG = f"org-{ns}"
-    client, secret = f"client-{ns}", f"secret-{ns}"
-    stack.call(lambda: stack.m3ter.add_client(client, secret, ORG))
-    stack.ensure_namespace(ns)
-    stack.kube.put_secret(ns, "m3ter", {"clientId": client, "clientSecret": secret})
-    stack.kube.put_secret(ns, "stripe", {"apiKey": KEY})
-    return ns
-
-
-def spec(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "destination": "StripeTestMode",
-        "credentialRef": {"name": "stripe"},
-        "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-        "syncInterval": "1h",  # passes run on request in these tests
-    }
-    base.update(overrides)
-    return base
-
-
-def account(stack: LocalStack, country: str = "UK", **kw: Any) -> str:
-    n = next(_tokens)
-    return str(
-        stack.call(
-            lambda: stack.m3ter.add_account(
-                ORG, name=f"Customer {n}", code=f"cust-{n}", currency="USD", address={"country": country}, **kw
-            )
-        )
-    )
-
-
-def customer(stripe: Any, account_id: str) -> str:
-    return str(stripe.v1.customers.create(params={"name": account_id, "metadata": {"m3ter_account_id": account_id}}).id)
-
-
-def bill(stack: LocalStack, account_id: str, lines: list[dict[str, Any]], **kw: Any) -> str:
-    return str(stack.call(lambda: stack.m3ter.add_bill(ORG, account_id=account_id, lines=lines, **kw)))
-
-
-def last_run(stack: LocalStack, ns: str, name: str) -> dict[str, Any]:
-    return dict(stack.kube.get_integration(ns, name)["status"].get("lastSync") or {})
-
-
-def run_now(stack: LocalStack, ns: str, name: str, timeout: float = 60) -> dict[str, Any]:
-    """Ask for a pass (requested-at annotation) and wait until the operator echoes the token."""
-    token = f"t{next(_tokens)}-{time.time()}"
-    stack.annotate(ns, name, "m3stripe.dev/requested-at", token)
-    return wait_for(
-        lambda: (
-            (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastHandledRequestedAt") == token and s
-        ),
-        timeout=timeout,
-        what=f"a sync run of {ns}/{name}",
-    )
-
-
-def first_run(stack: LocalStack, ns: str, name: str, timeout: float = 60) -> dict[str, Any]:
-    return wait_for(
-        lambda: (s := stack.kube.get_integration(ns, name).get("status") or {}).get("lastSync") and s,
-        timeout=timeout,
-        what=f"the first run of {ns}/{name}",
-    )
 
 
 def invoices_for(stack: LocalStack, acct: str, bill_id: str) -> list[dict[str, Any]]:
@@ -110,14 +32,13 @@ def acct_of(stripe: Any) -> str:
 
 
 def test_bills_become_draft_invoices_and_follow_regeneration(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    ns = namespace(stack)
-    a1, a2, a3 = account(stack), account(stack), account(stack, "US")
+    ns = org.ns
+    a1, a2, a3 = org.account(country="UK"), org.account(country="UK"), org.account(country="US")
     for a in (a1, a2):
         customer(stripe, a)
-    b1 = bill(
-        stack,
+    b1 = org.bill(
         a1,
         [
             {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
@@ -127,17 +48,16 @@ def test_bills_become_draft_invoices_and_follow_regeneration(
         ],
         purchase_order_number="PO-7781",
     )
-    b2 = bill(
-        stack,
+    b2 = org.bill(
         a2,
         [{"line_item_type": "USAGE", "quantity": 3, "unit_price": "1500", "description": "Seats"}],
         currency="JPY",
     )
-    b3 = bill(stack, a3, [{"line_item_type": "USAGE", "subtotal": "9.99"}])  # restricted below
+    b3 = org.bill(a3, [{"line_item_type": "USAGE", "subtotal": "9.99"}])  # restricted below
     stack.kube.create_integration(
         ns,
         "invoices",
-        spec(
+        org.spec(
             poNumberCustomField="PO number",
             excludedLineItemTypes=["COMMITMENT_CONSUMED"],
             restrictedAccountIds=[a3],
@@ -166,7 +86,7 @@ def test_bills_become_draft_invoices_and_follow_regeneration(
     # A regenerated Bill updates the same draft to match exactly; nothing is duplicated.
     stack.call(
         lambda: stack.m3ter.regenerate_bill(
-            ORG,
+            org.id,
             b1,
             lines=[
                 {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
@@ -187,7 +107,7 @@ def test_bills_become_draft_invoices_and_follow_regeneration(
 
     # Finalized in Stripe, then regenerated in m3ter: Stripe is left alone and an event says so.
     stripe.v1.invoices.finalize_invoice(inv2["id"])
-    stack.call(lambda: stack.m3ter.regenerate_bill(ORG, b2, lines=[{"line_item_type": "USAGE", "subtotal": "9000"}]))
+    stack.call(lambda: stack.m3ter.regenerate_bill(org.id, b2, lines=[{"line_item_type": "USAGE", "subtotal": "9000"}]))
     status = run_now(stack, ns, "invoices")
     assert status["lastSync"]["status"] == "INVOICE_ALREADY_PAID"
     [inv2b] = invoices_for(stack, acct, b2)
@@ -212,19 +132,19 @@ def test_bills_become_draft_invoices_and_follow_regeneration(
 
 
 def test_items_mode_external_mapping_approval_and_filter(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    ns = namespace(stack)
-    uk, us, unmapped = account(stack, "UK"), account(stack, "US"), account(stack, "UK")
+    ns = org.ns
+    uk, us, unmapped = org.account(country="UK"), org.account(country="US"), org.account(country="UK")
     cus_uk = str(stripe.v1.customers.create(params={"name": "uk"}).id)
-    stack.call(lambda: stack.m3ter.add_external_mapping(ORG, uk, cus_uk))
-    pending = bill(stack, uk, [{"line_item_type": "USAGE", "subtotal": "12.34"}])
-    bill(stack, us, [{"line_item_type": "USAGE", "subtotal": "1"}], status="APPROVED")
-    lonely = bill(stack, unmapped, [{"line_item_type": "USAGE", "subtotal": "2"}], status="APPROVED")
+    stack.call(lambda: stack.m3ter.add_external_mapping(org.id, uk, cus_uk))
+    pending = org.bill(uk, [{"line_item_type": "USAGE", "subtotal": "12.34"}])
+    org.bill(us, [{"line_item_type": "USAGE", "subtotal": "1"}], status="APPROVED")
+    lonely = org.bill(unmapped, [{"line_item_type": "USAGE", "subtotal": "2"}], status="APPROVED")
     stack.kube.create_integration(
         ns,
         "items",
-        spec(
+        org.spec(
             createStripeInvoice=False,
             useExternalMappingAccountCode=True,
             onlySendBillOnApproval=True,
@@ -240,9 +160,9 @@ def test_items_mode_external_mapping_approval_and_filter(
     assert event["kind"] == "integration.missingaccountmapping.error" and event["billId"] == lonely
     assert "External Mapping" in event["message"]
 
-    stack.call(lambda: stack.m3ter.approve_bill(ORG, pending))
+    stack.call(lambda: stack.m3ter.approve_bill(org.id, pending))
     cus_lonely = str(stripe.v1.customers.create(params={"name": "lonely"}).id)
-    stack.call(lambda: stack.m3ter.add_external_mapping(ORG, unmapped, cus_lonely))
+    stack.call(lambda: stack.m3ter.add_external_mapping(org.id, unmapped, cus_lonely))
     status = run_now(stack, ns, "items")
     assert status["lastSync"]["status"] == "COMPLETE", status["lastSync"]
     items = stack.call(lambda: stack.stripe.state(acct))["invoice_items"]
@@ -254,18 +174,18 @@ def test_items_mode_external_mapping_approval_and_filter(
 
 
 def test_ten_successive_errors_disable_and_email_then_reenable(
-    stack: LocalStack, operator: OperatorProcess, stripe: Any
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
 ) -> None:
-    ns = namespace(stack)
+    ns = org.ns
     inbox_before = len(stack.smtp.messages)
-    accounts = [account(stack, "DE") for _ in range(12)]
+    accounts = [org.account(country="DE") for _ in range(12)]
     for a in accounts:
-        bill(stack, a, [{"line_item_type": "USAGE", "subtotal": "1"}])
+        org.bill(a, [{"line_item_type": "USAGE", "subtotal": "1"}])
     users = ["billing-oncall@example.com", "finance@example.com"]
     stack.kube.create_integration(
         ns,
         "flaky",
-        spec(
+        org.spec(
             accountFilter='address.country == "DE"',
             integrationDisabledNotificationUsers=users,
         ),
@@ -313,14 +233,16 @@ def test_ten_successive_errors_disable_and_email_then_reenable(
     assert status["lastSync"]["billsSent"] == 12
 
 
-def test_due_date_needs_send_invoice_and_is_sent(stack: LocalStack, operator: OperatorProcess, stripe: Any) -> None:
-    ns = namespace(stack)
-    a = account(stack, "FR")
+def test_due_date_needs_send_invoice_and_is_sent(
+    stack: LocalStack, operator: OperatorProcess, stripe: Any, org: Org
+) -> None:
+    ns = org.ns
+    a = org.account(country="FR")
     customer(stripe, a)
     due = date.today() + timedelta(days=14)
-    b = bill(stack, a, [{"line_item_type": "USAGE", "subtotal": "100"}], due_date=due)
+    b = org.bill(a, [{"line_item_type": "USAGE", "subtotal": "100"}], due_date=due)
     stack.kube.create_integration(
-        ns, "due", spec(sendDueDate=True, collectionMethod="SendInvoice", accountFilter='address.country == "FR"')
+        ns, "due", org.spec(sendDueDate=True, collectionMethod="SendInvoice", accountFilter='address.country == "FR"')
     )
     status = first_run(stack, ns, "due")
     assert status["lastSync"]["status"] == "COMPLETE", status
@@ -329,16 +251,18 @@ def test_due_date_needs_send_invoice_and_is_sent(stack: LocalStack, operator: Op
     assert date.fromtimestamp(inv["due_date"]) == due
 
 
-def test_a_failing_mail_server_is_visible_and_blocks_nothing(stack: LocalStack, operator: OperatorProcess) -> None:
-    ns = namespace(stack)
-    accounts = [account(stack, "SE") for _ in range(3)]
+def test_a_failing_mail_server_is_visible_and_blocks_nothing(
+    stack: LocalStack, operator: OperatorProcess, org: Org
+) -> None:
+    ns = org.ns
+    accounts = [org.account(country="SE") for _ in range(3)]
     for a in accounts:
-        bill(stack, a, [{"line_item_type": "USAGE", "subtotal": "1"}])
+        org.bill(a, [{"line_item_type": "USAGE", "subtotal": "1"}])
     stack.smtp.fail_next(10)
     stack.kube.create_integration(
         ns,
         "mailfail",
-        spec(
+        org.spec(
             accountFilter='address.country == "SE"',
             autoDisableThreshold=3,
             integrationDisabledNotificationUsers=["oncall@example.com"],
@@ -358,7 +282,7 @@ def test_a_failing_mail_server_is_visible_and_blocks_nothing(stack: LocalStack, 
     stack.smtp.fail_next(0)
     assert operator.running
     # The operator keeps working: another integration still gets its status.
-    stack.kube.create_integration(ns, "still-alive", spec(suspend=True))
+    stack.kube.create_integration(ns, "still-alive", org.spec(suspend=True))
     wait_for(
         lambda: any(
             c["reason"] == "Suspended"

@@ -8,7 +8,6 @@ its missing permission, and that no key fragment or account id reaches status, e
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -17,10 +16,10 @@ import pytest
 from stripe._api_version import _ApiVersion
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.e2e.helpers import Org
 
 KEY = "sk_test_51contractKeyAAAAwxyz"
 RESTRICTED = "rk_test_51contractRestrictedQ9z7"  # may write customers and read invoices, not write them
-_n = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +33,17 @@ def operator(stack: LocalStack) -> Iterator[OperatorProcess]:
 
 def setup(stack: LocalStack, key: str, **spec: Any) -> tuple[str, str, str]:
     """A namespace, an m3ter organization with one account and one Bill, and an integration; (ns, org, acct)."""
-    n = next(_n)
-    ns, org = f"contract-{n}", f"org-contract-{n}"
-    stack.call(lambda: stack.m3ter.add_client(f"client-{n}", f"secret-{n}", org))
-    stack.ensure_namespace(ns)
-    stack.kube.put_secret(ns, "m3ter", {"clientId": f"client-{n}", "clientSecret": f"secret-{n}"})
-    stack.kube.put_secret(ns, "stripe", {"apiKey": key})
-    account = str(
-        stack.call(
-            lambda: stack.m3ter.add_account(org, name=f"C{n}", code=f"c-{n}", currency="USD", address={"country": "UK"})
-        )
-    )
+    org = Org(stack, "contract", key)
+    account = org.account(country="UK")
     stack.stripe_client(KEY).v1.customers.create(params={"name": "x", "metadata": {"m3ter_account_id": account}})
     lines = [
         {"line_item_type": "STANDING_CHARGE", "subtotal": "100.00", "description": "Platform fee"},
         {"line_item_type": "USAGE", "quantity": 3, "unit_price": "2.50", "description": "API calls"},
     ]
-    stack.call(lambda: stack.m3ter.add_bill(org, account_id=account, lines=lines, purchase_order_number="PO-9"))
-    body = {
-        "destination": "StripeTestMode",
-        "credentialRef": {"name": "stripe"},
-        "m3ter": {"organizationId": org, "credentialsRef": {"name": "m3ter"}},
-        "syncInterval": "1h",
-        **spec,
-    }
+    org.bill(account, lines, purchase_order_number="PO-9")
+    ns, body = org.ns, org.spec(**spec)
     stack.kube.create_integration(ns, "sint", body)
-    return ns, org, account
+    return ns, org.id, account
 
 
 def first_run(stack: LocalStack, ns: str) -> dict[str, Any]:

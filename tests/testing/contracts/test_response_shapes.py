@@ -40,7 +40,7 @@ NEWER_THAN_FIXTURE: dict[tuple[str, str], tuple[type, str]] = {
 }
 # Known disagreements, each owned by the emulator module that renders the object (strict xfail: the
 # test turns red the day they are fixed, so this list cannot go stale).
-KNOWN_DISAGREEMENTS: set[tuple[str, str]] = set()
+KNOWN_DISAGREEMENTS: frozenset[tuple[str, str]] = frozenset()
 
 # What the operator reads from each object (operator/m3stripe/domain/stripe_writer.py, customers.py,
 # adapters/stripe_client.py and stripe_gateway.py): the emulator must return every one of them.
