@@ -1,4 +1,4 @@
-"""M3terSource.currency_rounding: m3ter's currency picklist, read over HTTP through the SDK."""
+"""M3terSource.rounding_for: m3ter's currency picklist, read over HTTP through the SDK."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from tests.domain.passes import m3ter_source, send_pass
 async def test_the_picklist_gives_each_currency_its_decimal_places_and_rounding_mode(
     emulator: M3terEmulator, source: M3terSource
 ) -> None:
-    rules = await source.currency_rounding()
-    assert rules["USD"] == CurrencyRounding("USD", 2, decimal.ROUND_HALF_UP)
-    assert rules["JPY"] == CurrencyRounding("JPY", 0, decimal.ROUND_HALF_UP)
-    assert rules["KWD"].max_decimal_places == 3
+    assert await source.rounding_for("USD") == CurrencyRounding("USD", 2, decimal.ROUND_HALF_UP)
+    assert await source.rounding_for("JPY") == CurrencyRounding("JPY", 0, decimal.ROUND_HALF_UP)
+    kwd = await source.rounding_for("KWD")
+    assert kwd is not None and kwd.max_decimal_places == 3
     requests = emulator.requests_to("/picklists/currency")
     assert requests and all(r.query["pageSize"] == "100" for r in requests), "List Currencies allows 1..100"
 
@@ -48,7 +48,8 @@ async def test_every_rounding_mode_m3ter_documents_maps_to_a_decimal_constant(
     emulator: M3terEmulator, source: M3terSource, mode: str, expected: str
 ) -> None:
     emulator.set_currency(ORG, "gbp", max_decimal_places=4, rounding_mode=mode)
-    rule = (await source.currency_rounding())["GBP"]
+    rule = await source.rounding_for("GBP")
+    assert rule is not None
     assert rule == CurrencyRounding("GBP", 4, expected)
     assert decimal.Decimal("1.00005").quantize(decimal.Decimal("0.0001"), rounding=rule.rounding_mode)
 
@@ -59,10 +60,8 @@ async def test_codes_are_upper_case_and_currencies_without_a_rule_are_left_out(
     emulator.set_currency(ORG, "xts", max_decimal_places=None, rounding_mode="HALF_UP", unchecked=True)
     emulator.set_currency(ORG, "xxx", max_decimal_places=2, rounding_mode=None, unchecked=True)
     emulator.set_currency(ORG, "btc", max_decimal_places=5, rounding_mode="DOWN")
-    rules = await source.currency_rounding()
-    assert "XTS" not in rules and "XXX" not in rules
-    assert rules["BTC"] == CurrencyRounding("BTC", 5, decimal.ROUND_DOWN)
-    assert all(code == code.upper() for code in rules)
+    assert await source.rounding_for("XTS") is None and await source.rounding_for("xxx") is None
+    assert await source.rounding_for("btc") == CurrencyRounding("BTC", 5, decimal.ROUND_DOWN)
 
 
 async def test_an_undocumented_rounding_mode_is_a_clear_error(emulator: M3terEmulator, source: M3terSource) -> None:
@@ -82,7 +81,6 @@ async def test_one_unusable_currency_is_an_error_for_that_currency_only_and_is_c
             with pytest.raises(M3terSourceError, match=r"XTS has roundingMode 'BANKERS'"):
                 await source.rounding_for("XTS")
             assert await source.rounding_for("usd") == CurrencyRounding("USD", 2, decimal.ROUND_HALF_UP)
-            assert "XTS" not in await source.currency_rounding()
         assert len(emulator.requests_to("/picklists/currency")) == 1, "the failure is cached like a rule"
         emulator.set_currency(ORG, "XTS", max_decimal_places=2, rounding_mode="HALF_EVEN")
         clock.now += 3601
@@ -94,28 +92,29 @@ async def test_max_decimal_places_outside_m3ters_range_0_to_5_is_an_error_naming
     emulator: M3terEmulator, source: M3terSource, places: object
 ) -> None:
     emulator.set_currency(ORG, "JPY", max_decimal_places=places, rounding_mode="HALF_UP", unchecked=True)  # type: ignore[arg-type]
+    emulator.set_currency(ORG, "USD", max_decimal_places=2, rounding_mode="HALF_UP")
     with pytest.raises(M3terSourceError, match=rf"JPY has maxDecimalPlaces {places}; expected a whole number 0..5"):
         await source.rounding_for("JPY")
-    assert "JPY" not in await source.currency_rounding()  # the other currencies keep their rules
+    # The other currencies keep their rules.
+    assert await source.rounding_for("USD") == CurrencyRounding("USD", 2, decimal.ROUND_HALF_UP)
 
 
 async def test_the_picklist_is_cached_for_an_hour_then_read_again(emulator: M3terEmulator) -> None:
     clock = FakeClock()
     async with m3ter_source(CREDS, emulator.url, clock=clock) as source:
-        first = await source.currency_rounding()
+        first = await source.rounding_for("USD")
         emulator.set_currency(ORG, "USD", max_decimal_places=4, rounding_mode="HALF_EVEN")
         clock.now += 3599
-        assert await source.currency_rounding() == first
+        assert await source.rounding_for("USD") == first
         assert len(emulator.requests_to("/picklists/currency")) == 1
         clock.now += 2
-        refreshed = await source.currency_rounding()
-        assert refreshed["USD"] == CurrencyRounding("USD", 4, decimal.ROUND_HALF_EVEN)
+        assert await source.rounding_for("USD") == CurrencyRounding("USD", 4, decimal.ROUND_HALF_EVEN)
         assert len(emulator.requests_to("/picklists/currency")) == 2
 
 
 async def test_concurrent_callers_share_one_read(emulator: M3terEmulator, source: M3terSource) -> None:
     emulator.latency_seconds = 0.05
-    results = await asyncio.gather(*(source.currency_rounding() for _ in range(10)))
+    results = await asyncio.gather(*(source.rounding_for("USD") for _ in range(10)))
     assert all(result == results[0] for result in results)
     assert len(emulator.requests_to("/picklists/currency")) == 1
 
@@ -123,8 +122,7 @@ async def test_concurrent_callers_share_one_read(emulator: M3terEmulator, source
 async def test_a_long_picklist_is_read_page_by_page(emulator: M3terEmulator, source: M3terSource) -> None:
     for index in range(230):
         emulator.set_currency(ORG, f"Z{index:02d}", max_decimal_places=index % 6, rounding_mode="FLOOR")
-    rules = await source.currency_rounding()
-    assert rules["Z229"] == CurrencyRounding("Z229", 229 % 6, decimal.ROUND_FLOOR)
+    assert await source.rounding_for("Z229") == CurrencyRounding("Z229", 229 % 6, decimal.ROUND_FLOOR)
     assert len(emulator.requests_to("/picklists/currency")) == 3  # 248 currencies, 100 a page
 
 
@@ -136,7 +134,7 @@ async def test_the_admin_api_sets_a_currency_rule(emulator: M3terEmulator, sourc
         assert response.status == 200
         response = await http.put(f"/_emulator/organizations/{ORG}/currencies/chf", json={"rounding_mode": "SIDEWAYS"})
         assert response.status == 400 and "rounding_mode" in (await response.json())["message"]
-    assert (await source.currency_rounding())["CHF"] == CurrencyRounding("CHF", 1, decimal.ROUND_UP)
+    assert await source.rounding_for("CHF") == CurrencyRounding("CHF", 1, decimal.ROUND_UP)
 
 
 async def test_a_sync_pass_sends_every_bill_but_those_in_the_currency_whose_picklist_entry_is_unusable() -> None:

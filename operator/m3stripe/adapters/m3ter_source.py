@@ -477,10 +477,6 @@ class M3terSource:
             self._accounts.popitem(last=False)
         return account
 
-    def forget_account(self, account_id: str) -> None:
-        """Drop a cached Account (e.g. after an Account-changed event)."""
-        self._accounts.pop(account_id, None)
-
     async def find_stripe_customer_mapping(self, account_id: str) -> str | None:
         """The Stripe Customer id an External Mapping ties to this Account, or None.
 
@@ -508,21 +504,13 @@ class M3terSource:
             if not next_token:
                 return None if best is None else best[2]
 
-    async def currency_rounding(self) -> Mapping[str, CurrencyRounding]:
-        """The Organization's usable rounding rules per currency (upper-case code), cached ``currency_cache_ttl``.
-
-        Read from the currency picklist (``GET /organizations/{orgId}/picklists/currency``,
-        https://docs.m3ter.com/api/currency/list-currencies). A currency without ``maxDecimalPlaces`` or
-        ``roundingMode`` has no rule and is left out; callers apply their default to absent codes. An entry
-        m3ter's API reference does not allow is left out too: :meth:`rounding_for` reports it, for its
-        currency only.
-        """
-        return (await self._picklist())[0]
-
     async def rounding_for(self, currency: str) -> CurrencyRounding | None:
         """The rounding rule of one currency, None without one; :class:`M3terSourceError` if its entry is unusable.
 
-        One bad picklist entry concerns only the Bills in its currency; its error is cached like a rule.
+        Read from the currency picklist (``GET /organizations/{orgId}/picklists/currency``,
+        https://docs.m3ter.com/api/currency/list-currencies), cached ``currency_cache_ttl``. A currency without
+        ``maxDecimalPlaces`` or ``roundingMode`` has no rule; callers apply their default. One entry m3ter's API
+        reference does not allow concerns only the Bills in its currency; its error is cached like a rule.
         """
         rules, errors = await self._picklist()
         code = currency.strip().upper()
