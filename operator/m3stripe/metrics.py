@@ -12,6 +12,12 @@ from m3stripe.api.conditions import find, parse_rfc3339
 from m3stripe.domain.runs import RunReport, RunStatus
 
 PREFIX = "m3stripe"
+# Histogram buckets (seconds): a reconcile is a status read and write; a run may be a whole backfill.
+_RECONCILE = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_RUN = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_REQUEST = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Lease hand-overs: client-go's 15 s lease duration is the expected worst case.
+_WRITERLESS = (0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900)
 
 
 class Metrics:
@@ -21,10 +27,7 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         labels = ("namespace", "integration")
         self.reconcile_duration = self._histogram(
-            "reconcile_duration_seconds",
-            "Time spent reconciling one StripeIntegration's status.",
-            labels,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            "reconcile_duration_seconds", "Time spent reconciling one StripeIntegration's status.", labels, _RECONCILE
         )
         self.connected = self._gauge(
             "integration_connected", "1 when the integration's Stripe credential is valid, else 0.", labels
@@ -56,12 +59,7 @@ class Metrics:
         self.runs = self._counter(
             "sync_runs_total", "Sync runs by m3ter run status (COMPLETE, ERROR, AUTH_FAILED, ...).", (*labels, "status")
         )
-        self.run_duration = self._histogram(
-            "sync_run_duration_seconds",
-            "Duration of sync runs.",
-            labels,
-            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
-        )
+        self.run_duration = self._histogram("sync_run_duration_seconds", "Duration of sync runs.", labels, _RUN)
         self.bills = self._counter(
             "bills_total", "Bills handled, by outcome: sent, unchanged, skipped, failed.", (*labels, "outcome")
         )
@@ -82,10 +80,7 @@ class Metrics:
             ("endpoint", "code"),
         )
         self.stripe_latency = self._histogram(
-            "stripe_request_duration_seconds",
-            "Latency of Stripe API requests.",
-            ("endpoint",),
-            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            "stripe_request_duration_seconds", "Latency of Stripe API requests.", ("endpoint",), _REQUEST
         )
         self.stripe_retries = self._counter(
             "stripe_retries_total",
@@ -112,7 +107,7 @@ class Metrics:
             "lease_writerless_seconds",
             "Time without a writer before this process took the Lease (since the previous holder's last renew).",
             ("lease",),
-            buckets=(0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 900),
+            _WRITERLESS,
         )
         self.integration_writer = self._gauge(
             "integration_writer",

@@ -19,6 +19,7 @@ from m3stripe.adapters.m3ter_source import (
     M3terUnavailable,
     TokenManager,
 )
+from m3stripe.adapters.m3ter_token import M3terRateLimits, sdk_client
 from m3stripe.domain.billing import Account, Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from tests.adapters.helpers import CLIENT_ID, CREDS, ORG, SECRET, FakeClock
@@ -66,7 +67,8 @@ async def test_token_is_refreshed_shortly_before_expiry(emulator: M3terEmulator)
     clock = FakeClock()
     emulator.add_client("c60", "s60", ORG, token_ttl_seconds=600)
     creds = M3terCredentials(ORG, "c60", "s60")
-    tokens = TokenManager(creds, base_url=emulator.url, refresh_margin=60, clock=clock)
+    client = sdk_client(creds, base_url=emulator.url, timeout=30.0, max_retries=0, rate_limits=M3terRateLimits())
+    tokens = TokenManager(creds, client=client, refresh_margin=60, clock=clock)
     try:
         first = await tokens.get()
         clock.now += 539  # 61 s of lifetime left: still outside the margin
@@ -76,7 +78,7 @@ async def test_token_is_refreshed_shortly_before_expiry(emulator: M3terEmulator)
         assert second != first
         assert (tokens.tokens_fetched, emulator.tokens_issued) == (2, 2)
     finally:
-        await tokens.aclose()
+        await client.close()
 
 
 async def test_short_lived_tokens_are_reused_until_half_life(emulator: M3terEmulator) -> None:

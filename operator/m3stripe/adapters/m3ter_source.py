@@ -144,7 +144,6 @@ class M3terSource:
             max_retries=max_retries,
             rate_limits=self._rate_limits,
         )
-        self._owns_tokens = token_manager is None
         self._tokens = token_manager or TokenManager(credentials, client=self._base)
         self._authed: tuple[str, AsyncM3ter] | None = None
         self._clock = clock
@@ -552,8 +551,6 @@ class M3terSource:
             return frozen
 
     async def aclose(self) -> None:
-        if self._owns_tokens:
-            await self._tokens.aclose()
         await self._base.close()
 
 

@@ -174,26 +174,15 @@ class TokenManager:
         self,
         credentials: M3terCredentials,
         *,
-        base_url: str | None = None,
-        timeout: float = 30.0,
-        max_retries: int = 3,
+        client: AsyncM3ter,
         refresh_margin: float = DEFAULT_REFRESH_MARGIN,
-        client: AsyncM3ter | None = None,
-        rate_limits: M3terRateLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Use ``client`` (not closed by us) to share a connection pool and its throttle, or get a private one."""
+        """``client`` (its owner closes it) is the source's: one connection pool and one throttle for both."""
         self._credentials = credentials
         self._refresh_margin = refresh_margin
         self._clock = clock
-        self._owns_client = client is None
-        self._client = client or sdk_client(
-            credentials,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            rate_limits=rate_limits or M3terRateLimits(),
-        )
+        self._client = client
         basic = base64.b64encode(f"{credentials.client_id}:{credentials.client_secret}".encode()).decode()
         # Basic auth goes in as a client default header, not per-request extra_headers: the SDK's
         # debug log prints per-request options (headers included) but never its default headers.
@@ -271,7 +260,3 @@ class TokenManager:
         self.tokens_fetched += 1
         log.debug("fetched m3ter token for client_id %s, expires in %ss", creds.client_id, expires_in)
         return _Token(response.access_token, started + expires_in - margin)
-
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.close()
