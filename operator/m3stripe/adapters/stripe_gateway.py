@@ -207,6 +207,9 @@ def _header(err: stripe.StripeError, name: str) -> str | None:
 
 
 class StripeGateway:
+    """Every Stripe request of a pass: the rate limit, bounded retries with idempotency keys, metrics, and
+    errors turned into StripeCallError with keys scrubbed. It never decides what to write."""
+
     def __init__(
         self,
         client: stripe.StripeClient,

@@ -220,6 +220,8 @@ class Literal:
 
 @dataclass(frozen=True, slots=True)
 class Path:
+    """A field reference in a filter (`customFields.tier`), and where it stood in the source for errors."""
+
     segments: tuple[str, ...]
     position: int = field(default=0, compare=False, repr=False)
 

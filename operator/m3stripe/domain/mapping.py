@@ -58,6 +58,8 @@ class MappingError(Exception):
 
 @dataclass(frozen=True)
 class PlannedLine:
+    """One invoice line (or item) as Stripe must hold it, in minor units, with the metadata that finds it again."""
+
     line_id: str
     index: int  # position among this Bill version's lines sent to Stripe
     description: str
@@ -106,6 +108,8 @@ def lines_total(lines: Iterable[PlannedLine]) -> int:
 
 @dataclass(frozen=True)
 class BillPlan:
+    """What Stripe must hold for one Bill version: its lines and invoice fields. Built from the Bill alone."""
+
     bill_id: str
     version: int
     account_id: str

@@ -42,6 +42,8 @@ def money(minor: int, currency: str) -> str:
 
 @dataclass
 class PlannedBill:
+    """One Bill in a Plan-mode pass: what a Send pass would do to Stripe for it, and why."""
+
     bill_id: str
     version: int
     account_id: str | None

@@ -41,6 +41,8 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ErrorEvent:
+    """One of m3ter's integration error events (validation, missing mapping, authentication, perform)."""
+
     kind: EventKind
     message: str
     run_id: str
@@ -69,6 +71,8 @@ class BillResult:
 
 @dataclass
 class RunReport:
+    """One integration run, as m3ter reports runs: its status, counts, events and each Bill's result."""
+
     run_id: str
     started: datetime
     completed: datetime | None = None

@@ -21,6 +21,8 @@ class Skip(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Selector:
+    """Which Bills an integration sends (accounts, filter, approval): decided per Bill, never by reading Stripe."""
+
     account_ids: frozenset[str]
     restricted_account_ids: frozenset[str]
     account_filter: AccountFilter | None

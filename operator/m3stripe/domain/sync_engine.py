@@ -101,6 +101,9 @@ class _Slots:
 
 
 class SyncEngine:
+    """One pass of one integration: reads candidates from the Bill source, selects, maps and hands each Bill
+    to the writer (or planner), spends the error budget. It owns no I/O: its ports do, and the fence stops it."""
+
     def __init__(
         self,
         *,

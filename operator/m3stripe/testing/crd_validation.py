@@ -61,6 +61,8 @@ def _to_jsonschema(node: Any) -> Any:
 
 
 class CrdValidator:
+    """Validates an object as the API server would against the generated CRD: its schema and its CEL rules."""
+
     def __init__(self, schema: dict[str, Any] | None = None) -> None:
         self.schema = schema or crd_schema()
         json_schema = _to_jsonschema(self.schema)

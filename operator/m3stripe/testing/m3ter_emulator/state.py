@@ -120,6 +120,8 @@ class LineRecord:
 
 @dataclass
 class BillRecord(_Entity):
+    """The emulator's own record of an m3ter Bill; rendered to m3ter's JSON only when asked for."""
+
     account_id: str
     account_code: str | None
     currency: str
