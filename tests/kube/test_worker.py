@@ -9,7 +9,6 @@ once per step, with the object as the API server holds it, as kopf's daemon woul
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from m3stripe.kube.integration import Integration
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.worker import IntegrationWorker
 from m3stripe.metrics import Metrics
+from m3stripe.testing.kube_client import KubeClient
 from m3stripe.testing.kube_emulator import KubeEmulator
 from m3stripe.testing.kubeconfig import write_kubeconfig
 from m3stripe.testing.m3ter_emulator import M3terEmulator
@@ -57,6 +57,7 @@ class World:
     custom: client.CustomObjectsApi
     core: client.CoreV1Api
     runtime: Runtime
+    kube_client: KubeClient  # a person's view of the cluster (Secrets)
     events: list[Event] = field(default_factory=list)
     # How far the m3ter emulator's clock is behind: Bills made with a lag were last modified that long ago.
     m3ter_lag: list[timedelta] = field(default_factory=lambda: [timedelta(0)])
@@ -66,6 +67,16 @@ class World:
     # ---------------------------------------------------------------- m3ter and Stripe
     def m3ter_account(self, code: str) -> str:
         return self.m3ter.add_account(ORG, name=code, code=code, currency="USD")
+
+    async def sent_bill(self, code: str) -> tuple[str, dict[str, Any]]:
+        """A Bill of a mapped Account, sent by the integration's first pass: its id and its invoice."""
+        account = self.m3ter_account(code)
+        await self.customer_for(account)
+        bill_id = self.bill(account, "10.00")
+        await self.create_integration()
+        await self.reconcile()
+        (invoice,) = self.invoices_of(bill_id)
+        return bill_id, invoice
 
     def bill(self, m3ter_account: str, subtotal: str = "12.50") -> str:
         return self.m3ter.add_bill(
@@ -84,14 +95,7 @@ class World:
 
     # ---------------------------------------------------------------- Kubernetes
     async def put_secret(self, name: str, data: dict[str, str]) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name, "namespace": NS},
-            "type": "Opaque",
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-        }
-        await asyncio.to_thread(self.core.create_namespaced_secret, NS, body)
+        await asyncio.to_thread(self.kube_client.put_secret, NS, name, data)
 
     async def create_integration(self, **spec: Any) -> IntegrationWorker:
         """The StripeIntegration (with its two Secrets) in the API server, and its worker."""
@@ -187,6 +191,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                     client.CustomObjectsApi(api_client),
                     client.CoreV1Api(api_client),
                     runtime,
+                    KubeClient(kubeconfig),
                     m3ter_lag=m3ter_lag,
                 )
                 yield w
@@ -241,12 +246,7 @@ async def test_a_pass_sends_every_bill_once_and_reports_connected_ready_and_a_co
 
 
 async def test_a_regenerated_bill_updates_its_draft_invoice_rather_than_creating_a_second_one(world: World) -> None:
-    account = world.m3ter_account("regen")
-    await world.customer_for(account)
-    bill_id = world.bill(account, "10.00")
-    await world.create_integration()
-    await world.reconcile()
-    (invoice,) = world.invoices_of(bill_id)
+    bill_id, invoice = await world.sent_bill("regen")
 
     version = world.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "25.00"}])
     status = await world.run_now()
@@ -263,12 +263,7 @@ async def test_a_regenerated_bill_updates_its_draft_invoice_rather_than_creating
 async def test_a_finalized_invoice_is_left_alone_when_its_bill_is_regenerated_and_the_run_says_so(
     world: World,
 ) -> None:
-    account = world.m3ter_account("final")
-    await world.customer_for(account)
-    bill_id = world.bill(account, "10.00")
-    await world.create_integration()
-    await world.reconcile()
-    (invoice,) = world.invoices_of(bill_id)
+    bill_id, invoice = await world.sent_bill("final")
     await world.sdk.v1.invoices.finalize_invoice_async(invoice["id"])  # a person finalized it in Stripe
 
     world.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "99.00"}])
