@@ -17,7 +17,7 @@ Scenarios (``--scenario``; each run in a fresh interpreter, so each peak RSS is 
 
 What is measured
 ----------------
-One sync pass (``SyncEngine.run_pass``), built by ``m3stripe.domain.engine.build_engine`` as ``m3stripe.kube.sync_driver`` builds it: the
+One sync pass (``SyncEngine.run_pass``), built by ``m3stripe.domain.sync_engine.build_engine`` as ``m3stripe.kube.sync_driver`` builds it: the
 official stripe SDK through ``open_client`` and ``StripeGateway`` with the client-side limiter from
 ``LimiterRegistry`` (``spec.requestsPerSecond``), and ``M3terSource`` on the official m3ter SDK. The
 Stripe emulator (contract mode: a request outside the SDK's parameter types fails the run) enforces the
