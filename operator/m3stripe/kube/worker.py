@@ -310,7 +310,9 @@ class IntegrationWorker:
             message = _condition_message(new, ConditionType.CONNECTED) or "disconnected"
             self.integration.events("Warning" if reason != "NotConnected" else "Normal", "Disconnected", message)
         old_ready, new_ready = ready_of(old), ready_of(new)
-        if new_ready != old_ready and new_ready[1] not in (None, "InvalidSpec"):
+        # InvalidSpec has its own events (naming each field); AutoDisabled is announced by the pass that disabled
+        # the integration, with the same message, so a second event would only repeat it.
+        if new_ready != old_ready and new_ready[1] not in (None, "InvalidSpec", "AutoDisabled"):
             ready_status, ready_reason = new_ready
             message = _condition_message(new, ConditionType.READY) or ""
             kind = "Normal" if ready_status == "True" or ready_reason in ("Suspended", "NotConnected") else "Warning"
