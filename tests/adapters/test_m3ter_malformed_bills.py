@@ -35,6 +35,9 @@ CORRUPTIONS: list[tuple[dict[str, Any], list[str], str]] = [
     ({"version": "two"}, [], "version is 'two', not a whole number"),
     ({"billTotal": "lots"}, [], "billTotal is 'lots', not a number"),
     ({"dueDate": "tomorrow"}, [], "dueDate"),
+    # An empty time is not an absent one: the Bill is refused, not read with a neighbouring date or no period.
+    ({"dtLastModified": ""}, [], "dtLastModified"),
+    ({"lineItems[0].servicePeriodStartDate": ""}, [], "lineItems[0].servicePeriodStartDate"),
     ({"lineItems": "none"}, [], "lineItems is 'none', not a list"),
     ({"lineItems[0].sequenceNumber": 2.5}, [], "lineItems[0].sequenceNumber is 2.5, not a whole number"),
 ]

@@ -725,7 +725,11 @@ def _datetime(value: Any) -> datetime | None:
     # The SDK builds models without validation, so an unparsable field arrives as the raw string.
     if value is None or isinstance(value, datetime):
         return None if value is None else _aware(value)
-    return parse_rfc3339(str(value))
+    # m3ter sends an absent time as null (or leaves it out); an empty string is no time, and not "none".
+    parsed = parse_rfc3339(str(value)) if str(value) else None
+    if parsed is None:
+        raise ValueError(f"{value!r} is not a time")
+    return parsed
 
 
 def _date(value: Any) -> date | None:

@@ -153,13 +153,13 @@ async def read_m3ter_secret(
     try:
         secret = await kube.read_secret(namespace, ref.name)
     except KubeApiError as err:
-        return None, CredentialCheck(False, "M3terCredentialsUnreadable", str(err), retryable=True), ()
+        return None, CredentialCheck(False, "M3terSecretUnreadable", str(err), retryable=True), ()
     if secret is None:
         return (
             None,
             CredentialCheck(
                 False,
-                "M3terCredentialsNotFound",
+                "M3terSecretNotFound",
                 f"{where} (spec.m3ter.credentialsRef.name) does not exist; create it with the m3ter API key id under "
                 f"{ref.clientIdKey!r} and the API secret under {ref.clientSecretKey!r}",
             ),
@@ -173,7 +173,7 @@ async def read_m3ter_secret(
             None,
             CredentialCheck(
                 False,
-                "M3terCredentialsKeyMissing",
+                "M3terSecretKeyMissing",
                 f"{where} has no non-empty key(s) {', '.join(map(repr, missing))} (spec.m3ter.credentialsRef); "
                 f"keys present: {present}",
             ),

@@ -83,9 +83,7 @@ class SourceHandle:
         creds, problem, fingerprint = await read_m3ter_secret(kube, namespace, spec)
         if problem is not None or creds is None:
             self._last = problem
-            return problem or CredentialCheck(
-                False, "M3terCredentialsUnreadable", "could not read the m3ter credentials"
-            )
+            return problem or CredentialCheck(False, "M3terSecretUnreadable", "could not read the m3ter credentials")
         if fingerprint != self._fingerprint or self._shared is None:
             await self.close()
             self._fingerprint = fingerprint
