@@ -760,7 +760,11 @@ async def test_timeout_still_performs_the_write(emulator: StripeEmulator, accoun
     with pytest.raises(stripe.APIConnectionError):
         await impatient.v1.customers.create_async(params={"name": "slow"}, options={"idempotency_key": "k-slow"})
     assert emulator.state(account)["customers"] == {}
-    await asyncio.sleep(0.6)
+    # The write completes on the server after its 0.5 s delay; on a loaded machine that may take longer.
+    for _ in range(100):
+        if emulator.state(account)["customers"]:
+            break
+        await asyncio.sleep(0.1)
     (customer,) = emulator.state(account)["customers"].values()
     retry = await make_client(emulator).v1.customers.create_async(
         params={"name": "slow"}, options={"idempotency_key": "k-slow"}
