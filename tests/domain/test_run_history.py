@@ -15,8 +15,10 @@ from m3stripe.domain.run_history import (
     disabled_event,
     fold_report,
     gesture_annotations,
+    ledger_id,
     merge_events,
     parse_targets,
+    progress_for,
     replay_bills,
     replay_request,
     resolve_events,
@@ -25,7 +27,7 @@ from m3stripe.domain.run_history import (
     sync_state,
     unknown_event_ids,
 )
-from m3stripe.domain.runs import BillResult, ErrorEvent, EventKind, Outcome, RunReport, RunStatus
+from m3stripe.domain.runs import BillResult, ErrorEvent, EventKind, Outcome, RunReport, RunStatus, SyncState
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 RETENTION = timedelta(hours=720)
@@ -456,3 +458,55 @@ def test_a_replay_naming_no_bill_id_says_so(value: str) -> None:
 def test_a_refused_gesture_marker_is_not_reported_again_as_naming_no_id() -> None:
     marker = gesture_annotations({ANNOTATION_REPLAY: 5})[0][ANNOTATION_REPLAY]
     assert replay_request({}, marker).problems == []
+
+
+# -- the ledger a sync progress belongs to ------------------------------------------------------------
+
+TEST_A = ledger_id("org-1", live=False, stripe_account="acct_A")
+
+
+def _with_ledger(ledger: str | None) -> dict[str, Any]:
+    sync: dict[str, Any] = {
+        "watermark": "2026-11-01T00:00:00Z",
+        "retryBillIds": ["b-1"],
+        "lastSweep": "2026-11-01T00:00:00Z",
+    }
+    if ledger is not None:
+        sync["ledger"] = ledger
+    return {"sync": sync, "consecutiveErrors": 2}
+
+
+def test_a_ledger_id_names_no_organization_or_account_in_clear() -> None:
+    assert "org-1" not in TEST_A and "acct_A" not in TEST_A and TEST_A.split(".")[1] == "test"
+
+
+@pytest.mark.parametrize(
+    ("now", "why"),
+    [
+        (ledger_id("org-2", live=False, stripe_account="acct_A"), "another Organization"),
+        (ledger_id("org-1", live=True, stripe_account="acct_A"), "from test to live mode"),
+        (ledger_id("org-1", live=False, stripe_account="acct_B"), "another Stripe account"),
+    ],
+)
+def test_progress_made_against_another_organization_mode_or_account_starts_over(now: str, why: str) -> None:
+    status, moved = progress_for(_with_ledger(TEST_A), now)
+    assert moved is not None and why in moved
+    assert sync_state(status) == SyncState()
+    # Explicit nulls, so that no merge patch keeps the old watermark under the new ledger's name.
+    assert status["sync"] == {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": now}
+    assert status["consecutiveErrors"] == 2  # only the progress starts over
+
+
+@pytest.mark.parametrize(
+    ("recorded", "now"),
+    [
+        (TEST_A, TEST_A),
+        (None, TEST_A),  # written before the ledger was recorded
+        (ledger_id("org-1", live=False, stripe_account=None), TEST_A),  # the account was not known then
+        (TEST_A, ledger_id("org-1", live=False, stripe_account=None)),  # nor is it now
+    ],
+)
+def test_progress_of_the_same_ledger_or_of_an_unknown_account_is_kept(recorded: str | None, now: str) -> None:
+    original = _with_ledger(recorded)
+    status, moved = progress_for(original, now)
+    assert moved is None and status is original

@@ -129,6 +129,10 @@ class World:
     async def status(self) -> dict[str, Any]:
         return dict((await self.body()).get("status") or {})
 
+    async def patch_spec(self, **spec: Any) -> None:
+        patch = {"spec": spec}
+        await asyncio.to_thread(self.custom.patch_namespaced_custom_object, *_RESOURCE, NAME, patch)
+
     async def annotate(self, key: str, value: str) -> None:
         patch = {"metadata": {"annotations": {key: value}}}
         await asyncio.to_thread(self.custom.patch_namespaced_custom_object, *_RESOURCE, NAME, patch)
@@ -421,3 +425,44 @@ async def test_a_replay_annotation_re_sends_the_named_bill_and_echoes_last_handl
     runs = len(status["recentRuns"])
     status = await world.reconcile()
     assert len(status["recentRuns"]) == runs and len(world.invoices_of(bill_id)) == 1
+
+
+async def _moved_to_another_account(world: World) -> tuple[str, str, dict[str, Any]]:
+    """A Bill sent long after it was last modified; then the Secret holds a key of another Stripe account,
+    whose Customer for the Bill's Account exists. The Bill's id, the other account, the first pass's status."""
+    world.m3ter_lag[0] = timedelta(minutes=10)  # the Bill is older than the watermark's overlap
+    bill_id, invoice = await world.sent_bill("moved")
+    first = await world.status()
+    other_key = "sk_test_51workerAnotherAccount"
+    other = world.stripe.add_api_key(other_key)
+    async with open_client(other_key, api_base=world.stripe.url) as sdk:
+        await sdk.v1.customers.create_async(params={"metadata": {META_ACCOUNT: invoice["metadata"][META_ACCOUNT]}})
+    await world.put_secret("stripe", {"apiKey": other_key})  # what a move from test mode to live looks like
+    return bill_id, other, first
+
+
+async def test_a_key_of_another_stripe_account_starts_the_sync_over_so_that_account_gets_every_bill(
+    world: World,
+) -> None:
+    bill_id, other, first = await _moved_to_another_account(world)
+    status = await world.run_now()
+
+    held = [i for i in world.stripe.state(other)["invoices"].values() if i["metadata"].get(META_BILL) == bill_id]
+    assert len(held) == 1, "the old watermark kept a Bill sent to the first account from the one now in use"
+    assert len(world.invoices_of(bill_id)) == 1  # the first account keeps what it had
+    assert status["sync"]["ledger"] != first["sync"]["ledger"]
+    assert other not in str(status["sync"]) and world.account not in str(status["sync"])
+    (reset,) = [m for _, r, m in world.events if r == "SyncProgressReset"]
+    assert "another Stripe account" in reset
+    # Once the progress belongs to the new account, the next pass reads on from its watermark.
+    again = await world.run_now()
+    assert again["lastSync"]["billsSent"] == 0 and world.reasons().count("SyncProgressReset") == 1
+
+
+async def test_a_plan_after_a_move_to_another_stripe_account_shows_what_that_account_lacks(world: World) -> None:
+    bill_id, _, _ = await _moved_to_another_account(world)
+    await world.patch_spec(mode="Plan")
+    status = await world.reconcile()
+
+    planned = {b["billId"]: b["action"] for b in status["plan"]["items"]}
+    assert planned == {bill_id: "CreateInvoice"}, "a plan from the old watermark would show nothing to send"

@@ -129,6 +129,15 @@ class SyncProgress(_Model):
             "Start of the last completed reconciliation sweep (RFC 3339); the next is due spec.reconcileInterval later."
         ),
     )
+    ledger: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "Which m3ter Organization and Stripe account and mode this progress was made against (opaque digests). "
+            "When the spec or the key points elsewhere, the next pass starts over: it reads every Bill and sends "
+            "what the new Stripe account lacks."
+        ),
+    )
 
 
 class DisablementNotification(_Model):

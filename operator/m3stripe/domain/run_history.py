@@ -20,6 +20,51 @@ from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus, Sy
 MAX_OPEN_EVENTS = 100
 
 
+def ledger_id(organization_id: str, *, live: bool, stripe_account: str | None) -> str:
+    """The source and the Stripe ledger a sync progress belongs to, as digests (no id in clear in the status)."""
+
+    def digest(value: str) -> str:
+        return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+    account = digest(stripe_account) if stripe_account else "-"
+    return f"{digest(organization_id)}.{'live' if live else 'test'}.{account}"
+
+
+def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
+    """Why the stored progress was made against another Organization or Stripe ledger, or None if it was not.
+
+    A watermark says which Bills *that* Stripe account already got: kept across a move from test mode to live
+    (the README's rollout) it would keep every Bill already sent to test mode from ever reaching live.
+    Progress written before the ledger was recorded counts as this ledger's; an account that was not known
+    (a restricted key that may not read it) is no evidence of a move.
+    """
+    recorded = (status.get("sync") or {}).get("ledger")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    old_org, old_mode, old_account = ([*recorded.split("."), "", "", ""])[:3]
+    org, mode, account = ledger.split(".")
+    if old_org != org:
+        return "spec.m3ter.organizationId names another Organization than the sync progress was made for"
+    if old_mode != mode:
+        return f"spec.destination moved from {old_mode} to {mode} mode"
+    if "-" not in (old_account, account) and old_account != account:
+        return "the Stripe key now belongs to another Stripe account"
+    return None
+
+
+def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, Any], str | None]:
+    """`status` with the progress a pass against `ledger` starts from, and why it starts over (None: it does not).
+
+    Starting over writes explicit nulls, so that no merge patch keeps the old ledger's watermark under the new
+    ledger's name (a checkpoint written mid-pass carries them too).
+    """
+    moved = progress_moved(status, ledger)
+    if moved is None:
+        return status, None
+    fresh: dict[str, Any] = {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": ledger}
+    return {**status, "sync": fresh}, moved
+
+
 def sync_state(status: Mapping[str, Any]) -> SyncState:
     progress = status.get("sync") or {}
     return SyncState(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,7 +20,9 @@ from m3stripe.domain.run_history import (
     ReplayRequest,
     disabled_event,
     fold_report,
+    ledger_id,
     merge_events,
+    progress_for,
     replay_request,
     sync_state,
 )
@@ -79,12 +82,23 @@ class SyncDriver:
         self, inputs: PassInputs, *, checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     ) -> dict[str, Any]:
         """Run one pass; return the status fields it changes. `checkpoint` writes status fields mid-pass."""
-        if inputs.parsed.spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
-            planned, self.pass_error = await plan_pass(self.integration, inputs)
+        spec = inputs.parsed.spec
+        # Progress made against another Organization or Stripe account says nothing of this one: start over.
+        ledger = ledger_id(spec.m3ter.organizationId, live=not spec.is_test_mode, stripe_account=inputs.stripe_account)
+        status, moved = progress_for(inputs.status, ledger)
+        if spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
+            planned, self.pass_error = await plan_pass(self.integration, dataclasses.replace(inputs, status=status))
             return planned
-        parsed, status, annotations, source = inputs.parsed, inputs.status, inputs.annotations, inputs.source
-        spec = parsed.spec
+        parsed, annotations, source = inputs.parsed, inputs.annotations, inputs.source
         extra: dict[str, Any] = {}
+        if moved is not None:
+            message = (
+                f"{moved}: the sync progress (watermark, retries, last sweep) belonged to the old one, so this pass "
+                "reads every Bill again and sends what the Stripe account now in use does not hold yet (what it holds "
+                "is left as it is). Plan first (spec.mode: Plan) to see what that is"
+            )
+            self.integration.logger.info("%s: %s", self.integration.where, message)
+            self.integration.events("Normal", "SyncProgressReset", message)
         replay_token = annotations.get(names.ANNOTATION_REPLAY, "")
         replay: frozenset[str] = frozenset()
         if replay_token and replay_token != status.get("lastHandledReplay"):
@@ -136,9 +150,16 @@ class SyncDriver:
             consecutive_errors=budget.consecutive,
         )
         extra.update(fields)
-        if "sync" in extra:
-            # The pass ended: its checkpoint is spent (the merge patch's nulls remove it).
-            extra["sync"] = {**extra["sync"], "checkpoint": None, "checkpointWatermark": None}
+        # The pass ended: its checkpoint is spent (the merge patch's nulls remove it); after a move, so are the old
+        # ledger's watermark and sweep, which a pass that did not complete would otherwise leave in place.
+        starting_over = {"watermark": None, "lastSweep": None} if moved is not None else {}
+        extra["sync"] = {
+            **starting_over,
+            **extra["sync"],
+            "ledger": ledger,
+            "checkpoint": None,
+            "checkpointWatermark": None,
+        }
         self._announce(report, fresh)
         if budget.exhausted and not status.get("disabled"):
             event = disabled_event(
