@@ -489,8 +489,8 @@ def test_a_ledger_id_names_no_organization_or_account_in_clear() -> None:
     ],
 )
 def test_progress_made_against_another_organization_mode_or_account_starts_over(now: str, why: str) -> None:
-    status, moved = progress_for(_with_ledger(TEST_A), now)
-    assert moved is not None and why in moved
+    status, moved, recorded = progress_for(_with_ledger(TEST_A), now)
+    assert moved is not None and why in moved and recorded == now
     assert sync_state(status) == SyncState()
     # Explicit nulls, so that no merge patch keeps the old watermark under the new ledger's name.
     assert status["sync"] == {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": now}
@@ -508,5 +508,16 @@ def test_progress_made_against_another_organization_mode_or_account_starts_over(
 )
 def test_progress_of_the_same_ledger_or_of_an_unknown_account_is_kept(recorded: str | None, now: str) -> None:
     original = _with_ledger(recorded)
-    status, moved = progress_for(original, now)
+    status, moved, _ = progress_for(original, now)
     assert moved is None and status is original
+
+
+def test_a_pass_that_cannot_see_the_keys_account_keeps_the_account_recorded_so_a_later_move_is_seen() -> None:
+    unknown = ledger_id("org-1", live=False, stripe_account=None)
+    _, moved, recorded = progress_for(_with_ledger(TEST_A), unknown)
+    assert moved is None and recorded == TEST_A
+    after = _with_ledger(recorded)
+    _, moved, _ = progress_for(after, ledger_id("org-1", live=False, stripe_account="acct_B"))
+    assert moved is not None and "another Stripe account" in moved
+    # With nothing recorded yet, or another mode, the ledger of this pass is what is recorded.
+    assert progress_for(_with_ledger(None), unknown)[2] == unknown

@@ -52,17 +52,22 @@ def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
     return None
 
 
-def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, Any], str | None]:
-    """`status` with the progress a pass against `ledger` starts from, and why it starts over (None: it does not).
+def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, Any], str | None, str]:
+    """`status` with the progress a pass against `ledger` starts from, why it starts over (None: it does not),
+    and the ledger to record when the pass ends.
 
     Starting over writes explicit nulls, so that no merge patch keeps the old ledger's watermark under the new
-    ledger's name (a checkpoint written mid-pass carries them too).
+    ledger's name (a checkpoint written mid-pass carries them too). A pass that could not see the key's account
+    keeps the account recorded: recording "unknown" would hide a later move to another account.
     """
     moved = progress_moved(status, ledger)
     if moved is None:
-        return status, None
+        recorded = (status.get("sync") or {}).get("ledger")
+        org, mode, account = ledger.split(".")
+        keep = isinstance(recorded, str) and account == "-" and recorded.split(".")[:2] == [org, mode]
+        return status, None, str(recorded) if keep else ledger
     fresh: dict[str, Any] = {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": ledger}
-    return {**status, "sync": fresh}, moved
+    return {**status, "sync": fresh}, moved, ledger
 
 
 def sync_state(status: Mapping[str, Any]) -> SyncState:

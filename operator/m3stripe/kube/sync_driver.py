@@ -85,7 +85,7 @@ class SyncDriver:
         spec = inputs.parsed.spec
         # Progress made against another Organization or Stripe account says nothing of this one: start over.
         ledger = ledger_id(spec.m3ter.organizationId, live=not spec.is_test_mode, stripe_account=inputs.stripe_account)
-        status, moved = progress_for(inputs.status, ledger)
+        status, moved, ledger = progress_for(inputs.status, ledger)
         if spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
             planned, self.pass_error = await plan_pass(self.integration, dataclasses.replace(inputs, status=status))
             return planned
