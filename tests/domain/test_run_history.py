@@ -521,24 +521,3 @@ def test_a_pass_that_cannot_see_the_keys_account_keeps_the_account_recorded_so_a
     assert moved is not None and "another Stripe account" in moved
     # With nothing recorded yet, or another mode, the ledger of this pass is what is recorded.
     assert progress_for(_with_ledger(None), unknown)[2] == unknown
-
-
-# -- spec.sendBillsFrom ------------------------------------------------------------------------------
-
-FROM = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def test_without_progress_a_pass_starts_at_send_bills_from_for_the_read_and_the_sweep() -> None:
-    state = sync_state({}, FROM)
-    assert (state.watermark, state.last_sweep) == (FROM, FROM)
-
-
-def test_progress_before_send_bills_from_moves_up_to_it_and_later_progress_is_kept() -> None:
-    later = "2026-12-05T00:00:00Z"
-    state = sync_state({"sync": {"watermark": "2026-11-01T00:00:00Z", "lastSweep": later, "retryBillIds": ["b"]}}, FROM)
-    assert state.watermark == FROM and state.last_sweep == datetime(2026, 12, 5, tzinfo=UTC)
-    assert state.retry_bill_ids == ("b",)  # owed a retry: they were chosen before
-
-
-def test_without_send_bills_from_the_progress_is_what_it_says() -> None:
-    assert sync_state({}) == SyncState()

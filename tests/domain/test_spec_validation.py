@@ -177,23 +177,3 @@ def test_bad_account_filter_reports_line_and_column() -> None:
 def test_filter_and_cross_field_problems_are_reported_together() -> None:
     fields = [p.field for p in problems(raw(accountFilter="name ==", sendDueDate=True))]
     assert fields == ["spec.collectionMethod", "spec.accountFilter"]
-
-
-@pytest.mark.parametrize(
-    ("value", "says"),
-    [
-        ("yesterday", "does not match the pattern"),
-        ("2026-12-01", "does not match the pattern"),
-        ("2026-12-01T00:00:00", "does not match the pattern"),  # no offset: another instant on every machine
-        ("2026-13-45T00:00:00Z", "month must be in 1..12"),
-    ],
-)
-def test_send_bills_from_is_a_real_time_with_its_offset(value: str, says: str) -> None:
-    found = messages(raw(sendBillsFrom=value))
-    assert any(p.startswith("spec.sendBillsFrom: ") and says in p for p in found), found
-
-
-def test_send_bills_from_accepts_rfc_3339() -> None:
-    result = parse_spec(raw(sendBillsFrom="2026-12-01T09:30:00+01:00"))
-    assert isinstance(result, ParsedSpec)
-    assert result.spec.send_bills_from is not None and result.spec.send_bills_from.hour == 9

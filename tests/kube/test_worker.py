@@ -24,7 +24,6 @@ from kubernetes import client, config
 from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.api import names
-from m3stripe.api.conditions import rfc3339
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.integration import Integration
@@ -467,25 +466,3 @@ async def test_a_plan_after_a_move_to_another_stripe_account_shows_what_that_acc
 
     planned = {b["billId"]: b["action"] for b in status["plan"]["items"]}
     assert planned == {bill_id: "CreateInvoice"}, "a plan from the old watermark would show nothing to send"
-
-
-async def test_send_bills_from_sends_only_bills_changed_since_and_a_replay_still_sends_an_older_one(
-    world: World,
-) -> None:
-    world.m3ter_lag[0] = timedelta(minutes=10)  # m3ter's stamps only go forward: the older changes come first
-    account = world.m3ter_account("cutoff")
-    await world.customer_for(account)
-    old = world.bill(account, "10.00")  # generated before the integration was set up
-    world.m3ter_lag[0] = timedelta(0)
-    new = world.bill(account, "20.00")
-    cutoff = rfc3339(datetime.now(UTC) - timedelta(minutes=5))
-    await world.create_integration(sendBillsFrom=cutoff)
-    status = await world.reconcile()
-
-    assert (status["lastSync"]["status"], status["lastSync"]["billsSent"]) == ("COMPLETE", 1)
-    assert len(world.invoices_of(new)) == 1 and world.invoices_of(old) == []
-    assert status["sync"]["watermark"] >= cutoff
-
-    await world.annotate(names.ANNOTATION_REPLAY, old)  # a person asks for it by name
-    status = await world.reconcile()
-    assert status["lastSync"]["billsSent"] == 1 and len(world.invoices_of(old)) == 1

@@ -7,13 +7,12 @@ Field names follow m3ter's guide ("Configuring Stripe Integrations") in camelCas
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 from pydantic.config import JsonDict
 
-from m3stripe.api.conditions import parse_rfc3339
 from m3stripe.api.durations import parse_duration
 
 # DNS-1123 subdomain: what Kubernetes accepts as a Secret name.
@@ -22,8 +21,6 @@ SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 # Durations in the Go style that `kubectl` users know (and that CEL's duration() parses).
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-# RFC 3339 with its offset (a time without one would mean a different instant on every machine).
-TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 STRIPE_PRODUCT_PATTERN = r"^prod_[A-Za-z0-9]+$"
@@ -252,17 +249,6 @@ class StripeIntegrationSpec(_Model):
             "Send Bills only once they are APPROVED. When false, a Bill is sent every time it is regenerated."
         ),
     )
-    sendBillsFrom: str | None = Field(
-        default=None,
-        max_length=40,
-        pattern=TIMESTAMP_PATTERN,
-        description=(
-            "Send only Bills generated or regenerated at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z), "
-            "as m3ter's native integration sends Bills from when it is set up: the first pass (and a pass after "
-            "the m3ter Organization or the Stripe account changed) starts here instead of reading every Bill of "
-            "the Organization. A replay still sends an older Bill. Unset: every Bill."
-        ),
-    )
     useExternalMappingAccountCode: bool = Field(
         default=False,
         description=(
@@ -395,13 +381,6 @@ class StripeIntegrationSpec(_Model):
             raise ValueError(f"must be at least {MIN_SYNC_INTERVAL_SECONDS}s")
         return value
 
-    @field_validator("sendBillsFrom")
-    @classmethod
-    def _a_real_time(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_rfc3339(value)  # the pattern lets 2026-13-45T99:00:00Z through; the calendar does not
-        return value
-
     @field_validator("eventRetention")
     @classmethod
     def _retention_bounds(cls, value: str) -> str:
@@ -459,10 +438,6 @@ class StripeIntegrationSpec(_Model):
     @property
     def reconcile_interval(self) -> timedelta:
         return parse_duration(self.reconcileInterval)
-
-    @property
-    def send_bills_from(self) -> datetime | None:
-        return parse_rfc3339(self.sendBillsFrom)
 
     @property
     def is_plan(self) -> bool:

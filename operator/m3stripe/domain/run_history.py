@@ -70,21 +70,13 @@ def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, A
     return {**status, "sync": fresh}, moved, ledger
 
 
-def sync_state(status: Mapping[str, Any], send_from: datetime | None = None) -> SyncState:
-    """Where a pass starts. `send_from` (spec.sendBillsFrom) is the earliest start of both the incremental read
-    and the sweep, so no Bill last changed before it is read, whatever the progress says (a replay still is)."""
+def sync_state(status: Mapping[str, Any]) -> SyncState:
     progress = status.get("sync") or {}
     return SyncState(
-        watermark=_not_before(parse_rfc3339(progress.get("watermark")), send_from),
+        watermark=parse_rfc3339(progress.get("watermark")),
         retry_bill_ids=tuple(progress.get("retryBillIds") or ()),
-        last_sweep=_not_before(_last_sweep(progress.get("lastSweep")), send_from),
+        last_sweep=_last_sweep(progress.get("lastSweep")),
     )
-
-
-def _not_before(value: datetime | None, start: datetime | None) -> datetime | None:
-    if start is None:
-        return value
-    return start if value is None or value < start else value
 
 
 def _last_sweep(value: Any) -> datetime | None:

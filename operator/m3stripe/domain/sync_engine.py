@@ -298,20 +298,12 @@ class SyncEngine:
         read: set[str] = set()  # "<id>@<version>" read incrementally, so the sweep does not read them again
         async for bill in self.source.iter_bills(modified_since=since):
             # A Bill an interrupted pass completed at this very version is done; a newer version is not.
-            if bill.id not in seen and f"{bill.id}@{bill.version}" not in completed and self._after_send_from(bill):
+            if bill.id not in seen and f"{bill.id}@{bill.version}" not in completed:
                 read.add(f"{bill.id}@{bill.version}")
                 yield bill
         if sweep is not None:
             async for bill in self._swept(sweep, frozenset(seen | read | completed)):
-                if self._after_send_from(bill):
-                    yield bill
-
-    def _after_send_from(self, bill: Bill | MalformedBill) -> bool:
-        """spec.sendBillsFrom is a hard bound: the listing's pages and the overlap read earlier Bills too, and
-        none of them is sent unless a person names it (a replay, above)."""
-        start = self.spec.send_bills_from
-        modified = bill.last_modified
-        return start is None or modified is None or modified >= start
+                yield bill
 
     async def _swept(self, sweep: _Sweep, handled: frozenset[str]) -> AsyncIterator[Bill | MalformedBill]:
         """The Bills the reconciliation sweep re-reads (see domain.sweep), fetched by ids a page at a time and

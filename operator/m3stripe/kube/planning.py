@@ -87,7 +87,7 @@ async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[
             fence=runtime.leader.fence,
         )
         try:
-            report = await engine.run_pass(sync_state(status, spec.send_bills_from))
+            report = await engine.run_pass(sync_state(status))
         except (asyncio.CancelledError, FenceLost):
             raise
         except Exception as err:

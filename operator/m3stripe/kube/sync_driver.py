@@ -123,7 +123,7 @@ class SyncDriver:
             self.pass_error = ""
             try:
                 report = await engine.run_pass(
-                    sync_state(status, spec.send_bills_from),
+                    sync_state(status),
                     replay=replay,
                     completed=_checkpointed(status),
                     checkpoint=None if spec.is_plan or checkpoint is None else _saver(status, checkpoint),
@@ -132,7 +132,7 @@ class SyncDriver:
                 raise
             except Exception as err:
                 # Recorded as a run that ended in ERROR, keeping the last progress: nothing is skipped.
-                report = self._crashed(status, err, spec.send_bills_from)
+                report = self._crashed(status, err)
             self._warn_filter(engine)
         self.integration.runtime.metrics.observe_run(
             self.integration.namespace,
@@ -188,13 +188,13 @@ class SyncDriver:
         )
         return extra
 
-    def _crashed(self, status: Mapping[str, Any], err: Exception, send_from: datetime | None) -> RunReport:
+    def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
         self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
         m = self.integration.runtime.metrics
         m.internal_error(self.integration.namespace, self.integration.name, "pass")
         self.pass_error = internal_error_message(err, "in the sync pass")
         try:
-            state = sync_state(status, send_from)
+            state = sync_state(status)
         except Exception:  # the stored progress itself is unreadable: start over (Stripe is listed first)
             state = SyncState()
         now = datetime.now(UTC)
