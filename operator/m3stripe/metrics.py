@@ -172,9 +172,16 @@ class Metrics:
         ):
             self.child(self.bills, namespace, name, outcome).inc(count)
         for event in report.events:
-            self.child(self.error_events, namespace, name, str(event.kind)).inc()
+            self.error_event(namespace, name, str(event.kind))
         if report.status is RunStatus.COMPLETE and report.completed is not None:
             self.child(self.last_success, namespace, name).set(report.completed.timestamp())
+
+    def error_event(self, namespace: str, name: str, kind: str) -> None:
+        self.child(self.error_events, namespace, name, kind).inc()
+
+    def notified(self, namespace: str, name: str, result: str, recipients: int) -> None:
+        """Disablement emails: `result` is sent or failed."""
+        self.child(self.notifications, namespace, name, result).inc(recipients)
 
     def internal_error(self, namespace: str, name: str, where: str) -> None:
         self.child(self.internal_errors, namespace, name, where).inc()

@@ -18,6 +18,13 @@ ANNOTATION_REQUESTED_AT: Final = f"{GROUP}/requested-at"
 ANNOTATION_REENABLE: Final = f"{GROUP}/reenable"
 ANNOTATION_REPLAY: Final = f"{GROUP}/replay"
 ANNOTATION_RESOLVE: Final = f"{GROUP}/resolve"
+# The status field where each is echoed once handled.
+HANDLED_FIELD: Final = {
+    ANNOTATION_REQUESTED_AT: "lastHandledRequestedAt",
+    ANNOTATION_REENABLE: "lastHandledReenable",
+    ANNOTATION_REPLAY: "lastHandledReplay",
+    ANNOTATION_RESOLVE: "lastHandledResolve",
+}
 
 # Kopf's own bookkeeping lives in annotations under this prefix, never in `status`,
 # so the strict status schema never prunes it.

@@ -28,10 +28,10 @@ class Gesture:
     runs_pass: bool  # whether handling it runs a sync pass (its result then decides the exit code)
 
 
-SYNC = Gesture(names.ANNOTATION_REQUESTED_AT, "lastHandledRequestedAt", runs_pass=True)
-REPLAY = Gesture(names.ANNOTATION_REPLAY, "lastHandledReplay", runs_pass=True)
-RESOLVE = Gesture(names.ANNOTATION_RESOLVE, "lastHandledResolve", runs_pass=False)
-REENABLE = Gesture(names.ANNOTATION_REENABLE, "lastHandledReenable", runs_pass=False)
+SYNC = Gesture(names.ANNOTATION_REQUESTED_AT, names.HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT], runs_pass=True)
+REPLAY = Gesture(names.ANNOTATION_REPLAY, names.HANDLED_FIELD[names.ANNOTATION_REPLAY], runs_pass=True)
+RESOLVE = Gesture(names.ANNOTATION_RESOLVE, names.HANDLED_FIELD[names.ANNOTATION_RESOLVE], runs_pass=False)
+REENABLE = Gesture(names.ANNOTATION_REENABLE, names.HANDLED_FIELD[names.ANNOTATION_REENABLE], runs_pass=False)
 
 
 def new_token(now: datetime | None = None) -> str:

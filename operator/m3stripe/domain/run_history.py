@@ -52,12 +52,23 @@ def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
     return None
 
 
+def unhandled(annotations: Mapping[str, str], status: Mapping[str, Any], annotation: str) -> str:
+    """The gesture's value while the status has not echoed it back yet; "" when absent or already handled."""
+    value = annotations.get(annotation, "")
+    return value if value and value != status.get(names.HANDLED_FIELD[annotation]) else ""
+
+
+def fresh_progress(ledger: str) -> dict[str, Any]:
+    """The progress of a pass that starts over against `ledger`, as explicit nulls: a merge patch must not keep
+    the old ledger's watermark or sweep under the new ledger's name."""
+    return {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": ledger}
+
+
 def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, Any], str | None, str]:
     """`status` with the progress a pass against `ledger` starts from, why it starts over (None: it does not),
     and the ledger to record when the pass ends.
 
-    Starting over writes explicit nulls, so that no merge patch keeps the old ledger's watermark under the new
-    ledger's name (a checkpoint written mid-pass carries them too). A pass that could not see the key's account
+    Starting over is `fresh_progress` (a checkpoint written mid-pass carries it too). A pass that could not see the key's account
     keeps the account recorded: recording "unknown" would hide a later move to another account.
     """
     moved = progress_moved(status, ledger)
@@ -66,8 +77,7 @@ def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, A
         org, mode, account = ledger.split(".")
         keep = isinstance(recorded, str) and account == "-" and recorded.split(".")[:2] == [org, mode]
         return status, None, str(recorded) if keep else ledger
-    fresh: dict[str, Any] = {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": ledger}
-    return {**status, "sync": fresh}, moved, ledger
+    return {**status, "sync": fresh_progress(ledger)}, moved, ledger
 
 
 def sync_state(status: Mapping[str, Any]) -> SyncState:

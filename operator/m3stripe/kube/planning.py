@@ -19,7 +19,7 @@ from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions, parse_rfc3339
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.ports import FenceLost
-from m3stripe.domain.run_history import sync_state
+from m3stripe.domain.run_history import sync_state, unhandled
 from m3stripe.domain.runs import ErrorBudget
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import build_engine
@@ -40,9 +40,9 @@ def plan_seconds_until_due(
     """
     if not parsed.spec.is_plan:
         return None
-    if annotations.get(names.ANNOTATION_REQUESTED_AT, "") not in ("", status.get("lastHandledRequestedAt")):
-        return 0.0
-    if annotations.get(names.ANNOTATION_REPLAY, "") not in ("", status.get("lastHandledReplay")):
+    if unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT) or unhandled(
+        annotations, status, names.ANNOTATION_REPLAY
+    ):
         return 0.0
     plan = status.get("plan") or {}
     if plan.get("observedGeneration") != status.get("observedGeneration"):
@@ -60,13 +60,11 @@ async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[
     spec = parsed.spec
     runtime = integration.runtime
     extra: dict[str, Any] = {}
-    requested = annotations.get(names.ANNOTATION_REQUESTED_AT, "")
-    if requested and requested != status.get("lastHandledRequestedAt"):
-        extra["lastHandledRequestedAt"] = requested
-    replay = annotations.get(names.ANNOTATION_REPLAY, "")
-    if replay and replay != status.get("lastHandledReplay"):
+    if requested := unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT):
+        extra[names.HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
+    if replay := unhandled(annotations, status, names.ANNOTATION_REPLAY):
         # Refused, not deferred: a replay kept for the next Send pass would send Bills the plan did not show.
-        extra["lastHandledReplay"] = replay
+        extra[names.HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay
         integration.events(
             "Warning",
             "ReplayRefused",
@@ -92,8 +90,7 @@ async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[
             raise
         except Exception as err:
             integration.logger.exception("%s: the plan pass failed unexpectedly", integration.where)
-            m = runtime.metrics
-            m.internal_error(integration.namespace, integration.name, "plan")
+            runtime.metrics.internal_error(integration.namespace, integration.name, "plan")
             return extra, internal_error_message(err, "in the plan pass")
     assert engine.planner is not None  # spec.mode is Plan
     extra["plan"] = engine.planner.summary(report, generation=status.get("observedGeneration"))

@@ -20,11 +20,13 @@ from m3stripe.domain.run_history import (
     ReplayRequest,
     disabled_event,
     fold_report,
+    fresh_progress,
     ledger_id,
     merge_events,
     progress_for,
     replay_request,
     sync_state,
+    unhandled,
 )
 from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
@@ -65,12 +67,9 @@ class SyncDriver:
         planned = plan_seconds_until_due(parsed, status, annotations)
         if planned is not None:
             return planned
-        if annotations.get(names.ANNOTATION_REQUESTED_AT, "") not in (
-            "",
-            status.get("lastHandledRequestedAt"),
+        if unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT) or unhandled(
+            annotations, status, names.ANNOTATION_REPLAY
         ):
-            return 0.0
-        if annotations.get(names.ANNOTATION_REPLAY, "") not in ("", status.get("lastHandledReplay")):
             return 0.0
         last = parse_rfc3339((status.get("lastSync") or {}).get("completionTime"))
         if last is None:
@@ -99,14 +98,12 @@ class SyncDriver:
             )
             self.integration.logger.info("%s: %s", self.integration.where, message)
             self.integration.events("Normal", "SyncProgressReset", message)
-        replay_token = annotations.get(names.ANNOTATION_REPLAY, "")
         replay: frozenset[str] = frozenset()
-        if replay_token and replay_token != status.get("lastHandledReplay"):
+        if replay_token := unhandled(annotations, status, names.ANNOTATION_REPLAY):
             replay = await self._replayable(replay_request(status, replay_token), source)
-            extra["lastHandledReplay"] = replay_token
-        requested = annotations.get(names.ANNOTATION_REQUESTED_AT, "")
-        if requested and requested != status.get("lastHandledRequestedAt"):
-            extra["lastHandledRequestedAt"] = requested
+            extra[names.HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay_token
+        if requested := unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT):
+            extra[names.HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
         budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
         started = time.monotonic()
         async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
@@ -152,9 +149,8 @@ class SyncDriver:
         extra.update(fields)
         # The pass ended: its checkpoint is spent (the merge patch's nulls remove it); after a move, so are the old
         # ledger's watermark and sweep, which a pass that did not complete would otherwise leave in place.
-        starting_over = {"watermark": None, "lastSweep": None} if moved is not None else {}
         extra["sync"] = {
-            **starting_over,
+            **(fresh_progress(ledger) if moved is not None else {}),
             **extra["sync"],
             "ledger": ledger,
             "checkpoint": None,
@@ -171,12 +167,9 @@ class SyncDriver:
             extra["openEvents"], _ = merge_events(extra["openEvents"], [event], now=event.time, retention=retention)
             extra["disabled"] = True
             extra["disabledMessage"] = event.message
-            self.integration.runtime.metrics.child(
-                self.integration.runtime.metrics.error_events,
-                self.integration.namespace,
-                self.integration.name,
-                str(event.kind),
-            ).inc()
+            self.integration.runtime.metrics.error_event(
+                self.integration.namespace, self.integration.name, str(event.kind)
+            )
             self.integration.events("Warning", "AutoDisabled", event.message)
             extra.update(self._notification(report.run_id, list(spec.integrationDisabledNotificationUsers)))
         self.integration.logger.info(
@@ -271,7 +264,7 @@ class SyncDriver:
                 "NotificationNotSent",
                 "no SMTP server is configured for the operator (M3STRIPE_SMTP_HOST); nobody was emailed",
             )
-            m.child(m.notifications, ns, name, "failed").inc(len(recipients))
+            m.notified(ns, name, "failed", len(recipients))
             state = {"state": "Failed", "message": "no SMTP server configured (M3STRIPE_SMTP_HOST)"}
         else:
             state = {"state": "Pending", "nextAttemptTime": rfc3339(datetime.now(UTC))}
@@ -364,9 +357,9 @@ class SyncDriver:
                     errors.append(f"{recipient}: {type(err).__name__}")
                 else:
                     delivered.append(recipient)
-            m.child(m.notifications, ns, name, "sent").inc(len(delivered))
+            m.notified(ns, name, "sent", len(delivered))
             if errors:
-                m.child(m.notifications, ns, name, "failed").inc(len(errors))
+                m.notified(ns, name, "failed", len(errors))
             if delivered:
                 self.integration.events(
                     "Normal", "NotificationSent", f"emailed {len(delivered)} user(s) about the disablement"

@@ -20,7 +20,7 @@ from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.ports import FenceLost
-from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unknown_event_ids
+from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unhandled, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.kube.credentials import CachedCheck, check_stripe_credential
 from m3stripe.kube.integration import Integration, PassInputs
@@ -94,9 +94,7 @@ class IntegrationWorker:
                     continue
                 except Exception as err:
                     # A bug or an unexpected API failure must not kill the loop: report it and try again later.
-                    self.integration.logger.exception(
-                        "reconcile of %s/%s failed; retrying", self.integration.namespace, self.integration.name
-                    )
+                    self.integration.logger.exception("reconcile of %s failed; retrying", self.integration.where)
                     await self._internal_error(body, err)
                 finally:
                     self.integration.runtime.metrics.observe_reconcile(
@@ -192,18 +190,18 @@ class IntegrationWorker:
     def _handle_requests(self, current: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
         """Resolve and re-enable requests (annotations): handled once per value, echoed back in status."""
         extra: dict[str, Any] = {}
-        resolve = annotations.get(names.ANNOTATION_RESOLVE, "")
-        if resolve and resolve != current.get("lastHandledResolve") and not parse_targets(resolve):
-            extra["lastHandledResolve"] = resolve
+        resolve = unhandled(annotations, current, names.ANNOTATION_RESOLVE)
+        if resolve:
+            extra[names.HANDLED_FIELD[names.ANNOTATION_RESOLVE]] = resolve
+        if resolve and not parse_targets(resolve):
             self.integration.events(
                 "Warning",
                 "UnknownEventIds",
                 f"{names.ANNOTATION_RESOLVE}={resolve[:140]!r} names no event id (anything after '#' is only a "
                 "re-trigger token); write ids from status.openEvents, comma or space separated, or all",
             )
-        elif resolve and resolve != current.get("lastHandledResolve"):
+        elif resolve:
             extra["openEvents"] = resolve_events(current.get("openEvents") or (), resolve)
-            extra["lastHandledResolve"] = resolve
             closed = len(current.get("openEvents") or ()) - len(extra["openEvents"])
             self.integration.events("Normal", "EventsResolved", f"{closed} error event(s) marked as actioned")
             unknown = unknown_event_ids(current.get("openEvents") or (), resolve)
@@ -214,9 +212,8 @@ class IntegrationWorker:
                     f"{names.ANNOTATION_RESOLVE} names {len(unknown)} id(s) that are not open events: "
                     f"{', '.join(repr(u[:80]) for u in unknown[:10])}; see status.openEvents for the ids, or use all",
                 )
-        reenable = annotations.get(names.ANNOTATION_REENABLE, "")
-        if reenable and reenable != current.get("lastHandledReenable"):
-            extra["lastHandledReenable"] = reenable
+        if reenable := unhandled(annotations, current, names.ANNOTATION_REENABLE):
+            extra[names.HANDLED_FIELD[names.ANNOTATION_REENABLE]] = reenable
             if current.get("disabled"):
                 extra.update(disabled=False, consecutiveErrors=0, disabledMessage=None)
                 self.integration.events("Normal", "Reenabled", "re-enabled by the m3stripe.dev/reenable annotation")
@@ -262,8 +259,7 @@ class IntegrationWorker:
             await self._write(current, internal_error_status(current, message, generation=generation))
         except Exception:  # the status itself may be what is broken: the event still says it
             self.integration.logger.exception(
-                "%s: could not record the internal error in status",
-                self.integration.where,
+                "%s: could not record the internal error in status", self.integration.where
             )
             self.integration.events("Warning", "InternalError", message)
 
