@@ -38,11 +38,10 @@ def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
     Progress written before the ledger was recorded counts as this ledger's; an account that was not known
     (a restricted key that may not read it) is no evidence of a move.
     """
-    recorded = (status.get("sync") or {}).get("ledger")
-    if not isinstance(recorded, str) or not recorded:
+    recorded = _recorded_ledger(status)
+    if recorded is None:
         return None
-    old_org, old_mode, old_account = ([*recorded.split("."), "", "", ""])[:3]
-    org, mode, account = ledger.split(".")
+    (old_org, old_mode, old_account), (org, mode, account) = _parts(recorded), _parts(ledger)
     if old_org != org:
         return "spec.m3ter.organizationId names another Organization than the sync progress was made for"
     if old_mode != mode:
@@ -50,6 +49,17 @@ def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
     if "-" not in (old_account, account) and old_account != account:
         return "the Stripe key now belongs to another Stripe account"
     return None
+
+
+def _recorded_ledger(status: Mapping[str, Any]) -> str | None:
+    recorded = (status.get("sync") or {}).get("ledger")
+    return recorded if isinstance(recorded, str) and recorded else None
+
+
+def _parts(ledger: str) -> tuple[str, str, str]:
+    """(organization digest, mode, account digest or "-"); a malformed record has empty parts, so it moved."""
+    organization, mode, account = [*ledger.split("."), "", "", ""][:3]
+    return organization, mode, account
 
 
 def unhandled(annotations: Mapping[str, str], status: Mapping[str, Any], annotation: str) -> str:
@@ -68,15 +78,14 @@ def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, A
     """`status` with the progress a pass against `ledger` starts from, why it starts over (None: it does not),
     and the ledger to record when the pass ends.
 
-    Starting over is `fresh_progress` (a checkpoint written mid-pass carries it too). A pass that could not see the key's account
-    keeps the account recorded: recording "unknown" would hide a later move to another account.
+    Starting over is `fresh_progress` (a checkpoint written mid-pass carries it too). A pass that could not see
+    the key's account keeps the account recorded: recording "unknown" would hide a later move to another account.
     """
     moved = progress_moved(status, ledger)
     if moved is None:
-        recorded = (status.get("sync") or {}).get("ledger")
-        org, mode, account = ledger.split(".")
-        keep = isinstance(recorded, str) and account == "-" and recorded.split(".")[:2] == [org, mode]
-        return status, None, str(recorded) if keep else ledger
+        # Not moved: the Organization and mode are the recorded ones (or nothing is recorded).
+        recorded = _recorded_ledger(status)
+        return status, None, recorded if recorded is not None and _parts(ledger)[2] == "-" else ledger
     return {**status, "sync": fresh_progress(ledger)}, moved, ledger
 
 
