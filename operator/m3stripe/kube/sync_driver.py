@@ -123,7 +123,7 @@ class SyncDriver:
                     sync_state(status),
                     replay=replay,
                     completed=_checkpointed(status),
-                    checkpoint=None if spec.is_plan or checkpoint is None else _saver(status, checkpoint),
+                    checkpoint=None if checkpoint is None else _saver(status, checkpoint),
                 )
             except (asyncio.CancelledError, FenceLost):
                 raise
