@@ -114,3 +114,20 @@ async def test_a_pass_sends_every_good_bill_and_reports_the_malformed_one(emulat
     assert event.kind is EventKind.VALIDATION and event.bill_id == bad and event.account_id == account
     assert "lineItems[0].subtotal is nan, not a finite number" in event.message
     assert report.stopped_early is None and report.watermark is not None
+
+
+@pytest.mark.parametrize("account", [None, "", "  "])
+async def test_a_bill_without_an_account_id_is_malformed_naming_the_field_not_an_unmapped_customer(
+    emulator: M3terEmulator, source: M3terSource, account: str | None
+) -> None:
+    acme = emulator.add_account(ORG, name="Acme", code="acme", currency="USD")
+    bill_id = emulator.add_bill(ORG, account_id=acme, lines=_lines())
+    if account is None:
+        emulator.corrupt_bill(ORG, bill_id, remove=["accountId"])
+    else:
+        emulator.corrupt_bill(ORG, bill_id, set={"accountId": account})
+    bill = await source.get_bill(bill_id)
+    assert isinstance(bill, MalformedBill), bill
+    assert bill.message.startswith(f"m3ter Bill {bill_id}: accountId is "), bill.message
+    assert "cannot be sent to any Stripe Customer" in bill.message
+    assert bill.account_id is None

@@ -798,10 +798,17 @@ def to_bill(item: BillResponse) -> Bill:
     lines = item.line_items
     if lines is not None and not isinstance(lines, list):
         raise BillFieldError("lineItems", f"is {_shown(lines)}, not a list")
+    account_id = getattr(item, "account_id", None)
+    if not isinstance(account_id, str) or not account_id.strip():
+        # The SDK types accountId Optional[str] (types/bill_response.py) and m3ter documents no Bill without one
+        # (the vendor is silent): such a Bill has no Account, so no Stripe Customer mapping could ever fix it.
+        raise BillFieldError(
+            "accountId", f"is {_shown(account_id)}; a Bill without its Account cannot be sent to any Stripe Customer"
+        )
     return Bill(
         id=bill_id,
         version=_field("version", lambda: _version(item.version)),
-        account_id=item.account_id or "",
+        account_id=account_id,
         account_code=item.account_code,
         status=status,
         currency=currency,
@@ -853,7 +860,7 @@ def read_bill(item: BillResponse, organization: str = "") -> Bill | MalformedBil
                 "(it is read again once it changes)"
             ),
             version=version,
-            account_id=account if isinstance(account, str) and account else None,
+            account_id=account if isinstance(account, str) and account.strip() else None,
             last_modified=modified,
         )
 
