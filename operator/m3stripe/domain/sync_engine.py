@@ -158,7 +158,7 @@ class SyncEngine:
         # replayed Bill be written again after a person deleted its invoice.
         reads: LedgerReader
         if self.ledger is not None:
-            self._writer = StripeWriter(self.ledger, self.integration_id, key_salt=report.run_id)
+            self._writer = StripeWriter(self.ledger, key_salt=report.run_id)
             reads = self.ledger
         else:
             assert self.planner is not None
@@ -513,7 +513,7 @@ def build_engine(
     """A Send engine over a `Ledger`, or (spec.mode: Plan) a planning engine over the reads of `stripe` only."""
     if spec.is_plan:
         ledger: Ledger | None = None
-        planner: Planner | None = Planner(stripe, integration_id)
+        planner: Planner | None = Planner(stripe)
     elif isinstance(stripe, Ledger):
         ledger, planner = stripe, None
     else:
