@@ -18,6 +18,7 @@ a Bill of the pass can precede, and before each later Bill only what was created
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -347,7 +348,7 @@ class StripeWriter:
         invoice: HeldInvoice | None = max(held, key=lambda h: (h.created, h.id)) if held else None
         if invoice is None:
             return decide_invoice(plan, None, [])
-        lines = await self._invoice_lines(plan, invoice.id)
+        lines = await self._invoice_lines(plan, invoice)
         decision = decide_invoice(plan, invoice, lines)
         if decision.action is BillAction.UPDATE_DRAFT:
             # The index may be older than a person's finalize: read the status fresh before changing anything.
@@ -364,7 +365,8 @@ class StripeWriter:
         if decision.action is BillAction.CREATE_INVOICE:
             params = plan.invoice_create_params(customer)
             created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
-            index.add(created, plan.bill_id)
+            # Its lines are added next: what the creation answered of them is out of date at once.
+            index.add(dataclasses.replace(created, lines=None), plan.bill_id)
             await self._add_lines(plan, created.id, list(plan.lines))
             return WriteResult(created.id, True)
         invoice = decision.invoice
@@ -391,9 +393,13 @@ class StripeWriter:
             chunk = {"lines": [line.line_params() for line in lines[start : start + ADD_LINES_CHUNK]]}
             await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(plan, "lines", chunk))
 
-    async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[HeldLine]:
+    async def _invoice_lines(self, plan: BillPlan, invoice: HeldInvoice) -> list[HeldLine]:
+        """The invoice's lines of this Bill: those Stripe embedded in the invoice when it embedded them all (no
+        request), else listed."""
+        if invoice.lines is not None:
+            return [line for line in invoice.lines if identifies(line.metadata, plan.organization_id, plan.bill_id)]
         held: list[HeldLine] = []
-        async for line in self._reads.invoice_lines(invoice_id):
+        async for line in self._reads.invoice_lines(invoice.id):
             if identifies(line.metadata, plan.organization_id, plan.bill_id):
                 held.append(line)
         return held

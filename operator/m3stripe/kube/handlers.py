@@ -18,6 +18,7 @@ from m3stripe.api import names
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.integration import Integration
 from m3stripe.kube.leadership import AlwaysLeader, LeaderElector, LeaseSettings, default_namespace
+from m3stripe.kube.peers import seniority
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.worker import IntegrationWorker
 from m3stripe.metrics import Metrics
@@ -141,7 +142,8 @@ async def integration_daemon(
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])
 
-    worker = IntegrationWorker(Integration(rt, namespace, name, uid, emit, logger))
+    created = seniority(body.get("metadata") or {}, namespace, name)[0]
+    worker = IntegrationWorker(Integration(rt, namespace, name, uid, emit, logger, created))
     rt.workers[uid] = worker
     try:
         await worker.run(body, stopped)

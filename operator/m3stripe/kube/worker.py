@@ -24,6 +24,7 @@ from m3stripe.domain.run_history import gesture_annotations, parse_targets, reso
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.kube.credentials import CachedCheck, check_stripe_credential
 from m3stripe.kube.integration import Integration, PassInputs
+from m3stripe.kube.overlap_status import overlap_observation
 from m3stripe.kube.planning import planned_conditions
 from m3stripe.kube.source import SourceHandle
 from m3stripe.kube.status_builder import (
@@ -176,7 +177,11 @@ class IntegrationWorker:
             self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
             self._wake.set()
         conditions = planned_conditions if parsed.spec.is_plan else _synced
-        base = {**new, **fields, "conditions": conditions(new, fields, generation, self._sync.pass_error)}
+        merged = conditions(new, fields, generation, self._sync.pass_error)
+        if "overlaps" in fields:
+            overlapping = overlap_observation(fields["overlaps"], self._sync.overlap)
+            merged = merge_conditions(merged, [overlapping], generation=generation)
+        base = {**new, **fields, "conditions": merged}
         assessment = dataclasses.replace(
             assessment,
             disabled=bool(base.get("disabled")),
