@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 # List External Mappings for an m3ter entity (GET /externalmappings/external/{entity}/{m3terId},
 # https://docs.m3ter.com/api/external-mapping/list-external-mappings-for-a-m3ter-entity): 1..200.
 EXTERNAL_MAPPINGS_PAGE_SIZE = 200
+# https://docs.m3ter.com/api/account/list-accounts: pageSize 1..100 (m3ter OpenAPI ListAccounts).
+ACCOUNTS_PAGE_SIZE = 100
 # List Currencies https://docs.m3ter.com/api/currency/list-currencies: 1..100.
 CURRENCY_PAGE_SIZE = 100
 # maxDecimalPlaces bound of Create Currency (https://docs.m3ter.com/api/currency/create-currency: 0..5).
@@ -476,6 +478,18 @@ class M3terSource:
             self._accounts.popitem(last=False)
         return account
 
+    async def list_accounts(self, page_size: int = ACCOUNTS_PAGE_SIZE) -> AsyncIterator[Account]:
+        """Every Account of the Organization (``GET /organizations/{orgId}/accounts``, pageSize 1..100 and
+        ``nextToken``: https://docs.m3ter.com/api/account/list-accounts; SDK ``types/account_list_params.py``)."""
+        next_token: str | None = None
+        while True:
+            page = await self._call("listing accounts", _accounts_page(next_token, page_size))
+            for item in page.data or ():
+                yield to_account(item)
+            next_token = page.next_token
+            if not next_token:
+                return
+
     async def find_stripe_customer_mapping(self, account_id: str) -> str | None:
         """The Stripe Customer id an External Mapping ties to this Account, or None.
 
@@ -590,6 +604,15 @@ def _bills_by_ids(ids: list[str], cursor: str | None) -> Callable[[AsyncM3ter], 
     def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[BillResponse]]:
         # At most one search page of ids (<= 100, List Bills' pageSize bound); nextToken is followed anyway.
         return client.bills.list(ids=ids, page_size=len(ids), include_bill_total=True, next_token=cursor or m3ter.omit)
+
+    return fetch
+
+
+def _accounts_page(
+    cursor: str | None, page_size: int
+) -> Callable[[AsyncM3ter], Awaitable[AsyncCursor[AccountResponse]]]:
+    def fetch(client: AsyncM3ter) -> Awaitable[AsyncCursor[AccountResponse]]:
+        return client.accounts.list(page_size=page_size, next_token=cursor or m3ter.omit)
 
     return fetch
 

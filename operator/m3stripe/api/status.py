@@ -28,6 +28,8 @@ class ConditionType(enum.StrEnum):
     PLANNED = "Planned"
     # Another integration selects some of the same Bills for the same Stripe account and mode (abnormal-true).
     OVERLAPPING = "Overlapping"
+    # How many of the Organization's Accounts the account selection keeps; False when none (it sends nothing).
+    ACCOUNTS_SELECTED = "AccountsSelected"
 
 
 class _Model(BaseModel):
@@ -141,6 +143,16 @@ class SyncProgress(_Model):
             "every Bill and sends what the Stripe account lacks."
         ),
     )
+
+
+class AccountSelection(_Model):
+    """The account selection (accountIds, restrictedAccountIds, accountFilter) counted over every Account of the
+    m3ter Organization: once per spec generation and then daily (condition AccountsSelected)."""
+
+    observedGeneration: int | None = Field(default=None, ge=0, description="The spec generation counted.")
+    time: str = Field(description="When the Accounts were counted (RFC 3339).")
+    accounts: int = Field(ge=0, description="Accounts of the Organization.")
+    selected: int = Field(ge=0, description="Accounts the selection keeps: none means no Bill is ever sent.")
 
 
 class OverlapRecord(_Model):
@@ -278,6 +290,9 @@ class StripeIntegrationStatus(_Model):
         description="Error events not yet marked actioned, newest first.",
     )
     sync: SyncProgress | None = Field(default=None, description="Sync progress carried between passes.")
+    accountSelection: AccountSelection | None = Field(
+        default=None, description="How many of the Organization's Accounts the account selection keeps."
+    )
     overlaps: list[OverlapRecord] = Field(
         default_factory=list,
         max_length=50,

@@ -62,7 +62,9 @@ def overlap_of(status: Mapping[str, Any]) -> str:
     records = status.get("overlaps") or ()
     older = [str(r.get("integration")) for r in records if r.get("sends")]
     younger = [str(r.get("integration")) for r in records if not r.get("sends")]
-    parts = ([f"left to {','.join(older)}"] if older else []) + ([f"shared with {','.join(younger)}"] if younger else [])
+    parts = ([f"left to {','.join(older)}"] if older else []) + (
+        [f"shared with {','.join(younger)}"] if younger else []
+    )
     if parts:
         return "; ".join(parts)
     overlapping = find(status.get("conditions"), ConditionType.OVERLAPPING) or {}

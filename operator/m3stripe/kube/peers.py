@@ -14,7 +14,6 @@ from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.api.conditions import parse_rfc3339
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.overlap import Overlap, Peer, Seniority, selection_digest
-from m3stripe.domain.selection import Selector
 from m3stripe.domain.spec_validation import parse_spec
 
 # An object without a creationTimestamp (the API server always sets one) is taken for the youngest.
@@ -83,12 +82,7 @@ async def find_overlap(
             notes.append("its Stripe account is not known yet")
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         created = seniority(meta, namespace, name)[0]
-        selector = Selector(
-            account_ids=frozenset(other.accountIds),
-            restricted_account_ids=frozenset(other.restrictedAccountIds),
-            account_filter=parsed.account_filter,
-            only_approved=other.onlySendBillOnApproval,
-        )
+        selector = parsed.selector()
         peers.append(
             Peer(namespace, name, str(meta.get("uid") or ""), created, selector, tuple(notes), selection_of(other))
         )

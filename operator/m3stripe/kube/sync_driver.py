@@ -17,7 +17,7 @@ from m3stripe.api import names
 from m3stripe.api.conditions import parse_rfc3339, rfc3339
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.overlap import Overlap
-from m3stripe.domain.ports import FenceLost
+from m3stripe.domain.ports import BillSource, BillSourceError, FenceLost
 from m3stripe.domain.run_history import (
     ReplayRequest,
     disabled_event,
@@ -33,6 +33,7 @@ from m3stripe.domain.run_history import (
 from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
+from m3stripe.kube.account_selection import count_due, count_selection, selection_observation
 from m3stripe.kube.integration import Integration, PassInputs
 from m3stripe.kube.overlap_status import fold_overlaps, overlap_event
 from m3stripe.kube.peers import find_overlap, selection_of
@@ -208,6 +209,29 @@ class SyncDriver:
             report.summary(),
         )
         return extra
+
+    async def count_selection(
+        self, parsed: ParsedSpec, status: Mapping[str, Any], source: BillSource
+    ) -> dict[str, Any]:
+        """status.accountSelection when a count is due (a new generation, or a day after the last count), with a
+        Warning event when the selection keeps no Account at all; {} otherwise, or when m3ter cannot list them."""
+        now = datetime.now(UTC)
+        if not count_due(parsed, status, now):
+            return {}
+        try:
+            record = await count_selection(parsed, source, status.get("observedGeneration"), now)
+        except BillSourceError as err:
+            self.integration.logger.warning(
+                "%s: could not count the selected Accounts: %s", self.integration.where, err
+            )
+            return {}
+        before = status.get("accountSelection") or {}
+        new_zero = before.get("selected") != 0 or before.get("observedGeneration") != record["observedGeneration"]
+        if record["selected"] == 0 and new_zero:
+            observation = selection_observation(parsed, record)
+            if observation is not None:
+                self.integration.events("Warning", "NoAccountSelected", observation.message)
+        return {"accountSelection": record}
 
     def _overlaps(
         self, status: Mapping[str, Any], overlap: Overlap, report: RunReport, spec: StripeIntegrationSpec

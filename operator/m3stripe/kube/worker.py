@@ -22,6 +22,7 @@ from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unhandled, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
+from m3stripe.kube.account_selection import selection_observation
 from m3stripe.kube.credentials import CachedCheck, check_stripe_credential
 from m3stripe.kube.integration import Integration, PassInputs
 from m3stripe.kube.overlap_status import overlap_observation
@@ -144,6 +145,11 @@ class IntegrationWorker:
         else:
             self._problems_reported = ()
             assessment, stripe = await self._assess(parsed, {**current, **extra})
+            if self._source.source is not None and assessment.source is not None and assessment.source.ok:
+                seen = {**current, **extra, "observedGeneration": generation}
+                extra.update(await self._sync.count_selection(parsed, seen, self._source.source))
+            selection = selection_observation(parsed, extra.get("accountSelection") or current.get("accountSelection"))
+            assessment = dataclasses.replace(assessment, selection=selection)
         new = build_status(current, assessment, generation=generation, integration_id=self.integration.uid, extra=extra)
         await self._write(current, new)
         self._sync.start_notification()  # only once its Sending state is in the API
