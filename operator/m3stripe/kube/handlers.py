@@ -47,7 +47,10 @@ def runtime() -> Runtime:
 
 @kopf.on.startup()
 async def configure(
-    settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+    settings: kopf.OperatorSettings,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     global _runtime, _election
     config = OperatorConfig.from_env()
@@ -63,6 +66,11 @@ async def configure(
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 30
     settings.posting.level = logging.WARNING
+    if memo.get("namespaced"):
+        # A shard (`-n`): the namespaces are given by name, and deployed so (deploy/overlays/single-namespace) the
+        # operator may not list namespaces nor watch CRDs. Scanning them would only meet 403s, which kopf retries
+        # with backoff for about 45 s before it starts watching; its scanning settings skip exactly that.
+        settings.scanning.disabled = True
     # The official kubernetes client is synchronous; its calls run in worker threads. Size the pool for
     # many integrations polling at once rather than for the CPU count.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
