@@ -71,9 +71,7 @@ def endpoint_table() -> dict[tuple[str, str], str]:
     return table
 
 
-def _read_method(
-    node: ast.FunctionDef | ast.AsyncFunctionDef, table: dict[tuple[str, str], str], prefix: str
-) -> None:
+def _read_method(node: ast.FunctionDef | ast.AsyncFunctionDef, table: dict[tuple[str, str], str], prefix: str) -> None:
     params = next((a for a in node.args.args if a.arg == "params"), None)
     if params is None or params.annotation is None:
         return
