@@ -771,12 +771,36 @@ async def test_a_draft_is_retaxed_as_registrations_change_and_a_finalized_invoic
 # --- finalization --------------------------------------------------------------------------------
 
 
-async def test_a_customer_stripe_cannot_place_gets_a_draft_that_cannot_be_finalized(
+async def test_asking_for_automatic_tax_for_a_customer_stripe_cannot_place_is_customer_tax_location_invalid(
     client: Any, emulator: StripeEmulator, taxed: str
 ) -> None:
-    buyer, prod = await customer(client), await product(client)
+    unplaced = await customer(client, address={"country": "US", "state": "CA"})
+    with pytest.raises(stripe.InvalidRequestError) as error:
+        await taxed_draft(client, unplaced)
+    assert refusal(error) == (
+        400,
+        "customer_tax_location_invalid",
+        "When `automatic_tax[enabled]=true`, enough customer location information must be provided to accurately "
+        "determine tax rates for the customer.",
+    )
+    assert emulator.state(taxed)["invoices"] == {}
+    draft = await client.v1.invoices.create_async(params={"customer": unplaced.id})
+    with pytest.raises(stripe.InvalidRequestError) as error:
+        await client.v1.invoices.update_async(draft.id, params={"automatic_tax": {"enabled": True}})
+    assert error.value.code == "customer_tax_location_invalid"
+
+
+async def unplaced_draft(client: Any) -> tuple[Any, Any]:
+    """A taxed draft whose customer lost their address after it was made: (customer, draft)."""
+    buyer, prod = await customer(client, address=GB), await product(client)
     draft = await taxed_draft(client, buyer)
-    draft = await client.v1.invoices.add_lines_async(draft.id, params={"lines": [priced(prod, "1000", "exclusive")]})
+    await client.v1.invoices.add_lines_async(draft.id, params={"lines": [priced(prod, "1000", "exclusive")]})
+    await client.v1.customers.update_async(buyer.id, params={"address": ""})
+    return buyer, await client.v1.invoices.retrieve_async(draft.id)
+
+
+async def test_a_draft_whose_customer_cannot_be_placed_any_more_cannot_be_finalized(client: Any, taxed: str) -> None:
+    buyer, draft = await unplaced_draft(client)
     assert (draft.automatic_tax.status, draft.total_taxes, draft.total) == ("requires_location_inputs", [], 1000)
     with pytest.raises(stripe.InvalidRequestError) as error:
         await client.v1.invoices.finalize_invoice_async(draft.id, params={"auto_advance": True})
@@ -798,9 +822,7 @@ async def test_a_customer_stripe_cannot_place_gets_a_draft_that_cannot_be_finali
 async def test_turning_automatic_tax_off_lets_an_unplaced_customers_invoice_finalize_untaxed(
     client: Any, taxed: str
 ) -> None:
-    buyer, prod = await customer(client), await product(client)
-    draft = await taxed_draft(client, buyer)
-    await client.v1.invoices.add_lines_async(draft.id, params={"lines": [priced(prod, "1000", "exclusive")]})
+    _, draft = await unplaced_draft(client)
     await client.v1.invoices.update_async(draft.id, params={"automatic_tax": {"enabled": False}})
     finalized = await client.v1.invoices.finalize_invoice_async(draft.id)
     assert (finalized.total, finalized.total_taxes, finalized.automatic_tax.enabled) == (1000, [], False)

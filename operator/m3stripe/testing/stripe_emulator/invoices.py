@@ -202,6 +202,7 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Object:
     # Automatic tax as asked for, else the account's default for invoices that omit it (tax.py).
     enabled = tax.requested(ctx, params)
     if enabled:
+        tax.require_location(ctx, customer, param="automatic_tax[enabled]")
         tax.check_lines(ctx, ((tax.facts_of(state, item), "pending_invoice_items_behavior") for item in pending))
     elif enabled is None:
         enabled = tax.enabled_by_default(ctx, customer, pending)
@@ -322,7 +323,9 @@ def update(ctx: Ctx, params: dict[str, Any]) -> Object:
     _due_rules(params, params.get("collection_method") or invoice["collection_method"])
     enabled = tax.requested(ctx, params)
     if enabled:
-        # Turning automatic tax on: the items the draft holds must be compatible with it (tax.refusal).
+        # Turning automatic tax on: the customer must be placeable and the items the draft holds
+        # compatible with it (tax.refusal).
+        tax.require_location(ctx, ctx.state.customers.get(invoice["customer"]), param="automatic_tax[enabled]")
         items = billing.attached_items(ctx.state, invoice["id"])
         tax.check_lines(ctx, ((tax.facts_of(ctx.state, item), "automatic_tax[enabled]") for item in items))
     owner = ctx.state.customers.get(invoice["customer"]) or {}
