@@ -675,6 +675,27 @@ async def test_inclusive_tax_is_extracted_from_each_line_and_the_total_is_the_li
     assert (invoice.total, invoice.total_excluding_tax, invoice.amount_due) == (1235, 1029, 1235)
 
 
+async def test_tax_in_a_currency_with_a_step_is_a_whole_step_so_the_invoice_can_be_charged(
+    client: Any, emulator: StripeEmulator, taxed: str
+) -> None:
+    emulator.set_tax_rate("GB", "5")
+    buyer, prod = await customer(client, address=GB), await product(client)
+    draft = await taxed_draft(client, buyer, currency="kwd")
+    invoice = await client.v1.invoices.add_lines_async(
+        draft.id,
+        params={
+            "lines": [
+                priced(prod, "1010", "exclusive", currency="kwd"),
+                priced(prod, "1070", "inclusive", currency="kwd"),
+            ]
+        },
+    )
+    # 50.5 fils -> 50 (five steps of 10: 5.05 steps rounds to 5); 50.95 fils inside 1.070 KWD -> 50.
+    assert [line.taxes[0].amount for line in invoice.lines.data] == [50, 50]
+    assert (invoice.total, invoice.total_excluding_tax) == (2130, 2030)
+    assert (await client.v1.invoices.finalize_invoice_async(draft.id)).amount_due == 2130
+
+
 async def test_inferred_by_currency_is_exclusive_for_usd_and_inclusive_for_gbp(
     client: Any, emulator: StripeEmulator, taxed: str
 ) -> None:

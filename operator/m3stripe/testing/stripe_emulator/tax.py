@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from . import currencies
 from .common import INCLUDABLE, Ctx, World, list_page
 from .errors import StripeError, exclusive_parameters, invalid, missing_parameter, no_such
 from .forms import FormValue
@@ -712,20 +713,22 @@ class InvoiceTax:
     inclusive_before_discounts: int = 0
 
 
-def tax_amount(base: int, percentage: Decimal, behavior: str) -> int:
-    """One line's tax, rounded to the minor unit, halves away from zero.
+def tax_amount(base: int, percentage: Decimal, behavior: str, step: int = 1) -> int:
+    """One line's tax, rounded to the currency's step, halves away from zero.
 
     Exclusive tax is added on top of the line: ``base * rate``. Inclusive tax is inside it: ``base *
     rate / (1 + rate)``, and the line's taxable amount is what is left. Stripe does not publish its
     rounding; the emulator rounds once per line and tax, half away from zero (so a credit's tax is
-    the negation of the same charge's). The invoice's amount before tax is exact either way: the
+    the negation of the same charge's), to the minor unit, or to the currency's step where amounts
+    must be multiples of one (10 in three-decimal currencies, 100 in ISK and UGX: currencies.py), so
+    a taxed invoice can still be charged. The invoice's amount before tax is exact either way: the
     lines' own amounts (exclusive), or the total less the rounded taxes (inclusive).
     """
     if behavior == "exclusive":
         raw = Decimal(base) * percentage / 100
     else:
         raw = Decimal(base) * percentage / (100 + percentage)
-    return int(raw.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return int((raw / step).quantize(Decimal(1), rounding=ROUND_HALF_UP)) * step
 
 
 def _taxability(customer: Object, registered: bool, code: str | None) -> str:
@@ -777,6 +780,7 @@ def compute(ctx: Ctx, invoice: Object, items: list[Object], bases: Mapping[str, 
     region = location.state if location.country == "US" else None
     rate = rate_for(ctx.world, location.country, region) if registration is not None else None
     result = InvoiceTax(status="complete")
+    step = currencies.step(invoice["currency"])
     totals: dict[tuple[str, str, str], Object] = {}
     for item in items:
         facts = facts_of(state, item)
@@ -787,7 +791,7 @@ def compute(ctx: Ctx, invoice: Object, items: list[Object], bases: Mapping[str, 
         reason = _taxability(customer, registration is not None, effective_tax_code(state, facts))
         percentage = rate if reason == "standard_rated" and rate is not None else Decimal(0)
         base = bases[item["id"]]
-        amount = tax_amount(base, percentage, behavior)
+        amount = tax_amount(base, percentage, behavior, step)
         rate_id = _rate_id(state, location.country, region, percentage, behavior == "inclusive")
         result.lines[item["id"]] = [
             {
@@ -803,7 +807,7 @@ def compute(ctx: Ctx, invoice: Object, items: list[Object], bases: Mapping[str, 
             result.exclusive += amount
         else:
             result.inclusive += amount
-            result.inclusive_before_discounts += tax_amount(item["amount"], percentage, behavior)
+            result.inclusive_before_discounts += tax_amount(item["amount"], percentage, behavior, step)
         total = totals.setdefault(
             (rate_id, behavior, reason),
             {
