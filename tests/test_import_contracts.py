@@ -96,9 +96,27 @@ VIOLATIONS = [
     ("adapters-independent", "adapters/mailer.py", "from . import stripe_gateway\n", "m3stripe.adapters.mailer"),
     (
         "adapters-independent",
+        "adapters/m3ter_scan.py",
+        "from . import stripe_gateway\n",
+        "m3stripe.adapters.m3ter_scan",
+    ),
+    (
+        "adapters-independent",
         "adapters/stripe_ledger.py",
         "def _late():\n    from m3stripe.adapters import m3ter_token\n",
         "m3stripe.adapters.stripe_ledger",
+    ),
+    (
+        "m3ter-adapter",
+        "adapters/m3ter_scan.py",
+        "from .m3ter_client import search_page\n",
+        "m3stripe.adapters.m3ter_scan",
+    ),
+    (
+        "m3ter-adapter",
+        "adapters/m3ter_models.py",
+        "def _late():\n    from m3stripe.adapters import m3ter_source\n",
+        "m3stripe.adapters.m3ter_models",
     ),
     ("sdk-stripe-m3ter", "kube/worker.py", "import stripe\n", "m3stripe.kube.worker"),
     ("sdk-stripe-m3ter", "domain/money.py", "def _late():\n    import m3ter.types\n", "m3stripe.domain.money"),
