@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
+from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
@@ -276,7 +276,7 @@ class SyncDriver:
         for bill_id in sorted(request.bills - request.from_history):
             try:
                 bill = await source.get_bill(bill_id)
-            except M3terSourceError:
+            except BillSourceError:
                 found.add(bill_id)  # m3ter could not answer now: the pass reads it again and reports it
                 continue
             if bill is None:
