@@ -360,3 +360,20 @@ async def test_overlapping_integrations_passing_at_once_never_double_a_bill(w: W
     await asyncio.gather(a.run_now(), b.run_now())
     invoices = one_invoice_each(w, bills)
     assert {i["metadata"][META_INTEGRATION] for i in invoices} == {a.uid}
+
+
+async def test_a_plan_of_the_younger_integration_shows_the_shared_bills_left_to_the_older_one(w: World) -> None:
+    bills = await mapped_bills(w, 2)
+    older = await apply(w, "uk")
+    await older.reconcile()
+    await asyncio.sleep(1.05)
+    (late,) = await mapped_bills(w, 1, prefix="late")
+    planning = await apply(w, "uk-plan", mode="Plan")
+    status = await planning.reconcile()
+    plan = {item["billId"]: item for item in status["plan"]["items"]}
+    assert plan[late]["action"] == "Nothing" and plan[late]["reason"].startswith("left to billing/uk, the older")
+    assert all(plan[b]["action"] == "Nothing" for b in bills)
+    assert condition(status, "Overlapping")["reason"] == "LeavesBillsToOlder"
+    assert w.invoices_of(late) == []  # the plan wrote nothing; the older one sends it on its next pass
+    await older.run_now()
+    one_invoice_each(w, [*bills, late])
