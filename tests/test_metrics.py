@@ -146,6 +146,7 @@ def test_stripe_series_say_which_budget_they_belong_to_and_its_limit() -> None:
     )
     assert get("m3stripe_stripe_rate_limit_requests_per_second", budget="live.aaaaaaaaaaaa") == 100
     assert get("m3stripe_stripe_rate_limit_requests_per_second", budget="test.aaaaaaaaaaaa") == 25
+    assert get("m3stripe_stripe_rate_limit_wait_seconds_total", budget="test.aaaaaaaaaaaa") == 0  # exists, never waited
     m.stripe("live.aaaaaaaaaaaa", 40)  # an integration with a lower requestsPerSecond joined the budget
     assert get("m3stripe_stripe_rate_limit_requests_per_second", budget="live.aaaaaaaaaaaa") == 40
 

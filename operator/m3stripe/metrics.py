@@ -211,6 +211,9 @@ class Metrics:
     def stripe(self, budget: str, per_second: float) -> StripeBudgetObserver:
         """The StripeObserver of one pass's gateway: its series carry the budget's label; records the budget's limit."""
         self.rate_limit.labels(budget).set(per_second)
+        # The wait counter exists at 0 from the budget's first pass, so "no wait" reads 0, not "no data"
+        # (https://prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics).
+        self.rate_limit_waited.labels(budget)
         return StripeBudgetObserver(self, budget)
 
     def forget(self, namespace: str, name: str) -> None:

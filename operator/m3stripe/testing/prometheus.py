@@ -198,6 +198,11 @@ class Prometheus:
             return [{"metric": {}, "value": data["result"]}]
         return list(data["result"])
 
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """A range query, as a Grafana time series panel runs it: [{"metric": labels, "values": [[t, "v"], ...]}]."""
+        data = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}")
+        return list(data["result"])
+
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts (pending and firing), each with labels, annotations and state."""
         return list(self.api("alerts")["alerts"])
