@@ -67,7 +67,8 @@ from typing import Any, Literal
 
 import stripe
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_client import STRIPE_API_VERSION, open_client
 from m3stripe.adapters.stripe_gateway import LimiterRegistry, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger

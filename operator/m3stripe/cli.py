@@ -39,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness or None,
+        memo=kopf.Memo(namespaced=bool(args.namespace)),
     )
     return 0
 

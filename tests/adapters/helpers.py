@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from m3stripe.adapters.m3ter_source import M3terCredentials
+from m3stripe.adapters.m3ter_token import M3terCredentials
 
 ORG = "org-1"
 CLIENT_ID = "client-1"

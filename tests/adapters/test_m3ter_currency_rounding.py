@@ -8,7 +8,8 @@ import decimal
 import aiohttp
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terSourceError
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.domain.billing import CurrencyRounding
 from m3stripe.domain.mapping import META_ACCOUNT

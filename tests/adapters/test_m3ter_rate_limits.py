@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terRateLimits, M3terSource
+from m3stripe.adapters.m3ter_client import M3terRateLimits
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.source import SourceRegistry
 from m3stripe.testing.m3ter_emulator import M3terEmulator

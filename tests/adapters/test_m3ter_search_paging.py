@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terSource, M3terUnavailable
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terUnavailable
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from tests.adapters.helpers import CLIENT_ID, CREDS, ORG, SECRET

@@ -12,14 +12,9 @@ from decimal import Decimal
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import (
-    M3terAuthError,
-    M3terCredentials,
-    M3terSource,
-    M3terUnavailable,
-    TokenManager,
-)
-from m3stripe.adapters.m3ter_token import M3terRateLimits, sdk_client
+from m3stripe.adapters.m3ter_client import M3terRateLimits, sdk_client
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terAuthError, M3terCredentials, M3terUnavailable, TokenManager
 from m3stripe.domain.billing import Account, Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from tests.adapters.helpers import CLIENT_ID, CREDS, ORG, SECRET, FakeClock

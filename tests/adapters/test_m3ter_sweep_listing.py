@@ -39,7 +39,7 @@ async def test_the_emulator_leaves_line_items_out_when_asked_to(emulator: M3terE
     account = emulator.add_account(ORG, name="A", code="a", currency="USD")
     emulator.add_bill(ORG, account_id=account, lines=[{"line_item_type": "USAGE", "subtotal": "1"}])
     async with m3ter_source(CREDS, emulator.url) as source:
-        _, client = await source._client()
+        _, client = await source.client.authed()
         bare = await client.bills.list(exclude_line_items=True)
         full = await client.bills.list()
     assert bare.data[0].line_items is None
@@ -59,7 +59,7 @@ async def test_a_bill_hidden_from_search_is_still_listed(emulator: M3terEmulator
     hidden, shown = (emulator.add_bill(ORG, account_id=account, lines=[]) for _ in range(2))
     emulator.hide_from_search(hidden)
     async with m3ter_source(CREDS, emulator.url) as source:
-        _, client = await source._client()
+        _, client = await source.client.authed()
         found = await client.bills.search(sort_by="dtLastModified", sort_order="DESC", page_size=100)
         listed = [bill.id async for bill in source.list_bill_versions()]
     assert [b.id for b in found.data or ()] == [shown]

@@ -50,9 +50,21 @@ def test_the_integrations_table_shows_readiness_the_last_run_open_events_and_the
     ]
     header, uk, new, off = views.integrations_table(items, wide=False, namespaces=True, now=NOW).splitlines()
     assert header.split()[:3] == ["NAMESPACE", "NAME", "READY"]
-    assert uk.split() == ["billing", "uk", "True", "Ready", "COMPLETE", "5m", "3", "0", "2", "2/5"]
-    assert new.split() == ["billing", "new", "Unknown", "-", "never", "-", "-", "-", "0", "0/10"]
+    assert uk.split() == ["billing", "uk", "True", "Ready", "COMPLETE", "5m", "3", "0", "2", "-", "2/5"]
+    assert new.split() == ["billing", "new", "Unknown", "-", "never", "-", "-", "-", "0", "-", "0/10"]
     assert off.split()[3] == "Disabled"
+
+
+def test_the_integrations_table_names_the_integrations_overlapping_and_who_sends_the_shared_bills() -> None:
+    records = [
+        {"integration": "billing/uk", "uid": "u1", "sends": True, "bills": 7, "selections": "x", "lastSeen": "t"},
+        {"integration": "team-b/uk-copy", "uid": "u2", "sends": False, "bills": 2, "selections": "y", "lastSeen": "t"},
+    ]
+    unknown = {"type": "Overlapping", "status": "Unknown", "reason": "PeersUnreadable", "message": "m"}
+    items = [obj("both", {"overlaps": records}), obj("blind", {"conditions": [unknown]}), obj("alone", {})]
+    _, both, blind, alone = views.integrations_table(items, wide=False, namespaces=False, now=NOW).splitlines()
+    assert "left to billing/uk; shared with team-b/uk-copy" in both
+    assert blind.split()[-2] == "unknown" and alone.split()[-2] == "-"
 
 
 def test_tables_align_columns_like_kubectl() -> None:

@@ -308,6 +308,7 @@ def test_a_changed_setting_rolls_the_deployment() -> None:
         ({"grafanaDashboard": {"enabled": False}}, {"ConfigMap/m3stripe-grafana-dashboard"}),
         ({"crds": {"install": False}}, {"CustomResourceDefinition"}),
         ({"metrics": {"serviceMonitor": {"enabled": False}}, "rbac": {"aggregateToDefaultRoles": False}}, set()),
+        ({"rbac": {"peersClusterRole": False}}, {"ClusterRole/m3stripe-operator-peers"}),
     ],
 )
 def test_each_monitoring_object_and_the_crd_is_a_toggle(values: dict[str, Any], gone: set[str]) -> None:
@@ -316,7 +317,7 @@ def test_each_monitoring_object_and_the_crd_is_a_toggle(values: dict[str, Any], 
 
     missing = names(render()) - names(render(values))
     assert gone <= missing
-    if values.get("rbac"):
+    if values.get("rbac", {}).get("aggregateToDefaultRoles") is False:
         assert "ClusterRole/m3stripe-stripeintegrations-view" in missing
 
 
@@ -336,6 +337,10 @@ def test_the_release_namespace_is_where_the_operator_and_its_lease_live() -> Non
     assert {o["metadata"]["namespace"] for o in namespaced} == {"billing-ops"}
     binding = one(objs, "ClusterRoleBinding", "m3stripe-operator")
     assert binding["subjects"][0]["namespace"] == "billing-ops"
+    # A shard in its own namespace binds the shared peers ClusterRole under its own name.
+    peers = one(objs, "ClusterRoleBinding", "m3stripe-operator-peers-billing-ops")
+    assert peers["roleRef"]["name"] == "m3stripe-operator-peers"
+    assert peers["subjects"][0]["namespace"] == "billing-ops"
 
 
 # --------------------------------------------------------------------------- in step with the rest

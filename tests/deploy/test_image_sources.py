@@ -4,7 +4,6 @@ The image carries only what the operator runs on: the emulators' dependencies ar
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import subprocess
@@ -16,12 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TESTING_EXTRA = ("kmock", "jsonpatch", "aiosmtpd")
 
-PACKAGE = ROOT / "operator" / "m3stripe"
-# The emulators and the demo on them: the only modules that may use the `testing` extra.
-_EMULATOR_PATHS = ("testing", "demo.py")
-
 # Run before anything else in a child interpreter: kmock and aiosmtpd import as if not installed, as in the
-# image. jsonpatch stays importable: kopf requires it, so the image has it (the static test covers our code).
+# image. jsonpatch stays importable: kopf requires it, so the image has it (the import contract `testing-extra`
+# in pyproject.toml covers our code).
 _BLOCK_TESTING_EXTRA = """
 import sys
 
@@ -111,24 +107,6 @@ def test_the_image_installs_the_core_package_without_extras() -> None:
     for install in installs:
         assert "[" not in install, f"the image installs an extra: pip install {install}"
         assert "." in install.split(), f"the image installs the package from its sources: pip install {install}"
-
-
-def test_no_module_but_the_emulators_and_the_demo_imports_the_testing_extra() -> None:
-    importers: list[str] = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE)
-        if relative.parts[0] in _EMULATOR_PATHS:
-            continue
-        # Every import statement, lazy ones inside functions included.
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            importers += [f"{relative}: {name}" for name in names if name.partition(".")[0] in TESTING_EXTRA]
-    assert not importers
 
 
 def test_the_operator_and_the_day2_commands_import_without_the_testing_extra() -> None:

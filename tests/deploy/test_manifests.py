@@ -337,6 +337,12 @@ def test_operator_rbac_is_exactly_what_it_does(overlay: str, objs: tuple[dict[st
 def test_single_namespace_mode_uses_a_role_in_the_watched_namespace_only() -> None:
     objs = _rendered("single-namespace")
     bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    # The one cluster-wide grant: listing StripeIntegrations, to see another shard's overlapping integrations.
+    (peers,) = [b for b in bindings if b["kind"] == "ClusterRoleBinding"]
+    assert _one(objs, "ClusterRole", peers["roleRef"]["name"])["rules"] == [
+        {"apiGroups": ["m3stripe.dev"], "resources": ["stripeintegrations"], "verbs": ["list"]}
+    ]
+    bindings.remove(peers)
     assert {b["kind"] for b in bindings} == {"RoleBinding"}
     watched = _flag(_operator_argv(objs), "namespace")
     role = _one(objs, "Role", "m3stripe-operator")

@@ -9,7 +9,8 @@ from typing import Any
 
 import stripe
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec

@@ -10,7 +10,7 @@ import pytest
 from m3stripe.domain.idempotency_keys import MAX_KEY, idempotency_key
 
 BASE: dict[str, Any] = {
-    "integration_id": "int-1",
+    "organization_id": "org-1",
     "bill_id": "bill-1",
     "version": 3,
     "step": "invoice",
@@ -20,7 +20,7 @@ BASE: dict[str, Any] = {
 
 def key(**changes: Any) -> str:
     args = {**BASE, **changes}
-    return idempotency_key(args["integration_id"], args["bill_id"], args["version"], args["step"], args["params"])
+    return idempotency_key(args["organization_id"], args["bill_id"], args["version"], args["step"], args["params"])
 
 
 def test_deterministic() -> None:
@@ -35,7 +35,7 @@ def test_dict_order_of_params_does_not_matter() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"integration_id": "int-2"},
+        {"organization_id": "org-2"},
         {"bill_id": "bill-2"},
         {"version": 4},
         {"step": "lines"},

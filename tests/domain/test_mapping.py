@@ -16,6 +16,7 @@ from m3stripe.domain.mapping import (
     META_INTEGRATION,
     META_LINE,
     META_LINE_INDEX,
+    META_ORGANIZATION,
     META_PO_FIELD,
     META_QUANTITY,
     META_VERSION,
@@ -275,13 +276,21 @@ def test_service_period_becomes_unix_seconds() -> None:
 # --------------------------------------------------------------------------- metadata
 
 
-def test_metadata_links_every_object_to_integration_bill_version_account_and_line() -> None:
+def test_metadata_links_every_object_to_organization_bill_version_account_line_and_the_writing_integration() -> None:
     bill = make_bill([make_line("line-a", "1"), make_line("line-b", "2")], bill_id="B-42", version=12)
-    plan = plan_bill(bill, make_spec(), "uid-9")
-    expected = {META_INTEGRATION: "uid-9", META_BILL: "B-42", META_VERSION: "12", META_ACCOUNT: "acc-1"}
+    plan = plan_bill(bill, make_spec(organization="org-7"), "uid-9")
+    expected = {
+        META_INTEGRATION: "uid-9",
+        META_ORGANIZATION: "org-7",
+        META_BILL: "B-42",
+        META_VERSION: "12",
+        META_ACCOUNT: "acc-1",
+    }
     assert plan.metadata == expected
-    assert [META_INTEGRATION, META_BILL, META_VERSION, META_ACCOUNT, META_LINE] == [
+    assert plan.organization_id == "org-7"
+    assert [META_INTEGRATION, META_ORGANIZATION, META_BILL, META_VERSION, META_ACCOUNT, META_LINE] == [
         "m3stripe_integration",
+        "m3ter_organization_id",
         "m3ter_bill_id",
         "m3ter_bill_version",
         "m3ter_account_id",

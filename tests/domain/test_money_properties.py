@@ -166,7 +166,7 @@ async def write_and_read(url: str, case: Case, bill_id: str) -> tuple[int, dict[
         assert plan.total == 0
         return None
     async with open_client(KEY, api_base=url) as client:
-        writer = StripeWriter(StripeLedger(StripeGateway(client, retry=RetryPolicy(max_attempts=1))), "int-prop")
+        writer = StripeWriter(StripeLedger(StripeGateway(client, retry=RetryPolicy(max_attempts=1))))
         customer = (await client.v1.customers.create_async(params={"name": bill_id})).id
         if invoice_mode:
             invoice_id = (await writer.write_invoice(plan, customer)).stripe_id

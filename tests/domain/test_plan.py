@@ -103,7 +103,7 @@ class _NoReads:
 
 
 def test_status_plan_lists_writes_first_counts_every_bill_and_says_how_many_are_left_out() -> None:
-    planner = Planner(_NoReads(), INTEGRATION)  # type: ignore[arg-type]
+    planner = Planner(_NoReads())  # type: ignore[arg-type]
     report = RunReport(run_id="run-1", started=datetime(2026, 12, 1, tzinfo=UTC))
     for i, (action, subtotal) in enumerate([(BillAction.NOTHING, "1"), (BillAction.CREATE_INVOICE, "0.10")] * 3):
         b = bill(subtotal, bill_id=f"b{i}", currency="JPY" if i == 5 else "USD")
@@ -143,7 +143,7 @@ def test_the_read_only_stripe_port_offers_no_method_that_writes() -> None:
 
 def test_a_writer_on_the_read_only_port_decides_but_has_nothing_to_execute_with() -> None:
     client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
-    writer = StripeWriter(StripeLedgerReader(StripeGateway(client)), INTEGRATION)
+    writer = StripeWriter(StripeLedgerReader(StripeGateway(client)))
     plan = plan_of(bill("10"))
     index = CustomerIndex("invoice", None)
     with pytest.raises(RuntimeError, match="read-only Stripe port"):
@@ -155,7 +155,7 @@ def test_a_writer_on_the_read_only_port_decides_but_has_nothing_to_execute_with(
 def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> None:
     client = stripe.StripeClient("sk_test_51planAAAA", base_addresses={"api": "http://127.0.0.1:9"})
     gateway = StripeGateway(client)
-    planner = Planner(StripeLedgerReader(gateway), INTEGRATION)
+    planner = Planner(StripeLedgerReader(gateway))
     common: dict[str, Any] = {
         "spec": make_spec(),
         "account_filter": None,
@@ -171,7 +171,7 @@ def test_an_engine_takes_a_gateway_to_send_or_a_planner_to_plan_never_both() -> 
 
 
 def test_in_items_mode_a_plan_counts_only_the_items_a_send_pass_would_add() -> None:
-    planner = Planner(_NoReads(), INTEGRATION)  # type: ignore[arg-type]
+    planner = Planner(_NoReads())  # type: ignore[arg-type]
     b = bill("10", "2.50")
     plan = plan_of(b)
     planner.mapped(plan)

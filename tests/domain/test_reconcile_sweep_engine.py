@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials
+from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import metadata_of
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL

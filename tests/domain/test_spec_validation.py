@@ -177,3 +177,16 @@ def test_bad_account_filter_reports_line_and_column() -> None:
 def test_filter_and_cross_field_problems_are_reported_together() -> None:
     fields = [p.field for p in problems(raw(accountFilter="name ==", sendDueDate=True))]
     assert fields == ["spec.collectionMethod", "spec.accountFilter"]
+
+
+@pytest.mark.parametrize(
+    "expression", ["address.country >= 5", "name > 5", "5 < address.postalCode", 'currency <= 3 AND name == "x"']
+)
+def test_an_accounts_text_field_ordered_by_a_number_is_refused_naming_the_comparison(expression: str) -> None:
+    (problem,) = [p for p in messages(raw(accountFilter=expression)) if "orders the text field" in p]
+    assert problem.startswith("spec.accountFilter: ") and "quote the value" in problem
+
+
+@pytest.mark.parametrize("expression", ["customFields.tier >= 2", "2 <= customFields.tier", 'address.country >= "M"'])
+def test_numbers_ordering_custom_fields_and_text_ordering_text_are_accepted(expression: str) -> None:
+    assert isinstance(parse_spec(raw(accountFilter=expression)), ParsedSpec)

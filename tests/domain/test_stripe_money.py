@@ -46,7 +46,7 @@ async def client(emulator: StripeEmulator) -> AsyncIterator[Any]:
 @pytest.fixture
 def writer(client: Any) -> StripeWriter:
     gateway = StripeGateway(client, retry=RetryPolicy(max_attempts=1, base_delay=0, max_delay=0))
-    return StripeWriter(StripeLedger(gateway), INTEGRATION)
+    return StripeWriter(StripeLedger(gateway))
 
 
 async def new_customer(client: Any) -> str:

@@ -19,9 +19,16 @@ import stripe
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill
-from m3stripe.domain.mapping import META_BILL, META_INTEGRATION, META_LINE, META_LINE_INDEX, META_VERSION, plan_bill
+from m3stripe.domain.mapping import (
+    META_BILL,
+    META_INTEGRATION,
+    META_LINE,
+    META_LINE_INDEX,
+    META_ORGANIZATION,
+    META_VERSION,
+    plan_bill,
+)
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
 from tests.domain.builders import make_bill, make_line, make_spec
@@ -41,7 +48,7 @@ class World:
         self.now[0] = when.timestamp()
 
     def writer(self) -> StripeWriter:
-        return StripeWriter(StripeLedger(StripeGateway(self.client, retry=RetryPolicy(max_attempts=1))), INTEGRATION)
+        return StripeWriter(StripeLedger(StripeGateway(self.client, retry=RetryPolicy(max_attempts=1))))
 
     def lists(self) -> int:
         return sum(
@@ -85,12 +92,17 @@ def bill(bill_id: str, *, created: datetime | None, version: int = 1, amounts: t
     )
 
 
-def spec(*, invoice: bool) -> StripeIntegrationSpec:
-    return make_spec(organization="org", createStripeInvoice=invoice)
-
-
-async def write(world: World, writer: StripeWriter, b: Bill, customer: str, *, invoice: bool) -> bool:
-    plan = plan_bill(b, spec(invoice=invoice), INTEGRATION)
+async def write(
+    world: World,
+    writer: StripeWriter,
+    b: Bill,
+    customer: str,
+    *,
+    invoice: bool,
+    integration: str = INTEGRATION,
+    organization: str = "org",
+) -> bool:
+    plan = plan_bill(b, make_spec(organization=organization, createStripeInvoice=invoice), integration)
     if invoice:
         return (await writer.write_invoice(plan, customer, not_before=b.created)).changed
     return (await writer.write_items(plan, customer, not_before=b.created)).changed
@@ -208,5 +220,79 @@ def test_a_bill_without_a_creation_time_searches_the_whole_history() -> None:
         assert await write(world, writer, bill("recent", created=T0), cus, invoice=True)
         assert not await write(world, writer, bill("ancient", created=None), cus, invoice=True)
         assert len(world.invoices_of("ancient")) == 1
+
+    run(body)
+
+
+# A Bill's identity in Stripe is durable: its m3ter Organization and Bill id, not the Kubernetes object that wrote it.
+
+
+@pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
+def test_what_another_integration_of_the_same_organization_wrote_is_this_bills_and_is_never_written_again(
+    invoice: bool,
+) -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        world.at(T0)
+        b = bill("recreated", created=T0, amounts=("1.00", "2.50"))
+        assert await write(world, world.writer(), b, cus, invoice=invoice, integration="uid-before-delete")
+        # The same manifest applied again: a new Kubernetes object, a new uid, a new pass.
+        assert not await write(world, world.writer(), b, cus, invoice=invoice, integration="uid-after-apply")
+        v2 = bill("recreated", created=T0, version=2, amounts=("4.00",))
+        assert await write(world, world.writer(), v2, cus, invoice=invoice, integration="uid-after-apply")
+        if invoice:
+            (held,) = world.invoices_of("recreated")
+            assert held["total"] == 400 and held["metadata"][META_VERSION] == "2"
+            assert held["metadata"][META_ORGANIZATION] == "org"
+            assert held["metadata"][META_INTEGRATION] == "uid-after-apply"  # who wrote it last, for people
+        else:
+            (item,) = world.items_of("recreated")
+            assert item["amount"] == 400
+
+    run(body)
+
+
+@pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
+def test_objects_written_before_the_organization_was_recorded_are_still_recognised_after_an_upgrade(
+    invoice: bool,
+) -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        world.at(T0)
+        b = bill("legacy", created=T0, amounts=("1.00", "2.50"))
+        plan = plan_bill(b, make_spec(organization="org", createStripeInvoice=invoice), "uid-of-an-older-operator")
+
+        def legacy(meta: dict[str, str]) -> dict[str, str]:
+            return {k: v for k, v in meta.items() if k != META_ORGANIZATION}
+
+        # What an operator before the Organization was recorded wrote: the integration's uid, no Organization.
+        if invoice:
+            params = plan.invoice_create_params(cus)
+            created = await world.client.v1.invoices.create_async(
+                params={**params, "metadata": legacy(params["metadata"])}
+            )
+            lines = [{**p.line_params(), "metadata": legacy(p.metadata)} for p in plan.lines]
+            await world.client.v1.invoices.add_lines_async(created.id, params={"lines": lines})  # type: ignore[typeddict-item]
+        else:
+            for p in plan.lines:
+                params = p.invoice_item_params(cus, plan.currency)
+                await world.client.v1.invoice_items.create_async(params={**params, "metadata": legacy(p.metadata)})
+        world.at(T0 + timedelta(minutes=5))
+        assert not await write(world, world.writer(), b, cus, invoice=invoice, integration="uid-after-upgrade")
+        assert len(world.invoices_of("legacy") if invoice else world.items_of("legacy")) == (1 if invoice else 2)
+
+    run(body)
+
+
+def test_an_object_of_another_organization_is_not_this_bills_even_with_the_same_bill_id() -> None:
+    async def body(world: World) -> None:
+        cus = await customer(world)
+        world.at(T0)
+        b = bill("shared-id", created=T0)
+        assert await write(world, world.writer(), b, cus, invoice=True, organization="org-sandbox")
+        assert await write(world, world.writer(), b, cus, invoice=True, organization="org-production")
+        assert not await write(world, world.writer(), b, cus, invoice=True, organization="org-production")
+        held = world.invoices_of("shared-id")
+        assert sorted(i["metadata"][META_ORGANIZATION] for i in held) == ["org-production", "org-sandbox"]
 
     run(body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from m3stripe.adapters.m3ter_source import M3terCredentials
+from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
 from m3stripe.domain.runs import ErrorBudget, RunReport

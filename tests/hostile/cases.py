@@ -280,6 +280,19 @@ SPEC_CASES = [
         {"accountFilter": 'customFeilds.country == "UK"'},
         "'customFeilds.country' is not a field of an m3ter Account",
     ),
+    # Issue 18: ordering an Account's own (text) field by a number is never what it says: refused, not warned.
+    invalid(
+        "filter-name-vs-number",
+        "a text field ordered by a number",
+        {"accountFilter": "name > 5"},
+        "spec.accountFilter: 'name > 5' orders the text field name by a number",
+    ),
+    invalid(
+        "filter-country-ordered-by-number",
+        "address.country >= 5",
+        {"accountFilter": "address.country >= 5"},
+        "'address.country >= 5' orders the text field address.country by a number",
+    ),
     invalid(
         "filter-typo-address",
         "a filter naming an address key m3ter has not",
@@ -332,7 +345,6 @@ FILTER_CASES = [
     _filter(
         "filter-text-vs-number", "a number field compared with text", 'customFields.tier > "gold"', "compares text"
     ),
-    _filter("filter-name-vs-number", "a text field compared with a number", "name > 5", "'name > 5'", "compares text"),
     _filter(
         "filter-country-vs-number",
         "a text custom field compared with a number",

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.kube.credentials import MAX_KEY_BYTES, key_format_problem
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 

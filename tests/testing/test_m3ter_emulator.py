@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +13,12 @@ import aiohttp
 import m3ter
 import pytest
 from m3ter import AsyncM3ter
+from m3ter.types import Address
+from m3ter.types.bill_response import LineItem
 
-from m3stripe.domain.billing import LINE_ITEM_TYPES
+from m3stripe.domain.billing import ADDRESS_KEYS, LINE_ITEM_TYPES
 from m3stripe.testing.m3ter_emulator import M3terEmulator
+from m3stripe.testing.m3ter_emulator import state as emulator_state
 
 ORG = "org-1"
 CLIENT_ID = "client-1"
@@ -286,6 +290,17 @@ async def test_bill_body_matches_the_sdk_model(emulator: M3terEmulator, client: 
 
     line_items = await client.bills.line_items.list(bill_id)
     assert [line.line_item_type for line in line_items.data] == ["USAGE", "STANDING_CHARGE"]
+
+
+def test_the_emulators_line_item_types_and_address_keys_are_the_vendors() -> None:
+    # The emulator's own copies (it imports nothing of the operator but its API) against the SDK's models; the
+    # operator's constants, which the emulator used to import, must agree with the same vendor lists.
+    vendor_types = typing.get_args(LineItem.model_fields["line_item_type"].annotation)
+    vendor_keys = tuple(field.alias or name for name, field in Address.model_fields.items())
+    assert vendor_types == emulator_state.LINE_ITEM_TYPES
+    assert set(emulator_state.ADDRESS_KEYS) == set(vendor_keys)
+    assert vendor_types == LINE_ITEM_TYPES
+    assert set(ADDRESS_KEYS) == set(vendor_keys)
 
 
 async def test_every_line_item_type_is_accepted(emulator: M3terEmulator, client: AsyncM3ter) -> None:

@@ -896,11 +896,19 @@ def _sdk_params_class(route_name: str) -> type | None:
         "POST /v1/invoices/{invoice}/add_lines": "_invoice_add_lines_params.InvoiceAddLinesParams",
         "POST /v1/invoices/{invoice}/remove_lines": "_invoice_remove_lines_params.InvoiceRemoveLinesParams",
         "GET /v1/invoices/{invoice}/lines": "_invoice_line_item_list_params.InvoiceLineItemListParams",
+        "POST /v1/coupons": "_coupon_create_params.CouponCreateParams",
+        "GET /v1/coupons/{coupon}": "_coupon_retrieve_params.CouponRetrieveParams",
+        "GET /v1/tax/settings": "tax._settings_retrieve_params.SettingsRetrieveParams",
+        "POST /v1/tax/settings": "tax._settings_update_params.SettingsUpdateParams",
+        "GET /v1/tax/registrations": "tax._registration_list_params.RegistrationListParams",
+        "POST /v1/tax/registrations": "tax._registration_create_params.RegistrationCreateParams",
+        "GET /v1/tax/registrations/{id}": "tax._registration_retrieve_params.RegistrationRetrieveParams",
+        "POST /v1/tax/registrations/{id}": "tax._registration_update_params.RegistrationUpdateParams",
     }
     dotted = names.get(route_name)
     if dotted is None:
         return None
-    module, _, cls = dotted.partition(".")
+    module, _, cls = dotted.rpartition(".")
     found: type = getattr(importlib.import_module(f"stripe.params.{module}"), cls)
     return found
 
@@ -943,7 +951,8 @@ def test_every_accepted_parameter_exists_in_the_sdk() -> None:
             continue
         checked += 1
         _check_against_sdk(route.schema.obj, sdk, f"{route.name}: ", problems)
-    assert checked >= 25
+    # Every route but the DELETEs, whose SDK types lack the `expand` every emulated endpoint takes.
+    assert checked == len([route for route in ROUTES if route.method != "DELETE"])
     assert problems == []
 
 

@@ -123,6 +123,28 @@ class KubeApi:
             name=name, resource_version=(secret.metadata.resource_version if secret.metadata else None) or "", data=data
         )
 
+    async def list_integrations(self, *, timeout: float = STATUS_REQUEST_TIMEOUT) -> list[dict[str, Any]]:
+        """Every StripeIntegration in every namespace (the overlap check: other shards' integrations included).
+
+        Needs `list` on stripeintegrations cluster-wide (the ClusterRole m3stripe-operator-peers); HTTP 403 in
+        KubeApiError.status when it is not granted. StripeIntegrations hold no secrets (only Secret names)."""
+        try:
+            found = await asyncio.to_thread(
+                self._custom.list_cluster_custom_object,
+                names.GROUP,
+                names.VERSION,
+                names.PLURAL,
+                _request_timeout=timeout,
+            )
+        except ApiException as err:
+            raise KubeApiError(
+                f"listing StripeIntegrations in all namespaces failed: HTTP {err.status} {err.reason}", err.status or 0
+            ) from None
+        except Exception as err:
+            raise KubeApiError(f"listing StripeIntegrations in all namespaces failed: {type(err).__name__}") from None
+        items = found.get("items") if isinstance(found, dict) else None
+        return [item for item in items or () if isinstance(item, dict)]
+
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], *, timeout: float | None = None
     ) -> None:

@@ -1,4 +1,5 @@
-"""m3ter OAuth: client-credential tokens fetched once, shared, and refreshed shortly before expiry.
+"""m3ter OAuth: client-credential tokens fetched once, shared, and refreshed shortly before expiry; the Service
+User's credentials, and the m3ter adapter's errors (each one of the Bill source port's).
 
 The SDK's async client never fetches tokens itself (and the sync one fetches one per request), so
 the operator owns the token lifecycle here and hands the token to the SDK as its ``token`` option.
@@ -12,11 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
-import httpx
 import m3ter
-from aiolimiter import AsyncLimiter
 from m3ter import AsyncM3ter
 
 from m3stripe.domain.ports import BillSourceAuthError, BillSourceError, BillSourceUnavailable
@@ -24,14 +22,6 @@ from m3stripe.domain.ports import BillSourceAuthError, BillSourceError, BillSour
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_MARGIN = 60.0
-
-# m3ter's Config API limits (https://www.m3ter.com/docs/guides/m3ter-apis/config-api-limits): "Each m3ter
-# Organization can send a maximum of 50 requests per second from any number of source IP addresses" (429 "for
-# the remainder of the second in which throttling has occurred"), and "Individual host machines can send up to
-# 20,000 requests over a rolling 5-minute period" (429 until the count in the window drops below 20,000).
-ORGANIZATION_REQUESTS_PER_SECOND: Final = 50
-SOURCE_IP_REQUESTS_PER_WINDOW: Final = 20_000
-SOURCE_IP_WINDOW_SECONDS: Final = 300.0
 
 
 class M3terSourceError(BillSourceError):
@@ -83,82 +73,6 @@ def server_message(exc: m3ter.APIStatusError, limit: int = 300) -> str:
                 text = str(body[key])
                 break
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-class M3terRateLimits:
-    """Client-side budgets that keep this process under m3ter's Config API limits.
-
-    One limiter per Organization (keyed by its id, so every integration and every Service User reading
-    it share one budget) and one for the whole process (the source-IP limit). Each is a leaky bucket:
-    in any window of T seconds it admits at most ``burst + rate * T`` requests, so the defaults admit at
-    most 45 requests in any second (m3ter allows 50; the rest is slack for network jitter) and 19,000 in
-    any 5 minutes (m3ter allows 20,000). Every m3ter request, token fetches and the SDK's own retries
-    included, passes through it (an httpx request hook): m3ter does not say whether ``POST /oauth/token``
-    counts against the Organization, so it is counted.
-    """
-
-    def __init__(
-        self,
-        *,
-        organization_rate: float = 40.0,
-        organization_burst: int = 5,
-        ip_rate: float = 60.0,
-        ip_burst: int = 1000,
-    ) -> None:
-        if organization_rate <= 0 or organization_burst < 1 or ip_rate <= 0 or ip_burst < 1:
-            raise ValueError("m3ter rate limits must be positive")
-        if organization_rate + organization_burst > ORGANIZATION_REQUESTS_PER_SECOND:
-            log.warning(
-                "m3ter requests per second %s (+ burst %s) exceed m3ter's documented %s per organization; "
-                "expect 429s unless m3ter raised this organization's limit",
-                organization_rate,
-                organization_burst,
-                ORGANIZATION_REQUESTS_PER_SECOND,
-            )
-        self._org_rate = organization_rate
-        self._org_burst = organization_burst
-        self._orgs: dict[str, AsyncLimiter] = {}
-        self._ip = AsyncLimiter(ip_burst, ip_burst / ip_rate)
-
-    def for_organization(self, organization_id: str) -> AsyncLimiter:
-        limiter = self._orgs.get(organization_id)
-        if limiter is None:
-            limiter = self._orgs[organization_id] = AsyncLimiter(self._org_burst, self._org_burst / self._org_rate)
-        return limiter
-
-    async def acquire(self, organization_id: str) -> None:
-        """Wait until one more request to ``organization_id`` fits both budgets."""
-        await self.for_organization(organization_id).acquire()
-        await self._ip.acquire()
-
-    def http_client(self, organization_id: str, timeout: float) -> httpx.AsyncClient:
-        """An HTTP client for the SDK (its ``http_client`` option) whose every request takes a slot."""
-
-        async def throttle(request: httpx.Request) -> None:
-            await self.acquire(organization_id)
-
-        return m3ter.DefaultAsyncHttpxClient(timeout=timeout, event_hooks={"request": [throttle]})
-
-
-def sdk_client(
-    credentials: M3terCredentials,
-    *,
-    base_url: str | None,
-    timeout: float,
-    max_retries: int,
-    rate_limits: M3terRateLimits,
-) -> AsyncM3ter:
-    """The official async client for one Service User, throttled by ``rate_limits``."""
-    # Who asks, and through which throttled HTTP client; then how the SDK talks to m3ter.
-    return AsyncM3ter(
-        api_key=credentials.client_id,
-        api_secret=credentials.client_secret,
-        org_id=credentials.organization_id,
-        http_client=rate_limits.http_client(credentials.organization_id, timeout),
-        base_url=base_url,
-        timeout=timeout,
-        max_retries=max_retries,
-    )
 
 
 @dataclass(frozen=True)

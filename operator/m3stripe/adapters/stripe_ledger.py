@@ -26,6 +26,19 @@ def _created(obj: Any) -> int:
     return int(getattr(obj, "created", None) or getattr(obj, "date", None) or 0)
 
 
+def _embedded_lines(lines: Any) -> tuple[HeldLine, ...] | None:
+    """The invoice's lines when its answer holds all of them: the invoice object's `lines` is a list with `data` and
+    `has_more` ("The individual line items that make up the invoice", SDK _invoice.py `lines: ListObject[
+    InvoiceLineItem]`; Stripe's fixtures show it embedded with `has_more`). None: they must be listed."""
+    if isinstance(lines, dict):
+        data, more = lines.get("data"), lines.get("has_more")
+    else:
+        data, more = getattr(lines, "data", None), getattr(lines, "has_more", None)
+    if more is not False or not isinstance(data, list):
+        return None
+    return tuple(held_line(line) for line in data)
+
+
 def held_invoice(obj: Any) -> HeldInvoice:
     """An invoice (Stripe's JSON or an SDK object) as the domain holds it."""
     if isinstance(obj, dict):
@@ -35,9 +48,11 @@ def held_invoice(obj: Any) -> HeldInvoice:
             str(obj.get("status") or ""),
             metadata_of(obj),
             [{"name": str(f["name"]), "value": str(f["value"])} for f in obj.get("custom_fields") or ()],
+            _embedded_lines(obj.get("lines")),
         )
     fields = [{"name": str(f.name), "value": str(f.value)} for f in (getattr(obj, "custom_fields", None) or [])]
-    return HeldInvoice(str(obj.id), _created(obj), str(obj.status or ""), metadata_of(obj), fields)
+    lines = _embedded_lines(getattr(obj, "lines", None))
+    return HeldInvoice(str(obj.id), _created(obj), str(obj.status or ""), metadata_of(obj), fields, lines)
 
 
 def held_line(obj: Any) -> HeldLine:

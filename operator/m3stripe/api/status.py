@@ -26,6 +26,10 @@ class ConditionType(enum.StrEnum):
     SYNCED = "Synced"
     STALLED = "Stalled"
     PLANNED = "Planned"
+    # Another integration selects some of the same Bills for the same Stripe account and mode (abnormal-true).
+    OVERLAPPING = "Overlapping"
+    # How many of the Organization's Accounts the account selection keeps; False when none (it sends nothing).
+    ACCOUNTS_SELECTED = "AccountsSelected"
 
 
 class _Model(BaseModel):
@@ -133,11 +137,42 @@ class SyncProgress(_Model):
         default=None,
         max_length=64,
         description=(
-            "Which m3ter Organization and Stripe account and mode this progress was made against (opaque digests). "
-            "When the spec or the key points elsewhere, the next pass starts over: it reads every Bill and sends "
-            "what the new Stripe account lacks."
+            "Which m3ter Organization and Stripe account and mode this progress was made against, and which older "
+            "integrations it left shared Bills to (opaque digests). When the spec or the key points elsewhere, or "
+            "one of those integrations goes away or changes its selection, the next pass starts over: it reads "
+            "every Bill and sends what the Stripe account lacks."
         ),
     )
+
+
+class AccountSelection(_Model):
+    """The account selection (accountIds, restrictedAccountIds, accountFilter) counted over every Account of the
+    m3ter Organization: once per spec generation and then daily (condition AccountsSelected)."""
+
+    observedGeneration: int | None = Field(default=None, ge=0, description="The spec generation counted.")
+    time: str = Field(description="When the Accounts were counted (RFC 3339).")
+    accounts: int = Field(ge=0, description="Accounts of the Organization.")
+    selected: int = Field(ge=0, description="Accounts the selection keeps: none means no Bill is ever sent.")
+
+
+class OverlapRecord(_Model):
+    """Another StripeIntegration that selects some of the same Bills for the same m3ter Organization and Stripe
+    account and mode. The older of the two sends the Bills both select; the other leaves them to it."""
+
+    integration: str = Field(description="The other integration, namespace/name.")
+    uid: str = Field(description="Its metadata.uid.")
+    sends: bool = Field(
+        description="True: it is the older one and sends the Bills both select (this one leaves them to it); "
+        "false: this one sends them."
+    )
+    bills: int = Field(default=0, ge=0, description="Bills both selected in the last pass that met any.")
+    notes: str | None = Field(
+        default=None, max_length=1024, description="Its state: suspended, disabled, in Plan mode, account not known."
+    )
+    selections: str = Field(
+        description="Digest of both integrations' selections; the record starts over when either changes."
+    )
+    lastSeen: str = Field(description="When a pass last met a Bill both select (RFC 3339).")
 
 
 class DisablementNotification(_Model):
@@ -255,6 +290,17 @@ class StripeIntegrationStatus(_Model):
         description="Error events not yet marked actioned, newest first.",
     )
     sync: SyncProgress | None = Field(default=None, description="Sync progress carried between passes.")
+    accountSelection: AccountSelection | None = Field(
+        default=None, description="How many of the Organization's Accounts the account selection keeps."
+    )
+    overlaps: list[OverlapRecord] = Field(
+        default_factory=list,
+        max_length=50,
+        description=(
+            "Other integrations selecting some of the same Bills for the same Stripe account and mode (condition "
+            "Overlapping). The older integration sends the Bills both select; the younger one leaves them to it."
+        ),
+    )
     notification: DisablementNotification | None = Field(
         default=None, description="The email to integrationDisabledNotificationUsers about the last disablement."
     )

@@ -19,7 +19,7 @@ def status_of(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def integrations_table(items: Sequence[Mapping[str, Any]], *, wide: bool, namespaces: bool, now: datetime) -> str:
-    headers = ["NAME", "READY", "REASON", "LAST RUN", "RUN AGE", "SENT", "FAILED", "OPEN EVENTS", "ERRORS"]
+    headers = ["NAME", "READY", "REASON", "LAST RUN", "RUN AGE", "SENT", "FAILED", "OPEN EVENTS", "OVERLAP", "ERRORS"]
     if namespaces:
         headers.insert(0, "NAMESPACE")
     if wide:
@@ -40,6 +40,7 @@ def integrations_table(items: Sequence[Mapping[str, Any]], *, wide: bool, namesp
             str(last.get("billsSent", NONE)) if last else NONE,
             str(last.get("billsFailed", NONE)) if last else NONE,
             str(len(status.get("openEvents") or ())),
+            overlap_of(status),
             errors,
         ]
         if namespaces:
@@ -53,6 +54,21 @@ def integrations_table(items: Sequence[Mapping[str, Any]], *, wide: bool, namesp
             ]
         rows.append(row)
     return table(headers, rows)
+
+
+def overlap_of(status: Mapping[str, Any]) -> str:
+    """Which other integrations select some of the same Bills for the same Stripe account and mode, and who sends
+    them: "left to NS/NAME" (the older one sends them), "shared with NS/NAME" (this one sends them)."""
+    records = status.get("overlaps") or ()
+    older = [str(r.get("integration")) for r in records if r.get("sends")]
+    younger = [str(r.get("integration")) for r in records if not r.get("sends")]
+    parts = ([f"left to {','.join(older)}"] if older else []) + (
+        [f"shared with {','.join(younger)}"] if younger else []
+    )
+    if parts:
+        return "; ".join(parts)
+    overlapping = find(status.get("conditions"), ConditionType.OVERLAPPING) or {}
+    return "unknown" if overlapping.get("status") == "Unknown" else NONE
 
 
 def runs_table(runs: Sequence[Mapping[str, Any]], *, wide: bool, now: datetime) -> str:

@@ -587,6 +587,19 @@ class AccountFilter:
         """Dotted field paths the filter reads; right-hand bare words are not included."""
         return self._fields
 
+    def number_orderings(self) -> list[tuple[str, str]]:
+        """(field, comparison as written) for each ordering (<, <=, >, >=) of a field with a number literal."""
+        found: list[tuple[str, str]] = []
+        for comparison in _comparisons(self._root):
+            if comparison.op not in _ORDERINGS:
+                continue
+            for field_side, other in ((comparison.left, comparison.right), (comparison.right, comparison.left)):
+                path = field_side.path if isinstance(field_side, BareWord) else field_side
+                if isinstance(path, Path) and isinstance(other, Literal) and isinstance(other.value, Decimal):
+                    text = f"{_describe(comparison.left)} {comparison.op} {_describe(comparison.right)}"
+                    found.append((path.dotted, text))
+        return found
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AccountFilter):
             return NotImplemented

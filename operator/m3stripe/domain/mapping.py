@@ -1,8 +1,9 @@
 """Map an m3ter Bill to what Stripe should hold for it: lines in minor units, invoice fields, metadata.
 
-Pure functions: no I/O. Every Stripe object carries metadata linking it back to the integration, the
-Bill, the Bill's version and (for lines) the m3ter line and its position, which is how earlier attempts
-are found.
+Pure functions: no I/O. Every Stripe object carries metadata linking it back to the m3ter Organization,
+the Bill, the Bill's version and (for lines) the m3ter line and its position, which is how what Stripe
+already holds is found again, by any integration and after any re-creation (see `stripe_writer.identifies`).
+The integration that wrote it is recorded too, for people, never for finding it.
 
 Amounts. m3ter prices usage at fractions of a cent, so line subtotals can be finer than the currency's
 minor unit while ``billTotal`` is rounded. The customer owes the Bill's total, so the lines are rounded
@@ -33,7 +34,11 @@ from m3stripe.domain.money import (
     to_steps_exact,
 )
 
+# Which StripeIntegration (its Kubernetes uid) wrote the object: for a person reading Stripe, never for finding it.
 META_INTEGRATION = "m3stripe_integration"
+# The m3ter Organization the Bill belongs to: with the Bill id, a Bill's identity that survives the re-creation
+# of the Kubernetes object (a new uid), a rename or a move to another namespace.
+META_ORGANIZATION = "m3ter_organization_id"
 META_BILL = "m3ter_bill_id"
 META_VERSION = "m3ter_bill_version"
 META_ACCOUNT = "m3ter_account_id"
@@ -114,6 +119,7 @@ class BillPlan:
     version: int
     account_id: str
     currency: str  # lower case, as Stripe writes it
+    organization_id: str
     lines: tuple[PlannedLine, ...]
     metadata: dict[str, str]
     invoice_fields: dict[str, Any] = field(default_factory=dict)
@@ -169,9 +175,10 @@ class BillPlan:
         }
 
 
-def bill_metadata(bill: Bill, integration_id: str) -> dict[str, str]:
+def bill_metadata(bill: Bill, integration_id: str, organization_id: str) -> dict[str, str]:
     return {
         META_INTEGRATION: integration_id,
+        META_ORGANIZATION: organization_id,
         META_BILL: bill.id,
         META_VERSION: str(bill.version),
         META_ACCOUNT: bill.account_id,
@@ -218,7 +225,7 @@ def plan_bill(
                 "or ask Stripe to raise the limit and set spec.maxLinesPerInvoice"
             )
         amounts = line_amounts(bill, lines, rounding)
-        metadata = bill_metadata(bill, integration_id)
+        metadata = bill_metadata(bill, integration_id, spec.m3ter.organizationId)
         planned = tuple(
             _plan_line(line, index, amount, bill, metadata, spec)
             for index, (line, amount) in enumerate(zip(lines, amounts, strict=True))
@@ -232,6 +239,7 @@ def plan_bill(
         version=bill.version,
         account_id=bill.account_id,
         currency=currency.lower(),
+        organization_id=spec.m3ter.organizationId,
         lines=planned,
         metadata=metadata,
         invoice_fields=fields,

@@ -76,14 +76,13 @@ class Planner:
     """Collects a dry run's decisions; reads Stripe only through a LedgerReader (it has no write method)."""
 
     reader: LedgerReader
-    integration_id: str
     bills: dict[str, PlannedBill] = field(default_factory=dict)
     _mapped: dict[str, tuple[BillPlan, str | None]] = field(default_factory=dict)
     _decisions: dict[str, Decision] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A writer over the read-only port: it can decide, and has no ledger to execute with.
-        self._writer = StripeWriter(self.reader, self.integration_id)
+        self._writer = StripeWriter(self.reader)
 
     def mapped(self, plan: BillPlan) -> None:
         self._mapped[plan.bill_id] = (plan, None)

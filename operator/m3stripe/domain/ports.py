@@ -47,6 +47,7 @@ class BillSource(Protocol):
     def bills_by_ids(self, ids: list[str]) -> AsyncIterator[Bill | MalformedBill]: ...
     def list_bill_versions(self) -> AsyncIterator[ListedBill]: ...
     async def get_account(self, account_id: str) -> Account | None: ...
+    def list_accounts(self) -> AsyncIterator[Account]: ...
     async def find_stripe_customer_mapping(self, account_id: str) -> str | None: ...
     async def rounding_for(self, currency: str) -> CurrencyRounding | None: ...
 
@@ -85,17 +86,6 @@ class LedgerError(Exception):
 
 
 @dataclass(frozen=True)
-class HeldInvoice:
-    """What the domain needs of an invoice Stripe holds (a slim copy: an index holds many)."""
-
-    id: str
-    created: int
-    status: str
-    metadata: Mapping[str, str]
-    custom_fields: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class HeldLine:
     """An invoice line, or an invoice item (then `invoice` is the invoice it is on, None while pending)."""
 
@@ -105,6 +95,22 @@ class HeldLine:
     description: str
     metadata: Mapping[str, str]
     invoice: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldInvoice:
+    """What the domain needs of an invoice Stripe holds (a slim copy: an index holds many).
+
+    `lines`: every line of the invoice when Stripe's answer embedded them all (an invoice carries its first lines
+    in `lines`, with `has_more` false when that is all of them); None when they must be listed.
+    """
+
+    id: str
+    created: int
+    status: str
+    metadata: Mapping[str, str]
+    custom_fields: list[dict[str, str]] = field(default_factory=list)
+    lines: tuple[HeldLine, ...] | None = None
 
 
 @dataclass(frozen=True)

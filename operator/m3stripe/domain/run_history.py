@@ -20,14 +20,17 @@ from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus, Sy
 MAX_OPEN_EVENTS = 100
 
 
-def ledger_id(organization_id: str, *, live: bool, stripe_account: str | None) -> str:
-    """The source and the Stripe ledger a sync progress belongs to, as digests (no id in clear in the status)."""
+def ledger_id(organization_id: str, *, live: bool, stripe_account: str | None, owners: str = "") -> str:
+    """The source and the Stripe ledger a sync progress belongs to, as digests (no id in clear in the status), and
+    `owners`, the digest of the older integrations this one leaves the Bills they also select to
+    (overlap.Overlap.owners_digest; "" when none)."""
 
     def digest(value: str) -> str:
         return hashlib.sha256(value.encode()).hexdigest()[:12]
 
     account = digest(stripe_account) if stripe_account else "-"
-    return f"{digest(organization_id)}.{'live' if live else 'test'}.{account}"
+    ledger = f"{digest(organization_id)}.{'live' if live else 'test'}.{account}"
+    return f"{ledger}.{owners}" if owners else ledger
 
 
 def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
@@ -48,7 +51,16 @@ def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
         return f"spec.destination moved from {old_mode} to {mode} mode"
     if "-" not in (old_account, account) and old_account != account:
         return "the Stripe key now belongs to another Stripe account"
+    old_owners, owners = _owners(recorded), _owners(ledger)
+    if old_owners and old_owners != owners:
+        # Bills left to an older integration that is gone now, or no longer selects them, may be no one's: the
+        # watermark moved past them while they were its. New owners need nothing: Bills sent here stay recognised.
+        return "an older integration this one left the Bills both select to is gone or selects other Bills now"
     return None
+
+
+def _owners(ledger: str) -> str:
+    return [*ledger.split("."), "", "", "", ""][3]
 
 
 def _recorded_ledger(status: Mapping[str, Any]) -> str | None:
@@ -85,7 +97,10 @@ def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, A
     if moved is None:
         # Not moved: the Organization and mode are the recorded ones (or nothing is recorded).
         recorded = _recorded_ledger(status)
-        return status, None, recorded if recorded is not None and _parts(ledger)[2] == "-" else ledger
+        if recorded is not None and _parts(ledger)[2] == "-":
+            kept = ".".join(_parts(recorded))
+            return status, None, f"{kept}.{_owners(ledger)}" if _owners(ledger) else kept
+        return status, None, ledger
     return {**status, "sync": fresh_progress(ledger)}, moved, ledger
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -67,6 +68,10 @@ class BillResult:
     detail: str = ""
     event: ErrorEvent | None = None
     retry: bool = False
+    # Overlap (domain.overlap): the older integration this Bill was left to, or the younger ones that also select
+    # a Bill this integration wrote; "namespace/name" each.
+    left_to: str | None = None
+    shared_with: tuple[str, ...] = ()
 
 
 @dataclass
@@ -91,6 +96,10 @@ class RunReport:
     last_sweep: datetime | None = None
     swept_listed: int | None = None
     swept_reread: int = 0
+    # Bills another integration on the same Stripe account also selects: left to the older one ("ns/name": count),
+    # or written here while a younger one also selects them.
+    left_to: Counter[str] = field(default_factory=Counter)
+    shared_with: Counter[str] = field(default_factory=Counter)
 
     def add(self, result: BillResult, *, keep_ids: int) -> None:
         if result.outcome is Outcome.SENT:
@@ -107,9 +116,17 @@ class RunReport:
             self.events.append(result.event)
         if result.retry:
             self.retry_bill_ids.append(result.bill_id)
+        if result.left_to:
+            self.left_to[result.left_to] += 1
+        for peer in result.shared_with:
+            self.shared_with[peer] += 1
 
     def summary(self) -> str:
         text = f"{self.sent} sent, {self.unchanged} already in Stripe, {self.skipped} skipped, {self.failed} failed"
+        if self.left_to:
+            text += "; left to older integrations that also select them: " + ", ".join(
+                f"{count} to {peer}" for peer, count in sorted(self.left_to.items())
+            )
         if self.swept_listed is not None:
             text += f"; reconciliation sweep: {self.swept_listed} listed, {self.swept_reread} re-read"
         if self.stopped_early:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 from m3stripe.domain.account_filter import AccountFilter, FilterNotes
@@ -60,3 +61,22 @@ class Selector:
         if not self.account_filter.matches(record):
             return Skip.FILTERED
         return None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many of the Organization's Accounts an integration's account selection (accountIds,
+    restrictedAccountIds, accountFilter) keeps: none means it sends nothing, however healthy it looks."""
+
+    accounts: int
+    selected: int
+
+
+async def account_coverage(selector: Selector, accounts: AsyncIterable[Account]) -> Coverage:
+    """The selection evaluated over every Account (the approval rule is about Bills, not Accounts)."""
+    total = selected = 0
+    async for account in accounts:
+        total += 1
+        if selector.by_account_id(account.id) is None and selector.by_account(account) is None:
+            selected += 1
+    return Coverage(total, selected)

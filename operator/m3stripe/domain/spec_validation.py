@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter, FilterSyntaxError, parse_filter
 from m3stripe.domain.billing import ADDRESS_KEYS
+from m3stripe.domain.selection import Selector
 
 # The top-level keys of the record a filter is evaluated against (`Account.as_filter_record`); a path
 # that starts anywhere else can never match an Account, so it is a typo, not a filter.
@@ -35,6 +36,15 @@ class SpecProblem:
 class ParsedSpec:
     spec: StripeIntegrationSpec
     account_filter: AccountFilter | None
+
+    def selector(self) -> Selector:
+        """A new Selector of this spec (accounts, filter, approval), with its own filter notes."""
+        return Selector(
+            account_ids=frozenset(self.spec.accountIds),
+            restricted_account_ids=frozenset(self.spec.restrictedAccountIds),
+            account_filter=self.account_filter,
+            only_approved=self.spec.onlySendBillOnApproval,
+        )
 
 
 def parse_spec(raw: object) -> ParsedSpec | list[SpecProblem]:
@@ -66,6 +76,7 @@ def parse_spec(raw: object) -> ParsedSpec | list[SpecProblem]:
             problems.append(SpecProblem("spec.accountFilter", str(err)))
     if account_filter is not None:
         problems.extend(_unknown_filter_fields(account_filter))
+        problems.extend(_text_ordered_by_number(account_filter))
     if problems:
         return problems
     return ParsedSpec(spec=spec, account_filter=account_filter)
@@ -95,6 +106,26 @@ def _unknown_filter_fields(account_filter: AccountFilter) -> list[SpecProblem]:
             problems.append(
                 SpecProblem("spec.accountFilter", f"field {dotted!r}: {root} is a plain value with no fields")
             )
+    return problems
+
+
+def _text_ordered_by_number(account_filter: AccountFilter) -> list[SpecProblem]:
+    """An Account's own fields are text (the m3ter SDK types every field of AccountResponse and Address `str`), so
+    ordering one by a number (`address.country >= 5`) holds only where m3ter holds a numeral there: for a country, a
+    currency, a name, never; for a postal code, not for "SW1A 1AA" or "02134-1234". Refused like the other filters
+    that cannot mean what they say; custom fields may hold numbers (`Dict[str, Union[str, float]]`) and are not."""
+    problems: list[SpecProblem] = []
+    for dotted, text in account_filter.number_orderings():
+        if dotted.split(".")[0] == "customFields":
+            continue
+        problems.append(
+            SpecProblem(
+                "spec.accountFilter",
+                f"{text!r} orders the text field {dotted} by a number, which is false for every Account whose "
+                f"{dotted} is not written as a number (m3ter Account fields other than customFields are text); "
+                f'compare text with text (quote the value: "…") or use a customFields field that holds numbers',
+            )
+        )
     return problems
 
 

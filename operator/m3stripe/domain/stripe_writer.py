@@ -5,6 +5,11 @@ up other pending items), its lines added in bulk. Items mode: pending invoice it
 Either way every write has a deterministic idempotency key, and before writing we look at what exists
 through list endpoints (read-after-write consistent; the Search API is not).
 
+What Stripe holds for a Bill is recognised by the Bill's durable identity (`identifies`): its m3ter Organization and
+Bill id in the object's metadata, never the Kubernetes object that wrote it. So a re-created integration (a cluster
+rebuilt from git, `kubectl replace`, a rename, another namespace), or another integration on the same Bills, finds
+what was sent and never invoices a Bill twice.
+
 Finding what exists costs O(1) requests per Bill, whatever the customer's history (`CustomerIndex`):
 each customer's invoices (or items) are listed once per pass, from a `created` time no earlier write of
 a Bill of the pass can precede, and before each later Bill only what was created since is re-read.
@@ -13,7 +18,9 @@ a Bill of the pass can precede, and before each later Bill only what was created
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -24,6 +31,7 @@ from m3stripe.domain.mapping import (
     META_INTEGRATION,
     META_LINE,
     META_LINE_INDEX,
+    META_ORGANIZATION,
     META_VERSION,
     BillPlan,
     PlannedLine,
@@ -67,9 +75,21 @@ class WriteResult:
     changed: bool  # False when Stripe already held exactly this version
 
 
-def _ours(obj: HeldLine, integration_id: str, bill_id: str) -> bool:
-    meta = obj.metadata
-    return meta.get(META_INTEGRATION) == integration_id and meta.get(META_BILL) == bill_id
+def identifies(metadata: Mapping[str, str], organization_id: str, bill_id: str) -> bool:
+    """Whether a Stripe object's metadata says it was written for this Bill of this m3ter Organization.
+
+    The identity is what does not change when the Kubernetes object does (a new uid on re-creation, another name or
+    namespace): the Organization and the Bill id; the Stripe account and mode are where the object was found. Objects
+    written before the Organization was recorded carry the writing integration's uid instead; they are still this
+    Bill's, since a Bill id is m3ter's UUID of the Bill ("The UUID of the entity", m3ter SDK types/bill_response.py),
+    not reused by another Organization, and only this operator writes `m3stripe_integration`.
+    """
+    if metadata.get(META_BILL) != bill_id:
+        return False
+    organization = metadata.get(META_ORGANIZATION)
+    if organization:
+        return organization == organization_id
+    return bool(metadata.get(META_INTEGRATION))
 
 
 Signature = tuple[str, str, int, str, str]
@@ -141,8 +161,10 @@ class CustomerIndex:
     def remove(self, bill_id: str, object_id: str) -> None:
         self.by_bill.get(bill_id, {}).pop(object_id, None)
 
-    def held(self, bill_id: str) -> list[Any]:
-        return list(self.by_bill.get(bill_id, {}).values())
+    def held(self, plan: BillPlan) -> list[Any]:
+        """What Stripe holds for the plan's Bill, by its durable identity (`identifies`)."""
+        found = self.by_bill.get(plan.bill_id, {}).values()
+        return [obj for obj in found if identifies(obj.metadata, plan.organization_id, plan.bill_id)]
 
 
 class BillAction(enum.StrEnum):
@@ -227,12 +249,11 @@ class StripeWriter:
     """Writes Bills for one pass. Callers serialise the Bills of one customer (the engine's customer lock);
     the writer also locks per customer, so a caller that does not is still exactly once."""
 
-    def __init__(self, ledger: Ledger | LedgerReader, integration_id: str, *, key_salt: str | None = None) -> None:
+    def __init__(self, ledger: Ledger | LedgerReader, *, key_salt: str | None = None) -> None:
         """Given a LedgerReader (Plan mode) the writer only decides: it holds no ledger to execute with."""
         self._ledger: Ledger | None = ledger if isinstance(ledger, Ledger) else None
         # Deciding reads only, through the read side of the port.
         self._reads: LedgerReader = ledger
-        self._integration = integration_id
         self._salt = key_salt
         self._indexes: dict[tuple[Kind, str], CustomerIndex] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -240,7 +261,7 @@ class StripeWriter:
 
     def _key(self, plan: BillPlan, step: str, params: Any = None) -> str:
         material = params if self._salt is None else [self._salt, params]
-        return idempotency_key(self._integration, plan.bill_id, plan.version, step, material)
+        return idempotency_key(plan.organization_id, plan.bill_id, plan.version, step, material)
 
     # What Stripe holds, per customer
     async def _list(self, kind: Kind, customer: str, created: dict[str, int] | None) -> list[HeldInvoice | HeldLine]:
@@ -260,12 +281,12 @@ class StripeWriter:
         return found
 
     def _take(self, index: CustomerIndex, objects: list[HeldInvoice | HeldLine]) -> None:
+        # Indexed by Bill id whoever wrote it; `CustomerIndex.held` keeps only what identifies the Bill asked about.
         for obj in objects:
             index.newest = max(index.newest, obj.created)
-            meta = obj.metadata
-            if meta.get(META_INTEGRATION) != self._integration or not meta.get(META_BILL):
-                continue
-            index.add(obj, meta[META_BILL])
+            bill_id = obj.metadata.get(META_BILL)
+            if bill_id:
+                index.add(obj, bill_id)
 
     async def _index(self, kind: Kind, customer: str, not_before: datetime | None) -> CustomerIndex:
         """The customer's index, complete for a Bill first created at `not_before` (see CustomerIndex)."""
@@ -322,12 +343,12 @@ class StripeWriter:
 
     # Invoice mode
     async def _decide_invoice(self, plan: BillPlan, index: CustomerIndex) -> Decision:
-        held = index.held(plan.bill_id)
+        held = index.held(plan)
         # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
         invoice: HeldInvoice | None = max(held, key=lambda h: (h.created, h.id)) if held else None
         if invoice is None:
             return decide_invoice(plan, None, [])
-        lines = await self._invoice_lines(plan, invoice.id)
+        lines = await self._invoice_lines(plan, invoice)
         decision = decide_invoice(plan, invoice, lines)
         if decision.action is BillAction.UPDATE_DRAFT:
             # The index may be older than a person's finalize: read the status fresh before changing anything.
@@ -344,7 +365,8 @@ class StripeWriter:
         if decision.action is BillAction.CREATE_INVOICE:
             params = plan.invoice_create_params(customer)
             created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
-            index.add(created, plan.bill_id)
+            # Its lines are added next: what the creation answered of them is out of date at once.
+            index.add(dataclasses.replace(created, lines=None), plan.bill_id)
             await self._add_lines(plan, created.id, list(plan.lines))
             return WriteResult(created.id, True)
         invoice = decision.invoice
@@ -371,16 +393,20 @@ class StripeWriter:
             chunk = {"lines": [line.line_params() for line in lines[start : start + ADD_LINES_CHUNK]]}
             await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(plan, "lines", chunk))
 
-    async def _invoice_lines(self, plan: BillPlan, invoice_id: str) -> list[HeldLine]:
+    async def _invoice_lines(self, plan: BillPlan, invoice: HeldInvoice) -> list[HeldLine]:
+        """The invoice's lines of this Bill: those Stripe embedded in the invoice when it embedded them all (no
+        request), else listed."""
+        if invoice.lines is not None:
+            return [line for line in invoice.lines if identifies(line.metadata, plan.organization_id, plan.bill_id)]
         held: list[HeldLine] = []
-        async for line in self._reads.invoice_lines(invoice_id):
-            if _ours(line, self._integration, plan.bill_id):
+        async for line in self._reads.invoice_lines(invoice.id):
+            if identifies(line.metadata, plan.organization_id, plan.bill_id):
                 held.append(line)
         return held
 
     # Invoice-items mode
     async def _decide_items(self, plan: BillPlan, index: CustomerIndex) -> Decision:
-        items: list[HeldLine] = index.held(plan.bill_id)
+        items: list[HeldLine] = index.held(plan)
         stale, _, _ = _diff(_wanted(plan), items)
         invoiced: dict[str, str] = {}
         for ii in stale:

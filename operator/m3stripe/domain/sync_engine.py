@@ -10,6 +10,7 @@ every Bill's outcome and the state the next pass starts from.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
-from m3stripe.domain.billing import Bill, MalformedBill
+from m3stripe.domain.billing import Account, Bill, MalformedBill
 from m3stripe.domain.customers import CustomerResolver, Unmapped
 from m3stripe.domain.mapping import BillPlan, MappingError, plan_bill
+from m3stripe.domain.overlap import Overlap, malformed_skip
 from m3stripe.domain.plan import Planner
 from m3stripe.domain.ports import (
     BILLS_PAGE_SIZE,
@@ -90,6 +92,15 @@ def _never() -> bool:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A selected Bill ready to write: its plan, its Stripe customer, and the younger integrations that also select it."""
+
+    plan: BillPlan
+    customer: str
+    shared: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class _Slots:
     """`concurrency` Bills being read, and separately `concurrency` Bills being written."""
 
@@ -117,6 +128,7 @@ class SyncEngine:
         clock: Callable[[], datetime] = _now,
         fence: Callable[[], None] = _unfenced,
         planner: Planner | None = None,
+        overlap: Overlap | None = None,
     ) -> None:
         self.spec = spec
         self.integration_id = integration_id
@@ -138,6 +150,9 @@ class SyncEngine:
             account_filter=account_filter,
             only_approved=spec.onlySendBillOnApproval,
         )
+        # Other integrations sending this Organization's Bills to the same Stripe account and mode (domain.overlap):
+        # a Bill an older one also selects is left to it.
+        self.overlap = overlap
         self._writer: StripeWriter | None = None
 
     async def run_pass(
@@ -158,7 +173,7 @@ class SyncEngine:
         # replayed Bill be written again after a person deleted its invoice.
         reads: LedgerReader
         if self.ledger is not None:
-            self._writer = StripeWriter(self.ledger, self.integration_id, key_salt=report.run_id)
+            self._writer = StripeWriter(self.ledger, key_salt=report.run_id)
             reads = self.ledger
         else:
             assert self.planner is not None
@@ -343,7 +358,7 @@ class SyncEngine:
             prepared = await self._prepare(bill, run_id, resolver)
         if isinstance(prepared, BillResult):
             return prepared
-        plan, customer = prepared
+        plan, customer = prepared.plan, prepared.customer
         assert isinstance(bill, Bill)
         if self.planner is not None:
             async with locks.setdefault(customer, asyncio.Lock()), slots.write:
@@ -353,7 +368,7 @@ class SyncEngine:
                     )
                 except LedgerError as err:
                     return self._stripe_failure(bill, run_id, err)
-            return self.planner.result(bill, decision)
+            return dataclasses.replace(self.planner.result(bill, decision), shared_with=prepared.shared)
         try:
             lock = locks.setdefault(customer, asyncio.Lock())
             writer = self._writer
@@ -372,20 +387,34 @@ class SyncEngine:
         except LedgerError as err:
             return self._stripe_failure(bill, run_id, err)
         outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
-        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id)
+        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id, shared_with=prepared.shared)
 
     async def _prepare(
         self, bill: Bill | MalformedBill, run_id: str, resolver: CustomerResolver
-    ) -> BillResult | tuple[BillPlan, str]:
+    ) -> BillResult | _Prepared:
         """Everything before the writes (m3ter reads, selection, the plan, the customer): a result, or what to write."""
+        overlap = self.overlap
+        peers_need_account = overlap is not None and overlap.needs_account
         if isinstance(bill, MalformedBill):
-            # m3ter returned this Bill with a field that cannot be read: a validation error naming the Bill
-            # and the field; every other Bill goes on. Not retried: it is read again once it changes.
+            # m3ter returned this Bill with a field that cannot be read: a validation error naming the Bill and the
+            # field, raised only by the integrations whose selection could include it (another team's broken Bill
+            # costs this integration nothing), and among overlapping ones by the owner only. Every other Bill goes
+            # on. Not retried: it is read again once it changes.
+            account: Account | None = None
+            if bill.account_id is not None and (self.selector.needs_account or peers_need_account):
+                account = await self.source.get_account(bill.account_id)
+            why = malformed_skip(self.selector, bill, account)
+            if why is not None:
+                return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=why)
+            owner = overlap.owner(bill, account) if overlap is not None else None
+            if owner is not None:
+                return self._left_to(bill, owner.where)
             return self._failed(bill, EventKind.VALIDATION, run_id, bill.message)
         skip = self.selector.by_bill(bill)
-        if skip is None and self.selector.needs_account:
+        account = None
+        if skip is None and (self.selector.needs_account or peers_need_account):
             account = await self.source.get_account(bill.account_id)
-            if account is None:
+            if account is None and self.selector.needs_account:
                 return self._failed(
                     bill,
                     EventKind.VALIDATION,
@@ -393,9 +422,32 @@ class SyncEngine:
                     f"m3ter Account {bill.account_id} of Bill {bill.id} was not found",
                     retry=True,
                 )
-            skip = self.selector.by_account(account)
+            if account is not None and self.selector.needs_account:
+                skip = self.selector.by_account(account)
         if skip is not None:
             return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(skip))
+        shared: tuple[str, ...] = ()
+        if overlap is not None:
+            owner = overlap.owner(bill, account)
+            if owner is not None:
+                return self._left_to(bill, owner.where)
+            shared = tuple(p.where for p in overlap.sharers(bill, account))
+        prepared = await self._prepare_selected(bill, run_id, resolver)
+        if isinstance(prepared, BillResult):
+            return dataclasses.replace(prepared, shared_with=shared) if shared else prepared
+        return _Prepared(*prepared, shared=shared)
+
+    def _left_to(self, bill: Bill | MalformedBill, owner: str) -> BillResult:
+        detail = (
+            f"left to {owner}, the older integration that also selects this Bill for the same m3ter Organization "
+            "and Stripe account and mode (the older one sends the Bills both select)"
+        )
+        return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=detail, left_to=owner)
+
+    async def _prepare_selected(
+        self, bill: Bill, run_id: str, resolver: CustomerResolver
+    ) -> BillResult | tuple[BillPlan, str]:
+        """A selected Bill: m3ter's rounding, the plan, the Stripe customer; a result, or what to write."""
         try:
             # m3ter's per-currency rounding decides the total when lines are excluded (mapping.line_amounts).
             rounding = await self.source.rounding_for(bill.currency)
@@ -509,11 +561,12 @@ def build_engine(
     concurrency: int = 8,
     fence: Callable[[], None] = _unfenced,
     clock: Callable[[], datetime] = _now,
+    overlap: Overlap | None = None,
 ) -> SyncEngine:
     """A Send engine over a `Ledger`, or (spec.mode: Plan) a planning engine over the reads of `stripe` only."""
     if spec.is_plan:
         ledger: Ledger | None = None
-        planner: Planner | None = Planner(stripe, integration_id)
+        planner: Planner | None = Planner(stripe)
     elif isinstance(stripe, Ledger):
         ledger, planner = stripe, None
     else:
@@ -529,4 +582,5 @@ def build_engine(
         concurrency=concurrency,
         clock=clock,
         fence=fence,
+        overlap=overlap,
     )

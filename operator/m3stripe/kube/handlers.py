@@ -18,6 +18,7 @@ from m3stripe.api import names
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.integration import Integration
 from m3stripe.kube.leadership import AlwaysLeader, LeaderElector, LeaseSettings, default_namespace
+from m3stripe.kube.peers import seniority
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.worker import IntegrationWorker
 from m3stripe.metrics import Metrics
@@ -46,7 +47,10 @@ def runtime() -> Runtime:
 
 @kopf.on.startup()
 async def configure(
-    settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+    settings: kopf.OperatorSettings,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     global _runtime, _election
     config = OperatorConfig.from_env()
@@ -62,6 +66,11 @@ async def configure(
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 30
     settings.posting.level = logging.WARNING
+    if memo.get("namespaced"):
+        # A shard (`-n`): the namespaces are given by name, and deployed so (deploy/overlays/single-namespace) the
+        # operator may not list namespaces nor watch CRDs. Scanning them would only meet 403s, which kopf retries
+        # with backoff for about 45 s before it starts watching; its scanning settings skip exactly that.
+        settings.scanning.disabled = True
     # The official kubernetes client is synchronous; its calls run in worker threads. Size the pool for
     # many integrations polling at once rather than for the CPU count.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
@@ -141,7 +150,8 @@ async def integration_daemon(
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])
 
-    worker = IntegrationWorker(Integration(rt, namespace, name, uid, emit, logger))
+    created = seniority(body.get("metadata") or {}, namespace, name)[0]
+    worker = IntegrationWorker(Integration(rt, namespace, name, uid, emit, logger, created))
     rt.workers[uid] = worker
     try:
         await worker.run(body, stopped)

@@ -6,12 +6,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.overlap import Seniority
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.kube.leadership import FencedRateLimit
 from m3stripe.kube.runtime import Runtime
@@ -45,10 +47,17 @@ class Integration:
     uid: str
     events: EventSink
     logger: logging.Logger | logging.LoggerAdapter[Any]
+    # metadata.creationTimestamp: of two integrations on the same Bills, the older one sends them (domain.overlap).
+    created: datetime | None = None
 
     @property
     def where(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def seniority(self) -> Seniority:
+        """Unknown creation: the youngest, so that it never takes a Bill from an integration that has it."""
+        return (self.created or datetime.max.replace(tzinfo=UTC), self.namespace, self.name)
 
     @contextlib.asynccontextmanager
     async def stripe(

@@ -18,9 +18,10 @@ from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions, parse_rfc3339
 from m3stripe.api.status import ConditionType
+from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.run_history import sync_state, unhandled
-from m3stripe.domain.runs import ErrorBudget
+from m3stripe.domain.runs import ErrorBudget, RunReport
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import build_engine
 from m3stripe.kube.integration import Integration, PassInputs
@@ -53,9 +54,11 @@ def plan_seconds_until_due(
     return max(0.0, last.timestamp() + parsed.spec.sync_interval_seconds - datetime.now(UTC).timestamp())
 
 
-async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[str, Any], str]:
-    """Run one plan pass; return the status fields it changes (status.plan and the gesture echo), and the
-    message of an unexpected error ("" when there was none)."""
+async def plan_pass(
+    integration: Integration, inputs: PassInputs, *, overlap: Overlap | None = None
+) -> tuple[dict[str, Any], str, RunReport | None]:
+    """Run one plan pass; return the status fields it changes (status.plan and the gesture echo), the message of
+    an unexpected error ("" when there was none), and the pass's report (None when it failed)."""
     parsed, status, annotations = inputs.parsed, inputs.status, inputs.annotations
     spec = parsed.spec
     runtime = integration.runtime
@@ -83,6 +86,7 @@ async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[
             budget=ErrorBudget(PLAN_ERROR_BUDGET),
             concurrency=runtime.config.concurrency_for(spec.effective_requests_per_second),
             fence=runtime.leader.fence,
+            overlap=overlap,
         )
         try:
             report = await engine.run_pass(sync_state(status))
@@ -91,7 +95,7 @@ async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[
         except Exception as err:
             integration.logger.exception("%s: the plan pass failed unexpectedly", integration.where)
             runtime.metrics.internal_error(integration.namespace, integration.name, "plan")
-            return extra, internal_error_message(err, "in the plan pass")
+            return extra, internal_error_message(err, "in the plan pass"), None
     assert engine.planner is not None  # spec.mode is Plan
     extra["plan"] = engine.planner.summary(report, generation=status.get("observedGeneration"))
     integration.logger.info(
@@ -103,7 +107,7 @@ async def plan_pass(integration: Integration, inputs: PassInputs) -> tuple[dict[
     )
     if _plan_changed(status.get("plan"), extra["plan"]):
         integration.events("Normal", "Planned", str(extra["plan"]["message"])[:1024])
-    return extra, ""
+    return extra, "", report
 
 
 # What a plan's Planned event reports: a pass that plans the same as the last one says nothing new.

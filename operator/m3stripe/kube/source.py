@@ -8,13 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from m3stripe.adapters.kube_api import KubeApi
-from m3stripe.adapters.m3ter_source import (
-    M3terAuthError,
-    M3terCredentials,
-    M3terRateLimits,
-    M3terSource,
-    M3terUnavailable,
-)
+from m3stripe.adapters.m3ter_client import M3terRateLimits
+from m3stripe.adapters.m3ter_source import M3terSource
+from m3stripe.adapters.m3ter_token import M3terAuthError, M3terCredentials, M3terUnavailable
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.kube.config import OperatorConfig

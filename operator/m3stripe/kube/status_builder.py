@@ -27,6 +27,8 @@ class Assessment:
     # An unexpected exception in the last pass (or this reconcile): shown until a pass runs cleanly.
     internal_error: str = ""
     plan: bool = False  # spec.mode: Plan: nothing is written to Stripe
+    # AccountsSelected (kube.account_selection): whether the account selection keeps any Account at all.
+    selection: Observation | None = None
 
 
 INTERNAL_ERROR = "InternalError"
@@ -69,6 +71,8 @@ def observe(a: Assessment) -> tuple[list[Observation], list[str]]:
             Observation(ConditionType.CONNECTED, "Unknown", "InvalidSpec", "not checked while the spec is invalid")
         )
         return obs, absent
+    if a.selection is not None:
+        obs.append(a.selection)
     if a.stripe is not None:
         obs.append(_check_obs(ConditionType.CONNECTED, a.stripe))
     if a.source is not None:

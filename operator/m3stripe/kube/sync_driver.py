@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from m3stripe.adapters.m3ter_source import M3terSource, M3terSourceError
+from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
 from m3stripe.api.conditions import parse_rfc3339, rfc3339
-from m3stripe.domain.ports import FenceLost
+from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.overlap import Overlap
+from m3stripe.domain.ports import BillSource, BillSourceError, FenceLost
 from m3stripe.domain.run_history import (
     ReplayRequest,
     disabled_event,
@@ -31,7 +33,10 @@ from m3stripe.domain.run_history import (
 from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
+from m3stripe.kube.account_selection import count_due, count_selection, selection_observation
 from m3stripe.kube.integration import Integration, PassInputs
+from m3stripe.kube.overlap_status import fold_overlaps, overlap_event
+from m3stripe.kube.peers import find_overlap, selection_of
 from m3stripe.kube.planning import plan_pass, plan_seconds_until_due
 from m3stripe.kube.status_builder import internal_error_message
 
@@ -61,6 +66,8 @@ class SyncDriver:
         # The last pass's unexpected exception ("" after a clean pass), and the filter warnings already given.
         self.pass_error = ""
         self._filter_warned: set[str] = set()
+        # The other integrations on the same Bills as the last pass found them (None before the first pass).
+        self.overlap: Overlap | None = None
 
     def seconds_until_due(self, parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]) -> float:
         """0 when a pass should run now; otherwise how long until the next one is due."""
@@ -82,11 +89,31 @@ class SyncDriver:
     ) -> dict[str, Any]:
         """Run one pass; return the status fields it changes. `checkpoint` writes status fields mid-pass."""
         spec = inputs.parsed.spec
-        # Progress made against another Organization or Stripe account says nothing of this one: start over.
-        ledger = ledger_id(spec.m3ter.organizationId, live=not spec.is_test_mode, stripe_account=inputs.stripe_account)
+        # Other integrations sending this Organization's Bills to the same Stripe account and mode: the older one
+        # sends a Bill both select (domain.overlap).
+        overlap = await find_overlap(
+            self.integration.runtime.kube,
+            me=self.integration.seniority,
+            uid=self.integration.uid,
+            spec=spec,
+            stripe_account=inputs.stripe_account,
+        )
+        self.overlap = overlap
+        # Progress made against another Organization or Stripe account says nothing of this one, nor progress that
+        # left Bills to an integration that no longer takes them: start over.
+        ledger = ledger_id(
+            spec.m3ter.organizationId,
+            live=not spec.is_test_mode,
+            stripe_account=inputs.stripe_account,
+            owners=overlap.owners_digest(),
+        )
         status, moved, ledger = progress_for(inputs.status, ledger)
         if spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
-            planned, self.pass_error = await plan_pass(self.integration, dataclasses.replace(inputs, status=status))
+            planned, self.pass_error, report = await plan_pass(
+                self.integration, dataclasses.replace(inputs, status=status), overlap=overlap
+            )
+            if report is not None:
+                planned.update(self._overlaps(status, overlap, report, spec))
             return planned
         parsed, annotations, source = inputs.parsed, inputs.annotations, inputs.source
         extra: dict[str, Any] = {}
@@ -116,6 +143,7 @@ class SyncDriver:
                 budget=budget,
                 concurrency=self.integration.runtime.config.concurrency_for(spec.effective_requests_per_second),
                 fence=self.integration.runtime.leader.fence,
+                overlap=overlap,
             )
             self.pass_error = ""
             try:
@@ -157,6 +185,7 @@ class SyncDriver:
             "checkpointWatermark": None,
         }
         self._announce(report, fresh)
+        extra.update(self._overlaps(status, overlap, report, spec))
         if budget.exhausted and not status.get("disabled"):
             event = disabled_event(
                 report.run_id,
@@ -180,6 +209,41 @@ class SyncDriver:
             report.summary(),
         )
         return extra
+
+    async def count_selection(
+        self, parsed: ParsedSpec, status: Mapping[str, Any], source: BillSource
+    ) -> dict[str, Any]:
+        """status.accountSelection when a count is due (a new generation, or a day after the last count), with a
+        Warning event when the selection keeps no Account at all; {} otherwise, or when m3ter cannot list them."""
+        now = datetime.now(UTC)
+        if not count_due(parsed, status, now):
+            return {}
+        try:
+            record = await count_selection(parsed, source, status.get("observedGeneration"), now)
+        except BillSourceError as err:
+            self.integration.logger.warning(
+                "%s: could not count the selected Accounts: %s", self.integration.where, err
+            )
+            return {}
+        before = status.get("accountSelection") or {}
+        new_zero = before.get("selected") != 0 or before.get("observedGeneration") != record["observedGeneration"]
+        if record["selected"] == 0 and new_zero:
+            observation = selection_observation(parsed, record)
+            if observation is not None:
+                self.integration.events("Warning", "NoAccountSelected", observation.message)
+        return {"accountSelection": record}
+
+    def _overlaps(
+        self, status: Mapping[str, Any], overlap: Overlap, report: RunReport, spec: StripeIntegrationSpec
+    ) -> dict[str, Any]:
+        """status.overlaps after the pass, with a Warning event for each other integration newly seen on the same
+        Bills."""
+        records, fresh = fold_overlaps(
+            status.get("overlaps") or (), overlap, report, selection_of(spec), report.completed or report.started
+        )
+        for record in fresh:
+            self.integration.events("Warning", "Overlapping", overlap_event(record))
+        return {"overlaps": records}
 
     def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
         self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
@@ -212,7 +276,7 @@ class SyncDriver:
         for bill_id in sorted(request.bills - request.from_history):
             try:
                 bill = await source.get_bill(bill_id)
-            except M3terSourceError:
+            except BillSourceError:
                 found.add(bill_id)  # m3ter could not answer now: the pass reads it again and reports it
                 continue
             if bill is None:

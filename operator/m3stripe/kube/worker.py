@@ -22,8 +22,10 @@ from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unhandled, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
+from m3stripe.kube.account_selection import selection_observation
 from m3stripe.kube.credentials import CachedCheck, check_stripe_credential
 from m3stripe.kube.integration import Integration, PassInputs
+from m3stripe.kube.overlap_status import overlap_observation
 from m3stripe.kube.planning import planned_conditions
 from m3stripe.kube.source import SourceHandle
 from m3stripe.kube.status_builder import (
@@ -143,6 +145,11 @@ class IntegrationWorker:
         else:
             self._problems_reported = ()
             assessment, stripe = await self._assess(parsed, {**current, **extra})
+            if self._source.source is not None and assessment.source is not None and assessment.source.ok:
+                seen = {**current, **extra, "observedGeneration": generation}
+                extra.update(await self._sync.count_selection(parsed, seen, self._source.source))
+            selection = selection_observation(parsed, extra.get("accountSelection") or current.get("accountSelection"))
+            assessment = dataclasses.replace(assessment, selection=selection)
         new = build_status(current, assessment, generation=generation, integration_id=self.integration.uid, extra=extra)
         await self._write(current, new)
         self._sync.start_notification()  # only once its Sending state is in the API
@@ -176,7 +183,11 @@ class IntegrationWorker:
             self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
             self._wake.set()
         conditions = planned_conditions if parsed.spec.is_plan else _synced
-        base = {**new, **fields, "conditions": conditions(new, fields, generation, self._sync.pass_error)}
+        merged = conditions(new, fields, generation, self._sync.pass_error)
+        if "overlaps" in fields:
+            overlapping = overlap_observation(fields["overlaps"], self._sync.overlap)
+            merged = merge_conditions(merged, [overlapping], generation=generation)
+        base = {**new, **fields, "conditions": merged}
         assessment = dataclasses.replace(
             assessment,
             disabled=bool(base.get("disabled")),

@@ -78,6 +78,29 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 "metadata": {"name": name, "uid": str(uuid.uuid4()), "creationTimestamp": _now()},
             }
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock cannot parse `/api/v1/namespaces` itself (it reads `namespaces` as a namespaced path and answers
+        # 500). Listing and watching namespaces is what kopf does in namespaced mode (`-n`); deployed that way
+        # (deploy/overlays/single-namespace) the operator may not list namespaces, and the API server answers 403
+        # Forbidden (https://kubernetes.io/docs/reference/access-authn-authz/rbac/), on which kopf falls back to
+        # the namespaces it was given. So that is the answer here.
+        if raw_request.path.rstrip("/") == "/api/v1/namespaces" and raw_request.method == "GET":
+            await raw_request.read()
+            return aiohttp.web.json_response(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Status",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": 'namespaces is forbidden: cannot list resource "namespaces" at the cluster scope',
+                    "reason": "Forbidden",
+                    "details": {"kind": "namespaces"},
+                    "code": 403,
+                },
+                status=403,
+            )
+        return await super().__call__(raw_request)
+
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         # kmock keeps every request for assertions and matches each new one against all of them, which
         # makes a long-running emulator quadratic; an operator's test makes thousands of requests.

@@ -37,6 +37,13 @@ NEWER_THAN_FIXTURE: dict[tuple[str, str], tuple[type, str]] = {
     ("line_item", "pricing.price_details"): (stripe.InvoiceLineItem.Pricing, "price_details"),
     ("invoiceitem", "pricing.price_details"): (stripe.InvoiceItem.Pricing, "price_details"),
     ("invoiceitem", "proration_details"): (stripe.InvoiceItem, "proration_details"),
+    ("customer_with_tax", "business_name"): (stripe.Customer, "business_name"),
+    ("customer_with_tax", "customer_account"): (stripe.Customer, "customer_account"),
+    ("customer_with_tax", "individual_name"): (stripe.Customer, "individual_name"),
+    ("customer_with_tax", "tax"): (stripe.Customer, "tax"),
+    ("taxed_invoice", "amount_paid_off_stripe"): (stripe.Invoice, "amount_paid_off_stripe"),
+    ("taxed_invoice", "confirmation_secret"): (stripe.Invoice, "confirmation_secret"),
+    ("taxed_invoice", "lines.data[].pricing.price_details"): (stripe.InvoiceLineItem.Pricing, "price_details"),
 }
 # Known disagreements, each owned by the emulator module that renders the object (strict xfail: the
 # test turns red the day they are fixed, so this list cannot go stale).
@@ -52,6 +59,10 @@ OPERATOR_READS = {
     "invoiceitem": {"id", "amount", "description", "metadata", "invoice"},
     "deleted_invoiceitem": {"id", "deleted"},
     "list": {"data", "has_more"},
+    # Stripe Tax (issue 19; docs/api-contracts.md). The customer's `tax` is newer than the fixture and
+    # checked above through NEWER_THAN_FIXTURE.
+    "tax_settings": {"status", "defaults"},
+    "taxed_invoice": {"automatic_tax", "total", "total_excluding_tax", "total_taxes", "amount_due"},
 }
 
 
@@ -155,6 +166,51 @@ async def make_objects() -> dict[str, Any]:
             found["deleted_customer"] = await call("DELETE", f"/v1/customers/{other['id']}")
             draft = await call("POST", "/v1/invoices", {"customer": customer["id"], "currency": "usd"})
             found["deleted_invoice"] = await call("DELETE", f"/v1/invoices/{draft['id']}")
+            # Stripe Tax: active settings, a US registration (the fixture's), a located customer and
+            # an invoice taxed on both behaviours.
+            emulator.set_tax_rate("US", "7.25", state="CA")
+            found["tax_settings"] = await call(
+                "POST",
+                "/v1/tax/settings",
+                {
+                    "head_office[address][country]": "US",
+                    "head_office[address][state]": "CA",
+                    "defaults[tax_code]": "txcd_10000000",
+                },
+            )
+            found["tax_registration"] = await call(
+                "POST",
+                "/v1/tax/registrations",
+                {
+                    "active_from": "now",
+                    "country": "US",
+                    "country_options[us][state]": "CA",
+                    "country_options[us][type]": "state_sales_tax",
+                },
+            )
+            located = await call(
+                "POST",
+                "/v1/customers",
+                {"address[country]": "US", "address[postal_code]": "94107", "address[state]": "CA"},
+            )
+            found["customer_with_tax"] = await call("GET", f"/v1/customers/{located['id']}?expand[]=tax")
+            taxed = await call(
+                "POST", "/v1/invoices", {"customer": located["id"], "currency": "usd", "automatic_tax[enabled]": "true"}
+            )
+            found["taxed_invoice"] = await call(
+                "POST",
+                f"/v1/invoices/{taxed['id']}/add_lines",
+                {
+                    "lines[0][price_data][currency]": "usd",
+                    "lines[0][price_data][product]": product["id"],
+                    "lines[0][price_data][unit_amount_decimal]": "1000",
+                    "lines[0][price_data][tax_behavior]": "exclusive",
+                    "lines[1][price_data][currency]": "usd",
+                    "lines[1][price_data][product]": product["id"],
+                    "lines[1][price_data][unit_amount_decimal]": "1000",
+                    "lines[1][price_data][tax_behavior]": "inclusive",
+                },
+            )
             prices = emulator.state(emulator.accounts()[0])["prices"]
             found["price"] = next(iter(prices.values()))
             return found
@@ -172,6 +228,10 @@ FIXTURE_OF = {
     "deleted_invoiceitem": "deleted_invoiceitem",
     "deleted_customer": "deleted_customer",
     "deleted_invoice": "deleted_invoice",
+    "tax_settings": "tax.settings",
+    "tax_registration": "tax.registration",
+    "customer_with_tax": "customer",
+    "taxed_invoice": "invoice",
 }
 
 

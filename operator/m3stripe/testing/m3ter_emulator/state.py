@@ -17,7 +17,43 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal, TypeVar
 
-from m3stripe.domain.billing import ADDRESS_KEYS, LINE_ITEM_TYPES
+#: The line item types m3ter puts on a Bill, in the vendor's order: the SDK's ``LineItem.line_item_type`` literal
+#: (``m3ter/types/bill_response.py``, generated from m3ter's OpenAPI document: ``lineItemType`` of ``GetBill``).
+#: Copied from the vendor, not from the operator: the emulator is the tests' oracle, so an operator constant that
+#: were wrong must not make it agree.
+LINE_ITEM_TYPES: Final[tuple[str, ...]] = (
+    "STANDING_CHARGE",
+    "USAGE",
+    "COUNTER_RUNNING_TOTAL_CHARGE",
+    "COUNTER_ADJUSTMENT_DEBIT",
+    "COUNTER_ADJUSTMENT_CREDIT",
+    "USAGE_CREDIT",
+    "MINIMUM_SPEND",
+    "MINIMUM_SPEND_REFUND",
+    "CREDIT_DEDUCTION",
+    "MANUAL_ADJUSTMENT",
+    "CREDIT_MEMO",
+    "DEBIT_MEMO",
+    "COMMITMENT_CONSUMED",
+    "COMMITMENT_FEE",
+    "OVERAGE_SURCHARGE",
+    "OVERAGE_USAGE",
+    "BALANCE_CONSUMED",
+    "BALANCE_FEE",
+    "AD_HOC",
+)
+#: The keys of an Account's address, as m3ter sends them: the SDK's ``Address`` model (``m3ter/types/address.py``,
+#: its field aliases; ``address`` of m3ter's OpenAPI ``GetAccount``). Copied from the vendor for the same reason.
+ADDRESS_KEYS: Final[tuple[str, ...]] = (
+    "addressLine1",
+    "addressLine2",
+    "addressLine3",
+    "addressLine4",
+    "locality",
+    "region",
+    "postCode",
+    "country",
+)
 
 #: ``pageSize`` bounds per endpoint, as m3ter's API reference gives them (each operation's ``pageSize``
 #: schema in m3ter's OpenAPI document, rendered as "Required range" on docs.m3ter.com): List Bills

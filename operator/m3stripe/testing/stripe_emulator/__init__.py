@@ -11,7 +11,10 @@ Point ``stripe.StripeClient(key, base_addresses={"api": emulator.url})`` at it::
 
 It speaks form-encoded requests with bracket nesting, answers Stripe's error envelopes (unknown and
 missing parameters, ``resource_missing``, invalid keys), honours idempotency keys, lists with cursor
-pagination, enforces the invoice lifecycle and currency rules, and can rate-limit and inject faults.
+pagination, enforces the invoice lifecycle and currency rules, models Stripe Tax (tax settings and
+registrations, a customer's tax location, automatic tax on invoices: tax.py; tests set rates and the
+Dashboard-only settings with ``set_tax_settings``, ``set_tax_rate``, ``add_tax_registration``, ...), and
+can rate-limit and inject faults.
 Run ``python -m m3stripe.testing.stripe_emulator --help`` to serve it from another process.
 """
 

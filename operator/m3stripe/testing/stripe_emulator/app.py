@@ -20,14 +20,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Any, TypedDict
 
 from aiohttp import web
 from stripe._api_version import _ApiVersion
 
-from . import billing, contract, errors, forms
+from . import billing, contract, errors, forms, tax
 from .account import retrieve as retrieve_account
-from .common import AccountProfile, Ctx, check_expand, expand
+from .common import AccountProfile, Ctx, World, check_expand, expand
 from .errors import StripeError
 from .faults import DEFAULT_TIMEOUT_SECONDS, Fault, FaultPlan, FaultRule, Triggered
 from .idempotency import IdempotencyStore, Saved, fingerprint
@@ -120,6 +121,8 @@ class AccountSnapshot(TypedDict):
     prices: dict[str, Obj]
     invoices: dict[str, Obj]
     invoice_items: dict[str, Obj]
+    tax_settings: Obj
+    tax_registrations: dict[str, Obj]
 
 
 @dataclass
@@ -162,6 +165,8 @@ class StripeEmulator:
         self._clock = clock or time.time
         self._ids = IdFactory(seed)
         self._router = Router(ROUTES)
+        # Facts of the world every account shares: tax rates and IP geolocation (common.World).
+        self.world = World()
         self._keys: dict[str, ApiKey] = {}
         self._accounts: dict[str, AccountProfile] = {}
         self._idempotency: dict[tuple[str, bool], IdempotencyStore] = {}
@@ -380,9 +385,156 @@ class StripeEmulator:
 
         profile = self._accounts[account]
         state = self._mode_state(account, next(iter(profile.modes)) if livemode is None else livemode)
-        ctx = Ctx(profile, state, int(self._clock()))
+        ctx = Ctx(profile, state, int(self._clock()), world=self.world)
         found = customers.find(state, customer, param="customer")
         return str(coupons.apply_to_customer(ctx, found, coupon)["id"])
+
+    # --- Stripe Tax: what the Dashboard, Stripe's rate tables and the customer's network decide ---------
+
+    def _admin_ctx(self, account: str, livemode: bool | None) -> Ctx:
+        profile = self._accounts[account]
+        state = self._mode_state(account, next(iter(profile.modes)) if livemode is None else livemode)
+        return Ctx(profile, state, int(self._clock()), world=self.world)
+
+    def set_tax_settings(
+        self,
+        account: str,
+        *,
+        head_office: Mapping[str, str] | str | None = None,
+        tax_behavior: str | None = None,
+        tax_code: str | None = None,
+        livemode: bool | None = None,
+    ) -> Obj:
+        """Set the account's Stripe Tax settings, as ``POST /v1/tax/settings`` (or the Dashboard) does.
+
+        ``head_office`` is an address hash or just its country (``"GB"``); with one the settings are
+        ``active``. ``tax_behavior``: ``exclusive``, ``inclusive`` or ``inferred_by_currency``;
+        ``tax_code``: the preset product tax code (``txcd_10000000``). Returns a copy of the settings.
+        """
+        params: dict[str, Any] = {}
+        if head_office is not None:
+            params["head_office"] = {
+                "address": {"country": head_office} if isinstance(head_office, str) else head_office
+            }
+        defaults = {k: v for k, v in (("tax_behavior", tax_behavior), ("tax_code", tax_code)) if v is not None}
+        if defaults:
+            params["defaults"] = defaults
+        return copy.deepcopy(tax.apply_settings(self._admin_ctx(account, livemode).state, params))
+
+    def set_tax_rate(self, country: str, percentage: Decimal | float | str, *, state: str | None = None) -> None:
+        """The tax rate of a jurisdiction (a country, or a US state), for every account.
+
+        Stripe keeps rates itself and publishes them through no API, so tests decide them here; the
+        tax of a line is computed at this rate where the account has an active registration.
+        """
+        self.world.tax_rates[(country.upper(), state.upper() if state else None)] = Decimal(str(percentage))
+
+    def add_tax_registration(
+        self,
+        account: str,
+        country: str,
+        percentage: Decimal | float | str | None = None,
+        *,
+        state: str | None = None,
+        registration_type: str | None = None,
+        active_from: int | None = None,
+        expires_at: int | None = None,
+        livemode: bool | None = None,
+    ) -> str:
+        """Register the account to collect tax in ``country`` (a US ``state``), as ``POST /v1/tax/registrations``.
+
+        ``percentage`` sets the jurisdiction's rate (``set_tax_rate``) first. ``registration_type``
+        defaults to ``state_sales_tax`` in the US and ``standard`` elsewhere; ``active_from`` to now.
+        Returns the registration's id.
+        """
+        country = country.upper()
+        if percentage is not None:
+            self.set_tax_rate(country, percentage, state=state if country == "US" else None)
+        options: dict[str, Any] = {"type": registration_type or ("state_sales_tax" if country == "US" else "standard")}
+        if country == "US":
+            if state is None:
+                raise ValueError("a US registration is for one state: pass state='CA', ...")
+            options["state"] = state.upper()
+        ctx = self._admin_ctx(account, livemode)
+        params: dict[str, Any] = {
+            "active_from": "now" if active_from is None else active_from,
+            "country": country,
+            "country_options": {country.lower(): options},
+        }
+        if expires_at is not None:
+            params["expires_at"] = expires_at
+        return str(tax.create_registration(ctx, params)["id"])
+
+    def set_invoice_automatic_tax_default(
+        self, account: str, value: str = "enabled_when_possible", *, livemode: bool | None = None
+    ) -> None:
+        """The account's default for API invoices that omit ``automatic_tax``: ``disabled`` (Stripe's
+        default) or ``enabled_when_possible`` (best effort: https://docs.stripe.com/tax/invoicing/automatic-tax-default).
+
+        Stripe keeps it on the v2 Tax integration configuration (``invoices.automatic_tax_default_value``),
+        which the v1 API the operator speaks cannot read; here it is an admin setting.
+        """
+        if value not in ("disabled", "enabled_when_possible"):
+            raise ValueError("value is 'disabled' or 'enabled_when_possible'")
+        self._admin_ctx(account, livemode).state.automatic_tax_default = value
+
+    def allow_negative_lines_with_automatic_tax(
+        self, account: str, allowed: bool = True, *, livemode: bool | None = None
+    ) -> None:
+        """Accept negative invoice items on automatic-tax invoices for this account (refused by default).
+
+        Stripe's API reference says they "cannot be added to automatic tax invoices", while OpenMeter
+        has sent them for years (see ``tax.refusal``): switch this on only to model an account where a
+        test in Stripe's test mode showed they are accepted. Their tax is then negative, like their amount.
+        """
+        self._admin_ctx(account, livemode).state.negative_lines_with_automatic_tax = allowed
+
+    def set_customer_location(
+        self,
+        account: str,
+        customer: str,
+        *,
+        address: Mapping[str, str | None] | None = None,
+        shipping_address: Mapping[str, str | None] | None = None,
+        ip_address: str | None = None,
+        livemode: bool | None = None,
+    ) -> Obj:
+        """Give a customer the address, shipping address or IP address Stripe Tax locates them by.
+
+        What ``POST /v1/customers/{id}`` with ``address``, ``shipping`` and ``tax[ip_address]`` does,
+        for tests that set up Stripe's side without the API; what is not passed is left alone. Returns
+        the customer's ``tax`` hash (what ``expand[]=tax`` shows).
+        """
+        from . import customers
+
+        ctx = self._admin_ctx(account, livemode)
+        found = customers.find(ctx.state, customer, param="customer")
+        if address is not None:
+            found["address"] = {
+                k: address.get(k) for k in ("city", "country", "line1", "line2", "postal_code", "state")
+            }
+        if shipping_address is not None:
+            shipping = {
+                k: shipping_address.get(k) for k in ("city", "country", "line1", "line2", "postal_code", "state")
+            }
+            found["shipping"] = {"address": shipping, "name": found.get("name") or "", "phone": None}
+        if ip_address is not None:
+            ctx.state.customer_tax.setdefault(customer, {})["ip_address"] = ip_address
+        return copy.deepcopy(tax.customer_tax(ctx, found))
+
+    def set_ip_location(self, ip_address: str, country: str, *, state: str | None = None) -> None:
+        """Where ``ip_address`` geolocates (Stripe Tax's last resort for a customer's location)."""
+        self.world.ip_locations[ip_address] = (country.upper(), state.upper() if state else None)
+
+    def fail_customer_tax(
+        self, account: str, customer: str, failing: bool = True, *, livemode: bool | None = None
+    ) -> None:
+        """Make Stripe's location lookup for ``customer`` fail (``tax.automatic_tax=failed``) until called with False.
+
+        "failed": an error determining the location, "usually ... temporary" (Stripe's customer tax
+        statuses, https://docs.stripe.com/tax/customer-locations).
+        """
+        self._admin_ctx(account, livemode).state.customer_tax.setdefault(customer, {})["failed"] = failing
 
     def state(self, account: str, livemode: bool | None = None) -> AccountSnapshot:
         """Deep copies of the account's objects as the API returns them.
@@ -393,7 +545,7 @@ class StripeEmulator:
         if livemode is None:
             livemode = next(iter(profile.modes))
         state = self._mode_state(account, livemode)
-        ctx = Ctx(profile, state, int(self._clock()))
+        ctx = Ctx(profile, state, int(self._clock()), world=self.world)
         snapshot: AccountSnapshot = {
             "account": retrieve_account(ctx, {}),
             "customers": dict(state.customers.objects),
@@ -401,6 +553,10 @@ class StripeEmulator:
             "prices": dict(state.prices.objects),
             "invoices": {i: billing.render_invoice(ctx, inv) for i, inv in state.invoices.objects.items()},
             "invoice_items": dict(state.invoice_items.objects),
+            "tax_settings": tax.settings(state),
+            "tax_registrations": {
+                i: tax.render_registration(ctx, r) for i, r in state.tax_registrations.objects.items()
+            },
         }
         return copy.deepcopy(snapshot)
 
@@ -647,7 +803,7 @@ class StripeEmulator:
         if fault is not None and fault.fault is Fault.SERVER_ERROR_SAVED:
             return _Executed.error(errors.server_error(saved=True), request_id, saved=True)
         profile = self._accounts[state.account_id]
-        ctx = Ctx(profile, state, int(self._clock()), path_args)
+        ctx = Ctx(profile, state, int(self._clock()), path_args, self.world)
         try:
             result = route.handler(ctx, params)
             if params.get("expand"):

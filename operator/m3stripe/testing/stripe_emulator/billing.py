@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from . import coupons, currencies, products
+from . import coupons, currencies, products, tax
 from .common import EXPANDABLE, Ctx, decimal_string, merge_metadata, round_minor
 from .errors import StripeError, exclusive_parameters, invalid, no_such, not_editable
 from .params import Bool, Currency, DecimalStr, Enum, Int, Metadata, Obj, Param, Str
@@ -357,6 +357,7 @@ def detach(state: AccountState, item: Object) -> None:
 
 def delete_item(state: AccountState, item: Object) -> None:
     detach(state, item)
+    state.item_tax.pop(item["id"], None)
     seq = state.invoice_items.seq[item["id"]]
     customer_index = state.items_by_customer.get(item["customer"])
     if customer_index is not None:
@@ -375,17 +376,73 @@ def subtotal(state: AccountState, invoice_id: str) -> int:
     return sum(item["amount"] for item in attached_items(state, invoice_id))
 
 
-def totals(state: AccountState, invoice: Object) -> tuple[int, list[Object], int]:
-    """(subtotal, total_discount_amounts, total): discounts apply to the discountable lines only."""
+@dataclass
+class Breakdown:
+    """An invoice's money: its lines, discounts (per invoice and per line) and taxes, and the totals."""
+
+    subtotal: int
+    discounts: list[Object]
+    line_discounts: dict[str, list[Object]]
+    taxes: tax.InvoiceTax
+    subtotal_excluding_tax: int
+    total_excluding_tax: int
+    total: int
+
+
+def _allocate(amount: int, weights: dict[str, int]) -> dict[str, int]:
+    """Split ``amount`` over the lines in proportion to ``weights`` (largest remainder, ties to the earlier line).
+
+    Stripe shows each invoice-level discount's share on every discountable line (a line's
+    ``discount_amounts``: "The amount of discount calculated per discount for this line item", SDK
+    ``InvoiceLineItem``) without saying how it splits it; proportionally to the lines is the emulator's
+    choice. Each share is at most its line's weight, as ``amount`` never exceeds their sum.
+    """
+    positive = {key: weight for key, weight in weights.items() if weight > 0}
+    whole = sum(positive.values())
+    if amount <= 0 or whole <= 0:
+        return {}
+    shares = {key: amount * weight // whole for key, weight in positive.items()}
+    left = amount - sum(shares.values())
+    order = sorted(positive, key=lambda key: -((amount * positive[key]) % whole))  # stable: ties keep line order
+    for key in order[:left]:
+        shares[key] += 1
+    return shares
+
+
+def breakdown(ctx: Ctx, invoice: Object) -> Breakdown:
+    """Totals as Stripe reports them (SDK ``Invoice``): ``subtotal`` is before invoice-level discounts
+    and exclusive tax; ``total_excluding_tax`` includes all discounts but no tax; ``total`` is after
+    discounts and taxes. Discounts apply to the discountable lines only, and tax to each line's amount
+    less its share of them. A finalized invoice keeps what it was finalized with."""
+    state = ctx.state
+    frozen: Breakdown | None = state.invoice_breakdowns.get(invoice["id"])
+    if frozen is not None:
+        return frozen
     items = attached_items(state, invoice["id"])
     sub = sum(item["amount"] for item in items)
     base = sum(item["amount"] for item in items if item["discountable"])
+    remaining = {item["id"]: item["amount"] for item in items if item["discountable"]}
+    line_discounts: dict[str, list[Object]] = {item["id"]: [] for item in items}
     amounts: list[Object] = []
     for discount_id in invoice.get("discounts") or []:
         off = coupons.discount_amount(state, discount_id, base, invoice["currency"])
         base -= off
         amounts.append({"amount": off, "discount": discount_id})
-    return sub, amounts, sub - sum(a["amount"] for a in amounts)
+        for item_id, share in _allocate(off, remaining).items():
+            line_discounts[item_id].append({"amount": share, "discount": discount_id})
+            remaining[item_id] -= share
+    discounted = sub - sum(a["amount"] for a in amounts)
+    bases = {item["id"]: item["amount"] - sum(d["amount"] for d in line_discounts[item["id"]]) for item in items}
+    taxes = tax.compute(ctx, invoice, items, bases)
+    return Breakdown(
+        subtotal=sub,
+        discounts=amounts,
+        line_discounts=line_discounts,
+        taxes=taxes,
+        subtotal_excluding_tax=sub - taxes.inclusive_before_discounts,
+        total_excluding_tax=discounted - taxes.inclusive,
+        total=discounted + taxes.exclusive,
+    )
 
 
 def line_id(item_id: str) -> str:
@@ -396,14 +453,17 @@ def item_id_of_line(line: str) -> str:
     return "ii_" + line.removeprefix("il_")
 
 
-def render_line(item: Object) -> Object:
+def render_line(item: Object, money: Breakdown | None = None) -> Object:
+    """A line of an invoice; its discounts and taxes come from the invoice's ``breakdown``."""
+    discounts = money.line_discounts.get(item["id"], []) if money is not None else []
+    taxes = money.taxes.lines.get(item["id"], []) if money is not None else []
     return {
         "id": line_id(item["id"]),
         "object": "line_item",
         "amount": item["amount"],
         "currency": item["currency"],
         "description": item["description"],
-        "discount_amounts": [],
+        "discount_amounts": [dict(d) for d in discounts],
         "discountable": item["discountable"],
         "discounts": [],
         "invoice": item["invoice"],
@@ -426,7 +486,7 @@ def render_line(item: Object) -> Object:
         "quantity_decimal": item["quantity_decimal"],
         "subscription": None,
         "subtotal": item["amount"],
-        "taxes": [],
+        "taxes": [dict(t, tax_rate_details=dict(t["tax_rate_details"])) for t in taxes],
     }
 
 
@@ -437,22 +497,25 @@ def render_invoice(ctx: Ctx, invoice: Object) -> Object:
     """The invoice with its first lines and, while it is a draft, totals computed from its items."""
     state = ctx.state
     out = dict(invoice)
+    out["automatic_tax"] = dict(invoice["automatic_tax"])
     items = attached_items(state, invoice["id"])
+    money = breakdown(ctx, invoice)
     if invoice["status"] == "draft":
-        sub, discounts, total = totals(state, invoice)
-        amount_due = max(total, 0)
+        amount_due = max(money.total, 0)
         out.update(
-            subtotal=sub,
-            subtotal_excluding_tax=sub,
-            total_discount_amounts=discounts,
-            total=total,
-            total_excluding_tax=total,
+            subtotal=money.subtotal,
+            subtotal_excluding_tax=money.subtotal_excluding_tax,
+            total_discount_amounts=[dict(d) for d in money.discounts],
+            total=money.total,
+            total_excluding_tax=money.total_excluding_tax,
+            total_taxes=[dict(t, tax_rate_details=dict(t["tax_rate_details"])) for t in money.taxes.totals],
             amount_due=amount_due,
             amount_remaining=amount_due,
         )
+        out["automatic_tax"]["status"] = money.taxes.status
     out["lines"] = {
         "object": "list",
-        "data": [render_line(item) for item in items[:LINES_ON_INVOICE]],
+        "data": [render_line(item, money) for item in items[:LINES_ON_INVOICE]],
         "has_more": len(items) > LINES_ON_INVOICE,
         "url": f"/v1/invoices/{invoice['id']}/lines",
     }
@@ -462,8 +525,10 @@ def render_invoice(ctx: Ctx, invoice: Object) -> Object:
 def finalize(ctx: Ctx, invoice: Object) -> None:
     """Draft -> open, or straight to paid when nothing is due; freezes totals and applies the balance."""
     state = ctx.state
+    tax.check_finalize(ctx, invoice)
     customer = state.customers.get(invoice["customer"])
-    sub, discounts, total = totals(state, invoice)
+    money = breakdown(ctx, invoice)
+    total = money.total
     starting = customer["balance"] if customer is not None else 0
     applied = total + starting
     amount_due = max(applied, 0)
@@ -478,12 +543,15 @@ def finalize(ctx: Ctx, invoice: Object) -> None:
     elif invoice["number"] is None:
         invoice["number"] = invoice["id"][3:11].upper()
     mode = "live" if ctx.livemode else "test"
+    state.invoice_breakdowns[invoice["id"]] = money
+    invoice["automatic_tax"]["status"] = money.taxes.status
     invoice.update(
-        subtotal=sub,
-        subtotal_excluding_tax=sub,
-        total_discount_amounts=discounts,
+        subtotal=money.subtotal,
+        subtotal_excluding_tax=money.subtotal_excluding_tax,
+        total_discount_amounts=[dict(d) for d in money.discounts],
         total=total,
-        total_excluding_tax=total,
+        total_excluding_tax=money.total_excluding_tax,
+        total_taxes=[dict(t, tax_rate_details=dict(t["tax_rate_details"])) for t in money.taxes.totals],
         starting_balance=starting,
         ending_balance=ending,
         amount_due=amount_due,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,6 +27,21 @@ class AccountProfile:
 
 
 @dataclass
+class World:
+    """What is true for every account: facts Stripe holds that are not API data.
+
+    ``tax_rates``: the rate of each taxing jurisdiction, ``(country, state or None)`` -> percent
+    (Stripe Tax maintains rates itself, "Stripe maintains current rate and taxability information",
+    https://docs.stripe.com/tax/products-prices-tax-codes-tax-behavior; no API lists them, so tests set
+    them). ``ip_locations``: where an IP address geolocates, ``ip`` -> ``(country, state or None)``
+    (Stripe Tax's last resort for a customer's location, https://docs.stripe.com/tax/customer-locations).
+    """
+
+    tax_rates: dict[tuple[str, str | None], Decimal] = field(default_factory=dict)
+    ip_locations: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+@dataclass
 class Ctx:
     """One request's view: the account, its mode's objects, the clock and the URL's ids."""
 
@@ -33,6 +49,7 @@ class Ctx:
     state: AccountState
     now: int
     path_args: dict[str, str] = field(default_factory=dict)
+    world: World = field(default_factory=World)
 
     @property
     def livemode(self) -> bool:
@@ -124,6 +141,11 @@ def list_object(url: str, data: list[Obj], has_more: bool) -> Obj:
 # with the type of that object and how to fetch it.
 Expander = Callable[[Ctx, str], Obj | None]
 EXPANDABLE: dict[str, dict[str, tuple[str, Expander]]] = {}
+# Fields "that aren't included by default" and are requested "the same way" (expand[]=tax on a
+# customer; https://docs.stripe.com/api/expanding_objects): for each object type, the field and how
+# to compute it from the object. They end a path: nothing inside them expands further.
+Includer = Callable[[Ctx, Obj], Any]
+INCLUDABLE: dict[str, dict[str, Includer]] = {}
 
 
 def check_expand(returns: str, paths: list[str]) -> None:
@@ -139,7 +161,9 @@ def check_expand(returns: str, paths: list[str]) -> None:
             if parts[0] != "data" or len(parts) == 1:
                 raise _not_expandable(path)
             kind, parts = kind.removeprefix("list:"), parts[1:]
-        for part in parts:
+        for position, part in enumerate(parts):
+            if part in INCLUDABLE.get(kind, {}) and position == len(parts) - 1:
+                break
             target = EXPANDABLE.get(kind, {}).get(part)
             if target is None:
                 raise _not_expandable(path)
@@ -159,12 +183,19 @@ def _expand_path(ctx: Ctx, obj: Obj, parts: list[str]) -> None:
         for item in obj["data"]:
             _expand_path(ctx, item, rest)
         return
-    target = EXPANDABLE.get(str(obj.get("object")), {}).get(head)
+    kind = str(obj.get("object"))
+    include = INCLUDABLE.get(kind, {}).get(head)
+    if include is not None and not rest:
+        if not obj.get("deleted"):
+            obj[head] = include(ctx, obj)
+        return
+    target = EXPANDABLE.get(kind, {}).get(head)
     if target is None:
         return
     value = obj.get(head)
     if isinstance(value, str):
-        value = target[1](ctx, value)
+        # A copy: the expander hands out the stored object, and a deeper path may add to it.
+        value = copy.deepcopy(target[1](ctx, value))
         obj[head] = value
     if rest and isinstance(value, dict):
         _expand_path(ctx, value, rest)

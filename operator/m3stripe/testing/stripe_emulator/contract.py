@@ -51,20 +51,27 @@ def pattern(path: str) -> str:
 
 @functools.cache
 def endpoint_table() -> dict[tuple[str, str], str]:
-    """(METHOD, path pattern) -> the name of the params TypedDict, read from the SDK's service modules."""
+    """(METHOD, path pattern) -> the dotted name of the params TypedDict, read from the SDK's service modules.
+
+    The name is qualified by the service's subpackage, as the SDK files its params: a service in
+    ``stripe/tax/`` takes its types from ``stripe.params.tax`` (``tax.SettingsUpdateParams``), one at
+    the top from ``stripe.params`` (``InvoiceCreateParams``).
+    """
     root = Path(stripe.__file__).parent
     table: dict[tuple[str, str], str] = {}
     for source in sorted(root.rglob("_*_service.py")):
-        if "v2" in source.relative_to(root).parts:
+        parts = source.relative_to(root).parts
+        if "v2" in parts:
             continue  # API v2 is JSON-encoded and not called by the operator
+        prefix = "".join(f"{part}." for part in parts[:-1])
         tree = ast.parse(source.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
-                _read_method(node, table)
+                _read_method(node, table, prefix)
     return table
 
 
-def _read_method(node: ast.FunctionDef | ast.AsyncFunctionDef, table: dict[tuple[str, str], str]) -> None:
+def _read_method(node: ast.FunctionDef | ast.AsyncFunctionDef, table: dict[tuple[str, str], str], prefix: str) -> None:
     params = next((a for a in node.args.args if a.arg == "params"), None)
     if params is None or params.annotation is None:
         return
@@ -82,16 +89,18 @@ def _read_method(node: ast.FunctionDef | ast.AsyncFunctionDef, table: dict[tuple
         if isinstance(path_node, ast.Call) and isinstance(path_node.func, ast.Attribute):
             path_node = path_node.func.value  # "/v1/x/{id}".format(...)
         if isinstance(path_node, ast.Constant) and isinstance(path_node.value, str):
-            table[(str(call.args[0].value).upper(), pattern(path_node.value))] = named.group(1)
+            table[(str(call.args[0].value).upper(), pattern(path_node.value))] = prefix + named.group(1)
         return
 
 
 def params_type(method: str, path_template: str) -> type | None:
     """The SDK's params TypedDict for an endpoint (path with ``{placeholders}``), or None if the SDK has none."""
-    name = endpoint_table().get((method.upper(), pattern(path_template)))
-    if name is None:
+    dotted = endpoint_table().get((method.upper(), pattern(path_template)))
+    if dotted is None:
         return None
-    found = getattr(stripe.params, name, None)
+    package, _, name = dotted.rpartition(".")
+    module = importlib.import_module("stripe.params" + (f".{package}" if package else ""))
+    found = getattr(module, name, None)
     return found if isinstance(found, type) else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import tax
 from .common import EXPANDABLE, Ctx, list_page, merge_metadata
 from .errors import invalid, no_such
 from .params import (
@@ -63,8 +64,8 @@ _FIELDS: dict[str, Param] = {
     "validate": Bool(),
 }
 
-CREATE = Schema(_FIELDS)
-UPDATE = Schema(_FIELDS)
+CREATE = Schema({**_FIELDS, "tax": tax.CUSTOMER_TAX_CREATE})
+UPDATE = Schema({**_FIELDS, "tax": tax.CUSTOMER_TAX_UPDATE})
 RETRIEVE = Schema()
 DELETE = Schema()
 LIST = Schema({**PAGINATION, "email": Str(512), "created": IntOrRange()})
@@ -163,9 +164,14 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Object:
         "tax_exempt": "none",
         "test_clock": None,
     }
+    tax_params = params.get("tax")
+    tax.validate_location(
+        ctx, tax_params, params.get("address"), params.get("shipping"), (tax_params or {}).get("ip_address")
+    )
     email = params.pop("email", None)
     _apply(ctx, customer, params)
     state.customers.add(state.new_seq(), customer)
+    tax.remember_customer_tax(state, customer["id"], tax_params)
     if email is not None:
         _reindex_email(state, customer, email)
     return customer
@@ -180,7 +186,17 @@ def retrieve(ctx: Ctx, params: dict[str, Any]) -> Object:
 
 def update(ctx: Ctx, params: dict[str, Any]) -> Object:
     customer = find(ctx.state, ctx.path_args["customer"], param="id", status=404)
+    tax_params = params.get("tax") or {}
+    known_ip = ctx.state.customer_tax.get(customer["id"], {}).get("ip_address")
+    tax.validate_location(
+        ctx,
+        tax_params,
+        params["address"] if "address" in params else customer.get("address"),
+        params["shipping"] if "shipping" in params else customer.get("shipping"),
+        tax_params.get("ip_address", known_ip),
+    )
     _apply(ctx, customer, params)
+    tax.remember_customer_tax(ctx.state, customer["id"], tax_params)
     return customer
 
 
@@ -190,6 +206,7 @@ def delete(ctx: Ctx, params: dict[str, Any]) -> Object:
     if customer.get("email") is not None:
         _reindex_email(state, customer, None)
     state.customers.remove(customer["id"])
+    state.customer_tax.pop(customer["id"], None)
     state.deleted_customers.add(customer["id"])
     return {"id": customer["id"], "object": "customer", "deleted": True}
 

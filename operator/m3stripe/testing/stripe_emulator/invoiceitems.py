@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import billing, customers
+from . import billing, customers, tax
 from .common import Ctx, list_page
 from .errors import invalid
 from .params import PAGINATION, Bool, Currency, IntOrRange, Schema, Str
@@ -49,7 +49,13 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Obj:
     )
     assert pricing is not None
     item = billing.new_item(ctx, customer, pricing, params)
+    own = tax.item_tax_params(params, item_id=item["id"], existing=None)
+    if invoice is not None and invoice["automatic_tax"]["enabled"]:
+        facts = tax.LineFacts(item["id"], pricing.amount, pricing.price, own.get("tax_behavior"), own.get("tax_code"))
+        tax.check_lines(ctx, [(facts, None)])
     billing.store_item(ctx, item, pricing)
+    if any(value is not None for value in own.values()):
+        state.item_tax[item["id"]] = own
     if invoice is not None:
         billing.attach(state, item, invoice)
     customers.set_currency_if_unset(customer, pricing.currency)
@@ -69,7 +75,18 @@ def update(ctx: Ctx, params: dict[str, Any]) -> Obj:
     pricing = billing.price_pricing(
         ctx, params, prefix="", currency=invoice["currency"] if invoice else None, existing=item
     )
+    own = tax.item_tax_params(params, item_id=item["id"], existing=state.item_tax.get(item["id"]))
+    if invoice is not None and invoice["automatic_tax"]["enabled"]:
+        facts = tax.LineFacts(
+            item["id"],
+            pricing.amount if pricing is not None else item["amount"],
+            pricing.price if pricing is not None else tax.price_of(state, item),
+            own.get("tax_behavior"),
+            own.get("tax_code"),
+        )
+        tax.check_lines(ctx, [(facts, None)])
     billing.update_item_fields(ctx, item, params, pricing)
+    state.item_tax[item["id"]] = own
     return item
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from . import billing, coupons, customers
+from . import billing, coupons, customers, tax
 from .common import Ctx, list_object, list_page, merge_metadata
 from .customers import CUSTOM_FIELDS
 from .errors import exclusive_parameters, invalid, no_such, not_editable
@@ -51,6 +51,7 @@ _EDITABLE: dict[str, Param] = {
 CREATE = Schema(
     {
         **_EDITABLE,
+        "automatic_tax": tax.AUTOMATIC_TAX,
         "currency": Currency(),
         "customer": Str(),
         "effective_at": Int(0),
@@ -59,7 +60,14 @@ CREATE = Schema(
     },
     required=("customer",),
 )
-UPDATE = Schema({**_EDITABLE, "effective_at": Int(0, emptyable=True), "number": Str(26, emptyable=True)})
+UPDATE = Schema(
+    {
+        **_EDITABLE,
+        "automatic_tax": tax.AUTOMATIC_TAX,
+        "effective_at": Int(0, emptyable=True),
+        "number": Str(26, emptyable=True),
+    }
+)
 RETRIEVE = Schema()
 DELETE = Schema()
 LIST = Schema(
@@ -191,6 +199,13 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Object:
                 f"invoice can have at most {billing.MAX_ITEMS_PER_INVOICE}.",
                 param="pending_invoice_items_behavior",
             )
+    # Automatic tax as asked for, else the account's default for invoices that omit it (tax.py).
+    enabled = tax.requested(ctx, params)
+    if enabled:
+        tax.require_location(ctx, customer, param="automatic_tax[enabled]")
+        tax.check_lines(ctx, ((tax.facts_of(state, item), "pending_invoice_items_behavior") for item in pending))
+    elif enabled is None:
+        enabled = tax.enabled_by_default(ctx, customer, pending)
     settings = customer["invoice_settings"]
     invoice: Object = {
         "id": state.new_id("in"),
@@ -208,13 +223,7 @@ def create(ctx: Ctx, params: dict[str, Any]) -> Object:
         "attempt_count": 0,
         "attempted": False,
         "auto_advance": False,
-        "automatic_tax": {
-            "disabled_reason": None,
-            "enabled": False,
-            "liability": None,
-            "provider": None,
-            "status": None,
-        },
+        "automatic_tax": tax.automatic_tax_object(enabled),
         "automatically_finalizes_at": None,
         "billing_reason": "manual",
         "collection_method": collection_method,
@@ -312,11 +321,20 @@ def update(ctx: Ctx, params: dict[str, Any]) -> Object:
                 param=frozen[0],
             )
     _due_rules(params, params.get("collection_method") or invoice["collection_method"])
+    enabled = tax.requested(ctx, params)
+    if enabled:
+        # Turning automatic tax on: the customer must be placeable and the items the draft holds
+        # compatible with it (tax.refusal).
+        tax.require_location(ctx, ctx.state.customers.get(invoice["customer"]), param="automatic_tax[enabled]")
+        items = billing.attached_items(ctx.state, invoice["id"])
+        tax.check_lines(ctx, ((tax.facts_of(ctx.state, item), "automatic_tax[enabled]") for item in items))
     owner = ctx.state.customers.get(invoice["customer"]) or {}
     discounts = coupons.invoice_discounts(ctx, invoice["id"], owner, params, creating=False)
     _apply(ctx, invoice, params)
     if discounts is not None:
         invoice["discounts"] = discounts
+    if enabled is not None:
+        invoice["automatic_tax"] = tax.automatic_tax_object(enabled)
     return render(ctx, invoice)
 
 
@@ -360,6 +378,7 @@ def finalize(ctx: Ctx, params: dict[str, Any]) -> Object:
     invoice = _invoice(ctx)
     if invoice["status"] != "draft":
         raise invalid("This invoice is already finalized, you can't re-finalize a non-draft invoice.")
+    tax.check_finalize(ctx, invoice)
     if "auto_advance" in params:
         invoice["auto_advance"] = params["auto_advance"]
     billing.finalize(ctx, invoice)
@@ -439,7 +458,8 @@ def lines(ctx: Ctx, params: dict[str, Any]) -> Object:
         after=cursors["starting_after"],
         before=cursors["ending_before"],
     )
-    data = [billing.render_line(state.invoice_items.objects[i]) for i in ids]
+    money = billing.breakdown(ctx, invoice)
+    data = [billing.render_line(state.invoice_items.objects[i], money) for i in ids]
     return list_object(f"/v1/invoices/{invoice['id']}/lines", data, has_more)
 
 
@@ -474,6 +494,11 @@ def add_lines(ctx: Ctx, params: dict[str, Any]) -> Object:
             pricing = billing.price_pricing(ctx, line, prefix=prefix, currency=invoice["currency"], existing=None)
             assert pricing is not None
             planned.append((billing.new_item(ctx, customer, pricing, line), False, line, pricing))
+    if invoice["automatic_tax"]["enabled"]:
+        tax.check_lines(
+            ctx,
+            ((_line_facts(state, item, pricing), f"lines[{i}]") for i, (item, _, _, pricing) in enumerate(planned)),
+        )
     for item, existing, line, pricing in planned:
         if existing:
             billing.update_item_fields(ctx, item, line, pricing)
@@ -484,6 +509,14 @@ def add_lines(ctx: Ctx, params: dict[str, Any]) -> Object:
     if "invoice_metadata" in params:
         invoice["metadata"] = merge_metadata(invoice["metadata"], params["invoice_metadata"])
     return render(ctx, invoice)
+
+
+def _line_facts(state: Any, item: Object, pricing: billing.Pricing | None) -> tax.LineFacts:
+    """What a line about to be added is taxed on: its new pricing, or the item's own when unchanged."""
+    if pricing is None:
+        return tax.facts_of(state, item)
+    meta = state.item_tax.get(item["id"], {})
+    return tax.LineFacts(item["id"], pricing.amount, pricing.price, meta.get("tax_behavior"), meta.get("tax_code"))
 
 
 def remove_lines(ctx: Ctx, params: dict[str, Any]) -> Object:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import account, coupons, customers, invoiceitems, invoices, products
+from . import account, coupons, customers, invoiceitems, invoices, products, tax
 from .common import Handler
 from .params import Schema
 
@@ -34,9 +34,14 @@ class Route:
         ``apikeys/create?permissions[]=rak_invoice_read&permissions[]=rak_customer_read``). GET needs
         read, POST and DELETE write, and "write permissions imply read permissions"
         (https://docs.stripe.com/keys#limit-access). The invoice-item resource name is not documented
-        anywhere we found; ``rak_invoiceitem`` follows the object's name.
+        anywhere we found; ``rak_invoiceitem`` follows the object's name. Nor are Stripe Tax's:
+        ``rak_tax_settings`` and ``rak_tax_registration`` follow the objects' names (``tax.settings``,
+        ``tax.registration``), as ``rak_tax_rate_read`` (in Stripe's dashboard links) follows
+        ``tax_rate``. A customer's ``tax`` (``expand[]=tax``) is a field of the customer: the
+        customer's permission covers it (Stripe names no other).
         """
-        resource = RESTRICTED_KEY_RESOURCES.get(self.template.split("/")[2])
+        segments = self.template.split("/")[2:]
+        resource = RESTRICTED_KEY_RESOURCES.get("/".join(segments[:2])) or RESTRICTED_KEY_RESOURCES.get(segments[0])
         if resource is None:
             return None
         return f"rak_{resource}_{'read' if self.method == 'GET' else 'write'}"
@@ -80,6 +85,14 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/invoices/{invoice}/add_lines", invoices.ADD_LINES, invoices.add_lines, "invoice"),
     Route("POST", "/v1/invoices/{invoice}/remove_lines", invoices.REMOVE_LINES, invoices.remove_lines, "invoice"),
     Route("GET", "/v1/invoices/{invoice}/lines", invoices.LINES, invoices.lines, "list:line_item"),
+    Route("GET", "/v1/tax/settings", tax.SETTINGS_RETRIEVE, tax.retrieve_settings, "tax.settings"),
+    Route("POST", "/v1/tax/settings", tax.SETTINGS_UPDATE, tax.update_settings, "tax.settings"),
+    Route("GET", "/v1/tax/registrations", tax.REGISTRATION_LIST, tax.list_registrations, "list:tax.registration"),
+    Route("POST", "/v1/tax/registrations", tax.REGISTRATION_CREATE, tax.create_registration, "tax.registration"),
+    Route(
+        "GET", "/v1/tax/registrations/{id}", tax.REGISTRATION_RETRIEVE, tax.retrieve_registration, "tax.registration"
+    ),
+    Route("POST", "/v1/tax/registrations/{id}", tax.REGISTRATION_UPDATE, tax.update_registration, "tax.registration"),
 )
 
 
@@ -88,10 +101,13 @@ ROUTES: tuple[Route, ...] = (
 # available for use by restricted keys", https://github.com/dj-stripe/dj-stripe/pull/1131).
 RESTRICTED_KEY_RESOURCES = {
     "balance": "balance",
+    "coupons": "coupon",
     "customers": "customer",
     "products": "product",
     "invoiceitems": "invoiceitem",
     "invoices": "invoice",
+    "tax/settings": "tax_settings",
+    "tax/registrations": "tax_registration",
 }
 
 

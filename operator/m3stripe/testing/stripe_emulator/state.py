@@ -155,6 +155,22 @@ class AccountState:
     invoices_by_customer: dict[str, SeqIndex] = field(default_factory=dict)
     customers_by_email: dict[str, SeqIndex] = field(default_factory=dict)
     paid_by_currency: dict[str, int] = field(default_factory=dict)
+    # Stripe Tax (tax.py). The account's tax settings object (per mode: it carries `livemode`), its
+    # registrations, and what the API keeps but does not show on the objects themselves: an invoice
+    # item's own `tax_behavior`/`tax_code` (invoiceitems/create parameters the invoice item object of
+    # this API version has no field for), a customer's `tax[ip_address]` and forced tax-location
+    # failures, the `txr_` ids of the tax rates Stripe Tax made, and the tax of finalized invoices.
+    tax_settings: Obj = field(default_factory=dict)
+    tax_registrations: Collection = field(default_factory=lambda: Collection("tax.registration"))
+    item_tax: dict[str, Obj] = field(default_factory=dict)
+    customer_tax: dict[str, Obj] = field(default_factory=dict)
+    tax_rate_ids: dict[tuple[str, str | None, str, bool], str] = field(default_factory=dict)
+    invoice_breakdowns: dict[str, Any] = field(default_factory=dict)
+    # Admin settings (no v1 API): the Tax integration configuration's
+    # `invoices.automatic_tax_default_value` (`disabled` or `enabled_when_possible`), and whether
+    # negative lines may go on automatic-tax invoices (tax.py explains why that is off by default).
+    automatic_tax_default: str = "disabled"
+    negative_lines_with_automatic_tax: bool = False
     next_seq: int = 0
 
     def new_seq(self) -> int:

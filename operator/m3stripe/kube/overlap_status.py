@@ -1,0 +1,111 @@
+"""What a pass found of other integrations selecting the same Bills: status.overlaps and the Overlapping condition.
+
+A record is kept per other integration while both integrations' selections stay the same, so an incremental pass
+that met none of the shared Bills does not make the overlap look resolved; it goes when the other integration is
+deleted or re-targeted, or when either selection changes and a pass finds no shared Bill any more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from m3stripe.api.conditions import Observation, rfc3339
+from m3stripe.api.status import ConditionType
+from m3stripe.domain.overlap import Overlap
+from m3stripe.domain.runs import RunReport
+
+MAX_RECORDS = 50
+
+
+def fold_overlaps(
+    previous: Sequence[Mapping[str, Any]], overlap: Overlap, report: RunReport, my_selection: str, now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """status.overlaps after this pass, and the records that are new (each deserves a Warning event)."""
+    if overlap.unknown:
+        return [dict(r) for r in previous], []  # the peers could not be listed: what was known stays
+    before = {str(r.get("uid")): r for r in previous}
+    older = {p.uid for p in overlap.older}
+    records: list[dict[str, Any]] = []
+    fresh: list[dict[str, Any]] = []
+    for peer in sorted(overlap.peers, key=lambda p: p.seniority):
+        selections = hashlib.sha256(f"{peer.selection}|{my_selection}".encode()).hexdigest()[:12]
+        count = report.left_to.get(peer.where, 0) + report.shared_with.get(peer.where, 0)
+        old = before.get(peer.uid)
+        if old is not None and old.get("selections") != selections:
+            old = None  # either selection changed: what was seen says nothing of the new ones
+        if count == 0 and old is None:
+            continue  # no Bill both select has been seen: not (yet) an overlap
+        record = {
+            "integration": peer.where,
+            "uid": peer.uid,
+            "sends": peer.uid in older,
+            "bills": count or int((old or {}).get("bills") or 0),
+            "notes": ", ".join(peer.notes) or None,
+            "selections": selections,
+            "lastSeen": str(old.get("lastSeen")) if old is not None and not count else rfc3339(now),
+        }
+        records.append({k: v for k, v in record.items() if v is not None})
+        if old is None:
+            fresh.append(record)
+    return records[:MAX_RECORDS], fresh
+
+
+def overlap_observation(records: Sequence[Mapping[str, Any]], overlap: Overlap | None) -> Observation:
+    """The Overlapping condition: True while another integration selects some of the same Bills."""
+    older = [r for r in records if r.get("sends")]
+    younger = [r for r in records if not r.get("sends")]
+    if older:
+        names = ", ".join(_named(r) for r in older)
+        message = (
+            f"{names} also select(s) Bills this integration selects, for the same m3ter Organization and Stripe "
+            f"account and mode, and is older: those Bills are left to it (the older integration sends the Bills both "
+            "select; this one sends only the Bills that are its alone). Narrow spec.accountIds, "
+            "spec.restrictedAccountIds or spec.accountFilter so that each Bill is selected once, or delete the copy"
+        )
+        if younger:
+            message += (
+                f"; this integration sends the Bills it shares with the younger {', '.join(_named(r) for r in younger)}"
+            )
+        return Observation(ConditionType.OVERLAPPING, "True", "LeavesBillsToOlder", message)
+    if younger:
+        names = ", ".join(_named(r) for r in younger)
+        message = (
+            f"{names} also select(s) Bills this integration selects, for the same m3ter Organization and Stripe "
+            "account and mode, and is younger: this integration sends those Bills, the younger one leaves them. "
+            "Narrow one selection so that each Bill is selected once, or delete the copy"
+        )
+        return Observation(ConditionType.OVERLAPPING, "True", "SharesBillsWithYounger", message)
+    if overlap is not None and overlap.unknown:
+        message = (
+            f"{overlap.unknown}. Overlap with integrations in other namespaces cannot be seen; a Bill Stripe already "
+            "holds is still never sent twice"
+        )
+        return Observation(ConditionType.OVERLAPPING, "Unknown", "PeersUnreadable", message)
+    return Observation(
+        ConditionType.OVERLAPPING,
+        "False",
+        "NoOverlap",
+        "no other integration has selected a Bill this one selects, for the same Stripe account and mode",
+    )
+
+
+def overlap_event(record: Mapping[str, Any]) -> str:
+    """The Warning event for a newly seen overlap."""
+    who = _named(record)
+    if record.get("sends"):
+        return (
+            f"{who} also selects {record.get('bills')} of the Bills this pass read, for the same m3ter Organization "
+            "and Stripe account and mode; it is older, so it sends them and this integration leaves them to it"
+        )
+    return (
+        f"{who} also selects {record.get('bills')} of the Bills this pass sent, for the same m3ter Organization and "
+        "Stripe account and mode; it is younger, so this integration sends them and it leaves them"
+    )
+
+
+def _named(record: Mapping[str, Any]) -> str:
+    notes = record.get("notes")
+    return f"{record.get('integration')} ({notes})" if notes else str(record.get("integration"))

@@ -1,0 +1,362 @@
+"""Exactly once per Bill, not per Kubernetes object (issue 18), through the real worker in process.
+
+A re-created integration (delete and apply, a status lost, a rename into another namespace, an upgrade from objects
+written with the uid in their metadata) resumes and never repeats; two integrations over the same Bills and the same
+Stripe account invoice each Bill once, the older one writing, both saying so; all of it under Stripe faults too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+
+from m3stripe.api import names
+from m3stripe.domain.mapping import META_INTEGRATION, META_ORGANIZATION, META_VERSION
+from m3stripe.kube.integration import Integration
+from m3stripe.kube.peers import seniority
+from m3stripe.kube.worker import IntegrationWorker
+from m3stripe.testing.stripe_emulator.faults import Fault
+from tests.kube.test_worker import KEY, M3TER_CLIENT, M3TER_SECRET, ORG, World, condition, world
+
+__all__ = ["world"]  # test_worker's fixture, used here through `w`
+
+
+@pytest.fixture
+def w(world: World) -> World:
+    return world
+
+
+Event = tuple[str, str, str]
+
+
+@dataclass
+class Handle:
+    """One StripeIntegration in the API server and the worker that reconciles it."""
+
+    w: World
+    namespace: str
+    name: str
+    worker: IntegrationWorker
+    uid: str
+    events: list[Event] = field(default_factory=list)
+    _tokens: int = 0
+
+    def _resource(self) -> tuple[str, str, str, str]:
+        return (names.GROUP, names.VERSION, self.namespace, names.PLURAL)
+
+    async def body(self) -> dict[str, Any]:
+        found = await asyncio.to_thread(self.w.custom.get_namespaced_custom_object, *self._resource(), self.name)
+        return cast(dict[str, Any], found)
+
+    async def status(self) -> dict[str, Any]:
+        return dict((await self.body()).get("status") or {})
+
+    async def reconcile(self) -> dict[str, Any]:
+        await self.worker.reconcile(await self.body())
+        return await self.status()
+
+    async def run_now(self) -> dict[str, Any]:
+        self._tokens += 1
+        token = f"now-{self._tokens}"
+        patch = {"metadata": {"annotations": {names.ANNOTATION_REQUESTED_AT: token}}}
+        await asyncio.to_thread(self.w.custom.patch_namespaced_custom_object, *self._resource(), self.name, patch)
+        status = await self.reconcile()
+        assert status.get("lastHandledRequestedAt") == token, status
+        return status
+
+    def restart(self) -> None:
+        """The operator restarted: a new worker for the same object, with nothing in memory."""
+        self.worker = IntegrationWorker(self.worker.integration)
+
+    async def delete(self) -> None:
+        await self.worker._source.close()
+        await asyncio.to_thread(self.w.custom.delete_namespaced_custom_object, *self._resource(), self.name)
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+
+async def apply(w: World, name: str, namespace: str = "billing", **spec: Any) -> Handle:
+    """`kubectl apply` of a StripeIntegration (and its Secrets) in `namespace`, with its worker."""
+    if namespace not in ("billing",):
+        w.k8s.add_namespace(namespace)
+    await asyncio.to_thread(w.kube_client.put_secret, namespace, "stripe", {"apiKey": KEY})
+    await asyncio.to_thread(
+        w.kube_client.put_secret, namespace, "m3ter", {"clientId": M3TER_CLIENT, "clientSecret": M3TER_SECRET}
+    )
+    body = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "destination": "StripeTestMode",
+            "credentialRef": {"name": "stripe"},
+            "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
+            "syncInterval": "1h",
+            **spec,
+        },
+    }
+    resource = (names.GROUP, names.VERSION, namespace, names.PLURAL)
+    await asyncio.to_thread(w.custom.create_namespaced_custom_object, *resource, body)
+    found = await asyncio.to_thread(w.custom.get_namespaced_custom_object, *resource, name)
+    meta = cast(dict[str, Any], found)["metadata"]
+    events: list[Event] = []
+
+    def emit(type_: str, reason: str, message: str) -> None:
+        events.append((type_, reason, message))
+
+    when = seniority(meta, namespace, name)[0]
+    integration = Integration(w.runtime, namespace, name, meta["uid"], emit, logging.getLogger("test"), when)
+    return Handle(w, namespace, name, IntegrationWorker(integration), meta["uid"], events)
+
+
+async def mapped_bills(w: World, count: int, prefix: str = "c") -> list[str]:
+    bills = []
+    for i in range(count):
+        account = w.m3ter_account(f"{prefix}{i}")
+        await w.customer_for(account)
+        bills.append(w.bill(account, f"{i + 1}.00"))
+    return bills
+
+
+def one_invoice_each(w: World, bills: list[str]) -> list[dict[str, Any]]:
+    found = []
+    for bill_id in bills:
+        invoices = w.invoices_of(bill_id)
+        assert len(invoices) == 1, (bill_id, invoices)
+        found.append(invoices[0])
+    return found
+
+
+# --------------------------------------------------------------------------- re-creation resumes, never repeats
+
+
+async def test_an_integration_deleted_and_applied_again_sends_nothing_twice_and_only_what_is_new(w: World) -> None:
+    bills = await mapped_bills(w, 7)
+    first = await apply(w, "uk")
+    assert (await first.reconcile())["lastSync"]["billsSent"] == 7
+    before = {i["id"] for i in w.invoices()}
+    await first.delete()
+    (new_bill,) = await mapped_bills(w, 1, prefix="new")
+    again = await apply(w, "uk")  # the same manifest, as a cluster rebuilt from git applies it
+    assert again.uid != first.uid
+    status = await again.reconcile()
+    last = status["lastSync"]
+    assert (last["billsSent"], last["billsUnchanged"], last["billsFailed"]) == (1, 7, 0), last
+    one_invoice_each(w, [*bills, new_bill])
+    assert {i["id"] for i in w.invoices()} - before == {w.invoices_of(new_bill)[0]["id"]}
+
+
+async def test_a_status_lost_or_stripped_resumes_from_stripe_and_sends_nothing_twice(w: World) -> None:
+    bills = await mapped_bills(w, 5)
+    uk = await apply(w, "uk")
+    await uk.reconcile()
+    # etcd restored from an old backup, or a tool that strips status, then the operator restarts: the progress is
+    # gone, the object is not.
+    resource = (names.GROUP, names.VERSION, uk.namespace, names.PLURAL)
+    await asyncio.to_thread(w.custom.patch_namespaced_custom_object_status, *resource, uk.name, {"status": None})
+    assert not await uk.status()
+    uk.restart()
+    (late,) = await mapped_bills(w, 1, prefix="late")
+    status = await uk.reconcile()
+    last = status["lastSync"]
+    assert (last["billsSent"], last["billsUnchanged"]) == (1, 5), last
+    one_invoice_each(w, [*bills, late])
+
+
+async def test_a_rename_into_another_namespace_resumes_a_regenerated_bill_updates_its_draft_a_finalized_one_is_left(
+    w: World,
+) -> None:
+    bills = await mapped_bills(w, 3)
+    old = await apply(w, "invoices", "billing")
+    await old.reconcile()
+    draft, finalized, unchanged = one_invoice_each(w, bills)
+    await w.sdk.v1.invoices.finalize_invoice_async(finalized["id"])
+    await old.delete()
+    w.m3ter.regenerate_bill(ORG, bills[0], lines=[{"line_item_type": "USAGE", "subtotal": "41.00"}])
+    w.m3ter.regenerate_bill(ORG, bills[1], lines=[{"line_item_type": "USAGE", "subtotal": "42.00"}])
+    moved = await apply(w, "stripe-invoices", "finance")
+    status = await moved.reconcile()
+    last = status["lastSync"]
+    assert (last["billsSent"], last["billsUnchanged"], last["billsFailed"]) == (1, 1, 1), last
+    updated, still_final, same = one_invoice_each(w, bills)
+    assert updated["id"] == draft["id"] and updated["total"] == 4100 and updated["metadata"][META_VERSION] == "2"
+    assert updated["metadata"][META_INTEGRATION] == moved.uid and updated["metadata"][META_ORGANIZATION] == ORG
+    assert still_final["id"] == finalized["id"] and still_final["status"] == "open" and still_final["total"] == 200
+    assert same == unchanged
+    (event,) = status["openEvents"]
+    assert event["kind"] == "integration.perform.error" and finalized["id"] in event["message"]
+
+
+async def test_objects_written_with_the_uid_in_their_metadata_are_recognised_after_an_upgrade(w: World) -> None:
+    bills = await mapped_bills(w, 4)
+    old = await apply(w, "uk")
+    await old.reconcile()
+    # What an operator before the Organization was recorded left in Stripe: no m3ter_organization_id anywhere (the
+    # emulator's stored objects are edited in place, as no API call removes a line's metadata key).
+    stored = w.stripe._mode_state(w.account, False)
+    for collection in (stored.invoices, stored.invoice_items):
+        for obj in collection.objects.values():
+            obj["metadata"].pop(META_ORGANIZATION, None)
+    assert all(META_ORGANIZATION not in i["metadata"] for i in w.invoices())
+    assert all(META_ORGANIZATION not in li["metadata"] for i in w.invoices() for li in i["lines"]["data"])
+    await old.delete()
+    upgraded = await apply(w, "uk")
+    status = await upgraded.reconcile()
+    assert (status["lastSync"]["billsSent"], status["lastSync"]["billsUnchanged"]) == (0, 4), status["lastSync"]
+    one_invoice_each(w, bills)
+
+
+async def test_re_creation_under_stripe_faults_still_sends_nothing_twice(w: World) -> None:
+    bills = await mapped_bills(w, 6)
+    first = await apply(w, "uk")
+    await first.reconcile()
+    await first.delete()
+    w.stripe.inject_random(
+        {Fault.SERVER_ERROR: 0.3, Fault.RATE_LIMIT: 0.2, Fault.DROP_AFTER_WRITE: 0.1},
+        seed=18,
+        path_prefix="/v1/invoice",
+    )
+    more = await mapped_bills(w, 4, prefix="late")
+    again = await apply(w, "uk")
+    status = await again.reconcile()
+    for _ in range(6):
+        if not status.get("sync", {}).get("retryBillIds"):
+            break
+        status = await again.run_now()
+    w.stripe.clear_faults()
+    status = await again.run_now()
+    assert status["lastSync"]["billsFailed"] == 0, status["lastSync"]
+    one_invoice_each(w, [*bills, *more])
+
+
+async def test_the_first_pass_after_re_creation_reads_each_customer_once_not_each_bill_again_and_again(
+    w: World,
+) -> None:
+    accounts = [w.m3ter_account(f"big{i}") for i in range(2)]
+    for account in accounts:
+        await w.customer_for(account)
+    bills = [w.bill(accounts[n % 2], f"{n + 1}.00") for n in range(20)]
+    first = await apply(w, "uk")
+    await first.reconcile()
+    await first.delete()
+    before = len(w.stripe.requests)
+    again = await apply(w, "uk")
+    status = await again.reconcile()
+    assert status["lastSync"]["billsUnchanged"] == 20
+    requests = list(w.stripe.requests)[before:]
+    assert [r for r in requests if r.method != "GET"] == []
+    # Each customer's invoices are listed once, with their lines (Stripe embeds them in the invoice); per Bill only
+    # the normal re-read of what was created meanwhile: never the customer's history, nor each invoice's lines.
+    invoice_lists = [r for r in requests if r.path == "/v1/invoices"]
+    line_reads = [r for r in requests if r.path.endswith("/lines")]
+    assert len(invoice_lists) <= len(bills) + len(accounts) and line_reads == []
+    one_invoice_each(w, bills)
+
+
+# --------------------------------------------------------------------------- overlap is seen and refused
+
+
+async def test_two_identical_integrations_invoice_each_bill_once_and_both_say_which_sends_it(w: World) -> None:
+    bills = await mapped_bills(w, 8)
+    older = await apply(w, "uk")
+    await asyncio.sleep(1.05)  # creationTimestamp has whole seconds: the copy is younger
+    copy = await apply(w, "uk-copy")
+    await asyncio.gather(older.reconcile(), copy.reconcile())
+    older_status, copy_status = await older.status(), await copy.status()
+    # Whichever pass ran first, the younger one never writes a Bill the older one selects.
+    await older.run_now()
+    await copy.run_now()
+    invoices = one_invoice_each(w, bills)
+    assert {i["metadata"][META_INTEGRATION] for i in invoices} == {older.uid}
+    copy_status = await copy.status()
+    overlapping = condition(copy_status, "Overlapping")
+    assert (overlapping["status"], overlapping["reason"]) == ("True", "LeavesBillsToOlder")
+    assert "billing/uk " in overlapping["message"] + " " and "older" in overlapping["message"]
+    (record,) = copy_status["overlaps"]
+    assert (record["integration"], record["sends"], record["uid"]) == ("billing/uk", True, older.uid)
+    assert copy_status["lastSync"]["billsSent"] == 0 and copy_status["consecutiveErrors"] == 0
+    assert not copy_status.get("openEvents")  # leaving a Bill to the owner is no error, and costs no error budget
+    assert "Overlapping" in copy.reasons()
+    older_status = await older.status()
+    mine = condition(older_status, "Overlapping")
+    assert (mine["status"], mine["reason"]) == ("True", "SharesBillsWithYounger") and "billing/uk-copy" in mine[
+        "message"
+    ]
+    assert "Overlapping" in older.reasons()
+
+
+async def test_a_partly_overlapping_integration_writes_only_the_bills_that_are_its_alone(w: World) -> None:
+    a1, a2, a3 = (w.m3ter_account(code) for code in ("one", "two", "three"))
+    for account in (a1, a2, a3):
+        await w.customer_for(account)
+    b1, b2, b3 = w.bill(a1, "1.00"), w.bill(a2, "2.00"), w.bill(a3, "3.00")
+    wide = await apply(w, "wide", accountIds=[a1, a2])
+    await asyncio.sleep(1.05)
+    narrow = await apply(w, "narrow", accountIds=[a2, a3])
+    await narrow.reconcile()  # the younger one passes first: it still leaves the shared Bill to the older one
+    await wide.reconcile()
+    invoices = one_invoice_each(w, [b1, b2, b3])
+    writers = {b: i["metadata"][META_INTEGRATION] for b, i in zip((b1, b2, b3), invoices, strict=True)}
+    assert writers == {b1: wide.uid, b2: wide.uid, b3: narrow.uid}
+    status = await narrow.status()
+    assert condition(status, "Overlapping")["reason"] == "LeavesBillsToOlder"
+    assert status["overlaps"][0]["bills"] == 1
+
+
+async def test_when_the_older_integration_goes_the_younger_one_starts_over_and_sends_what_it_had_left_to_it(
+    w: World,
+) -> None:
+    bills = await mapped_bills(w, 3)
+    older = await apply(w, "uk", suspend=True)  # it selects the Bills but sends nothing while suspended
+    await asyncio.sleep(1.05)
+    copy = await apply(w, "uk-copy")
+    status = await copy.reconcile()
+    assert status["lastSync"]["billsSent"] == 0 and w.invoices() == []
+    assert "suspended" in condition(status, "Overlapping")["message"]
+    await older.delete()
+    status = await copy.run_now()
+    assert status["lastSync"]["billsSent"] == 3, status["lastSync"]
+    assert "SyncProgressReset" in copy.reasons()
+    assert condition(status, "Overlapping")["status"] == "False" and not status.get("overlaps")
+    one_invoice_each(w, bills)
+
+
+async def test_integrations_on_other_stripe_accounts_or_modes_are_no_overlap(w: World) -> None:
+    bills = await mapped_bills(w, 2)
+    other_key = "sk_test_51anotherStripeAccount"
+    w.stripe.add_api_key(other_key)
+    older = await apply(w, "to-another-account")
+    await asyncio.to_thread(w.kube_client.put_secret, "billing", "other-stripe", {"apiKey": other_key})
+    patch = {"spec": {"credentialRef": {"name": "other-stripe"}}}
+    resource = (names.GROUP, names.VERSION, "billing", names.PLURAL)
+    await asyncio.to_thread(w.custom.patch_namespaced_custom_object, *resource, older.name, patch)
+    await older.reconcile()
+    await asyncio.sleep(1.05)
+    mine = await apply(w, "mine")
+    status = await mine.reconcile()
+    assert status["lastSync"]["billsSent"] == 2 and condition(status, "Overlapping")["status"] == "False"
+    one_invoice_each(w, bills)
+
+
+@pytest.mark.parametrize("faults", [False, True], ids=["clean", "stripe-faults"])
+async def test_overlapping_integrations_passing_at_once_never_double_a_bill(w: World, faults: bool) -> None:
+    bills = await mapped_bills(w, 10)
+    a = await apply(w, "a")
+    await asyncio.sleep(1.05)
+    b = await apply(w, "b")
+    if faults:
+        w.stripe.inject_random(
+            {Fault.SERVER_ERROR: 0.25, Fault.DROP_AFTER_WRITE: 0.1}, seed=7, path_prefix="/v1/invoice"
+        )
+    await asyncio.gather(a.reconcile(), b.reconcile())
+    for _ in range(5):
+        await asyncio.gather(a.run_now(), b.run_now())
+    w.stripe.clear_faults()
+    await asyncio.gather(a.run_now(), b.run_now())
+    invoices = one_invoice_each(w, bills)
+    assert {i["metadata"][META_INTEGRATION] for i in invoices} == {a.uid}
