@@ -1,4 +1,4 @@
-"""Metrics.forget drops every series of one integration and nothing else."""
+"""Metrics.forget drops every series of one integration and nothing else; the Stripe series belong to a budget."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_forget_removes_every_series_of_the_integration_only(metric: str, extra:
     m = Metrics()
     for ns, name in (("ns", "a"), ("ns", "b"), ("other", "a")):
         populate(m, ns, name)
-    m.request("invoices.create", 200, 0.1)  # gateway series carry no integration label
+    m.stripe("live.0123456789ab", 100).request("invoices.create", 200, 0.1)  # budget series: no integration label
     assert sample(m, "ns", "a")(metric, extra) is not None
 
     m.forget("ns", "a")
@@ -80,7 +80,10 @@ def test_forget_removes_every_series_of_the_integration_only(metric: str, extra:
     assert sample(m, "ns", "b")(metric, extra) is not None
     assert sample(m, "other", "a")(metric, extra) is not None
     assert (
-        m.registry.get_sample_value("m3stripe_stripe_requests_total", {"endpoint": "invoices.create", "code": "200"})
+        m.registry.get_sample_value(
+            "m3stripe_stripe_requests_total",
+            {"budget": "live.0123456789ab", "endpoint": "invoices.create", "code": "200"},
+        )
         == 1
     )
 
@@ -108,3 +111,55 @@ def test_forget_twice_or_unknown_is_harmless() -> None:
     m.forget("nowhere", "x")
     populate(m, "ns", "a")  # a recreated integration reports again
     assert sample(m, "ns", "a")("m3stripe_integration_connected", {}) == 1
+
+
+def test_stripe_series_say_which_budget_they_belong_to_and_its_limit() -> None:
+    m = Metrics()
+    live, test = m.stripe("live.aaaaaaaaaaaa", 100), m.stripe("test.aaaaaaaaaaaa", 25)
+    live.request("invoices.create", 429, 0.1)
+    live.retry("invoices.create", "rate_limited")
+    live.rate_limit_wait(0.5)
+    test.request("invoices.create", 200, 0.1)
+
+    def get(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    assert (
+        get("m3stripe_stripe_requests_total", budget="live.aaaaaaaaaaaa", endpoint="invoices.create", code="429") == 1
+    )
+    assert (
+        get("m3stripe_stripe_requests_total", budget="test.aaaaaaaaaaaa", endpoint="invoices.create", code="200") == 1
+    )
+    assert (
+        get(
+            "m3stripe_stripe_retries_total",
+            budget="live.aaaaaaaaaaaa",
+            endpoint="invoices.create",
+            reason="rate_limited",
+        )
+        == 1
+    )
+    assert get("m3stripe_stripe_rate_limit_wait_seconds_total", budget="live.aaaaaaaaaaaa") == 0.5
+    assert (
+        get("m3stripe_stripe_request_duration_seconds_count", budget="test.aaaaaaaaaaaa", endpoint="invoices.create")
+        == 1
+    )
+    assert get("m3stripe_stripe_rate_limit_requests_per_second", budget="live.aaaaaaaaaaaa") == 100
+    assert get("m3stripe_stripe_rate_limit_requests_per_second", budget="test.aaaaaaaaaaaa") == 25
+    assert get("m3stripe_stripe_rate_limit_wait_seconds_total", budget="test.aaaaaaaaaaaa") == 0  # exists, never waited
+    m.stripe("live.aaaaaaaaaaaa", 40)  # an integration with a lower requestsPerSecond joined the budget
+    assert get("m3stripe_stripe_rate_limit_requests_per_second", budget="live.aaaaaaaaaaaa") == 40
+
+
+def test_no_stripe_account_id_is_a_label_value() -> None:
+    """Budgets are digests: an account id (acct_...) never reaches a metric label."""
+    from m3stripe.adapters.stripe_gateway import LimiterRegistry
+
+    m = Metrics()
+    registry = LimiterRegistry()
+    for account, live in (("acct_1SecretAccountId", True), ("acct_1SecretAccountId", False), ("acct_2Other", True)):
+        limit = registry.get(account, live, 100 if live else 25)
+        m.stripe(limit.budget, limit.per_second).request("invoices.create", 200, 0.1)
+    values = {v for family in m.registry.collect() for s in family.samples for v in s.labels.values()}
+    assert not [v for v in values if "acct_" in v]
+    assert len({v for v in values if v.startswith(("live.", "test."))}) == 3

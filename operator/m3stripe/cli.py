@@ -67,7 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return demo_main(duration=args.duration)
+    return demo_main(duration=args.duration, prometheus=args.prometheus)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     crds.set_defaults(func=_crds)
 
     demo = sub.add_parser("demo", help="run the operator on the built-in emulators and show what it does")
-    demo.add_argument("--duration", type=float, default=20.0, help="seconds to let the operator work")
+    demo.add_argument(
+        "--duration", type=float, help="seconds to let the operator work (default 20; 600 with --prometheus)"
+    )
+    demo.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run Prometheus (Debian's prometheus package) on 127.0.0.1, scraping the operator with the "
+        "shipped alerts, and print where to look",
+    )
     demo.set_defaults(func=_demo)
 
     # Day 2 from the terminal (also installed as the kubectl plugin `kubectl-m3stripe`).

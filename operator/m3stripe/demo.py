@@ -6,13 +6,15 @@ server. The operator runs as a real process against them, exactly as it would ag
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from m3stripe.testing.prometheus import Prometheus, find_binary, free_port, prometheus_rules
 from m3stripe.testing.stack import LocalStack, wait_for
 
 ORG = "demo-org"
@@ -167,68 +169,118 @@ def _wait(what: str, predicate: Callable[[], Any], timeout: float = 60) -> None:
     wait_for(predicate, timeout=timeout, interval=0.5, what=what)
 
 
-def main(duration: float = 20.0) -> int:
-    with tempfile.TemporaryDirectory(prefix="m3stripe-demo-") as tmp, LocalStack(Path(tmp)) as stack:
-        print("Local stack on 127.0.0.1:")
-        print(f"  Kubernetes API (kmock)  {stack.kube_url}\n  Stripe emulator         {stack.stripe.url}")
+# The alerts as shipped, when the demo runs from a checkout of the repository (an installed package has no deploy/).
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "prometheusrule.yaml"
+
+
+@contextlib.contextmanager
+def _prometheus(workdir: Path, metrics_port: int) -> Iterator[Prometheus]:
+    """Prometheus on 127.0.0.1 scraping the operator's /metrics every second, with the shipped alerts if found."""
+    rules = prometheus_rules(RULES.read_text()) if RULES.is_file() else None
+    with Prometheus(workdir, targets=[f"127.0.0.1:{metrics_port}"], rules=rules) as prometheus:
         print(
-            f"  m3ter emulator          {stack.m3ter.url}\n  SMTP                    {stack.smtp.host}:{stack.smtp.port}"
+            f"  Prometheus              {prometheus.url}  (scrapes the operator's {metrics_port}/metrics every second)"
         )
-        ids = _seed(stack)
-        _apply(stack)
-        print("\nApplied 3 StripeIntegrations in namespace billing; starting the operator (python -m m3stripe run).")
-        with stack.operator(M3STRIPE_SMTP_SECURITY="none") as op:
+        if rules is None:
+            print(f"  (no alert rules: {RULES} is not here; run the demo from a checkout to load them)")
+        yield prometheus
 
-            def ran(name: str) -> Callable[[], bool]:
-                return lambda: bool((stack.kube.get_integration("billing", name).get("status") or {}).get("lastSync"))
 
-            _wait("the first sync runs", lambda: ran("uk")() and ran("rest-of-world")())
-            print("\n$ kubectl get stripeintegrations -n billing")
-            _integrations(stack)
-            print("\nStripe (test mode) now holds:")
-            _stripe(stack, ids["stripe"])
+def _where_to_look(prometheus: Prometheus, metrics_port: int) -> None:
+    print("\nWhere to look (Prometheus on 127.0.0.1):")
+    print(f"  {prometheus.url}/alerts     the shipped alerts: M3stripeIntegrationNotConnected is pending for")
+    print("                                       not-connected-yet (it fires after 15 minutes)")
+    print(f"  {prometheus.url}/graph?g0.expr=m3stripe_bills_total&g0.tab=0   Bills by integration and outcome")
+    print(f"  {prometheus.url}/graph?g0.expr=m3stripe_stripe_requests_total&g0.tab=1   Stripe requests per budget")
+    print(f"  http://127.0.0.1:{metrics_port}/metrics   the operator's own series")
+    print("  The queries of deploy/monitoring/grafana-dashboard.json run there with the variables filled in")
+    print("  ('$namespace', '$integration', '$budget' by .*, '$__rate_interval' by 5s).")
 
-            print("\nAcme's Bill is recalculated in m3ter (version 2), and Delta gets a Stripe customer;")
-            print("a sync is requested with `kubectl annotate stripeintegration uk m3stripe.dev/requested-at=...`")
-            stack.call(
-                lambda: stack.m3ter.regenerate_bill(
-                    ORG,
-                    ids["bill:Acme Ltd"],
-                    lines=[
-                        {
-                            "line_item_type": "STANDING_CHARGE",
-                            "subtotal": "49.00",
-                            "description": "Platform subscription",
-                        },
-                        {
-                            "line_item_type": "USAGE",
-                            "quantity": 20000,
-                            "unit_price": "0.004",
-                            "description": "API calls",
-                        },
-                    ],
-                )
+
+def main(duration: float | None = None, *, prometheus: bool = False) -> int:
+    """The demo; with `prometheus`, also a real Prometheus (Debian's `prometheus`), kept up `duration` seconds."""
+    if prometheus and find_binary("prometheus") is None:
+        print("m3stripe demo --prometheus: prometheus is not installed (Debian: apt-get install prometheus)")
+        return 2
+    linger = duration if duration is not None else (600.0 if prometheus else 20.0)
+    metrics_port = free_port() if prometheus else 0
+    with contextlib.ExitStack() as resources:
+        tmp = Path(resources.enter_context(tempfile.TemporaryDirectory(prefix="m3stripe-demo-")))
+        stack = resources.enter_context(LocalStack(tmp))
+        prom = resources.enter_context(_prometheus(tmp / "prometheus", metrics_port)) if prometheus else None
+        return _run(stack, linger, prom, metrics_port)
+    return 0
+
+
+def _run(stack: LocalStack, duration: float, prometheus: Prometheus | None, metrics_port: int) -> int:
+    print("Local stack on 127.0.0.1:")
+    print(f"  Kubernetes API (kmock)  {stack.kube_url}\n  Stripe emulator         {stack.stripe.url}")
+    print(f"  m3ter emulator          {stack.m3ter.url}\n  SMTP                    {stack.smtp.host}:{stack.smtp.port}")
+    if prometheus is not None:
+        print(
+            f"  Prometheus              {prometheus.url} (scrapes the operator's :{metrics_port}/metrics every second)"
+        )
+        if prometheus.rules is None:
+            print(f"  (no alert rules: {RULES} is not here; run the demo from a checkout to load them)")
+    ids = _seed(stack)
+    _apply(stack)
+    print("\nApplied 3 StripeIntegrations in namespace billing; starting the operator (python -m m3stripe run).")
+    with stack.operator(M3STRIPE_SMTP_SECURITY="none", M3STRIPE_METRICS_PORT=str(metrics_port)) as op:
+
+        def ran(name: str) -> Callable[[], bool]:
+            return lambda: bool((stack.kube.get_integration("billing", name).get("status") or {}).get("lastSync"))
+
+        _wait("the first sync runs", lambda: ran("uk")() and ran("rest-of-world")())
+        print("\n$ kubectl get stripeintegrations -n billing")
+        _integrations(stack)
+        print("\nStripe (test mode) now holds:")
+        _stripe(stack, ids["stripe"])
+
+        print("\nAcme's Bill is recalculated in m3ter (version 2), and Delta gets a Stripe customer;")
+        print("a sync is requested with `kubectl annotate stripeintegration uk m3stripe.dev/requested-at=...`")
+        stack.call(
+            lambda: stack.m3ter.regenerate_bill(
+                ORG,
+                ids["bill:Acme Ltd"],
+                lines=[
+                    {
+                        "line_item_type": "STANDING_CHARGE",
+                        "subtotal": "49.00",
+                        "description": "Platform subscription",
+                    },
+                    {
+                        "line_item_type": "USAGE",
+                        "quantity": 20000,
+                        "unit_price": "0.004",
+                        "description": "API calls",
+                    },
+                ],
             )
-            stack.stripe_client(KEY).v1.customers.create(
-                params={"name": "Delta GmbH", "metadata": {"m3ter_account_id": ids["Delta GmbH"]}}
-            )
-            token = str(time.time())
-            for name in ("uk", "rest-of-world"):
-                stack.annotate("billing", name, "m3stripe.dev/requested-at", token)
-            _wait(
-                "the requested runs",
-                lambda: all(
-                    (stack.kube.get_integration("billing", n).get("status") or {}).get("lastHandledRequestedAt")
-                    == token
-                    for n in ("uk", "rest-of-world")
-                ),
-            )
-            print("\n$ kubectl get stripeintegrations -n billing")
-            _integrations(stack)
-            print("\nStripe (test mode) now holds (Acme's draft was updated in place, not duplicated):")
-            _stripe(stack, ids["stripe"])
-            if duration > 0:
-                time.sleep(min(duration, 5))
-        print(f"\nOperator log: {op.log_path} (removed with the demo's temporary directory)")
-        print("Done. Next: `kubectl apply -k deploy/overlays/cluster-wide` on a real cluster (see README).")
+        )
+        stack.stripe_client(KEY).v1.customers.create(
+            params={"name": "Delta GmbH", "metadata": {"m3ter_account_id": ids["Delta GmbH"]}}
+        )
+        token = str(time.time())
+        for name in ("uk", "rest-of-world"):
+            stack.annotate("billing", name, "m3stripe.dev/requested-at", token)
+        _wait(
+            "the requested runs",
+            lambda: all(
+                (stack.kube.get_integration("billing", n).get("status") or {}).get("lastHandledRequestedAt") == token
+                for n in ("uk", "rest-of-world")
+            ),
+        )
+        print("\n$ kubectl get stripeintegrations -n billing")
+        _integrations(stack)
+        print("\nStripe (test mode) now holds (Acme's draft was updated in place, not duplicated):")
+        _stripe(stack, ids["stripe"])
+        if prometheus is not None:
+            _where_to_look(prometheus, metrics_port)
+            print(f"\nThe operator and Prometheus stay up for {duration:.0f} s (Ctrl-C to stop sooner).")
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(duration)
+        elif duration > 0:
+            time.sleep(min(duration, 5))
+    print(f"\nOperator log: {op.log_path} (removed with the demo's temporary directory)")
+    print("Done. Next: `kubectl apply -k deploy/overlays/cluster-wide` on a real cluster (see README).")
     return 0

@@ -74,23 +74,33 @@ class Metrics:
         self.notifications = self._counter(
             "notifications_total", "Disablement emails, by result: sent or failed.", (*labels, "result")
         )
+        # The Stripe series belong to a budget, not to an integration: one client-side rate limit per Stripe
+        # account and mode, shared by every integration and key writing to it (https://docs.stripe.com/rate-limits).
+        # `budget` is `live.<digest>` or `test.<digest>` (adapters.stripe_gateway.budget_label): the account id is
+        # never a label value in clear.
+        budget = ("budget",)
         self.stripe_requests = self._counter(
             "stripe_requests_total",
-            "Stripe API requests by endpoint and HTTP status (0: network error).",
-            ("endpoint", "code"),
+            "Stripe API requests by Stripe budget (account digest and mode), endpoint and HTTP status (0: network error).",
+            (*budget, "endpoint", "code"),
         )
         self.stripe_latency = self._histogram(
-            "stripe_request_duration_seconds", "Latency of Stripe API requests.", ("endpoint",), _REQUEST
+            "stripe_request_duration_seconds", "Latency of Stripe API requests.", (*budget, "endpoint"), _REQUEST
         )
         self.stripe_retries = self._counter(
             "stripe_retries_total",
-            "Stripe requests retried, by reason: rate_limited, server, network.",
-            ("endpoint", "reason"),
+            "Stripe requests retried, by budget, endpoint and reason: rate_limited, server, network.",
+            (*budget, "endpoint", "reason"),
         )
-        self.rate_limit_waited = Counter(
-            f"{PREFIX}_stripe_rate_limit_wait_seconds_total",
-            "Time spent waiting for the client-side Stripe rate limiter.",
-            registry=self.registry,
+        self.rate_limit_waited = self._counter(
+            "stripe_rate_limit_wait_seconds",
+            "Time spent waiting for the client-side Stripe rate limiter of the budget.",
+            budget,
+        )
+        self.rate_limit = self._gauge(
+            "stripe_rate_limit_requests_per_second",
+            "The client-side request limit of the budget: the lowest spec.requestsPerSecond of its integrations.",
+            budget,
         )
         # Leader election (the Lease): which process writes, how often the Lease moves, how long no one wrote.
         self.leader = self._gauge(
@@ -198,22 +208,38 @@ class Metrics:
         if writerless_seconds is not None:
             self.writerless.labels(lease).observe(writerless_seconds)
 
-    # StripeObserver (the gateway reports here); labels are bounded: endpoint names are fixed strings.
-    def request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.stripe_requests.labels(endpoint, str(status)).inc()
-        self.stripe_latency.labels(endpoint).observe(seconds)
-
-    def retry(self, endpoint: str, reason: str) -> None:
-        self.stripe_retries.labels(endpoint, reason).inc()
-
-    def rate_limit_wait(self, seconds: float) -> None:
-        self.rate_limit_waited.inc(seconds)
+    def stripe(self, budget: str, per_second: float) -> StripeBudgetObserver:
+        """The StripeObserver of one pass's gateway: its series carry the budget's label; records the budget's limit."""
+        self.rate_limit.labels(budget).set(per_second)
+        # The wait counter exists at 0 from the budget's first pass, so "no wait" reads 0, not "no data"
+        # (https://prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics).
+        self.rate_limit_waited.labels(budget)
+        return StripeBudgetObserver(self, budget)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted integration, so no stale value outlives it."""
         for metric, values in self._issued.pop((namespace, name), set()):
             with contextlib.suppress(KeyError):  # already gone
                 metric.remove(*values)
+
+
+class StripeBudgetObserver:
+    """A StripeObserver (the gateway reports here) for one budget; labels are bounded: endpoint names are fixed
+    strings and there is one budget per Stripe account and mode."""
+
+    def __init__(self, metrics: Metrics, budget: str) -> None:
+        self._metrics = metrics
+        self.budget = budget
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        self._metrics.stripe_requests.labels(self.budget, endpoint, str(status)).inc()
+        self._metrics.stripe_latency.labels(self.budget, endpoint).observe(seconds)
+
+    def retry(self, endpoint: str, reason: str) -> None:
+        self._metrics.stripe_retries.labels(self.budget, endpoint, reason).inc()
+
+    def rate_limit_wait(self, seconds: float) -> None:
+        self._metrics.rate_limit_waited.labels(self.budget).inc(seconds)
 
 
 def _true(condition: Mapping[str, Any] | None) -> int:

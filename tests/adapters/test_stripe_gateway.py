@@ -17,6 +17,7 @@ from m3stripe.adapters.stripe_gateway import (
     StripeCallError,
     StripeGateway,
     StripeRateLimit,
+    budget_label,
     scrub,
 )
 
@@ -240,6 +241,20 @@ def test_limiter_registry_keeps_one_budget_per_account_and_mode() -> None:
     live = registry.get("acct_1", True, 100, owner="int-live")
     assert live is not test
     assert (live.per_second, test.per_second) == (100, 25)
+
+
+def test_each_budget_is_labelled_by_its_mode_and_a_digest_of_its_account_never_the_account() -> None:
+    registry = LimiterRegistry()
+    live, test = registry.get("acct_1Abc", True, 100), registry.get("acct_1Abc", False, 25)
+    assert live.budget == budget_label("acct_1Abc", True)
+    assert live.budget.startswith("live.") and test.budget.startswith("test.")
+    assert live.budget.split(".")[1] == test.budget.split(".")[1]  # one account, two modes
+    assert registry.get("acct_2Xyz", True, 100).budget != live.budget
+    assert "acct" not in live.budget and len(live.budget) == len("live.") + 12
+    # The digest is the one status.sync.ledger records for the account (its third part).
+    from m3stripe.domain.run_history import ledger_id
+
+    assert ledger_id("org", live=True, stripe_account="acct_1Abc").endswith(live.budget)
 
 
 def test_a_live_and_a_test_integration_on_one_account_do_not_flip_each_others_rate() -> None:

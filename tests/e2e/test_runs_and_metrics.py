@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from m3stripe.adapters.stripe_gateway import budget_label
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
 from tests.e2e import helpers
 from tests.e2e.helpers import connect, integration_spec
@@ -144,7 +145,13 @@ def test_runs_events_replay_and_metrics(stack: LocalStack, operator: OperatorPro
     assert value(metrics, "m3stripe_integration_connected", **labels) == 0
     assert value(metrics, "m3stripe_integration_sync_interval_seconds", **labels) == 3600
     assert value(metrics, "m3stripe_integration_open_events", **labels) >= 2
-    assert (value(metrics, "m3stripe_stripe_requests_total", endpoint="invoices.create", code="200") or 0) >= 2
+    # The Stripe series belong to the budget of the key's account in test mode, named by a digest, never the id.
+    budget = budget_label(acct, False)
+    assert (
+        value(metrics, "m3stripe_stripe_requests_total", budget=budget, endpoint="invoices.create", code="200") or 0
+    ) >= 2
+    assert value(metrics, "m3stripe_stripe_rate_limit_requests_per_second", budget=budget) == 25
+    assert not any(acct in v for _, labelset in metrics for _, v in labelset)
 
     # Deleting the integration removes its series.
     stack.kube.delete_integration(NS, "main")

@@ -390,6 +390,7 @@ def test_dashboard_answers_the_questions() -> None:
         "m3stripe_stripe_requests_total",
         "m3stripe_stripe_retries_total",
         "m3stripe_stripe_rate_limit_wait_seconds_total",
+        "m3stripe_stripe_rate_limit_requests_per_second",
         "m3stripe_stripe_request_duration_seconds_bucket",
         "m3stripe_leader",
         "m3stripe_integration_writer",
@@ -526,4 +527,29 @@ def test_exported_series_resolve_suffixes() -> None:
     assert "le" in EXPORTED["m3stripe_sync_run_duration_seconds_bucket"]
     assert {"m3stripe_bills_total", "m3stripe_bills_created"} <= set(EXPORTED)
     assert EXPORTED["m3stripe_bills_total"] == frozenset({"namespace", "integration", "outcome"})
-    assert EXPORTED["m3stripe_stripe_requests_total"] == frozenset({"endpoint", "code"})
+    assert EXPORTED["m3stripe_stripe_requests_total"] == frozenset({"budget", "endpoint", "code"})
+
+
+STRIPE_SERIES = {name for name, labels in EXPORTED.items() if "budget" in labels}
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=[q.where for q in QUERIES])
+def test_dashboard_stripe_queries_follow_the_budget_variable(query: DashboardQuery) -> None:
+    """Stripe series belong to a budget (a Stripe account and mode): each panel filters by $budget."""
+    _, analysis = analyse(interpolate(query.expr, VALUES))
+    for selector in analysis.selectors:
+        if selector.name in STRIPE_SERIES:
+            regex = {m.value for m in selector.matchers.matchers if m.name == "budget" and m.op == pp.MatchOp.Re}
+            assert regex == {VALUES["budget"]}, f'{selector.name} lacks budget=~"$budget": {query.expr}'
+
+
+def test_share_of_the_limit_compares_each_budget_with_its_own_limit() -> None:
+    """No fixed limit variable: several Stripe accounts and modes are shown at once, each against its limit."""
+    variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
+    assert "stripe_rps_limit" not in variables and "budget" in variables
+    share = next(p for p in all_panels(DASHBOARD["panels"]) if p["title"] == "Share of the limit used")
+    [target] = share["targets"]
+    labels, analysis = analyse(interpolate(target["expr"], VALUES))
+    assert not analysis.errors, analysis.errors
+    assert labels == frozenset({"budget"})
+    assert {"m3stripe_stripe_requests_total", "m3stripe_stripe_rate_limit_requests_per_second"} <= analysis.metrics

@@ -14,6 +14,7 @@ budget per endpoint ("Individual API endpoints (unless otherwise noted): 25 requ
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import re
 import time
@@ -28,7 +29,7 @@ from aiolimiter import AsyncLimiter
 from m3stripe.domain.ports import Failure, LedgerError, LedgerErrorDetails
 
 T = TypeVar("T")
-__all__ = ["Failure", "LedgerError", "StripeCallError", "StripeGateway", "scrub"]
+__all__ = ["Failure", "LedgerError", "StripeCallError", "StripeGateway", "budget_label", "scrub"]
 LIST_PAGE = 100
 # https://docs.stripe.com/rate-limits: "Individual API endpoints (unless otherwise noted): 25 requests
 # per second". None of the endpoints the operator calls is "otherwise noted" (the exceptions listed
@@ -60,6 +61,16 @@ _ACCOUNT_IN_PERMISSION_ERROR = re.compile(r"on account '(acct_[A-Za-z0-9]+)'")
 def scrub(text: str, *, mask: str = "[redacted]") -> str:
     """The text without API keys (whole or redacted), other secrets or account ids; each secret becomes `mask`."""
     return _ACCOUNT.sub("acct_[redacted]", _SECRETS.sub(mask, text))
+
+
+def budget_label(account: str, livemode: bool) -> str:
+    """The metrics label of one Stripe budget (account and mode): `live.<digest>` or `test.<digest>`.
+
+    The account id is not put in a label in clear (treated as sensitive, as everywhere else here: `scrub`):
+    the digest is the first 12 hex digits of its SHA-256, the same digest `status.sync.ledger` records
+    (m3stripe.domain.run_history.ledger_id), so `printf %s acct_... | sha256sum | cut -c1-12` finds it.
+    """
+    return f"{'live' if livemode else 'test'}.{hashlib.sha256(account.encode()).hexdigest()[:12]}"
 
 
 def missing_permission(message: str) -> str | None:
@@ -129,7 +140,10 @@ class StripeRateLimit:
         endpoint_per_second: float = ENDPOINT_REQUESTS_PER_SECOND,
         *,
         mode_default_per_second: float | None = None,
+        budget: str = "",
     ) -> None:
+        # Which budget this is, for the metrics (`budget_label`); "" for a limit no registry handed out.
+        self.budget = budget
         self._rates: dict[str, float] = {}
         self._mode_default = mode_default_per_second
         self.endpoint_per_second = endpoint_per_second
@@ -184,7 +198,9 @@ class LimiterRegistry:
         limit = self._limits.get(key)
         if limit is None:
             limit = self._limits[key] = StripeRateLimit(
-                per_second, mode_default_per_second=DEFAULT_REQUESTS_PER_SECOND[livemode]
+                per_second,
+                mode_default_per_second=DEFAULT_REQUESTS_PER_SECOND[livemode],
+                budget=budget_label(account, livemode),
             )
         limit.use(owner or f"rate:{per_second}", per_second)
         return limit

@@ -74,4 +74,4 @@ class Integration:
         # fence falls.
         fenced = FencedRateLimit(limiter, rt.leader.fence, rt.leader.time_left)
         async with open_client(key, api_base=rt.config.stripe_api_base, timeout=rt.config.stripe_timeout_seconds) as c:
-            yield StripeGateway(c, limiter=fenced, observer=rt.metrics)
+            yield StripeGateway(c, limiter=fenced, observer=rt.metrics.stripe(limiter.budget, limiter.per_second))
