@@ -71,6 +71,11 @@ class Metrics:
             "Unexpected exceptions, by where they happened: reconcile or pass (a bug or unhandled input).",
             (*labels, "where"),
         )
+        self.tax = self._counter(
+            "tax_minor_units_total",
+            "Tax Stripe computed on the invoices of runs (automatic tax), in minor units of the currency (cents).",
+            (*labels, "currency"),
+        )
         self.notifications = self._counter(
             "notifications_total", "Disablement emails, by result: sent or failed.", (*labels, "result")
         )
@@ -181,6 +186,8 @@ class Metrics:
             ("failed", report.failed),
         ):
             self.child(self.bills, namespace, name, outcome).inc(count)
+        for currency, amount in report.taxes.items():
+            self.child(self.tax, namespace, name, currency).inc(amount)
         for event in report.events:
             self.error_event(namespace, name, str(event.kind))
         if report.status is RunStatus.COMPLETE and report.completed is not None:

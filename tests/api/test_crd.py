@@ -113,6 +113,7 @@ def test_generated_file_is_current_via_cli(tmp_path: Path) -> None:
         ),
         ({"sendDueDate": True}, ".spec.collectionMethod"),
         ({"poNumberCustomField": "PO", "createStripeInvoice": False}, ".spec.poNumberCustomField"),
+        ({"automaticTax": "Enabled", "createStripeInvoice": False}, ".spec.automaticTax"),
         ({"syncInterval": "5s"}, ".spec.syncInterval"),
         ({"syncInterval": "25h"}, ".spec.syncInterval"),
         ({"eventRetention": "30s"}, ".spec.eventRetention"),
@@ -132,6 +133,8 @@ def test_every_cel_rule_rejects_what_it_is_for(validator: CrdValidator, spec: di
         {"accountIds": ["a"], "restrictedAccountIds": ["b"]},
         {"sendDueDate": True, "collectionMethod": "SendInvoice"},
         {"poNumberCustomField": "PO"},
+        {"automaticTax": "Enabled", "taxBehavior": "Exclusive", "taxCode": "txcd_10103001"},
+        {"automaticTax": "AccountDefault", "createStripeInvoice": False, "taxBehavior": "Inclusive"},
         {"syncInterval": "10s"},
         {"syncInterval": "1h30m"},
         {"syncInterval": "24h"},
@@ -151,6 +154,7 @@ def test_every_cel_rule_is_covered_by_a_case(validator: CrdValidator) -> None:
         ".spec.sendDueDate",
         ".spec.collectionMethod",
         ".spec.poNumberCustomField",
+        ".spec.automaticTax",
         ".spec.syncInterval",
         ".spec.eventRetention",
         ".spec.reconcileInterval",
@@ -165,6 +169,9 @@ def test_schema_rejects_bad_values(validator: CrdValidator) -> None:
     assert validator.validate(_obj(credentialRef={"name": "Not_A_DNS_Name"}))
     assert validator.validate(_obj(integrationDisabledNotificationUsers=["not-an-email"]))
     assert validator.validate(_obj(priceDataProductId="price_123"))
+    assert validator.validate(_obj(automaticTax="On"))
+    assert validator.validate(_obj(taxBehavior="exclusive"))  # the CRD spells Exclusive
+    assert validator.validate(_obj(taxCode="txcd_123"))
     assert validator.validate(_obj(unknownField=True))
     # Durations are bounded in length too, so a CEL duration() never sees an overflowing value.
     assert validator.validate(_obj(syncInterval="9" * 40 + "h"))

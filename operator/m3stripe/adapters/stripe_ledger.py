@@ -15,66 +15,115 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
-from m3stripe.domain.ports import Created, HeldCustomer, HeldInvoice, HeldLine
+from m3stripe.domain.ports import (
+    Created,
+    CustomerTax,
+    Failure,
+    HeldCustomer,
+    HeldInvoice,
+    HeldLine,
+    InvoiceTax,
+    LedgerError,
+    TaxSettings,
+)
+
+
+def _get(obj: Any, name: str) -> Any:
+    """A field of Stripe's JSON (a dict) or of an SDK object (a StripeObject, which is no mapping)."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
 
 
 def _created(obj: Any) -> int:
     """Stripe's creation time of an object; an invoice item calls it `date` ("Time at which the object was
     created", SDK _invoice_item.py), and invoiceitems/list's `created` filter applies to it."""
-    if isinstance(obj, dict):
-        return int(obj.get("created") or obj.get("date") or 0)
-    return int(getattr(obj, "created", None) or getattr(obj, "date", None) or 0)
+    return int(_get(obj, "created") or _get(obj, "date") or 0)
 
 
 def _embedded_lines(lines: Any) -> tuple[HeldLine, ...] | None:
     """The invoice's lines when its answer holds all of them: the invoice object's `lines` is a list with `data` and
     `has_more` ("The individual line items that make up the invoice", SDK _invoice.py `lines: ListObject[
     InvoiceLineItem]`; Stripe's fixtures show it embedded with `has_more`). None: they must be listed."""
-    if isinstance(lines, dict):
-        data, more = lines.get("data"), lines.get("has_more")
-    else:
-        data, more = getattr(lines, "data", None), getattr(lines, "has_more", None)
-    if more is not False or not isinstance(data, list):
+    data, more = _get(lines, "data"), _get(lines, "has_more")
+    if lines is None or more is not False or not isinstance(data, list):
         return None
     return tuple(held_line(line) for line in data)
 
 
+def invoice_tax(obj: Any) -> InvoiceTax:
+    """The invoice's tax as Stripe computed it, at this API version: `automatic_tax` {enabled, status} and
+    `total_taxes[]` {amount, tax_behavior, taxability_reason} (SDK _invoice.py `AutomaticTax`, `TotalTax`; the
+    older `total_tax_amounts` is gone: https://docs.stripe.com/changelog/basil/2025-03-31/invoice-tax-configurations)."""
+    automatic = _get(obj, "automatic_tax")
+    exclusive = inclusive = 0
+    reasons: set[str] = set()
+    for tax in _get(obj, "total_taxes") or ():
+        amount = int(_get(tax, "amount") or 0)
+        if _get(tax, "tax_behavior") == "inclusive":
+            inclusive += amount
+        else:
+            exclusive += amount
+        reasons.add(str(_get(tax, "taxability_reason") or ""))
+    return InvoiceTax(
+        enabled=bool(_get(automatic, "enabled")) if automatic is not None else False,
+        status=_get(automatic, "status") if automatic is not None else None,
+        exclusive=exclusive,
+        inclusive=inclusive,
+        not_collecting=bool(reasons) and reasons == {"not_collecting"},
+    )
+
+
 def held_invoice(obj: Any) -> HeldInvoice:
     """An invoice (Stripe's JSON or an SDK object) as the domain holds it."""
-    if isinstance(obj, dict):
-        return HeldInvoice(
-            str(obj["id"]),
-            _created(obj),
-            str(obj.get("status") or ""),
-            metadata_of(obj),
-            [{"name": str(f["name"]), "value": str(f["value"])} for f in obj.get("custom_fields") or ()],
-            _embedded_lines(obj.get("lines")),
-        )
-    fields = [{"name": str(f.name), "value": str(f.value)} for f in (getattr(obj, "custom_fields", None) or [])]
-    lines = _embedded_lines(getattr(obj, "lines", None))
-    return HeldInvoice(str(obj.id), _created(obj), str(obj.status or ""), metadata_of(obj), fields, lines)
+    fields = [{"name": str(_get(f, "name")), "value": str(_get(f, "value"))} for f in _get(obj, "custom_fields") or ()]
+    total = _get(obj, "total")
+    return HeldInvoice(
+        str(_get(obj, "id")),
+        _created(obj),
+        str(_get(obj, "status") or ""),
+        metadata_of(obj),
+        fields,
+        _embedded_lines(_get(obj, "lines")),
+        None if total is None else int(total),
+        invoice_tax(obj),
+    )
 
 
 def held_line(obj: Any) -> HeldLine:
     """An invoice line or an invoice item (Stripe's JSON or an SDK object) as the domain holds it."""
-    if isinstance(obj, dict):
-        invoice = obj.get("invoice")
-        return HeldLine(
-            str(obj["id"]),
-            _created(obj),
-            int(obj.get("amount") or 0),
-            str(obj.get("description") or ""),
-            metadata_of(obj),
-            invoice if isinstance(invoice, str) else None,
-        )
-    invoice = getattr(obj, "invoice", None)
+    invoice = _get(obj, "invoice")
     return HeldLine(
-        str(obj.id),
+        str(_get(obj, "id")),
         _created(obj),
-        int(obj.amount),
-        str(obj.description or ""),
+        int(_get(obj, "amount") or 0),
+        str(_get(obj, "description") or ""),
         metadata_of(obj),
-        invoice if isinstance(invoice, str) else getattr(invoice, "id", None),
+        invoice if isinstance(invoice, str) else _get(invoice, "id"),
+        bool(_get(obj, "discountable")),
+    )
+
+
+def customer_tax(obj: Any) -> CustomerTax | None:
+    """A customer's `tax` hash (present only when expanded: "expand[]=tax"; SDK _customer.py `Tax`)."""
+    tax = _get(obj, "tax")
+    if tax is None:
+        return None
+    location = _get(tax, "location")
+    return CustomerTax(_get(tax, "automatic_tax"), _get(location, "country") if location is not None else None)
+
+
+def tax_settings(obj: Any) -> TaxSettings:
+    """Stripe Tax settings (SDK stripe/tax/_settings.py: `status`, `status_details.pending.missing_fields`,
+    `defaults.tax_behavior`, `defaults.tax_code`)."""
+    defaults = _get(obj, "defaults")
+    pending = _get(_get(obj, "status_details"), "pending") if _get(obj, "status_details") is not None else None
+    missing = tuple(str(m) for m in (_get(pending, "missing_fields") or ())) if pending is not None else ()
+    return TaxSettings(
+        status=str(_get(obj, "status") or ""),
+        missing=missing,
+        default_behavior=_get(defaults, "tax_behavior") if defaults is not None else None,
+        default_code=_get(defaults, "tax_code") if defaults is not None else None,
     )
 
 
@@ -120,16 +169,30 @@ class StripeLedgerReader:
         )
         return held_invoice(found)
 
-    async def customers(self) -> AsyncIterator[HeldCustomer]:
+    async def customers(self, *, with_tax: bool = False) -> AsyncIterator[HeldCustomer]:
+        """Every customer. `with_tax`: with each one's `tax` (whether Stripe Tax can place it), in the same pages:
+        "Expansions on list requests start with the data property" (https://docs.stripe.com/api/expanding_objects),
+        and `tax` is returned only when expanded (SDK _customer.py)."""
         # Stripe's list endpoint cannot filter by metadata and its Search API lags behind writes
         # (https://docs.stripe.com/search#data-freshness), so callers list them all.
+        params: dict[str, Any] = {"expand": ["data.tax"]} if with_tax else {}
+        async for obj in self._list("customers.list", "/v1/customers", params):
+            yield HeldCustomer(str(obj["id"]), metadata_of(obj), customer_tax(obj))
+
+    async def customer_tax(self, customer_id: str) -> CustomerTax:
+        """One customer's `tax` (customers/retrieve with expand[]=tax)."""
         client = self.__gateway.client
-        async for obj in self.__gateway.iterate(
-            "customers.list",
-            lambda p: client.v1.customers.list_async(params=p),  # type: ignore[arg-type]
-            {},
-        ):
-            yield HeldCustomer(str(obj.id), metadata_of(obj))
+        found: Any = await self.__gateway.call(
+            "customers.retrieve",
+            lambda: client.v1.customers.retrieve_async(customer_id, params={"expand": ["tax"]}),
+        )
+        return customer_tax(found) or CustomerTax(None)
+
+    async def tax_settings(self) -> TaxSettings:
+        """The account's Stripe Tax settings (GET /v1/tax/settings, https://docs.stripe.com/api/tax/settings/retrieve)."""
+        client = self.__gateway.client
+        found: Any = await self.__gateway.call("tax.settings.retrieve", lambda: client.v1.tax.settings.retrieve_async())
+        return tax_settings(found)
 
 
 class StripeLedger(StripeLedgerReader):
@@ -151,11 +214,12 @@ class StripeLedger(StripeLedgerReader):
         created = await self._write("invoices.create", invoices.create_async, params=params, key=idempotency_key)
         return held_invoice(created)
 
-    async def add_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None:
+    async def add_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice:
         invoices = self._g.client.v1.invoices
-        await self._write(
+        updated = await self._write(
             "invoices.add_lines", invoices.add_lines_async, invoice_id, params=params, key=idempotency_key
         )
+        return held_invoice(updated)
 
     async def remove_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None:
         invoices = self._g.client.v1.invoices
@@ -174,6 +238,17 @@ class StripeLedger(StripeLedgerReader):
         items = self._g.client.v1.invoice_items
         item = await self._write("invoiceitems.create", items.create_async, params=params, key=idempotency_key)
         return held_line(item)
+
+    async def create_coupon(self, params: dict[str, Any], *, idempotency_key: str) -> None:
+        """A coupon with the caller's own `id`. An earlier attempt may have made it (its reply lost, in another
+        pass with another key): Stripe then answers `resource_already_exists` ("Coupon already exists"), which means
+        it is there, as asked, since the id derives from what the coupon holds."""
+        coupons = self._g.client.v1.coupons
+        try:
+            await self._write("coupons.create", coupons.create_async, params=params, key=idempotency_key)
+        except LedgerError as err:
+            if err.failure is not Failure.INVALID or err.code != "resource_already_exists":
+                raise
 
     async def delete_item(self, item_id: str) -> None:
         v1 = self._g.client.v1

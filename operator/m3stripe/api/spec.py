@@ -50,6 +50,22 @@ Mode.__doc__ = "Send writes Bills to Stripe; Plan only computes what a Send pass
 CollectionMethod = enum.StrEnum(
     "CollectionMethod", {"CHARGE_AUTOMATICALLY": "ChargeAutomatically", "SEND_INVOICE": "SendInvoice"}
 )
+AutomaticTax = enum.StrEnum(
+    "AutomaticTax", {"ENABLED": "Enabled", "DISABLED": "Disabled", "ACCOUNT_DEFAULT": "AccountDefault"}
+)
+AutomaticTax.__doc__ = (
+    "Whether the invoices ask Stripe Tax to compute tax: Enabled, Disabled, or AccountDefault (the request leaves "
+    "automatic_tax out and the Stripe account's default for API invoices decides)."
+)
+TaxBehavior = enum.StrEnum(
+    "TaxBehavior", {"EXCLUSIVE": "Exclusive", "INCLUSIVE": "Inclusive", "ACCOUNT_DEFAULT": "AccountDefault"}
+)
+TaxBehavior.__doc__ = (
+    "Whether m3ter's amounts exclude tax (Stripe adds it on top) or include it (Stripe takes it out of them), or "
+    "AccountDefault (the default tax behavior of the Stripe account's Stripe Tax settings)."
+)
+# Stripe's product tax codes are "txcd_" and eight digits (https://docs.stripe.com/tax/tax-codes).
+TAX_CODE_PATTERN = r"^txcd_[0-9]{8}$"
 
 
 class LineItemType(enum.StrEnum):
@@ -172,6 +188,14 @@ class StripeIntegrationSpec(_Model):
                     ".poNumberCustomField",
                 ),
                 _cel(
+                    "!has(self.automaticTax) || self.automaticTax != 'Enabled' || "
+                    "!has(self.createStripeInvoice) || self.createStripeInvoice",
+                    "automaticTax: Enabled needs createStripeInvoice: true; with pending invoice items the invoice "
+                    "is the Stripe Subscription's, whose own automatic_tax decides: turn it on there and set "
+                    "taxBehavior for the items",
+                    ".automaticTax",
+                ),
+                _cel(
                     "!has(self.syncInterval) || (duration(self.syncInterval) >= duration('10s') && "
                     f"duration(self.syncInterval) <= duration('{MAX_SYNC_INTERVAL}'))",
                     f"syncInterval must be between 10s and {MAX_SYNC_INTERVAL}",
@@ -286,6 +310,37 @@ class StripeIntegrationSpec(_Model):
         description=(
             "A Stripe Product id (prod_...). When set, lines carry price_data with this product and "
             "unit_amount_decimal, so Stripe Tax can apply the product's tax code."
+        ),
+    )
+    automaticTax: AutomaticTax = Field(
+        default=AutomaticTax.ACCOUNT_DEFAULT,
+        description=(
+            "Whether the draft invoices ask Stripe Tax to compute tax (automatic_tax). Enabled: every invoice is "
+            "taxed as the Stripe account's Stripe Tax settings and registrations say; Stripe Tax must be active, "
+            "and a Bill whose Stripe Customer has no usable location is not sent (an error event says what to add). "
+            "Disabled: never taxed. AccountDefault (the default): the request leaves automatic_tax out and the "
+            "Stripe account's default for API invoices decides, best effort. Needs createStripeInvoice: true to be "
+            "Enabled."
+        ),
+    )
+    taxBehavior: TaxBehavior = Field(
+        default=TaxBehavior.ACCOUNT_DEFAULT,
+        description=(
+            "Whether m3ter's amounts exclude tax (Exclusive: Stripe adds it, the invoice's total before tax equals "
+            "the Bill's total) or include it (Inclusive: the invoice's total equals the Bill's total, tax inside). "
+            "Sent as each line's and item's tax_behavior. AccountDefault (the default): none is sent and the "
+            "default tax behavior in the Stripe account's Stripe Tax settings applies (Stripe refuses taxed lines "
+            "without one)."
+        ),
+    )
+    taxCode: str | None = Field(
+        default=None,
+        max_length=13,
+        pattern=TAX_CODE_PATTERN,
+        description=(
+            "A Stripe product tax code (txcd_ and 8 digits) for the lines that carry no product "
+            "(priceDataProductId unset): sent as the invoice item's tax_code. Unset: the Stripe account's default "
+            "product tax code applies. Lines with priceDataProductId take that product's tax code."
         ),
     )
     poNumberCustomField: CustomFieldName | None = Field(
@@ -418,6 +473,15 @@ class StripeIntegrationSpec(_Model):
                     "sends, not on ones it charges automatically",
                 )
             )
+        if self.automaticTax is AutomaticTax.ENABLED and not self.createStripeInvoice:
+            problems.append(
+                (
+                    "spec.automaticTax",
+                    "Enabled needs createStripeInvoice: true; with pending invoice items the invoice is the Stripe "
+                    "Subscription's, whose own automatic_tax decides: turn it on there and set taxBehavior for the "
+                    "items",
+                )
+            )
         if self.poNumberCustomField and not self.createStripeInvoice:
             problems.append(
                 (
@@ -442,6 +506,18 @@ class StripeIntegrationSpec(_Model):
     @property
     def is_plan(self) -> bool:
         return self.mode is Mode.PLAN
+
+    @property
+    def tax_on(self) -> bool:
+        """The invoices ask for automatic tax (spec.automaticTax: Enabled)."""
+        return self.automaticTax is AutomaticTax.ENABLED
+
+    @property
+    def tax_behavior(self) -> str | None:
+        """Stripe's `tax_behavior` value for lines and items, or None to send none (the account's default)."""
+        if self.taxBehavior is TaxBehavior.ACCOUNT_DEFAULT:
+            return None
+        return "exclusive" if self.taxBehavior is TaxBehavior.EXCLUSIVE else "inclusive"
 
     @property
     def is_test_mode(self) -> bool:

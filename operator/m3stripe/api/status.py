@@ -79,6 +79,16 @@ class StripeObjectRef(_Model):
     billId: str = Field(description="m3ter Bill id.")
     billVersion: int = Field(ge=0, description="m3ter Bill version that was sent.")
     stripeId: str = Field(description="Stripe invoice (in_...) or invoice item (ii_...) id.")
+    tax: str | None = Field(
+        default=None, description="Tax Stripe computed on the invoice (automatic tax), e.g. '2.47 GBP'."
+    )
+
+
+class TaxTotal(_Model):
+    """Tax Stripe computed on the invoices of a run, in one currency."""
+
+    currency: str = Field(description="Currency, lower case as Stripe writes it.")
+    amount: str = Field(description="Tax in the currency's units, e.g. '12.34'.")
 
 
 class RunRecord(LastSync):
@@ -88,6 +98,11 @@ class RunRecord(LastSync):
         default_factory=list,
         max_length=50,
         description="Bills sent in this run and their Stripe objects (first 50).",
+    )
+    taxes: list[TaxTotal] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Tax Stripe computed (automatic tax) on the invoices this run wrote or found, per currency.",
     )
 
 
@@ -245,6 +260,11 @@ class PlanSummary(_Model):
         ),
     )
     truncated: int = Field(default=0, ge=0, description="Bills of the plan not listed in items.")
+    tax: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="The tax settings planned with; a plan shows amounts before tax (Stripe computes tax when it writes).",
+    )
     message: str | None = Field(default=None, max_length=4096, description="One-line summary of the plan.")
 
 

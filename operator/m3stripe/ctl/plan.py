@@ -30,6 +30,8 @@ def plan_header(obj: Mapping[str, Any], plan: Mapping[str, Any], *, now: datetim
         f"{t.get('amount')} {str(t.get('currency')).upper()} ({t.get('bills')} Bill(s))" for t in plan_totals(plan)
     ]
     lines.append(f"  a Send pass would write: {', '.join(totals) or 'nothing'}")
+    if plan.get("tax"):
+        lines.append(f"  tax: {plan.get('tax')}")
     if (spec.get("mode") or "Send") != "Plan":
         lines.append("  spec.mode is Send now: this is the last plan, and Bills are being sent")
     elif meta.get("generation") is not None and meta.get("generation") != plan.get("observedGeneration"):

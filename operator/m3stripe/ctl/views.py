@@ -72,7 +72,7 @@ def overlap_of(status: Mapping[str, Any]) -> str:
 
 
 def runs_table(runs: Sequence[Mapping[str, Any]], *, wide: bool, now: datetime) -> str:
-    headers = ["RUN", "STATUS", "AGE", "DURATION", "SENT", "UNCHANGED", "SKIPPED", "FAILED"]
+    headers = ["RUN", "STATUS", "AGE", "DURATION", "SENT", "UNCHANGED", "SKIPPED", "FAILED", "TAX"]
     if wide:
         headers.append("MESSAGE")
     rows = []
@@ -86,6 +86,7 @@ def runs_table(runs: Sequence[Mapping[str, Any]], *, wide: bool, now: datetime) 
             str(run.get("billsUnchanged", 0)),
             str(run.get("billsSkipped", 0)),
             str(run.get("billsFailed", 0)),
+            ",".join(f"{t.get('amount')} {str(t.get('currency')).upper()}" for t in run.get("taxes") or ()) or NONE,
         ]
         if wide:
             row.append(str(run.get("message") or ""))

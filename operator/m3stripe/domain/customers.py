@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 from m3stripe.domain.mapping import META_ACCOUNT
-from m3stripe.domain.ports import BillSource, LedgerReader
+from m3stripe.domain.ports import BillSource, CustomerTax, LedgerReader
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,26 @@ class Unmapped:
 class CustomerResolver:
     """Maps m3ter Accounts to Stripe Customers for one pass; reads only, never writes to Stripe."""
 
-    def __init__(self, ledger: LedgerReader, source: BillSource, *, use_external_mapping: bool) -> None:
+    def __init__(
+        self, ledger: LedgerReader, source: BillSource, *, use_external_mapping: bool, with_tax: bool = False
+    ) -> None:
+        """`with_tax`: also learn each customer's tax location (automatic tax), in the same listing."""
         self._ledger = ledger
         self._source = source
         self._external = use_external_mapping
+        self._with_tax = with_tax
         self._index: dict[str, list[str]] | None = None
         self._index_lock = asyncio.Lock()
         self._cache: dict[str, str | Unmapped] = {}
+        self._taxes: dict[str, CustomerTax] = {}
+
+    async def tax_of(self, customer: str) -> CustomerTax:
+        """The customer's tax location, read once per pass: from the customers' listing (expand[]=data.tax), or,
+        with External Mappings (no listing), from the customer itself (expand[]=tax)."""
+        found = self._taxes.get(customer)
+        if found is None:
+            found = self._taxes[customer] = await self._ledger.customer_tax(customer)
+        return found
 
     async def resolve(self, account_id: str) -> str | Unmapped:
         cached = self._cache.get(account_id)
@@ -51,7 +64,9 @@ class CustomerResolver:
                 # Stripe's list endpoint cannot filter by metadata and its Search API lags behind writes,
                 # so the customers are listed once per pass and indexed here.
                 index: dict[str, list[str]] = {}
-                async for customer in self._ledger.customers():
+                async for customer in self._ledger.customers(with_tax=self._with_tax):
+                    if customer.tax is not None:
+                        self._taxes[customer.id] = customer.tax
                     account = customer.metadata.get(META_ACCOUNT)
                     if account:
                         index.setdefault(str(account), []).append(customer.id)

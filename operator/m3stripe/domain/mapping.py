@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from m3stripe.api.spec import CollectionMethod, SortLineItemsBy, StripeIntegrationSpec
+from m3stripe.api.spec import AutomaticTax, CollectionMethod, SortLineItemsBy, StripeIntegrationSpec
 from m3stripe.domain.billing import Bill, CurrencyRounding, LineItem
 from m3stripe.domain.money import (
     MoneyError,
@@ -50,6 +50,10 @@ META_LINE_INDEX = "m3ter_line_index"
 META_QUANTITY = "m3ter_quantity"
 # Name of the invoice custom field that holds the PO number we wrote, so a later version can remove it.
 META_PO_FIELD = "m3ter_po_custom_field"
+# The tax_behavior a line or item was sent with (absent: none), so a changed spec or form is seen on a draft.
+META_TAX_BEHAVIOR = "m3ter_tax_behavior"
+# The coupon that carries the Bill version's credits on a taxed invoice (domain.tax_forms), on the invoice.
+META_CREDIT_COUPON = "m3ter_credit_coupon"
 MAX_DESCRIPTION = 500  # Stripe's limit for line descriptions
 MAX_CUSTOM_FIELD_VALUE = 140
 MAX_CUSTOM_FIELDS = 4  # invoices/update: "A list of up to 4 custom fields"
@@ -59,6 +63,20 @@ DEFAULT_DAYS_UNTIL_DUE = 30
 
 class MappingError(Exception):
     """The Bill cannot be represented in Stripe as it is; `message` says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TaxPlan:
+    """What the spec asks of Stripe Tax for a Bill's invoice and lines (spec.automaticTax, taxBehavior, taxCode)."""
+
+    automatic: bool | None = None  # automatic_tax[enabled] to send; None: leave it out (the account's default)
+    behavior: str | None = None  # tax_behavior to send on lines and items ("exclusive", "inclusive"); None: none
+    code: str | None = None  # tax_code for items without a product
+
+    @classmethod
+    def of(cls, spec: StripeIntegrationSpec) -> TaxPlan:
+        automatic = {AutomaticTax.ENABLED: True, AutomaticTax.DISABLED: False}.get(spec.automaticTax)
+        return cls(automatic, spec.tax_behavior, spec.taxCode)
 
 
 @dataclass(frozen=True)
@@ -75,21 +93,24 @@ class PlannedLine:
     quantity: int | None = None
     subtotal: Decimal = Decimal(0)  # m3ter's exact subtotal, before rounding
 
-    def line_params(self) -> dict[str, Any]:
-        """Parameters of one line for `add_lines` (invoice mode)."""
+    def line_params(self, *, tax_behavior: str | None = None, discountable: bool = False) -> dict[str, Any]:
+        """Parameters of one line for `add_lines` (invoice mode). `tax_behavior` goes into price_data (add_lines has
+        no other place for it: SDK _invoice_add_lines_params.py); `discountable` only where the Bill's own credits
+        are a discount on the invoice (domain.tax_forms)."""
+        behavior = tax_behavior if self.price_data is not None else None
         params: dict[str, Any] = {
             "description": self.description,
-            "metadata": self.metadata,
+            "metadata": self.sent_metadata(behavior),
             # m3ter has priced the Bill: no Stripe coupon may take anything off it. Lines default to
             # discountable for positive amounts (invoices/add_lines, invoiceitems/create: "Defaults to
             # false for prorations or negative line items, and true for all other line items").
             # The line's own `discounts` is left out: it only lists "The coupons, promotion codes &
             # existing discounts which apply to the line item" (add_lines; invoiceitems/create alike)
             # with no inheritance from the customer documented, and "" only removes earlier ones.
-            "discountable": False,
+            "discountable": discountable,
         }
         if self.price_data is not None:
-            params["price_data"] = self.price_data
+            params["price_data"] = {**self.price_data, "tax_behavior": behavior} if behavior else self.price_data
             params["quantity"] = self.quantity
         else:
             params["amount"] = self.amount
@@ -97,13 +118,39 @@ class PlannedLine:
             params["period"] = {"start": self.period[0], "end": self.period[1]}
         return params
 
-    def invoice_item_params(self, customer: str, currency: str) -> dict[str, Any]:
-        """Parameters of a pending invoice item (invoice-items mode)."""
-        params = self.line_params()
+    def invoice_item_params(
+        self,
+        customer: str,
+        currency: str,
+        *,
+        tax_behavior: str | None = None,
+        tax_code: str | None = None,
+        invoice: str | None = None,
+        discountable: bool = False,
+    ) -> dict[str, Any]:
+        """Parameters of an invoice item: pending (invoice-items mode), or attached to the draft `invoice`.
+
+        invoiceitems/create takes `tax_behavior` and `tax_code` at the top for an `amount` item, and the behaviour
+        inside `price_data` for a priced one (SDK _invoice_item_create_params.py); both together are not sent,
+        as Stripe does not say which wins."""
+        params = self.line_params(discountable=discountable)
         params["customer"] = customer
+        if invoice is not None:
+            params["invoice"] = invoice
         if self.price_data is None:
             params["currency"] = currency
+            if tax_behavior:
+                params["tax_behavior"] = tax_behavior
+            if tax_code and tax_behavior:
+                params["tax_code"] = tax_code
+        elif tax_behavior:
+            params["price_data"] = {**self.price_data, "tax_behavior": tax_behavior}
+        params["metadata"] = self.sent_metadata(tax_behavior)
         return params
+
+    def sent_metadata(self, tax_behavior: str | None) -> dict[str, str]:
+        """The metadata as sent: with the tax behaviour the line carries in Stripe, if any."""
+        return {**self.metadata, META_TAX_BEHAVIOR: tax_behavior} if tax_behavior else self.metadata
 
 
 def lines_total(lines: Iterable[PlannedLine]) -> int:
@@ -124,13 +171,15 @@ class BillPlan:
     metadata: dict[str, str]
     invoice_fields: dict[str, Any] = field(default_factory=dict)
     po_field: dict[str, str] | None = None  # the PO custom field, when this version has one
+    tax: TaxPlan = field(default_factory=lambda: TaxPlan())
 
     @property
     def total(self) -> int:
-        """Minor units of the lines sent."""
+        """Minor units of the lines sent: the Bill's total, before any tax Stripe adds."""
         return lines_total(self.lines)
 
-    def invoice_create_params(self, customer: str) -> dict[str, Any]:
+    def invoice_create_params(self, customer: str, *, coupon: str | None = None) -> dict[str, Any]:
+        """invoices/create; `coupon`: the coupon carrying the Bill's credits on a taxed invoice (domain.tax_forms)."""
         params: dict[str, Any] = {
             "customer": customer,
             "currency": self.currency,
@@ -139,16 +188,26 @@ class BillPlan:
             "pending_invoice_items_behavior": "exclude",
             # invoices/create: discounts "If not specified, inherits the discount from the invoice's
             # customer. Pass an empty string to avoid inheriting any discounts." m3ter priced the Bill.
-            "discounts": "",
+            "discounts": [{"coupon": coupon}] if coupon else "",
             "metadata": {**self.metadata, META_PO_FIELD: self.po_field["name"]} if self.po_field else self.metadata,
             **self.invoice_fields,
         }
+        if coupon:
+            params["metadata"] = {**params["metadata"], META_CREDIT_COUPON: coupon}
+        if self.tax.automatic is not None:
+            # "If your integration passes automatic_tax[enabled] at all, that value always takes precedence" over the
+            # account's default (https://docs.stripe.com/tax/invoicing/automatic-tax-default); left out, it decides.
+            params["automatic_tax"] = {"enabled": self.tax.automatic}
         if self.po_field is not None:
             params["custom_fields"] = [self.po_field]
         return params
 
     def invoice_update_params(
-        self, current_custom_fields: Sequence[Mapping[str, Any]] | None, current_metadata: Mapping[str, Any]
+        self,
+        current_custom_fields: Sequence[Mapping[str, Any]] | None,
+        current_metadata: Mapping[str, Any],
+        *,
+        coupon: str | None = None,
     ) -> dict[str, Any]:
         """Parameters that make an existing draft hold this version, clearing what it no longer has.
 
@@ -165,14 +224,20 @@ class BillPlan:
             if str(f.get("name")) not in ours
         ]
         wanted = [*kept[: MAX_CUSTOM_FIELDS - 1], self.po_field] if self.po_field else kept[:MAX_CUSTOM_FIELDS]
-        return {
-            "auto_advance": False,
-            "discounts": "",
-            # "" unsets a metadata key (invoices/update, metadata).
-            "metadata": {**self.metadata, META_PO_FIELD: self.po_field["name"] if self.po_field else ""},
-            "custom_fields": wanted or "",
-            **self.invoice_fields,
-        }
+        held_coupon = str(current_metadata.get(META_CREDIT_COUPON) or "")
+        # "" unsets a metadata key (invoices/update, metadata).
+        metadata = {**self.metadata, META_PO_FIELD: self.po_field["name"] if self.po_field else ""}
+        if coupon or held_coupon:
+            metadata[META_CREDIT_COUPON] = coupon or ""
+        params: dict[str, Any] = {"auto_advance": False}
+        if not (coupon and coupon == held_coupon):
+            # The credits' coupon, or none ("Pass an empty string to remove previously-defined discounts"); the
+            # coupon the draft already holds stays as it is (naming it again would redeem it again).
+            params["discounts"] = [{"coupon": coupon}] if coupon else ""
+        params.update(metadata=metadata, custom_fields=wanted or "", **self.invoice_fields)
+        if self.tax.automatic is not None:
+            params["automatic_tax"] = {"enabled": self.tax.automatic}
+        return params
 
 
 def bill_metadata(bill: Bill, integration_id: str, organization_id: str) -> dict[str, str]:
@@ -244,6 +309,7 @@ def plan_bill(
         metadata=metadata,
         invoice_fields=fields,
         po_field=po_field,
+        tax=TaxPlan.of(spec),
     )
 
 

@@ -76,6 +76,7 @@ class Planner:
     """Collects a dry run's decisions; reads Stripe only through a LedgerReader (it has no write method)."""
 
     reader: LedgerReader
+    tax_mode: str = ""  # the spec's tax settings in a sentence (domain.tax_checks.tax_mode)
     bills: dict[str, PlannedBill] = field(default_factory=dict)
     _mapped: dict[str, tuple[BillPlan, str | None]] = field(default_factory=dict)
     _decisions: dict[str, Decision] = field(default_factory=dict)
@@ -118,7 +119,7 @@ class Planner:
             planned.lines, planned.currency, planned.total = len(plan.lines), plan.currency, plan.total
         if decision is not None and decision.action is BillAction.ADD_ITEMS:
             # Items already pending stay as they are: a Send pass would add only the missing ones.
-            planned.total = lines_total(decision.missing)
+            planned.total = lines_total(decision.missing_lines)
         self.bills[bill.id] = planned
 
     def summary(self, report: RunReport, *, generation: int | None, limit: int = MAX_PLAN_BILLS) -> dict[str, Any]:
@@ -141,6 +142,8 @@ class Planner:
         )
         if len(ordered) > limit:
             message += f"; status lists the first {limit} Bills (writes first), `m3stripe plan` says how many more"
+        if self.tax_mode:
+            message += f"; {self.tax_mode}"
         if report.stopped_early:
             message += f"; stopped early: {report.stopped_early}"
         out: dict[str, Any] = {
@@ -156,6 +159,7 @@ class Planner:
             "totals": totals[:50],
             "items": [b.record() for b in ordered[:limit]],
             "truncated": max(0, len(ordered) - limit),
+            "tax": self.tax_mode or None,
             "message": message[:4096],
         }
         return {k: v for k, v in out.items() if v is not None}

@@ -95,6 +95,48 @@ class HeldLine:
     description: str
     metadata: Mapping[str, str]
     invoice: str | None = None
+    discountable: bool = False
+
+
+@dataclass(frozen=True)
+class InvoiceTax:
+    """What Stripe computed of an invoice's tax (its `total_taxes`), in minor units.
+
+    `exclusive` was added on top of the lines, `inclusive` is inside them; the amount before tax is
+    `total - exclusive` (the invoice's "total_excluding_tax" plus any inclusive tax).
+    """
+
+    enabled: bool = False  # automatic_tax.enabled
+    status: str | None = None  # automatic_tax.status: complete, requires_location_inputs, failed
+    exclusive: int = 0
+    inclusive: int = 0
+    not_collecting: bool = False  # every tax line says taxability_reason not_collecting
+
+    @property
+    def amount(self) -> int:
+        return self.exclusive + self.inclusive
+
+
+@dataclass(frozen=True)
+class TaxSettings:
+    """The Stripe account's Stripe Tax settings (GET /v1/tax/settings)."""
+
+    status: str  # active, or pending ("A required setting is missing, such as the head office address")
+    missing: tuple[str, ...] = ()  # status_details.pending.missing_fields
+    default_behavior: str | None = None  # defaults.tax_behavior: exclusive, inclusive, inferred_by_currency
+    default_code: str | None = None  # defaults.tax_code
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True)
+class CustomerTax:
+    """A Stripe Customer's `tax` (returned with expand[]=tax): whether Stripe Tax can place it."""
+
+    automatic_tax: str | None  # supported, not_collecting, failed, unrecognized_location
+    country: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,12 +153,15 @@ class HeldInvoice:
     metadata: Mapping[str, str]
     custom_fields: list[dict[str, str]] = field(default_factory=list)
     lines: tuple[HeldLine, ...] | None = None
+    total: int | None = None
+    tax: InvoiceTax = field(default_factory=InvoiceTax)
 
 
 @dataclass(frozen=True)
 class HeldCustomer:
     id: str
     metadata: Mapping[str, str]
+    tax: CustomerTax | None = None  # only when listed with the customers' tax
 
 
 # `created`: Stripe's filter on an object's creation time, {"gte": ..., "lt": ...} in Unix seconds.
@@ -136,7 +181,9 @@ class LedgerReader(Protocol):
     def items(self, customer: str, created: Created | None) -> AsyncIterator[HeldLine]: ...
     def invoice_lines(self, invoice_id: str) -> AsyncIterator[HeldLine]: ...
     async def invoice(self, invoice_id: str) -> HeldInvoice: ...
-    def customers(self) -> AsyncIterator[HeldCustomer]: ...
+    def customers(self, *, with_tax: bool = False) -> AsyncIterator[HeldCustomer]: ...
+    async def customer_tax(self, customer_id: str) -> CustomerTax: ...
+    async def tax_settings(self) -> TaxSettings: ...
 
 
 @runtime_checkable
@@ -144,11 +191,12 @@ class Ledger(LedgerReader, Protocol):
     """Reads and writes; every write carries the caller's idempotency key (None: the call is idempotent)."""
 
     async def create_invoice(self, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice: ...
-    async def add_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None: ...
+    async def add_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice: ...
     async def remove_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None: ...
     async def update_invoice(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice: ...
     async def create_item(self, params: dict[str, Any], *, idempotency_key: str) -> HeldLine: ...
     async def delete_item(self, item_id: str) -> None: ...
+    async def create_coupon(self, params: dict[str, Any], *, idempotency_key: str) -> None: ...
 
 
 class FenceLost(Exception):

@@ -15,6 +15,7 @@ from typing import Any
 
 from m3stripe.api import names
 from m3stripe.api.conditions import parse_rfc3339, rfc3339
+from m3stripe.domain.money import format_money, from_minor_units
 from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus, SyncState
 
 MAX_OPEN_EVENTS = 100
@@ -123,6 +124,7 @@ def _last_sweep(value: Any) -> datetime | None:
 
 
 def run_record(report: RunReport) -> dict[str, Any]:
+    taxes = {(bill, version): (currency, amount) for bill, version, currency, amount in report.bill_taxes}
     record: dict[str, Any] = {
         "runId": report.run_id,
         "status": str(report.status),
@@ -134,11 +136,32 @@ def run_record(report: RunReport) -> dict[str, Any]:
         "billsFailed": report.failed,
         "message": report.summary(),
         "stripeObjects": [
-            {"billId": bill, "billVersion": version, "stripeId": stripe_id}
+            {"billId": bill, "billVersion": version, "stripeId": stripe_id, **_tax_of(taxes, bill, version)}
             for bill, version, stripe_id in report.stripe_ids[:50]
         ],
     }
+    if report.taxes:
+        record["taxes"] = [
+            {"currency": currency, "amount": format_money(from_minor_units(amount, currency), currency).split(" ")[0]}
+            for currency, amount in sorted(report.taxes.items())
+        ]
+        record["message"] = f"{record['message']}; tax {tax_summary(report)}"
     return record
+
+
+def tax_summary(report: RunReport) -> str:
+    """The run's tax per currency, as a person reads money ("12.34 GBP, 5 JPY")."""
+    return ", ".join(
+        format_money(from_minor_units(amount, currency), currency) for currency, amount in sorted(report.taxes.items())
+    )
+
+
+def _tax_of(taxes: Mapping[tuple[str, int], tuple[str, int]], bill: str, version: int) -> dict[str, str]:
+    found = taxes.get((bill, version))
+    if found is None:
+        return {}
+    currency, amount = found
+    return {"tax": format_money(from_minor_units(amount, currency), currency)}
 
 
 def merge_events(
@@ -348,7 +371,7 @@ def fold_report(
     runs = [record, *[dict(r) for r in status.get("recentRuns") or ()]][:history]
     events, fresh = merge_events(status.get("openEvents") or (), report.events, now=now, retention=retention)
     out: dict[str, Any] = {
-        "lastSync": {k: v for k, v in record.items() if k != "stripeObjects"},
+        "lastSync": {k: v for k, v in record.items() if k not in ("stripeObjects", "taxes")},
         "recentRuns": runs,
         "openEvents": events,
         "consecutiveErrors": consecutive_errors,

@@ -72,6 +72,9 @@ class BillResult:
     # a Bill this integration wrote; "namespace/name" each.
     left_to: str | None = None
     shared_with: tuple[str, ...] = ()
+    # The tax Stripe computed on the Bill's invoice (minor units of `currency`), when automatic tax was on.
+    currency: str | None = None
+    tax: int | None = None
 
 
 @dataclass
@@ -100,6 +103,9 @@ class RunReport:
     # or written here while a younger one also selects them.
     left_to: Counter[str] = field(default_factory=Counter)
     shared_with: Counter[str] = field(default_factory=Counter)
+    # The tax Stripe computed on the invoices this run wrote or found, per currency (minor units), and per Bill.
+    taxes: Counter[str] = field(default_factory=Counter)
+    bill_taxes: list[tuple[str, int, str, int]] = field(default_factory=list)  # (bill id, version, currency, tax)
 
     def add(self, result: BillResult, *, keep_ids: int) -> None:
         if result.outcome is Outcome.SENT:
@@ -116,6 +122,10 @@ class RunReport:
             self.events.append(result.event)
         if result.retry:
             self.retry_bill_ids.append(result.bill_id)
+        if result.tax is not None and result.currency and result.outcome in (Outcome.SENT, Outcome.UNCHANGED):
+            self.taxes[result.currency] += result.tax
+            if len(self.bill_taxes) < keep_ids:
+                self.bill_taxes.append((result.bill_id, result.version, result.currency, result.tax))
         if result.left_to:
             self.left_to[result.left_to] += 1
         for peer in result.shared_with:

@@ -28,15 +28,25 @@ from typing import Any, Literal
 from m3stripe.domain.idempotency_keys import idempotency_key
 from m3stripe.domain.mapping import (
     META_BILL,
+    META_CREDIT_COUPON,
     META_INTEGRATION,
     META_LINE,
     META_LINE_INDEX,
     META_ORGANIZATION,
+    META_TAX_BEHAVIOR,
     META_VERSION,
     BillPlan,
     PlannedLine,
 )
 from m3stripe.domain.ports import Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
+from m3stripe.domain.tax_forms import (
+    Coupon,
+    LineForm,
+    WantedLine,
+    credits_coupon,
+    taxed_invoice,
+    wanted_lines,
+)
 
 __all__ = ["HeldInvoice", "HeldLine"]
 
@@ -73,6 +83,15 @@ class AlreadyFinalized(Exception):
 class WriteResult:
     stripe_id: str
     changed: bool  # False when Stripe already held exactly this version
+    invoice: HeldInvoice | None = None  # the invoice as Stripe holds it after the writes (invoice mode), with its tax
+
+
+class AmountMismatch(Exception):
+    """After the writes, the invoice's amount before tax is not the Bill's total (a bug, or a hand-made change)."""
+
+    def __init__(self, message: str, stripe_id: str) -> None:
+        super().__init__(message)
+        self.stripe_id = stripe_id
 
 
 def identifies(metadata: Mapping[str, str], organization_id: str, bill_id: str) -> bool:
@@ -92,12 +111,24 @@ def identifies(metadata: Mapping[str, str], organization_id: str, bill_id: str) 
     return bool(metadata.get(META_INTEGRATION))
 
 
-Signature = tuple[str, str, int, str, str]
+# (m3ter line id, position, amount, description, Bill version, tax behaviour sent, discountable)
+Signature = tuple[str, str, int, str, str, str, bool]
 
 
-def _wanted(plan: BillPlan) -> dict[Signature, PlannedLine]:
+def _wanted(entries: list[WantedLine], version: int) -> dict[Signature, WantedLine]:
     # The position makes every line of a version unique: m3ter line ids and contents can repeat.
-    return {(p.line_id, str(p.index), p.amount, p.description, str(plan.version)): p for p in plan.lines}
+    return {
+        (
+            w.line.line_id,
+            str(w.line.index),
+            w.line.amount,
+            w.line.description,
+            str(version),
+            w.behavior or "",
+            w.discountable,
+        ): w
+        for w in entries
+    }
 
 
 def _held_signature(obj: HeldLine) -> Signature:
@@ -108,16 +139,19 @@ def _held_signature(obj: HeldLine) -> Signature:
         obj.amount,
         obj.description,
         str(meta.get(META_VERSION, "")),
+        str(meta.get(META_TAX_BEHAVIOR, "")),
+        obj.discountable,
     )
 
 
 def _diff(
-    wanted: dict[Signature, PlannedLine], held: list[HeldLine]
-) -> tuple[list[HeldLine], list[PlannedLine], list[HeldLine]]:
+    wanted: dict[Signature, WantedLine], held: list[HeldLine]
+) -> tuple[list[HeldLine], list[WantedLine], list[HeldLine]]:
     """(stale objects, missing lines, matched objects): each wanted line matches at most one object.
 
     A second object with the signature of a wanted line (a duplicate left by an earlier bug or by
-    hand) is stale, so Stripe ends holding each line exactly once.
+    hand) is stale, so Stripe ends holding each line exactly once. A line held in another form than the one
+    wanted (another tax behaviour, no longer discountable, a credit that is now the coupon's) is stale too.
     """
     stale: list[HeldLine] = []
     matched: dict[Signature, HeldLine] = {}
@@ -129,6 +163,11 @@ def _diff(
             stale.append(obj)
     missing = [line for sig, line in wanted.items() if sig not in matched]
     return stale, missing, list(matched.values())
+
+
+def item_lines(plan: BillPlan) -> list[WantedLine]:
+    """Items mode: every line a pending invoice item, carrying the spec's tax behaviour."""
+    return [WantedLine(line, LineForm.ITEM, plan.tax.behavior, False) for line in plan.lines]
 
 
 @dataclass
@@ -189,8 +228,13 @@ class Decision:
     reason: str
     stripe_id: str | None = None
     stale: tuple[HeldLine, ...] = ()  # Stripe objects to delete (lines or items of another version, duplicates)
-    missing: tuple[PlannedLine, ...] = ()  # lines to add
+    missing: tuple[WantedLine, ...] = ()  # lines to add, each in its form
     invoice: HeldInvoice | None = None  # the draft to update
+    coupon: Coupon | None = None  # the coupon that carries the Bill's credits on a taxed invoice
+
+    @property
+    def missing_lines(self) -> tuple[PlannedLine, ...]:
+        return tuple(w.line for w in self.missing)
 
 
 def finalized_message(plan: BillPlan, invoice_id: str, status: str, *, items: bool = False) -> str:
@@ -208,13 +252,22 @@ def finalized_message(plan: BillPlan, invoice_id: str, status: str, *, items: bo
 
 
 def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[HeldLine]) -> Decision:
-    """Invoice mode: `invoice` is the Bill's newest invoice (None: none), `lines` its lines of this Bill."""
+    """Invoice mode: `invoice` is the Bill's newest invoice (None: none), `lines` its lines of this Bill.
+
+    Raises CreditsExceedCharges when the invoice is taxed and the Bill's credits exceed its charges."""
     if invoice is None:
+        taxed = taxed_invoice(plan, None)
+        coupon = credits_coupon(plan, taxed)
         reason = f"new draft invoice with {len(plan.lines)} line(s)"
-        return Decision(BillAction.CREATE_INVOICE, reason, missing=tuple(plan.lines))
+        return Decision(BillAction.CREATE_INVOICE, reason, missing=tuple(wanted_lines(plan, taxed)), coupon=coupon)
     version = str(invoice.metadata.get(META_VERSION, ""))
-    stale, missing, _ = _diff(_wanted(plan), lines)
-    if version == str(plan.version) and not stale and not missing:
+    taxed = taxed_invoice(plan, invoice.tax.enabled)
+    coupon = credits_coupon(plan, taxed)
+    stale, missing, _ = _diff(_wanted(wanted_lines(plan, taxed), plan.version), lines)
+    held_coupon = str(invoice.metadata.get(META_CREDIT_COUPON) or "")
+    coupon_ok = held_coupon == (coupon.id if coupon else "")
+    tax_ok = plan.tax.automatic is None or invoice.tax.enabled == plan.tax.automatic
+    if version == str(plan.version) and not stale and not missing and coupon_ok and tax_ok:
         held = "draft" if invoice.status == "draft" else f"invoice ({invoice.status})"
         return Decision(BillAction.NOTHING, f"{held} {invoice.id} already holds this version", invoice.id)
     if invoice.status != "draft":
@@ -224,14 +277,18 @@ def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[Held
         changes.append(f"remove {len(stale)} line(s)")
     if missing:
         changes.append(f"add {len(missing)} line(s)")
+    if not coupon_ok:
+        changes.append("set the credits' discount" if coupon else "remove the credits' discount")
+    if not tax_ok:
+        changes.append(f"automatic tax {'on' if plan.tax.automatic else 'off'}")
     reason = f"draft {invoice.id}: {', '.join(changes)}"
-    return Decision(BillAction.UPDATE_DRAFT, reason, invoice.id, tuple(stale), tuple(missing), invoice)
+    return Decision(BillAction.UPDATE_DRAFT, reason, invoice.id, tuple(stale), tuple(missing), invoice, coupon)
 
 
 def decide_items(plan: BillPlan, items: list[HeldLine], invoiced: dict[str, str]) -> Decision:
     """Items mode: `items` are the customer's invoice items of this Bill; `invoiced` maps the invoice of
     each stale item that is on one to that invoice's status."""
-    stale, missing, matched = _diff(_wanted(plan), items)
+    stale, missing, matched = _diff(_wanted(item_lines(plan), plan.version), items)
     held = matched[0].id if matched else None
     if not stale and not missing:
         return Decision(BillAction.NOTHING, f"{len(matched)} pending item(s) already hold this version", held)
@@ -332,7 +389,12 @@ class StripeWriter:
             decision = await self._decide(kind, plan, index)
             self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
             if decision.action is BillAction.NOTHING:
-                return WriteResult(decision.stripe_id or "", False)
+                held = (
+                    next((i for i in index.held(plan) if i.id == decision.stripe_id), None)
+                    if kind == "invoice"
+                    else None
+                )
+                return WriteResult(decision.stripe_id or "", False, held)
             if decision.action is BillAction.BLOCKED:
                 raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
             execute = self._execute_invoice if kind == "invoice" else self._execute_items
@@ -363,35 +425,103 @@ class StripeWriter:
         """Carry out a decision that writes (CreateInvoice or UpdateDraft); `_write` settles the others."""
         ledger = self._writes()
         if decision.action is BillAction.CREATE_INVOICE:
-            params = plan.invoice_create_params(customer)
+            if decision.coupon is not None:
+                await self._coupon(plan, decision.coupon)
+            coupon_id = decision.coupon.id if decision.coupon else None
+            params = plan.invoice_create_params(customer, coupon=coupon_id)
             created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
             # Its lines are added next: what the creation answered of them is out of date at once.
             index.add(dataclasses.replace(created, lines=None), plan.bill_id)
-            await self._add_lines(plan, created.id, list(plan.lines))
-            return WriteResult(created.id, True)
+            wanted = list(decision.missing)
+            taxed = taxed_invoice(plan, created.tax.enabled)
+            if taxed and plan.tax.automatic is None:
+                # The account's default for API invoices turned automatic tax on (best effort, no error when it does
+                # not: https://docs.stripe.com/tax/invoicing/automatic-tax-default): the lines take their taxed forms.
+                wanted = wanted_lines(plan, taxed)
+                coupon = credits_coupon(plan, taxed)
+                if coupon is not None:
+                    await self._coupon(plan, coupon)
+                    params = {"discounts": [{"coupon": coupon.id}], "metadata": {META_CREDIT_COUPON: coupon.id}}
+                    await ledger.update_invoice(created.id, params, idempotency_key=self._key(plan, "credits", params))
+            final = await self._add(plan, customer, created.id, wanted) or created
+            return WriteResult(created.id, True, self._verified(plan, final))
         invoice = decision.invoice
         assert invoice is not None and decision.action is BillAction.UPDATE_DRAFT
         invoice_id = invoice.id
         if decision.stale:
             remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in decision.stale]}
             await ledger.remove_lines(invoice_id, remove, idempotency_key=self._key(plan, "remove", remove))
+        held_coupon = str(invoice.metadata.get(META_CREDIT_COUPON) or "")
+        if decision.coupon is not None and decision.coupon.id != held_coupon:
+            await self._coupon(plan, decision.coupon)
         if decision.missing:
-            await self._add_lines(plan, invoice_id, list(decision.missing))
-        update = plan.invoice_update_params([dict(f) for f in invoice.custom_fields], dict(invoice.metadata))
+            # The stale lines are gone, so turning automatic tax on below meets no line a taxed invoice could not
+            # take; the lines added now are in the forms the invoice will have.
+            await self._add(plan, customer, invoice_id, list(decision.missing), read_after=False)
+        update = plan.invoice_update_params(
+            [dict(f) for f in invoice.custom_fields],
+            dict(invoice.metadata),
+            coupon=decision.coupon.id if decision.coupon else None,
+        )
         updated = await ledger.update_invoice(invoice_id, update, idempotency_key=self._key(plan, "update", update))
         index.add(updated, plan.bill_id)
-        return WriteResult(invoice_id, True)
+        return WriteResult(invoice_id, True, self._verified(plan, updated))
+
+    async def _coupon(self, plan: BillPlan, coupon: Coupon) -> None:
+        await self._writes().create_coupon(coupon.params, idempotency_key=self._key(plan, "coupon", coupon.params))
+
+    async def _add(
+        self, plan: BillPlan, customer: str, invoice_id: str, wanted: list[WantedLine], *, read_after: bool = True
+    ) -> HeldInvoice | None:
+        """Add the lines in the Bill's order: runs of add_lines lines in bulk, invoice items one by one. The invoice as
+        it is afterwards (None when nothing was added; read again after items only when `read_after`)."""
+        ledger = self._writes()
+        final: HeldInvoice | None = None
+        run: list[WantedLine] = []
+
+        async def flush() -> HeldInvoice | None:
+            last: HeldInvoice | None = None
+            for start in range(0, len(run), ADD_LINES_CHUNK):
+                chunk = {"lines": [w.add_params() for w in run[start : start + ADD_LINES_CHUNK]]}
+                last = await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(plan, "lines", chunk))
+            run.clear()
+            return last
+
+        item_last = False
+        for entry in wanted:
+            if entry.form is LineForm.LINE:
+                run.append(entry)
+                continue
+            final = await flush() or final
+            params = entry.item_params(plan, customer, invoice_id)
+            key = self._key(plan, f"item-{entry.line.index}-{entry.line.line_id}", params)
+            await ledger.create_item(params, idempotency_key=key)
+            item_last = True
+        if run:
+            final, item_last = await flush(), False
+        if item_last and read_after:
+            final = await self._reads.invoice(invoice_id)  # an item's answer is the item: the invoice is read
+        return final
+
+    def _verified(self, plan: BillPlan, invoice: HeldInvoice) -> HeldInvoice:
+        """The invoice, once its amount before tax (total less the tax added on top) is the Bill's total."""
+        if invoice.total is None:
+            return invoice
+        before_tax = invoice.total - invoice.tax.exclusive
+        if before_tax != plan.total:
+            raise AmountMismatch(
+                f"Stripe invoice {invoice.id} holds {before_tax} minor units of {plan.currency.upper()} before tax "
+                f"after the writes for Bill {plan.bill_id} (version {plan.version}), whose total is {plan.total}; "
+                "it is left as a draft: compare it with the Bill (a line or discount added by hand?), fix it in "
+                "Stripe, then replay the Bill",
+                invoice.id,
+            )
+        return invoice
 
     def _writes(self) -> Ledger:
         if self._ledger is None:
             raise RuntimeError("this StripeWriter was given a read-only Stripe port: it decides, it cannot write")
         return self._ledger
-
-    async def _add_lines(self, plan: BillPlan, invoice_id: str, lines: list[PlannedLine]) -> None:
-        ledger = self._writes()
-        for start in range(0, len(lines), ADD_LINES_CHUNK):
-            chunk = {"lines": [line.line_params() for line in lines[start : start + ADD_LINES_CHUNK]]}
-            await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(plan, "lines", chunk))
 
     async def _invoice_lines(self, plan: BillPlan, invoice: HeldInvoice) -> list[HeldLine]:
         """The invoice's lines of this Bill: those Stripe embedded in the invoice when it embedded them all (no
@@ -407,7 +537,7 @@ class StripeWriter:
     # Invoice-items mode
     async def _decide_items(self, plan: BillPlan, index: CustomerIndex) -> Decision:
         items: list[HeldLine] = index.held(plan)
-        stale, _, _ = _diff(_wanted(plan), items)
+        stale, _, _ = _diff(_wanted(item_lines(plan), plan.version), items)
         invoiced: dict[str, str] = {}
         for ii in stale:
             if ii.invoice and ii.invoice not in invoiced:
@@ -425,8 +555,11 @@ class StripeWriter:
         for ii in decision.stale:
             await self._delete_item(ii.id)
             index.remove(plan.bill_id, ii.id)
-        for line in decision.missing:
-            params = line.invoice_item_params(customer, plan.currency)
+        for wanted in decision.missing:
+            line = wanted.line
+            params = line.invoice_item_params(
+                customer, plan.currency, tax_behavior=wanted.behavior, tax_code=plan.tax.code
+            )
             key = self._key(plan, f"item-{line.index}-{line.line_id}", params)
             item = await ledger.create_item(params, idempotency_key=key)
             index.add(item, plan.bill_id)

@@ -32,9 +32,11 @@ from m3stripe.domain.ports import (
     BillSourceUnavailable,
     Failure,
     FenceLost,
+    InvoiceTax,
     Ledger,
     LedgerError,
     LedgerReader,
+    TaxSettings,
 )
 from m3stripe.domain.runs import (
     BillResult,
@@ -47,8 +49,17 @@ from m3stripe.domain.runs import (
     SyncState,
 )
 from m3stripe.domain.selection import Selector, Skip
-from m3stripe.domain.stripe_writer import AlreadyFinalized, StripeWriter
+from m3stripe.domain.stripe_writer import AlreadyFinalized, AmountMismatch, StripeWriter
 from m3stripe.domain.sweep import needs_reread, sweep_due, sweep_since
+from m3stripe.domain.tax_checks import (
+    TaxProblem,
+    location_problem,
+    refusal_fix,
+    settings_problem,
+    tax_code_problem,
+    tax_mode,
+)
+from m3stripe.domain.tax_forms import CreditsExceedCharges
 
 # Bills modified just before a pass started may become visible in m3ter's listing a little later.
 WATERMARK_OVERLAP = timedelta(minutes=2)
@@ -154,6 +165,7 @@ class SyncEngine:
         # a Bill an older one also selects is left to it.
         self.overlap = overlap
         self._writer: StripeWriter | None = None
+        self._tax_settings: TaxSettings | None = None  # read once per pass when spec.automaticTax is Enabled
 
     async def run_pass(
         self,
@@ -178,7 +190,9 @@ class SyncEngine:
         else:
             assert self.planner is not None
             reads = self.planner.reader  # finding customers only lists them
-        resolver = CustomerResolver(reads, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode)
+        resolver = CustomerResolver(
+            reads, self.source, use_external_mapping=self.spec.useExternalMappingAccountCode, with_tax=self.spec.tax_on
+        )
         customer_locks: dict[str, asyncio.Lock] = {}
         abort: list[ErrorEvent] = []
         admitted = asyncio.Semaphore(MAX_QUEUED_BILLS)
@@ -224,8 +238,17 @@ class SyncEngine:
             elif result.outcome is Outcome.SENT:
                 self.budget.success()
 
+        if self.spec.tax_on:
+            # Once per pass, before any Bill: can Stripe Tax tax these invoices at all? (spec.automaticTax: Enabled)
+            refused = await self._tax_ready(reads, report.run_id)
+            if refused is not None:
+                abort.append(refused)
+                report.events.append(refused)
+                self.budget.error()
+        # A pass that cannot tax stops before it reads a Bill.
+        candidates = _none() if abort else self._candidates(state, replay, completed, sweep)
         try:
-            async for bill in self._candidates(state, replay, completed, sweep):
+            async for bill in candidates:
                 if abort or self.budget.exhausted or fence_lost:
                     break
                 if checkpoint is not None and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
@@ -293,6 +316,27 @@ class SyncEngine:
                 report.watermark = state.watermark
         report.status = self._status(report, abort)
         return report
+
+    async def _tax_ready(self, reads: LedgerReader, run_id: str) -> ErrorEvent | None:
+        """The Stripe account's Stripe Tax settings, read once per pass: an event when invoices cannot be taxed."""
+        try:
+            self._tax_settings = await reads.tax_settings()
+        except LedgerError as err:
+            if err.failure is Failure.PERMISSION:
+                grant = err.permission or "rak_tax_settings_read"
+                message = (
+                    f"Stripe {err.endpoint}: {err}; grant the restricted key the Stripe permission {grant} (Dashboard > "
+                    "Developers > API keys > edit the key): with spec.automaticTax: Enabled the operator reads the "
+                    "Stripe Tax settings before sending"
+                )
+                return self._event(EventKind.AUTHENTICATION, run_id, message, status=RunStatus.AUTH_FAILED)
+            status = RunStatus.AWAITING_RETRY if err.failure is Failure.TRANSIENT else RunStatus.ERROR
+            message = f"could not read the Stripe Tax settings (Stripe {err.endpoint}): {err}; retried on the next pass"
+            return self._event(EventKind.PERFORM, run_id, message, status=status)
+        problem = settings_problem(self.spec, self._tax_settings)
+        if problem is not None:
+            return self._event(EventKind.VALIDATION, run_id, problem)
+        return None
 
     async def _candidates(
         self,
@@ -368,6 +412,8 @@ class SyncEngine:
                     )
                 except LedgerError as err:
                     return self._stripe_failure(bill, run_id, err)
+                except CreditsExceedCharges as err:
+                    return self._failed(bill, EventKind.VALIDATION, run_id, str(err), retry=True)
             return dataclasses.replace(self.planner.result(bill, decision), shared_with=prepared.shared)
         try:
             lock = locks.setdefault(customer, asyncio.Lock())
@@ -384,10 +430,24 @@ class SyncEngine:
                     written = await writer.write_items(plan, customer, not_before=bill.created)
         except AlreadyFinalized as err:
             return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
+        except CreditsExceedCharges as err:
+            return self._failed(bill, EventKind.VALIDATION, run_id, str(err), retry=True)
+        except AmountMismatch as err:
+            return self._failed(bill, EventKind.PERFORM, run_id, str(err))
         except LedgerError as err:
             return self._stripe_failure(bill, run_id, err)
         outcome = Outcome.SENT if written.changed else Outcome.UNCHANGED
-        return BillResult(bill.id, bill.version, outcome, stripe_id=written.stripe_id, shared_with=prepared.shared)
+        tax = written.invoice.tax if written.invoice is not None and written.invoice.tax.enabled else None
+        return BillResult(
+            bill.id,
+            bill.version,
+            outcome,
+            stripe_id=written.stripe_id,
+            shared_with=prepared.shared,
+            currency=plan.currency,
+            tax=tax.amount if tax is not None else None,
+            detail=_tax_note(tax),
+        )
 
     async def _prepare(
         self, bill: Bill | MalformedBill, run_id: str, resolver: CustomerResolver
@@ -473,7 +533,23 @@ class SyncEngine:
             return self._stripe_failure(bill, run_id, err)
         if isinstance(customer, Unmapped):
             return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
+        if self.spec.tax_on:
+            try:
+                problem = await self._tax_problem(plan, customer, resolver)
+            except LedgerError as err:
+                return self._stripe_failure(bill, run_id, err)
+            if problem is not None:
+                status = RunStatus.AWAITING_RETRY if problem.transient else RunStatus.ERROR
+                kind = EventKind.PERFORM if problem.transient else EventKind.VALIDATION
+                return self._failed(bill, kind, run_id, problem.message, retry=True, status=status)
         return plan, customer
+
+    async def _tax_problem(self, plan: BillPlan, customer: str, resolver: CustomerResolver) -> TaxProblem | None:
+        """Why the Bill cannot be written with automatic tax (its customer's location, a tax code), if it cannot."""
+        code = tax_code_problem(plan, self._tax_settings)
+        if code is not None:
+            return TaxProblem(code)
+        return location_problem(plan, customer, await resolver.tax_of(customer))
 
     def _stripe_failure(self, bill: Bill, run_id: str, err: LedgerError) -> BillResult:
         where = f"Stripe {err.endpoint} for Bill {bill.id}"
@@ -498,6 +574,9 @@ class SyncEngine:
         else:
             code = f" ({err.code})" if err.code else ""
             message = f"{where} was refused{code}: {err}"
+            fix = refusal_fix(err)
+            if fix is not None:  # Stripe Tax refused the invoice or a line: a setting to fix, not a failure to retry
+                kind, message = EventKind.VALIDATION, f"{message}; {fix}"
         return self._failed(bill, kind, run_id, message, retry=True, status=status)
 
     def _failed(
@@ -550,6 +629,22 @@ class SyncEngine:
         return RunStatus.ERROR
 
 
+def _tax_note(tax: InvoiceTax | None) -> str:
+    """What a run says of a taxed invoice's tax beyond its amount."""
+    if tax is None:
+        return ""
+    if tax.not_collecting:
+        return "no tax due: Stripe Tax does not collect where the customer is (taxability_reason not_collecting)"
+    if tax.status == "requires_location_inputs":
+        return "Stripe computed no tax: the customer's location is not enough (automatic_tax requires_location_inputs)"
+    return ""
+
+
+async def _none() -> AsyncIterator[Bill | MalformedBill]:
+    return
+    yield  # an async generator that yields nothing
+
+
 def build_engine(
     spec: StripeIntegrationSpec,
     *,
@@ -566,7 +661,7 @@ def build_engine(
     """A Send engine over a `Ledger`, or (spec.mode: Plan) a planning engine over the reads of `stripe` only."""
     if spec.is_plan:
         ledger: Ledger | None = None
-        planner: Planner | None = Planner(stripe)
+        planner: Planner | None = Planner(stripe, tax_mode(spec))
     elif isinstance(stripe, Ledger):
         ledger, planner = stripe, None
     else:

@@ -96,6 +96,8 @@ class RequestRecord:
     dropped: bool
     seconds: float
     stripe_version: str | None = None
+    # The request as sent (a POST's form body, a GET's query string), when the emulator records them.
+    body: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class StripeEmulator:
         clock: Callable[[], float] | None = None,
         request_log_size: int = 10_000,
         contract_mode: bool = False,
+        record_bodies: bool = False,
         endpoint_rate_limit_per_second: float | None = STRIPE_ENDPOINT_PER_SECOND,
     ) -> None:
         self._clock = clock or time.time
@@ -177,6 +180,8 @@ class StripeEmulator:
         # types and the SDK's API version; what breaks them is kept in `violations` (the tests' stack
         # fixture and the benchmark fail on any).
         self.contract_mode = contract_mode
+        # Keep each request's body (or query string) in the request log, for tests comparing requests byte for byte.
+        self.record_bodies = record_bodies
         self.violations: list[ContractViolation] = []
         self.contract_checked = 0
         self.api_versions: collections.Counter[str | None] = collections.Counter()
@@ -590,7 +595,10 @@ class StripeEmulator:
             logger.exception("stripe emulator failed on %s %s", request.method, request.path)
             reply = _error_reply(errors.server_error(saved=False), request_id)
         key = request.headers.get("Idempotency-Key")
-        self._record(request, request_id, reply, key, info, time.monotonic() - started)
+        body: str | None = None
+        if self.record_bodies:
+            body = await request.text() if request.method == "POST" else request.query_string
+        self._record(request, request_id, reply, key, info, time.monotonic() - started, body)
         if reply.drop:
             if request.transport is not None:
                 # Closing without a status line is what a lost reply looks like to the client.
@@ -615,6 +623,7 @@ class StripeEmulator:
         key: str | None,
         info: dict[str, Any],
         seconds: float,
+        body: str | None = None,
     ) -> None:
         self.request_count += 1
         if info["endpoint"] is not None:
@@ -636,6 +645,7 @@ class StripeEmulator:
                 dropped=reply.drop,
                 seconds=seconds,
                 stripe_version=request.headers.get("Stripe-Version"),
+                body=body,
             )
         )
 
