@@ -144,6 +144,24 @@ class RunReport:
         return text
 
 
+def run_status(report: RunReport, stopped: RunStatus | None) -> RunStatus:
+    """The run's m3ter status: the one that stopped it, else the gravest among its events (COMPLETE without any)."""
+    if stopped is not None:
+        return stopped
+    if not report.events:
+        return RunStatus.COMPLETE
+    statuses = {e.status for e in report.events}
+    for status in (
+        RunStatus.AUTH_FAILED,
+        RunStatus.INVOICE_ALREADY_PAID,
+        RunStatus.RATE_LIMIT_RETRY,
+        RunStatus.AWAITING_RETRY,
+    ):
+        if status in statuses:
+            return status
+    return RunStatus.ERROR
+
+
 @dataclass(frozen=True)
 class SyncState:
     """What survives between passes (persisted in the integration's status)."""

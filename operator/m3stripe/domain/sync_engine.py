@@ -15,24 +15,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
 from m3stripe.domain.billing import Account, Bill, MalformedBill
+from m3stripe.domain.candidates import Sweep, read_candidates
 from m3stripe.domain.customers import CustomerResolver, Unmapped
 from m3stripe.domain.mapping import BillPlan, MappingError, plan_bill
 from m3stripe.domain.overlap import Overlap, malformed_skip
 from m3stripe.domain.plan import Planner
 from m3stripe.domain.ports import (
-    BILLS_PAGE_SIZE,
     BillSource,
     BillSourceAuthError,
     BillSourceError,
     BillSourceUnavailable,
     Failure,
     FenceLost,
-    InvoiceTax,
     Ledger,
     LedgerError,
     LedgerReader,
@@ -47,10 +46,11 @@ from m3stripe.domain.runs import (
     RunReport,
     RunStatus,
     SyncState,
+    run_status,
 )
 from m3stripe.domain.selection import Selector, Skip
 from m3stripe.domain.stripe_writer import AlreadyFinalized, AmountMismatch, StripeWriter
-from m3stripe.domain.sweep import needs_reread, sweep_due, sweep_since
+from m3stripe.domain.sweep import sweep_due, sweep_since
 from m3stripe.domain.tax_checks import (
     TaxProblem,
     location_problem,
@@ -58,11 +58,10 @@ from m3stripe.domain.tax_checks import (
     settings_problem,
     tax_code_problem,
     tax_mode,
+    tax_note,
 )
 from m3stripe.domain.tax_forms import CreditsExceedCharges
 
-# Bills modified just before a pass started may become visible in m3ter's listing a little later.
-WATERMARK_OVERLAP = timedelta(minutes=2)
 MAX_RETRY_IDS = 1000
 # Checkpointing: while a pass runs, the Bills it completed (as "<id>@<version>") are persisted this often, at
 # most this many, so that a restart skips them instead of re-checking each in Stripe (two reads per Bill).
@@ -74,16 +73,6 @@ MAX_STRIPE_IDS = 200
 # Bills read ahead of their customer's queue (each holds its plan): enough for a few customers' backfills to
 # run side by side, few enough that memory stays flat.
 MAX_QUEUED_BILLS = 1000
-
-
-@dataclass
-class _Sweep:
-    """The reconciliation sweep of one pass: what it listed and re-read, and whether it got to the end."""
-
-    since: datetime | None
-    listed: int = 0
-    reread: int = 0
-    finished: bool = False
 
 
 def _unfenced() -> None:
@@ -207,13 +196,13 @@ class SyncEngine:
         last_checkpoint = time.monotonic()
         # The reconciliation sweep, when due. A first pass (no watermark) reads the full listing anyway: that
         # is a sweep. Plan passes keep no progress, so they never sweep (their lastSweep would not be kept).
-        sweep: _Sweep | None = None
+        sweep: Sweep | None = None
         if (
             self.ledger is not None
             and state.watermark is not None
             and sweep_due(state.last_sweep, started, self.spec.reconcile_interval)
         ):
-            sweep = _Sweep(since=sweep_since(state.last_sweep))
+            sweep = Sweep(since=sweep_since(state.last_sweep))
 
         async def handle(bill: Bill | MalformedBill) -> None:
             try:
@@ -246,7 +235,7 @@ class SyncEngine:
                 report.events.append(refused)
                 self.budget.error()
         # A pass that cannot tax stops before it reads a Bill.
-        candidates = _none() if abort else self._candidates(state, replay, completed, sweep)
+        candidates = _none() if abort else read_candidates(self.source, state, replay, completed, sweep)
         try:
             async for bill in candidates:
                 if abort or self.budget.exhausted or fence_lost:
@@ -314,7 +303,7 @@ class SyncEngine:
             if len(retry_ids) > MAX_RETRY_IDS:
                 # Too many to remember one by one: re-read from the oldest instead (costs reads, loses nothing).
                 report.watermark = state.watermark
-        report.status = self._status(report, abort)
+        report.status = run_status(report, abort[0].status if abort else None)
         return report
 
     async def _tax_ready(self, reads: LedgerReader, run_id: str) -> ErrorEvent | None:
@@ -337,55 +326,6 @@ class SyncEngine:
         if problem is not None:
             return self._event(EventKind.VALIDATION, run_id, problem)
         return None
-
-    async def _candidates(
-        self,
-        state: SyncState,
-        replay: frozenset[str],
-        completed: frozenset[str] = frozenset(),
-        sweep: _Sweep | None = None,
-    ) -> AsyncIterator[Bill | MalformedBill]:
-        seen: set[str] = set()
-        for bill_id in [*replay, *state.retry_bill_ids]:
-            if bill_id in seen:
-                continue
-            seen.add(bill_id)
-            bill = await self.source.get_bill(bill_id)
-            if bill is not None:
-                yield bill
-        since = state.watermark - WATERMARK_OVERLAP if state.watermark else None
-        read: set[str] = set()  # "<id>@<version>" read incrementally, so the sweep does not read them again
-        async for bill in self.source.iter_bills(modified_since=since):
-            # A Bill an interrupted pass completed at this very version is done; a newer version is not.
-            if bill.id not in seen and f"{bill.id}@{bill.version}" not in completed:
-                read.add(f"{bill.id}@{bill.version}")
-                yield bill
-        if sweep is not None:
-            async for bill in self._swept(sweep, frozenset(seen | read | completed)):
-                yield bill
-
-    async def _swept(self, sweep: _Sweep, handled: frozenset[str]) -> AsyncIterator[Bill | MalformedBill]:
-        """The Bills the reconciliation sweep re-reads (see domain.sweep), fetched by ids a page at a time and
-        handled like any candidate: the writer compares each version with what Stripe holds, so a version
-        already sent costs reads only."""
-        batch: list[str] = []
-        async for listed in self.source.list_bill_versions():
-            sweep.listed += 1
-            if needs_reread(listed, sweep.since, handled) and listed.id not in batch:
-                batch.append(listed.id)
-            if len(batch) == BILLS_PAGE_SIZE:
-                async for bill in self._reread(sweep, batch):
-                    yield bill
-                batch = []
-        if batch:
-            async for bill in self._reread(sweep, batch):
-                yield bill
-        sweep.finished = True
-
-    async def _reread(self, sweep: _Sweep, ids: list[str]) -> AsyncIterator[Bill | MalformedBill]:
-        async for bill in self.source.bills_by_ids(ids):
-            sweep.reread += 1
-            yield bill
 
     async def _handle_bill(
         self,
@@ -446,7 +386,7 @@ class SyncEngine:
             shared_with=prepared.shared,
             currency=plan.currency,
             tax=tax.amount if tax is not None else None,
-            detail=_tax_note(tax),
+            detail=tax_note(tax),
         )
 
     async def _prepare(
@@ -610,34 +550,6 @@ class SyncEngine:
             account_id=bill.account_id if bill else None,
             status=status,
         )
-
-    @staticmethod
-    def _status(report: RunReport, abort: list[ErrorEvent]) -> RunStatus:
-        if abort:
-            return abort[0].status
-        if not report.events:
-            return RunStatus.COMPLETE
-        statuses = {e.status for e in report.events}
-        for status in (
-            RunStatus.AUTH_FAILED,
-            RunStatus.INVOICE_ALREADY_PAID,
-            RunStatus.RATE_LIMIT_RETRY,
-            RunStatus.AWAITING_RETRY,
-        ):
-            if status in statuses:
-                return status
-        return RunStatus.ERROR
-
-
-def _tax_note(tax: InvoiceTax | None) -> str:
-    """What a run says of a taxed invoice's tax beyond its amount."""
-    if tax is None:
-        return ""
-    if tax.not_collecting:
-        return "no tax due: Stripe Tax does not collect where the customer is (taxability_reason not_collecting)"
-    if tax.status == "requires_location_inputs":
-        return "Stripe computed no tax: the customer's location is not enough (automatic_tax requires_location_inputs)"
-    return ""
 
 
 async def _none() -> AsyncIterator[Bill | MalformedBill]:

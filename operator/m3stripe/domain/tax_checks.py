@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.mapping import BillPlan
-from m3stripe.domain.ports import CustomerTax, LedgerError, TaxSettings
+from m3stripe.domain.ports import CustomerTax, InvoiceTax, LedgerError, TaxSettings
 from m3stripe.domain.tax_forms import LineForm, form_of
 
 # customer.tax.automatic_tax (SDK _customer.py `Tax.automatic_tax`): "supported" (taxed), "not_collecting" (a
@@ -116,3 +116,14 @@ def tax_mode(spec: StripeIntegrationSpec) -> str:
         f"automatic tax AccountDefault ({behavior}): the Stripe account's default for API invoices decides whether "
         "Stripe computes tax; a plan cannot know it"
     )
+
+
+def tax_note(tax: InvoiceTax | None) -> str:
+    """What a run says of a taxed invoice's tax beyond its amount."""
+    if tax is None:
+        return ""
+    if tax.not_collecting:
+        return "no tax due: Stripe Tax does not collect where the customer is (taxability_reason not_collecting)"
+    if tax.status == "requires_location_inputs":
+        return "Stripe computed no tax: the customer's location is not enough (automatic_tax requires_location_inputs)"
+    return ""
