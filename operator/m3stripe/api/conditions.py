@@ -2,6 +2,9 @@
 
 A condition whose status, reason, message and observedGeneration are unchanged is kept as it was,
 lastTransitionTime included; lastTransitionTime moves only when `status` flips.
+
+`merge_conditions` and `find` work on conditions as JSON, as the API server holds them (some may be incomplete);
+`conditions_after` and `condition` on the typed conditions of a `StripeIntegrationStatus`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from m3stripe.api.status import REASON_PATTERN
+from m3stripe.api.status import REASON_PATTERN, Condition, wire
 
 Status = Literal["True", "False", "Unknown"]
 _REASON_RE = re.compile(REASON_PATTERN)
@@ -94,3 +97,21 @@ def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[
         if condition.get("type") == type_:
             return condition
     return None
+
+
+def conditions_after(
+    existing: Sequence[Condition],
+    observations: Iterable[Observation],
+    *,
+    generation: int | None,
+    absent: Iterable[str] = (),
+    now: str | None = None,
+) -> list[Condition]:
+    """`merge_conditions` over a status's typed conditions."""
+    merged = merge_conditions([wire(c) for c in existing], observations, generation=generation, absent=absent, now=now)
+    return [Condition.model_validate(c) for c in merged]
+
+
+def condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    """The condition of this type, if the status has one."""
+    return next((c for c in conditions if c.type == type_), None)

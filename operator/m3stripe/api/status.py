@@ -1,17 +1,26 @@
-"""The StripeIntegration status: the single source of truth for the CRD's status schema.
+"""The StripeIntegration status: the single source of truth for the CRD's status schema, and what the operator
+reads and writes.
 
 Conditions follow metav1.Condition; `Ready` summarises, `Stalled` appears only while true (kstatus's
 abnormal-true polarity), and `observedGeneration` sits at the top level where kstatus reads it.
 Counters here are best-effort, as the Kubernetes API conventions say of status: Stripe itself is the
 ledger of what was sent.
+
+The operator holds the status as a `StripeIntegrationStatus`: `read_status` parses what the API server holds
+(tolerantly: see there), `wire` is the JSON the operator writes. A model carries the fields that were set on it
+and no other (`model_fields_set`), and `wire` writes exactly those: a field set to None is an explicit null, which a
+JSON merge patch needs to remove a key (`sync.checkpoint`, a progress that starts over), and a field never set is
+left out. So the operator builds a change as a status with only the changed fields set, and `merged` applies it.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 CONDITION_TYPE_PATTERN = (
@@ -30,6 +39,12 @@ class ConditionType(enum.StrEnum):
     OVERLAPPING = "Overlapping"
     # How many of the Organization's Accounts the account selection keeps; False when none (it sends nothing).
     ACCOUNTS_SELECTED = "AccountsSelected"
+
+
+def _list_schema_only(schema: dict[str, Any]) -> None:
+    """The schema of an optional list as the list's (its null is a merge patch's, never a stored value)."""
+    variants = schema.pop("anyOf")
+    schema.update(next(v for v in variants if v.get("type") != "null"))
 
 
 class _Model(BaseModel):
@@ -134,8 +149,11 @@ class SyncProgress(_Model):
     retryBillIds: list[str] = Field(
         default_factory=list, max_length=1000, description="Bills owed a retry on the next pass."
     )
-    checkpoint: list[str] = Field(
+    # None only in what the operator writes: the explicit null that removes a spent checkpoint (a merge patch);
+    # the API server never holds one, so the schema is the list's alone.
+    checkpoint: list[str] | None = Field(
         default_factory=list,
+        json_schema_extra=_list_schema_only,
         max_length=2000,
         description="Bills (<id>@<version>) that the pass in progress completed: a restarted operator skips them.",
     )
@@ -340,3 +358,109 @@ class StripeIntegrationStatus(_Model):
     lastHandledResolve: str | None = Field(
         default=None, description="Value of the last resolve request handled (the resolve annotation)."
     )
+
+    # The fields `read_status` set aside (name -> why), so that code that needs one can refuse to go on.
+    _unreadable: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def unreadable(self) -> Mapping[str, str]:
+        """The fields `read_status` could not read, and why; empty for a status the operator built."""
+        return self._unreadable
+
+    def require(self, *fields: str) -> None:
+        """For code that cannot do without `fields`: UnreadableStatus when one of them could not be read."""
+        problems = [self._unreadable[name] for name in fields if name in self._unreadable]
+        if problems:
+            raise UnreadableStatus(
+                "; ".join(problems) + " (a status restored from elsewhere, or written under another schema?)"
+            )
+
+    def merged(self, changes: StripeIntegrationStatus) -> StripeIntegrationStatus:
+        """This status with every field that `changes` sets replaced; the fields `changes` leaves unset are kept."""
+        update = {name: getattr(changes, name) for name in changes.model_fields_set}
+        out = self.model_copy(update=update)
+        out._unreadable = {name: why for name, why in self._unreadable.items() if name not in update}
+        return out
+
+
+class UnreadableStatus(ValueError):
+    """A part of the status that the operator needs cannot be read; where it is needed, that is an InternalError."""
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    """A status (or a part of it) as the JSON the operator writes: the fields set on it, explicit nulls included."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def read_status(raw: object) -> StripeIntegrationStatus:
+    """The status as the API server holds it, read as far as it can be: a status restored from a backup, or written
+    by another version of the operator, may be partly unreadable, and the operator keeps working around that part.
+
+    - A field this version does not know (a newer operator's) is ignored: the structural schema prunes unknown
+      fields on write, so none should appear; if one does, it is not read and, since the operator writes only the
+      fields it sets, never removed either.
+    - A condition that cannot be read is left out (the next observation of its type writes it anew), and so is a
+      `sync.lastSweep` that cannot be read: as if no sweep had completed, so the next pass sweeps every Bill, which
+      costs reads and can skip nothing, where refusing the pass would stop the integration.
+    - Any other field that cannot be read is set aside: the status reads as if it were absent, `unreadable` names
+      it, and code that cannot do without it calls `require`, which raises UnreadableStatus (the reconcile or pass
+      that needs it then reports InternalError). It stays in the API server as it is until the operator sets it.
+
+    Raises UnreadableStatus when the status is not an object at all.
+    """
+    if raw is None:
+        return StripeIntegrationStatus()
+    if not isinstance(raw, Mapping):
+        raise UnreadableStatus(f"status is a {type(raw).__name__}, not an object")
+    data: dict[str, Any] = copy.deepcopy({key: value for key, value in raw.items() if isinstance(key, str)})
+    unreadable: dict[str, str] = {}
+    while True:
+        try:
+            status = StripeIntegrationStatus.model_validate(data)
+        except ValidationError as err:
+            if not _set_aside(data, err, unreadable):
+                raise UnreadableStatus(f"status cannot be read: {err}") from None
+            continue
+        status._unreadable = unreadable
+        return status
+
+
+def _set_aside(data: dict[str, Any], err: ValidationError, unreadable: dict[str, str]) -> bool:
+    """Remove from `data` what `err` found unreadable (see read_status); False when nothing could be removed."""
+    before = copy.deepcopy(data)
+    dropped_conditions: set[int] = set()
+    for error in err.errors():
+        loc = error["loc"]
+        if not loc or loc[0] not in data:
+            continue
+        top = str(loc[0])
+        if error["type"] == "extra_forbidden":
+            _delete(data, loc)
+        elif top == "conditions" and len(loc) > 1 and isinstance(loc[1], int):
+            dropped_conditions.add(loc[1])
+        elif tuple(loc[:2]) == ("sync", "lastSweep"):
+            _delete(data, loc[:2])
+        else:
+            unreadable[top] = f"status.{'.'.join(str(part) for part in loc)}: {error['msg']}"
+            del data[top]
+    if dropped_conditions and isinstance(data.get("conditions"), list):
+        data["conditions"] = [c for i, c in enumerate(data["conditions"]) if i not in dropped_conditions]
+    return data != before
+
+
+def _delete(data: Any, loc: tuple[int | str, ...]) -> None:
+    """Remove the key at `loc` (a validation error's location), if it is there."""
+    for part in loc[:-1]:
+        found = _MISSING
+        if isinstance(data, dict):
+            found = data.get(part, _MISSING)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            found = data[part]
+        if found is _MISSING:
+            return
+        data = found
+    if isinstance(data, dict):
+        data.pop(loc[-1], None)
+
+
+_MISSING = object()
