@@ -252,7 +252,7 @@ def test_each_budget_is_labelled_by_its_mode_and_a_digest_of_its_account_never_t
     assert registry.get("acct_2Xyz", True, 100).budget != live.budget
     assert "acct" not in live.budget and len(live.budget) == len("live.") + 12
     # The digest is the one status.sync.ledger records for the account (its third part).
-    from m3stripe.domain.run_history import ledger_id
+    from m3stripe.domain.progress import ledger_id
 
     assert ledger_id("org", live=True, stripe_account="acct_1Abc").endswith(live.budget)
 

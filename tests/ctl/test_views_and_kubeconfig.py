@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
+from m3stripe.api.gestures import parse_targets, resolve_events
 from m3stripe.ctl import gestures, views
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.commands import plugin_main, plugin_parser
 from m3stripe.ctl.render import age, table
-from m3stripe.domain.run_history import parse_targets, resolve_events
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

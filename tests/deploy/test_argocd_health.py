@@ -25,7 +25,7 @@ HEALTH_KEY = "resource.customizations.health.m3stripe.dev_StripeIntegration"
 ACTIONS_KEY = "resource.customizations.actions.m3stripe.dev_StripeIntegration"
 IGNORE_KEY = "resource.customizations.ignoreResourceUpdates.m3stripe.dev_StripeIntegration"
 ARGO_STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
-# The operator rewrites these on every run (m3stripe.kube.sync_driver / run_history).
+# The operator rewrites these on every run (m3stripe.kube.sync_driver / status_builder).
 CHURNY_STATUS_FIELDS = {
     "/status/lastSync",
     "/status/recentRuns",

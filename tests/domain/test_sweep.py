@@ -8,9 +8,10 @@ import pytest
 from pydantic import ValidationError
 
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.run_history import fold_report, sync_state
+from m3stripe.domain.progress import sync_state
 from m3stripe.domain.runs import RunReport
 from m3stripe.domain.sweep import SWEEP_MARGIN, ListedBill, needs_reread, sweep_due, sweep_since
+from m3stripe.kube.status_builder import fold_report
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)

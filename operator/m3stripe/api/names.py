@@ -13,18 +13,11 @@ CATEGORIES: Final = ("m3stripe", "billing")
 CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 # Annotations a person sets to ask the operator for something (Flux style: the value is a token
-# echoed back in status once handled, so a client can tell its request was processed).
+# echoed back in status once handled, so a client can tell its request was processed; api/gestures.py).
 ANNOTATION_REQUESTED_AT: Final = f"{GROUP}/requested-at"
 ANNOTATION_REENABLE: Final = f"{GROUP}/reenable"
 ANNOTATION_REPLAY: Final = f"{GROUP}/replay"
 ANNOTATION_RESOLVE: Final = f"{GROUP}/resolve"
-# The status field where each is echoed once handled.
-HANDLED_FIELD: Final = {
-    ANNOTATION_REQUESTED_AT: "lastHandledRequestedAt",
-    ANNOTATION_REENABLE: "lastHandledReenable",
-    ANNOTATION_REPLAY: "lastHandledReplay",
-    ANNOTATION_RESOLVE: "lastHandledResolve",
-}
 
 # Kopf's own bookkeeping lives in annotations under this prefix, never in `status`,
 # so the strict status schema never prunes it.

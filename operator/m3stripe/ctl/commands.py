@@ -15,12 +15,12 @@ from typing import Any
 from m3stripe.api import names
 from m3stripe.api.conditions import find
 from m3stripe.api.durations import format_duration, parse_duration
+from m3stripe.api.gestures import BILL_ID, MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
 from m3stripe.api.status import ConditionType
 from m3stripe.ctl import gestures, views
 from m3stripe.ctl import plan as plans
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.render import NONE, dump, parse_time
-from m3stripe.domain.run_history import BILL_ID, MAX_GESTURE_IDS, MAX_GESTURE_LENGTH, replay_bills, replay_request
 
 EPILOG = (
     "Namespace and cluster come from the kubeconfig as kubectl reads them (KUBECONFIG, current context); "
@@ -345,7 +345,7 @@ def _reenable(args: argparse.Namespace, cluster: Cluster) -> int:
 
 
 def _within_gesture_bounds(targets: list[str], value: str) -> None:
-    """The operator refuses a whole value beyond its bounds (domain/run_history.py) and would never echo it."""
+    """The operator refuses a whole value beyond its bounds (api/gestures.py) and would never echo it."""
     if len(targets) > MAX_GESTURE_IDS or len(value) > MAX_GESTURE_LENGTH:
         raise CtlError(
             f"{len(targets)} ids ({len(value)} characters) are more than the operator takes in one request "

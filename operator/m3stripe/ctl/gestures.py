@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from m3stripe.api import names
+from m3stripe.api.gestures import HANDLED_FIELD
 from m3stripe.ctl.cluster import Cluster, CtlError
 from m3stripe.ctl.render import duration
 
@@ -28,10 +29,10 @@ class Gesture:
     runs_pass: bool  # whether handling it runs a sync pass (its result then decides the exit code)
 
 
-SYNC = Gesture(names.ANNOTATION_REQUESTED_AT, names.HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT], runs_pass=True)
-REPLAY = Gesture(names.ANNOTATION_REPLAY, names.HANDLED_FIELD[names.ANNOTATION_REPLAY], runs_pass=True)
-RESOLVE = Gesture(names.ANNOTATION_RESOLVE, names.HANDLED_FIELD[names.ANNOTATION_RESOLVE], runs_pass=False)
-REENABLE = Gesture(names.ANNOTATION_REENABLE, names.HANDLED_FIELD[names.ANNOTATION_REENABLE], runs_pass=False)
+SYNC = Gesture(names.ANNOTATION_REQUESTED_AT, HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT], runs_pass=True)
+REPLAY = Gesture(names.ANNOTATION_REPLAY, HANDLED_FIELD[names.ANNOTATION_REPLAY], runs_pass=True)
+RESOLVE = Gesture(names.ANNOTATION_RESOLVE, HANDLED_FIELD[names.ANNOTATION_RESOLVE], runs_pass=False)
+REENABLE = Gesture(names.ANNOTATION_REENABLE, HANDLED_FIELD[names.ANNOTATION_REENABLE], runs_pass=False)
 
 
 def new_token(now: datetime | None = None) -> str:
@@ -40,7 +41,7 @@ def new_token(now: datetime | None = None) -> str:
 
 
 def with_token(targets: list[str], token: str) -> str:
-    """Ids, then the re-trigger token after '#': the operator ignores what follows '#' (run_history.parse_targets)."""
+    """Ids, then the re-trigger token after '#': the operator ignores what follows '#' (api/gestures.py, parse_targets)."""
     return f"{','.join(targets)} #{token}"
 
 

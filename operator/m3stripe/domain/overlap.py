@@ -128,7 +128,7 @@ class Overlap:
 
     def owners_digest(self) -> str:
         """A digest of the older peers and their selections: when one goes away or changes what it selects, Bills
-        this integration left to it may be no one's, so its sync progress starts over (run_history.progress_for)."""
+        this integration left to it may be no one's, so its sync progress starts over (progress.progress_for)."""
         if not self.older:
             return ""
         basis = "|".join(f"{p.uid}:{p.selection}" for p in self.older)

@@ -17,10 +17,11 @@ from typing import Any
 from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, merge_conditions, parse_rfc3339
+from m3stripe.api.gestures import HANDLED_FIELD, unhandled
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.ports import FenceLost
-from m3stripe.domain.run_history import sync_state, unhandled
+from m3stripe.domain.progress import sync_state
 from m3stripe.domain.runs import ErrorBudget, RunReport
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import build_engine
@@ -64,10 +65,10 @@ async def plan_pass(
     runtime = integration.runtime
     extra: dict[str, Any] = {}
     if requested := unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT):
-        extra[names.HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
+        extra[HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
     if replay := unhandled(annotations, status, names.ANNOTATION_REPLAY):
         # Refused, not deferred: a replay kept for the next Send pass would send Bills the plan did not show.
-        extra[names.HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay
+        extra[HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay
         integration.events(
             "Warning",
             "ReplayRefused",

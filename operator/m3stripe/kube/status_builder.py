@@ -1,16 +1,26 @@
-"""Compute an integration's status from what one reconcile observed, and write it without churn."""
+"""Compute an integration's status from what a reconcile observed and what a pass reported, and write it without
+churn.
+
+`build_status` turns a reconcile's observations into conditions; `fold_report` folds a run into the status (run
+history, open events, the error count, the progress); `status_patch` is the merge patch from one status to the next.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from m3stripe.adapters.stripe_gateway import scrub
-from m3stripe.api.conditions import Observation, find, merge_conditions
+from m3stripe.api.conditions import Observation, find, merge_conditions, parse_rfc3339, rfc3339
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.credential_check import CredentialCheck
+from m3stripe.domain.money import format_money, from_minor_units
+from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus
+
+MAX_OPEN_EVENTS = 100
 
 
 @dataclass(frozen=True)
@@ -166,3 +176,130 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
 def ready_of(status: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
     ready = find((status or {}).get("conditions"), ConditionType.READY) or {}
     return ready.get("status"), ready.get("reason")
+
+
+# ---------------------------------------------------------------------------------------- a run, into status
+
+
+def run_record(report: RunReport) -> dict[str, Any]:
+    taxes = {(bill, version): (currency, amount) for bill, version, currency, amount in report.bill_taxes}
+    record: dict[str, Any] = {
+        "runId": report.run_id,
+        "status": str(report.status),
+        "startTime": rfc3339(report.started),
+        "completionTime": rfc3339(report.completed or report.started),
+        "billsSent": report.sent,
+        "billsUnchanged": report.unchanged,
+        "billsSkipped": report.skipped,
+        "billsFailed": report.failed,
+        "message": report.summary(),
+        "stripeObjects": [
+            {"billId": bill, "billVersion": version, "stripeId": stripe_id, **_tax_of(taxes, bill, version)}
+            for bill, version, stripe_id in report.stripe_ids[:50]
+        ],
+    }
+    if report.taxes:
+        record["taxes"] = [
+            {"currency": currency, "amount": format_money(from_minor_units(amount, currency), currency).split(" ")[0]}
+            for currency, amount in sorted(report.taxes.items())
+        ]
+        record["message"] = f"{record['message']}; tax {tax_summary(report)}"
+    return record
+
+
+def tax_summary(report: RunReport) -> str:
+    """The run's tax per currency, as a person reads money ("12.34 GBP, 5 JPY")."""
+    return ", ".join(
+        format_money(from_minor_units(amount, currency), currency) for currency, amount in sorted(report.taxes.items())
+    )
+
+
+def _tax_of(taxes: Mapping[tuple[str, int], tuple[str, int]], bill: str, version: int) -> dict[str, str]:
+    found = taxes.get((bill, version))
+    if found is None:
+        return {}
+    currency, amount = found
+    return {"tax": format_money(from_minor_units(amount, currency), currency)}
+
+
+def merge_events(
+    existing: Iterable[Mapping[str, Any]], new: Iterable[ErrorEvent], *, now: datetime, retention: timedelta
+) -> tuple[list[dict[str, Any]], list[ErrorEvent]]:
+    """Open events after adding `new` (repeats bump count/lastSeen) and dropping expired ones.
+
+    Also returns the events that were not open before: those deserve a Kubernetes Event.
+    """
+    by_id: dict[str, dict[str, Any]] = {str(e["id"]): dict(e) for e in existing if "id" in e}
+    fresh: list[ErrorEvent] = []
+    stamp = rfc3339(now)
+    for event in new:
+        current = by_id.get(event.id)
+        if current is None:
+            by_id[event.id] = {
+                "id": event.id,
+                "kind": str(event.kind),
+                "message": event.message[:4096],
+                "runId": event.run_id,
+                "runStatus": str(event.status),
+                "billId": event.bill_id,
+                "accountId": event.account_id,
+                "firstSeen": stamp,
+                "lastSeen": stamp,
+                "count": 1,
+            }
+            fresh.append(event)
+        else:
+            current.update(runId=event.run_id, lastSeen=stamp, count=int(current.get("count", 1)) + 1)
+    cutoff = now - retention
+    kept = [e for e in by_id.values() if (parse_rfc3339(e.get("lastSeen")) or now) >= cutoff]
+    kept.sort(key=lambda e: str(e.get("lastSeen")), reverse=True)
+    return [{k: v for k, v in e.items() if v is not None} for e in kept[:MAX_OPEN_EVENTS]], fresh
+
+
+def fold_report(
+    status: Mapping[str, Any],
+    report: RunReport,
+    *,
+    history: int,
+    retention: timedelta,
+    consecutive_errors: int,
+    now: datetime | None = None,
+) -> tuple[dict[str, Any], list[ErrorEvent]]:
+    """Status fields after a run, and the error events that are new."""
+    now = now or datetime.now(UTC)
+    record = run_record(report)
+    runs = [record, *[dict(r) for r in status.get("recentRuns") or ()]][:history]
+    events, fresh = merge_events(status.get("openEvents") or (), report.events, now=now, retention=retention)
+    out: dict[str, Any] = {
+        "lastSync": {k: v for k, v in record.items() if k not in ("stripeObjects", "taxes")},
+        "recentRuns": runs,
+        "openEvents": events,
+        "consecutiveErrors": consecutive_errors,
+        "sync": {
+            "watermark": rfc3339(report.watermark) if report.watermark else None,
+            "retryBillIds": list(report.retry_bill_ids),
+            "lastSweep": rfc3339(report.last_sweep) if report.last_sweep else None,
+        },
+    }
+    if out["sync"]["watermark"] is None:
+        del out["sync"]["watermark"]
+    if out["sync"]["lastSweep"] is None:
+        del out["sync"]["lastSweep"]
+    if report.status is RunStatus.COMPLETE:
+        out["lastSuccessfulSyncTime"] = record["completionTime"]
+    return out, fresh
+
+
+def disabled_event(run_id: str, threshold: int, now: datetime, last: ErrorEvent | None) -> ErrorEvent:
+    cause = f" The last one: {last.message}" if last is not None else ""
+    return ErrorEvent(
+        kind=EventKind.DISABLED,
+        message=(
+            f"the integration disabled itself after {threshold} successive error events; no Bills are sent until "
+            f"it is re-enabled. Fix the cause, then annotate the StripeIntegration with "
+            f"m3stripe.dev/reenable=<any new value>.{cause}"
+        )[:4096],
+        run_id=run_id,
+        time=now,
+        status=RunStatus.DISABLED,
+    )

@@ -15,21 +15,11 @@ from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
 from m3stripe.api.conditions import parse_rfc3339, rfc3339
+from m3stripe.api.gestures import HANDLED_FIELD, ReplayRequest, replay_request, unhandled
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.ports import BillSource, BillSourceError, FenceLost
-from m3stripe.domain.run_history import (
-    ReplayRequest,
-    disabled_event,
-    fold_report,
-    fresh_progress,
-    ledger_id,
-    merge_events,
-    progress_for,
-    replay_request,
-    sync_state,
-    unhandled,
-)
+from m3stripe.domain.progress import fresh_progress, ledger_id, progress_for, sync_state
 from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
@@ -38,7 +28,7 @@ from m3stripe.kube.integration import Integration, PassInputs
 from m3stripe.kube.overlap_status import fold_overlaps, overlap_event
 from m3stripe.kube.peers import find_overlap, selection_of
 from m3stripe.kube.planning import plan_pass, plan_seconds_until_due
-from m3stripe.kube.status_builder import internal_error_message
+from m3stripe.kube.status_builder import disabled_event, fold_report, internal_error_message, merge_events
 
 EVENT_REASONS = {
     EventKind.VALIDATION: "ValidationError",
@@ -128,9 +118,9 @@ class SyncDriver:
         replay: frozenset[str] = frozenset()
         if replay_token := unhandled(annotations, status, names.ANNOTATION_REPLAY):
             replay = await self._replayable(replay_request(status, replay_token), source)
-            extra[names.HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay_token
+            extra[HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay_token
         if requested := unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT):
-            extra[names.HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
+            extra[HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
         budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
         started = time.monotonic()
         async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:

@@ -16,11 +16,18 @@ from typing import Any
 from m3stripe.adapters.kube_api import KubeApiError
 from m3stripe.api import names
 from m3stripe.api.conditions import Observation, find, merge_conditions
+from m3stripe.api.gestures import (
+    HANDLED_FIELD,
+    gesture_annotations,
+    parse_targets,
+    resolve_events,
+    unhandled,
+    unknown_event_ids,
+)
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import ConditionType
 from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.ports import FenceLost
-from m3stripe.domain.run_history import gesture_annotations, parse_targets, resolve_events, unhandled, unknown_event_ids
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
 from m3stripe.kube.account_selection import selection_observation
 from m3stripe.kube.credentials import CachedCheck, check_stripe_credential
@@ -203,7 +210,7 @@ class IntegrationWorker:
         extra: dict[str, Any] = {}
         resolve = unhandled(annotations, current, names.ANNOTATION_RESOLVE)
         if resolve:
-            extra[names.HANDLED_FIELD[names.ANNOTATION_RESOLVE]] = resolve
+            extra[HANDLED_FIELD[names.ANNOTATION_RESOLVE]] = resolve
         if resolve and not parse_targets(resolve):
             self.integration.events(
                 "Warning",
@@ -224,7 +231,7 @@ class IntegrationWorker:
                     f"{', '.join(repr(u[:80]) for u in unknown[:10])}; see status.openEvents for the ids, or use all",
                 )
         if reenable := unhandled(annotations, current, names.ANNOTATION_REENABLE):
-            extra[names.HANDLED_FIELD[names.ANNOTATION_REENABLE]] = reenable
+            extra[HANDLED_FIELD[names.ANNOTATION_REENABLE]] = reenable
             if current.get("disabled"):
                 extra.update(disabled=False, consecutiveErrors=0, disabledMessage=None)
                 self.integration.events("Normal", "Reenabled", "re-enabled by the m3stripe.dev/reenable annotation")

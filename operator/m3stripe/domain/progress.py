@@ -1,0 +1,113 @@
+"""Sync progress and whose it is: status.sync (watermark, retries, checkpoint, last sweep) and the ledger it was
+made against.
+
+The progress says which Bills a pass still owes *this* Stripe account: it belongs to the m3ter Organization and the
+Stripe account and mode it was made against (`ledger_id`, recorded in status.sync.ledger), and to the older
+integrations this one left shared Bills to. When any of them changes, the next pass starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from m3stripe.api.conditions import parse_rfc3339
+from m3stripe.domain.runs import SyncState
+
+
+def ledger_id(organization_id: str, *, live: bool, stripe_account: str | None, owners: str = "") -> str:
+    """The source and the Stripe ledger a sync progress belongs to, as digests (no id in clear in the status), and
+    `owners`, the digest of the older integrations this one leaves the Bills they also select to
+    (overlap.Overlap.owners_digest; "" when none)."""
+
+    def digest(value: str) -> str:
+        return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+    account = digest(stripe_account) if stripe_account else "-"
+    ledger = f"{digest(organization_id)}.{'live' if live else 'test'}.{account}"
+    return f"{ledger}.{owners}" if owners else ledger
+
+
+def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
+    """Why the stored progress was made against another Organization or Stripe ledger, or None if it was not.
+
+    A watermark says which Bills *that* Stripe account already got: kept across a move from test mode to live
+    (the README's rollout) it would keep every Bill already sent to test mode from ever reaching live.
+    Progress written before the ledger was recorded counts as this ledger's; an account that was not known
+    (a restricted key that may not read it) is no evidence of a move.
+    """
+    recorded = _recorded_ledger(status)
+    if recorded is None:
+        return None
+    (old_org, old_mode, old_account), (org, mode, account) = _parts(recorded), _parts(ledger)
+    if old_org != org:
+        return "spec.m3ter.organizationId names another Organization than the sync progress was made for"
+    if old_mode != mode:
+        return f"spec.destination moved from {old_mode} to {mode} mode"
+    if "-" not in (old_account, account) and old_account != account:
+        return "the Stripe key now belongs to another Stripe account"
+    old_owners, owners = _owners(recorded), _owners(ledger)
+    if old_owners and old_owners != owners:
+        # Bills left to an older integration that is gone now, or no longer selects them, may be no one's: the
+        # watermark moved past them while they were its. New owners need nothing: Bills sent here stay recognised.
+        return "an older integration this one left the Bills both select to is gone or selects other Bills now"
+    return None
+
+
+def _owners(ledger: str) -> str:
+    return [*ledger.split("."), "", "", "", ""][3]
+
+
+def _recorded_ledger(status: Mapping[str, Any]) -> str | None:
+    recorded = (status.get("sync") or {}).get("ledger")
+    return recorded if isinstance(recorded, str) and recorded else None
+
+
+def _parts(ledger: str) -> tuple[str, str, str]:
+    """(organization digest, mode, account digest or "-"); a malformed record has empty parts, so it moved."""
+    organization, mode, account = [*ledger.split("."), "", "", ""][:3]
+    return organization, mode, account
+
+
+def fresh_progress(ledger: str) -> dict[str, Any]:
+    """The progress of a pass that starts over against `ledger`, as explicit nulls: a merge patch must not keep
+    the old ledger's watermark or sweep under the new ledger's name."""
+    return {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": ledger}
+
+
+def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, Any], str | None, str]:
+    """`status` with the progress a pass against `ledger` starts from, why it starts over (None: it does not),
+    and the ledger to record when the pass ends.
+
+    Starting over is `fresh_progress` (a checkpoint written mid-pass carries it too). A pass that could not see
+    the key's account keeps the account recorded: recording "unknown" would hide a later move to another account.
+    """
+    moved = progress_moved(status, ledger)
+    if moved is None:
+        # Not moved: the Organization and mode are the recorded ones (or nothing is recorded).
+        recorded = _recorded_ledger(status)
+        if recorded is not None and _parts(ledger)[2] == "-":
+            kept = ".".join(_parts(recorded))
+            return status, None, f"{kept}.{_owners(ledger)}" if _owners(ledger) else kept
+        return status, None, ledger
+    return {**status, "sync": fresh_progress(ledger)}, moved, ledger
+
+
+def sync_state(status: Mapping[str, Any]) -> SyncState:
+    progress = status.get("sync") or {}
+    return SyncState(
+        watermark=parse_rfc3339(progress.get("watermark")),
+        retry_bill_ids=tuple(progress.get("retryBillIds") or ()),
+        last_sweep=_last_sweep(progress.get("lastSweep")),
+    )
+
+
+def _last_sweep(value: Any) -> datetime | None:
+    # Unreadable (a status restored from elsewhere): as if no sweep had completed, so the next pass sweeps
+    # every Bill; that costs reads and can skip nothing, where refusing the pass would stop the integration.
+    try:
+        return parse_rfc3339(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

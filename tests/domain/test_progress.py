@@ -1,0 +1,79 @@
+"""Whose sync progress it is: the ledger it was made against, starting over when it moved, and where a pass starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from m3stripe.domain.progress import ledger_id, progress_for, sync_state
+from m3stripe.domain.runs import SyncState
+
+
+def test_sync_state_of_an_empty_status() -> None:
+    state = sync_state({})
+    assert state.watermark is None
+    assert state.retry_bill_ids == ()
+
+
+# -- the ledger a sync progress belongs to ------------------------------------------------------------
+
+TEST_A = ledger_id("org-1", live=False, stripe_account="acct_A")
+
+
+def _with_ledger(ledger: str | None) -> dict[str, Any]:
+    sync: dict[str, Any] = {
+        "watermark": "2026-11-01T00:00:00Z",
+        "retryBillIds": ["b-1"],
+        "lastSweep": "2026-11-01T00:00:00Z",
+    }
+    if ledger is not None:
+        sync["ledger"] = ledger
+    return {"sync": sync, "consecutiveErrors": 2}
+
+
+def test_a_ledger_id_names_no_organization_or_account_in_clear() -> None:
+    assert "org-1" not in TEST_A and "acct_A" not in TEST_A and TEST_A.split(".")[1] == "test"
+
+
+@pytest.mark.parametrize(
+    ("now", "why"),
+    [
+        (ledger_id("org-2", live=False, stripe_account="acct_A"), "another Organization"),
+        (ledger_id("org-1", live=True, stripe_account="acct_A"), "from test to live mode"),
+        (ledger_id("org-1", live=False, stripe_account="acct_B"), "another Stripe account"),
+    ],
+)
+def test_progress_made_against_another_organization_mode_or_account_starts_over(now: str, why: str) -> None:
+    status, moved, recorded = progress_for(_with_ledger(TEST_A), now)
+    assert moved is not None and why in moved and recorded == now
+    assert sync_state(status) == SyncState()
+    # Explicit nulls, so that no merge patch keeps the old watermark under the new ledger's name.
+    assert status["sync"] == {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": now}
+    assert status["consecutiveErrors"] == 2  # only the progress starts over
+
+
+@pytest.mark.parametrize(
+    ("recorded", "now"),
+    [
+        (TEST_A, TEST_A),
+        (None, TEST_A),  # written before the ledger was recorded
+        (ledger_id("org-1", live=False, stripe_account=None), TEST_A),  # the account was not known then
+        (TEST_A, ledger_id("org-1", live=False, stripe_account=None)),  # nor is it now
+    ],
+)
+def test_progress_of_the_same_ledger_or_of_an_unknown_account_is_kept(recorded: str | None, now: str) -> None:
+    original = _with_ledger(recorded)
+    status, moved, _ = progress_for(original, now)
+    assert moved is None and status is original
+
+
+def test_a_pass_that_cannot_see_the_keys_account_keeps_the_account_recorded_so_a_later_move_is_seen() -> None:
+    unknown = ledger_id("org-1", live=False, stripe_account=None)
+    _, moved, recorded = progress_for(_with_ledger(TEST_A), unknown)
+    assert moved is None and recorded == TEST_A
+    after = _with_ledger(recorded)
+    _, moved, _ = progress_for(after, ledger_id("org-1", live=False, stripe_account="acct_B"))
+    assert moved is not None and "another Stripe account" in moved
+    # With nothing recorded yet, or another mode, the ledger of this pass is what is recorded.
+    assert progress_for(_with_ledger(None), unknown)[2] == unknown
