@@ -6,16 +6,24 @@ from collections.abc import Callable
 
 import pytest
 
+from m3stripe.api.status import read_status
 from m3stripe.metrics import Metrics
 
-STATUS = {
-    "connected": True,
-    "disabled": False,
-    "consecutiveErrors": 2,
-    "lastSuccessfulSyncTime": "2025-06-01T12:00:00Z",
-    "openEvents": [{"id": "evt-1"}],
-    "conditions": [{"type": "Ready", "status": "True"}, {"type": "SourceConnected", "status": "True"}],
-}
+_SEEN = {"firstSeen": "2025-06-01T12:00:00Z", "lastSeen": "2025-06-01T12:00:00Z"}
+_SINCE = {"reason": "R", "message": "", "lastTransitionTime": "2025-06-01T12:00:00Z"}
+STATUS = read_status(
+    {
+        "connected": True,
+        "disabled": False,
+        "consecutiveErrors": 2,
+        "lastSuccessfulSyncTime": "2025-06-01T12:00:00Z",
+        "openEvents": [{"id": "evt-1", "kind": "integration.perform.error", "message": "m", **_SEEN}],
+        "conditions": [
+            {"type": "Ready", "status": "True", **_SINCE},
+            {"type": "SourceConnected", "status": "True", **_SINCE},
+        ],
+    }
+)
 
 
 def populate(m: Metrics, ns: str, name: str) -> None:

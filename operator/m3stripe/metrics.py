@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from m3stripe.api.conditions import find, parse_rfc3339
+from m3stripe.api.conditions import condition, parse_rfc3339
+from m3stripe.api.status import Condition, StripeIntegrationStatus
 from m3stripe.domain.runs import RunReport, RunStatus
 
 PREFIX = "m3stripe"
@@ -154,7 +154,7 @@ class Metrics:
         self,
         namespace: str,
         name: str,
-        status: Mapping[str, Any],
+        status: StripeIntegrationStatus,
         *,
         suspended: bool = False,
         sync_interval: float | None = None,
@@ -163,16 +163,16 @@ class Metrics:
         self.child(self.suspended, namespace, name).set(1 if suspended else 0)
         if sync_interval is not None:
             self.child(self.sync_interval, namespace, name).set(sync_interval)
-        last_success = parse_rfc3339(status.get("lastSuccessfulSyncTime"))
+        last_success = parse_rfc3339(status.lastSuccessfulSyncTime)
         if last_success is not None:
             self.child(self.last_success, namespace, name).set(last_success.timestamp())
-        conditions = status.get("conditions")
-        self.child(self.source_connected, namespace, name).set(_true(find(conditions, "SourceConnected")))
-        self.child(self.ready, namespace, name).set(_true(find(conditions, "Ready")))
-        self.child(self.open_events, namespace, name).set(len(status.get("openEvents") or ()))
-        self.child(self.connected, namespace, name).set(1 if status.get("connected") else 0)
-        self.child(self.disabled, namespace, name).set(1 if status.get("disabled") else 0)
-        self.child(self.consecutive_errors, namespace, name).set(int(status.get("consecutiveErrors") or 0))
+        conditions = status.conditions
+        self.child(self.source_connected, namespace, name).set(_true(condition(conditions, "SourceConnected")))
+        self.child(self.ready, namespace, name).set(_true(condition(conditions, "Ready")))
+        self.child(self.open_events, namespace, name).set(len(status.openEvents))
+        self.child(self.connected, namespace, name).set(1 if status.connected else 0)
+        self.child(self.disabled, namespace, name).set(1 if status.disabled else 0)
+        self.child(self.consecutive_errors, namespace, name).set(status.consecutiveErrors)
 
     def observe_run(self, namespace: str, name: str, report: RunReport, *, seconds: float, interval: float) -> None:
         """Counters and gauges from one finished Send pass."""
@@ -249,5 +249,5 @@ class StripeBudgetObserver:
         self._metrics.rate_limit_waited.labels(self.budget).inc(seconds)
 
 
-def _true(condition: Mapping[str, Any] | None) -> int:
-    return 1 if condition is not None and condition.get("status") == "True" else 0
+def _true(found: Condition | None) -> int:
+    return 1 if found is not None and found.status == "True" else 0

@@ -53,6 +53,23 @@ def test_parse_targets_ignores_the_token_after_hash() -> None:
 # --------------------------------------------------------------------------- replay
 
 
+def sent(bill_id: str) -> dict[str, Any]:
+    """A Bill a run sent, as status.recentRuns[].stripeObjects[] holds it."""
+    return {"billId": bill_id, "billVersion": 1, "stripeId": f"in_{bill_id}"}
+
+
+def opened(event_id: str, **fields: str) -> dict[str, Any]:
+    """An open error event, as status.openEvents[] holds it."""
+    seen = "2025-06-01T12:00:00Z"
+    return {
+        "id": event_id,
+        "kind": "integration.perform.error",
+        "message": "m",
+        "firstSeen": seen,
+        "lastSeen": seen,
+    } | (fields)
+
+
 def test_replay_bills_expands_runs_from_history_and_open_events() -> None:
     status: dict[str, Any] = {
         "recentRuns": [
@@ -67,9 +84,9 @@ def test_replay_bills_expands_runs_from_history_and_open_events() -> None:
             {"runId": "run-3"},
         ],
         "openEvents": [
-            {"id": "evt-1", "runId": "run-2", "billId": "b4"},
-            {"id": "evt-2", "runId": "run-2"},  # no bill: nothing to replay
-            {"id": "evt-3", "runId": "run-1", "billId": "b5"},
+            opened("evt-1", runId="run-2", billId="b4"),
+            opened("evt-2", runId="run-2"),  # no bill: nothing to replay
+            opened("evt-3", runId="run-1", billId="b5"),
         ],
     }
     assert replay_bills(status, "run:run-2") == {"b2", "b3", "b4"}
@@ -103,7 +120,7 @@ def test_a_replay_refuses_ids_that_could_leave_the_bills_path_and_names_them() -
 
 
 def test_a_replay_names_malformed_and_unknown_run_references() -> None:
-    status = {"recentRuns": [{"runId": "run-1", "stripeObjects": [{"billId": "b1"}]}]}
+    status = {"recentRuns": [{"runId": "run-1", "stripeObjects": [sent("b1")]}]}
     request = replay_request(status, "run: run:../x run:run-1 run:run-9")
     assert request.bills == {"b1"}
     assert any("'run:'" in p and "not a run reference" in p for p in request.problems)
@@ -147,7 +164,7 @@ def test_annotations_that_are_not_a_map_are_no_gestures() -> None:
 
 def test_a_replay_by_run_reference_beyond_the_id_bound_is_refused_whole_and_names_the_bound() -> None:
     runs = [
-        {"runId": f"run-2026120{i:03d}-3f9a2c", "stripeObjects": [{"billId": f"b{i}-{j}"} for j in range(50)]}
+        {"runId": f"run-2026120{i:03d}-3f9a2c", "stripeObjects": [sent(f"b{i}-{j}") for j in range(50)]}
         for i in range(100)
     ]
     value = ",".join(f"run:{r['runId']}" for r in runs) + " #t1"
@@ -158,7 +175,7 @@ def test_a_replay_by_run_reference_beyond_the_id_bound_is_refused_whole_and_name
 
 
 def test_bills_of_a_replayed_run_are_known_from_the_history_and_named_ids_are_not() -> None:
-    status = {"recentRuns": [{"runId": "run-1", "stripeObjects": [{"billId": "b1"}, {"billId": "b2"}]}]}
+    status = {"recentRuns": [{"runId": "run-1", "stripeObjects": [sent("b1"), sent("b2")]}]}
     request = replay_request(status, "run:run-1 b3")
     assert request.bills == {"b1", "b2", "b3"} and request.from_history == {"b1", "b2"}
 

@@ -13,6 +13,7 @@ import stripe
 
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
+from m3stripe.api.status import wire
 from m3stripe.domain.billing import Bill
 from m3stripe.domain.mapping import META_VERSION, BillPlan, plan_bill
 from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
@@ -116,7 +117,7 @@ def test_status_plan_lists_writes_first_counts_every_bill_and_says_how_many_are_
         )
         planner.record(b, BillResult(b.id, b.version, Outcome.SENT))
     planner.record(bill("1", bill_id="b9"), BillResult("b9", 2, Outcome.FAILED, detail="no Stripe Customer"))
-    status = planner.summary(report, generation=4, limit=3)
+    status = wire(planner.summary(report, generation=4, limit=3))
     assert (status["bills"], status["createInvoice"], status["nothing"], status["blocked"]) == (7, 3, 3, 1)
     assert [i["action"] for i in status["items"]] == ["CreateInvoice"] * 3 and status["truncated"] == 4
     # Minor units back to the currency's units exactly: JPY has no decimals, 0.10 JPY rounds to 0.
@@ -178,7 +179,8 @@ def test_in_items_mode_a_plan_counts_only_the_items_a_send_pass_would_add() -> N
     # The 10.00 item is already pending: only the 2.50 one is missing.
     planner._decisions[b.id] = decide_items(plan, held_lines(plan, "ii")[:1], {})
     planner.record(b, BillResult(b.id, b.version, Outcome.SENT))
-    status = planner.summary(RunReport(run_id="run-1", started=datetime(2026, 12, 1, tzinfo=UTC)), generation=1)
+    summary = planner.summary(RunReport(run_id="run-1", started=datetime(2026, 12, 1, tzinfo=UTC)), generation=1)
+    status = wire(summary)
     assert status["addItems"] == 1
     assert status["totals"] == [{"currency": "usd", "bills": 1, "amount": "2.50"}]
     assert status["items"][0]["total"] == "2.50"

@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
+from m3stripe.api.status import StripeIntegrationStatus, SyncProgress, read_status, wire
 from m3stripe.domain.progress import ledger_id, progress_for, sync_state
 from m3stripe.domain.runs import SyncState
 
 
 def test_sync_state_of_an_empty_status() -> None:
-    state = sync_state({})
+    state = sync_state(StripeIntegrationStatus().sync)
     assert state.watermark is None
     assert state.retry_bill_ids == ()
 
@@ -21,7 +22,8 @@ def test_sync_state_of_an_empty_status() -> None:
 TEST_A = ledger_id("org-1", live=False, stripe_account="acct_A")
 
 
-def _with_ledger(ledger: str | None) -> dict[str, Any]:
+def _with_ledger(ledger: str | None) -> SyncProgress | None:
+    """The progress of a status restored with this ledger recorded (None: before ledgers were recorded)."""
     sync: dict[str, Any] = {
         "watermark": "2026-11-01T00:00:00Z",
         "retryBillIds": ["b-1"],
@@ -29,7 +31,12 @@ def _with_ledger(ledger: str | None) -> dict[str, Any]:
     }
     if ledger is not None:
         sync["ledger"] = ledger
-    return {"sync": sync, "consecutiveErrors": 2}
+    return read_status({"sync": sync, "consecutiveErrors": 2}).sync
+
+
+def _status_with(progress: SyncProgress | None) -> dict[str, Any]:
+    """The status a pass starts from with this progress, as the operator writes it (kube/sync_driver.py)."""
+    return wire(read_status({"consecutiveErrors": 2}).merged(StripeIntegrationStatus(sync=progress)))
 
 
 def test_a_ledger_id_names_no_organization_or_account_in_clear() -> None:
@@ -48,6 +55,7 @@ def test_progress_made_against_another_organization_mode_or_account_starts_over(
     status, moved, recorded = progress_for(_with_ledger(TEST_A), now)
     assert moved is not None and why in moved and recorded == now
     assert sync_state(status) == SyncState()
+    status = _status_with(status)
     # Explicit nulls, so that no merge patch keeps the old watermark under the new ledger's name.
     assert status["sync"] == {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": now}
     assert status["consecutiveErrors"] == 2  # only the progress starts over

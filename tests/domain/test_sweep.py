@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.api.status import StripeIntegrationStatus, read_status, wire
 from m3stripe.domain.progress import sync_state
 from m3stripe.domain.runs import RunReport
 from m3stripe.domain.sweep import SWEEP_MARGIN, ListedBill, needs_reread, sweep_due, sweep_since
@@ -87,21 +88,27 @@ def test_reconcile_interval_defaults_to_a_day_and_is_bounded() -> None:
 def test_last_sweep_is_kept_in_status_sync_and_read_back() -> None:
     report = RunReport(run_id="run-1", started=NOW, completed=NOW, watermark=NOW, last_sweep=NOW - DAY)
     report.swept_listed, report.swept_reread = 120, 4
-    fields, _ = fold_report({}, report, history=10, retention=DAY, consecutive_errors=0, now=NOW)
+    folded, _ = fold_report(StripeIntegrationStatus(), report, history=10, retention=DAY, consecutive_errors=0, now=NOW)
+    fields = wire(folded)
     assert fields["sync"]["lastSweep"] == "2026-11-30T12:00:00Z"
-    assert sync_state({"sync": fields["sync"]}).last_sweep == NOW - DAY
+    assert sync_state(read_status({"sync": fields["sync"]}).sync).last_sweep == NOW - DAY
     assert "reconciliation sweep: 120 listed, 4 re-read" in fields["lastSync"]["message"]
 
 
 def test_a_status_without_last_sweep_means_no_sweep_has_completed() -> None:
-    assert sync_state({"sync": {"watermark": "2026-12-01T00:00:00Z"}}).last_sweep is None
-    fields, _ = fold_report(
-        {}, RunReport(run_id="run-1", started=NOW, watermark=NOW), history=10, retention=DAY, consecutive_errors=0
+    assert sync_state(read_status({"sync": {"watermark": "2026-12-01T00:00:00Z"}}).sync).last_sweep is None
+    folded, _ = fold_report(
+        StripeIntegrationStatus(),
+        RunReport(run_id="run-1", started=NOW, watermark=NOW),
+        history=10,
+        retention=DAY,
+        consecutive_errors=0,
     )
+    fields = wire(folded)
     assert "lastSweep" not in fields["sync"]
 
 
 @pytest.mark.parametrize("value", ["yesterday", 5, ["2026-12-01T00:00:00Z"]])
 def test_an_unreadable_last_sweep_means_the_next_pass_sweeps_everything(value: object) -> None:
-    state = sync_state({"sync": {"watermark": "2026-12-01T00:00:00Z", "lastSweep": value}})
+    state = sync_state(read_status({"sync": {"watermark": "2026-12-01T00:00:00Z", "lastSweep": value}}).sync)
     assert state.last_sweep is None and state.watermark is not None

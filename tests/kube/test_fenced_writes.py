@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
+from m3stripe.api.status import read_status, wire
 from m3stripe.domain.ports import FenceLost
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.integration import Integration
@@ -83,21 +84,23 @@ _UNUSED_KUBECONFIG = {
     "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
     "current-context": "c",
 }
-PENDING = {
-    "notification": {
-        "disablementId": "run-1",
-        "recipients": ["a@example.com", "b@example.com"],
-        "attempts": 0,
-        "state": "Pending",
-        "nextAttemptTime": None,
+PENDING = read_status(
+    {
+        "notification": {
+            "disablementId": "run-1",
+            "recipients": ["a@example.com", "b@example.com"],
+            "attempts": 0,
+            "state": "Pending",
+            "nextAttemptTime": None,
+        }
     }
-}
+)
 
 
 async def test_no_disablement_email_starts_when_the_fence_fell_while_sending_was_recorded() -> None:
     async with SmtpServer() as smtp:
         driver = _driver(smtp, ScriptedLeader(checks=0))
-        assert driver.notification_fields(PENDING)["notification"]["state"] == "Sending"
+        assert wire(driver.notification_fields(PENDING))["notification"]["state"] == "Sending"
         with pytest.raises(FenceLost):
             driver.start_notification()
         assert smtp.messages == []

@@ -1,5 +1,5 @@
 """A run folded into the status: run history, open events (de-duplication, retention, the bound), the error count and
-the progress."""
+the progress, as the JSON the operator writes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from m3stripe.api.conditions import rfc3339
 from m3stripe.api.names import ANNOTATION_REENABLE
+from m3stripe.api.status import IntegrationEvent, StripeIntegrationStatus, read_status, wire
 from m3stripe.domain.progress import sync_state
 from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus
 from m3stripe.kube.status_builder import MAX_OPEN_EVENTS, disabled_event, fold_report, merge_events, run_record
@@ -35,12 +36,18 @@ def report(run_id: str = "run-1", *, status: RunStatus = RunStatus.COMPLETE, **f
     return r
 
 
+def written(events: list[IntegrationEvent]) -> list[dict[str, Any]]:
+    """Open events as the JSON the operator writes."""
+    return [wire(e) for e in events]
+
+
 # --------------------------------------------------------------------------- merge_events
 
 
 def test_new_events_open_with_count_one_and_are_fresh() -> None:
     e = event()
-    events, fresh = merge_events([], [e], now=T0, retention=RETENTION)
+    opened, fresh = merge_events([], [e], now=T0, retention=RETENTION)
+    events = written(opened)
     assert fresh == [e]
     assert events == [
         {
@@ -59,7 +66,8 @@ def test_new_events_open_with_count_one_and_are_fresh() -> None:
 
 
 def test_none_fields_are_left_out() -> None:
-    events, _ = merge_events([], [event(bill_id=None, account_id=None)], now=T0, retention=RETENTION)
+    opened, _ = merge_events([], [event(bill_id=None, account_id=None)], now=T0, retention=RETENTION)
+    events = written(opened)
     assert "billId" not in events[0]
     assert "accountId" not in events[0]
 
@@ -67,7 +75,8 @@ def test_none_fields_are_left_out() -> None:
 def test_a_repeat_bumps_count_and_last_seen_and_is_not_fresh() -> None:
     first, _ = merge_events([], [event(run_id="run-1")], now=T0, retention=RETENTION)
     later = T0 + timedelta(hours=1)
-    events, fresh = merge_events(first, [event(run_id="run-2", at=later)], now=later, retention=RETENTION)
+    opened, fresh = merge_events(first, [event(run_id="run-2", at=later)], now=later, retention=RETENTION)
+    events = written(opened)
     assert fresh == []
     assert len(events) == 1
     assert events[0]["count"] == 2
@@ -77,14 +86,15 @@ def test_a_repeat_bumps_count_and_last_seen_and_is_not_fresh() -> None:
 
 
 def test_a_repeat_within_one_run_is_counted_once_as_fresh() -> None:
-    events, fresh = merge_events([], [event(), event()], now=T0, retention=RETENTION)
+    opened, fresh = merge_events([], [event(), event()], now=T0, retention=RETENTION)
+    events = written(opened)
     assert len(fresh) == 1
     assert events[0]["count"] == 2
 
 
 def test_merge_does_not_mutate_existing_events() -> None:
     existing, _ = merge_events([], [event()], now=T0, retention=RETENTION)
-    snapshot = [dict(e) for e in existing]
+    snapshot = [e.model_copy(deep=True) for e in existing]
     merge_events(existing, [event()], now=T0 + timedelta(hours=1), retention=RETENTION)
     assert existing == snapshot
 
@@ -95,37 +105,43 @@ def test_retention_drops_events_not_raised_recently() -> None:
         old, [event("recent", at=T0 + timedelta(hours=10))], now=T0 + timedelta(hours=10), retention=RETENTION
     )
     now = T0 + timedelta(hours=25)
-    events, fresh = merge_events(recent, [], now=now, retention=timedelta(hours=24))
+    opened, fresh = merge_events(recent, [], now=now, retention=timedelta(hours=24))
+    events = written(opened)
     assert [e["message"] for e in events] == ["recent"]
     assert fresh == []
     # exactly at the cutoff it is still kept
-    events, _ = merge_events(recent, [], now=T0 + timedelta(hours=24), retention=timedelta(hours=24))
+    opened, _ = merge_events(recent, [], now=T0 + timedelta(hours=24), retention=timedelta(hours=24))
+    events = written(opened)
     assert {e["message"] for e in events} == {"old", "recent"}
 
 
 def test_a_repeat_keeps_an_old_event_alive() -> None:
     old, _ = merge_events([], [event("old")], now=T0, retention=RETENTION)
     now = T0 + timedelta(days=60)
-    events, fresh = merge_events(old, [event("old", at=now)], now=now, retention=RETENTION)
+    opened, fresh = merge_events(old, [event("old", at=now)], now=now, retention=RETENTION)
+    events = written(opened)
     assert [e["count"] for e in events] == [2]
     assert fresh == []
 
 
 def test_at_most_100_events_kept_newest_first() -> None:
     existing = [
-        {
-            "id": f"evt-{i:03d}",
-            "kind": "integration.perform.error",
-            "message": f"m{i}",
-            "firstSeen": rfc3339(T0 + timedelta(minutes=i)),
-            "lastSeen": rfc3339(T0 + timedelta(minutes=i)),
-            "count": 1,
-        }
+        IntegrationEvent(
+            **{
+                "id": f"evt-{i:03d}",
+                "kind": "integration.perform.error",
+                "message": f"m{i}",
+                "firstSeen": rfc3339(T0 + timedelta(minutes=i)),
+                "lastSeen": rfc3339(T0 + timedelta(minutes=i)),
+                "count": 1,
+            }
+        )
         for i in range(120)
     ]
     now = T0 + timedelta(hours=5)
     new = event("newest", at=now)
-    events, fresh = merge_events(existing, [new], now=now, retention=RETENTION)
+    opened, fresh = merge_events(existing, [new], now=now, retention=RETENTION)
+    events = written(opened)
     assert len(events) == MAX_OPEN_EVENTS == 100
     assert events[0]["id"] == new.id
     assert [e["id"] for e in events[1:]] == [f"evt-{i:03d}" for i in range(119, 20, -1)]
@@ -135,11 +151,15 @@ def test_at_most_100_events_kept_newest_first() -> None:
 
 
 def test_long_messages_are_cut_to_the_status_limit() -> None:
-    events, _ = merge_events([], [event("m" * 5000)], now=T0, retention=RETENTION)
+    opened, _ = merge_events([], [event("m" * 5000)], now=T0, retention=RETENTION)
+    events = written(opened)
     assert len(events[0]["message"]) == 4096
 
 
 # --------------------------------------------------------------------------- fold_report
+
+
+EMPTY = StripeIntegrationStatus()
 
 
 def recent(n: int) -> list[dict[str, Any]]:
@@ -147,16 +167,19 @@ def recent(n: int) -> list[dict[str, Any]]:
 
 
 def test_fold_report_prepends_the_run_and_bounds_history() -> None:
-    status = {"recentRuns": recent(5)}
-    out, _ = fold_report(status, report("new"), history=3, retention=RETENTION, consecutive_errors=0, now=T0)
+    status = read_status({"recentRuns": recent(5)})
+    folded, _ = fold_report(status, report("new"), history=3, retention=RETENTION, consecutive_errors=0, now=T0)
+    out = wire(folded)
     assert [r["runId"] for r in out["recentRuns"]] == ["new", "old-0", "old-1"]
-    out, _ = fold_report({}, report("first"), history=3, retention=RETENTION, consecutive_errors=0, now=T0)
+    folded, _ = fold_report(EMPTY, report("first"), history=3, retention=RETENTION, consecutive_errors=0, now=T0)
+    out = wire(folded)
     assert [r["runId"] for r in out["recentRuns"]] == ["first"]
 
 
 def test_fold_report_records_the_run() -> None:
     r = report("run-9", sent=2, skipped=1, stripe_ids=[("b1", 3, "in_1")])
-    out, _ = fold_report({}, r, history=10, retention=RETENTION, consecutive_errors=4, now=T0)
+    folded, _ = fold_report(EMPTY, r, history=10, retention=RETENTION, consecutive_errors=4, now=T0)
+    out = wire(folded)
     record = out["recentRuns"][0]
     assert record["status"] == "COMPLETE"
     assert record["startTime"] == "2025-06-01T12:00:00Z"
@@ -171,36 +194,44 @@ def test_fold_report_records_the_run() -> None:
 
 def test_run_record_caps_stripe_objects_at_50() -> None:
     r = report(stripe_ids=[(f"b{i}", 1, f"in_{i}") for i in range(80)])
-    assert len(run_record(r)["stripeObjects"]) == 50
+    assert len(wire(run_record(r))["stripeObjects"]) == 50
 
 
 def test_last_successful_sync_time_only_on_complete() -> None:
-    done, _ = fold_report({}, report(), history=10, retention=RETENTION, consecutive_errors=0, now=T0)
+    folded, _ = fold_report(EMPTY, report(), history=10, retention=RETENTION, consecutive_errors=0, now=T0)
+    done = wire(folded)
     assert done["lastSuccessfulSyncTime"] == "2025-06-01T12:00:05Z"
     for status in (RunStatus.ERROR, RunStatus.AUTH_FAILED, RunStatus.AWAITING_RETRY, RunStatus.STARTED):
-        out, _ = fold_report({}, report(status=status), history=10, retention=RETENTION, consecutive_errors=1, now=T0)
+        folded, _ = fold_report(
+            EMPTY, report(status=status), history=10, retention=RETENTION, consecutive_errors=1, now=T0
+        )
+        out = wire(folded)
         assert "lastSuccessfulSyncTime" not in out
 
 
 def test_fold_report_sync_progress() -> None:
     watermark = datetime(2025, 6, 1, 11, 0, 0, 123456, tzinfo=UTC)
     r = report(watermark=watermark, retry_bill_ids=["b1", "b2"])
-    out, _ = fold_report({}, r, history=10, retention=RETENTION, consecutive_errors=0, now=T0)
+    folded, _ = fold_report(EMPTY, r, history=10, retention=RETENTION, consecutive_errors=0, now=T0)
+    out = wire(folded)
     assert out["sync"] == {"watermark": "2025-06-01T11:00:00Z", "retryBillIds": ["b1", "b2"]}
-    state = sync_state(out)
+    state = sync_state(folded.sync)
     assert state.watermark == datetime(2025, 6, 1, 11, 0, 0, tzinfo=UTC)
     assert state.retry_bill_ids == ("b1", "b2")
 
-    out, _ = fold_report({}, report(), history=10, retention=RETENTION, consecutive_errors=0, now=T0)
+    folded, _ = fold_report(EMPTY, report(), history=10, retention=RETENTION, consecutive_errors=0, now=T0)
+    out = wire(folded)
     assert out["sync"] == {"retryBillIds": []}
-    assert sync_state(out).watermark is None
+    assert sync_state(folded.sync).watermark is None
 
 
 def test_fold_report_merges_events_and_returns_only_fresh_ones() -> None:
     old, _ = merge_events([], [event("known")], now=T0, retention=RETENTION)
     later = T0 + timedelta(minutes=5)
     r = report(events=[event("known", at=later), event("new", at=later)], status=RunStatus.ERROR)
-    out, fresh = fold_report({"openEvents": old}, r, history=10, retention=RETENTION, consecutive_errors=2, now=later)
+    status = StripeIntegrationStatus(openEvents=old)
+    folded, fresh = fold_report(status, r, history=10, retention=RETENTION, consecutive_errors=2, now=later)
+    out = wire(folded)
     assert [e.message for e in fresh] == ["new"]
     assert {e["message"]: e["count"] for e in out["openEvents"]} == {"known": 2, "new": 1}
 

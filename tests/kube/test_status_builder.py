@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from m3stripe.api.conditions import Observation
+from m3stripe.api.status import StripeIntegrationStatus, read_status, wire
 from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.kube.status_builder import (
     Assessment,
@@ -34,8 +35,9 @@ def ready(a: Assessment) -> Observation:
     return by_type(observe(a)[0])["Ready"]
 
 
-def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in status["conditions"]}
+def conditions(status: dict[str, Any] | StripeIntegrationStatus) -> dict[str, dict[str, Any]]:
+    written = wire(status) if isinstance(status, StripeIntegrationStatus) else status
+    return {c["type"]: c for c in written["conditions"]}
 
 
 @pytest.mark.parametrize(
@@ -101,12 +103,13 @@ def test_check_results_become_connected_conditions() -> None:
 
 
 def test_build_status_when_connected() -> None:
-    status = build_status(
-        {"lastHandledReplay": "tok"},
+    built = build_status(
+        read_status({"lastHandledReplay": "tok"}),
         Assessment(stripe=STRIPE_OK, source=SOURCE_OK),
         generation=4,
         integration_id="uid-1",
     )
+    status = wire(built)
     assert status["observedGeneration"] == 4
     assert status["integrationId"] == "uid-1"
     assert status["connected"] is True
@@ -116,7 +119,7 @@ def test_build_status_when_connected() -> None:
     assert status["lastHandledReplay"] == "tok"  # carried over
     assert conditions(status)["Ready"]["status"] == "True"
     assert all(c["observedGeneration"] == 4 for c in status["conditions"])
-    assert ready_of(status) == ("True", "Ready")
+    assert ready_of(built) == ("True", "Ready")
 
 
 @pytest.mark.parametrize(
@@ -129,8 +132,8 @@ def test_build_status_when_connected() -> None:
     ],
 )
 def test_not_connected_clears_the_stripe_account(assessment: Assessment) -> None:
-    current = {"connected": True, "stripeAccountId": "acct_old", "consecutiveErrors": 3}
-    status = build_status(current, assessment, generation=1, integration_id="uid-1")
+    current = read_status({"connected": True, "stripeAccountId": "acct_old", "consecutiveErrors": 3})
+    status = wire(build_status(current, assessment, generation=1, integration_id="uid-1"))
     assert status["connected"] is False
     assert status["stripeAccountId"] is None
     assert status["consecutiveErrors"] == 3
@@ -145,13 +148,14 @@ def test_build_status_removes_stalled_once_the_spec_is_fixed() -> None:
 
 
 def test_build_status_applies_extra_last() -> None:
-    status = build_status(None, Assessment(), generation=1, integration_id="u", extra={"consecutiveErrors": 7})
+    extra = StripeIntegrationStatus(consecutiveErrors=7)
+    status = wire(build_status(None, Assessment(), generation=1, integration_id="u", extra=extra))
     assert status["consecutiveErrors"] == 7
 
 
 def test_ready_of_without_conditions() -> None:
     assert ready_of(None) == (None, None)
-    assert ready_of({"conditions": []}) == (None, None)
+    assert ready_of(read_status({"conditions": []})) == (None, None)
 
 
 def test_status_patch_is_none_when_nothing_changed() -> None:
@@ -205,11 +209,13 @@ def test_a_pass_that_failed_unexpectedly_keeps_ready_false_until_a_clean_pass() 
             }
         ]
     }
-    assert pass_error_of(failed).endswith("boom")
-    status = build_status(failed, Assessment(stripe=STRIPE_OK, source=SOURCE_OK), generation=1, integration_id="u")
+    assert pass_error_of(read_status(failed)).endswith("boom")
+    status = build_status(
+        read_status(failed), Assessment(stripe=STRIPE_OK, source=SOURCE_OK), generation=1, integration_id="u"
+    )
     assert conditions(status)["Ready"]["reason"] == "InternalError"
     assert "boom" in conditions(status)["Ready"]["message"]
-    clean = build_status({}, Assessment(stripe=STRIPE_OK, source=SOURCE_OK), generation=1, integration_id="u")
+    clean = build_status(None, Assessment(stripe=STRIPE_OK, source=SOURCE_OK), generation=1, integration_id="u")
     assert conditions(clean)["Ready"]["reason"] == "Ready"
 
 

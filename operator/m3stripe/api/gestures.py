@@ -12,9 +12,10 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from m3stripe.api import names
+from m3stripe.api.status import IntegrationEvent, StripeIntegrationStatus, read_status
 
 # The status field where each gesture is echoed once handled.
 HANDLED_FIELD: Final = {
@@ -23,22 +24,7 @@ HANDLED_FIELD: Final = {
     names.ANNOTATION_REPLAY: "lastHandledReplay",
     names.ANNOTATION_RESOLVE: "lastHandledResolve",
 }
-
-
-def unhandled(annotations: Mapping[str, str], status: Mapping[str, Any], annotation: str) -> str:
-    """The gesture's value while the status has not echoed it back yet; "" when absent or already handled."""
-    value = annotations.get(annotation, "")
-    return value if value and value != status.get(HANDLED_FIELD[annotation]) else ""
-
-
-_SPLIT = re.compile(r"[\s,]+")
-
-GESTURES = (
-    names.ANNOTATION_REQUESTED_AT,
-    names.ANNOTATION_REENABLE,
-    names.ANNOTATION_REPLAY,
-    names.ANNOTATION_RESOLVE,
-)
+GESTURES = tuple(HANDLED_FIELD)
 # A gesture names a few Bills or events. Its value is echoed into status and each id may cost an m3ter
 # request, so a value beyond these bounds is refused as a whole, never truncated into a different request.
 MAX_GESTURE_LENGTH = 4096
@@ -50,8 +36,29 @@ BILL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:.-]{0,127}")
 RUN_ID = re.compile(r"run-[A-Za-z0-9-]{1,64}")
 EVENT_ID = re.compile(r"evt-[0-9a-f]{12}")
 
-
+_SPLIT = re.compile(r"[\s,]+")
 _REFUSED = re.compile(r"#refused-[0-9a-f]{16}")
+
+# The status a gesture is checked against: as the operator holds it, or as the API server returns it (the kubectl
+# plugin), which is then read as the operator reads it (read_status).
+StatusLike = StripeIntegrationStatus | Mapping[str, Any]
+# Open events, as either holds them.
+Event = TypeVar("Event", IntegrationEvent, Mapping[str, Any])
+
+
+def _status(status: StatusLike) -> StripeIntegrationStatus:
+    return status if isinstance(status, StripeIntegrationStatus) else read_status(status)
+
+
+def unhandled(annotations: Mapping[str, str], status: StatusLike, annotation: str) -> str:
+    """The gesture's value while the status has not echoed it back yet; "" when absent or already handled."""
+    value = annotations.get(annotation, "")
+    return value if value and value != getattr(_status(status), HANDLED_FIELD[annotation]) else ""
+
+
+def echo(annotation: str, value: str) -> StripeIntegrationStatus:
+    """The status change that says the gesture's value was handled (written with its effect)."""
+    return StripeIntegrationStatus.model_validate({HANDLED_FIELD[annotation]: value})
 
 
 def refused_marker(value: str) -> str:
@@ -103,20 +110,24 @@ def parse_targets(annotation: str) -> list[str]:
     return [t for t in _SPLIT.split(annotation.split("#", 1)[0].strip()) if t]
 
 
-def resolve_events(events: Iterable[Mapping[str, Any]], annotation: str) -> list[dict[str, Any]]:
+def _event_id(event: IntegrationEvent | Mapping[str, Any]) -> str:
+    return event.id if isinstance(event, IntegrationEvent) else str(event.get("id"))
+
+
+def resolve_events(events: Iterable[Event], annotation: str) -> list[Event]:
     """Events left open after the person marked those named in the annotation (or `all`, any case) as actioned."""
     targets = set(parse_targets(annotation))
     if any(t.lower() == "all" for t in targets):
         return []
-    return [dict(e) for e in events if e.get("id") not in targets]
+    return [e for e in events if _event_id(e) not in targets]
 
 
-def unknown_event_ids(events: Iterable[Mapping[str, Any]], annotation: str) -> list[str]:
+def unknown_event_ids(events: Iterable[Event], annotation: str) -> list[str]:
     """Ids in a resolve annotation that name no open event (a typo, or already resolved)."""
     targets = parse_targets(annotation)
     if any(t.lower() == "all" for t in targets):
         return []
-    open_ids = {str(e.get("id")) for e in events}
+    open_ids = {_event_id(e) for e in events}
     return [t for t in dict.fromkeys(targets) if t not in open_ids]
 
 
@@ -130,8 +141,11 @@ class ReplayRequest:
     from_history: frozenset[str] = frozenset()
 
 
-def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
-    """Bill ids a replay annotation asks for: `bill-id` items and `run:<runId>` items."""
+def replay_request(status: StatusLike, annotation: str) -> ReplayRequest:
+    """Bill ids a replay annotation asks for: `bill-id` items and `run:<runId>` items.
+
+    Run references are expanded from status.recentRuns and status.openEvents: the caller requires both readable.
+    """
     bills: set[str] = set()
     problems: list[str] = []
     runs: set[str] = set()
@@ -159,15 +173,16 @@ def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
             )
     found: set[str] = set()
     history: set[str] = set()
-    for run in status.get("recentRuns") or ():
-        if run.get("runId") in runs:
-            found.add(str(run.get("runId")))
-            history.update(str(o["billId"]) for o in run.get("stripeObjects") or ())
-    for event in status.get("openEvents") or ():
-        if event.get("runId") in runs:
-            found.add(str(event.get("runId")))
-            if event.get("billId"):
-                history.add(str(event["billId"]))
+    typed = _status(status)
+    for record in typed.recentRuns:
+        if record.runId is not None and record.runId in runs:
+            found.add(record.runId)
+            history.update(o.billId for o in record.stripeObjects)
+    for event in typed.openEvents:
+        if event.runId is not None and event.runId in runs:
+            found.add(event.runId)
+            if event.billId:
+                history.add(event.billId)
     problems.extend(
         f"run {run!r} is not in status.recentRuns or status.openEvents (only the last runs are kept); "
         "name its Bills instead"
@@ -184,6 +199,6 @@ def replay_request(status: Mapping[str, Any], annotation: str) -> ReplayRequest:
     return ReplayRequest(frozenset(bills), problems, frozenset(history))
 
 
-def replay_bills(status: Mapping[str, Any], annotation: str) -> frozenset[str]:
+def replay_bills(status: StatusLike, annotation: str) -> frozenset[str]:
     """Bill ids a replay annotation asks for (see `replay_request` for what it cannot do)."""
     return replay_request(status, annotation).bills

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from m3stripe.api.conditions import rfc3339
-from m3stripe.api.status import MAX_PLAN_BILLS
+from m3stripe.api.status import MAX_PLAN_BILLS, PlannedBillRecord, PlanSummary, PlanTotal
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.mapping import BillPlan, lines_total
 from m3stripe.domain.money import format_money, from_minor_units
@@ -55,7 +55,8 @@ class PlannedBill:
     currency: str | None = None
     total: int | None = None  # minor units
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> PlannedBillRecord:
+        """status.plan.items[]."""
         out: dict[str, Any] = {
             "billId": self.bill_id,
             "billVersion": self.version,
@@ -68,7 +69,7 @@ class PlannedBill:
             "currency": self.currency,
             "total": money(self.total, self.currency) if self.total is not None and self.currency else None,
         }
-        return {k: v for k, v in out.items() if v is not None}
+        return PlannedBillRecord.model_validate({k: v for k, v in out.items() if v is not None})
 
 
 @dataclass
@@ -122,7 +123,7 @@ class Planner:
             planned.total = lines_total(decision.missing_lines)
         self.bills[bill.id] = planned
 
-    def summary(self, report: RunReport, *, generation: int | None, limit: int = MAX_PLAN_BILLS) -> dict[str, Any]:
+    def summary(self, report: RunReport, *, generation: int | None, limit: int = MAX_PLAN_BILLS) -> PlanSummary:
         """status.plan: counts and totals over every Bill, and the first `limit` Bills (writes first)."""
         counts = Counter(b.action for b in self.bills.values())
         amounts: dict[str, int] = {}
@@ -132,8 +133,8 @@ class Planner:
                 amounts[b.currency] = amounts.get(b.currency, 0) + b.total
                 per_currency[b.currency] += 1
         ordered = sorted(self.bills.values(), key=lambda b: (_ORDER[b.action], b.bill_id))
-        totals = [{"currency": c, "bills": per_currency[c], "amount": money(amounts[c], c)} for c in sorted(amounts)]
-        writing = ", ".join(f"{t['amount']} {str(t['currency']).upper()}" for t in totals) or "nothing"
+        totals = [PlanTotal(currency=c, bills=per_currency[c], amount=money(amounts[c], c)) for c in sorted(amounts)]
+        writing = ", ".join(f"{t.amount} {t.currency.upper()}" for t in totals) or "nothing"
         message = (
             f"plan {report.run_id}: {len(self.bills)} Bill(s): {counts[BillAction.CREATE_INVOICE]} create invoice, "
             f"{counts[BillAction.UPDATE_DRAFT]} update draft, {counts[BillAction.ADD_ITEMS]} add items, "
@@ -162,4 +163,4 @@ class Planner:
             "tax": self.tax_mode or None,
             "message": message[:4096],
         }
-        return {k: v for k, v in out.items() if v is not None}
+        return PlanSummary.model_validate({k: v for k, v in out.items() if v is not None})

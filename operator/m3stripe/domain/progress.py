@@ -9,12 +9,11 @@ integrations this one left shared Bills to. When any of them changes, the next p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
-from m3stripe.api.conditions import parse_rfc3339
-from m3stripe.domain.runs import SyncState
+from m3stripe.api.conditions import parse_rfc3339, rfc3339
+from m3stripe.api.status import SyncProgress
+from m3stripe.domain.runs import RunReport, SyncState
 
 
 def ledger_id(organization_id: str, *, live: bool, stripe_account: str | None, owners: str = "") -> str:
@@ -30,7 +29,7 @@ def ledger_id(organization_id: str, *, live: bool, stripe_account: str | None, o
     return f"{ledger}.{owners}" if owners else ledger
 
 
-def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
+def progress_moved(progress: SyncProgress | None, ledger: str) -> str | None:
     """Why the stored progress was made against another Organization or Stripe ledger, or None if it was not.
 
     A watermark says which Bills *that* Stripe account already got: kept across a move from test mode to live
@@ -38,7 +37,7 @@ def progress_moved(status: Mapping[str, Any], ledger: str) -> str | None:
     Progress written before the ledger was recorded counts as this ledger's; an account that was not known
     (a restricted key that may not read it) is no evidence of a move.
     """
-    recorded = _recorded_ledger(status)
+    recorded = _recorded_ledger(progress)
     if recorded is None:
         return None
     (old_org, old_mode, old_account), (org, mode, account) = _parts(recorded), _parts(ledger)
@@ -60,9 +59,8 @@ def _owners(ledger: str) -> str:
     return [*ledger.split("."), "", "", "", ""][3]
 
 
-def _recorded_ledger(status: Mapping[str, Any]) -> str | None:
-    recorded = (status.get("sync") or {}).get("ledger")
-    return recorded if isinstance(recorded, str) and recorded else None
+def _recorded_ledger(progress: SyncProgress | None) -> str | None:
+    return progress.ledger if progress is not None and progress.ledger else None
 
 
 def _parts(ledger: str) -> tuple[str, str, str]:
@@ -71,43 +69,77 @@ def _parts(ledger: str) -> tuple[str, str, str]:
     return organization, mode, account
 
 
-def fresh_progress(ledger: str) -> dict[str, Any]:
+def fresh_progress(ledger: str) -> SyncProgress:
     """The progress of a pass that starts over against `ledger`, as explicit nulls: a merge patch must not keep
     the old ledger's watermark or sweep under the new ledger's name."""
-    return {"watermark": None, "retryBillIds": [], "lastSweep": None, "ledger": ledger}
+    return SyncProgress(watermark=None, retryBillIds=[], lastSweep=None, ledger=ledger)
 
 
-def progress_for(status: Mapping[str, Any], ledger: str) -> tuple[Mapping[str, Any], str | None, str]:
-    """`status` with the progress a pass against `ledger` starts from, why it starts over (None: it does not),
-    and the ledger to record when the pass ends.
+def progress_for(progress: SyncProgress | None, ledger: str) -> tuple[SyncProgress | None, str | None, str]:
+    """The progress a pass against `ledger` starts from, why it starts over (None: it does not), and the ledger to
+    record when the pass ends.
 
     Starting over is `fresh_progress` (a checkpoint written mid-pass carries it too). A pass that could not see
     the key's account keeps the account recorded: recording "unknown" would hide a later move to another account.
     """
-    moved = progress_moved(status, ledger)
+    moved = progress_moved(progress, ledger)
     if moved is None:
         # Not moved: the Organization and mode are the recorded ones (or nothing is recorded).
-        recorded = _recorded_ledger(status)
+        recorded = _recorded_ledger(progress)
         if recorded is not None and _parts(ledger)[2] == "-":
             kept = ".".join(_parts(recorded))
-            return status, None, f"{kept}.{_owners(ledger)}" if _owners(ledger) else kept
-        return status, None, ledger
-    return {**status, "sync": fresh_progress(ledger)}, moved, ledger
+            return progress, None, f"{kept}.{_owners(ledger)}" if _owners(ledger) else kept
+        return progress, None, ledger
+    return fresh_progress(ledger), moved, ledger
 
 
-def sync_state(status: Mapping[str, Any]) -> SyncState:
-    progress = status.get("sync") or {}
+def sync_state(progress: SyncProgress | None) -> SyncState:
+    """Where a pass starts: raises ValueError for a watermark that is no time (the pass then fails, visibly)."""
+    if progress is None:
+        return SyncState()
     return SyncState(
-        watermark=parse_rfc3339(progress.get("watermark")),
-        retry_bill_ids=tuple(progress.get("retryBillIds") or ()),
-        last_sweep=_last_sweep(progress.get("lastSweep")),
+        watermark=parse_rfc3339(progress.watermark),
+        retry_bill_ids=tuple(progress.retryBillIds),
+        last_sweep=_last_sweep(progress.lastSweep),
     )
 
 
-def _last_sweep(value: Any) -> datetime | None:
+def _last_sweep(value: str | None) -> datetime | None:
     # Unreadable (a status restored from elsewhere): as if no sweep had completed, so the next pass sweeps
     # every Bill; that costs reads and can skip nothing, where refusing the pass would stop the integration.
     try:
-        return parse_rfc3339(value) if isinstance(value, str) else None
+        return parse_rfc3339(value)
     except ValueError:
         return None
+
+
+def checkpointed(progress: SyncProgress | None) -> frozenset[str]:
+    """The Bills interrupted passes completed since the current watermark (empty once it moved)."""
+    if progress is None or (progress.checkpointWatermark or "") != (progress.watermark or ""):
+        return frozenset()
+    return frozenset(progress.checkpoint or ())
+
+
+def with_checkpoint(progress: SyncProgress | None, done: list[str]) -> SyncProgress:
+    """The progress a pass in flight records (`<id>@<version>` of the Bills it completed), so a restart skips them."""
+    base = progress if progress is not None else SyncProgress()
+    return base.model_copy(update={"checkpoint": done, "checkpointWatermark": base.watermark or ""})
+
+
+def progress_of_run(report: RunReport) -> SyncProgress:
+    """Where the next pass starts after this one: its watermark, the Bills owed a retry, the last sweep."""
+    fields: dict[str, object] = {"retryBillIds": list(report.retry_bill_ids)}
+    if report.watermark:
+        fields["watermark"] = rfc3339(report.watermark)
+    if report.last_sweep:
+        fields["lastSweep"] = rfc3339(report.last_sweep)
+    return SyncProgress.model_validate(fields)
+
+
+def ended(progress: SyncProgress, ledger: str, *, started_over: bool) -> SyncProgress:
+    """The progress recorded when a pass ends: the ledger it was made against; its checkpoint is spent (the merge
+    patch's nulls remove it); after starting over, so are the old ledger's watermark and sweep, which a pass that
+    did not complete would otherwise leave in place."""
+    base = fresh_progress(ledger) if started_over else SyncProgress()
+    update = {name: getattr(progress, name) for name in progress.model_fields_set}
+    return base.model_copy(update={**update, "ledger": ledger, "checkpoint": None, "checkpointWatermark": None})

@@ -8,12 +8,10 @@ as a Kubernetes Event that expires.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from m3stripe.api.conditions import Observation, parse_rfc3339, rfc3339
-from m3stripe.api.status import ConditionType
+from m3stripe.api.status import AccountSelection, ConditionType, StripeIntegrationStatus
 from m3stripe.domain.ports import BillSource
 from m3stripe.domain.selection import account_coverage
 from m3stripe.domain.spec_validation import ParsedSpec
@@ -26,14 +24,15 @@ def selects_accounts(parsed: ParsedSpec) -> bool:
     return bool(parsed.spec.accountIds) or parsed.account_filter is not None
 
 
-def count_due(parsed: ParsedSpec, status: Mapping[str, Any], now: datetime) -> bool:
+def count_due(parsed: ParsedSpec, status: StripeIntegrationStatus, now: datetime) -> bool:
+    """Whether to count again: a new generation, a day after the last count, or no readable count at all."""
     if not selects_accounts(parsed):
         return False
-    record = status.get("accountSelection") or {}
-    if record.get("observedGeneration") != status.get("observedGeneration"):
+    record = status.accountSelection
+    if record is None or record.observedGeneration != status.observedGeneration:
         return True
     try:
-        counted = parse_rfc3339(record.get("time"))
+        counted = parse_rfc3339(record.time)
     except ValueError:
         counted = None
     return counted is None or now - counted >= RECOUNT_AFTER
@@ -41,36 +40,33 @@ def count_due(parsed: ParsedSpec, status: Mapping[str, Any], now: datetime) -> b
 
 async def count_selection(
     parsed: ParsedSpec, source: BillSource, generation: int | None, now: datetime
-) -> dict[str, Any]:
+) -> AccountSelection:
     """status.accountSelection for this spec (raises BillSourceError when m3ter cannot list the Accounts)."""
     coverage = await account_coverage(parsed.selector(), source.list_accounts())
-    return {
-        "observedGeneration": generation,
-        "time": rfc3339(now),
-        "accounts": coverage.accounts,
-        "selected": coverage.selected,
-    }
+    return AccountSelection(
+        observedGeneration=generation, time=rfc3339(now), accounts=coverage.accounts, selected=coverage.selected
+    )
 
 
-def selection_observation(parsed: ParsedSpec, record: Mapping[str, Any] | None) -> Observation | None:
+def selection_observation(parsed: ParsedSpec, record: AccountSelection | None) -> Observation | None:
     """AccountsSelected: False while the selection keeps none of the Organization's Accounts; None when the spec
     selects every Account (nothing to say) or nothing was counted yet."""
     if not selects_accounts(parsed):
         return Observation(
             ConditionType.ACCOUNTS_SELECTED, "True", "AllAccounts", "no accountIds and no accountFilter: every Account"
         )
-    if not record:
+    if record is None:
         return None
-    accounts, selected = int(record.get("accounts") or 0), int(record.get("selected") or 0)
+    accounts, selected = record.accounts, record.selected
     what = _what(parsed)
     if selected == 0:
         message = (
-            f"{what} keep(s) none of the Organization's {accounts} Account(s) (counted {record.get('time')}): no Bill is "
+            f"{what} keep(s) none of the Organization's {accounts} Account(s) (counted {record.time}): no Bill is "
             "sent. Check the names and values against the Accounts in m3ter (field names and values are "
             "case-sensitive; custom fields are customFields.<name>), or the ids in spec.accountIds"
         )
         return Observation(ConditionType.ACCOUNTS_SELECTED, "False", "NoAccountSelected", message)
-    message = f"{what} keep(s) {selected} of the Organization's {accounts} Account(s) (counted {record.get('time')})"
+    message = f"{what} keep(s) {selected} of the Organization's {accounts} Account(s) (counted {record.time})"
     return Observation(ConditionType.ACCOUNTS_SELECTED, "True", "AccountsSelected", message)
 
 

@@ -13,6 +13,7 @@ from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.api.status import StripeIntegrationStatus
 from m3stripe.domain.overlap import Seniority
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.kube.leadership import FencedRateLimit
@@ -30,7 +31,7 @@ class PassInputs:
     """What a Send or Plan pass starts from: the checked spec, the status and annotations read, the credentials."""
 
     parsed: ParsedSpec
-    status: Mapping[str, Any]
+    status: StripeIntegrationStatus
     annotations: Mapping[str, str]
     stripe_key: str
     stripe_account: str | None

@@ -8,12 +8,12 @@ deleted or re-targeted, or when either selection changes and a pass finds no sha
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from m3stripe.api.conditions import Observation, rfc3339
-from m3stripe.api.status import ConditionType
+from m3stripe.api.status import ConditionType, OverlapRecord
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.runs import RunReport
 
@@ -21,42 +21,43 @@ MAX_RECORDS = 50
 
 
 def fold_overlaps(
-    previous: Sequence[Mapping[str, Any]], overlap: Overlap, report: RunReport, my_selection: str, now: datetime
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    previous: Sequence[OverlapRecord], overlap: Overlap, report: RunReport, my_selection: str, now: datetime
+) -> tuple[list[OverlapRecord], list[OverlapRecord]]:
     """status.overlaps after this pass, and the records that are new (each deserves a Warning event)."""
     if overlap.unknown:
-        return [dict(r) for r in previous], []  # the peers could not be listed: what was known stays
-    before = {str(r.get("uid")): r for r in previous}
+        return list(previous), []  # the peers could not be listed: what was known stays
+    before = {r.uid: r for r in previous}
     older = {p.uid for p in overlap.older}
-    records: list[dict[str, Any]] = []
-    fresh: list[dict[str, Any]] = []
+    records: list[OverlapRecord] = []
+    fresh: list[OverlapRecord] = []
     for peer in sorted(overlap.peers, key=lambda p: p.seniority):
         selections = hashlib.sha256(f"{peer.selection}|{my_selection}".encode()).hexdigest()[:12]
         count = report.left_to.get(peer.where, 0) + report.shared_with.get(peer.where, 0)
         old = before.get(peer.uid)
-        if old is not None and old.get("selections") != selections:
+        if old is not None and old.selections != selections:
             old = None  # either selection changed: what was seen says nothing of the new ones
         if count == 0 and old is None:
             continue  # no Bill both select has been seen: not (yet) an overlap
-        record = {
+        fields: dict[str, Any] = {
             "integration": peer.where,
             "uid": peer.uid,
             "sends": peer.uid in older,
-            "bills": count or int((old or {}).get("bills") or 0),
+            "bills": count or (old.bills if old is not None else 0),
             "notes": ", ".join(peer.notes) or None,
             "selections": selections,
-            "lastSeen": str(old.get("lastSeen")) if old is not None and not count else rfc3339(now),
+            "lastSeen": old.lastSeen if old is not None and not count else rfc3339(now),
         }
-        records.append({k: v for k, v in record.items() if v is not None})
+        record = OverlapRecord.model_validate({k: v for k, v in fields.items() if v is not None})
+        records.append(record)
         if old is None:
             fresh.append(record)
     return records[:MAX_RECORDS], fresh
 
 
-def overlap_observation(records: Sequence[Mapping[str, Any]], overlap: Overlap | None) -> Observation:
+def overlap_observation(records: Sequence[OverlapRecord], overlap: Overlap | None) -> Observation:
     """The Overlapping condition: True while another integration selects some of the same Bills."""
-    older = [r for r in records if r.get("sends")]
-    younger = [r for r in records if not r.get("sends")]
+    older = [r for r in records if r.sends]
+    younger = [r for r in records if not r.sends]
     if older:
         names = ", ".join(_named(r) for r in older)
         message = (
@@ -92,20 +93,19 @@ def overlap_observation(records: Sequence[Mapping[str, Any]], overlap: Overlap |
     )
 
 
-def overlap_event(record: Mapping[str, Any]) -> str:
+def overlap_event(record: OverlapRecord) -> str:
     """The Warning event for a newly seen overlap."""
     who = _named(record)
-    if record.get("sends"):
+    if record.sends:
         return (
-            f"{who} also selects {record.get('bills')} of the Bills this pass read, for the same m3ter Organization "
+            f"{who} also selects {record.bills} of the Bills this pass read, for the same m3ter Organization "
             "and Stripe account and mode; it is older, so it sends them and this integration leaves them to it"
         )
     return (
-        f"{who} also selects {record.get('bills')} of the Bills this pass sent, for the same m3ter Organization and "
+        f"{who} also selects {record.bills} of the Bills this pass sent, for the same m3ter Organization and "
         "Stripe account and mode; it is younger, so this integration sends them and it leaves them"
     )
 
 
-def _named(record: Mapping[str, Any]) -> str:
-    notes = record.get("notes")
-    return f"{record.get('integration')} ({notes})" if notes else str(record.get("integration"))
+def _named(record: OverlapRecord) -> str:
+    return f"{record.integration} ({record.notes})" if record.notes else record.integration

@@ -13,6 +13,7 @@ from typing import Any
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.api.conditions import parse_rfc3339
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.api.status import StripeIntegrationStatus, UnreadableStatus, read_status
 from m3stripe.domain.overlap import Overlap, Peer, Seniority, selection_digest
 from m3stripe.domain.spec_validation import parse_spec
 
@@ -66,9 +67,11 @@ async def find_overlap(
         other = parsed.spec
         if other.m3ter.organizationId != spec.m3ter.organizationId or other.is_test_mode != spec.is_test_mode:
             continue
-        raw_status = item.get("status")
-        status: Mapping[str, Any] = raw_status if isinstance(raw_status, Mapping) else {}
-        account = status.get("stripeAccountId") or None
+        try:
+            status = read_status(item.get("status"))
+        except UnreadableStatus:
+            status = StripeIntegrationStatus()
+        account = status.stripeAccountId or None
         if account and stripe_account and account != stripe_account:
             continue
         notes = []
@@ -76,7 +79,7 @@ async def find_overlap(
             notes.append("in Plan mode")
         if other.suspend:
             notes.append("suspended")
-        if status.get("disabled"):
+        if status.disabled:
             notes.append("disabled")
         if not account:
             notes.append("its Stripe account is not known yet")

@@ -16,9 +16,9 @@ from typing import Any
 
 from m3stripe.adapters.stripe_ledger import StripeLedgerReader
 from m3stripe.api import names
-from m3stripe.api.conditions import Observation, merge_conditions, parse_rfc3339
-from m3stripe.api.gestures import HANDLED_FIELD, unhandled
-from m3stripe.api.status import ConditionType
+from m3stripe.api.conditions import Observation, conditions_after, parse_rfc3339
+from m3stripe.api.gestures import echo, unhandled
+from m3stripe.api.status import Condition, ConditionType, PlanSummary, StripeIntegrationStatus, wire
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.progress import sync_state
@@ -33,7 +33,7 @@ PLAN_ERROR_BUDGET = 10**9
 
 
 def plan_seconds_until_due(
-    parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]
+    parsed: ParsedSpec, status: StripeIntegrationStatus, annotations: Mapping[str, str]
 ) -> float | None:
     """When the next plan pass is due (0: now), or None outside Plan mode.
 
@@ -46,10 +46,10 @@ def plan_seconds_until_due(
         annotations, status, names.ANNOTATION_REPLAY
     ):
         return 0.0
-    plan = status.get("plan") or {}
-    if plan.get("observedGeneration") != status.get("observedGeneration"):
+    plan = status.plan  # unreadable: as if there were none, so planning again
+    if plan is None or plan.observedGeneration != status.observedGeneration:
         return 0.0
-    last = parse_rfc3339(plan.get("time"))
+    last = parse_rfc3339(plan.time)
     if last is None:
         return 0.0
     return max(0.0, last.timestamp() + parsed.spec.sync_interval_seconds - datetime.now(UTC).timestamp())
@@ -57,18 +57,18 @@ def plan_seconds_until_due(
 
 async def plan_pass(
     integration: Integration, inputs: PassInputs, *, overlap: Overlap | None = None
-) -> tuple[dict[str, Any], str, RunReport | None]:
+) -> tuple[StripeIntegrationStatus, str, RunReport | None]:
     """Run one plan pass; return the status fields it changes (status.plan and the gesture echo), the message of
     an unexpected error ("" when there was none), and the pass's report (None when it failed)."""
     parsed, status, annotations = inputs.parsed, inputs.status, inputs.annotations
     spec = parsed.spec
     runtime = integration.runtime
-    extra: dict[str, Any] = {}
+    extra = StripeIntegrationStatus()
     if requested := unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT):
-        extra[HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
+        extra = extra.merged(echo(names.ANNOTATION_REQUESTED_AT, requested))
     if replay := unhandled(annotations, status, names.ANNOTATION_REPLAY):
         # Refused, not deferred: a replay kept for the next Send pass would send Bills the plan did not show.
-        extra[HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay
+        extra = extra.merged(echo(names.ANNOTATION_REPLAY, replay))
         integration.events(
             "Warning",
             "ReplayRefused",
@@ -90,7 +90,8 @@ async def plan_pass(
             overlap=overlap,
         )
         try:
-            report = await engine.run_pass(sync_state(status))
+            status.require("sync")  # unreadable progress: the pass fails, visibly, rather than start from nothing
+            report = await engine.run_pass(sync_state(status.sync))
         except (asyncio.CancelledError, FenceLost):
             raise
         except Exception as err:
@@ -98,16 +99,13 @@ async def plan_pass(
             runtime.metrics.internal_error(integration.namespace, integration.name, "plan")
             return extra, internal_error_message(err, "in the plan pass"), None
     assert engine.planner is not None  # spec.mode is Plan
-    extra["plan"] = engine.planner.summary(report, generation=status.get("observedGeneration"))
+    plan = engine.planner.summary(report, generation=status.observedGeneration)
+    extra = extra.merged(StripeIntegrationStatus(plan=plan))
     integration.logger.info(
-        "%s: plan %s in %.1fs: %s",
-        integration.where,
-        report.run_id,
-        time.monotonic() - started,
-        extra["plan"]["message"],
+        "%s: plan %s in %.1fs: %s", integration.where, report.run_id, time.monotonic() - started, plan.message
     )
-    if _plan_changed(status.get("plan"), extra["plan"]):
-        integration.events("Normal", "Planned", str(extra["plan"]["message"])[:1024])
+    if _plan_changed(wire(status.plan) if status.plan is not None else None, wire(plan)):
+        integration.events("Normal", "Planned", str(plan.message)[:1024])
     return extra, "", report
 
 
@@ -125,20 +123,21 @@ _PLAN_OUTCOME = (
 
 
 def _plan_changed(old: Any, new: Mapping[str, Any]) -> bool:
+    """Whether the plan's outcome differs from the last one's, as written (JSON; `old` None: no readable plan)."""
     if not isinstance(old, Mapping):
         return True
     return any(old.get(k) != new.get(k) for k in _PLAN_OUTCOME)
 
 
 def planned_conditions(
-    status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None, internal_error: str = ""
-) -> list[dict[str, Any]]:
+    status: StripeIntegrationStatus, fields: StripeIntegrationStatus, generation: int | None, internal_error: str = ""
+) -> list[Condition]:
     """Planned True once a plan of this generation is in status.plan (a plan pass never touches Synced)."""
-    plan = fields.get("plan") or status.get("plan") or {}
+    plan: PlanSummary | None = fields.plan or status.plan
     if internal_error:
         obs = Observation(ConditionType.PLANNED, "False", "InternalError", internal_error)
-    elif plan:
-        obs = Observation(ConditionType.PLANNED, "True", "PlanReady", str(plan.get("message") or ""))
+    elif plan is not None:
+        obs = Observation(ConditionType.PLANNED, "True", "PlanReady", plan.message or "")
     else:
         obs = Observation(ConditionType.PLANNED, "Unknown", "Planning", "the first plan pass has not finished")
-    return merge_conditions(status.get("conditions"), [obs], generation=generation)
+    return conditions_after(status.conditions, [obs], generation=generation)

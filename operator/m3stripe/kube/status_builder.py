@@ -11,13 +11,21 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from m3stripe.adapters.stripe_gateway import scrub
-from m3stripe.api.conditions import Observation, find, merge_conditions, parse_rfc3339, rfc3339
-from m3stripe.api.status import ConditionType
+from m3stripe.api.conditions import Observation, condition, conditions_after, merge_conditions, parse_rfc3339, rfc3339
+from m3stripe.api.status import (
+    ConditionType,
+    IntegrationEvent,
+    LastSync,
+    RunRecord,
+    StripeIntegrationStatus,
+    wire,
+)
 from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.money import format_money, from_minor_units
+from m3stripe.domain.progress import progress_of_run
 from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus
 
 MAX_OPEN_EVENTS = 100
@@ -58,14 +66,14 @@ def internal_error_message(err: BaseException, where: str) -> str:
     )
 
 
-def pass_error_of(status: Mapping[str, Any], *, plan: bool = False) -> str:
+def pass_error_of(status: StripeIntegrationStatus, *, plan: bool = False) -> str:
     """The message of a pass that ended in an unexpected exception, while its condition says so.
 
     A plan pass reports on Planned and a Send pass on Synced: in Plan mode only a plan pass's crash counts.
     """
-    condition = find(status.get("conditions"), ConditionType.PLANNED if plan else ConditionType.SYNCED) or {}
-    if condition.get("reason") == INTERNAL_ERROR:
-        return str(condition.get("message") or INTERNAL_ERROR)
+    found = condition(status.conditions, ConditionType.PLANNED if plan else ConditionType.SYNCED)
+    if found is not None and found.reason == INTERNAL_ERROR:
+        return found.message or INTERNAL_ERROR
     return ""
 
 
@@ -121,67 +129,93 @@ def _check_obs(type_: str, check: CredentialCheck) -> Observation:
 
 
 def build_status(
-    current: Mapping[str, Any] | None,
+    current: StripeIntegrationStatus | None,
     assessment: Assessment,
     *,
     generation: int | None,
     integration_id: str,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The full status the operator owns, carrying over fields it does not recompute here."""
-    current = dict(current or {})
+    extra: StripeIntegrationStatus | None = None,
+) -> StripeIntegrationStatus:
+    """The full status the operator owns, carrying over fields it does not recompute here; `extra` (the fields a
+    reconcile or pass changed) is applied last."""
+    current = current if current is not None else StripeIntegrationStatus()
     if not assessment.internal_error:
         assessment = dataclasses.replace(assessment, internal_error=pass_error_of(current, plan=assessment.plan))
     observations, absent = observe(assessment)
     stripe = assessment.stripe
-    status: dict[str, Any] = dict(current)
-    status.update(
-        observedGeneration=generation,
-        conditions=merge_conditions(current.get("conditions"), observations, generation=generation, absent=absent),
-        integrationId=integration_id,
-        connected=bool(stripe is not None and stripe.ok and not assessment.problems),
-        disabled=assessment.disabled,
-    )
-    if status["connected"]:
+    connected = bool(stripe is not None and stripe.ok and not assessment.problems)
+    fields: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": conditions_after(current.conditions, observations, generation=generation, absent=absent),
+        "integrationId": integration_id,
+        "connected": connected,
+        "disabled": assessment.disabled,
+    }
+    if connected:
         if stripe is not None and stripe.account_id:
-            status["stripeAccountId"] = stripe.account_id
+            fields["stripeAccountId"] = stripe.account_id
     else:
-        status["stripeAccountId"] = None  # the last account is not where Bills would go now
-    status.setdefault("consecutiveErrors", 0)
-    if extra:
-        status.update(extra)
-    return status
+        fields["stripeAccountId"] = None  # the last account is not where Bills would go now
+    if "consecutiveErrors" not in current.model_fields_set and "consecutiveErrors" not in current.unreadable:
+        fields["consecutiveErrors"] = 0
+    status = current.merged(StripeIntegrationStatus.model_validate(fields))
+    return status.merged(extra) if extra is not None else status
 
 
-def internal_error_status(current: Mapping[str, Any] | None, message: str, *, generation: int | None) -> dict[str, Any]:
-    """The status after a reconcile failed unexpectedly: everything kept, Ready=False InternalError."""
+@overload
+def internal_error_status(
+    current: StripeIntegrationStatus, message: str, *, generation: int | None
+) -> StripeIntegrationStatus: ...
+@overload
+def internal_error_status(
+    current: Mapping[str, Any] | None, message: str, *, generation: int | None
+) -> dict[str, Any]: ...
+def internal_error_status(
+    current: StripeIntegrationStatus | Mapping[str, Any] | None, message: str, *, generation: int | None
+) -> StripeIntegrationStatus | dict[str, Any]:
+    """The status after a reconcile failed unexpectedly: everything kept, Ready=False InternalError.
+
+    On the typed status, or on the status as JSON, as the API server holds it, when the operator has not read it
+    yet: the status itself may be what the reconcile could not read, and only its conditions are touched."""
+    failed = Observation(ConditionType.READY, "False", INTERNAL_ERROR, message)
+    if isinstance(current, StripeIntegrationStatus):
+        conditions = conditions_after(current.conditions, [failed], generation=generation)
+        return current.merged(StripeIntegrationStatus(conditions=conditions))
     status = dict(current or {})
-    status["conditions"] = merge_conditions(
-        status.get("conditions"),
-        [Observation(ConditionType.READY, "False", INTERNAL_ERROR, message)],
-        generation=generation,
-    )
+    status["conditions"] = merge_conditions(status.get("conditions"), [failed], generation=generation)
     return status
 
 
-def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A merge patch turning `old` into `new` at the top level, or None when nothing changed."""
-    old = dict(old or {})
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    for gone in set(old) - set(new):
+StatusOrJson = StripeIntegrationStatus | Mapping[str, Any]
+
+
+def status_patch(old: StatusOrJson | None, new: StatusOrJson) -> dict[str, Any] | None:
+    """A merge patch turning `old` into `new` at the top level, or None when nothing changed.
+
+    Each is a typed status, compared as the JSON the operator writes (`wire`), or that JSON itself (a status the
+    operator has not read: `internal_error_status`). A field is sent whole when it changed; within it, the explicit
+    nulls it carries remove keys (a merge patch merges objects key by key)."""
+    before, after = _json(old), _json(new)
+    patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
+    for gone in set(before) - set(after):
         patch[gone] = None
     return patch or None
 
 
-def ready_of(status: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    ready = find((status or {}).get("conditions"), ConditionType.READY) or {}
-    return ready.get("status"), ready.get("reason")
+def _json(status: StatusOrJson | None) -> dict[str, Any]:
+    return wire(status) if isinstance(status, StripeIntegrationStatus) else dict(status or {})
+
+
+def ready_of(status: StripeIntegrationStatus | None) -> tuple[str | None, str | None]:
+    ready = condition(status.conditions, ConditionType.READY) if status is not None else None
+    return (ready.status, ready.reason) if ready is not None else (None, None)
 
 
 # ---------------------------------------------------------------------------------------- a run, into status
 
 
-def run_record(report: RunReport) -> dict[str, Any]:
+def run_record(report: RunReport) -> RunRecord:
+    """status.recentRuns[]: the run's status, counts, summary, the Stripe objects of the Bills it sent and the tax."""
     taxes = {(bill, version): (currency, amount) for bill, version, currency, amount in report.bill_taxes}
     record: dict[str, Any] = {
         "runId": report.run_id,
@@ -204,7 +238,7 @@ def run_record(report: RunReport) -> dict[str, Any]:
             for currency, amount in sorted(report.taxes.items())
         ]
         record["message"] = f"{record['message']}; tax {tax_summary(report)}"
-    return record
+    return RunRecord.model_validate(record)
 
 
 def tax_summary(report: RunReport) -> str:
@@ -223,19 +257,19 @@ def _tax_of(taxes: Mapping[tuple[str, int], tuple[str, int]], bill: str, version
 
 
 def merge_events(
-    existing: Iterable[Mapping[str, Any]], new: Iterable[ErrorEvent], *, now: datetime, retention: timedelta
-) -> tuple[list[dict[str, Any]], list[ErrorEvent]]:
+    existing: Iterable[IntegrationEvent], new: Iterable[ErrorEvent], *, now: datetime, retention: timedelta
+) -> tuple[list[IntegrationEvent], list[ErrorEvent]]:
     """Open events after adding `new` (repeats bump count/lastSeen) and dropping expired ones.
 
     Also returns the events that were not open before: those deserve a Kubernetes Event.
     """
-    by_id: dict[str, dict[str, Any]] = {str(e["id"]): dict(e) for e in existing if "id" in e}
+    by_id: dict[str, IntegrationEvent] = {e.id: _without_nulls(e) for e in existing}
     fresh: list[ErrorEvent] = []
     stamp = rfc3339(now)
     for event in new:
         current = by_id.get(event.id)
         if current is None:
-            by_id[event.id] = {
+            opened = {
                 "id": event.id,
                 "kind": str(event.kind),
                 "message": event.message[:4096],
@@ -247,50 +281,57 @@ def merge_events(
                 "lastSeen": stamp,
                 "count": 1,
             }
+            by_id[event.id] = IntegrationEvent.model_validate({k: v for k, v in opened.items() if v is not None})
             fresh.append(event)
         else:
-            current.update(runId=event.run_id, lastSeen=stamp, count=int(current.get("count", 1)) + 1)
+            by_id[event.id] = current.model_copy(
+                update={"runId": event.run_id, "lastSeen": stamp, "count": current.count + 1}
+            )
     cutoff = now - retention
-    kept = [e for e in by_id.values() if (parse_rfc3339(e.get("lastSeen")) or now) >= cutoff]
-    kept.sort(key=lambda e: str(e.get("lastSeen")), reverse=True)
-    return [{k: v for k, v in e.items() if v is not None} for e in kept[:MAX_OPEN_EVENTS]], fresh
+    kept = [e for e in by_id.values() if (parse_rfc3339(e.lastSeen) or now) >= cutoff]
+    kept.sort(key=lambda e: e.lastSeen, reverse=True)
+    return kept[:MAX_OPEN_EVENTS], fresh
+
+
+def _without_nulls(event: IntegrationEvent) -> IntegrationEvent:
+    """An open event as it is written: without null fields (none is ever written)."""
+    data = wire(event)
+    if None not in data.values():
+        return event
+    return IntegrationEvent.model_validate({k: v for k, v in data.items() if v is not None})
 
 
 def fold_report(
-    status: Mapping[str, Any],
+    status: StripeIntegrationStatus,
     report: RunReport,
     *,
     history: int,
     retention: timedelta,
     consecutive_errors: int,
     now: datetime | None = None,
-) -> tuple[dict[str, Any], list[ErrorEvent]]:
-    """Status fields after a run, and the error events that are new."""
+) -> tuple[StripeIntegrationStatus, list[ErrorEvent]]:
+    """The status fields a run changes (the others unset), and the error events that are new.
+
+    `status` must hold readable recentRuns and openEvents (StripeIntegrationStatus.require): the run is folded
+    into them."""
     now = now or datetime.now(UTC)
     record = run_record(report)
-    runs = [record, *[dict(r) for r in status.get("recentRuns") or ()]][:history]
-    events, fresh = merge_events(status.get("openEvents") or (), report.events, now=now, retention=retention)
-    out: dict[str, Any] = {
-        "lastSync": {k: v for k, v in record.items() if k not in ("stripeObjects", "taxes")},
-        "recentRuns": runs,
+    events, fresh = merge_events(status.openEvents, report.events, now=now, retention=retention)
+    last = {name: getattr(record, name) for name in record.model_fields_set - {"stripeObjects", "taxes"}}
+    fields: dict[str, Any] = {
+        "lastSync": LastSync.model_validate(last),
+        "recentRuns": [record, *status.recentRuns][:history],
         "openEvents": events,
         "consecutiveErrors": consecutive_errors,
-        "sync": {
-            "watermark": rfc3339(report.watermark) if report.watermark else None,
-            "retryBillIds": list(report.retry_bill_ids),
-            "lastSweep": rfc3339(report.last_sweep) if report.last_sweep else None,
-        },
+        "sync": progress_of_run(report),
     }
-    if out["sync"]["watermark"] is None:
-        del out["sync"]["watermark"]
-    if out["sync"]["lastSweep"] is None:
-        del out["sync"]["lastSweep"]
     if report.status is RunStatus.COMPLETE:
-        out["lastSuccessfulSyncTime"] = record["completionTime"]
-    return out, fresh
+        fields["lastSuccessfulSyncTime"] = record.completionTime
+    return StripeIntegrationStatus.model_validate(fields), fresh
 
 
 def disabled_event(run_id: str, threshold: int, now: datetime, last: ErrorEvent | None) -> ErrorEvent:
+    """The integration.disabled.error event of a run that exhausted the error budget."""
     cause = f" The last one: {last.message}" if last is not None else ""
     return ErrorEvent(
         kind=EventKind.DISABLED,

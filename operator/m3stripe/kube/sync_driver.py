@@ -15,11 +15,12 @@ from m3stripe.adapters.mailer import MailError
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api import names
 from m3stripe.api.conditions import parse_rfc3339, rfc3339
-from m3stripe.api.gestures import HANDLED_FIELD, ReplayRequest, replay_request, unhandled
+from m3stripe.api.gestures import ReplayRequest, echo, replay_request, unhandled
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.api.status import DisablementNotification, StripeIntegrationStatus, SyncProgress
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.ports import BillSource, BillSourceError, FenceLost
-from m3stripe.domain.progress import fresh_progress, ledger_id, progress_for, sync_state
+from m3stripe.domain.progress import checkpointed, ended, ledger_id, progress_for, sync_state, with_checkpoint
 from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
@@ -38,6 +39,9 @@ EVENT_REASONS = {
     EventKind.DISABLED: "IntegrationDisabled",
 }
 MAX_K8S_EVENTS_PER_RUN = 10
+# What a Send pass folds its run into: when one cannot be read, the pass is refused (InternalError) before it
+# writes anything to Stripe, rather than write and then lose what it did.
+FOLDED_INTO = ("recentRuns", "openEvents", "overlaps")
 # Disablement email: attempts in all; the first retry waits config.notification_retry_seconds, doubled each time.
 MAIL_ATTEMPTS = 5
 
@@ -49,8 +53,9 @@ class SyncDriver:
     def __init__(self, integration: Integration) -> None:
         self.integration = integration
         self._mail_tasks: set[asyncio.Task[None]] = set()
-        # The disablement email: the attempt armed to start once its Sending state is written, its outcome.
-        self._mail_armed: dict[str, Any] | None = None
+        # The disablement email: the attempt armed to start once its Sending state is written (with the cause of
+        # the disablement), its outcome.
+        self._mail_armed: tuple[DisablementNotification, str] | None = None
         self._mail_result: tuple[list[str], int, str] | None = None
         self.wake: Callable[[], None] | None = None  # the worker's wake-up, set by the worker
         # The last pass's unexpected exception ("" after a clean pass), and the filter warnings already given.
@@ -59,7 +64,9 @@ class SyncDriver:
         # The other integrations on the same Bills as the last pass found them (None before the first pass).
         self.overlap: Overlap | None = None
 
-    def seconds_until_due(self, parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]) -> float:
+    def seconds_until_due(
+        self, parsed: ParsedSpec, status: StripeIntegrationStatus, annotations: Mapping[str, str]
+    ) -> float:
         """0 when a pass should run now; otherwise how long until the next one is due."""
         planned = plan_seconds_until_due(parsed, status, annotations)
         if planned is not None:
@@ -68,15 +75,15 @@ class SyncDriver:
             annotations, status, names.ANNOTATION_REPLAY
         ):
             return 0.0
-        last = parse_rfc3339((status.get("lastSync") or {}).get("completionTime"))
+        last = parse_rfc3339(status.lastSync.completionTime if status.lastSync is not None else None)
         if last is None:
             return 0.0  # never ran, or the status was lost: do not wait a whole interval
         due = last.timestamp() + parsed.spec.sync_interval_seconds
         return max(0.0, due - datetime.now(UTC).timestamp())
 
     async def run_pass(
-        self, inputs: PassInputs, *, checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-    ) -> dict[str, Any]:
+        self, inputs: PassInputs, *, checkpoint: Callable[[StripeIntegrationStatus], Awaitable[None]] | None = None
+    ) -> StripeIntegrationStatus:
         """Run one pass; return the status fields it changes. `checkpoint` writes status fields mid-pass."""
         spec = inputs.parsed.spec
         # Other integrations sending this Organization's Bills to the same Stripe account and mode: the older one
@@ -97,16 +104,18 @@ class SyncDriver:
             stripe_account=inputs.stripe_account,
             owners=overlap.owners_digest(),
         )
-        status, moved, ledger = progress_for(inputs.status, ledger)
+        progress, moved, ledger = progress_for(inputs.status.sync, ledger)
+        status = inputs.status if moved is None else inputs.status.merged(StripeIntegrationStatus(sync=progress))
         if spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
             planned, self.pass_error, report = await plan_pass(
                 self.integration, dataclasses.replace(inputs, status=status), overlap=overlap
             )
             if report is not None:
-                planned.update(self._overlaps(status, overlap, report, spec))
+                planned = planned.merged(self._overlaps(status, overlap, report, spec))
             return planned
+        status.require(*FOLDED_INTO)
         parsed, annotations, source = inputs.parsed, inputs.annotations, inputs.source
-        extra: dict[str, Any] = {}
+        extra = StripeIntegrationStatus()
         if moved is not None:
             message = (
                 f"{moved}: the sync progress (watermark, retries, last sweep) belonged to the old one, so this pass "
@@ -118,10 +127,10 @@ class SyncDriver:
         replay: frozenset[str] = frozenset()
         if replay_token := unhandled(annotations, status, names.ANNOTATION_REPLAY):
             replay = await self._replayable(replay_request(status, replay_token), source)
-            extra[HANDLED_FIELD[names.ANNOTATION_REPLAY]] = replay_token
+            extra = extra.merged(echo(names.ANNOTATION_REPLAY, replay_token))
         if requested := unhandled(annotations, status, names.ANNOTATION_REQUESTED_AT):
-            extra[HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
-        budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
+            extra = extra.merged(echo(names.ANNOTATION_REQUESTED_AT, requested))
+        budget = ErrorBudget(spec.autoDisableThreshold, status.consecutiveErrors)
         started = time.monotonic()
         async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
             engine = build_engine(
@@ -137,11 +146,12 @@ class SyncDriver:
             )
             self.pass_error = ""
             try:
+                status.require("sync")  # unreadable progress: the pass fails, visibly, rather than start from nothing
                 report = await engine.run_pass(
-                    sync_state(status),
+                    sync_state(status.sync),
                     replay=replay,
-                    completed=_checkpointed(status),
-                    checkpoint=None if checkpoint is None else _saver(status, checkpoint),
+                    completed=checkpointed(status.sync),
+                    checkpoint=None if checkpoint is None else _saver(status.sync, checkpoint),
                 )
             except (asyncio.CancelledError, FenceLost):
                 raise
@@ -164,33 +174,28 @@ class SyncDriver:
             retention=retention,
             consecutive_errors=budget.consecutive,
         )
-        extra.update(fields)
-        # The pass ended: its checkpoint is spent (the merge patch's nulls remove it); after a move, so are the old
-        # ledger's watermark and sweep, which a pass that did not complete would otherwise leave in place.
-        extra["sync"] = {
-            **(fresh_progress(ledger) if moved is not None else {}),
-            **extra["sync"],
-            "ledger": ledger,
-            "checkpoint": None,
-            "checkpointWatermark": None,
-        }
+        assert fields.sync is not None
+        extra = extra.merged(fields).merged(
+            StripeIntegrationStatus(sync=ended(fields.sync, ledger, started_over=moved is not None))
+        )
         self._announce(report, fresh)
-        extra.update(self._overlaps(status, overlap, report, spec))
-        if budget.exhausted and not status.get("disabled"):
+        extra = extra.merged(self._overlaps(status, overlap, report, spec))
+        if budget.exhausted and not status.disabled:
             event = disabled_event(
                 report.run_id,
                 spec.autoDisableThreshold,
                 datetime.now(UTC),
                 report.events[-1] if report.events else None,
             )
-            extra["openEvents"], _ = merge_events(extra["openEvents"], [event], now=event.time, retention=retention)
-            extra["disabled"] = True
-            extra["disabledMessage"] = event.message
+            events, _ = merge_events(extra.openEvents, [event], now=event.time, retention=retention)
+            extra = extra.merged(
+                StripeIntegrationStatus(openEvents=events, disabled=True, disabledMessage=event.message)
+            )
             self.integration.runtime.metrics.error_event(
                 self.integration.namespace, self.integration.name, str(event.kind)
             )
             self.integration.events("Warning", "AutoDisabled", event.message)
-            extra.update(self._notification(report.run_id, list(spec.integrationDisabledNotificationUsers)))
+            extra = extra.merged(self._notification(report.run_id, list(spec.integrationDisabledNotificationUsers)))
         self.integration.logger.info(
             "%s: sync run %s: %s (%s)",
             self.integration.where,
@@ -201,47 +206,50 @@ class SyncDriver:
         return extra
 
     async def count_selection(
-        self, parsed: ParsedSpec, status: Mapping[str, Any], source: BillSource
-    ) -> dict[str, Any]:
+        self, parsed: ParsedSpec, status: StripeIntegrationStatus, source: BillSource
+    ) -> StripeIntegrationStatus:
         """status.accountSelection when a count is due (a new generation, or a day after the last count), with a
-        Warning event when the selection keeps no Account at all; {} otherwise, or when m3ter cannot list them."""
+        Warning event when the selection keeps no Account at all; no change otherwise, or when m3ter cannot list
+        them."""
         now = datetime.now(UTC)
         if not count_due(parsed, status, now):
-            return {}
+            return StripeIntegrationStatus()
         try:
-            record = await count_selection(parsed, source, status.get("observedGeneration"), now)
+            record = await count_selection(parsed, source, status.observedGeneration, now)
         except BillSourceError as err:
             self.integration.logger.warning(
                 "%s: could not count the selected Accounts: %s", self.integration.where, err
             )
-            return {}
-        before = status.get("accountSelection") or {}
-        new_zero = before.get("selected") != 0 or before.get("observedGeneration") != record["observedGeneration"]
-        if record["selected"] == 0 and new_zero:
+            return StripeIntegrationStatus()
+        before = status.accountSelection
+        new_zero = before is None or before.selected != 0 or before.observedGeneration != record.observedGeneration
+        if record.selected == 0 and new_zero:
             observation = selection_observation(parsed, record)
             if observation is not None:
                 self.integration.events("Warning", "NoAccountSelected", observation.message)
-        return {"accountSelection": record}
+        return StripeIntegrationStatus(accountSelection=record)
 
     def _overlaps(
-        self, status: Mapping[str, Any], overlap: Overlap, report: RunReport, spec: StripeIntegrationSpec
-    ) -> dict[str, Any]:
+        self, status: StripeIntegrationStatus, overlap: Overlap, report: RunReport, spec: StripeIntegrationSpec
+    ) -> StripeIntegrationStatus:
         """status.overlaps after the pass, with a Warning event for each other integration newly seen on the same
         Bills."""
+        status.require("overlaps")
         records, fresh = fold_overlaps(
-            status.get("overlaps") or (), overlap, report, selection_of(spec), report.completed or report.started
+            status.overlaps, overlap, report, selection_of(spec), report.completed or report.started
         )
         for record in fresh:
             self.integration.events("Warning", "Overlapping", overlap_event(record))
-        return {"overlaps": records}
+        return StripeIntegrationStatus(overlaps=records)
 
-    def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
+    def _crashed(self, status: StripeIntegrationStatus, err: Exception) -> RunReport:
         self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
         m = self.integration.runtime.metrics
         m.internal_error(self.integration.namespace, self.integration.name, "pass")
         self.pass_error = internal_error_message(err, "in the sync pass")
         try:
-            state = sync_state(status)
+            status.require("sync")
+            state = sync_state(status.sync)
         except Exception:  # the stored progress itself is unreadable: start over (Stripe is listed first)
             state = SyncState()
         now = datetime.now(UTC)
@@ -308,9 +316,9 @@ class SyncDriver:
     # state is persisted before each attempt, so a restarted operator never sends an email twice: an attempt
     # that was in flight when the previous process died is reported as Unknown, not repeated.
 
-    def _notification(self, disablement_id: str, recipients: list[str]) -> dict[str, Any]:
+    def _notification(self, disablement_id: str, recipients: list[str]) -> StripeIntegrationStatus:
         if not recipients:
-            return {}
+            return StripeIntegrationStatus()
         m, ns, name = self.integration.runtime.metrics, self.integration.namespace, self.integration.name
         if self.integration.runtime.mailer is None:
             self.integration.events(
@@ -319,75 +327,76 @@ class SyncDriver:
                 "no SMTP server is configured for the operator (M3STRIPE_SMTP_HOST); nobody was emailed",
             )
             m.notified(ns, name, "failed", len(recipients))
-            state = {"state": "Failed", "message": "no SMTP server configured (M3STRIPE_SMTP_HOST)"}
+            state: dict[str, Any] = {"state": "Failed", "message": "no SMTP server configured (M3STRIPE_SMTP_HOST)"}
         else:
             state = {"state": "Pending", "nextAttemptTime": rfc3339(datetime.now(UTC))}
             self._wake_soon(0.0)
-        return {"notification": {"disablementId": disablement_id, "recipients": recipients, "attempts": 0, **state}}
+        note = {"disablementId": disablement_id, "recipients": recipients, "attempts": 0, **state}
+        return StripeIntegrationStatus(notification=DisablementNotification.model_validate(note))
 
-    def notification_fields(self, status: Mapping[str, Any]) -> dict[str, Any]:
-        """Status fields that advance the disablement email; arms an attempt to start after they are written."""
-        note = status.get("notification") or {}
-        if not note or self._mail_tasks:
-            return {}
+    def notification_fields(self, status: StripeIntegrationStatus) -> StripeIntegrationStatus:
+        """The status change that advances the disablement email; arms an attempt to start after it is written."""
+        note = status.notification
+        if note is None or self._mail_tasks:
+            return StripeIntegrationStatus()
         if self._mail_result is not None:
             delivered, attempts, message = self._mail_result
             self._mail_result = None
-            sent_to = list(dict.fromkeys([*(note.get("sentTo") or ()), *delivered]))
-            done = {**note, "sentTo": sent_to, "attempts": attempts, "message": message}
-            if set(sent_to) >= set(note.get("recipients") or ()):
-                return {"notification": {**done, "state": "Sent"}}
+            sent_to = list(dict.fromkeys([*note.sentTo, *delivered]))
+            done = note.model_copy(update={"sentTo": sent_to, "attempts": attempts, "message": message})
+            if set(sent_to) >= set(note.recipients):
+                return _noted(done, state="Sent")
             if attempts >= MAIL_ATTEMPTS:
                 self.integration.events(
                     "Warning",
                     "NotificationFailed",
                     f"disablement email not delivered after {attempts} attempts: {message}",
                 )
-                return {"notification": {**done, "state": "Failed"}}
+                return _noted(done, state="Failed")
             delay = self.integration.runtime.config.notification_retry_seconds * 2 ** (attempts - 1)
             self.integration.events(
                 "Warning", "NotificationFailed", f"disablement email not delivered ({message}); retrying in {delay:g}s"
             )
             self._wake_soon(delay)
             retry_at = rfc3339(datetime.now(UTC) + timedelta(seconds=delay))
-            return {"notification": {**done, "state": "Pending", "nextAttemptTime": retry_at}}
-        state = note.get("state")
-        if state == "Sending":
+            return _noted(done, state="Pending", nextAttemptTime=retry_at)
+        if note.state == "Sending":
             # Persisted by a process that stopped during the attempt: it may have been delivered.
             self.integration.events(
                 "Warning",
                 "NotificationUncertain",
                 "the operator restarted while sending the disablement email; it is not sent again, so that "
-                "nobody gets it twice: check that " + ", ".join(note.get("recipients") or ()) + " got it",
+                "nobody gets it twice: check that " + ", ".join(note.recipients) + " got it",
             )
-            return {"notification": {**note, "state": "Unknown"}}
-        if state != "Pending" or self.integration.runtime.mailer is None:
-            return {}
-        due = parse_rfc3339(note.get("nextAttemptTime"))
+            return _noted(note, state="Unknown")
+        if note.state != "Pending" or self.integration.runtime.mailer is None:
+            return StripeIntegrationStatus()
+        due = parse_rfc3339(note.nextAttemptTime)
         now = datetime.now(UTC)
         if due is not None and due > now:
             self._wake_soon((due - now).total_seconds())
-            return {}
-        self._mail_armed = {**note, "cause": str(status.get("disabledMessage") or "")}
-        return {"notification": {**note, "state": "Sending", "nextAttemptTime": None}}
+            return StripeIntegrationStatus()
+        self._mail_armed = (note, status.disabledMessage or "")
+        return _noted(note, state="Sending", nextAttemptTime=None)
 
     def start_notification(self) -> None:
         """After `notification_fields`' Sending state is in the API: make one attempt, in the background."""
-        note, self._mail_armed = self._mail_armed, None
+        armed, self._mail_armed = self._mail_armed, None
         mailer = self.integration.runtime.mailer
-        if note is None or mailer is None:
+        if armed is None or mailer is None:
             return
+        note, cause = armed
         # The Sending PATCH may have returned after the fence fell: then the new writer owns the email (it
         # finds Sending and reports it Unknown rather than send it twice).
         self.integration.runtime.leader.fence()
         m, ns, name = self.integration.runtime.metrics, self.integration.namespace, self.integration.name
         # Only those not yet emailed, one message each: a retry never reaches someone twice.
-        recipients = [r for r in note.get("recipients") or () if r not in set(note.get("sentTo") or ())]
-        attempts = int(note.get("attempts") or 0) + 1
+        recipients = [r for r in note.recipients if r not in set(note.sentTo)]
+        attempts = note.attempts + 1
         subject = f"StripeIntegration {ns}/{name} was disabled"
         body = (
-            f"The StripeIntegration {ns}/{name} disabled itself (run {note.get('disablementId')}).\n\n"
-            f"{note.get('cause') or ''}\n\n"
+            f"The StripeIntegration {ns}/{name} disabled itself (run {note.disablementId}).\n\n"
+            f"{cause}\n\n"
             f"Inspect it with: kubectl describe stripeintegration -n {ns} {name}\n"
             f"Re-enable it after fixing the cause: kubectl annotate stripeintegration -n {ns} {name} "
             f'm3stripe.dev/reenable="$(date +%s)" --overwrite\n'
@@ -436,20 +445,15 @@ class SyncDriver:
             loop.call_later(delay, self.wake)
 
 
-def _checkpointed(status: Mapping[str, Any]) -> frozenset[str]:
-    """The Bills interrupted passes completed since the current watermark (empty once it moved)."""
-    progress = status.get("sync") or {}
-    if (progress.get("checkpointWatermark") or "") != (progress.get("watermark") or ""):
-        return frozenset()
-    return frozenset(str(k) for k in progress.get("checkpoint") or ())
+def _noted(note: DisablementNotification, **update: Any) -> StripeIntegrationStatus:
+    """The status change that records the email's new state (the notification is written whole)."""
+    return StripeIntegrationStatus(notification=note.model_copy(update=update))
 
 
 def _saver(
-    status: Mapping[str, Any], write: Callable[[dict[str, Any]], Awaitable[None]]
+    progress: SyncProgress | None, write: Callable[[StripeIntegrationStatus], Awaitable[None]]
 ) -> Callable[[list[str]], Awaitable[None]]:
-    progress = dict(status.get("sync") or {})
-
     async def save(done: list[str]) -> None:
-        await write({"sync": {**progress, "checkpoint": done, "checkpointWatermark": progress.get("watermark") or ""}})
+        await write(StripeIntegrationStatus(sync=with_checkpoint(progress, done)))
 
     return save

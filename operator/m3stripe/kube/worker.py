@@ -15,9 +15,9 @@ from typing import Any
 
 from m3stripe.adapters.kube_api import KubeApiError
 from m3stripe.api import names
-from m3stripe.api.conditions import Observation, find, merge_conditions
+from m3stripe.api.conditions import Observation, condition, conditions_after
 from m3stripe.api.gestures import (
-    HANDLED_FIELD,
+    echo,
     gesture_annotations,
     parse_targets,
     resolve_events,
@@ -25,7 +25,7 @@ from m3stripe.api.gestures import (
     unknown_event_ids,
 )
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.api.status import ConditionType
+from m3stripe.api.status import Condition, ConditionType, LastSync, StripeIntegrationStatus, read_status
 from m3stripe.domain.credential_check import CredentialCheck
 from m3stripe.domain.ports import FenceLost
 from m3stripe.domain.spec_validation import ParsedSpec, parse_spec
@@ -45,6 +45,11 @@ from m3stripe.kube.status_builder import (
 )
 from m3stripe.kube.sync_driver import SyncDriver
 
+# What every reconcile reads and cannot do without: the conditions it merges into, whether the integration is
+# disabled, its error count, and the state of the disablement email. When one cannot be read (api.status.read_status)
+# the reconcile is an InternalError, rather than run passes of a disabled integration or count errors from zero.
+RECONCILE_NEEDS = ("conditions", "disabled", "consecutiveErrors", "notification")
+
 
 class IntegrationWorker:
     """The single writer of one integration's status: it assesses credentials and spec, handles people's
@@ -62,7 +67,7 @@ class IntegrationWorker:
         self._sync = SyncDriver(integration)
         self._sync.wake = self._wake.set
         self._next_sync: float | None = None
-        self._last_written: dict[str, Any] | None = None
+        self._last_written: StripeIntegrationStatus | None = None
         self._spec: StripeIntegrationSpec | None = None
         self._seen: tuple[object, ...] | None = None
         self._problems_reported: tuple[str, ...] = ()
@@ -136,9 +141,10 @@ class IntegrationWorker:
                 self.integration.events("Warning", "AnnotationRefused", f"annotation {key}: {why}")
         # This worker is the only writer of the status: what it last wrote is the truth, even when the watch
         # has not delivered it back yet. The body's status only matters when the worker starts.
-        current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
+        current = self._last_written if self._last_written is not None else read_status(body.get("status"))
+        current.require(*RECONCILE_NEEDS)
         extra = self._handle_requests(current, annotations)
-        extra.update(self._sync.notification_fields(current))
+        extra = extra.merged(self._sync.notification_fields(current))
         parsed = parse_spec(body.get("spec"))
         self._spec = None if isinstance(parsed, list) else parsed.spec
         stripe: CredentialCheck | None = None
@@ -151,11 +157,11 @@ class IntegrationWorker:
                 self.integration.events("Warning", "InvalidSpec", "; ".join(problems))
         else:
             self._problems_reported = ()
-            assessment, stripe = await self._assess(parsed, {**current, **extra})
+            assessment, stripe = await self._assess(parsed, current.merged(extra))
             if self._source.source is not None and assessment.source is not None and assessment.source.ok:
-                seen = {**current, **extra, "observedGeneration": generation}
-                extra.update(await self._sync.count_selection(parsed, seen, self._source.source))
-            selection = selection_observation(parsed, extra.get("accountSelection") or current.get("accountSelection"))
+                seen = current.merged(extra).merged(StripeIntegrationStatus(observedGeneration=generation))
+                extra = extra.merged(await self._sync.count_selection(parsed, seen, self._source.source))
+            selection = selection_observation(parsed, extra.accountSelection or current.accountSelection)
             assessment = dataclasses.replace(assessment, selection=selection)
         new = build_status(current, assessment, generation=generation, integration_id=self.integration.uid, extra=extra)
         await self._write(current, new)
@@ -179,38 +185,40 @@ class IntegrationWorker:
             return
         assert stripe is not None and stripe.secret is not None and self._source.source is not None
 
-        async def checkpoint(fields: dict[str, Any]) -> None:
+        async def checkpoint(fields: StripeIntegrationStatus) -> None:
             """Progress of the pass in flight (status.sync.checkpoint), so that a restart skips what it did."""
-            base = dict(self._last_written if self._last_written is not None else new)
-            await self._write(base, {**base, **fields})
+            base = self._last_written if self._last_written is not None else new
+            await self._write(base, base.merged(fields))
 
         inputs = PassInputs(parsed, new, annotations, stripe.secret, stripe.account_id, self._source.source)
         fields = await self._sync.run_pass(inputs, checkpoint=checkpoint)
-        if (fields.get("lastSync") or {}).get("status") == "AUTH_FAILED":
+        if fields.lastSync is not None and fields.lastSync.status == "AUTH_FAILED":
             self._stripe_check.invalidate()  # Stripe refused the key mid-run: check it again now
             self._wake.set()
         conditions = planned_conditions if parsed.spec.is_plan else _synced
         merged = conditions(new, fields, generation, self._sync.pass_error)
-        if "overlaps" in fields:
-            overlapping = overlap_observation(fields["overlaps"], self._sync.overlap)
-            merged = merge_conditions(merged, [overlapping], generation=generation)
-        base = {**new, **fields, "conditions": merged}
+        if "overlaps" in fields.model_fields_set:
+            overlapping = overlap_observation(fields.overlaps, self._sync.overlap)
+            merged = conditions_after(merged, [overlapping], generation=generation)
+        base = new.merged(fields).merged(StripeIntegrationStatus(conditions=merged))
         assessment = dataclasses.replace(
             assessment,
-            disabled=bool(base.get("disabled")),
-            disabled_message=str(base.get("disabledMessage") or assessment.disabled_message),
+            disabled=base.disabled,
+            disabled_message=base.disabledMessage or assessment.disabled_message,
         )
         final = build_status(base, assessment, generation=generation, integration_id=self.integration.uid)
         await self._write(self._last_written if self._last_written is not None else new, final)
         self._observe(final)
         self._next_sync = parsed.spec.sync_interval_seconds
 
-    def _handle_requests(self, current: Mapping[str, Any], annotations: Mapping[str, str]) -> dict[str, Any]:
+    def _handle_requests(
+        self, current: StripeIntegrationStatus, annotations: Mapping[str, str]
+    ) -> StripeIntegrationStatus:
         """Resolve and re-enable requests (annotations): handled once per value, echoed back in status."""
-        extra: dict[str, Any] = {}
+        extra = StripeIntegrationStatus()
         resolve = unhandled(annotations, current, names.ANNOTATION_RESOLVE)
         if resolve:
-            extra[HANDLED_FIELD[names.ANNOTATION_RESOLVE]] = resolve
+            extra = extra.merged(echo(names.ANNOTATION_RESOLVE, resolve))
         if resolve and not parse_targets(resolve):
             self.integration.events(
                 "Warning",
@@ -219,10 +227,12 @@ class IntegrationWorker:
                 "re-trigger token); write ids from status.openEvents, comma or space separated, or all",
             )
         elif resolve:
-            extra["openEvents"] = resolve_events(current.get("openEvents") or (), resolve)
-            closed = len(current.get("openEvents") or ()) - len(extra["openEvents"])
+            current.require("openEvents")
+            left = resolve_events(current.openEvents, resolve)
+            extra = extra.merged(StripeIntegrationStatus(openEvents=left))
+            closed = len(current.openEvents) - len(left)
             self.integration.events("Normal", "EventsResolved", f"{closed} error event(s) marked as actioned")
-            unknown = unknown_event_ids(current.get("openEvents") or (), resolve)
+            unknown = unknown_event_ids(current.openEvents, resolve)
             if unknown:
                 self.integration.events(
                     "Warning",
@@ -231,13 +241,13 @@ class IntegrationWorker:
                     f"{', '.join(repr(u[:80]) for u in unknown[:10])}; see status.openEvents for the ids, or use all",
                 )
         if reenable := unhandled(annotations, current, names.ANNOTATION_REENABLE):
-            extra[HANDLED_FIELD[names.ANNOTATION_REENABLE]] = reenable
-            if current.get("disabled"):
-                extra.update(disabled=False, consecutiveErrors=0, disabledMessage=None)
+            extra = extra.merged(echo(names.ANNOTATION_REENABLE, reenable))
+            if current.disabled:
+                extra = extra.merged(StripeIntegrationStatus(disabled=False, consecutiveErrors=0, disabledMessage=None))
                 self.integration.events("Normal", "Reenabled", "re-enabled by the m3stripe.dev/reenable annotation")
         return extra
 
-    async def _assess(self, parsed: ParsedSpec, current: Mapping[str, Any]) -> tuple[Assessment, CredentialCheck]:
+    async def _assess(self, parsed: ParsedSpec, current: StripeIntegrationStatus) -> tuple[Assessment, CredentialCheck]:
         spec = parsed.spec
         stripe = await check_stripe_credential(
             self.integration.runtime.kube,
@@ -256,8 +266,8 @@ class IntegrationWorker:
             f"{spec.m3ter.organizationId} every {spec.syncInterval}"
         )
         return Assessment(
-            disabled=bool(current.get("disabled")),
-            disabled_message=str(current.get("disabledMessage") or "")
+            disabled=current.disabled,
+            disabled_message=current.disabledMessage
             or "disabled after successive errors; annotate with m3stripe.dev/reenable=<new value> to re-enable",
             suspended=spec.suspend,
             stripe=stripe,
@@ -272,16 +282,20 @@ class IntegrationWorker:
         m.internal_error(self.integration.namespace, self.integration.name, "reconcile")
         message = internal_error_message(err, "while reconciling")
         try:
-            current = dict(self._last_written if self._last_written is not None else body.get("status") or {})
             generation = body.get("metadata", {}).get("generation")
-            await self._write(current, internal_error_status(current, message, generation=generation))
+            if self._last_written is not None:
+                failed = internal_error_status(self._last_written, message, generation=generation)
+                await self._write(self._last_written, failed)
+            else:  # as JSON: the status itself may be what the reconcile could not read
+                current = body.get("status")
+                await self._write_json(current, internal_error_status(current, message, generation=generation))
         except Exception:  # the status itself may be what is broken: the event still says it
             self.integration.logger.exception(
                 "%s: could not record the internal error in status", self.integration.where
             )
             self.integration.events("Warning", "InternalError", message)
 
-    def _observe(self, status: Mapping[str, Any]) -> None:
+    def _observe(self, status: StripeIntegrationStatus) -> None:
         spec = self._spec
         self.integration.runtime.metrics.observe_status(
             self.integration.namespace,
@@ -294,10 +308,24 @@ class IntegrationWorker:
     def _observe_writer(self, writing: bool) -> None:
         self.integration.runtime.metrics.writer(self.integration.namespace, self.integration.name, writing)
 
-    async def _write(self, current: Mapping[str, Any], new: dict[str, Any]) -> None:
+    async def _write(self, current: StripeIntegrationStatus, new: StripeIntegrationStatus) -> None:
         patch = status_patch(current, new)
         if patch is None:
             return
+        await self._patch(patch)
+        self._last_written = new
+        self._announce(current, new)
+
+    async def _write_json(self, current: Mapping[str, Any] | None, new: dict[str, Any]) -> None:
+        """`_write` for a status as JSON (an internal error's, on a status that may be unreadable)."""
+        patch = status_patch(current, new)
+        if patch is None:
+            return
+        await self._patch(patch)
+        self._last_written = read_status(new)
+        self._announce(read_status(current), self._last_written)
+
+    async def _patch(self, patch: dict[str, Any]) -> None:
         leader = self.integration.runtime.leader
         leader.fence()  # a replica that lost the Lease must not overwrite the new writer's status
         try:
@@ -309,12 +337,10 @@ class IntegrationWorker:
         except KubeApiError:
             leader.fence()  # cut off by the fence: a lost Lease, not an error of the integration
             raise
-        self._last_written = new
-        self._announce(current, new)
 
-    def _announce(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    def _announce(self, old: StripeIntegrationStatus, new: StripeIntegrationStatus) -> None:
         """Kubernetes events on transitions only, never on every pass."""
-        was_connected, is_connected = bool(old.get("connected")), bool(new.get("connected"))
+        was_connected, is_connected = old.connected, new.connected
         if is_connected and not was_connected:
             self.integration.events(
                 "Normal", "Connected", _condition_message(new, ConditionType.CONNECTED) or "connected"
@@ -333,29 +359,31 @@ class IntegrationWorker:
             self.integration.events(kind, ready_reason or "Unknown", message)
 
 
-def _condition_message(status: Mapping[str, Any], type_: str) -> str | None:
-    return str((find(status.get("conditions"), type_) or {}).get("message") or "") or None
+def _condition_message(status: StripeIntegrationStatus, type_: str) -> str | None:
+    found = condition(status.conditions, type_)
+    return (found.message if found is not None else "") or None
 
 
-def _condition_reason(status: Mapping[str, Any], type_: str) -> str | None:
-    return str((find(status.get("conditions"), type_) or {}).get("reason") or "") or None
+def _condition_reason(status: StripeIntegrationStatus, type_: str) -> str | None:
+    found = condition(status.conditions, type_)
+    return (found.reason if found is not None else "") or None
 
 
 def _synced(
-    status: Mapping[str, Any], fields: Mapping[str, Any], generation: int | None, internal_error: str = ""
-) -> list[dict[str, Any]]:
-    last = fields.get("lastSync") or {}
-    run_status = str(last.get("status") or "")
+    status: StripeIntegrationStatus, fields: StripeIntegrationStatus, generation: int | None, internal_error: str = ""
+) -> list[Condition]:
+    last = fields.lastSync or LastSync()
+    run_status = last.status or ""
     if internal_error:
-        obs = Observation(ConditionType.SYNCED, "False", "InternalError", f"run {last.get('runId')}: {internal_error}")
+        obs = Observation(ConditionType.SYNCED, "False", "InternalError", f"run {last.runId}: {internal_error}")
     elif run_status == "COMPLETE":
-        obs = Observation(ConditionType.SYNCED, "True", "RunComplete", str(last.get("message") or ""))
+        obs = Observation(ConditionType.SYNCED, "True", "RunComplete", last.message or "")
     else:
         reason = "".join(p.capitalize() for p in run_status.split("_")) or "RunFailed"
         obs = Observation(
             ConditionType.SYNCED,
             "False",
             reason,
-            f"run {last.get('runId')}: {last.get('message')}; see status.openEvents",
+            f"run {last.runId}: {last.message}; see status.openEvents",
         )
-    return merge_conditions(status.get("conditions"), [obs], generation=generation)
+    return conditions_after(status.conditions, [obs], generation=generation)
