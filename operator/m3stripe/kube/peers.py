@@ -13,7 +13,7 @@ from typing import Any
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError
 from m3stripe.api.conditions import parse_rfc3339
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.api.status import StripeIntegrationStatus, UnreadableStatus, read_status
+from m3stripe.api.status import StripeIntegrationStatus, read_status
 from m3stripe.domain.overlap import Overlap, Peer, Seniority, selection_digest
 from m3stripe.domain.spec_validation import parse_spec
 
@@ -67,10 +67,7 @@ async def find_overlap(
         other = parsed.spec
         if other.m3ter.organizationId != spec.m3ter.organizationId or other.is_test_mode != spec.is_test_mode:
             continue
-        try:
-            status = read_status(item.get("status"))
-        except UnreadableStatus:
-            status = StripeIntegrationStatus()
+        status = _read_peer_status(item.get("status"))
         account = status.stripeAccountId or None
         if account and stripe_account and account != stripe_account:
             continue
@@ -90,3 +87,11 @@ async def find_overlap(
             Peer(namespace, name, str(meta.get("uid") or ""), created, selector, tuple(notes), selection_of(other))
         )
     return Overlap(me, tuple(peers))
+
+
+def _read_peer_status(raw: object) -> StripeIntegrationStatus:
+    """The two fields read of another integration's status (not its run history: cheap for many peers); what
+    cannot be read is as if absent (its account unknown: counted as on the same one, to be safe)."""
+    if not isinstance(raw, Mapping):
+        return StripeIntegrationStatus()
+    return read_status({key: raw[key] for key in ("stripeAccountId", "disabled") if key in raw})
