@@ -412,7 +412,11 @@ def read_status(raw: object) -> StripeIntegrationStatus:
         return StripeIntegrationStatus()
     if not isinstance(raw, Mapping):
         raise UnreadableStatus(f"status is a {type(raw).__name__}, not an object")
-    data: dict[str, Any] = copy.deepcopy({key: value for key, value in raw.items() if isinstance(key, str)})
+    data: dict[str, Any] = {key: value for key, value in raw.items() if isinstance(key, str)}
+    try:
+        return StripeIntegrationStatus.model_validate(data)  # what the operator wrote: the usual case
+    except ValidationError:
+        data = copy.deepcopy(data)  # parts of it are taken out below
     unreadable: dict[str, str] = {}
     while True:
         try:
