@@ -182,19 +182,24 @@ class CustomerIndex:
     - what this pass writes is recorded here as it is written; a write whose reply was lost fails its
       Bill, and should m3ter's listing yield that Bill again in this pass, the retry carries the same
       idempotency key (one key per pass), so Stripe replays the first write instead of making a second;
-    - before each Bill but the first, what was created since the newest object seen, less
-      REREAD_OVERLAP_SECONDS, is listed again, which catches what others (an earlier pass's request
-      still in flight, another process) created meanwhile, as the per-Bill list did before.
-    The writer holds the customer's lock around each Bill, so the pass's own writes never interleave with a list.
+    - before each Bill that did not wait for the first listing, what was created since the newest object a
+      listing showed, less REREAD_OVERLAP_SECONDS, is listed again, which catches what others (an earlier
+      pass's request still in flight, another process) created meanwhile, as the per-Bill list did before.
+      Only listings move `newest`, never this pass's own writes, so a burst of them cannot push the window
+      past what others may still be writing.
+    Bills of one customer are decided and written concurrently: each is one Bill id, written by one task of the
+    pass, and every change of the index is made without awaiting in between; the first listing is single flight
+    and an extension downwards is made under `extending`.
     """
 
     kind: Kind
     since: int | None
     newest: int = 0
     by_bill: dict[str, dict[str, Any]] = field(default_factory=dict)  # HeldInvoice or HeldLine, by kind
+    listed: asyncio.Event = field(default_factory=asyncio.Event)  # set once the first listing is in
+    extending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def add(self, held: HeldInvoice | HeldLine, bill_id: str) -> None:
-        self.newest = max(self.newest, held.created)
         self.by_bill.setdefault(bill_id, {})[held.id] = held
 
     def remove(self, bill_id: str, object_id: str) -> None:
@@ -303,8 +308,14 @@ def decide_items(plan: BillPlan, items: list[HeldLine], invoiced: dict[str, str]
 
 
 class StripeWriter:
-    """Writes Bills for one pass. Callers serialise the Bills of one customer (the engine's customer lock);
-    the writer also locks per customer, so a caller that does not is still exactly once."""
+    """Writes Bills for one pass, several Bills of one customer at once (the engine bounds how many).
+
+    Exactly once holds per Bill: each Bill is decided from what Stripe holds and written by one task with keys that
+    derive from it. What must not run concurrently is what Stripe would answer with `lock_timeout` ("another API
+    request ... is currently accessing it", https://docs.stripe.com/error-codes#lock-timeout): the writes that
+    change a customer (creating its invoice, or a pending invoice item) go one at a time per customer
+    (`_customer`); everything else of a Bill touches its own invoice or items only.
+    """
 
     def __init__(self, ledger: Ledger | LedgerReader, *, key_salt: str | None = None) -> None:
         """Given a LedgerReader (Plan mode) the writer only decides: it holds no ledger to execute with."""
@@ -313,7 +324,7 @@ class StripeWriter:
         self._reads: LedgerReader = ledger
         self._salt = key_salt
         self._indexes: dict[tuple[Kind, str], CustomerIndex] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._customer_writes: dict[str, asyncio.Lock] = {}
         self.list_requests = 0  # list pages read to find earlier writes (for the benchmarks)
 
     def _key(self, plan: BillPlan, step: str, params: Any = None) -> str:
@@ -352,21 +363,35 @@ class StripeWriter:
         index = self._indexes.get((kind, customer))
         if index is None:
             index = self._indexes[kind, customer] = CustomerIndex(kind, since)
-            # Just listed: the first Bill needs no re-read.
-            self._take(index, await self._list(kind, customer, None if since is None else {"gte": since}))
+            try:
+                self._take(index, await self._list(kind, customer, None if since is None else {"gte": since}))
+            except BaseException:
+                del self._indexes[kind, customer]  # the next Bill lists again
+                index.listed.set()
+                raise
+            index.listed.set()
+            return index  # just listed: this Bill needs no re-read
+        joined = not index.listed.is_set()
+        if joined:
+            await index.listed.wait()  # the first listing, in flight: it is as fresh as a re-read
+            if self._indexes.get((kind, customer)) is not index:
+                return await self._index(kind, customer, not_before)  # it failed: list again
+        async with index.extending:
+            if index.since is not None and (needed is None or needed.timestamp() < index.since):
+                older = {"lt": index.since} if since is None else {"gte": since, "lt": index.since}
+                self._take(index, await self._list(kind, customer, older))
+                index.since = since
+        if joined:
             return index
-        if index.since is not None and (needed is None or needed.timestamp() < index.since):
-            older = {"lt": index.since} if since is None else {"gte": since, "lt": index.since}
-            self._take(index, await self._list(kind, customer, older))
-            index.since = since
         reread = max(index.since or 0, index.newest - REREAD_OVERLAP_SECONDS)
         self._take(index, await self._list(kind, customer, {"gte": reread} if reread > 0 else None))
         return index
 
-    def _lock(self, customer: str) -> asyncio.Lock:
-        lock = self._locks.get(customer)
+    def _customer(self, customer: str) -> asyncio.Lock:
+        """Held around each write that changes the customer itself (see the class)."""
+        lock = self._customer_writes.get(customer)
         if lock is None:
-            lock = self._locks[customer] = asyncio.Lock()
+            lock = self._customer_writes[customer] = asyncio.Lock()
         return lock
 
     # Either mode: `not_before` is when m3ter created the Bill (no earlier write of it can be older); None: unknown.
@@ -380,25 +405,21 @@ class StripeWriter:
         self, kind: Kind, plan: BillPlan, customer: str, *, not_before: datetime | None = None
     ) -> Decision:
         """What the Bill needs in Stripe (kind "invoice": invoice mode, "item": items mode), from reads only."""
-        async with self._lock(customer):
-            return await self._decide(kind, plan, await self._index(kind, customer, not_before))
+        return await self._decide(kind, plan, await self._index(kind, customer, not_before))
 
     async def _write(self, kind: Kind, plan: BillPlan, customer: str, not_before: datetime | None) -> WriteResult:
-        async with self._lock(customer):
-            index = await self._index(kind, customer, not_before)
-            decision = await self._decide(kind, plan, index)
-            self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
-            if decision.action is BillAction.NOTHING:
-                held = (
-                    next((i for i in index.held(plan) if i.id == decision.stripe_id), None)
-                    if kind == "invoice"
-                    else None
-                )
-                return WriteResult(decision.stripe_id or "", False, held)
-            if decision.action is BillAction.BLOCKED:
-                raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
-            execute = self._execute_invoice if kind == "invoice" else self._execute_items
-            return await execute(plan, customer, index, decision)
+        index = await self._index(kind, customer, not_before)
+        decision = await self._decide(kind, plan, index)
+        self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
+        if decision.action is BillAction.NOTHING:
+            held = (
+                next((i for i in index.held(plan) if i.id == decision.stripe_id), None) if kind == "invoice" else None
+            )
+            return WriteResult(decision.stripe_id or "", False, held)
+        if decision.action is BillAction.BLOCKED:
+            raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
+        execute = self._execute_invoice if kind == "invoice" else self._execute_items
+        return await execute(plan, customer, index, decision)
 
     async def _decide(self, kind: Kind, plan: BillPlan, index: CustomerIndex) -> Decision:
         return await (self._decide_invoice if kind == "invoice" else self._decide_items)(plan, index)
@@ -429,7 +450,8 @@ class StripeWriter:
                 await self._coupon(plan, decision.coupon)
             coupon_id = decision.coupon.id if decision.coupon else None
             params = plan.invoice_create_params(customer, coupon=coupon_id)
-            created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
+            async with self._customer(customer):
+                created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
             # Its lines are added next: what the creation answered of them is out of date at once.
             index.add(dataclasses.replace(created, lines=None), plan.bill_id)
             wanted = list(decision.missing)
@@ -561,7 +583,8 @@ class StripeWriter:
                 customer, plan.currency, tax_behavior=wanted.behavior, tax_code=plan.tax.code
             )
             key = self._key(plan, f"item-{line.index}-{line.line_id}", params)
-            item = await ledger.create_item(params, idempotency_key=key)
+            async with self._customer(customer):  # a pending item changes the customer's pending items
+                item = await ledger.create_item(params, idempotency_key=key)
             index.add(item, plan.bill_id)
             created.append(item.id)
         return WriteResult(created[0] if created else decision.stripe_id or "", True)
