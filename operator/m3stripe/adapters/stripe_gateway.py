@@ -359,6 +359,16 @@ class StripeGateway:
                 return
             cursor = data[-1].id
 
+    async def json(
+        self, endpoint: str, method: str, path: str, params: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """One request through `call`, answered as Stripe's plain JSON (see `iterate_json`). `idempotency_key` is a
+        request option (the SDK's `extract_options_from_dict`), never a parameter: Stripe's parameters of the calls
+        made here are named otherwise."""
+        options = {"idempotency_key": idempotency_key} if idempotency_key is not None else {}
+        response = await self.call(endpoint, lambda: self._client.raw_request_async(method, path, **params, **options))
+        return response.data if isinstance(response.data, dict) else {}
+
     async def iterate_json(self, endpoint: str, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """`iterate` with each object as Stripe's plain JSON (a dict), for reads that only look at a few fields.
 
