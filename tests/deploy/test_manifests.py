@@ -482,7 +482,7 @@ def test_the_lease_lock_file_lives_on_a_pod_scoped_volume(objs: tuple[dict[str, 
     pod = _pod_spec(objs)
     container = _container(objs)
     env = {e["name"]: e.get("value") for e in container.get("env") or ()}
-    lock_file = env.get("M3STRIPE_LEASE_LOCK_FILE") or OperatorConfig().lease_lock_file
+    lock_file = env.get("M3STRIPE_LEASE_LOCK_FILE") or OperatorConfig().lease.lock_file
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts") or ()}
     volumes = {v["name"]: v for v in pod.get("volumes") or ()}
     directory = str(PurePosixPath(lock_file).parent)

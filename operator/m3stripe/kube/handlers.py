@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from prometheus_client import start_http_server
 from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
-from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.config import LeaseConfig, OperatorConfig, SmtpConfig
 from m3stripe.kube.integration import Integration
 from m3stripe.kube.leadership import AlwaysLeader, LeaderElector, LeaseSettings, default_namespace
 from m3stripe.kube.peers import seniority
@@ -43,6 +42,34 @@ def runtime() -> Runtime:
     if _runtime is None:
         raise RuntimeError("the operator has not started yet")
     return _runtime
+
+
+def _mailer(smtp: SmtpConfig) -> Mailer | None:
+    if not smtp.host:
+        return None
+    return Mailer(
+        SmtpSettings(
+            host=smtp.host,
+            port=smtp.port,
+            sender=smtp.sender,
+            security=smtp.effective_security,
+            username=smtp.username,
+            password=smtp.password,
+            timeout=smtp.timeout_seconds,
+        )
+    )
+
+
+def _lease_settings(lease: LeaseConfig) -> LeaseSettings:
+    return LeaseSettings(
+        name=lease.name,
+        namespace=lease.namespace or default_namespace(lease.pod_namespace),
+        pod_name=lease.pod_name,
+        lock_file=Path(lease.lock_file) if lease.lock_file else None,
+        lease_duration=lease.duration_seconds,
+        renew_deadline=lease.renew_deadline_seconds,
+        retry_period=lease.retry_period_seconds,
+    )
 
 
 @kopf.on.startup()
@@ -76,26 +103,18 @@ async def configure(
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
     pin_http_loggers()  # again: kopf.configure() ran after this module was imported
     metrics = Metrics()
-    if config.metrics_port:
-        start_http_server(config.metrics_port, registry=metrics.registry)
-        logger.info("metrics on :%d/metrics", config.metrics_port)
-    smtp = SmtpSettings.from_mapping(config.smtp)
-    if smtp is None:
+    if config.metrics.port:
+        start_http_server(config.metrics.port, registry=metrics.registry)
+        logger.info("metrics on :%d/metrics", config.metrics.port)
+    mailer = _mailer(config.smtp)
+    if mailer is None:
         logger.warning("no SMTP server configured (M3STRIPE_SMTP_HOST): disablement emails will not be sent")
-    kube = KubeApi(secret_ttl=config.secret_poll_seconds / 2)
-    _runtime = Runtime(config=config, kube=kube, metrics=metrics, mailer=Mailer(smtp) if smtp else None)
-    if config.lease_name:
+    kube = KubeApi(secret_ttl=config.credentials.secret_poll_seconds / 2)
+    _runtime = Runtime(config=config, kube=kube, metrics=metrics, mailer=mailer)
+    if config.lease.name:
         # Kopf runs standalone (no peering): every replica watches and runs its daemons, but only the Lease
         # holder writes. A restarted process therefore never waits for a dead peer's peering record.
-        lease = LeaseSettings(
-            name=config.lease_name,
-            namespace=config.lease_namespace or default_namespace(),
-            pod_name=os.environ.get("POD_NAME") or None,
-            lock_file=Path(config.lease_lock_file) if config.lease_lock_file else None,
-            lease_duration=config.lease_duration_seconds,
-            renew_deadline=config.lease_renew_deadline_seconds,
-            retry_period=config.lease_retry_period_seconds,
-        )
+        lease = _lease_settings(config.lease)
         problems = lease.problems()
         if problems:
             raise kopf.PermanentError("leader election settings: " + "; ".join(problems))

@@ -185,11 +185,11 @@ def default_identity(pod_name: str | None) -> str:
     return f"{pod_name or socket.gethostname()}_{secrets.token_hex(4)}"
 
 
-def default_namespace() -> str:
+def default_namespace(pod_namespace: str | None) -> str:
     """Where the Lease lives: the operator's own namespace (the Downward API's POD_NAMESPACE, else the
     in-cluster service account's namespace), `default` outside a cluster."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
+    if pod_namespace:
+        return pod_namespace
     with contextlib.suppress(OSError):
         return SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
     return "default"
