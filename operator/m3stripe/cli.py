@@ -5,30 +5,53 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-_LEASE_FLAGS = {
-    "lease_name": "M3STRIPE_LEASE_NAME",
-    "lease_namespace": "M3STRIPE_LEASE_NAMESPACE",
-    "lease_duration": "M3STRIPE_LEASE_DURATION",
-    "lease_renew_deadline": "M3STRIPE_LEASE_RENEW_DEADLINE",
-    "lease_retry_period": "M3STRIPE_LEASE_RETRY_PERIOD",
+if TYPE_CHECKING:
+    from m3stripe.kube.config import OperatorConfig
+
+# `m3stripe run`'s lease flags: each replaces one field of OperatorConfig.lease, parsed as its variable is.
+LEASE_FLAGS = {
+    "--lease-name": "name",
+    "--lease-namespace": "namespace",
+    "--lease-duration": "duration_seconds",
+    "--lease-renew-deadline": "renew_deadline_seconds",
+    "--lease-retry-period": "retry_period_seconds",
 }
+
+
+def run_config(args: argparse.Namespace, environ: Mapping[str, str]) -> OperatorConfig:
+    """The operator's settings: the environment's, then `m3stripe run`'s flags over them (flags win)."""
+    from m3stripe.kube.config import OperatorConfig
+
+    config = OperatorConfig.from_env(environ)
+    for flag, name in LEASE_FLAGS.items():
+        raw = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if raw is not None:
+            config = config.with_text("lease", name, raw, source=flag)
+    if args.standalone:
+        config = config.with_text("lease", "name", "", source="--standalone")
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:
     import os
 
+    from m3stripe.kube.config import unknown_variables
+
+    # Settings first: a bad value stops here, naming its variable or flag, before kopf starts.
+    config = run_config(args, os.environ)
+
     import kopf
 
     import m3stripe.kube.handlers  # noqa: F401  (registers the handlers)
+    from m3stripe.kube.runtime import OperatorMemo
 
-    # Flags win over the environment; the operator reads its settings from the environment only.
-    for attr, env in _LEASE_FLAGS.items():
-        if getattr(args, attr) is not None:
-            os.environ[env] = str(getattr(args, attr))
-    if args.standalone:
-        os.environ["M3STRIPE_LEASE_NAME"] = ""
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        print(f"m3stripe: ignoring unknown settings {', '.join(unknown)}", file=sys.stderr)
     if args.peering is not None or args.priority is not None:
         print("m3stripe: --peering and --priority are ignored: a Lease elects the writer", file=sys.stderr)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.PLAIN)
@@ -39,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness or None,
-        memo=kopf.Memo(namespaced=bool(args.namespace)),
+        memo=OperatorMemo(config=config, namespaced=bool(args.namespace)),
     )
     return 0
 
@@ -70,6 +93,14 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(duration=args.duration)
 
 
+def _flag_help(group: str, name: str) -> str:
+    from m3stripe.kube.config import all_settings
+
+    found = next(s for s in all_settings() if (s.group, s.name) == (group, name))
+    first = found.doc.split(". ")[0].split(":")[0].split(";")[0].rstrip(".")
+    return f"{first} (env {found.variable.name}; default {found.default_text})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="m3stripe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,11 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable); default: all")
     run.add_argument("--standalone", action="store_true", help="no leader election: only when no other replica can run")
     lease = run.add_argument_group("leader election (one writer per shard, on a coordination.k8s.io/v1 Lease)")
-    lease.add_argument("--lease-name", help="the shard's Lease (env M3STRIPE_LEASE_NAME; default m3stripe)")
-    lease.add_argument("--lease-namespace", help="its namespace (env M3STRIPE_LEASE_NAMESPACE; default: POD_NAMESPACE)")
-    lease.add_argument("--lease-duration", help="how long a silent holder keeps it (default 15s)")
-    lease.add_argument("--lease-renew-deadline", help="the holder stops writing this long after a renew (10s)")
-    lease.add_argument("--lease-retry-period", help="how often it is renewed or tried (default 2s)")
+    for flag, name in LEASE_FLAGS.items():
+        lease.add_argument(flag, help=_flag_help("lease", name))
     # Kopf peering is gone; the flags stay accepted so that old manifests still start.
     run.add_argument("--peering", help=argparse.SUPPRESS)
     run.add_argument("--priority", type=int, help=argparse.SUPPRESS)
