@@ -1,16 +1,17 @@
 """`m3stripe run` hands kopf the settings object in `memo` (flags over the environment, nothing written into
-`os.environ`)."""
+`os.environ`), and `m3stripe settings` shows the settings in effect or renders the README's table."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import kopf
 import pytest
 
-from m3stripe.cli import main
-from m3stripe.kube.config import OperatorConfig
+from m3stripe.cli import SETTINGS_BEGIN, SETTINGS_END, main
+from m3stripe.kube.config import OperatorConfig, settings_table
 from m3stripe.kube.runtime import OperatorMemo
 
 
@@ -86,3 +87,34 @@ def test_run_names_the_m3stripe_variables_that_are_no_setting(
     assert main(["run", "--liveness="]) == 0
     assert "M3STRIPE_LEASE_DURATON" in capsys.readouterr().err
     assert kopf_run["memo"].config.lease.duration_seconds == 15
+
+
+def test_settings_markdown_prints_the_table_of_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["settings", "--markdown"]) == 0
+    assert capsys.readouterr().out == settings_table()
+
+
+def test_settings_update_rewrites_only_the_lines_between_the_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nBefore.\n\n{SETTINGS_BEGIN}\n| old |\n{SETTINGS_END}\n\nAfter.\n", encoding="utf-8")
+    assert main(["settings", "--markdown", "--update", str(readme)]) == 0
+    assert readme.read_text(encoding="utf-8") == (
+        f"# Title\n\nBefore.\n\n{SETTINGS_BEGIN}\n{settings_table()}{SETTINGS_END}\n\nAfter.\n"
+    )
+    unmarked = tmp_path / "other.md"
+    unmarked.write_text("no markers\n", encoding="utf-8")
+    assert main(["settings", "--update", str(unmarked)]) == 2
+    assert unmarked.read_text(encoding="utf-8") == "no markers\n"
+
+
+def test_settings_prints_the_values_in_effect_and_never_the_smtp_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("M3STRIPE_SECRET_POLL_INTERVAL", "1m30s")
+    monkeypatch.setenv("M3STRIPE_SMTP_PASSWORD", "hunter2")
+    monkeypatch.delenv("M3STRIPE_LEASE_DURATION", raising=False)
+    assert main(["settings"]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert lines["M3STRIPE_SECRET_POLL_INTERVAL"] == ["90s", "environment"]
+    assert lines["M3STRIPE_LEASE_DURATION"] == ["15s", "default"]
+    assert lines["M3STRIPE_SMTP_PASSWORD"] == ["(set)", "environment"]
