@@ -78,8 +78,6 @@ JITTER_FACTOR = 1.2
 # The longest a graceful release may take, retries included (deploy/base/deployment.yaml's shutdown budget).
 RELEASE_SECONDS = 4.0
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-# An emptyDir of the pod (deploy/base/deployment.yaml): survives container restarts, not the pod.
-DEFAULT_LOCK_FILE = Path("/var/run/m3stripe/lease.lock")
 
 
 def _clock() -> float:
