@@ -1,4 +1,4 @@
-"""Command line: `m3stripe run` (the operator), `demo`, `crds`, and the day-2 commands (m3stripe.ctl)."""
+"""Command line: `m3stripe run` (the operator), `settings`, `demo`, `crds`, and the day-2 commands (m3stripe.ctl)."""
 
 from __future__ import annotations
 
