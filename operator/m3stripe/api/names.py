@@ -30,4 +30,3 @@ HANDLED_FIELD: Final = {
 # so the strict status schema never prunes it.
 KOPF_PREFIX: Final = f"kopf.{GROUP}"
 FINALIZER: Final = f"{GROUP}/finalizer"
-FIELD_MANAGER: Final = "m3stripe-operator"

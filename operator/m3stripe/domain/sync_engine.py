@@ -50,12 +50,12 @@ from m3stripe.domain.runs import (
     run_status,
 )
 from m3stripe.domain.selection import Selector, Skip
+from m3stripe.domain.stripe_failures import classify, grant
 from m3stripe.domain.stripe_writer import AlreadyFinalized, AmountMismatch, StripeWriter
 from m3stripe.domain.sweep import sweep_due, sweep_since
 from m3stripe.domain.tax_checks import (
     TaxProblem,
     location_problem,
-    refusal_fix,
     settings_problem,
     tax_code_problem,
     tax_mode,
@@ -318,11 +318,9 @@ class SyncEngine:
             self._tax_settings = await reads.tax_settings()
         except LedgerError as err:
             if err.failure is Failure.PERMISSION:
-                grant = err.permission or "rak_tax_settings_read"
                 message = (
-                    f"Stripe {err.endpoint}: {err}; grant the restricted key the Stripe permission {grant} (Dashboard > "
-                    "Developers > API keys > edit the key): with spec.automaticTax: Enabled the operator reads the "
-                    "Stripe Tax settings before sending"
+                    f"Stripe {err.endpoint}: {err}; {grant(err.permission or 'rak_tax_settings_read')}: with "
+                    "spec.automaticTax: Enabled the operator reads the Stripe Tax settings before sending"
                 )
                 return self._event(EventKind.AUTHENTICATION, run_id, message, status=RunStatus.AUTH_FAILED)
             status = RunStatus.AWAITING_RETRY if err.failure is Failure.TRANSIENT else RunStatus.ERROR
@@ -497,31 +495,7 @@ class SyncEngine:
         return location_problem(plan, customer, await resolver.tax_of(customer))
 
     def _stripe_failure(self, bill: Bill, run_id: str, err: LedgerError) -> BillResult:
-        where = f"Stripe {err.endpoint} for Bill {bill.id}"
-        kind, status = EventKind.PERFORM, RunStatus.ERROR
-        if err.failure is Failure.AUTH:
-            kind, status = EventKind.AUTHENTICATION, RunStatus.AUTH_FAILED
-            message = f"{where}: {err}; put a valid key in the credential Secret"
-        elif err.failure is Failure.PERMISSION:
-            # Stripe's 403 names the missing permission ("Having the 'rak_invoice_write' permission would
-            # allow this request to continue"); err's message is already scrubbed of the key and account.
-            grant = (
-                f"grant the restricted key the Stripe permission {err.permission} (Dashboard > Developers > "
-                "API keys > edit the key)"
-                if err.permission
-                else "grant the restricted key write access to Invoices and Invoice items"
-            )
-            kind, status = EventKind.AUTHENTICATION, RunStatus.AUTH_FAILED
-            message = f"{where}: {err}; {grant}"
-        elif err.failure is Failure.TRANSIENT:
-            status = RunStatus.RATE_LIMIT_RETRY if err.status == 429 else RunStatus.AWAITING_RETRY
-            message = f"{where}: {err}; retried on the next pass"
-        else:
-            code = f" ({err.code})" if err.code else ""
-            message = f"{where} was refused{code}: {err}"
-            fix = refusal_fix(err)
-            if fix is not None:  # Stripe Tax refused the invoice or a line: a setting to fix, not a failure to retry
-                kind, message = EventKind.VALIDATION, f"{message}; {fix}"
+        kind, status, message = classify(err, bill.id)
         return self._failed(bill, kind, run_id, message, retry=True, status=status)
 
     def _failed(
