@@ -34,8 +34,8 @@ def test_from_env_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert config.metrics.port == 9090
     assert config.sync.concurrency is None
     # Derived from the Stripe rate limit: enough requests in flight for a ~300 ms round trip.
-    assert config.sync.concurrency_for(100) == 30
-    assert config.sync.concurrency_for(25) == 8
+    assert config.sync.concurrency_for(100) == 50  # a half-second round trip at 100/s (issue 22)
+    assert config.sync.concurrency_for(25) == 13
     assert config.sync.concurrency_for(10000) == 64
     assert config.stripe.timeout_seconds == 30
     assert config.sync.enabled is True
