@@ -35,8 +35,8 @@ from m3stripe.domain.mapping import (
     META_ORGANIZATION,
     META_TAX_BEHAVIOR,
     META_VERSION,
-    BillPlan,
-    PlannedLine,
+    MappedBill,
+    MappedLine,
 )
 from m3stripe.domain.ports import Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
 from m3stripe.domain.tax_forms import (
@@ -165,9 +165,9 @@ def _diff(
     return stale, missing, list(matched.values())
 
 
-def item_lines(plan: BillPlan) -> list[WantedLine]:
+def item_lines(mapped: MappedBill) -> list[WantedLine]:
     """Items mode: every line a pending invoice item, carrying the spec's tax behaviour."""
-    return [WantedLine(line, LineForm.ITEM, plan.tax.behavior, False) for line in plan.lines]
+    return [WantedLine(line, LineForm.ITEM, mapped.tax.behavior, False) for line in mapped.lines]
 
 
 @dataclass
@@ -205,10 +205,10 @@ class CustomerIndex:
     def remove(self, bill_id: str, object_id: str) -> None:
         self.by_bill.get(bill_id, {}).pop(object_id, None)
 
-    def held(self, plan: BillPlan) -> list[Any]:
-        """What Stripe holds for the plan's Bill, by its durable identity (`identifies`)."""
-        found = self.by_bill.get(plan.bill_id, {}).values()
-        return [obj for obj in found if identifies(obj.metadata, plan.organization_id, plan.bill_id)]
+    def held(self, mapped: MappedBill) -> list[Any]:
+        """What Stripe holds for the mapped Bill, by its durable identity (`identifies`)."""
+        found = self.by_bill.get(mapped.bill_id, {}).values()
+        return [obj for obj in found if identifies(obj.metadata, mapped.organization_id, mapped.bill_id)]
 
 
 class BillAction(enum.StrEnum):
@@ -238,46 +238,46 @@ class Decision:
     coupon: Coupon | None = None  # the coupon that carries the Bill's credits on a taxed invoice
 
     @property
-    def missing_lines(self) -> tuple[PlannedLine, ...]:
+    def missing_lines(self) -> tuple[MappedLine, ...]:
         return tuple(w.line for w in self.missing)
 
 
-def finalized_message(plan: BillPlan, invoice_id: str, status: str, *, items: bool = False) -> str:
+def finalized_message(mapped: MappedBill, invoice_id: str, status: str, *, items: bool = False) -> str:
     if items:
         return (
-            f"Bill {plan.bill_id} changed (version {plan.version}) but its items are on Stripe invoice "
+            f"Bill {mapped.bill_id} changed (version {mapped.version}) but its items are on Stripe invoice "
             f"{invoice_id}, which is already {status}; nothing was changed in Stripe. Adjust the "
             "invoice in Stripe by hand, then mark this event resolved"
         )
     return (
-        f"Bill {plan.bill_id} changed (version {plan.version}) but its Stripe invoice {invoice_id} is already "
+        f"Bill {mapped.bill_id} changed (version {mapped.version}) but its Stripe invoice {invoice_id} is already "
         f"{status}; nothing was changed in Stripe. Issue a credit note or a new invoice in Stripe "
         "by hand, then mark this event resolved"
     )
 
 
-def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[HeldLine]) -> Decision:
+def decide_invoice(mapped: MappedBill, invoice: HeldInvoice | None, lines: list[HeldLine]) -> Decision:
     """Invoice mode: `invoice` is the Bill's newest invoice (None: none), `lines` its lines of this Bill.
 
     Raises CreditsExceedCharges when the invoice is taxed and the Bill's credits exceed its charges."""
     if invoice is None:
-        taxed = taxed_invoice(plan, None)
-        coupon = credits_coupon(plan, taxed)
-        reason = f"new draft invoice with {len(plan.lines)} line(s)"
-        return Decision(BillAction.CREATE_INVOICE, reason, missing=tuple(wanted_lines(plan, taxed)), coupon=coupon)
+        taxed = taxed_invoice(mapped, None)
+        coupon = credits_coupon(mapped, taxed)
+        reason = f"new draft invoice with {len(mapped.lines)} line(s)"
+        return Decision(BillAction.CREATE_INVOICE, reason, missing=tuple(wanted_lines(mapped, taxed)), coupon=coupon)
     version = str(invoice.metadata.get(META_VERSION, ""))
-    taxed = taxed_invoice(plan, invoice.tax.enabled)
-    coupon = credits_coupon(plan, taxed)
-    stale, missing, _ = _diff(_wanted(wanted_lines(plan, taxed), plan.version), lines)
+    taxed = taxed_invoice(mapped, invoice.tax.enabled)
+    coupon = credits_coupon(mapped, taxed)
+    stale, missing, _ = _diff(_wanted(wanted_lines(mapped, taxed), mapped.version), lines)
     held_coupon = str(invoice.metadata.get(META_CREDIT_COUPON) or "")
     coupon_ok = held_coupon == (coupon.id if coupon else "")
-    tax_ok = plan.tax.automatic is None or invoice.tax.enabled == plan.tax.automatic
-    if version == str(plan.version) and not stale and not missing and coupon_ok and tax_ok:
+    tax_ok = mapped.tax.automatic is None or invoice.tax.enabled == mapped.tax.automatic
+    if version == str(mapped.version) and not stale and not missing and coupon_ok and tax_ok:
         held = "draft" if invoice.status == "draft" else f"invoice ({invoice.status})"
         return Decision(BillAction.NOTHING, f"{held} {invoice.id} already holds this version", invoice.id)
     if invoice.status != "draft":
-        return Decision(BillAction.BLOCKED, finalized_message(plan, invoice.id, invoice.status), invoice.id)
-    changes = [f"version {version or '?'} -> {plan.version}"] if version != str(plan.version) else []
+        return Decision(BillAction.BLOCKED, finalized_message(mapped, invoice.id, invoice.status), invoice.id)
+    changes = [f"version {version or '?'} -> {mapped.version}"] if version != str(mapped.version) else []
     if stale:
         changes.append(f"remove {len(stale)} line(s)")
     if missing:
@@ -285,21 +285,21 @@ def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[Held
     if not coupon_ok:
         changes.append("set the credits' discount" if coupon else "remove the credits' discount")
     if not tax_ok:
-        changes.append(f"automatic tax {'on' if plan.tax.automatic else 'off'}")
+        changes.append(f"automatic tax {'on' if mapped.tax.automatic else 'off'}")
     reason = f"draft {invoice.id}: {', '.join(changes)}"
     return Decision(BillAction.UPDATE_DRAFT, reason, invoice.id, tuple(stale), tuple(missing), invoice, coupon)
 
 
-def decide_items(plan: BillPlan, items: list[HeldLine], invoiced: dict[str, str]) -> Decision:
+def decide_items(mapped: MappedBill, items: list[HeldLine], invoiced: dict[str, str]) -> Decision:
     """Items mode: `items` are the customer's invoice items of this Bill; `invoiced` maps the invoice of
     each stale item that is on one to that invoice's status."""
-    stale, missing, matched = _diff(_wanted(item_lines(plan), plan.version), items)
+    stale, missing, matched = _diff(_wanted(item_lines(mapped), mapped.version), items)
     held = matched[0].id if matched else None
     if not stale and not missing:
         return Decision(BillAction.NOTHING, f"{len(matched)} pending item(s) already hold this version", held)
     for item in stale:
         if item.invoice and invoiced.get(item.invoice, "draft") != "draft":
-            message = finalized_message(plan, item.invoice, invoiced[item.invoice], items=True)
+            message = finalized_message(mapped, item.invoice, invoiced[item.invoice], items=True)
             return Decision(BillAction.BLOCKED, message, item.invoice)
     reason = f"add {len(missing)} pending item(s)"
     if stale:
@@ -327,9 +327,9 @@ class StripeWriter:
         self._customer_writes: dict[str, asyncio.Lock] = {}
         self.list_requests = 0  # list pages read to find earlier writes (for the benchmarks)
 
-    def _key(self, plan: BillPlan, step: str, params: Any = None) -> str:
+    def _key(self, mapped: MappedBill, step: str, params: Any = None) -> str:
         material = params if self._salt is None else [self._salt, params]
-        return idempotency_key(plan.organization_id, plan.bill_id, plan.version, step, material)
+        return idempotency_key(mapped.organization_id, mapped.bill_id, mapped.version, step, material)
 
     # What Stripe holds, per customer
     async def _list(self, kind: Kind, customer: str, created: dict[str, int] | None) -> list[HeldInvoice | HeldLine]:
@@ -395,105 +395,111 @@ class StripeWriter:
         return lock
 
     # Either mode: `not_before` is when m3ter created the Bill (no earlier write of it can be older); None: unknown.
-    async def write_invoice(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
-        return await self._write("invoice", plan, customer, not_before)
+    async def write_invoice(
+        self, mapped: MappedBill, customer: str, *, not_before: datetime | None = None
+    ) -> WriteResult:
+        return await self._write("invoice", mapped, customer, not_before)
 
-    async def write_items(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
-        return await self._write("item", plan, customer, not_before)
+    async def write_items(
+        self, mapped: MappedBill, customer: str, *, not_before: datetime | None = None
+    ) -> WriteResult:
+        return await self._write("item", mapped, customer, not_before)
 
     async def decide(
-        self, kind: Kind, plan: BillPlan, customer: str, *, not_before: datetime | None = None
+        self, kind: Kind, mapped: MappedBill, customer: str, *, not_before: datetime | None = None
     ) -> Decision:
         """What the Bill needs in Stripe (kind "invoice": invoice mode, "item": items mode), from reads only."""
-        return await self._decide(kind, plan, await self._index(kind, customer, not_before))
+        return await self._decide(kind, mapped, await self._index(kind, customer, not_before))
 
-    async def _write(self, kind: Kind, plan: BillPlan, customer: str, not_before: datetime | None) -> WriteResult:
+    async def _write(self, kind: Kind, mapped: MappedBill, customer: str, not_before: datetime | None) -> WriteResult:
         index = await self._index(kind, customer, not_before)
-        decision = await self._decide(kind, plan, index)
+        decision = await self._decide(kind, mapped, index)
         self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
         if decision.action is BillAction.NOTHING:
             held = (
-                next((i for i in index.held(plan) if i.id == decision.stripe_id), None) if kind == "invoice" else None
+                next((i for i in index.held(mapped) if i.id == decision.stripe_id), None) if kind == "invoice" else None
             )
             return WriteResult(decision.stripe_id or "", False, held)
         if decision.action is BillAction.BLOCKED:
             raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
         execute = self._execute_invoice if kind == "invoice" else self._execute_items
-        return await execute(plan, customer, index, decision)
+        return await execute(mapped, customer, index, decision)
 
-    async def _decide(self, kind: Kind, plan: BillPlan, index: CustomerIndex) -> Decision:
-        return await (self._decide_invoice if kind == "invoice" else self._decide_items)(plan, index)
+    async def _decide(self, kind: Kind, mapped: MappedBill, index: CustomerIndex) -> Decision:
+        return await (self._decide_invoice if kind == "invoice" else self._decide_items)(mapped, index)
 
     # Invoice mode
-    async def _decide_invoice(self, plan: BillPlan, index: CustomerIndex) -> Decision:
-        held = index.held(plan)
+    async def _decide_invoice(self, mapped: MappedBill, index: CustomerIndex) -> Decision:
+        held = index.held(mapped)
         # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
         invoice: HeldInvoice | None = max(held, key=lambda h: (h.created, h.id)) if held else None
         if invoice is None:
-            return decide_invoice(plan, None, [])
-        lines = await self._invoice_lines(plan, invoice)
-        decision = decide_invoice(plan, invoice, lines)
+            return decide_invoice(mapped, None, [])
+        lines = await self._invoice_lines(mapped, invoice)
+        decision = decide_invoice(mapped, invoice, lines)
         if decision.action is BillAction.UPDATE_DRAFT:
             # The index may be older than a person's finalize: read the status fresh before changing anything.
             invoice = await self._reads.invoice(invoice.id)
-            index.add(invoice, plan.bill_id)
-            decision = decide_invoice(plan, invoice, lines)
+            index.add(invoice, mapped.bill_id)
+            decision = decide_invoice(mapped, invoice, lines)
         return decision
 
     async def _execute_invoice(
-        self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
+        self, mapped: MappedBill, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
         """Carry out a decision that writes (CreateInvoice or UpdateDraft); `_write` settles the others."""
         ledger = self._writes()
         if decision.action is BillAction.CREATE_INVOICE:
             if decision.coupon is not None:
-                await self._coupon(plan, decision.coupon)
+                await self._coupon(mapped, decision.coupon)
             coupon_id = decision.coupon.id if decision.coupon else None
-            params = plan.invoice_create_params(customer, coupon=coupon_id)
+            params = mapped.invoice_create_params(customer, coupon=coupon_id)
             async with self._customer(customer):
-                created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
+                created = await ledger.create_invoice(params, idempotency_key=self._key(mapped, "invoice", params))
             # Its lines are added next: what the creation answered of them is out of date at once.
-            index.add(dataclasses.replace(created, lines=None), plan.bill_id)
+            index.add(dataclasses.replace(created, lines=None), mapped.bill_id)
             wanted = list(decision.missing)
-            taxed = taxed_invoice(plan, created.tax.enabled)
-            if taxed and plan.tax.automatic is None:
+            taxed = taxed_invoice(mapped, created.tax.enabled)
+            if taxed and mapped.tax.automatic is None:
                 # The account's default for API invoices turned automatic tax on (best effort, no error when it does
                 # not: https://docs.stripe.com/tax/invoicing/automatic-tax-default): the lines take their taxed forms.
-                wanted = wanted_lines(plan, taxed)
-                coupon = credits_coupon(plan, taxed)
+                wanted = wanted_lines(mapped, taxed)
+                coupon = credits_coupon(mapped, taxed)
                 if coupon is not None:
-                    await self._coupon(plan, coupon)
+                    await self._coupon(mapped, coupon)
                     params = {"discounts": [{"coupon": coupon.id}], "metadata": {META_CREDIT_COUPON: coupon.id}}
-                    await ledger.update_invoice(created.id, params, idempotency_key=self._key(plan, "credits", params))
-            final = await self._add(plan, customer, created.id, wanted) or created
-            return WriteResult(created.id, True, self._verified(plan, final))
+                    await ledger.update_invoice(
+                        created.id, params, idempotency_key=self._key(mapped, "credits", params)
+                    )
+            final = await self._add(mapped, customer, created.id, wanted) or created
+            return WriteResult(created.id, True, self._verified(mapped, final))
         invoice = decision.invoice
         assert invoice is not None and decision.action is BillAction.UPDATE_DRAFT
         invoice_id = invoice.id
         if decision.stale:
             remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in decision.stale]}
-            await ledger.remove_lines(invoice_id, remove, idempotency_key=self._key(plan, "remove", remove))
+            await ledger.remove_lines(invoice_id, remove, idempotency_key=self._key(mapped, "remove", remove))
         held_coupon = str(invoice.metadata.get(META_CREDIT_COUPON) or "")
         if decision.coupon is not None and decision.coupon.id != held_coupon:
-            await self._coupon(plan, decision.coupon)
+            await self._coupon(mapped, decision.coupon)
         if decision.missing:
             # The stale lines are gone, so turning automatic tax on below meets no line a taxed invoice could not
             # take; the lines added now are in the forms the invoice will have.
-            await self._add(plan, customer, invoice_id, list(decision.missing), read_after=False)
-        update = plan.invoice_update_params(
+            await self._add(mapped, customer, invoice_id, list(decision.missing), read_after=False)
+        update = mapped.invoice_update_params(
             [dict(f) for f in invoice.custom_fields],
             dict(invoice.metadata),
             coupon=decision.coupon.id if decision.coupon else None,
         )
-        updated = await ledger.update_invoice(invoice_id, update, idempotency_key=self._key(plan, "update", update))
-        index.add(updated, plan.bill_id)
-        return WriteResult(invoice_id, True, self._verified(plan, updated))
+        updated = await ledger.update_invoice(invoice_id, update, idempotency_key=self._key(mapped, "update", update))
+        index.add(updated, mapped.bill_id)
+        return WriteResult(invoice_id, True, self._verified(mapped, updated))
 
-    async def _coupon(self, plan: BillPlan, coupon: Coupon) -> None:
-        await self._writes().create_coupon(coupon.params, idempotency_key=self._key(plan, "coupon", coupon.params))
+    async def _coupon(self, mapped: MappedBill, coupon: Coupon) -> None:
+        await self._writes().create_coupon(coupon.params, idempotency_key=self._key(mapped, "coupon", coupon.params))
 
     async def _add(
-        self, plan: BillPlan, customer: str, invoice_id: str, wanted: list[WantedLine], *, read_after: bool = True
+        self, mapped: MappedBill, customer: str, invoice_id: str, wanted: list[WantedLine], *, read_after: bool = True
     ) -> HeldInvoice | None:
         """Add the lines in the Bill's order: runs of add_lines lines in bulk, invoice items one by one. The invoice as
         it is afterwards (None when nothing was added; read again after items only when `read_after`)."""
@@ -505,7 +511,7 @@ class StripeWriter:
             last: HeldInvoice | None = None
             for start in range(0, len(run), ADD_LINES_CHUNK):
                 chunk = {"lines": [w.add_params() for w in run[start : start + ADD_LINES_CHUNK]]}
-                last = await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(plan, "lines", chunk))
+                last = await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(mapped, "lines", chunk))
             run.clear()
             return last
 
@@ -515,8 +521,8 @@ class StripeWriter:
                 run.append(entry)
                 continue
             final = await flush() or final
-            params = entry.item_params(plan, customer, invoice_id)
-            key = self._key(plan, f"item-{entry.line.index}-{entry.line.line_id}", params)
+            params = entry.item_params(mapped, customer, invoice_id)
+            key = self._key(mapped, f"item-{entry.line.index}-{entry.line.line_id}", params)
             await ledger.create_item(params, idempotency_key=key)
             item_last = True
         if run:
@@ -525,15 +531,15 @@ class StripeWriter:
             final = await self._reads.invoice(invoice_id)  # an item's answer is the item: the invoice is read
         return final
 
-    def _verified(self, plan: BillPlan, invoice: HeldInvoice) -> HeldInvoice:
+    def _verified(self, mapped: MappedBill, invoice: HeldInvoice) -> HeldInvoice:
         """The invoice, once its amount before tax (total less the tax added on top) is the Bill's total."""
         if invoice.total is None:
             return invoice
         before_tax = invoice.total - invoice.tax.exclusive
-        if before_tax != plan.total:
+        if before_tax != mapped.total:
             raise AmountMismatch(
-                f"Stripe invoice {invoice.id} holds {before_tax} minor units of {plan.currency.upper()} before tax "
-                f"after the writes for Bill {plan.bill_id} (version {plan.version}), whose total is {plan.total}; "
+                f"Stripe invoice {invoice.id} holds {before_tax} minor units of {mapped.currency.upper()} before tax "
+                f"after the writes for Bill {mapped.bill_id} (version {mapped.version}), whose total is {mapped.total}; "
                 "it is left as a draft: compare it with the Bill (a line or discount added by hand?), fix it in "
                 "Stripe, then replay the Bill",
                 invoice.id,
@@ -545,47 +551,47 @@ class StripeWriter:
             raise RuntimeError("this StripeWriter was given a read-only Stripe port: it decides, it cannot write")
         return self._ledger
 
-    async def _invoice_lines(self, plan: BillPlan, invoice: HeldInvoice) -> list[HeldLine]:
+    async def _invoice_lines(self, mapped: MappedBill, invoice: HeldInvoice) -> list[HeldLine]:
         """The invoice's lines of this Bill: those Stripe embedded in the invoice when it embedded them all (no
         request), else listed."""
         if invoice.lines is not None:
-            return [line for line in invoice.lines if identifies(line.metadata, plan.organization_id, plan.bill_id)]
+            return [line for line in invoice.lines if identifies(line.metadata, mapped.organization_id, mapped.bill_id)]
         held: list[HeldLine] = []
         async for line in self._reads.invoice_lines(invoice.id):
-            if identifies(line.metadata, plan.organization_id, plan.bill_id):
+            if identifies(line.metadata, mapped.organization_id, mapped.bill_id):
                 held.append(line)
         return held
 
     # Invoice-items mode
-    async def _decide_items(self, plan: BillPlan, index: CustomerIndex) -> Decision:
-        items: list[HeldLine] = index.held(plan)
-        stale, _, _ = _diff(_wanted(item_lines(plan), plan.version), items)
+    async def _decide_items(self, mapped: MappedBill, index: CustomerIndex) -> Decision:
+        items: list[HeldLine] = index.held(mapped)
+        stale, _, _ = _diff(_wanted(item_lines(mapped), mapped.version), items)
         invoiced: dict[str, str] = {}
         for ii in stale:
             if ii.invoice and ii.invoice not in invoiced:
                 invoiced[ii.invoice] = (await self._reads.invoice(ii.invoice)).status
                 if invoiced[ii.invoice] != "draft":
                     break  # the first finalized one blocks the Bill
-        return decide_items(plan, items, invoiced)
+        return decide_items(mapped, items, invoiced)
 
     async def _execute_items(
-        self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
+        self, mapped: MappedBill, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
         """Carry out an AddItems decision; `_write` settles the others."""
         ledger = self._writes()
         created: list[str] = []
         for ii in decision.stale:
             await self._delete_item(ii.id)
-            index.remove(plan.bill_id, ii.id)
+            index.remove(mapped.bill_id, ii.id)
         for wanted in decision.missing:
             line = wanted.line
             params = line.invoice_item_params(
-                customer, plan.currency, tax_behavior=wanted.behavior, tax_code=plan.tax.code
+                customer, mapped.currency, tax_behavior=wanted.behavior, tax_code=mapped.tax.code
             )
-            key = self._key(plan, f"item-{line.index}-{line.line_id}", params)
+            key = self._key(mapped, f"item-{line.index}-{line.line_id}", params)
             async with self._customer(customer):  # a pending item changes the customer's pending items
                 item = await ledger.create_item(params, idempotency_key=key)
-            index.add(item, plan.bill_id)
+            index.add(item, mapped.bill_id)
             created.append(item.id)
         return WriteResult(created[0] if created else decision.stripe_id or "", True)
 

@@ -23,7 +23,7 @@ from m3stripe.domain.account_filter import AccountFilter
 from m3stripe.domain.billing import Account, Bill, MalformedBill
 from m3stripe.domain.candidates import Sweep, read_candidates
 from m3stripe.domain.customers import CustomerResolver, Unmapped
-from m3stripe.domain.mapping import BillPlan, MappingError, plan_bill
+from m3stripe.domain.mapping import MappedBill, MappingError, map_bill
 from m3stripe.domain.overlap import Overlap, malformed_skip
 from m3stripe.domain.plan import Planner
 from m3stripe.domain.ports import (
@@ -101,7 +101,7 @@ def _never() -> bool:
 class _Prepared:
     """A selected Bill ready to write: its plan, its Stripe customer, and the younger integrations that also select it."""
 
-    plan: BillPlan
+    mapped: MappedBill
     customer: str
     shared: tuple[str, ...] = ()
 
@@ -346,13 +346,13 @@ class SyncEngine:
             prepared = await self._prepare(bill, run_id, resolver)
         if isinstance(prepared, BillResult):
             return prepared
-        plan, customer = prepared.plan, prepared.customer
+        mapped, customer = prepared.mapped, prepared.customer
         assert isinstance(bill, Bill)
         if self.planner is not None:
             async with _slot(locks, customer), slots.write:
                 try:
                     decision = await self.planner.decide(
-                        plan, customer, invoice_mode=self.spec.createStripeInvoice, not_before=bill.created
+                        mapped, customer, invoice_mode=self.spec.createStripeInvoice, not_before=bill.created
                     )
                 except LedgerError as err:
                     return self._stripe_failure(bill, run_id, err)
@@ -368,9 +368,9 @@ class SyncEngine:
                     raise _PassStopping
                 self.fence()  # after waiting for the customer's slot, right before the writes
                 if self.spec.createStripeInvoice:
-                    written = await writer.write_invoice(plan, customer, not_before=bill.created)
+                    written = await writer.write_invoice(mapped, customer, not_before=bill.created)
                 else:
-                    written = await writer.write_items(plan, customer, not_before=bill.created)
+                    written = await writer.write_items(mapped, customer, not_before=bill.created)
         except AlreadyFinalized as err:
             return self._failed(bill, EventKind.PERFORM, run_id, str(err), status=RunStatus.INVOICE_ALREADY_PAID)
         except CreditsExceedCharges as err:
@@ -387,7 +387,7 @@ class SyncEngine:
             outcome,
             stripe_id=written.stripe_id,
             shared_with=prepared.shared,
-            currency=plan.currency,
+            currency=mapped.currency,
             tax=tax.amount if tax is not None else None,
             detail=tax_note(tax),
         )
@@ -449,7 +449,7 @@ class SyncEngine:
 
     async def _prepare_selected(
         self, bill: Bill, run_id: str, resolver: CustomerResolver
-    ) -> BillResult | tuple[BillPlan, str]:
+    ) -> BillResult | tuple[MappedBill, str]:
         """A selected Bill: m3ter's rounding, the plan, the Stripe customer; a result, or what to write."""
         try:
             # m3ter's per-currency rounding decides the total when lines are excluded (mapping.line_amounts).
@@ -463,12 +463,12 @@ class SyncEngine:
             message = f"m3ter's currency {bill.currency} cannot be used for Bill {bill.id}: {err}"
             return self._failed(bill, EventKind.VALIDATION, run_id, message, retry=True)
         try:
-            plan = plan_bill(bill, self.spec, self.integration_id, rounding=rounding)
+            mapped = map_bill(bill, self.spec, self.integration_id, rounding=rounding)
         except MappingError as err:
             return self._failed(bill, EventKind.VALIDATION, run_id, str(err))
         if self.planner is not None:
-            self.planner.mapped(plan)
-        if not plan.lines:
+            self.planner.mapped(mapped)
+        if not mapped.lines:
             return BillResult(bill.id, bill.version, Outcome.SKIPPED, detail=str(Skip.NO_LINES))
         try:
             customer = await resolver.resolve(bill.account_id)
@@ -478,21 +478,21 @@ class SyncEngine:
             return self._failed(bill, EventKind.MISSING_ACCOUNT_MAPPING, run_id, customer.message, retry=True)
         if self.spec.tax_on:
             try:
-                problem = await self._tax_problem(plan, customer, resolver)
+                problem = await self._tax_problem(mapped, customer, resolver)
             except LedgerError as err:
                 return self._stripe_failure(bill, run_id, err)
             if problem is not None:
                 status = RunStatus.AWAITING_RETRY if problem.transient else RunStatus.ERROR
                 kind = EventKind.PERFORM if problem.transient else EventKind.VALIDATION
                 return self._failed(bill, kind, run_id, problem.message, retry=True, status=status)
-        return plan, customer
+        return mapped, customer
 
-    async def _tax_problem(self, plan: BillPlan, customer: str, resolver: CustomerResolver) -> TaxProblem | None:
+    async def _tax_problem(self, mapped: MappedBill, customer: str, resolver: CustomerResolver) -> TaxProblem | None:
         """Why the Bill cannot be written with automatic tax (its customer's location, a tax code), if it cannot."""
-        code = tax_code_problem(plan, self._tax_settings)
+        code = tax_code_problem(mapped, self._tax_settings)
         if code is not None:
             return TaxProblem(code)
-        return location_problem(plan, customer, await resolver.tax_of(customer))
+        return location_problem(mapped, customer, await resolver.tax_of(customer))
 
     def _stripe_failure(self, bill: Bill, run_id: str, err: LedgerError) -> BillResult:
         kind, status, message = classify(err, bill.id)
