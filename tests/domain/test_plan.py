@@ -14,11 +14,12 @@ import stripe
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
 from m3stripe.domain.billing import Bill
+from m3stripe.domain.decisions import BillAction, decide_invoice, decide_items
 from m3stripe.domain.mapping import META_VERSION, MappedBill, map_bill
-from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
-from m3stripe.domain.ports import Ledger
+from m3stripe.domain.plan import Planner
+from m3stripe.domain.ports import HeldInvoice, HeldLine, Ledger
 from m3stripe.domain.runs import BillResult, ErrorBudget, Outcome, RunReport
-from m3stripe.domain.stripe_writer import CustomerIndex, HeldInvoice, HeldLine, StripeWriter
+from m3stripe.domain.stripe_writer import CustomerIndex, StripeWriter
 from m3stripe.domain.sync_engine import SyncEngine
 from m3stripe.kube.planning import _plan_changed
 from tests.domain.builders import make_bill, make_line, make_spec

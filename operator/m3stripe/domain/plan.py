@@ -16,14 +16,12 @@ from typing import Any
 from m3stripe.api.conditions import rfc3339
 from m3stripe.api.status import MAX_PLAN_BILLS
 from m3stripe.domain.billing import Bill, MalformedBill
+from m3stripe.domain.decisions import BillAction, Decision
 from m3stripe.domain.mapping import MappedBill, lines_total
 from m3stripe.domain.money import format_money, from_minor_units
 from m3stripe.domain.ports import LedgerReader
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
-from m3stripe.domain.stripe_writer import BillAction, Decision, Kind, StripeWriter, decide_invoice, decide_items
-
-__all__ = ["BillAction", "Decision", "PlannedBill", "Planner", "decide_invoice", "decide_items"]
-
+from m3stripe.domain.stripe_writer import Kind, StripeWriter
 
 # Order of the Bills listed in status.plan: what would be written first, then what needs a person.
 _ORDER = {
