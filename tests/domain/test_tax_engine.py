@@ -211,6 +211,7 @@ async def test_a_country_without_a_registration_is_sent_and_the_run_says_no_tax_
         (invoice,) = w.invoices_of(bill_id)
         assert invoice["automatic_tax"]["enabled"] is True and taxes(invoice) == (0, 0)
         assert invoice["total"] == 1000 and report.taxes == {"gbp": 0}
+        assert report.untaxed == 1 and "no tax due on 1 invoice(s)" in report.summary()
 
 
 async def test_stripe_tax_not_active_stops_the_pass_with_one_event_and_sends_nothing() -> None:

@@ -71,6 +71,7 @@ class SendExecutor:
             stripe_id=written.stripe_id,
             currency=mapped.currency,
             tax=tax.amount if tax is not None else None,
+            untaxed=tax is not None and tax.not_collecting,
             detail=tax_note(tax),
         )
 
