@@ -94,7 +94,7 @@ class Metrics:
         )
         self.stripe_retries = self._counter(
             "stripe_retries_total",
-            "Stripe requests retried, by budget, endpoint and reason: rate_limited, server, network.",
+            "Stripe requests retried, by budget, endpoint and reason: rate_limited, lock_timeout, server, network.",
             (*budget, "endpoint", "reason"),
         )
         self.rate_limit_waited = self._counter(

@@ -14,7 +14,7 @@ import pytest
 from m3stripe.adapters.m3ter_client import M3terRateLimits
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.m3ter_token import M3terCredentials
-from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.config import M3terConfig, OperatorConfig
 from m3stripe.kube.source import SourceRegistry
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 
@@ -73,7 +73,7 @@ async def test_the_budget_is_keyed_by_organization_not_by_credentials() -> None:
 
 
 async def test_the_operator_shares_one_budget_across_every_source(emulator: M3terEmulator) -> None:
-    registry = SourceRegistry(OperatorConfig(m3ter_base_url=emulator.url, m3ter_requests_per_second=20))
+    registry = SourceRegistry(OperatorConfig(m3ter=M3terConfig(base_url=emulator.url, requests_per_second=20)))
     first = registry.acquire(("one",), M3terCredentials(ORG, USERS[0].client_id, USERS[0].client_secret))
     second = registry.acquire(("two",), M3terCredentials(ORG, USERS[1].client_id, USERS[1].client_secret))
     try:

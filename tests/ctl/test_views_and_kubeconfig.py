@@ -177,3 +177,10 @@ def test_replay_refuses_any_argument_that_is_not_one_bill_id(
     code = plugin_main(["replay", "nl", "good-1", bad, "--kubeconfig", str(path), "--force"])
     err = capsys.readouterr().err
     assert code == 2 and repr(bad) in err and "not an m3ter Bill id" in err
+
+
+def test_the_runs_command_names_the_tax_settings_when_any_is_set() -> None:
+    assert views.tax_line({"automaticTax": "Enabled", "taxBehavior": "Exclusive"}) == (
+        "tax: automaticTax Enabled, taxBehavior Exclusive"
+    )
+    assert views.tax_line({"destination": "Stripe"}) is None

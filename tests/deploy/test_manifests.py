@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.config import OperatorConfig, unknown_variables, variables
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -482,7 +482,7 @@ def test_the_lease_lock_file_lives_on_a_pod_scoped_volume(objs: tuple[dict[str, 
     pod = _pod_spec(objs)
     container = _container(objs)
     env = {e["name"]: e.get("value") for e in container.get("env") or ()}
-    lock_file = env.get("M3STRIPE_LEASE_LOCK_FILE") or OperatorConfig().lease_lock_file
+    lock_file = env.get("M3STRIPE_LEASE_LOCK_FILE") or OperatorConfig().lease.lock_file
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts") or ()}
     volumes = {v["name"]: v for v in pod.get("volumes") or ()}
     directory = str(PurePosixPath(lock_file).parent)
@@ -651,6 +651,30 @@ def test_operator_configuration_comes_from_the_environment_the_code_reads(objs: 
     secrets = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
     # An install without SMTP must still start.
     assert secrets and all(ref["optional"] is True for ref in secrets)
+
+
+def test_every_variable_the_manifests_set_is_a_setting_and_reads_as_one(objs: tuple[dict[str, Any], ...]) -> None:
+    """A misspelt or removed variable in the ConfigMap would be ignored; a value the operator cannot read would stop
+    every pod at start. Both are caught here, from the settings object itself."""
+    container = _container(objs)
+    config = next(
+        o for o in _of_kind(objs, "ConfigMap") if o["metadata"]["name"].startswith("m3stripe-operator-config")
+    )
+    # WATCH_NAMESPACE is the shard's namespace, read by kubelet into `--namespace=$(WATCH_NAMESPACE)`.
+    names = (set(config["data"]) | {e["name"] for e in container["env"]}) - {"WATCH_NAMESPACE"}
+    assert names - variables() == set()
+    assert unknown_variables(config["data"]) == []
+    read = OperatorConfig.from_env(config["data"])  # SystemExit, naming the variable, if a value cannot be read
+    assert read.lease.name == LEASE
+
+
+def test_the_base_configmap_generator_names_only_settings() -> None:
+    """Read from deploy/base itself, without rendering: the literals of the operator's ConfigMap."""
+    kustomization = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text(encoding="utf-8"))
+    generator = next(g for g in kustomization["configMapGenerator"] if g["name"] == "m3stripe-operator-config")
+    literals = dict(literal.split("=", 1) for literal in generator["literals"])
+    assert set(literals) <= variables(), set(literals) - variables()
+    OperatorConfig.from_env(literals)
 
 
 def test_high_availability_replicas_run_the_same_command_and_elect_a_writer() -> None:

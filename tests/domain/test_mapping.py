@@ -21,7 +21,7 @@ from m3stripe.domain.mapping import (
     META_QUANTITY,
     META_VERSION,
     MappingError,
-    plan_bill,
+    map_bill,
     select_lines,
 )
 from tests.domain import builders
@@ -103,7 +103,7 @@ def test_plan_follows_the_sorted_selection() -> None:
             make_line("small", "1", line_type="STANDING_CHARGE"),
         ]
     )
-    plan = plan_bill(bill, make_spec(sortLineItemsBy="Subtotal", excludedLineItemTypes=["USAGE"]), INTEGRATION)
+    plan = map_bill(bill, make_spec(sortLineItemsBy="Subtotal", excludedLineItemTypes=["USAGE"]), INTEGRATION)
     assert [p.line_id for p in plan.lines] == ["small", "big"]
     assert plan.total == 3100  # only the lines sent
 
@@ -126,20 +126,20 @@ def test_plan_follows_the_sorted_selection() -> None:
     ],
 )
 def test_amounts_in_the_currency_minor_unit(currency: str, subtotal: str, minor: int) -> None:
-    plan = plan_bill(make_bill([make_line("l", subtotal, currency=currency)], currency=currency), make_spec(), "i")
+    plan = map_bill(make_bill([make_line("l", subtotal, currency=currency)], currency=currency), make_spec(), "i")
     assert plan.lines[0].amount == minor
     assert plan.total == minor
     assert plan.currency == currency.lower()
 
 
 def test_line_currency_case_does_not_matter() -> None:
-    plan = plan_bill(make_bill([make_line("l", "1", currency="usd")], currency="USD"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill([make_line("l", "1", currency="usd")], currency="USD"), make_spec(), INTEGRATION)
     assert plan.lines[0].amount == 100
 
 
 def test_credit_keeps_its_sign_and_no_line_is_discountable() -> None:
     bill = make_bill([make_line("charge", "20.00"), make_line("credit", "-5.50", line_type="CREDIT_MEMO")])
-    plan = plan_bill(bill, make_spec(), INTEGRATION)
+    plan = map_bill(bill, make_spec(), INTEGRATION)
     charge, credit = plan.lines
     assert credit.amount == -550
     params = credit.line_params()
@@ -153,7 +153,7 @@ def test_credit_keeps_its_sign_and_no_line_is_discountable() -> None:
 def test_line_with_another_currency_is_a_mapping_error() -> None:
     bill = make_bill([make_line("usd", "1"), make_line("eur", "1", currency="EUR")])
     with pytest.raises(MappingError) as info:
-        plan_bill(bill, make_spec(), INTEGRATION)
+        map_bill(bill, make_spec(), INTEGRATION)
     assert "eur" in str(info.value)
     assert "EUR" in str(info.value)
     assert "USD" in str(info.value)
@@ -161,7 +161,7 @@ def test_line_with_another_currency_is_a_mapping_error() -> None:
 
 def test_invalid_bill_currency_is_a_mapping_error_not_a_money_error() -> None:
     with pytest.raises(MappingError, match="bill-1"):
-        plan_bill(make_bill([make_line("l", "1", currency="")], currency="US"), make_spec(), INTEGRATION)
+        map_bill(make_bill([make_line("l", "1", currency="")], currency="US"), make_spec(), INTEGRATION)
 
 
 # --------------------------------------------------------------------------- price_data
@@ -169,7 +169,7 @@ def test_invalid_bill_currency_is_a_mapping_error_not_a_money_error() -> None:
 
 def test_price_data_with_integral_quantity_that_divides_the_amount() -> None:
     bill = make_bill([make_line("u", "12.00", line_type="USAGE", quantity="3")])
-    plan = plan_bill(bill, make_spec(priceDataProductId="prod_ABC123"), INTEGRATION)
+    plan = map_bill(bill, make_spec(priceDataProductId="prod_ABC123"), INTEGRATION)
     line = plan.lines[0]
     assert line.price_data == {"currency": "usd", "product": "prod_ABC123", "unit_amount_decimal": "400"}
     assert line.quantity == 3
@@ -184,7 +184,7 @@ def test_price_data_with_integral_quantity_that_divides_the_amount() -> None:
 def test_price_data_falls_back_to_quantity_one(quantity: str) -> None:
     # 10.00 USD = 1000 minor units: 7 does not divide it; 2.5 is not integral; 0 and negatives are not quantities.
     bill = make_bill([make_line("u", "10.00", line_type="USAGE", quantity=quantity)])
-    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    line = map_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
     assert line.quantity == 1
     assert line.price_data is not None
     assert line.price_data["unit_amount_decimal"] == "1000"
@@ -192,7 +192,7 @@ def test_price_data_falls_back_to_quantity_one(quantity: str) -> None:
 
 def test_price_data_accepts_an_integral_decimal_quantity() -> None:
     bill = make_bill([make_line("u", "10.00", line_type="USAGE", quantity="4.000")])
-    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    line = map_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
     assert line.quantity == 4
     assert line.price_data is not None
     assert line.price_data["unit_amount_decimal"] == "250"
@@ -200,14 +200,14 @@ def test_price_data_accepts_an_integral_decimal_quantity() -> None:
 
 def test_price_data_currency_is_lower_case_and_zero_decimal_aware() -> None:
     bill = make_bill([make_line("u", "1500", currency="JPY", quantity="3")], currency="JPY")
-    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    line = map_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
     assert line.price_data == {"currency": "jpy", "product": "prod_X", "unit_amount_decimal": "500"}
     assert line.quantity == 3
 
 
 def test_credits_stay_plain_amounts_with_price_data() -> None:
     bill = make_bill([make_line("credit", "-3.00", line_type="CREDIT_MEMO", quantity="3")])
-    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    line = map_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
     assert line.price_data is None
     assert line.quantity is None
     params = line.line_params()
@@ -219,13 +219,13 @@ def test_credits_stay_plain_amounts_with_price_data() -> None:
 
 def test_invoice_item_params_add_customer_and_currency_only_without_price_data() -> None:
     bill = make_bill([make_line("charge", "2.00"), make_line("credit", "-1.00")])
-    plain = plan_bill(bill, make_spec(), INTEGRATION)
+    plain = map_bill(bill, make_spec(), INTEGRATION)
     item = plain.lines[0].invoice_item_params("cus_1", plain.currency)
     assert item["customer"] == "cus_1"
     assert item["currency"] == "usd"
     assert item["amount"] == 200
 
-    priced = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION)
+    priced = map_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION)
     item = priced.lines[0].invoice_item_params("cus_1", priced.currency)
     assert item["customer"] == "cus_1"
     assert "currency" not in item  # price_data carries it; Stripe rejects both
@@ -240,7 +240,7 @@ def test_invoice_item_params_add_customer_and_currency_only_without_price_data()
 
 def test_long_descriptions_are_truncated_to_500_characters() -> None:
     bill = make_bill([make_line("long", "1", description="x" * 800), make_line("exact", "1", description="y" * 500)])
-    long_line, exact_line = plan_bill(bill, make_spec(), INTEGRATION).lines
+    long_line, exact_line = map_bill(bill, make_spec(), INTEGRATION).lines
     assert len(long_line.description) == 500
     assert long_line.description.startswith("x" * 499)
     assert exact_line.description == "y" * 500
@@ -254,21 +254,21 @@ def test_description_falls_back_to_product_name_then_type() -> None:
             make_line("t", "1", description="", line_type="MINIMUM_SPEND"),
         ]
     )
-    p, t = plan_bill(bill, make_spec(), INTEGRATION).lines
+    p, t = map_bill(bill, make_spec(), INTEGRATION).lines
     assert p.description == "Widgets"
     assert t.description == "MINIMUM_SPEND"
 
 
 def test_usage_description_mentions_units() -> None:
     bill = make_bill([make_line("u", "5", line_type="USAGE", quantity="1500.00", description="API calls")])
-    assert plan_bill(bill, make_spec(), INTEGRATION).lines[0].description == "API calls (1500 units)"
+    assert map_bill(bill, make_spec(), INTEGRATION).lines[0].description == "API calls (1500 units)"
 
 
 def test_service_period_becomes_unix_seconds() -> None:
     start = datetime(2025, 5, 1, tzinfo=UTC)
     end = datetime(2025, 6, 1, tzinfo=UTC)
     bill = make_bill([make_line("p", "1", start=start, end=end), make_line("n", "1")])
-    with_period, without = plan_bill(bill, make_spec(), INTEGRATION).lines
+    with_period, without = map_bill(bill, make_spec(), INTEGRATION).lines
     assert with_period.line_params()["period"] == {"start": int(start.timestamp()), "end": int(end.timestamp())}
     assert "period" not in without.line_params()
 
@@ -278,7 +278,7 @@ def test_service_period_becomes_unix_seconds() -> None:
 
 def test_metadata_links_every_object_to_organization_bill_version_account_line_and_the_writing_integration() -> None:
     bill = make_bill([make_line("line-a", "1"), make_line("line-b", "2")], bill_id="B-42", version=12)
-    plan = plan_bill(bill, make_spec(organization="org-7"), "uid-9")
+    plan = map_bill(bill, make_spec(organization="org-7"), "uid-9")
     expected = {
         META_INTEGRATION: "uid-9",
         META_ORGANIZATION: "org-7",
@@ -309,7 +309,7 @@ def test_metadata_links_every_object_to_organization_bill_version_account_line_a
 def test_total_mismatch_names_both_amounts_and_the_difference() -> None:
     bill = make_bill([make_line("a", "10.00"), make_line("b", "2.25")], total="13.00")
     with pytest.raises(MappingError) as info:
-        plan_bill(bill, make_spec(), INTEGRATION)
+        map_bill(bill, make_spec(), INTEGRATION)
     message = str(info.value)
     assert "13.00 USD" in message
     assert "12.25 USD" in message
@@ -319,19 +319,19 @@ def test_total_mismatch_names_both_amounts_and_the_difference() -> None:
 
 def test_total_matching_after_rounding_to_minor_units_is_accepted() -> None:
     bill = make_bill([make_line("a", "10.001"), make_line("b", "2.25")], total="12.25")
-    assert plan_bill(bill, make_spec(), INTEGRATION).total == 1225
+    assert map_bill(bill, make_spec(), INTEGRATION).total == 1225
 
 
 def test_total_is_checked_against_all_lines_even_when_some_are_excluded() -> None:
     bill = make_bill([make_line("a", "10"), make_line("u", "5", line_type="USAGE")], total="15")
-    plan = plan_bill(bill, make_spec(excludedLineItemTypes=["USAGE"]), INTEGRATION)
+    plan = map_bill(bill, make_spec(excludedLineItemTypes=["USAGE"]), INTEGRATION)
     assert plan.total == 1000
 
 
 def test_too_many_lines_is_an_error_naming_both_numbers_never_a_split() -> None:
     bill = make_bill([make_line(f"l{i}", "1") for i in range(4)])
     with pytest.raises(MappingError) as info:
-        plan_bill(bill, make_spec(maxLinesPerInvoice=3), INTEGRATION)
+        map_bill(bill, make_spec(maxLinesPerInvoice=3), INTEGRATION)
     message = str(info.value)
     assert "4 lines" in message
     assert "at most 3" in message
@@ -340,8 +340,8 @@ def test_too_many_lines_is_an_error_naming_both_numbers_never_a_split() -> None:
 
 def test_line_limit_counts_lines_after_exclusion() -> None:
     bill = make_bill([make_line("a", "1"), make_line("b", "1"), make_line("u", "1", line_type="USAGE")])
-    assert len(plan_bill(bill, make_spec(maxLinesPerInvoice=2, excludedLineItemTypes=["USAGE"]), "i").lines) == 2
-    assert len(plan_bill(bill, make_spec(maxLinesPerInvoice=3), INTEGRATION).lines) == 3
+    assert len(map_bill(bill, make_spec(maxLinesPerInvoice=2, excludedLineItemTypes=["USAGE"]), "i").lines) == 2
+    assert len(map_bill(bill, make_spec(maxLinesPerInvoice=3), INTEGRATION).lines) == 3
 
 
 # --------------------------------------------------------------------------- invoice fields
@@ -355,7 +355,7 @@ def test_invoice_create_params_never_auto_advance_nor_sweep_pending_items() -> N
     ]
     bill = make_bill([make_line("a", "1")], due=TODAY, po="PO-1")
     for spec in specs:
-        params = plan_bill(bill, spec, INTEGRATION, today=TODAY).invoice_create_params("cus_9")
+        params = map_bill(bill, spec, INTEGRATION, today=TODAY).invoice_create_params("cus_9")
         assert params["auto_advance"] is False
         assert params["pending_invoice_items_behavior"] == "exclude"
         assert params["customer"] == "cus_9"
@@ -364,7 +364,7 @@ def test_invoice_create_params_never_auto_advance_nor_sweep_pending_items() -> N
 
 
 def test_charge_automatically_is_explicit_and_sets_no_due_fields() -> None:
-    params = plan_bill(make_bill([make_line("a", "1")], due=TODAY), make_spec(), INTEGRATION, today=TODAY)
+    params = map_bill(make_bill([make_line("a", "1")], due=TODAY), make_spec(), INTEGRATION, today=TODAY)
     fields = params.invoice_create_params("cus_1")
     assert fields["collection_method"] == "charge_automatically"
     for key in ("days_until_due", "due_date", "custom_fields"):
@@ -373,23 +373,23 @@ def test_charge_automatically_is_explicit_and_sets_no_due_fields() -> None:
 
 def test_po_number_goes_into_the_configured_custom_field() -> None:
     bill = make_bill([make_line("a", "1")], po="PO-2025-001")
-    fields = plan_bill(bill, make_spec(poNumberCustomField="Purchase order"), INTEGRATION).invoice_create_params("c")
+    fields = map_bill(bill, make_spec(poNumberCustomField="Purchase order"), INTEGRATION).invoice_create_params("c")
     assert fields["custom_fields"] == [{"name": "Purchase order", "value": "PO-2025-001"}]
 
 
 def test_po_number_is_ignored_without_a_configured_field_or_without_a_po() -> None:
     with_po = make_bill([make_line("a", "1")], po="PO-1")
-    assert "custom_fields" not in plan_bill(with_po, make_spec(), INTEGRATION).invoice_fields
+    assert "custom_fields" not in map_bill(with_po, make_spec(), INTEGRATION).invoice_fields
     without_po = make_bill([make_line("a", "1")])
-    assert "custom_fields" not in plan_bill(without_po, make_spec(poNumberCustomField="PO"), INTEGRATION).invoice_fields
+    assert "custom_fields" not in map_bill(without_po, make_spec(poNumberCustomField="PO"), INTEGRATION).invoice_fields
 
 
 def test_po_number_up_to_140_characters_is_accepted_and_longer_is_an_error() -> None:
     spec = make_spec(poNumberCustomField="PO")
-    ok = plan_bill(make_bill([make_line("a", "1")], po="p" * 140), spec, INTEGRATION)
+    ok = map_bill(make_bill([make_line("a", "1")], po="p" * 140), spec, INTEGRATION)
     assert ok.invoice_create_params("cus_1")["custom_fields"][0]["value"] == "p" * 140
     with pytest.raises(MappingError) as info:
-        plan_bill(make_bill([make_line("a", "1")], po="p" * 141), spec, INTEGRATION)
+        map_bill(make_bill([make_line("a", "1")], po="p" * 141), spec, INTEGRATION)
     assert "141" in str(info.value)
     assert "140" in str(info.value)
 
@@ -397,7 +397,7 @@ def test_po_number_up_to_140_characters_is_accepted_and_longer_is_an_error() -> 
 def test_send_due_date_sets_the_end_of_the_due_day_in_utc() -> None:
     spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
     due = date(2025, 7, 31)
-    fields = plan_bill(make_bill([make_line("a", "1")], due=due), spec, INTEGRATION, today=TODAY).invoice_fields
+    fields = map_bill(make_bill([make_line("a", "1")], due=due), spec, INTEGRATION, today=TODAY).invoice_fields
     assert fields["collection_method"] == "send_invoice"
     assert fields["due_date"] == int(datetime(2025, 7, 31, 23, 59, 59, tzinfo=UTC).timestamp())
     assert fields["due_date"] == 1754006399
@@ -406,7 +406,7 @@ def test_send_due_date_sets_the_end_of_the_due_day_in_utc() -> None:
 
 def test_due_today_is_accepted() -> None:
     spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
-    fields = plan_bill(make_bill([make_line("a", "1")], due=TODAY), spec, INTEGRATION, today=TODAY).invoice_fields
+    fields = map_bill(make_bill([make_line("a", "1")], due=TODAY), spec, INTEGRATION, today=TODAY).invoice_fields
     assert fields["due_date"] == int(datetime(2025, 6, 15, 23, 59, 59, tzinfo=UTC).timestamp())
 
 
@@ -414,21 +414,21 @@ def test_past_due_date_is_a_mapping_error() -> None:
     spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
     bill = make_bill([make_line("a", "1")], due=date(2025, 6, 14))
     with pytest.raises(MappingError) as info:
-        plan_bill(bill, spec, INTEGRATION, today=TODAY)
+        map_bill(bill, spec, INTEGRATION, today=TODAY)
     assert "2025-06-14" in str(info.value)
     assert "past" in str(info.value)
 
 
 def test_past_due_date_is_ignored_when_due_dates_are_not_sent() -> None:
     bill = make_bill([make_line("a", "1")], due=date(2020, 1, 1))
-    fields = plan_bill(bill, make_spec(collectionMethod="SendInvoice"), INTEGRATION, today=TODAY).invoice_fields
+    fields = map_bill(bill, make_spec(collectionMethod="SendInvoice"), INTEGRATION, today=TODAY).invoice_fields
     assert "due_date" not in fields
     assert fields["days_until_due"] == 30
 
 
 def test_send_invoice_without_a_due_date_is_due_in_30_days() -> None:
     spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
-    fields = plan_bill(make_bill([make_line("a", "1")], due=None), spec, INTEGRATION, today=TODAY).invoice_fields
+    fields = map_bill(make_bill([make_line("a", "1")], due=None), spec, INTEGRATION, today=TODAY).invoice_fields
     assert fields["collection_method"] == "send_invoice"
     assert fields["days_until_due"] == 30
     assert "due_date" not in fields
@@ -437,8 +437,8 @@ def test_send_invoice_without_a_due_date_is_due_in_30_days() -> None:
 def test_plan_is_pure_for_the_same_input() -> None:
     bill = make_bill([make_line("a", "1.10"), make_line("b", "-0.10")], total="1.00", po="PO")
     spec = make_spec(poNumberCustomField="PO", priceDataProductId="prod_X")
-    assert plan_bill(bill, spec, INTEGRATION, today=TODAY) == plan_bill(bill, spec, INTEGRATION, today=TODAY)
-    changed = plan_bill(replace(bill, version=8), spec, INTEGRATION, today=TODAY)
+    assert map_bill(bill, spec, INTEGRATION, today=TODAY) == map_bill(bill, spec, INTEGRATION, today=TODAY)
+    changed = map_bill(replace(bill, version=8), spec, INTEGRATION, today=TODAY)
     assert changed.metadata[META_VERSION] == "8"
 
 
@@ -456,7 +456,7 @@ def _within_one_step(plan_amounts: list[int], exact: list[str], currency: str) -
 
 def test_forty_usage_lines_of_fractions_of_a_cent_add_up_to_the_bill_total() -> None:
     lines = [make_line(f"u{i}", "0.0037", line_type="USAGE") for i in range(40)]  # 0.148 USD in all
-    plan = plan_bill(make_bill(lines, total="0.15"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill(lines, total="0.15"), make_spec(), INTEGRATION)
     assert plan.total == 15
     amounts = [line.amount for line in plan.lines]
     assert set(amounts) <= {0, 1}
@@ -465,22 +465,22 @@ def test_forty_usage_lines_of_fractions_of_a_cent_add_up_to_the_bill_total() -> 
 
 def test_lines_each_rounded_alone_would_miss_the_total_but_together_they_hit_it() -> None:
     lines = [make_line("a", "10.004"), make_line("b", "10.004"), make_line("c", "10.004")]  # 30.012
-    plan = plan_bill(make_bill(lines, total="30.01"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill(lines, total="30.01"), make_spec(), INTEGRATION)
     assert [line.amount for line in plan.lines] == [1001, 1000, 1000]  # the tie goes to the first line
     assert plan.total == 3001
 
 
 def test_ties_go_to_the_earlier_line_so_the_same_version_always_gets_the_same_amounts() -> None:
     lines = [make_line("a", "0.005"), make_line("b", "0.005"), make_line("c", "0.005")]
-    first = plan_bill(make_bill(lines, total="0.02"), make_spec(), INTEGRATION)
-    again = plan_bill(make_bill(lines, total="0.02"), make_spec(), INTEGRATION)
+    first = map_bill(make_bill(lines, total="0.02"), make_spec(), INTEGRATION)
+    again = map_bill(make_bill(lines, total="0.02"), make_spec(), INTEGRATION)
     assert [line.amount for line in first.lines] == [1, 1, 0]
     assert first == again
 
 
 def test_the_largest_remainders_get_the_extra_minor_units() -> None:
     lines = [make_line("a", "0.001"), make_line("b", "0.009"), make_line("c", "0.006"), make_line("d", "-0.004")]
-    plan = plan_bill(make_bill(lines, total="0.01"), make_spec(), INTEGRATION)  # 0.012
+    plan = map_bill(make_bill(lines, total="0.01"), make_spec(), INTEGRATION)  # 0.012
     assert [line.amount for line in plan.lines] == [0, 1, 1, -1]
     assert plan.total == 1
 
@@ -491,7 +491,7 @@ def test_with_excluded_lines_the_total_is_the_rounded_sum_of_the_kept_lines() ->
         make_line("b", "2.004", line_type="USAGE"),
         make_line("x", "7.00", line_type="MINIMUM_SPEND"),
     ]
-    plan = plan_bill(make_bill(lines, total="10.01"), make_spec(excludedLineItemTypes=["MINIMUM_SPEND"]), INTEGRATION)
+    plan = map_bill(make_bill(lines, total="10.01"), make_spec(excludedLineItemTypes=["MINIMUM_SPEND"]), INTEGRATION)
     assert plan.total == 301  # 3.008 rounded, not 10.01 - 7.00
     assert [line.amount for line in plan.lines] == [101, 200]  # equal remainders: the earlier line
 
@@ -504,11 +504,11 @@ def test_m3ter_rounding_mode_decides_the_kept_total() -> None:
     lines = [make_line("a", "1.005", line_type="USAGE"), make_line("x", "1", line_type="MINIMUM_SPEND")]
     spec = make_spec(excludedLineItemTypes=["MINIMUM_SPEND"])
     bill = make_bill(lines, total="2.01")
-    assert plan_bill(bill, spec, INTEGRATION).total == 101  # HALF_UP when m3ter's rule is unknown
+    assert map_bill(bill, spec, INTEGRATION).total == 101  # HALF_UP when m3ter's rule is unknown
     even = CurrencyRounding("USD", 2, ROUND_HALF_EVEN)
-    assert plan_bill(bill, spec, INTEGRATION, rounding=even).total == 100
+    assert map_bill(bill, spec, INTEGRATION, rounding=even).total == 100
     down = CurrencyRounding("USD", 2, ROUND_DOWN)
-    assert plan_bill(bill, spec, INTEGRATION, rounding=down).total == 100
+    assert map_bill(bill, spec, INTEGRATION, rounding=down).total == 100
 
 
 def test_m3ter_decimal_places_coarser_than_stripe_round_the_total_to_whole_units() -> None:
@@ -517,17 +517,17 @@ def test_m3ter_decimal_places_coarser_than_stripe_round_the_total_to_whole_units
     lines = [make_line("a", "10.60", line_type="USAGE"), make_line("x", "1", line_type="MINIMUM_SPEND")]
     spec = make_spec(excludedLineItemTypes=["MINIMUM_SPEND"])
     whole = CurrencyRounding("USD", 0, "ROUND_HALF_UP")
-    plan = plan_bill(make_bill(lines, total="12"), spec, INTEGRATION, rounding=whole)
+    plan = map_bill(make_bill(lines, total="12"), spec, INTEGRATION, rounding=whole)
     assert plan.total == 1100
     assert [line.amount for line in plan.lines] == [1100]  # whole m3ter units
 
 
 def test_a_difference_within_half_a_minor_unit_per_line_is_rounding_and_beyond_it_an_error() -> None:
     lines = [make_line("a", "10"), make_line("b", "10"), make_line("c", "10")]
-    assert plan_bill(make_bill(lines, total="30.01"), make_spec(), INTEGRATION).total == 3001
-    assert plan_bill(make_bill(lines, total="29.99"), make_spec(), INTEGRATION).total == 2999
+    assert map_bill(make_bill(lines, total="30.01"), make_spec(), INTEGRATION).total == 3001
+    assert map_bill(make_bill(lines, total="29.99"), make_spec(), INTEGRATION).total == 2999
     with pytest.raises(MappingError) as info:
-        plan_bill(make_bill(lines, total="30.02"), make_spec(), INTEGRATION)
+        map_bill(make_bill(lines, total="30.02"), make_spec(), INTEGRATION)
     message = str(info.value)
     assert "30.02 USD" in message and "30.00 USD" in message and "-0.02 USD" in message
     assert "0.015 USD" in message  # what rounding three lines can explain
@@ -535,41 +535,41 @@ def test_a_difference_within_half_a_minor_unit_per_line_is_rounding_and_beyond_i
 
 def test_whole_lines_can_each_give_up_a_step_as_well_as_take_one() -> None:
     lines = [make_line("a", "1.00"), make_line("b", "1.00")]
-    up = plan_bill(make_bill(lines, total="2.01"), make_spec(), INTEGRATION)
-    down = plan_bill(make_bill(lines, total="1.99"), make_spec(), INTEGRATION)
+    up = map_bill(make_bill(lines, total="2.01"), make_spec(), INTEGRATION)
+    down = map_bill(make_bill(lines, total="1.99"), make_spec(), INTEGRATION)
     assert [line.amount for line in up.lines] == [101, 100]
     assert [line.amount for line in down.lines] == [99, 100]  # the earlier line, as when adding
 
 
 def test_a_step_is_taken_from_a_whole_line_not_from_a_fractional_one_already_at_its_floor() -> None:
     lines = [make_line("a", "0.011"), make_line("b", "1.00"), make_line("c", "0.011")]  # 1.022, floors 1.02
-    plan = plan_bill(make_bill(lines, total="1.01"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill(lines, total="1.01"), make_spec(), INTEGRATION)
     assert [line.amount for line in plan.lines] == [1, 99, 1]  # 0 would be 1.1 cents from 0.011
 
 
 def test_whole_kronur_lines_give_up_a_krona_when_the_total_is_lower() -> None:
     lines = [make_line(f"l{i}", "1", currency="ISK") for i in range(3)]
-    plan = plan_bill(make_bill(lines, currency="ISK", total="2"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill(lines, currency="ISK", total="2"), make_spec(), INTEGRATION)
     assert [line.amount for line in plan.lines] == [0, 100, 100]
 
 
 def test_iskr_lines_round_to_whole_kronur_and_add_up_to_the_total() -> None:
     lines = [make_line(f"l{i}", "0.4", currency="ISK") for i in range(5)]  # 2 kr
-    plan = plan_bill(make_bill(lines, currency="ISK", total="2"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill(lines, currency="ISK", total="2"), make_spec(), INTEGRATION)
     assert [line.amount for line in plan.lines] == [100, 100, 0, 0, 0]
     assert plan.total == 200
 
 
 def test_ugx_amounts_are_sent_as_two_decimal_values_in_whole_shillings() -> None:
     bill = make_bill([make_line("a", "5000", currency="UGX"), make_line("b", "0.5", currency="UGX")], currency="UGX")
-    plan = plan_bill(bill, make_spec(), INTEGRATION)
+    plan = map_bill(bill, make_spec(), INTEGRATION)
     assert [line.amount for line in plan.lines] == [500000, 100]
     assert plan.currency == "ugx"
 
 
 def test_three_decimal_lines_are_whole_steps_of_ten() -> None:
     lines = [make_line("a", "0.0013", currency="KWD"), make_line("b", "0.0125", currency="KWD")]
-    plan = plan_bill(make_bill(lines, currency="KWD", total="0.014"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill(lines, currency="KWD", total="0.014"), make_spec(), INTEGRATION)
     assert all(line.amount % 10 == 0 for line in plan.lines)
     assert plan.total == 10  # 0.014 KWD rounds to 0.010 (the last digit must be 0)
 
@@ -580,39 +580,39 @@ def test_three_decimal_lines_are_whole_steps_of_ten() -> None:
 def test_a_bill_over_stripes_largest_amount_is_a_mapping_error_naming_the_limit() -> None:
     bill = make_bill([make_line("big", "1000000.00")])
     with pytest.raises(MappingError) as info:
-        plan_bill(bill, make_spec(), INTEGRATION)
+        map_bill(bill, make_spec(), INTEGRATION)
     message = str(info.value)
     assert "999999.99 USD" in message and "99999999" in message and "bill-1" in message
-    assert plan_bill(make_bill([make_line("max", "999999.99")]), make_spec(), INTEGRATION).total == 99999999
+    assert map_bill(make_bill([make_line("max", "999999.99")]), make_spec(), INTEGRATION).total == 99999999
 
 
 def test_idr_is_held_to_eight_digits_as_no_stripe_page_documents_an_exception() -> None:
     idr = make_bill([make_line("idr", "1000000.00", currency="IDR")], currency="IDR")
     with pytest.raises(MappingError, match="99999999"):
-        plan_bill(idr, make_spec(), INTEGRATION)
+        map_bill(idr, make_spec(), INTEGRATION)
 
 
 def test_a_line_over_the_largest_amount_is_refused_even_when_credits_bring_the_total_under_it() -> None:
     bill = make_bill([make_line("big", "1000000.00"), make_line("credit", "-500000.00")])
     with pytest.raises(MappingError, match=r"largest line is 1000000\.00 USD"):
-        plan_bill(bill, make_spec(), INTEGRATION)
+        map_bill(bill, make_spec(), INTEGRATION)
 
 
 def test_an_isk_unit_price_never_breaks_the_krona_step() -> None:
     bill = make_bill([make_line("u", "2", currency="ISK", quantity="4", line_type="USAGE")], currency="ISK")
-    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    line = map_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
     assert line.quantity == 1  # not 4 x 0.50 kr
     assert line.price_data is not None and line.price_data["unit_amount_decimal"] == "200"
     assert line.metadata[META_QUANTITY] == "4"
     whole = make_bill([make_line("u", "8", currency="ISK", quantity="4", line_type="USAGE")], currency="ISK")
-    kept = plan_bill(whole, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    kept = map_bill(whole, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
     assert (kept.quantity, kept.price_data and kept.price_data["unit_amount_decimal"]) == (4, "200")
     assert META_QUANTITY not in kept.metadata
 
 
 def test_a_three_decimal_unit_price_ends_in_zero() -> None:
     bill = make_bill([make_line("u", "0.020", currency="KWD", quantity="4")], currency="KWD")
-    line = plan_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
+    line = map_bill(bill, make_spec(priceDataProductId="prod_X"), INTEGRATION).lines[0]
     assert line.quantity == 1 and line.price_data is not None and line.price_data["unit_amount_decimal"] == "20"
 
 
@@ -620,7 +620,7 @@ def test_a_three_decimal_unit_price_ends_in_zero() -> None:
 
 
 def test_invoices_never_inherit_a_customer_discount_and_no_line_is_discountable() -> None:
-    plan = plan_bill(make_bill([make_line("a", "1")]), make_spec(priceDataProductId="prod_X"), INTEGRATION)
+    plan = map_bill(make_bill([make_line("a", "1")]), make_spec(priceDataProductId="prod_X"), INTEGRATION)
     assert plan.invoice_create_params("cus_1")["discounts"] == ""
     assert plan.invoice_update_params([], {})["discounts"] == ""
     assert plan.lines[0].line_params()["discountable"] is False
@@ -629,14 +629,14 @@ def test_invoices_never_inherit_a_customer_discount_and_no_line_is_discountable(
 
 def test_identical_lines_keep_their_own_positions() -> None:
     bill = make_bill([make_line("same", "5"), make_line("same", "5")])
-    first, second = plan_bill(bill, make_spec(), INTEGRATION).lines
+    first, second = map_bill(bill, make_spec(), INTEGRATION).lines
     assert (first.index, second.index) == (0, 1)
     assert first.metadata[META_LINE_INDEX] == "0" and second.metadata[META_LINE_INDEX] == "1"
 
 
 def test_an_update_without_a_po_number_removes_the_po_field_and_keeps_the_others() -> None:
     spec = make_spec(poNumberCustomField="PO number")
-    plan = plan_bill(make_bill([make_line("a", "1")], po=None), spec, INTEGRATION)
+    plan = map_bill(make_bill([make_line("a", "1")], po=None), spec, INTEGRATION)
     current = [{"name": "PO number", "value": "PO-1"}, {"name": "VAT", "value": "GB1"}]
     update = plan.invoice_update_params(current, {META_PO_FIELD: "PO number"})
     assert update["custom_fields"] == [{"name": "VAT", "value": "GB1"}]
@@ -646,22 +646,22 @@ def test_an_update_without_a_po_number_removes_the_po_field_and_keeps_the_others
 
 
 def test_an_update_after_the_po_field_was_renamed_or_unset_still_removes_the_old_field() -> None:
-    plan = plan_bill(make_bill([make_line("a", "1")], po="PO-2"), make_spec(), INTEGRATION)
+    plan = map_bill(make_bill([make_line("a", "1")], po="PO-2"), make_spec(), INTEGRATION)
     update = plan.invoice_update_params([{"name": "Old PO", "value": "PO-1"}], {META_PO_FIELD: "Old PO"})
     assert update["custom_fields"] == ""
-    renamed = plan_bill(make_bill([make_line("a", "1")], po="PO-2"), make_spec(poNumberCustomField="PO"), "i")
+    renamed = map_bill(make_bill([make_line("a", "1")], po="PO-2"), make_spec(poNumberCustomField="PO"), "i")
     update = renamed.invoice_update_params([{"name": "Old PO", "value": "PO-1"}], {META_PO_FIELD: "Old PO"})
     assert update["custom_fields"] == [{"name": "PO", "value": "PO-2"}]
     assert update["metadata"][META_PO_FIELD] == "PO"
 
 
 def test_an_update_names_the_collection_method_the_due_date_and_the_description() -> None:
-    charge = plan_bill(make_bill([make_line("a", "1")], due=TODAY), make_spec(), INTEGRATION, today=TODAY)
+    charge = map_bill(make_bill([make_line("a", "1")], due=TODAY), make_spec(), INTEGRATION, today=TODAY)
     update = charge.invoice_update_params([], {})
     assert update["collection_method"] == "charge_automatically"
     assert "due_date" not in update and "days_until_due" not in update
     assert update["description"] == "m3ter Bill bill-1"
     spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True)
-    without_due = plan_bill(make_bill([make_line("a", "1")], due=None), spec, INTEGRATION, today=TODAY)
+    without_due = map_bill(make_bill([make_line("a", "1")], due=None), spec, INTEGRATION, today=TODAY)
     update = without_due.invoice_update_params([], {})
     assert (update["collection_method"], update["days_until_due"]) == ("send_invoice", 30)

@@ -27,7 +27,7 @@ from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.billing import Bill
-from m3stripe.domain.mapping import MappingError, plan_bill
+from m3stripe.domain.mapping import MappingError, map_bill
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
 from tests.domain.builders import make_bill, make_line, make_spec
@@ -161,7 +161,7 @@ async def _collect(page: Any) -> list[Any]:
 async def write_and_read(url: str, case: Case, bill_id: str) -> tuple[int, dict[int, int]] | None:
     """Plan and write the Bill; return Stripe's total and its amount per line index (None: nothing to send)."""
     invoice_mode = len(case.subtotals) <= MAX_INVOICE_LINES
-    plan = plan_bill(to_bill(case, bill_id), spec(invoice=invoice_mode), "int-prop")
+    plan = map_bill(to_bill(case, bill_id), spec(invoice=invoice_mode), "int-prop")
     if not plan.lines:
         assert plan.total == 0
         return None
@@ -252,7 +252,7 @@ def test_a_bill_total_off_by_rounding_in_either_direction_is_what_stripe_holds(
         # Only a total no rounding can produce: it is beyond the tolerance, or needs a line moved more than a step.
         event("refused")
         with pytest.raises(MappingError):
-            plan_bill(to_bill(case, "bill-x"), spec(invoice=True), "int-prop")
+            map_bill(to_bill(case, "bill-x"), spec(invoice=True), "int-prop")
         return
     event(f"offset {case.total_offset_steps:+d}")
     result = asyncio.run(write_and_read(emulator.url, case, f"bill-{uuid.uuid4().hex[:12]}"))

@@ -15,11 +15,12 @@ from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
 from m3stripe.api.status import wire
 from m3stripe.domain.billing import Bill
-from m3stripe.domain.mapping import META_VERSION, BillPlan, plan_bill
-from m3stripe.domain.plan import BillAction, Planner, decide_invoice, decide_items
-from m3stripe.domain.ports import Ledger
+from m3stripe.domain.decisions import BillAction, decide_invoice, decide_items
+from m3stripe.domain.mapping import META_VERSION, MappedBill, map_bill
+from m3stripe.domain.plan import Planner
+from m3stripe.domain.ports import HeldInvoice, HeldLine, Ledger
 from m3stripe.domain.runs import BillResult, ErrorBudget, Outcome, RunReport
-from m3stripe.domain.stripe_writer import CustomerIndex, HeldInvoice, HeldLine, StripeWriter
+from m3stripe.domain.stripe_writer import CustomerIndex, StripeWriter
 from m3stripe.domain.sync_engine import SyncEngine
 from m3stripe.kube.planning import _plan_changed
 from tests.domain.builders import make_bill, make_line, make_spec
@@ -39,16 +40,16 @@ def bill(*subtotals: str, version: int = 2, bill_id: str = "bill-1", currency: s
     )
 
 
-def plan_of(b: Bill) -> BillPlan:
-    return plan_bill(b, make_spec(), INTEGRATION)
+def plan_of(b: Bill) -> MappedBill:
+    return map_bill(b, make_spec(), INTEGRATION)
 
 
-def held_invoice(plan: BillPlan, status: str = "draft", version: int | None = None) -> HeldInvoice:
+def held_invoice(plan: MappedBill, status: str = "draft", version: int | None = None) -> HeldInvoice:
     meta = {**plan.metadata, META_VERSION: str(plan.version if version is None else version)}
     return HeldInvoice("in_1", 1, status, meta, [])
 
 
-def held_lines(plan: BillPlan, prefix: str = "il") -> list[HeldLine]:
+def held_lines(plan: MappedBill, prefix: str = "il") -> list[HeldLine]:
     return [HeldLine(f"{prefix}_{p.index}", 1, p.amount, p.description, dict(p.metadata)) for p in plan.lines]
 
 

@@ -18,7 +18,7 @@ import stripe
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.domain.mapping import MappingError, plan_bill
+from m3stripe.domain.mapping import MappingError, map_bill
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
 from tests.domain.builders import make_bill as bill
@@ -68,7 +68,7 @@ async def pending_items(client: Any, customer: str) -> list[Any]:
 
 async def test_an_invoice_of_lines_finer_than_a_cent_totals_the_bill(client: Any, writer: StripeWriter) -> None:
     customer = await new_customer(client)
-    plan = plan_bill(bill([line(f"u{i}", "0.0037") for i in range(40)], total="0.15"), make_spec(), INTEGRATION)
+    plan = map_bill(bill([line(f"u{i}", "0.0037") for i in range(40)], total="0.15"), make_spec(), INTEGRATION)
     written = await writer.write_invoice(plan, customer)
     invoice = await client.v1.invoices.retrieve_async(written.stripe_id)
     assert invoice.total == 15
@@ -77,7 +77,7 @@ async def test_an_invoice_of_lines_finer_than_a_cent_totals_the_bill(client: Any
 
 async def test_a_ugx_bill_reaches_stripe_in_two_decimal_minor_units(client: Any, writer: StripeWriter) -> None:
     customer = await new_customer(client)
-    plan = plan_bill(bill([line("a", "150000", currency="UGX")], currency="UGX"), make_spec(), INTEGRATION)
+    plan = map_bill(bill([line("a", "150000", currency="UGX")], currency="UGX"), make_spec(), INTEGRATION)
     invoice = await client.v1.invoices.retrieve_async((await writer.write_invoice(plan, customer)).stripe_id)
     assert (invoice.currency, invoice.total) == ("ugx", 15_000_000)  # 150,000 USh, not 1,500 USh
 
@@ -125,7 +125,7 @@ async def test_an_isk_unit_price_of_half_a_krona_is_refused_and_the_operator_nev
         )
     assert error.value.param == "price_data[unit_amount_decimal]"
     spec = make_spec(priceDataProductId=product.id)
-    plan = plan_bill(bill([line("u", "2", currency="ISK", quantity="4")], currency="ISK"), spec, INTEGRATION)
+    plan = map_bill(bill([line("u", "2", currency="ISK", quantity="4")], currency="ISK"), spec, INTEGRATION)
     invoice = await client.v1.invoices.retrieve_async((await writer.write_invoice(plan, customer)).stripe_id)
     assert invoice.total == 200
     (sent,) = await invoice_lines(client, invoice.id)
@@ -165,7 +165,7 @@ async def test_a_customer_with_a_coupon_gets_an_invoice_equal_to_the_bill(
     client: Any, emulator: StripeEmulator, writer: StripeWriter
 ) -> None:
     customer = await _customer_with_coupon(client, emulator)
-    plan = plan_bill(bill([line("a", "100.00"), line("b", "23.45")]), make_spec(), INTEGRATION)
+    plan = map_bill(bill([line("a", "100.00"), line("b", "23.45")]), make_spec(), INTEGRATION)
     invoice_id = (await writer.write_invoice(plan, customer)).stripe_id
     invoice = await client.v1.invoices.finalize_invoice_async(invoice_id)
     assert (invoice.total, invoice.amount_due, invoice.discounts) == (12345, 12345, [])
@@ -175,7 +175,7 @@ async def test_pending_items_keep_their_amount_when_a_discounted_invoice_sweeps_
     client: Any, emulator: StripeEmulator, writer: StripeWriter
 ) -> None:
     customer = await _customer_with_coupon(client, emulator)
-    plan = plan_bill(bill([line("a", "100.00"), line("b", "23.45")]), make_spec(createStripeInvoice=False), "i")
+    plan = map_bill(bill([line("a", "100.00"), line("b", "23.45")]), make_spec(createStripeInvoice=False), "i")
     await writer.write_items(plan, customer)
     # What Stripe Subscriptions do with pending items: an invoice that includes them, coupon inherited.
     swept = await client.v1.invoices.create_async(
@@ -191,7 +191,7 @@ async def test_pending_items_keep_their_amount_when_a_discounted_invoice_sweeps_
 async def test_two_identical_lines_become_two_pending_items(client: Any, writer: StripeWriter) -> None:
     customer = await new_customer(client)
     spec = make_spec(createStripeInvoice=False)
-    plan = plan_bill(bill([line("same", "5.00"), line("same", "5.00")], total="10.00"), spec, INTEGRATION)
+    plan = map_bill(bill([line("same", "5.00"), line("same", "5.00")], total="10.00"), spec, INTEGRATION)
     await writer.write_items(plan, customer)
     assert sum(item.amount for item in await pending_items(client, customer)) == 1000
     again = await writer.write_items(plan, customer)
@@ -202,10 +202,10 @@ async def test_two_identical_lines_become_two_pending_items(client: Any, writer:
 async def test_two_identical_lines_survive_a_regeneration_in_invoice_mode(client: Any, writer: StripeWriter) -> None:
     customer = await new_customer(client)
     first = bill([line("same", "5.00"), line("same", "5.00"), line("x", "1.00")], total="11.00")
-    await writer.write_invoice(plan_bill(first, make_spec(), INTEGRATION), customer)
+    await writer.write_invoice(map_bill(first, make_spec(), INTEGRATION), customer)
     for version in (2, 3):
         again = replace(first, version=version, line_items=first.line_items[:2], bill_total=Decimal("10.00"))
-        invoice_id = (await writer.write_invoice(plan_bill(again, make_spec(), INTEGRATION), customer)).stripe_id
+        invoice_id = (await writer.write_invoice(map_bill(again, make_spec(), INTEGRATION), customer)).stripe_id
         invoice = await client.v1.invoices.retrieve_async(invoice_id)
         assert invoice.total == 1000
         held = await invoice_lines(client, invoice_id)
@@ -221,12 +221,12 @@ async def test_a_version_without_po_number_or_due_date_clears_both_on_the_draft(
     customer = await new_customer(client)
     spec = make_spec(collectionMethod="SendInvoice", sendDueDate=True, poNumberCustomField="PO number")
     first = bill([line("a", "10.00")], po="PO-1", due=date(2099, 1, 31))
-    invoice_id = (await writer.write_invoice(plan_bill(first, spec, INTEGRATION, today=TODAY), customer)).stripe_id
+    invoice_id = (await writer.write_invoice(map_bill(first, spec, INTEGRATION, today=TODAY), customer)).stripe_id
     before = await client.v1.invoices.retrieve_async(invoice_id)
     assert [(f.name, f.value) for f in before.custom_fields] == [("PO number", "PO-1")]
     assert before.due_date == int(datetime(2099, 1, 31, 23, 59, 59, tzinfo=UTC).timestamp())
     second = replace(first, version=2, purchase_order_number=None, due_date=None, line_items=(line("a", "12.00"),))
-    await writer.write_invoice(plan_bill(second, spec, INTEGRATION, today=TODAY), customer)
+    await writer.write_invoice(map_bill(second, spec, INTEGRATION, today=TODAY), customer)
     after = await client.v1.invoices.retrieve_async(invoice_id)
     assert after.custom_fields is None
     assert after.due_date == after.created + 30 * 86400  # days_until_due replaced the Bill's old date
@@ -238,10 +238,10 @@ async def test_switching_to_charge_automatically_reaches_an_existing_draft(clien
     customer = await new_customer(client)
     first = bill([line("a", "10.00")])
     invoice_id = (
-        await writer.write_invoice(plan_bill(first, make_spec(collectionMethod="SendInvoice"), INTEGRATION), customer)
+        await writer.write_invoice(map_bill(first, make_spec(collectionMethod="SendInvoice"), INTEGRATION), customer)
     ).stripe_id
     assert (await client.v1.invoices.retrieve_async(invoice_id)).collection_method == "send_invoice"
-    await writer.write_invoice(plan_bill(replace(first, version=2), make_spec(), INTEGRATION), customer)
+    await writer.write_invoice(map_bill(replace(first, version=2), make_spec(), INTEGRATION), customer)
     after = await client.v1.invoices.retrieve_async(invoice_id)
     assert (after.collection_method, after.due_date) == ("charge_automatically", None)
 
@@ -256,22 +256,22 @@ async def test_an_update_keeps_custom_fields_that_are_not_the_po_number(client: 
     )
     spec = make_spec(poNumberCustomField="PO")
     first = bill([line("a", "1.00")])
-    invoice_id = (await writer.write_invoice(plan_bill(first, spec, INTEGRATION), customer)).stripe_id
+    invoice_id = (await writer.write_invoice(map_bill(first, spec, INTEGRATION), customer)).stripe_id
     invoice = await client.v1.invoices.retrieve_async(invoice_id)
     assert [(f.name, f.value) for f in invoice.custom_fields] == [("VAT", "GB123")]  # inherited from the customer
     await writer.write_invoice(
-        plan_bill(replace(first, version=2, purchase_order_number="PO-9"), spec, INTEGRATION), customer
+        map_bill(replace(first, version=2, purchase_order_number="PO-9"), spec, INTEGRATION), customer
     )
     invoice = await client.v1.invoices.retrieve_async(invoice_id)
     assert [(f.name, f.value) for f in invoice.custom_fields] == [("VAT", "GB123"), ("PO", "PO-9")]
-    await writer.write_invoice(plan_bill(replace(first, version=3), spec, INTEGRATION), customer)
+    await writer.write_invoice(map_bill(replace(first, version=3), spec, INTEGRATION), customer)
     invoice = await client.v1.invoices.retrieve_async(invoice_id)
     assert [(f.name, f.value) for f in invoice.custom_fields] == [("VAT", "GB123")]
 
 
 def test_a_bill_over_stripes_limit_never_reaches_the_writer() -> None:
     with pytest.raises(MappingError, match="99999999"):
-        plan_bill(bill([line("a", "999999.99"), line("b", "0.01")]), make_spec(), INTEGRATION)
+        map_bill(bill([line("a", "999999.99"), line("b", "0.01")]), make_spec(), INTEGRATION)
 
 
 async def test_the_emulator_refuses_to_finalize_an_invoice_over_the_largest_charge(client: Any) -> None:

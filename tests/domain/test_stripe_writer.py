@@ -27,7 +27,7 @@ from m3stripe.domain.mapping import (
     META_LINE_INDEX,
     META_ORGANIZATION,
     META_VERSION,
-    plan_bill,
+    map_bill,
 )
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
@@ -102,7 +102,7 @@ async def write(
     integration: str = INTEGRATION,
     organization: str = "org",
 ) -> bool:
-    plan = plan_bill(b, make_spec(organization=organization, createStripeInvoice=invoice), integration)
+    plan = map_bill(b, make_spec(organization=organization, createStripeInvoice=invoice), integration)
     if invoice:
         return (await writer.write_invoice(plan, customer, not_before=b.created)).changed
     return (await writer.write_items(plan, customer, not_before=b.created)).changed
@@ -260,7 +260,7 @@ def test_objects_written_before_the_organization_was_recorded_are_still_recognis
         cus = await customer(world)
         world.at(T0)
         b = bill("legacy", created=T0, amounts=("1.00", "2.50"))
-        plan = plan_bill(b, make_spec(organization="org", createStripeInvoice=invoice), "uid-of-an-older-operator")
+        plan = map_bill(b, make_spec(organization="org", createStripeInvoice=invoice), "uid-of-an-older-operator")
 
         def legacy(meta: dict[str, str]) -> dict[str, str]:
             return {k: v for k, v in meta.items() if k != META_ORGANIZATION}

@@ -77,22 +77,27 @@ class World:
 
 
 @asynccontextmanager
-async def world(*, registered: bool = True, rate: str = "20") -> AsyncIterator[World]:
-    """Stripe Tax active on the account (head office in London), registered in GB at `rate`%."""
-    emulator = StripeEmulator(seed=19, contract_mode=True)
+async def world(
+    *, tax: bool = True, registered: bool = True, rate: str = "20", **emulator_options: Any
+) -> AsyncIterator[World]:
+    """A GB Stripe account; with `tax`, Stripe Tax active on it (head office in London) and, if `registered`, a GB
+    registration at `rate`%; without, Stripe Tax is pending (no head office), as on a new account."""
+    emulator = StripeEmulator(**{"seed": 19, "contract_mode": True, **emulator_options})
     account = emulator.add_api_key(KEY, country="GB", default_currency="gbp")
-    emulator.set_tax_settings(account, head_office=UK)
-    emulator.set_tax_rate("GB", rate)
-    if registered:
-        emulator.add_tax_registration(account, "GB", rate)
+    if tax:
+        emulator.set_tax_settings(account, head_office=UK)
+        emulator.set_tax_rate("GB", rate)
+        if registered:
+            emulator.add_tax_registration(account, "GB", rate)
     async with emulator, M3terEmulator() as m3ter:
         m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
         source = M3terSource(CREDS, base_url=m3ter.url)
         try:
             async with open_client(KEY, api_base=emulator.url) as client:
-                await client.v1.products.create_async(
-                    params={"id": PRODUCT, "name": "Usage", "tax_code": "txcd_10103001"}
-                )
+                if tax:
+                    await client.v1.products.create_async(
+                        params={"id": PRODUCT, "name": "Usage", "tax_code": "txcd_10103001"}
+                    )
                 yield World(m3ter, emulator, account, client, source)
         finally:
             await source.aclose()
@@ -211,26 +216,18 @@ async def test_a_country_without_a_registration_is_sent_and_the_run_says_no_tax_
         (invoice,) = w.invoices_of(bill_id)
         assert invoice["automatic_tax"]["enabled"] is True and taxes(invoice) == (0, 0)
         assert invoice["total"] == 1000 and report.taxes == {"gbp": 0}
+        assert report.untaxed == 1 and "no tax due on 1 invoice(s)" in report.summary()
 
 
 async def test_stripe_tax_not_active_stops_the_pass_with_one_event_and_sends_nothing() -> None:
-    emulator = StripeEmulator(seed=3, contract_mode=True)
-    account = emulator.add_api_key(KEY, country="GB", default_currency="gbp")  # no head office: pending
-    async with emulator, M3terEmulator() as m3ter:
-        m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
-        source = M3terSource(CREDS, base_url=m3ter.url)
-        try:
-            async with open_client(KEY, api_base=emulator.url) as client:
-                w = World(m3ter, emulator, account, client, source)
-                gb, _ = await w.customer("gb")
-                w.bill(gb, "10.00")
-                report = await w.run(automaticTax="Enabled", taxBehavior="Exclusive")
-        finally:
-            await source.aclose()
+    async with world(tax=False, seed=3) as w:  # no head office: Stripe Tax is pending
+        gb, _ = await w.customer("gb")
+        w.bill(gb, "10.00")
+        report = await w.run(automaticTax="Enabled", taxBehavior="Exclusive")
+        assert w.stripe.state(w.account)["invoices"] == {}
     (event,) = report.events
     assert event.kind is EventKind.VALIDATION and "Stripe Tax is not active" in event.message
     assert "head_office" in event.message and report.sent == 0 and report.stopped_early
-    assert emulator.state(account)["invoices"] == {}
 
 
 async def test_no_tax_behavior_in_spec_or_account_is_refused_before_sending() -> None:
@@ -344,30 +341,21 @@ GOLDEN = Path(__file__).parent / "fixtures" / "requests_without_tax.json"
 async def requests_of_a_bills_life(**spec: Any) -> list[str]:
     """Every request a Bill's life sends to Stripe, normalized: created (a charge and a credit), regenerated, and in
     items mode; on an account without Stripe Tax settings, as before issue 19."""
-    emulator = StripeEmulator(seed=5, contract_mode=True, record_bodies=True)
-    account = emulator.add_api_key(KEY, country="GB", default_currency="gbp")
-    async with emulator, M3terEmulator() as m3ter:
-        m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
-        source = M3terSource(CREDS, base_url=m3ter.url)
-        try:
-            async with open_client(KEY, api_base=emulator.url) as client:
-                w = World(m3ter, emulator, account, client, source)
-                gb, _ = await w.customer("gb")
-                lines = [
-                    {"line_item_type": "USAGE", "subtotal": "10.00", "description": "usage"},
-                    {"line_item_type": "CREDIT_MEMO", "subtotal": "-1.00", "description": "credit"},
-                ]
-                bill_id = w.m3ter.add_bill(ORG, account_id=gb, lines=lines, currency="GBP")
-                start = len(emulator.requests)
-                first = await w.run(**spec)
-                w.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "12.00"}])
-                await w.run(state=SyncState(watermark=first.watermark), **spec)
-                items = w.bill(gb, "3.00")
-                await w.run(createStripeInvoice=False, state=SyncState(watermark=first.watermark), **spec)
-                assert w.items_of(items)
-                recorded = list(emulator.requests)[start:]
-        finally:
-            await source.aclose()
+    async with world(tax=False, seed=5, record_bodies=True) as w:
+        gb, _ = await w.customer("gb")
+        lines = [
+            {"line_item_type": "USAGE", "subtotal": "10.00", "description": "usage"},
+            {"line_item_type": "CREDIT_MEMO", "subtotal": "-1.00", "description": "credit"},
+        ]
+        bill_id = w.m3ter.add_bill(ORG, account_id=gb, lines=lines, currency="GBP")
+        start = len(w.stripe.requests)
+        first = await w.run(**spec)
+        w.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "12.00"}])
+        await w.run(state=SyncState(watermark=first.watermark), **spec)
+        items = w.bill(gb, "3.00")
+        await w.run(createStripeInvoice=False, state=SyncState(watermark=first.watermark), **spec)
+        assert w.items_of(items)
+        recorded = list(w.stripe.requests)[start:]
     return normalized(r for r in recorded if r.method == "POST")
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.domain.mapping import plan_bill
+from m3stripe.domain.mapping import map_bill
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.domain.tax_forms import CreditsExceedCharges
 from m3stripe.testing.stripe_emulator import StripeEmulator
@@ -85,7 +85,7 @@ async def write(emulator: StripeEmulator, case: Case) -> tuple[int, int, int, li
         taxCode="txcd_10103001",
         priceDataProductId=PRODUCT if case.priced else None,
     )
-    plan = plan_bill(bill, spec, "int-tax-prop")
+    plan = map_bill(bill, spec, "int-tax-prop")
     if not plan.lines:
         return None
     async with open_client(KEY, api_base=emulator.url) as client:

@@ -89,8 +89,11 @@ def test_create_becomes_ready_and_connected(stack: LocalStack, operator: Operato
         assert cond["observedGeneration"] == obj["metadata"]["generation"]
         assert cond["lastTransitionTime"]
     assert _cond(obj, "Stalled") is None  # abnormal-true: present only while true
-    events = stack.kube.events(ns, "billing")
-    assert any(e["reason"] == "Connected" and e["type"] == "Normal" for e in events)
+    # kopf posts events in the background, after the status write: wait for it rather than race it.
+    wait_for(
+        lambda: any(e["reason"] == "Connected" and e["type"] == "Normal" for e in stack.kube.events(ns, "billing")),
+        what="the Connected event",
+    )
 
 
 def test_status_does_not_churn(stack: LocalStack, operator: OperatorProcess) -> None:

@@ -7,6 +7,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
 from tests.e2e.helpers import seed
 
@@ -80,6 +82,7 @@ def _holder(stack: LocalStack) -> str:
     return stack.kube.lease_holder(LEASE_NS, LEASE) or ""
 
 
+@pytest.mark.slow
 def test_a_paused_holder_is_fenced_out_and_the_standby_finishes_every_bill_exactly_once(stack: LocalStack) -> None:
     acct, bills = _seed(stack, "fenced", BILLS)
     # Slow Stripe down so that the first pass is still running when the holder freezes.
@@ -126,6 +129,7 @@ def _seconds_to_first_write(stack: LocalStack, acct: str, op: OperatorProcess, s
     return time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_a_restarted_operator_resumes_sending_within_seconds(stack: LocalStack) -> None:
     """Default Lease timings (15/10/2 s). A crashed container restarts in the same pod: its dead predecessor's
     Lease is taken at once. A gracefully stopped replica released the Lease: the next one takes it at once."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from m3stripe.testing.stack import LocalStack, wait_for
 from tests.e2e.helpers import connect, integration_spec, seed
 
@@ -14,6 +16,7 @@ NS = "replicas"
 BILLS = 400
 
 
+@pytest.mark.slow
 def test_two_replicas_send_every_bill_exactly_once(stack: LocalStack) -> None:
     acct = stack.call(lambda: stack.stripe.add_api_key(KEY))
     connect(stack, NS, ORG, KEY, "replicas")

@@ -16,13 +16,14 @@ import copy
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from m3stripe.api import names
-from m3stripe.domain import sync_engine
+from m3stripe.domain import sync_pass
 from m3stripe.kube.worker import IntegrationWorker
 from tests.kube.test_worker import NAME, NS, World, world
 
@@ -58,6 +59,12 @@ def _named(value: Any, seen: dict[str, str]) -> Any:
     return value
 
 
+async def _next_second() -> None:
+    """Until the clock's next whole second: a pass's watermark is its start in whole seconds, so two passes within
+    one second would leave it unchanged (and the patch without it) depending on how fast they ran."""
+    await asyncio.sleep(1.0 - time.time() % 1.0)
+
+
 async def _scenario(w: World, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every status patch the worker sends in the scenario, in order."""
     patches: list[dict[str, Any]] = []
@@ -69,7 +76,7 @@ async def _scenario(w: World, monkeypatch: pytest.MonkeyPatch) -> list[dict[str,
 
     monkeypatch.setattr(w.runtime.kube, "patch_status", recorded)
     # No checkpoint in the middle of a pass: when one falls depends on timing (test_progress checks its JSON).
-    monkeypatch.setattr(sync_engine, "CHECKPOINT_SECONDS", 3600.0)
+    monkeypatch.setattr(sync_pass, "CHECKPOINT_SECONDS", 3600.0)
     mapped, unmapped = w.m3ter_account("mapped"), w.m3ter_account("unmapped")
     await w.customer_for(mapped)
     w.bill(mapped, "10.00")
@@ -78,12 +85,14 @@ async def _scenario(w: World, monkeypatch: pytest.MonkeyPatch) -> list[dict[str,
         accountIds=[mapped, unmapped], integrationDisabledNotificationUsers=["billing-oncall@example.com"]
     )
     await w.reconcile()  # connected; the Accounts counted; a first pass: one Bill sent, one error event
+    await _next_second()
     await w.run_now()  # the event again (count 2)
     await w.annotate(names.ANNOTATION_RESOLVE, "all #1")
     await w.reconcile()
     await w.patch_spec(mode="Plan")
     await w.reconcile()  # a plan
     await w.patch_spec(mode="Send", autoDisableThreshold=1)
+    await _next_second()
     await w.run_now()  # the error again: disabled, and no SMTP server to email
     await w.annotate(names.ANNOTATION_REENABLE, "1")
     await w.reconcile()
@@ -93,6 +102,7 @@ async def _scenario(w: World, monkeypatch: pytest.MonkeyPatch) -> list[dict[str,
     await asyncio.to_thread(w.custom.patch_namespaced_custom_object_status, *resource, NAME, restored)
     assert w.worker is not None
     w.worker = IntegrationWorker(w.worker.integration)
+    await _next_second()
     await w.run_now()  # starts over: the old watermark and sweep nulled
     return patches
 

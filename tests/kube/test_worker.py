@@ -25,7 +25,14 @@ from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.api import names
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
-from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.config import (
+    CredentialsConfig,
+    LeaseConfig,
+    M3terConfig,
+    OperatorConfig,
+    StripeConfig,
+    SyncConfig,
+)
 from m3stripe.kube.integration import Integration
 from m3stripe.kube.runtime import Runtime
 from m3stripe.kube.worker import IntegrationWorker
@@ -175,13 +182,12 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", str(server.url).rstrip("/"))
         api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
         operator_config = OperatorConfig(
-            stripe_api_base=stripe_emulator.url,
-            m3ter_base_url=m3ter.url,
-            secret_poll_seconds=0.2,
-            credential_retry_seconds=0.1,
-            stripe_timeout_seconds=5,
-            sync_concurrency=1,  # Bills in m3ter's order (newest first), so which error follows which success is fixed
-            lease_name="",
+            stripe=StripeConfig(api_base=stripe_emulator.url, timeout_seconds=5),
+            m3ter=M3terConfig(base_url=m3ter.url),
+            credentials=CredentialsConfig(secret_poll_seconds=0.2, retry_seconds=0.1),
+            # Bills in m3ter's order (newest first), so which error follows which success is fixed
+            sync=SyncConfig(concurrency=1),
+            lease=LeaseConfig(name=""),
         )
         runtime = Runtime(config=operator_config, kube=KubeApi(api_client), metrics=Metrics())
         try:

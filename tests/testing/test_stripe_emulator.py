@@ -19,6 +19,7 @@ import httpx
 import pytest
 import stripe
 
+from m3stripe.adapters.stripe_client import open_client
 from m3stripe.testing.stripe_emulator import Fault, StripeEmulator
 from m3stripe.testing.stripe_emulator.forms import decode
 from m3stripe.testing.stripe_emulator.params import Arr, Obj
@@ -1157,3 +1158,32 @@ async def test_stripes_default_limits_are_100_live_25_test_and_25_per_endpoint(
     emulator.use_stripe_rate_limits()
     statuses = [r.status_code for r in await asyncio.gather(*(raw.get("/v1/balance") for _ in range(40)))]
     assert 25 <= statuses.count(200) < 40 and statuses.count(429) == 40 - statuses.count(200)
+
+
+# Object locks: a write to an object another request is still writing is refused with lock_timeout.
+
+
+def test_a_write_to_an_object_another_write_still_holds_is_a_lock_timeout_to_retry() -> None:
+    async def main() -> None:
+        emulator = StripeEmulator(seed=31, latency_seconds=0.2)
+        emulator.add_api_key("sk_test_51locksLOCKS")
+        async with emulator, open_client("sk_test_51locksLOCKS", api_base=emulator.url, max_network_retries=0) as sdk:
+            first = await sdk.v1.customers.create_async(params={"name": "A"})
+            other = await sdk.v1.customers.create_async(params={"name": "B"})
+            invoice_of = {"auto_advance": False}
+            results = await asyncio.gather(
+                sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of}),
+                sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of}),
+                sdk.v1.invoices.create_async(params={"customer": other.id, **invoice_of}),
+                sdk.v1.customers.retrieve_async(first.id),  # reads lock nothing
+                return_exceptions=True,
+            )
+            refused = [r for r in results if isinstance(r, stripe.RateLimitError)]
+            assert len(refused) == 1 and refused[0].error is not None and refused[0].error.code == "lock_timeout"
+            assert refused[0].headers is not None and refused[0].headers.get("Stripe-Should-Retry") == "true"
+            assert sum(1 for r in results if isinstance(r, stripe.Invoice)) == 2
+            assert emulator.object_locks.refused == 1
+            # Once the first write is done, the same request goes through.
+            await sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of})
+
+    asyncio.run(main())

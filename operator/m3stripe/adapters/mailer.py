@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -25,26 +25,6 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout: float = 15.0
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, str]) -> SmtpSettings | None:
-        """From the M3STRIPE_SMTP_* environment (keys without the prefix, lower case); None when unset."""
-        host = values.get("host")
-        if not host:
-            return None
-        port = int(values.get("port", "587"))
-        security = values.get("security") or ("tls" if port == 465 else "starttls" if port == 587 else "none")
-        if security not in ("starttls", "tls", "none"):
-            raise ValueError(f"M3STRIPE_SMTP_SECURITY must be starttls, tls or none, not {security!r}")
-        return cls(
-            host=host,
-            port=port,
-            sender=values.get("from") or cls.sender,
-            security=security,
-            username=values.get("username") or None,
-            password=values.get("password") or None,
-            timeout=float(values.get("timeout", "15")),
-        )
 
 
 class Mailer:

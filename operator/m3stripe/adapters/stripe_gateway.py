@@ -214,6 +214,16 @@ def metadata_of(obj: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in (meta.to_dict() if hasattr(meta, "to_dict") else dict(meta)).items()}
 
 
+def _retry_reason(err: stripe.StripeError, status: int) -> str:
+    """lock_timeout: another request holds the object (a 429 Stripe asks to retry, https://docs.stripe.com/error-codes#lock-timeout),
+    not the account's rate limit; rate_limited, server or network otherwise."""
+    if status == 429:
+        # The SDK leaves a 429's `code` unset (RateLimitError, _api_requestor.py); the error object has it.
+        code = err.code or getattr(err.error, "code", None)
+        return "lock_timeout" if code == "lock_timeout" else "rate_limited"
+    return "network" if not status else "server"
+
+
 def _header(err: stripe.StripeError, name: str) -> str | None:
     headers: Mapping[str, Any] = err.headers or {}
     for key, value in headers.items():
@@ -280,9 +290,7 @@ class StripeGateway:
                 delay = self._retry_delay(err, attempt)
                 if delay is None:
                     raise self._final(err, endpoint) from None
-                self._observer.retry(
-                    endpoint, "rate_limited" if status == 429 else ("network" if not status else "server")
-                )
+                self._observer.retry(endpoint, _retry_reason(err, status))
                 await asyncio.sleep(delay)
                 continue
             self._observer.request(endpoint, 200, time.monotonic() - started)
@@ -350,6 +358,16 @@ class StripeGateway:
             if not page.has_more or not data:
                 return
             cursor = data[-1].id
+
+    async def json(
+        self, endpoint: str, method: str, path: str, params: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """One request through `call`, answered as Stripe's plain JSON (see `iterate_json`). `idempotency_key` is a
+        request option (the SDK's `extract_options_from_dict`), never a parameter: Stripe's parameters of the calls
+        made here are named otherwise."""
+        options = {"idempotency_key": idempotency_key} if idempotency_key is not None else {}
+        response = await self.call(endpoint, lambda: self._client.raw_request_async(method, path, **params, **options))
+        return response.data if isinstance(response.data, dict) else {}
 
     async def iterate_json(self, endpoint: str, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """`iterate` with each object as Stripe's plain JSON (a dict), for reads that only look at a few fields.

@@ -11,8 +11,9 @@ costs 25-40 times its `json.loads` (benchmarks/README.md).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 from m3stripe.adapters.stripe_gateway import StripeGateway, metadata_of
 from m3stripe.domain.ports import (
@@ -127,6 +128,11 @@ def tax_settings(obj: Any) -> TaxSettings:
     )
 
 
+def _id(value: str) -> str:
+    """An object id in a path, quoted as the SDK quotes it (`sanitize_id`)."""
+    return quote(value, safe="")
+
+
 class StripeLedgerReader:
     """What Stripe holds, read through the gateway; owns no write, never exposes the gateway."""
 
@@ -140,6 +146,9 @@ class StripeLedgerReader:
     async def _list(self, endpoint: str, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         async for obj in self.__gateway.iterate_json(endpoint, path, params):
             yield obj
+
+    async def _get(self, endpoint: str, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.__gateway.json(endpoint, "get", path, params or {})
 
     async def invoices(self, customer: str, created: Created | None) -> AsyncIterator[HeldInvoice]:
         """The customer's invoices, newest first; `created` as invoices/list takes it (gte/lt, Unix seconds:
@@ -159,15 +168,11 @@ class StripeLedgerReader:
             yield held_line(obj)
 
     async def invoice_lines(self, invoice_id: str) -> AsyncIterator[HeldLine]:
-        async for obj in self._list("invoices.lines.list", f"/v1/invoices/{invoice_id}/lines", {}):
+        async for obj in self._list("invoices.lines.list", f"/v1/invoices/{_id(invoice_id)}/lines", {}):
             yield held_line(obj)
 
     async def invoice(self, invoice_id: str) -> HeldInvoice:
-        client = self.__gateway.client
-        found: Any = await self.__gateway.call(
-            "invoices.retrieve", lambda: client.v1.invoices.retrieve_async(invoice_id)
-        )
-        return held_invoice(found)
+        return held_invoice(await self._get("invoices.retrieve", f"/v1/invoices/{_id(invoice_id)}"))
 
     async def customers(self, *, with_tax: bool = False) -> AsyncIterator[HeldCustomer]:
         """Every customer. `with_tax`: with each one's `tax` (whether Stripe Tax can place it), in the same pages:
@@ -181,75 +186,58 @@ class StripeLedgerReader:
 
     async def customer_tax(self, customer_id: str) -> CustomerTax:
         """One customer's `tax` (customers/retrieve with expand[]=tax)."""
-        client = self.__gateway.client
-        found: Any = await self.__gateway.call(
-            "customers.retrieve",
-            lambda: client.v1.customers.retrieve_async(customer_id, params={"expand": ["tax"]}),
-        )
+        found = await self._get("customers.retrieve", f"/v1/customers/{_id(customer_id)}", {"expand": ["tax"]})
         return customer_tax(found) or CustomerTax(None)
 
     async def tax_settings(self) -> TaxSettings:
         """The account's Stripe Tax settings (GET /v1/tax/settings, https://docs.stripe.com/api/tax/settings/retrieve)."""
-        client = self.__gateway.client
-        found: Any = await self.__gateway.call("tax.settings.retrieve", lambda: client.v1.tax.settings.retrieve_async())
-        return tax_settings(found)
+        return tax_settings(await self._get("tax.settings.retrieve", "/v1/tax/settings"))
 
 
 class StripeLedger(StripeLedgerReader):
-    """The reads and the writes the operator makes: invoices, their lines, invoice items."""
+    """The reads and the writes the operator makes: invoices, their lines, invoice items, the credits' coupons.
+
+    Every call is the SDK's raw request (`StripeClient.raw_request_async`: the client's key, API version, transport
+    and errors), answered as Stripe's plain JSON: building an answer's nested StripeObjects cost more CPU than the
+    rest of a request together (benchmarks/README.md, issue 22)."""
 
     def __init__(self, gateway: StripeGateway) -> None:
         super().__init__(gateway)
         self._g = gateway
 
-    async def _write(
-        self, endpoint: str, method: Callable[..., Awaitable[Any]], *ids: str, params: Any, key: str
-    ) -> Any:
-        """One write with idempotency key `key`, through the gateway: `method(*ids, params=params, options=...)`."""
-        options = {"idempotency_key": key}
-        return await self._g.call(endpoint, lambda: method(*ids, params=params, options=options))
+    async def _write(self, endpoint: str, path: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        """One POST with idempotency key `key`, through the gateway."""
+        return await self._g.json(endpoint, "post", path, params, idempotency_key=key)
 
     async def create_invoice(self, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice:
-        invoices = self._g.client.v1.invoices
-        created = await self._write("invoices.create", invoices.create_async, params=params, key=idempotency_key)
-        return held_invoice(created)
+        return held_invoice(await self._write("invoices.create", "/v1/invoices", params, idempotency_key))
 
     async def add_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice:
-        invoices = self._g.client.v1.invoices
-        updated = await self._write(
-            "invoices.add_lines", invoices.add_lines_async, invoice_id, params=params, key=idempotency_key
-        )
-        return held_invoice(updated)
+        path = f"/v1/invoices/{_id(invoice_id)}/add_lines"
+        return held_invoice(await self._write("invoices.add_lines", path, params, idempotency_key))
 
     async def remove_lines(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> None:
-        invoices = self._g.client.v1.invoices
         await self._write(
-            "invoices.remove_lines", invoices.remove_lines_async, invoice_id, params=params, key=idempotency_key
+            "invoices.remove_lines", f"/v1/invoices/{_id(invoice_id)}/remove_lines", params, idempotency_key
         )
 
     async def update_invoice(self, invoice_id: str, params: dict[str, Any], *, idempotency_key: str) -> HeldInvoice:
-        invoices = self._g.client.v1.invoices
-        updated = await self._write(
-            "invoices.update", invoices.update_async, invoice_id, params=params, key=idempotency_key
+        return held_invoice(
+            await self._write("invoices.update", f"/v1/invoices/{_id(invoice_id)}", params, idempotency_key)
         )
-        return held_invoice(updated)
 
     async def create_item(self, params: dict[str, Any], *, idempotency_key: str) -> HeldLine:
-        items = self._g.client.v1.invoice_items
-        item = await self._write("invoiceitems.create", items.create_async, params=params, key=idempotency_key)
-        return held_line(item)
+        return held_line(await self._write("invoiceitems.create", "/v1/invoiceitems", params, idempotency_key))
 
     async def create_coupon(self, params: dict[str, Any], *, idempotency_key: str) -> None:
         """A coupon with the caller's own `id`. An earlier attempt may have made it (its reply lost, in another
         pass with another key): Stripe then answers `resource_already_exists` ("Coupon already exists"), which means
         it is there, as asked, since the id derives from what the coupon holds."""
-        coupons = self._g.client.v1.coupons
         try:
-            await self._write("coupons.create", coupons.create_async, params=params, key=idempotency_key)
+            await self._write("coupons.create", "/v1/coupons", params, idempotency_key)
         except LedgerError as err:
             if err.failure is not Failure.INVALID or err.code != "resource_already_exists":
                 raise
 
     async def delete_item(self, item_id: str) -> None:
-        v1 = self._g.client.v1
-        await self._g.call("invoiceitems.delete", lambda: v1.invoice_items.delete_async(item_id))
+        await self._g.json("invoiceitems.delete", "delete", f"/v1/invoiceitems/{_id(item_id)}", {})

@@ -34,7 +34,6 @@ MAX_GESTURE_IDS = 100
 # could move the request to another path once the id is put into the URL.
 BILL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:.-]{0,127}")
 RUN_ID = re.compile(r"run-[A-Za-z0-9-]{1,64}")
-EVENT_ID = re.compile(r"evt-[0-9a-f]{12}")
 
 _SPLIT = re.compile(r"[\s,]+")
 _REFUSED = re.compile(r"#refused-[0-9a-f]{16}")

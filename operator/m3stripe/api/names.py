@@ -23,4 +23,3 @@ ANNOTATION_RESOLVE: Final = f"{GROUP}/resolve"
 # so the strict status schema never prunes it.
 KOPF_PREFIX: Final = f"kopf.{GROUP}"
 FINALIZER: Final = f"{GROUP}/finalizer"
-FIELD_MANAGER: Final = "m3stripe-operator"

@@ -162,7 +162,8 @@ def _get(args: argparse.Namespace, cluster: Cluster) -> int:
 
 
 def _runs(args: argparse.Namespace, cluster: Cluster) -> int:
-    status = views.status_of(cluster.get(args.name))
+    obj = cluster.get(args.name)
+    status = views.status_of(obj)
     runs = list(status.get("recentRuns") or ())
     if args.output in ("json", "yaml"):
         _print(dump(runs, args.output))
@@ -170,6 +171,9 @@ def _runs(args: argparse.Namespace, cluster: Cluster) -> int:
     if not runs:
         print(f"{cluster.namespace}/{args.name} has not run yet.", file=sys.stderr)
         return 0
+    tax = views.tax_line(dict(obj.get("spec") or {}))
+    if tax:
+        print(f"{cluster.namespace}/{args.name}: {tax}")
     _print(views.runs_table(runs, wide=args.output == "wide", now=datetime.now(UTC)))
     return 0
 

@@ -94,6 +94,12 @@ def runs_table(runs: Sequence[Mapping[str, Any]], *, wide: bool, now: datetime) 
     return table(headers, rows)
 
 
+def tax_line(spec: Mapping[str, Any]) -> str | None:
+    """The integration's tax settings in a line, when any is set (spec.automaticTax, taxBehavior, taxCode)."""
+    parts = [f"{field} {spec[field]}" for field in ("automaticTax", "taxBehavior", "taxCode") if spec.get(field)]
+    return f"tax: {', '.join(parts)}" if parts else None
+
+
 def run_duration(run: Mapping[str, Any]) -> str:
     start, end = parse_time(run.get("startTime")), parse_time(run.get("completionTime"))
     if start is None or end is None:

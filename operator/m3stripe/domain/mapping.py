@@ -80,7 +80,7 @@ class TaxPlan:
 
 
 @dataclass(frozen=True)
-class PlannedLine:
+class MappedLine:
     """One invoice line (or item) as Stripe must hold it, in minor units, with the metadata that finds it again."""
 
     line_id: str
@@ -153,13 +153,13 @@ class PlannedLine:
         return {**self.metadata, META_TAX_BEHAVIOR: tax_behavior} if tax_behavior else self.metadata
 
 
-def lines_total(lines: Iterable[PlannedLine]) -> int:
+def lines_total(lines: Iterable[MappedLine]) -> int:
     """Minor units of `lines` together."""
     return sum(line.amount for line in lines)
 
 
 @dataclass(frozen=True)
-class BillPlan:
+class MappedBill:
     """What Stripe must hold for one Bill version: its lines and invoice fields. Built from the Bill alone."""
 
     bill_id: str
@@ -167,7 +167,7 @@ class BillPlan:
     account_id: str
     currency: str  # lower case, as Stripe writes it
     organization_id: str
-    lines: tuple[PlannedLine, ...]
+    lines: tuple[MappedLine, ...]
     metadata: dict[str, str]
     invoice_fields: dict[str, Any] = field(default_factory=dict)
     po_field: dict[str, str] | None = None  # the PO custom field, when this version has one
@@ -261,14 +261,14 @@ def select_lines(lines: Sequence[LineItem], spec: StripeIntegrationSpec) -> list
     return kept
 
 
-def plan_bill(
+def map_bill(
     bill: Bill,
     spec: StripeIntegrationSpec,
     integration_id: str,
     *,
     today: date | None = None,
     rounding: CurrencyRounding | None = None,
-) -> BillPlan:
+) -> MappedBill:
     """What Stripe should hold for this Bill, or MappingError explaining why it cannot.
 
     ``rounding`` is m3ter's rule for the Bill's currency (``GET /picklists/currency``), when known.
@@ -299,7 +299,7 @@ def plan_bill(
         raise MappingError(f"Bill {bill.id}: {err}") from None
     _check_charge_limit(bill, planned)
     fields, po_field = _invoice_fields(bill, spec, today or datetime.now(UTC).date())
-    return BillPlan(
+    return MappedBill(
         bill_id=bill.id,
         version=bill.version,
         account_id=bill.account_id,
@@ -401,7 +401,7 @@ def allocate_steps(exact: Sequence[Decimal], target: int) -> list[int] | None:
     return floors
 
 
-def _check_charge_limit(bill: Bill, lines: Sequence[PlannedLine]) -> None:
+def _check_charge_limit(bill: Bill, lines: Sequence[MappedLine]) -> None:
     """Refuse a Bill whose total or any line is over Stripe's largest amount (money.max_charge_minor_units).
 
     Stripe documents the limit for a *charge* (the invoice total, when paid). For invoice line and item
@@ -430,7 +430,7 @@ def _check_charge_limit(bill: Bill, lines: Sequence[PlannedLine]) -> None:
 
 def _plan_line(
     line: LineItem, index: int, amount: int, bill: Bill, bill_meta: dict[str, str], spec: StripeIntegrationSpec
-) -> PlannedLine:
+) -> MappedLine:
     metadata = {**bill_meta, META_LINE: line.id, META_LINE_INDEX: str(index)}
     price_data: dict[str, str] | None = None
     quantity: int | None = None
@@ -444,7 +444,7 @@ def _plan_line(
         }
         if Decimal(quantity) != line.quantity:
             metadata[META_QUANTITY] = _plain(line.quantity)[:MAX_METADATA_VALUE]
-    return PlannedLine(
+    return MappedLine(
         line_id=line.id,
         index=index,
         description=_description(line),

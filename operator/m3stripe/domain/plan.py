@@ -16,14 +16,12 @@ from typing import Any
 from m3stripe.api.conditions import rfc3339
 from m3stripe.api.status import MAX_PLAN_BILLS, PlannedBillRecord, PlanSummary, PlanTotal
 from m3stripe.domain.billing import Bill, MalformedBill
-from m3stripe.domain.mapping import BillPlan, lines_total
+from m3stripe.domain.decisions import BillAction, Decision
+from m3stripe.domain.mapping import MappedBill, lines_total
 from m3stripe.domain.money import format_money, from_minor_units
 from m3stripe.domain.ports import LedgerReader
 from m3stripe.domain.runs import BillResult, Outcome, RunReport
-from m3stripe.domain.stripe_writer import BillAction, Decision, Kind, StripeWriter, decide_invoice, decide_items
-
-__all__ = ["BillAction", "Decision", "PlannedBill", "Planner", "decide_invoice", "decide_items"]
-
+from m3stripe.domain.stripe_writer import Kind, StripeWriter
 
 # Order of the Bills listed in status.plan: what would be written first, then what needs a person.
 _ORDER = {
@@ -79,24 +77,24 @@ class Planner:
     reader: LedgerReader
     tax_mode: str = ""  # the spec's tax settings in a sentence (domain.tax_checks.tax_mode)
     bills: dict[str, PlannedBill] = field(default_factory=dict)
-    _mapped: dict[str, tuple[BillPlan, str | None]] = field(default_factory=dict)
+    _mapped: dict[str, tuple[MappedBill, str | None]] = field(default_factory=dict)
     _decisions: dict[str, Decision] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A writer over the read-only port: it can decide, and has no ledger to execute with.
         self._writer = StripeWriter(self.reader)
 
-    def mapped(self, plan: BillPlan) -> None:
-        self._mapped[plan.bill_id] = (plan, None)
+    def mapped(self, mapped: MappedBill) -> None:
+        self._mapped[mapped.bill_id] = (mapped, None)
 
     async def decide(
-        self, plan: BillPlan, customer: str, *, invoice_mode: bool, not_before: datetime | None = None
+        self, mapped: MappedBill, customer: str, *, invoice_mode: bool, not_before: datetime | None = None
     ) -> Decision:
         """The writer's own decision (StripeWriter.decide), made through the read-only port; never executed."""
-        self._mapped[plan.bill_id] = (plan, customer)
+        self._mapped[mapped.bill_id] = (mapped, customer)
         kind: Kind = "invoice" if invoice_mode else "item"
-        decision = await self._writer.decide(kind, plan, customer, not_before=not_before)
-        self._decisions[plan.bill_id] = decision
+        decision = await self._writer.decide(kind, mapped, customer, not_before=not_before)
+        self._decisions[mapped.bill_id] = decision
         return decision
 
     def result(self, bill: Bill, decision: Decision) -> BillResult:
@@ -108,7 +106,7 @@ class Planner:
 
     def record(self, bill: Bill | MalformedBill, result: BillResult) -> None:
         decision = self._decisions.get(bill.id)
-        plan, customer = self._mapped.get(bill.id, (None, None))
+        mapped, customer = self._mapped.get(bill.id, (None, None))
         if decision is not None:
             action, reason, stripe_id = decision.action, decision.reason, decision.stripe_id
         elif result.outcome is Outcome.FAILED:
@@ -116,8 +114,8 @@ class Planner:
         else:
             action, reason, stripe_id = BillAction.NOTHING, result.detail or str(result.outcome), None
         planned = PlannedBill(bill.id, bill.version, bill.account_id, action, reason, customer, stripe_id)
-        if plan is not None:
-            planned.lines, planned.currency, planned.total = len(plan.lines), plan.currency, plan.total
+        if mapped is not None:
+            planned.lines, planned.currency, planned.total = len(mapped.lines), mapped.currency, mapped.total
         if decision is not None and decision.action is BillAction.ADD_ITEMS:
             # Items already pending stay as they are: a Send pass would add only the missing ones.
             planned.total = lines_total(decision.missing_lines)

@@ -72,9 +72,11 @@ class BillResult:
     # a Bill this integration wrote; "namespace/name" each.
     left_to: str | None = None
     shared_with: tuple[str, ...] = ()
-    # The tax Stripe computed on the Bill's invoice (minor units of `currency`), when automatic tax was on.
+    # The tax Stripe computed on the Bill's invoice (minor units of `currency`), when automatic tax was on, and
+    # whether none was due (Stripe Tax does not collect where the customer is).
     currency: str | None = None
     tax: int | None = None
+    untaxed: bool = False
 
 
 @dataclass
@@ -105,6 +107,7 @@ class RunReport:
     shared_with: Counter[str] = field(default_factory=Counter)
     # The tax Stripe computed on the invoices this run wrote or found, per currency (minor units), and per Bill.
     taxes: Counter[str] = field(default_factory=Counter)
+    untaxed: int = 0  # taxed invoices on which Stripe Tax found no tax due (not collecting there)
     bill_taxes: list[tuple[str, int, str, int]] = field(default_factory=list)  # (bill id, version, currency, tax)
 
     def add(self, result: BillResult, *, keep_ids: int) -> None:
@@ -124,6 +127,7 @@ class RunReport:
             self.retry_bill_ids.append(result.bill_id)
         if result.tax is not None and result.currency and result.outcome in (Outcome.SENT, Outcome.UNCHANGED):
             self.taxes[result.currency] += result.tax
+            self.untaxed += result.untaxed
             if len(self.bill_taxes) < keep_ids:
                 self.bill_taxes.append((result.bill_id, result.version, result.currency, result.tax))
         if result.left_to:
@@ -137,6 +141,8 @@ class RunReport:
             text += "; left to older integrations that also select them: " + ", ".join(
                 f"{count} to {peer}" for peer, count in sorted(self.left_to.items())
             )
+        if self.untaxed:
+            text += f"; no tax due on {self.untaxed} invoice(s): Stripe Tax does not collect where the customer is"
         if self.swept_listed is not None:
             text += f"; reconciliation sweep: {self.swept_listed} listed, {self.swept_reread} re-read"
         if self.stopped_early:

@@ -19,24 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from m3stripe.domain.decisions import (
+    BillAction,
+    Decision,
+    by_signature,
+    decide_invoice,
+    decide_items,
+    diff,
+    identifies,
+    item_lines,
+)
 from m3stripe.domain.idempotency_keys import idempotency_key
 from m3stripe.domain.mapping import (
     META_BILL,
     META_CREDIT_COUPON,
-    META_INTEGRATION,
-    META_LINE,
-    META_LINE_INDEX,
-    META_ORGANIZATION,
-    META_TAX_BEHAVIOR,
-    META_VERSION,
-    BillPlan,
-    PlannedLine,
+    MappedBill,
 )
 from m3stripe.domain.ports import Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
 from m3stripe.domain.tax_forms import (
@@ -47,8 +48,6 @@ from m3stripe.domain.tax_forms import (
     taxed_invoice,
     wanted_lines,
 )
-
-__all__ = ["HeldInvoice", "HeldLine"]
 
 ADD_LINES_CHUNK = 50
 
@@ -94,82 +93,6 @@ class AmountMismatch(Exception):
         self.stripe_id = stripe_id
 
 
-def identifies(metadata: Mapping[str, str], organization_id: str, bill_id: str) -> bool:
-    """Whether a Stripe object's metadata says it was written for this Bill of this m3ter Organization.
-
-    The identity is what does not change when the Kubernetes object does (a new uid on re-creation, another name or
-    namespace): the Organization and the Bill id; the Stripe account and mode are where the object was found. Objects
-    written before the Organization was recorded carry the writing integration's uid instead; they are still this
-    Bill's, since a Bill id is m3ter's UUID of the Bill ("The UUID of the entity", m3ter SDK types/bill_response.py),
-    not reused by another Organization, and only this operator writes `m3stripe_integration`.
-    """
-    if metadata.get(META_BILL) != bill_id:
-        return False
-    organization = metadata.get(META_ORGANIZATION)
-    if organization:
-        return organization == organization_id
-    return bool(metadata.get(META_INTEGRATION))
-
-
-# (m3ter line id, position, amount, description, Bill version, tax behaviour sent, discountable)
-Signature = tuple[str, str, int, str, str, str, bool]
-
-
-def _wanted(entries: list[WantedLine], version: int) -> dict[Signature, WantedLine]:
-    # The position makes every line of a version unique: m3ter line ids and contents can repeat.
-    return {
-        (
-            w.line.line_id,
-            str(w.line.index),
-            w.line.amount,
-            w.line.description,
-            str(version),
-            w.behavior or "",
-            w.discountable,
-        ): w
-        for w in entries
-    }
-
-
-def _held_signature(obj: HeldLine) -> Signature:
-    meta = obj.metadata
-    return (
-        str(meta.get(META_LINE, "")),
-        str(meta.get(META_LINE_INDEX, "")),
-        obj.amount,
-        obj.description,
-        str(meta.get(META_VERSION, "")),
-        str(meta.get(META_TAX_BEHAVIOR, "")),
-        obj.discountable,
-    )
-
-
-def _diff(
-    wanted: dict[Signature, WantedLine], held: list[HeldLine]
-) -> tuple[list[HeldLine], list[WantedLine], list[HeldLine]]:
-    """(stale objects, missing lines, matched objects): each wanted line matches at most one object.
-
-    A second object with the signature of a wanted line (a duplicate left by an earlier bug or by
-    hand) is stale, so Stripe ends holding each line exactly once. A line held in another form than the one
-    wanted (another tax behaviour, no longer discountable, a credit that is now the coupon's) is stale too.
-    """
-    stale: list[HeldLine] = []
-    matched: dict[Signature, HeldLine] = {}
-    for obj in held:
-        sig = _held_signature(obj)
-        if sig in wanted and sig not in matched:
-            matched[sig] = obj
-        else:
-            stale.append(obj)
-    missing = [line for sig, line in wanted.items() if sig not in matched]
-    return stale, missing, list(matched.values())
-
-
-def item_lines(plan: BillPlan) -> list[WantedLine]:
-    """Items mode: every line a pending invoice item, carrying the spec's tax behaviour."""
-    return [WantedLine(line, LineForm.ITEM, plan.tax.behavior, False) for line in plan.lines]
-
-
 @dataclass
 class CustomerIndex:
     """This integration's invoices (or items) of one customer created at or after `since`, by Bill id.
@@ -182,129 +105,44 @@ class CustomerIndex:
     - what this pass writes is recorded here as it is written; a write whose reply was lost fails its
       Bill, and should m3ter's listing yield that Bill again in this pass, the retry carries the same
       idempotency key (one key per pass), so Stripe replays the first write instead of making a second;
-    - before each Bill but the first, what was created since the newest object seen, less
-      REREAD_OVERLAP_SECONDS, is listed again, which catches what others (an earlier pass's request
-      still in flight, another process) created meanwhile, as the per-Bill list did before.
-    The writer holds the customer's lock around each Bill, so the pass's own writes never interleave with a list.
+    - before each Bill that did not wait for the first listing, what was created since the newest object a
+      listing showed, less REREAD_OVERLAP_SECONDS, is listed again, which catches what others (an earlier
+      pass's request still in flight, another process) created meanwhile, as the per-Bill list did before.
+      Only listings move `newest`, never this pass's own writes, so a burst of them cannot push the window
+      past what others may still be writing.
+    Bills of one customer are decided and written concurrently: each is one Bill id, written by one task of the
+    pass, and every change of the index is made without awaiting in between; the first listing is single flight
+    and an extension downwards is made under `extending`.
     """
 
     kind: Kind
     since: int | None
     newest: int = 0
     by_bill: dict[str, dict[str, Any]] = field(default_factory=dict)  # HeldInvoice or HeldLine, by kind
+    listed: asyncio.Event = field(default_factory=asyncio.Event)  # set once the first listing is in
+    extending: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def add(self, held: HeldInvoice | HeldLine, bill_id: str) -> None:
-        self.newest = max(self.newest, held.created)
         self.by_bill.setdefault(bill_id, {})[held.id] = held
 
     def remove(self, bill_id: str, object_id: str) -> None:
         self.by_bill.get(bill_id, {}).pop(object_id, None)
 
-    def held(self, plan: BillPlan) -> list[Any]:
-        """What Stripe holds for the plan's Bill, by its durable identity (`identifies`)."""
-        found = self.by_bill.get(plan.bill_id, {}).values()
-        return [obj for obj in found if identifies(obj.metadata, plan.organization_id, plan.bill_id)]
-
-
-class BillAction(enum.StrEnum):
-    """What a Bill needs in Stripe, decided from what Stripe holds before anything is written."""
-
-    CREATE_INVOICE = "CreateInvoice"
-    UPDATE_DRAFT = "UpdateDraft"
-    ADD_ITEMS = "AddItems"
-    NOTHING = "Nothing"
-    BLOCKED = "Blocked"  # the invoice can no longer be changed (AlreadyFinalized when executed)
-
-    @property
-    def writes(self) -> bool:
-        return self in (BillAction.CREATE_INVOICE, BillAction.UPDATE_DRAFT, BillAction.ADD_ITEMS)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The writer's decision for one Bill; `StripeWriter._execute_*` carries it out, a plan only records it."""
-
-    action: BillAction
-    reason: str
-    stripe_id: str | None = None
-    stale: tuple[HeldLine, ...] = ()  # Stripe objects to delete (lines or items of another version, duplicates)
-    missing: tuple[WantedLine, ...] = ()  # lines to add, each in its form
-    invoice: HeldInvoice | None = None  # the draft to update
-    coupon: Coupon | None = None  # the coupon that carries the Bill's credits on a taxed invoice
-
-    @property
-    def missing_lines(self) -> tuple[PlannedLine, ...]:
-        return tuple(w.line for w in self.missing)
-
-
-def finalized_message(plan: BillPlan, invoice_id: str, status: str, *, items: bool = False) -> str:
-    if items:
-        return (
-            f"Bill {plan.bill_id} changed (version {plan.version}) but its items are on Stripe invoice "
-            f"{invoice_id}, which is already {status}; nothing was changed in Stripe. Adjust the "
-            "invoice in Stripe by hand, then mark this event resolved"
-        )
-    return (
-        f"Bill {plan.bill_id} changed (version {plan.version}) but its Stripe invoice {invoice_id} is already "
-        f"{status}; nothing was changed in Stripe. Issue a credit note or a new invoice in Stripe "
-        "by hand, then mark this event resolved"
-    )
-
-
-def decide_invoice(plan: BillPlan, invoice: HeldInvoice | None, lines: list[HeldLine]) -> Decision:
-    """Invoice mode: `invoice` is the Bill's newest invoice (None: none), `lines` its lines of this Bill.
-
-    Raises CreditsExceedCharges when the invoice is taxed and the Bill's credits exceed its charges."""
-    if invoice is None:
-        taxed = taxed_invoice(plan, None)
-        coupon = credits_coupon(plan, taxed)
-        reason = f"new draft invoice with {len(plan.lines)} line(s)"
-        return Decision(BillAction.CREATE_INVOICE, reason, missing=tuple(wanted_lines(plan, taxed)), coupon=coupon)
-    version = str(invoice.metadata.get(META_VERSION, ""))
-    taxed = taxed_invoice(plan, invoice.tax.enabled)
-    coupon = credits_coupon(plan, taxed)
-    stale, missing, _ = _diff(_wanted(wanted_lines(plan, taxed), plan.version), lines)
-    held_coupon = str(invoice.metadata.get(META_CREDIT_COUPON) or "")
-    coupon_ok = held_coupon == (coupon.id if coupon else "")
-    tax_ok = plan.tax.automatic is None or invoice.tax.enabled == plan.tax.automatic
-    if version == str(plan.version) and not stale and not missing and coupon_ok and tax_ok:
-        held = "draft" if invoice.status == "draft" else f"invoice ({invoice.status})"
-        return Decision(BillAction.NOTHING, f"{held} {invoice.id} already holds this version", invoice.id)
-    if invoice.status != "draft":
-        return Decision(BillAction.BLOCKED, finalized_message(plan, invoice.id, invoice.status), invoice.id)
-    changes = [f"version {version or '?'} -> {plan.version}"] if version != str(plan.version) else []
-    if stale:
-        changes.append(f"remove {len(stale)} line(s)")
-    if missing:
-        changes.append(f"add {len(missing)} line(s)")
-    if not coupon_ok:
-        changes.append("set the credits' discount" if coupon else "remove the credits' discount")
-    if not tax_ok:
-        changes.append(f"automatic tax {'on' if plan.tax.automatic else 'off'}")
-    reason = f"draft {invoice.id}: {', '.join(changes)}"
-    return Decision(BillAction.UPDATE_DRAFT, reason, invoice.id, tuple(stale), tuple(missing), invoice, coupon)
-
-
-def decide_items(plan: BillPlan, items: list[HeldLine], invoiced: dict[str, str]) -> Decision:
-    """Items mode: `items` are the customer's invoice items of this Bill; `invoiced` maps the invoice of
-    each stale item that is on one to that invoice's status."""
-    stale, missing, matched = _diff(_wanted(item_lines(plan), plan.version), items)
-    held = matched[0].id if matched else None
-    if not stale and not missing:
-        return Decision(BillAction.NOTHING, f"{len(matched)} pending item(s) already hold this version", held)
-    for item in stale:
-        if item.invoice and invoiced.get(item.invoice, "draft") != "draft":
-            message = finalized_message(plan, item.invoice, invoiced[item.invoice], items=True)
-            return Decision(BillAction.BLOCKED, message, item.invoice)
-    reason = f"add {len(missing)} pending item(s)"
-    if stale:
-        reason += f", delete {len(stale)} of another version"
-    return Decision(BillAction.ADD_ITEMS, reason, held, tuple(stale), tuple(missing))
+    def held(self, mapped: MappedBill) -> list[Any]:
+        """What Stripe holds for the mapped Bill, by its durable identity (`identifies`)."""
+        found = self.by_bill.get(mapped.bill_id, {}).values()
+        return [obj for obj in found if identifies(obj.metadata, mapped.organization_id, mapped.bill_id)]
 
 
 class StripeWriter:
-    """Writes Bills for one pass. Callers serialise the Bills of one customer (the engine's customer lock);
-    the writer also locks per customer, so a caller that does not is still exactly once."""
+    """Writes Bills for one pass, several Bills of one customer at once (the engine bounds how many).
+
+    Exactly once holds per Bill: each Bill is decided from what Stripe holds and written by one task with keys that
+    derive from it. What must not run concurrently is what Stripe would answer with `lock_timeout` ("another API
+    request ... is currently accessing it", https://docs.stripe.com/error-codes#lock-timeout): the writes that
+    change a customer (creating its invoice, or a pending invoice item) go one at a time per customer
+    (`_customer`); everything else of a Bill touches its own invoice or items only.
+    """
 
     def __init__(self, ledger: Ledger | LedgerReader, *, key_salt: str | None = None) -> None:
         """Given a LedgerReader (Plan mode) the writer only decides: it holds no ledger to execute with."""
@@ -313,12 +151,12 @@ class StripeWriter:
         self._reads: LedgerReader = ledger
         self._salt = key_salt
         self._indexes: dict[tuple[Kind, str], CustomerIndex] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._customer_writes: dict[str, asyncio.Lock] = {}
         self.list_requests = 0  # list pages read to find earlier writes (for the benchmarks)
 
-    def _key(self, plan: BillPlan, step: str, params: Any = None) -> str:
+    def _key(self, mapped: MappedBill, step: str, params: Any = None) -> str:
         material = params if self._salt is None else [self._salt, params]
-        return idempotency_key(plan.organization_id, plan.bill_id, plan.version, step, material)
+        return idempotency_key(mapped.organization_id, mapped.bill_id, mapped.version, step, material)
 
     # What Stripe holds, per customer
     async def _list(self, kind: Kind, customer: str, created: dict[str, int] | None) -> list[HeldInvoice | HeldLine]:
@@ -352,126 +190,143 @@ class StripeWriter:
         index = self._indexes.get((kind, customer))
         if index is None:
             index = self._indexes[kind, customer] = CustomerIndex(kind, since)
-            # Just listed: the first Bill needs no re-read.
-            self._take(index, await self._list(kind, customer, None if since is None else {"gte": since}))
+            try:
+                self._take(index, await self._list(kind, customer, None if since is None else {"gte": since}))
+            except BaseException:
+                del self._indexes[kind, customer]  # the next Bill lists again
+                index.listed.set()
+                raise
+            index.listed.set()
+            return index  # just listed: this Bill needs no re-read
+        joined = not index.listed.is_set()
+        if joined:
+            await index.listed.wait()  # the first listing, in flight: it is as fresh as a re-read
+            if self._indexes.get((kind, customer)) is not index:
+                return await self._index(kind, customer, not_before)  # it failed: list again
+        async with index.extending:
+            if index.since is not None and (needed is None or needed.timestamp() < index.since):
+                older = {"lt": index.since} if since is None else {"gte": since, "lt": index.since}
+                self._take(index, await self._list(kind, customer, older))
+                index.since = since
+        if joined:
             return index
-        if index.since is not None and (needed is None or needed.timestamp() < index.since):
-            older = {"lt": index.since} if since is None else {"gte": since, "lt": index.since}
-            self._take(index, await self._list(kind, customer, older))
-            index.since = since
         reread = max(index.since or 0, index.newest - REREAD_OVERLAP_SECONDS)
         self._take(index, await self._list(kind, customer, {"gte": reread} if reread > 0 else None))
         return index
 
-    def _lock(self, customer: str) -> asyncio.Lock:
-        lock = self._locks.get(customer)
+    def _customer(self, customer: str) -> asyncio.Lock:
+        """Held around each write that changes the customer itself (see the class)."""
+        lock = self._customer_writes.get(customer)
         if lock is None:
-            lock = self._locks[customer] = asyncio.Lock()
+            lock = self._customer_writes[customer] = asyncio.Lock()
         return lock
 
     # Either mode: `not_before` is when m3ter created the Bill (no earlier write of it can be older); None: unknown.
-    async def write_invoice(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
-        return await self._write("invoice", plan, customer, not_before)
+    async def write_invoice(
+        self, mapped: MappedBill, customer: str, *, not_before: datetime | None = None
+    ) -> WriteResult:
+        return await self._write("invoice", mapped, customer, not_before)
 
-    async def write_items(self, plan: BillPlan, customer: str, *, not_before: datetime | None = None) -> WriteResult:
-        return await self._write("item", plan, customer, not_before)
+    async def write_items(
+        self, mapped: MappedBill, customer: str, *, not_before: datetime | None = None
+    ) -> WriteResult:
+        return await self._write("item", mapped, customer, not_before)
 
     async def decide(
-        self, kind: Kind, plan: BillPlan, customer: str, *, not_before: datetime | None = None
+        self, kind: Kind, mapped: MappedBill, customer: str, *, not_before: datetime | None = None
     ) -> Decision:
         """What the Bill needs in Stripe (kind "invoice": invoice mode, "item": items mode), from reads only."""
-        async with self._lock(customer):
-            return await self._decide(kind, plan, await self._index(kind, customer, not_before))
+        return await self._decide(kind, mapped, await self._index(kind, customer, not_before))
 
-    async def _write(self, kind: Kind, plan: BillPlan, customer: str, not_before: datetime | None) -> WriteResult:
-        async with self._lock(customer):
-            index = await self._index(kind, customer, not_before)
-            decision = await self._decide(kind, plan, index)
-            self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
-            if decision.action is BillAction.NOTHING:
-                held = (
-                    next((i for i in index.held(plan) if i.id == decision.stripe_id), None)
-                    if kind == "invoice"
-                    else None
-                )
-                return WriteResult(decision.stripe_id or "", False, held)
-            if decision.action is BillAction.BLOCKED:
-                raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
-            execute = self._execute_invoice if kind == "invoice" else self._execute_items
-            return await execute(plan, customer, index, decision)
+    async def _write(self, kind: Kind, mapped: MappedBill, customer: str, not_before: datetime | None) -> WriteResult:
+        index = await self._index(kind, customer, not_before)
+        decision = await self._decide(kind, mapped, index)
+        self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
+        if decision.action is BillAction.NOTHING:
+            held = (
+                next((i for i in index.held(mapped) if i.id == decision.stripe_id), None) if kind == "invoice" else None
+            )
+            return WriteResult(decision.stripe_id or "", False, held)
+        if decision.action is BillAction.BLOCKED:
+            raise AlreadyFinalized(decision.reason, decision.stripe_id or "")
+        execute = self._execute_invoice if kind == "invoice" else self._execute_items
+        return await execute(mapped, customer, index, decision)
 
-    async def _decide(self, kind: Kind, plan: BillPlan, index: CustomerIndex) -> Decision:
-        return await (self._decide_invoice if kind == "invoice" else self._decide_items)(plan, index)
+    async def _decide(self, kind: Kind, mapped: MappedBill, index: CustomerIndex) -> Decision:
+        return await (self._decide_invoice if kind == "invoice" else self._decide_items)(mapped, index)
 
     # Invoice mode
-    async def _decide_invoice(self, plan: BillPlan, index: CustomerIndex) -> Decision:
-        held = index.held(plan)
+    async def _decide_invoice(self, mapped: MappedBill, index: CustomerIndex) -> Decision:
+        held = index.held(mapped)
         # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
         invoice: HeldInvoice | None = max(held, key=lambda h: (h.created, h.id)) if held else None
         if invoice is None:
-            return decide_invoice(plan, None, [])
-        lines = await self._invoice_lines(plan, invoice)
-        decision = decide_invoice(plan, invoice, lines)
+            return decide_invoice(mapped, None, [])
+        lines = await self._invoice_lines(mapped, invoice)
+        decision = decide_invoice(mapped, invoice, lines)
         if decision.action is BillAction.UPDATE_DRAFT:
             # The index may be older than a person's finalize: read the status fresh before changing anything.
             invoice = await self._reads.invoice(invoice.id)
-            index.add(invoice, plan.bill_id)
-            decision = decide_invoice(plan, invoice, lines)
+            index.add(invoice, mapped.bill_id)
+            decision = decide_invoice(mapped, invoice, lines)
         return decision
 
     async def _execute_invoice(
-        self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
+        self, mapped: MappedBill, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
         """Carry out a decision that writes (CreateInvoice or UpdateDraft); `_write` settles the others."""
         ledger = self._writes()
         if decision.action is BillAction.CREATE_INVOICE:
             if decision.coupon is not None:
-                await self._coupon(plan, decision.coupon)
+                await self._coupon(mapped, decision.coupon)
             coupon_id = decision.coupon.id if decision.coupon else None
-            params = plan.invoice_create_params(customer, coupon=coupon_id)
-            created = await ledger.create_invoice(params, idempotency_key=self._key(plan, "invoice", params))
+            params = mapped.invoice_create_params(customer, coupon=coupon_id)
+            async with self._customer(customer):
+                created = await ledger.create_invoice(params, idempotency_key=self._key(mapped, "invoice", params))
             # Its lines are added next: what the creation answered of them is out of date at once.
-            index.add(dataclasses.replace(created, lines=None), plan.bill_id)
+            index.add(dataclasses.replace(created, lines=None), mapped.bill_id)
             wanted = list(decision.missing)
-            taxed = taxed_invoice(plan, created.tax.enabled)
-            if taxed and plan.tax.automatic is None:
+            taxed = taxed_invoice(mapped, created.tax.enabled)
+            if taxed and mapped.tax.automatic is None:
                 # The account's default for API invoices turned automatic tax on (best effort, no error when it does
                 # not: https://docs.stripe.com/tax/invoicing/automatic-tax-default): the lines take their taxed forms.
-                wanted = wanted_lines(plan, taxed)
-                coupon = credits_coupon(plan, taxed)
+                wanted = wanted_lines(mapped, taxed)
+                coupon = credits_coupon(mapped, taxed)
                 if coupon is not None:
-                    await self._coupon(plan, coupon)
+                    await self._coupon(mapped, coupon)
                     params = {"discounts": [{"coupon": coupon.id}], "metadata": {META_CREDIT_COUPON: coupon.id}}
-                    await ledger.update_invoice(created.id, params, idempotency_key=self._key(plan, "credits", params))
-            final = await self._add(plan, customer, created.id, wanted) or created
-            return WriteResult(created.id, True, self._verified(plan, final))
+                    await ledger.update_invoice(
+                        created.id, params, idempotency_key=self._key(mapped, "credits", params)
+                    )
+            final = await self._add(mapped, customer, created.id, wanted) or created
+            return WriteResult(created.id, True, self._verified(mapped, final))
         invoice = decision.invoice
         assert invoice is not None and decision.action is BillAction.UPDATE_DRAFT
         invoice_id = invoice.id
         if decision.stale:
             remove = {"lines": [{"id": li.id, "behavior": "delete"} for li in decision.stale]}
-            await ledger.remove_lines(invoice_id, remove, idempotency_key=self._key(plan, "remove", remove))
+            await ledger.remove_lines(invoice_id, remove, idempotency_key=self._key(mapped, "remove", remove))
         held_coupon = str(invoice.metadata.get(META_CREDIT_COUPON) or "")
         if decision.coupon is not None and decision.coupon.id != held_coupon:
-            await self._coupon(plan, decision.coupon)
+            await self._coupon(mapped, decision.coupon)
         if decision.missing:
             # The stale lines are gone, so turning automatic tax on below meets no line a taxed invoice could not
             # take; the lines added now are in the forms the invoice will have.
-            await self._add(plan, customer, invoice_id, list(decision.missing), read_after=False)
-        update = plan.invoice_update_params(
+            await self._add(mapped, customer, invoice_id, list(decision.missing), read_after=False)
+        update = mapped.invoice_update_params(
             [dict(f) for f in invoice.custom_fields],
             dict(invoice.metadata),
             coupon=decision.coupon.id if decision.coupon else None,
         )
-        updated = await ledger.update_invoice(invoice_id, update, idempotency_key=self._key(plan, "update", update))
-        index.add(updated, plan.bill_id)
-        return WriteResult(invoice_id, True, self._verified(plan, updated))
+        updated = await ledger.update_invoice(invoice_id, update, idempotency_key=self._key(mapped, "update", update))
+        index.add(updated, mapped.bill_id)
+        return WriteResult(invoice_id, True, self._verified(mapped, updated))
 
-    async def _coupon(self, plan: BillPlan, coupon: Coupon) -> None:
-        await self._writes().create_coupon(coupon.params, idempotency_key=self._key(plan, "coupon", coupon.params))
+    async def _coupon(self, mapped: MappedBill, coupon: Coupon) -> None:
+        await self._writes().create_coupon(coupon.params, idempotency_key=self._key(mapped, "coupon", coupon.params))
 
     async def _add(
-        self, plan: BillPlan, customer: str, invoice_id: str, wanted: list[WantedLine], *, read_after: bool = True
+        self, mapped: MappedBill, customer: str, invoice_id: str, wanted: list[WantedLine], *, read_after: bool = True
     ) -> HeldInvoice | None:
         """Add the lines in the Bill's order: runs of add_lines lines in bulk, invoice items one by one. The invoice as
         it is afterwards (None when nothing was added; read again after items only when `read_after`)."""
@@ -483,7 +338,7 @@ class StripeWriter:
             last: HeldInvoice | None = None
             for start in range(0, len(run), ADD_LINES_CHUNK):
                 chunk = {"lines": [w.add_params() for w in run[start : start + ADD_LINES_CHUNK]]}
-                last = await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(plan, "lines", chunk))
+                last = await ledger.add_lines(invoice_id, chunk, idempotency_key=self._key(mapped, "lines", chunk))
             run.clear()
             return last
 
@@ -493,8 +348,8 @@ class StripeWriter:
                 run.append(entry)
                 continue
             final = await flush() or final
-            params = entry.item_params(plan, customer, invoice_id)
-            key = self._key(plan, f"item-{entry.line.index}-{entry.line.line_id}", params)
+            params = entry.item_params(mapped, customer, invoice_id)
+            key = self._key(mapped, f"item-{entry.line.index}-{entry.line.line_id}", params)
             await ledger.create_item(params, idempotency_key=key)
             item_last = True
         if run:
@@ -503,15 +358,15 @@ class StripeWriter:
             final = await self._reads.invoice(invoice_id)  # an item's answer is the item: the invoice is read
         return final
 
-    def _verified(self, plan: BillPlan, invoice: HeldInvoice) -> HeldInvoice:
+    def _verified(self, mapped: MappedBill, invoice: HeldInvoice) -> HeldInvoice:
         """The invoice, once its amount before tax (total less the tax added on top) is the Bill's total."""
         if invoice.total is None:
             return invoice
         before_tax = invoice.total - invoice.tax.exclusive
-        if before_tax != plan.total:
+        if before_tax != mapped.total:
             raise AmountMismatch(
-                f"Stripe invoice {invoice.id} holds {before_tax} minor units of {plan.currency.upper()} before tax "
-                f"after the writes for Bill {plan.bill_id} (version {plan.version}), whose total is {plan.total}; "
+                f"Stripe invoice {invoice.id} holds {before_tax} minor units of {mapped.currency.upper()} before tax "
+                f"after the writes for Bill {mapped.bill_id} (version {mapped.version}), whose total is {mapped.total}; "
                 "it is left as a draft: compare it with the Bill (a line or discount added by hand?), fix it in "
                 "Stripe, then replay the Bill",
                 invoice.id,
@@ -523,46 +378,47 @@ class StripeWriter:
             raise RuntimeError("this StripeWriter was given a read-only Stripe port: it decides, it cannot write")
         return self._ledger
 
-    async def _invoice_lines(self, plan: BillPlan, invoice: HeldInvoice) -> list[HeldLine]:
+    async def _invoice_lines(self, mapped: MappedBill, invoice: HeldInvoice) -> list[HeldLine]:
         """The invoice's lines of this Bill: those Stripe embedded in the invoice when it embedded them all (no
         request), else listed."""
         if invoice.lines is not None:
-            return [line for line in invoice.lines if identifies(line.metadata, plan.organization_id, plan.bill_id)]
+            return [line for line in invoice.lines if identifies(line.metadata, mapped.organization_id, mapped.bill_id)]
         held: list[HeldLine] = []
         async for line in self._reads.invoice_lines(invoice.id):
-            if identifies(line.metadata, plan.organization_id, plan.bill_id):
+            if identifies(line.metadata, mapped.organization_id, mapped.bill_id):
                 held.append(line)
         return held
 
     # Invoice-items mode
-    async def _decide_items(self, plan: BillPlan, index: CustomerIndex) -> Decision:
-        items: list[HeldLine] = index.held(plan)
-        stale, _, _ = _diff(_wanted(item_lines(plan), plan.version), items)
+    async def _decide_items(self, mapped: MappedBill, index: CustomerIndex) -> Decision:
+        items: list[HeldLine] = index.held(mapped)
+        stale, _, _ = diff(by_signature(item_lines(mapped), mapped.version), items)
         invoiced: dict[str, str] = {}
         for ii in stale:
             if ii.invoice and ii.invoice not in invoiced:
                 invoiced[ii.invoice] = (await self._reads.invoice(ii.invoice)).status
                 if invoiced[ii.invoice] != "draft":
                     break  # the first finalized one blocks the Bill
-        return decide_items(plan, items, invoiced)
+        return decide_items(mapped, items, invoiced)
 
     async def _execute_items(
-        self, plan: BillPlan, customer: str, index: CustomerIndex, decision: Decision
+        self, mapped: MappedBill, customer: str, index: CustomerIndex, decision: Decision
     ) -> WriteResult:
         """Carry out an AddItems decision; `_write` settles the others."""
         ledger = self._writes()
         created: list[str] = []
         for ii in decision.stale:
             await self._delete_item(ii.id)
-            index.remove(plan.bill_id, ii.id)
+            index.remove(mapped.bill_id, ii.id)
         for wanted in decision.missing:
             line = wanted.line
             params = line.invoice_item_params(
-                customer, plan.currency, tax_behavior=wanted.behavior, tax_code=plan.tax.code
+                customer, mapped.currency, tax_behavior=wanted.behavior, tax_code=mapped.tax.code
             )
-            key = self._key(plan, f"item-{line.index}-{line.line_id}", params)
-            item = await ledger.create_item(params, idempotency_key=key)
-            index.add(item, plan.bill_id)
+            key = self._key(mapped, f"item-{line.index}-{line.line_id}", params)
+            async with self._customer(customer):  # a pending item changes the customer's pending items
+                item = await ledger.create_item(params, idempotency_key=key)
+            index.add(item, mapped.bill_id)
             created.append(item.id)
         return WriteResult(created[0] if created else decision.stripe_id or "", True)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.mapping import BillPlan
+from m3stripe.domain.mapping import MappedBill
 from m3stripe.domain.ports import CustomerTax, InvoiceTax, LedgerError, TaxSettings
 from m3stripe.domain.tax_forms import LineForm, form_of
 
@@ -53,32 +53,32 @@ def settings_problem(spec: StripeIntegrationSpec, settings: TaxSettings) -> str 
     return None
 
 
-def location_problem(plan: BillPlan, customer: str, tax: CustomerTax) -> TaxProblem | None:
+def location_problem(mapped: MappedBill, customer: str, tax: CustomerTax) -> TaxProblem | None:
     """Whether Stripe Tax can place the Bill's customer (None: it can, or it does not collect there)."""
     if tax.automatic_tax == "failed":
         return TaxProblem(
             f"Stripe could not determine the tax location of Stripe Customer {customer} (m3ter Account "
-            f"{plan.account_id}) for Bill {plan.bill_id}; Stripe calls this usually temporary. Nothing was sent; "
+            f"{mapped.account_id}) for Bill {mapped.bill_id}; Stripe calls this usually temporary. Nothing was sent; "
             f"retried on the next pass. If it lasts, {LOCATION_FIX}",
             transient=True,
         )
     if tax.automatic_tax == "unrecognized_location" or tax.automatic_tax is None:
         return TaxProblem(
-            f"Stripe Customer {customer} (m3ter Account {plan.account_id}) has no location Stripe Tax can use, so "
-            f"Bill {plan.bill_id} cannot be invoiced with automatic tax (Stripe refuses it: "
+            f"Stripe Customer {customer} (m3ter Account {mapped.account_id}) has no location Stripe Tax can use, so "
+            f"Bill {mapped.bill_id} cannot be invoiced with automatic tax (Stripe refuses it: "
             f"customer_tax_location_invalid). Nothing was sent: {LOCATION_FIX}; the Bill is sent on the next pass"
         )
     return None
 
 
-def tax_code_problem(plan: BillPlan, settings: TaxSettings | None) -> str | None:
+def tax_code_problem(mapped: MappedBill, settings: TaxSettings | None) -> str | None:
     """An amount line (no priceDataProductId) on a taxed invoice needs a tax code: spec.taxCode or the account's."""
-    if plan.tax.code or (settings is not None and settings.default_code):
+    if mapped.tax.code or (settings is not None and settings.default_code):
         return None
-    if not any(form_of(line, True) is LineForm.ITEM for line in plan.lines):
+    if not any(form_of(line, True) is LineForm.ITEM for line in mapped.lines):
         return None
     return (
-        f"Bill {plan.bill_id} has lines without a product, and neither spec.taxCode nor the Stripe account's Stripe "
+        f"Bill {mapped.bill_id} has lines without a product, and neither spec.taxCode nor the Stripe account's Stripe "
         "Tax settings give a tax code for them, so Stripe would refuse them on a taxed invoice. Set spec.taxCode "
         "(e.g. txcd_10103001), spec.priceDataProductId (a product with a tax code), or a default product tax code "
         "in Stripe's Dashboard (Settings > Tax > Defaults). Nothing was sent"

@@ -29,8 +29,8 @@ from m3stripe.domain.mapping import (
     META_BILL,
     META_ORGANIZATION,
     META_VERSION,
-    BillPlan,
-    PlannedLine,
+    MappedBill,
+    MappedLine,
     lines_total,
 )
 from m3stripe.domain.money import format_money, from_minor_units
@@ -50,7 +50,7 @@ class CreditsExceedCharges(Exception):
     """A taxed invoice cannot carry these credits: a discount cannot take more than the charges it applies to."""
 
 
-def form_of(line: PlannedLine, taxed: bool) -> LineForm:
+def form_of(line: MappedLine, taxed: bool) -> LineForm:
     if not taxed or line.price_data is not None:
         return LineForm.LINE
     return LineForm.CREDIT if line.amount < 0 else LineForm.ITEM
@@ -60,7 +60,7 @@ def form_of(line: PlannedLine, taxed: bool) -> LineForm:
 class WantedLine:
     """A line as Stripe must hold it on a draft: its form, and what it is sent with."""
 
-    line: PlannedLine
+    line: MappedLine
     form: LineForm
     behavior: str | None  # the tax_behavior it carries (and records in its metadata)
     discountable: bool
@@ -68,12 +68,12 @@ class WantedLine:
     def add_params(self) -> dict[str, Any]:
         return self.line.line_params(tax_behavior=self.behavior, discountable=self.discountable)
 
-    def item_params(self, plan: BillPlan, customer: str, invoice: str) -> dict[str, Any]:
+    def item_params(self, mapped: MappedBill, customer: str, invoice: str) -> dict[str, Any]:
         return self.line.invoice_item_params(
             customer,
-            plan.currency,
+            mapped.currency,
             tax_behavior=self.behavior,
-            tax_code=plan.tax.code,
+            tax_code=mapped.tax.code,
             invoice=invoice,
             discountable=self.discountable,
         )
@@ -87,58 +87,58 @@ class Coupon:
     params: dict[str, Any]
 
 
-def wanted_lines(plan: BillPlan, taxed: bool) -> list[WantedLine]:
+def wanted_lines(mapped: MappedBill, taxed: bool) -> list[WantedLine]:
     """The lines a draft must hold (credits excepted when taxed: they are the coupon's)."""
-    has_credits = taxed and any(form_of(line, taxed) is LineForm.CREDIT for line in plan.lines)
+    has_credits = taxed and any(form_of(line, taxed) is LineForm.CREDIT for line in mapped.lines)
     wanted: list[WantedLine] = []
-    for line in plan.lines:
+    for line in mapped.lines:
         form = form_of(line, taxed)
         if form is LineForm.CREDIT:
             continue
         # An amount line added with add_lines has nowhere to carry a tax behaviour.
-        behavior = plan.tax.behavior if form is LineForm.ITEM or line.price_data is not None else None
+        behavior = mapped.tax.behavior if form is LineForm.ITEM or line.price_data is not None else None
         wanted.append(WantedLine(line, form, behavior, discountable=has_credits))
     return wanted
 
 
-def credits_coupon(plan: BillPlan, taxed: bool) -> Coupon | None:
+def credits_coupon(mapped: MappedBill, taxed: bool) -> Coupon | None:
     """The coupon for the Bill's credits on a taxed invoice, or None (no credits, or not taxed).
 
     Raises CreditsExceedCharges when the credits take more than the charges: a discount applies to the discountable
     lines and never beyond them, so the invoice could not equal the Bill."""
-    credits = [line for line in plan.lines if form_of(line, taxed) is LineForm.CREDIT]
+    credits = [line for line in mapped.lines if form_of(line, taxed) is LineForm.CREDIT]
     if not credits:
         return None
     off = -lines_total(credits)
-    charges = plan.total + off
+    charges = mapped.total + off
     if off > charges:
-        money = format_money(from_minor_units(off, plan.currency), plan.currency)
-        against = format_money(from_minor_units(charges, plan.currency), plan.currency)
+        money = format_money(from_minor_units(off, mapped.currency), mapped.currency)
+        against = format_money(from_minor_units(charges, mapped.currency), mapped.currency)
         raise CreditsExceedCharges(
-            f"Bill {plan.bill_id} (version {plan.version}) has credits of {money} against charges of {against}: with "
+            f"Bill {mapped.bill_id} (version {mapped.version}) has credits of {money} against charges of {against}: with "
             "automatic tax the credits are a discount on the invoice, which cannot take more than its charges. Not "
             "sent: issue the credit in Stripe by hand (a credit note or the customer's balance), or set "
             "spec.automaticTax: Disabled for this integration"
         )
     digest = hashlib.sha256(
         json.dumps(
-            [plan.organization_id, plan.bill_id, plan.version, [(c.index, c.line_id, c.amount) for c in credits]]
+            [mapped.organization_id, mapped.bill_id, mapped.version, [(c.index, c.line_id, c.amount) for c in credits]]
         ).encode()
     ).hexdigest()[:32]
     names = sorted({c.description for c in credits})
     name = names[0] if len(names) == 1 else f"Credits ({len(credits)})"
     metadata = {
-        META_ORGANIZATION: plan.organization_id,
-        META_BILL: plan.bill_id,
-        META_VERSION: str(plan.version),
-        META_ACCOUNT: plan.account_id,
+        META_ORGANIZATION: mapped.organization_id,
+        META_BILL: mapped.bill_id,
+        META_VERSION: str(mapped.version),
+        META_ACCOUNT: mapped.account_id,
         "m3ter_credit_lines": ",".join(f"{c.index}:{c.line_id}" for c in credits)[:500],
     }
     coupon_id = f"m3stripe-credit-{digest}"
     params = {
         "id": coupon_id,
         "amount_off": off,
-        "currency": plan.currency,
+        "currency": mapped.currency,
         # Applied to the one invoice it is redeemed on (coupons/create `duration`: "once").
         "duration": "once",
         "name": name if len(name) <= MAX_COUPON_NAME else name[: MAX_COUPON_NAME - 1] + "…",
@@ -147,8 +147,8 @@ def credits_coupon(plan: BillPlan, taxed: bool) -> Coupon | None:
     return Coupon(coupon_id, params)
 
 
-def taxed_invoice(plan: BillPlan, enabled_on_invoice: bool | None) -> bool:
+def taxed_invoice(mapped: MappedBill, enabled_on_invoice: bool | None) -> bool:
     """Whether the Bill's invoice is taxed: as the spec asks, or (the account's default) as Stripe made it."""
-    if plan.tax.automatic is not None:
-        return plan.tax.automatic
+    if mapped.tax.automatic is not None:
+        return mapped.tax.automatic
     return bool(enabled_on_invoice)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,11 @@ from prometheus_client import start_http_server
 from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.mailer import Mailer, SmtpSettings
 from m3stripe.api import names
-from m3stripe.kube.config import OperatorConfig
+from m3stripe.kube.config import LeaseConfig, SmtpConfig
 from m3stripe.kube.integration import Integration
 from m3stripe.kube.leadership import AlwaysLeader, LeaderElector, LeaseSettings, default_namespace
 from m3stripe.kube.peers import seniority
-from m3stripe.kube.runtime import Runtime
+from m3stripe.kube.runtime import OperatorMemo, Runtime
 from m3stripe.kube.worker import IntegrationWorker
 from m3stripe.metrics import Metrics
 
@@ -35,25 +34,45 @@ def pin_http_loggers() -> None:
 
 
 pin_http_loggers()
-_runtime: Runtime | None = None
-_election: asyncio.Task[None] | None = None
 
 
-def runtime() -> Runtime:
-    if _runtime is None:
-        raise RuntimeError("the operator has not started yet")
-    return _runtime
+def _mailer(smtp: SmtpConfig) -> Mailer | None:
+    if not smtp.host:
+        return None
+    return Mailer(
+        SmtpSettings(
+            host=smtp.host,
+            port=smtp.port,
+            sender=smtp.sender,
+            security=smtp.effective_security,
+            username=smtp.username,
+            password=smtp.password,
+            timeout=smtp.timeout_seconds,
+        )
+    )
+
+
+def _lease_settings(lease: LeaseConfig) -> LeaseSettings:
+    return LeaseSettings(
+        name=lease.name,
+        namespace=lease.namespace or default_namespace(lease.pod_namespace),
+        pod_name=lease.pod_name,
+        lock_file=Path(lease.lock_file) if lease.lock_file else None,
+        lease_duration=lease.duration_seconds,
+        renew_deadline=lease.renew_deadline_seconds,
+        retry_period=lease.retry_period_seconds,
+    )
 
 
 @kopf.on.startup()
 async def configure(
     settings: kopf.OperatorSettings,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    memo: kopf.Memo,
+    memo: OperatorMemo,
     **_: Any,
 ) -> None:
-    global _runtime, _election
-    config = OperatorConfig.from_env()
+    """Kopf's settings, then the Runtime (from `memo.config`, which `m3stripe run` built) into `memo`."""
+    config = memo.config
     # Kopf's bookkeeping goes to annotations under our own prefix, never into the strict status schema.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -66,7 +85,7 @@ async def configure(
     settings.watching.connect_timeout = 5
     settings.networking.request_timeout = 30
     settings.posting.level = logging.WARNING
-    if memo.get("namespaced"):
+    if memo.namespaced:
         # A shard (`-n`): the namespaces are given by name, and deployed so (deploy/overlays/single-namespace) the
         # operator may not list namespaces nor watch CRDs. Scanning them would only meet 403s, which kopf retries
         # with backoff for about 45 s before it starts watching; its scanning settings skip exactly that.
@@ -76,32 +95,24 @@ async def configure(
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="kube"))
     pin_http_loggers()  # again: kopf.configure() ran after this module was imported
     metrics = Metrics()
-    if config.metrics_port:
-        start_http_server(config.metrics_port, registry=metrics.registry)
-        logger.info("metrics on :%d/metrics", config.metrics_port)
-    smtp = SmtpSettings.from_mapping(config.smtp)
-    if smtp is None:
+    if config.metrics.port:
+        start_http_server(config.metrics.port, registry=metrics.registry)
+        logger.info("metrics on :%d/metrics", config.metrics.port)
+    mailer = _mailer(config.smtp)
+    if mailer is None:
         logger.warning("no SMTP server configured (M3STRIPE_SMTP_HOST): disablement emails will not be sent")
-    kube = KubeApi(secret_ttl=config.secret_poll_seconds / 2)
-    _runtime = Runtime(config=config, kube=kube, metrics=metrics, mailer=Mailer(smtp) if smtp else None)
-    if config.lease_name:
+    kube = KubeApi(secret_ttl=config.credentials.secret_poll_seconds / 2)
+    runtime = memo.runtime = Runtime(config=config, kube=kube, metrics=metrics, mailer=mailer)
+    if config.lease.name:
         # Kopf runs standalone (no peering): every replica watches and runs its daemons, but only the Lease
         # holder writes. A restarted process therefore never waits for a dead peer's peering record.
-        lease = LeaseSettings(
-            name=config.lease_name,
-            namespace=config.lease_namespace or default_namespace(),
-            pod_name=os.environ.get("POD_NAME") or None,
-            lock_file=Path(config.lease_lock_file) if config.lease_lock_file else None,
-            lease_duration=config.lease_duration_seconds,
-            renew_deadline=config.lease_renew_deadline_seconds,
-            retry_period=config.lease_retry_period_seconds,
-        )
+        lease = _lease_settings(config.lease)
         problems = lease.problems()
         if problems:
             raise kopf.PermanentError("leader election settings: " + "; ".join(problems))
         elector = LeaderElector(kube, lease, observer=metrics)
-        _runtime.leader = elector
-        _election = asyncio.create_task(elector.run(), name="leader-election")
+        runtime.leader = elector
+        memo.election = asyncio.create_task(elector.run(), name="leader-election")
         logger.info(
             "leader election on Lease %s/%s as %s (duration %gs, renew deadline %gs, retry %gs)",
             lease.namespace,
@@ -112,25 +123,25 @@ async def configure(
             lease.retry_period,
         )
     else:
-        _runtime.leader = AlwaysLeader()
+        runtime.leader = AlwaysLeader()
         logger.warning("no leader election (--standalone): make sure no other replica writes the same integrations")
 
 
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
+async def cleanup(memo: OperatorMemo, **_: Any) -> None:
     # Kopf stopped the daemons before cleanup: stop the fence, then hand the Lease over at once.
-    if _election is not None:
-        _election.cancel()
-    if _runtime is not None:
-        if isinstance(_runtime.leader, LeaderElector):
-            await _runtime.leader.release()
-        _runtime.kube.close()
+    if memo.election is not None:
+        memo.election.cancel()
+    if memo.runtime is not None:
+        if isinstance(memo.runtime.leader, LeaderElector):
+            await memo.runtime.leader.release()
+        memo.runtime.kube.close()
 
 
 @kopf.on.probe(id="workers")
-def workers_probe(**_: Any) -> int:
+def workers_probe(memo: OperatorMemo, **_: Any) -> int:
     """Liveness reports in-process health only: a Stripe outage must not restart the operator."""
-    return len(runtime().workers)
+    return len(memo.started().workers)
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=10)
@@ -142,9 +153,10 @@ async def integration_daemon(
     uid: str,
     stopped: kopf.DaemonStopped,
     logger: logging.Logger | logging.LoggerAdapter[Any],
+    memo: OperatorMemo,
     **_: Any,
 ) -> None:
-    rt = runtime()
+    rt = memo.started()
     assert namespace is not None  # StripeIntegrations are namespaced
 
     def emit(type_: str, reason: str, message: str) -> None:
@@ -172,12 +184,12 @@ logging.getLogger("kopf.objects").addFilter(_QuietWake())
 
 
 @kopf.on.event(*RESOURCE)
-async def wake_worker(body: kopf.Body, uid: str, **_: Any) -> None:
+async def wake_worker(body: kopf.Body, uid: str, memo: OperatorMemo, **_: Any) -> None:
     """Low-level watch events (no kopf bookkeeping on the object): wake the worker on spec/annotation changes.
 
     Async on purpose: kopf runs a sync handler in a thread, and asyncio.Event is not thread-safe: set from another
     thread, a wake-up can be lost (the worker then sleeps until its next poll, 30 s by default).
     """
-    worker = runtime().workers.get(uid) if _runtime is not None else None
+    worker = memo.runtime.workers.get(uid) if memo.runtime is not None else None
     if worker is not None:
         worker.poke(body)

@@ -74,5 +74,5 @@ class Integration:
         # Every Stripe request first checks that this process still holds the Lease, and is abandoned when the
         # fence falls.
         fenced = FencedRateLimit(limiter, rt.leader.fence, rt.leader.time_left)
-        async with open_client(key, api_base=rt.config.stripe_api_base, timeout=rt.config.stripe_timeout_seconds) as c:
+        async with open_client(key, api_base=rt.config.stripe.api_base, timeout=rt.config.stripe.timeout_seconds) as c:
             yield StripeGateway(c, limiter=fenced, observer=rt.metrics.stripe(limiter.budget, limiter.per_second))

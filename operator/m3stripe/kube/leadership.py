@@ -78,8 +78,6 @@ JITTER_FACTOR = 1.2
 # The longest a graceful release may take, retries included (deploy/base/deployment.yaml's shutdown budget).
 RELEASE_SECONDS = 4.0
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-# An emptyDir of the pod (deploy/base/deployment.yaml): survives container restarts, not the pod.
-DEFAULT_LOCK_FILE = Path("/var/run/m3stripe/lease.lock")
 
 
 def _clock() -> float:
@@ -185,11 +183,11 @@ def default_identity(pod_name: str | None) -> str:
     return f"{pod_name or socket.gethostname()}_{secrets.token_hex(4)}"
 
 
-def default_namespace() -> str:
+def default_namespace(pod_namespace: str | None) -> str:
     """Where the Lease lives: the operator's own namespace (the Downward API's POD_NAMESPACE, else the
     in-cluster service account's namespace), `default` outside a cluster."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
+    if pod_namespace:
+        return pod_namespace
     with contextlib.suppress(OSError):
         return SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip() or "default"
     return "default"

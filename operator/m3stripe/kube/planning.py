@@ -85,7 +85,7 @@ async def plan_pass(
             source=inputs.source,
             stripe=reader,
             budget=ErrorBudget(PLAN_ERROR_BUDGET),
-            concurrency=runtime.config.concurrency_for(spec.effective_requests_per_second),
+            concurrency=runtime.config.sync.concurrency_for(spec.effective_requests_per_second),
             fence=runtime.leader.fence,
             overlap=overlap,
         )

@@ -1,7 +1,9 @@
-"""Process-wide state shared by the kopf handlers: configuration, API clients, metrics, workers."""
+"""Process-wide state shared by the kopf handlers: configuration, API clients, metrics, workers; and the memo
+that carries it to them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,3 +40,25 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.sources is None:
             self.sources = SourceRegistry(self.config)
+
+
+@dataclass
+class OperatorMemo:
+    """What kopf hands every handler as `memo` (`kopf.run(memo=...)`): `m3stripe run` fills in the settings and
+    the watched scope, the startup handler the Runtime and the election task.
+
+    Kopf gives each resource object a shallow copy of it when it first sees the object, which is after the
+    startup handler ran: every copy shares the one Runtime.
+    """
+
+    config: OperatorConfig = field(default_factory=OperatorConfig)
+    # Whether the operator watches named namespaces (`m3stripe run -n`) rather than the whole cluster.
+    namespaced: bool = False
+    runtime: Runtime | None = None
+    election: asyncio.Task[None] | None = None
+
+    def started(self) -> Runtime:
+        """The Runtime, once the startup handler has built it."""
+        if self.runtime is None:
+            raise RuntimeError("the operator has not started yet")
+        return self.runtime

@@ -34,17 +34,17 @@ class SourceRegistry:
     def __init__(self, config: OperatorConfig) -> None:
         self._config = config
         self._shared: dict[tuple[object, ...], _Shared] = {}
-        self.rate_limits = M3terRateLimits(organization_rate=config.m3ter_requests_per_second)
+        self.rate_limits = M3terRateLimits(organization_rate=config.m3ter.requests_per_second)
 
     def acquire(self, fingerprint: tuple[object, ...], creds: M3terCredentials) -> _Shared:
         shared = self._shared.get(fingerprint)
         if shared is None:
             source = M3terSource(
                 creds,
-                base_url=self._config.m3ter_base_url,
+                base_url=self._config.m3ter.base_url,
                 rate_limits=self.rate_limits,
             )
-            check = CachedCheck(self._config.credential_recheck_seconds, self._config.credential_retry_seconds)
+            check = CachedCheck(self._config.credentials.recheck_seconds, self._config.credentials.retry_seconds)
             shared = self._shared[fingerprint] = _Shared(source, check)
         shared.users += 1
         return shared

@@ -42,7 +42,7 @@ MAX_K8S_EVENTS_PER_RUN = 10
 # What a Send pass folds its run into: when one cannot be read, the pass is refused (InternalError) before it
 # writes anything to Stripe, rather than write and then lose what it did.
 FOLDED_INTO = ("recentRuns", "openEvents", "overlaps")
-# Disablement email: attempts in all; the first retry waits config.notification_retry_seconds, doubled each time.
+# Disablement email: attempts in all; the first retry waits config.smtp.notification_retry_seconds, doubled each time.
 MAIL_ATTEMPTS = 5
 
 
@@ -140,7 +140,7 @@ class SyncDriver:
                 source=source,
                 stripe=StripeLedger(gateway),
                 budget=budget,
-                concurrency=self.integration.runtime.config.concurrency_for(spec.effective_requests_per_second),
+                concurrency=self.integration.runtime.config.sync.concurrency_for(spec.effective_requests_per_second),
                 fence=self.integration.runtime.leader.fence,
                 overlap=overlap,
             )
@@ -353,7 +353,7 @@ class SyncDriver:
                     f"disablement email not delivered after {attempts} attempts: {message}",
                 )
                 return _noted(done, state="Failed")
-            delay = self.integration.runtime.config.notification_retry_seconds * 2 ** (attempts - 1)
+            delay = self.integration.runtime.config.smtp.notification_retry_seconds * 2 ** (attempts - 1)
             self.integration.events(
                 "Warning", "NotificationFailed", f"disablement email not delivered ({message}); retrying in {delay:g}s"
             )

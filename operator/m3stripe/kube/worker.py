@@ -60,7 +60,7 @@ class IntegrationWorker:
         runtime = integration.runtime
         self._wake = asyncio.Event()
         self._stripe_check = CachedCheck(
-            runtime.config.credential_recheck_seconds, runtime.config.credential_retry_seconds
+            runtime.config.credentials.recheck_seconds, runtime.config.credentials.retry_seconds
         )
         assert runtime.sources is not None
         self._source = SourceHandle(runtime.config, runtime.sources)
@@ -114,7 +114,7 @@ class IntegrationWorker:
                     self.integration.runtime.metrics.observe_reconcile(
                         self.integration.namespace, self.integration.name, time.monotonic() - started
                     )
-                pause = self.integration.runtime.config.secret_poll_seconds
+                pause = self.integration.runtime.config.credentials.secret_poll_seconds
                 if self._next_sync is not None:
                     pause = min(pause, max(0.05, self._next_sync))
                 await self._sleep(pause, stopped)
@@ -167,7 +167,7 @@ class IntegrationWorker:
         await self._write(current, new)
         self._sync.start_notification()  # only once its Sending state is in the API
         self._observe(new)
-        if isinstance(parsed, list) or not self.integration.runtime.config.sync_enabled:
+        if isinstance(parsed, list) or not self.integration.runtime.config.sync.enabled:
             return
         ready = (
             stripe is not None
@@ -254,7 +254,7 @@ class IntegrationWorker:
             self.integration.namespace,
             spec,
             self._stripe_check,
-            api_base=self.integration.runtime.config.stripe_api_base,
+            api_base=self.integration.runtime.config.stripe.api_base,
         )
         source: CredentialCheck = await self._source.check(
             self.integration.runtime.kube, self.integration.namespace, spec

@@ -11,7 +11,7 @@ import stripe
 from stripe._encode import _api_encode
 
 from m3stripe.domain.billing import Bill
-from m3stripe.domain.mapping import plan_bill
+from m3stripe.domain.mapping import map_bill
 from m3stripe.testing.stripe_emulator import contract
 from m3stripe.testing.stripe_emulator.forms import decode
 from m3stripe.testing.stripe_emulator.routes import ROUTES
@@ -135,7 +135,7 @@ def bill(po: str | None) -> Bill:
 )
 @pytest.mark.parametrize("po", [None, "PO-17"])
 def test_the_operators_real_request_shapes_pass(fields: dict[str, Any], po: str | None) -> None:
-    plan = plan_bill(bill(po), make_spec(**fields), "int-1")
+    plan = map_bill(bill(po), make_spec(**fields), "int-1")
     assert problems("POST", "/v1/invoices", plan.invoice_create_params("cus_1")) == []
     assert problems("POST", "/v1/invoices/{invoice}/add_lines", {"lines": [p.line_params() for p in plan.lines]}) == []
     for line in plan.lines:

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from .server import M3terEmulator
 
 EMULATOR: web.AppKey[M3terEmulator] = web.AppKey("m3ter_emulator")
-ORG_ID = "org_id"  # request key holding the authenticated organization
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

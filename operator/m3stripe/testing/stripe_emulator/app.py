@@ -32,6 +32,7 @@ from .common import AccountProfile, Ctx, World, check_expand, expand
 from .errors import StripeError
 from .faults import DEFAULT_TIMEOUT_SECONDS, Fault, FaultPlan, FaultRule, Triggered
 from .idempotency import IdempotencyStore, Saved, fingerprint
+from .locks import ObjectLocks, objects_written
 from .ratelimit import TokenBucket, retry_after_seconds
 from .routes import ROUTES, Route, Router
 from .state import AccountState, IdFactory, Obj
@@ -182,6 +183,10 @@ class StripeEmulator:
         self.contract_mode = contract_mode
         # Keep each request's body (or query string) in the request log, for tests comparing requests byte for byte.
         self.record_bodies = record_bodies
+        self.object_locks = ObjectLocks()
+        # Requests being answered now, and the most at once so far (how concurrent a client really was).
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self.violations: list[ContractViolation] = []
         self.contract_checked = 0
         self.api_versions: collections.Counter[str | None] = collections.Counter()
@@ -583,17 +588,23 @@ class StripeEmulator:
         info: dict[str, Any] = {"endpoint": None, "account": None, "replayed": False, "fault": None}
         version = request.headers.get("Stripe-Version")
         self.api_versions[version] += 1
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
         if self.contract_mode:
             await self._check_contract(request, request_id)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            reply = await self._process(request, request_id, info)
+            # A write holds the objects it changes for its whole duration, latency included (locks.py).
+            with await self._locking(request):
+                if self.latency_seconds:
+                    await asyncio.sleep(self.latency_seconds)
+                reply = await self._process(request, request_id, info)
         except StripeError as error:
             reply = _error_reply(error, request_id)
         except Exception:
             logger.exception("stripe emulator failed on %s %s", request.method, request.path)
             reply = _error_reply(errors.server_error(saved=False), request_id)
+        finally:
+            self.in_flight -= 1
         key = request.headers.get("Idempotency-Key")
         body: str | None = None
         if self.record_bodies:
@@ -673,6 +684,20 @@ class StripeEmulator:
             self.violations.append(
                 ContractViolation(request_id, request.method, request.path, endpoint, tuple(problems))
             )
+
+    async def _locking(self, request: web.Request) -> contextlib.AbstractContextManager[None]:
+        """The locks of a write (locks.py); nothing for reads, or for a request the pipeline refuses anyway."""
+        key = self._keys.get(request.headers.get("Authorization", "").partition(" ")[2].strip())
+        if request.method not in ("POST", "DELETE") or key is None:
+            return contextlib.nullcontext()
+        try:
+            params = {**forms.decode(request.query_string), **forms.decode(await request.text())}
+        except Exception:  # a body the pipeline refuses with its own error
+            return contextlib.nullcontext()
+        objects = objects_written(request.method, request.path, params)
+        if not objects:
+            return contextlib.nullcontext()
+        return self.object_locks.holding(key.account, key.livemode, objects)
 
     def _authenticate(self, request: web.Request) -> ApiKey:
         header = request.headers.get("Authorization", "")

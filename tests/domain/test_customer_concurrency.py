@@ -1,0 +1,93 @@
+"""A customer's Bills are written several at once (issue 22), and exactly once still holds: when Stripe answers a
+write with lock_timeout because something else holds the customer, the operator backs off for that request only,
+and no Bill is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from m3stripe.adapters.stripe_client import open_client
+from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedger
+from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
+from m3stripe.domain.runs import ErrorBudget, RunReport, SyncState
+from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY, build_engine
+from tests.domain.builders import engine_spec
+from tests.domain.test_engine import KEY, ORG, World, next_state, world
+
+
+async def one_customer_with_bills(w: World, count: int) -> tuple[str, list[str]]:
+    account = w.m3ter_account("big")
+    customer = await w.customer_for(account)
+    return customer, [w.bill(account, f"{n + 1}.00") for n in range(count)]
+
+
+async def run(w: World, state: SyncState | None = None, *, concurrency: int = 8) -> RunReport:
+    async with open_client(KEY, api_base=w.stripe.url) as client:
+        gateway = StripeGateway(client, retry=RetryPolicy(max_attempts=8, base_delay=0.02, max_delay=0.2))
+        engine = build_engine(
+            engine_spec(ORG),
+            integration_id=w.integration_id,
+            source=w.source,
+            stripe=StripeLedger(gateway),
+            budget=ErrorBudget(10),
+            concurrency=concurrency,
+        )
+        return await engine.run_pass(state or SyncState())
+
+
+def invoices_per_bill(w: World) -> Counter[str]:
+    return Counter(i["metadata"][META_BILL] for i in w.invoices())
+
+
+async def test_the_bills_of_one_customer_are_written_several_at_once_each_exactly_once() -> None:
+    async with world() as w:
+        w.stripe.latency_seconds = 0.02
+        _, bills = await one_customer_with_bills(w, 12)
+        report = await run(w)
+        assert (report.sent, report.failed) == (12, 0)
+        assert invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
+        # More than one request of the one customer was in Stripe at a time (one Bill after another, it is one).
+        assert 1 < w.stripe.peak_in_flight <= 2 * CUSTOMER_CONCURRENCY
+        # The writer never made Stripe refuse its own concurrent writes to the customer.
+        assert w.stripe.object_locks.refused == 0
+        again = await run(w)
+        assert (again.sent, again.unchanged) == (0, 12) and invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
+
+
+async def test_lock_timeouts_from_another_writer_on_the_customer_lose_and_double_no_bill() -> None:
+    async with world() as w:
+        w.stripe.latency_seconds = 0.02
+        customer, bills = await one_customer_with_bills(w, 16)
+        stop = asyncio.Event()
+
+        async def crm_sync() -> None:
+            """Another system writing to the same Stripe Customer all the time (it holds the customer's lock)."""
+            async with open_client(KEY, api_base=w.stripe.url) as other:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    try:
+                        await other.v1.customers.update_async(customer, params={"metadata": {"crm_sync": str(n)}})
+                    except Exception:  # the operator holds it now: the other system retries later
+                        await asyncio.sleep(0.005)
+
+        contender = asyncio.create_task(crm_sync())
+        try:
+            report = await run(w)
+            state = next_state(report)
+            for _ in range(5):
+                if not state.retry_bill_ids:
+                    break
+                report = await run(w, state)
+                state = next_state(report)
+        finally:
+            stop.set()
+            await contender
+        assert w.stripe.object_locks.refused > 0, "the test meant Stripe to answer lock_timeout"
+        assert invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
+        for invoice in w.invoices():
+            assert invoice["customer"] == customer and len(invoice["lines"]["data"]) == 1
+        customer_meta = w.stripe.state(w.account)["customers"][customer]["metadata"]
+        assert customer_meta[META_ACCOUNT] and customer_meta["crm_sync"]
