@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from m3stripe.api.status import StripeIntegrationStatus, SyncProgress, read_status, wire
-from m3stripe.domain.progress import ledger_id, progress_for, sync_state
-from m3stripe.domain.runs import SyncState
+from m3stripe.domain.progress import (
+    checkpointed,
+    ended,
+    ledger_id,
+    progress_for,
+    progress_of_run,
+    sync_state,
+    with_checkpoint,
+)
+from m3stripe.domain.runs import RunReport, SyncState
 
 
 def test_sync_state_of_an_empty_status() -> None:
@@ -85,3 +94,47 @@ def test_a_pass_that_cannot_see_the_keys_account_keeps_the_account_recorded_so_a
     assert moved is not None and "another Stripe account" in moved
     # With nothing recorded yet, or another mode, the ledger of this pass is what is recorded.
     assert progress_for(_with_ledger(None), unknown)[2] == unknown
+
+
+# -- the checkpoint of a pass in flight, and the progress recorded when it ends ---------------------------------
+
+WATERMARK = "2026-12-01T00:00:00Z"
+
+
+def test_a_checkpoint_is_written_with_the_progress_it_belongs_to_and_read_back_while_the_watermark_stays() -> None:
+    progress = read_status({"sync": {"watermark": WATERMARK, "retryBillIds": ["b-1"], "ledger": TEST_A}}).sync
+    saved = with_checkpoint(progress, ["b-2@1", "b-3@4"])
+    assert wire(StripeIntegrationStatus(sync=saved)) == {
+        "sync": {
+            "watermark": WATERMARK,
+            "retryBillIds": ["b-1"],
+            "ledger": TEST_A,
+            "checkpoint": ["b-2@1", "b-3@4"],
+            "checkpointWatermark": WATERMARK,
+        }
+    }
+    assert checkpointed(saved) == {"b-2@1", "b-3@4"}
+    moved_on = read_status({"sync": {**wire(saved), "watermark": "2026-12-02T00:00:00Z"}}).sync
+    assert checkpointed(moved_on) == frozenset()  # a checkpoint of an older watermark is spent
+    assert wire(with_checkpoint(None, ["b-2@1"])) == {"checkpoint": ["b-2@1"], "checkpointWatermark": ""}
+
+
+def test_the_progress_a_pass_ends_with_clears_its_checkpoint_and_after_starting_over_the_old_watermark() -> None:
+    started = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    ran = progress_of_run(RunReport(run_id="run-1", started=started, watermark=started, retry_bill_ids=["b-1"]))
+    assert wire(ended(ran, TEST_A, started_over=False)) == {
+        "watermark": "2026-12-01T12:00:00Z",
+        "retryBillIds": ["b-1"],
+        "ledger": TEST_A,
+        "checkpoint": None,
+        "checkpointWatermark": None,
+    }
+    stopped = progress_of_run(RunReport(run_id="run-2", started=started))  # no watermark: the pass did not complete
+    assert wire(ended(stopped, TEST_A, started_over=True)) == {
+        "watermark": None,
+        "retryBillIds": [],
+        "lastSweep": None,
+        "ledger": TEST_A,
+        "checkpoint": None,
+        "checkpointWatermark": None,
+    }
