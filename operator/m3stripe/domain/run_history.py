@@ -64,6 +64,12 @@ def _owners(ledger: str) -> str:
     return [*ledger.split("."), "", "", "", ""][3]
 
 
+def recorded_owners(status: Mapping[str, Any]) -> str:
+    """The owners' digest the stored progress was made with ("" when none or nothing recorded)."""
+    recorded = _recorded_ledger(status)
+    return _owners(recorded) if recorded is not None else ""
+
+
 def _recorded_ledger(status: Mapping[str, Any]) -> str | None:
     recorded = (status.get("sync") or {}).get("ledger")
     return recorded if isinstance(recorded, str) and recorded else None

@@ -27,7 +27,7 @@ def fold_overlaps(
     if overlap.unknown:
         return [dict(r) for r in previous], []  # the peers could not be listed: what was known stays
     before = {str(r.get("uid")): r for r in previous}
-    older = {p.uid for p in overlap.older}
+    owners = {p.uid for p in overlap.owners}
     records: list[dict[str, Any]] = []
     fresh: list[dict[str, Any]] = []
     for peer in sorted(overlap.peers, key=lambda p: p.seniority):
@@ -41,7 +41,7 @@ def fold_overlaps(
         record = {
             "integration": peer.where,
             "uid": peer.uid,
-            "sends": peer.uid in older,
+            "sends": peer.uid in owners,
             "bills": count or int((old or {}).get("bills") or 0),
             "notes": ", ".join(peer.notes) or None,
             "selections": selections,
@@ -80,8 +80,9 @@ def overlap_observation(records: Sequence[Mapping[str, Any]], overlap: Overlap |
         return Observation(ConditionType.OVERLAPPING, "True", "SharesBillsWithYounger", message)
     if overlap is not None and overlap.unknown:
         message = (
-            f"{overlap.unknown}. Overlap with integrations in other namespaces cannot be seen; a Bill Stripe already "
-            "holds is still never sent twice"
+            f"{overlap.unknown}. Overlap with other integrations cannot be seen, so this one sends every Bill it "
+            "selects: each is checked in Stripe before it is written, but two integrations writing the same Bill at "
+            "the same moment could both create a draft (the next pass deletes the later one)"
         )
         return Observation(ConditionType.OVERLAPPING, "Unknown", "PeersUnreadable", message)
     return Observation(

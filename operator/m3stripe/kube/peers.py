@@ -35,7 +35,13 @@ def seniority(metadata: Mapping[str, Any], namespace: str, name: str) -> Seniori
 
 
 def selection_of(spec: StripeIntegrationSpec) -> str:
-    return selection_digest(spec.accountIds, spec.restrictedAccountIds, spec.accountFilter, spec.onlySendBillOnApproval)
+    return selection_digest(
+        spec.accountIds,
+        spec.restrictedAccountIds,
+        spec.accountFilter,
+        spec.onlySendBillOnApproval,
+        spec.excludedLineItemTypes,
+    )
 
 
 async def find_overlap(
@@ -52,9 +58,10 @@ async def find_overlap(
         items = await kube.list_integrations()
     except KubeApiError as err:
         why = f"the other StripeIntegrations could not be listed ({err})"
-        if err.status in (401, 403):
+        forbidden = err.status in (401, 403)
+        if forbidden:
             why += f"; {PEERS_RBAC_HINT}"
-        return Overlap(me, (), unknown=why)
+        return Overlap(me, (), unknown=why, forbidden=forbidden)
     peers: list[Peer] = []
     for item in items:
         meta = item.get("metadata") or {}
@@ -78,12 +85,24 @@ async def find_overlap(
             notes.append("suspended")
         if status.get("disabled"):
             notes.append("disabled")
+        if status.get("connected") is not True:
+            notes.append("not connected")
         if not account:
             notes.append("its Stripe account is not known yet")
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         created = seniority(meta, namespace, name)[0]
-        selector = parsed.selector()
         peers.append(
-            Peer(namespace, name, str(meta.get("uid") or ""), created, selector, tuple(notes), selection_of(other))
+            Peer(
+                namespace,
+                name,
+                str(meta.get("uid") or ""),
+                created,
+                parsed.selector(),
+                tuple(notes),
+                selection_of(other),
+                # Only an integration that sends Bills now owns the Bills it selects (domain.overlap).
+                writes=not notes,
+                excluded=frozenset(other.excludedLineItemTypes),
+            )
         )
     return Overlap(me, tuple(peers))

@@ -26,11 +26,12 @@ from m3stripe.domain.run_history import (
     ledger_id,
     merge_events,
     progress_for,
+    recorded_owners,
     replay_request,
     sync_state,
     unhandled,
 )
-from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
+from m3stripe.domain.runs import ErrorBudget, ErrorEvent, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
 from m3stripe.kube.account_selection import count_due, count_selection, selection_observation
@@ -68,6 +69,7 @@ class SyncDriver:
         self._filter_warned: set[str] = set()
         # The other integrations on the same Bills as the last pass found them (None before the first pass).
         self.overlap: Overlap | None = None
+        self._listed: Overlap | None = None  # the peers as the last successful listing found them
 
     def seconds_until_due(self, parsed: ParsedSpec, status: Mapping[str, Any], annotations: Mapping[str, str]) -> float:
         """0 when a pass should run now; otherwise how long until the next one is due."""
@@ -98,14 +100,26 @@ class SyncDriver:
             spec=spec,
             stripe_account=inputs.stripe_account,
         )
+        postponed = ""
+        if not overlap.unknown:
+            self._listed = overlap
+        elif self._listed is not None:
+            # The listing failed (the API server busy, the grant withdrawn): the peers of the last pass that listed
+            # them are a better guess than none, which would make this integration write Bills an older one owns.
+            overlap = dataclasses.replace(self._listed, unknown=overlap.unknown, forbidden=overlap.forbidden)
+        elif not overlap.forbidden and not spec.is_plan:
+            # None known: a transient failure postpones the pass. Without the grant (forbidden) it would never
+            # succeed, so the pass runs blind and the Overlapping condition says so (overlap_status).
+            postponed = overlap.unknown
         self.overlap = overlap
         # Progress made against another Organization or Stripe account says nothing of this one, nor progress that
-        # left Bills to an integration that no longer takes them: start over.
+        # left Bills to an integration that no longer takes them: start over. Peers that could not be listed say
+        # nothing of the owners: the recorded ones stand.
         ledger = ledger_id(
             spec.m3ter.organizationId,
             live=not spec.is_test_mode,
             stripe_account=inputs.stripe_account,
-            owners=overlap.owners_digest(),
+            owners=recorded_owners(inputs.status) if overlap.unknown else overlap.owners_digest(),
         )
         status, moved, ledger = progress_for(inputs.status, ledger)
         if spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
@@ -115,7 +129,7 @@ class SyncDriver:
             if report is not None:
                 planned.update(self._overlaps(status, overlap, report, spec))
             return planned
-        parsed, annotations, source = inputs.parsed, inputs.annotations, inputs.source
+        annotations, source = inputs.annotations, inputs.source
         extra: dict[str, Any] = {}
         if moved is not None:
             message = (
@@ -133,32 +147,12 @@ class SyncDriver:
             extra[names.HANDLED_FIELD[names.ANNOTATION_REQUESTED_AT]] = requested
         budget = ErrorBudget(spec.autoDisableThreshold, int(status.get("consecutiveErrors") or 0))
         started = time.monotonic()
-        async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
-            engine = build_engine(
-                spec,
-                account_filter=parsed.account_filter,
-                integration_id=self.integration.uid,
-                source=source,
-                stripe=StripeLedger(gateway),
-                budget=budget,
-                concurrency=self.integration.runtime.config.sync.concurrency_for(spec.effective_requests_per_second),
-                fence=self.integration.runtime.leader.fence,
-                overlap=overlap,
-            )
-            self.pass_error = ""
-            try:
-                report = await engine.run_pass(
-                    sync_state(status),
-                    replay=replay,
-                    completed=_checkpointed(status),
-                    checkpoint=None if checkpoint is None else _saver(status, checkpoint),
-                )
-            except (asyncio.CancelledError, FenceLost):
-                raise
-            except Exception as err:
-                # Recorded as a run that ended in ERROR, keeping the last progress: nothing is skipped.
-                report = self._crashed(status, err)
-            self._warn_filter(engine)
+        if postponed:
+            # The replay's Bills are owed to the next pass, as a failed Bill is: the gesture is not lost.
+            report = self._postponed(status, postponed, replay)
+            budget.error()
+        else:
+            report = await self._send(inputs, status, budget, replay, checkpoint)
         self.integration.runtime.metrics.observe_run(
             self.integration.namespace,
             self.integration.name,
@@ -245,11 +239,67 @@ class SyncDriver:
             self.integration.events("Warning", "Overlapping", overlap_event(record))
         return {"overlaps": records}
 
-    def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
-        self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
-        m = self.integration.runtime.metrics
-        m.internal_error(self.integration.namespace, self.integration.name, "pass")
-        self.pass_error = internal_error_message(err, "in the sync pass")
+    async def _send(
+        self,
+        inputs: PassInputs,
+        status: Mapping[str, Any],
+        budget: ErrorBudget,
+        replay: frozenset[str],
+        checkpoint: Callable[[dict[str, Any]], Awaitable[None]] | None,
+    ) -> RunReport:
+        """A Send pass over the Stripe account of the credential."""
+        spec, parsed, source, overlap = inputs.parsed.spec, inputs.parsed, inputs.source, self.overlap
+        async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
+            engine = build_engine(
+                spec,
+                account_filter=parsed.account_filter,
+                integration_id=self.integration.uid,
+                source=source,
+                stripe=StripeLedger(gateway),
+                budget=budget,
+                concurrency=self.integration.runtime.config.sync.concurrency_for(spec.effective_requests_per_second),
+                fence=self.integration.runtime.leader.fence,
+                overlap=overlap,
+            )
+            self.pass_error = ""
+            try:
+                report = await engine.run_pass(
+                    sync_state(status),
+                    replay=replay,
+                    completed=_checkpointed(status),
+                    checkpoint=None if checkpoint is None else _saver(status, checkpoint),
+                )
+            except (asyncio.CancelledError, FenceLost):
+                raise
+            except Exception as err:
+                # Recorded as a run that ended in ERROR, keeping the last progress: nothing is skipped.
+                report = self._crashed(status, err)
+            self._warn_filter(engine)
+        return report
+
+    def _postponed(self, status: Mapping[str, Any], why: str, replay: frozenset[str]) -> RunReport:
+        """A pass not run because the other integrations could not be listed and none are known from an earlier
+        pass: run blind, it would write Bills an older integration owns. Progress is kept; retried next pass."""
+        report = self._unrun(status, RunStatus.AWAITING_RETRY)
+        message = (
+            f"the pass was postponed: {why}. Without them this integration cannot tell which Bills an older "
+            "integration on the same Stripe account sends; retried on the next pass"
+        )
+        report.events.append(
+            ErrorEvent(
+                kind=EventKind.PERFORM,
+                message=message,
+                run_id=report.run_id,
+                time=report.started,
+                status=RunStatus.AWAITING_RETRY,
+            )
+        )
+        report.retry_bill_ids = list(dict.fromkeys([*report.retry_bill_ids, *sorted(replay)]))
+        report.stopped_early = message
+        return report
+
+    def _unrun(self, status: Mapping[str, Any], outcome: RunStatus) -> RunReport:
+        """A run that read no Bill: it keeps the last progress, so nothing is skipped."""
         try:
             state = sync_state(status)
         except Exception:  # the stored progress itself is unreadable: start over (Stripe is listed first)
@@ -259,11 +309,19 @@ class SyncDriver:
             run_id=f"run-{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
             started=now,
             completed=now,
-            status=RunStatus.ERROR,
+            status=outcome,
         )
         report.watermark = state.watermark
         report.retry_bill_ids = list(state.retry_bill_ids)
         report.last_sweep = state.last_sweep
+        return report
+
+    def _crashed(self, status: Mapping[str, Any], err: Exception) -> RunReport:
+        self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
+        m = self.integration.runtime.metrics
+        m.internal_error(self.integration.namespace, self.integration.name, "pass")
+        self.pass_error = internal_error_message(err, "in the sync pass")
+        report = self._unrun(status, RunStatus.ERROR)
         report.stopped_early = self.pass_error
         return report
 
