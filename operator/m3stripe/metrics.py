@@ -73,7 +73,8 @@ class Metrics:
         )
         self.tax = self._counter(
             "tax_minor_units_total",
-            "Tax Stripe computed on the invoices of runs (automatic tax), in minor units of the currency (cents).",
+            "Tax Stripe computed on the invoices runs wrote (automatic tax), in minor units of the currency (cents); "
+            "a regenerated Bill's invoice counts again when it is rewritten.",
             (*labels, "currency"),
         )
         self.notifications = self._counter(

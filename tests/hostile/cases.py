@@ -282,10 +282,10 @@ SPEC_CASES = [
     ),
     # Issue 18: ordering an Account's own (text) field by a number is never what it says: refused, not warned.
     invalid(
-        "filter-name-vs-number",
-        "a text field ordered by a number",
-        {"accountFilter": "name > 5"},
-        "spec.accountFilter: 'name > 5' orders the text field name by a number",
+        "filter-currency-vs-number",
+        "a text field that never holds a numeral ordered by a number",
+        {"accountFilter": "currency > 5"},
+        "spec.accountFilter: 'currency > 5' orders the text field currency by a number",
     ),
     invalid(
         "filter-country-ordered-by-number",

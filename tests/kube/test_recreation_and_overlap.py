@@ -294,12 +294,13 @@ async def test_a_partly_overlapping_integration_writes_only_the_bills_that_are_i
     a1, a2, a3 = (w.m3ter_account(code) for code in ("one", "two", "three"))
     for account in (a1, a2, a3):
         await w.customer_for(account)
-    b1, b2, b3 = w.bill(a1, "1.00"), w.bill(a2, "2.00"), w.bill(a3, "3.00")
     wide = await apply(w, "wide", accountIds=[a1, a2])
+    await wide.reconcile()  # connected, no Bill yet
     await asyncio.sleep(1.05)
     narrow = await apply(w, "narrow", accountIds=[a2, a3])
+    b1, b2, b3 = w.bill(a1, "1.00"), w.bill(a2, "2.00"), w.bill(a3, "3.00")
     await narrow.reconcile()  # the younger one passes first: it still leaves the shared Bill to the older one
-    await wide.reconcile()
+    await wide.run_now()
     invoices = one_invoice_each(w, [b1, b2, b3])
     writers = {b: i["metadata"][META_INTEGRATION] for b, i in zip((b1, b2, b3), invoices, strict=True)}
     assert writers == {b1: wide.uid, b2: wide.uid, b3: narrow.uid}
@@ -312,18 +313,120 @@ async def test_when_the_older_integration_goes_the_younger_one_starts_over_and_s
     w: World,
 ) -> None:
     bills = await mapped_bills(w, 3)
-    older = await apply(w, "uk", suspend=True)  # it selects the Bills but sends nothing while suspended
+    older = await apply(w, "uk")
+    await older.reconcile()
     await asyncio.sleep(1.05)
     copy = await apply(w, "uk-copy")
     status = await copy.reconcile()
-    assert status["lastSync"]["billsSent"] == 0 and w.invoices() == []
-    assert "suspended" in condition(status, "Overlapping")["message"]
+    assert status["lastSync"]["billsSent"] == 0 and status["lastSync"]["billsSkipped"] == 3
     await older.delete()
+    (late,) = await mapped_bills(w, 1, prefix="late")
     status = await copy.run_now()
-    assert status["lastSync"]["billsSent"] == 3, status["lastSync"]
+    last = status["lastSync"]
+    assert (last["billsSent"], last["billsUnchanged"]) == (1, 3), last
     assert "SyncProgressReset" in copy.reasons()
     assert condition(status, "Overlapping")["status"] == "False" and not status.get("overlaps")
+    one_invoice_each(w, [*bills, late])
+
+
+async def patch_spec(w: World, handle: Handle, **spec: Any) -> None:
+    resource = (names.GROUP, names.VERSION, handle.namespace, names.PLURAL)
+    await asyncio.to_thread(w.custom.patch_namespaced_custom_object, *resource, handle.name, {"spec": spec})
+
+
+async def test_an_older_integration_that_sends_nothing_owns_nothing_and_takes_its_bills_back_when_it_sends_again(
+    w: World,
+) -> None:
+    bills = await mapped_bills(w, 2)
+    older = await apply(w, "uk")
+    await older.reconcile()
+    await asyncio.sleep(1.05)
+    copy = await apply(w, "uk-copy")
+    await copy.reconcile()
+    await patch_spec(w, older, suspend=True)  # a suspended integration sends nothing: its Bills are the copy's
+    (while_suspended,) = await mapped_bills(w, 1, prefix="held")
+    status = await copy.run_now()
+    assert status["lastSync"]["billsSent"] == 1, status["lastSync"]
+    (record,) = status["overlaps"]
+    assert (record["integration"], record["sends"], record["notes"]) == ("billing/uk", False, "suspended")
+    await patch_spec(w, older, suspend=False)
+    (after,) = await mapped_bills(w, 1, prefix="after")
+    status = await copy.run_now()
+    assert status["lastSync"]["billsSent"] == 0 and status["lastSync"]["billsSkipped"] >= 1, status["lastSync"]
+    await older.run_now()
+    invoices = one_invoice_each(w, [*bills, while_suspended, after])
+    writers = [i["metadata"][META_INTEGRATION] for i in invoices]
+    assert writers == [older.uid, older.uid, copy.uid, older.uid]
+
+
+async def test_a_disconnected_older_integration_hands_its_bills_to_the_new_one(w: World) -> None:
+    # A migration: the old integration is disconnected (m3ter's "remove credential") and a new one applied.
+    old = await apply(w, "old")
+    await old.reconcile()
+    await patch_spec(w, old, credentialRef=None)
+    await old.reconcile()
+    await asyncio.sleep(1.05)
+    new = await apply(w, "new")
+    bills = await mapped_bills(w, 3)
+    status = await new.reconcile()
+    assert status["lastSync"]["billsSent"] == 3, status["lastSync"]
+    assert {i["metadata"][META_INTEGRATION] for i in one_invoice_each(w, bills)} == {new.uid}
+
+
+async def test_when_the_peers_cannot_be_listed_and_none_are_known_the_pass_is_postponed_and_sends_nothing(
+    w: World,
+) -> None:
+    older = await apply(w, "uk")
+    await older.reconcile()  # connected, nothing to send yet
+    await asyncio.sleep(1.05)
+    copy = await apply(w, "uk-copy")
+    bills = await mapped_bills(w, 2)
+    w.k8s.peers_list_status = 503  # the API server is overloaded: the copy cannot tell the Bills are the older one's
+    status = await copy.reconcile()
+    assert w.invoices() == [], "a pass blind to its peers would write the older integration's Bills"
+    last = status["lastSync"]
+    assert (last["status"], last["billsSent"]) == ("AWAITING_RETRY", 0), last
+    (event,) = status["openEvents"]
+    assert event["kind"] == "integration.perform.error" and "postponed" in event["message"], event
+    assert "HTTP 503" in event["message"] and "retried on the next pass" in event["message"]
+    w.k8s.peers_list_status = None
+    status = await copy.run_now()
+    assert status["lastSync"]["billsSkipped"] == 2 and status["lastSync"]["billsSent"] == 0, status["lastSync"]
+    await older.run_now()
+    assert {i["metadata"][META_INTEGRATION] for i in one_invoice_each(w, bills)} == {older.uid}
+
+
+async def test_a_failed_listing_of_the_peers_keeps_the_peers_of_the_last_pass(w: World) -> None:
+    older = await apply(w, "uk")
+    await older.reconcile()
+    await asyncio.sleep(1.05)
+    copy = await apply(w, "uk-copy")
+    await copy.reconcile()  # the copy has seen the older one
+    bills = await mapped_bills(w, 2)
+    w.k8s.peers_list_status = 503
+    status = await copy.run_now()
+    last = status["lastSync"]
+    assert (last["status"], last["billsSent"], last["billsSkipped"]) == ("COMPLETE", 0, 2), last
+    assert w.invoices() == [] and "SyncProgressReset" not in copy.reasons()
+    w.k8s.peers_list_status = None
+    await older.run_now()
     one_invoice_each(w, bills)
+
+
+async def test_without_the_rbac_grant_to_list_peers_the_pass_runs_and_says_overlap_is_unknown(w: World) -> None:
+    bills = await mapped_bills(w, 2)
+    uk = await apply(w, "uk")
+    await uk.reconcile()
+    w.k8s.peers_list_status = 403  # deployed without the ClusterRole m3stripe-operator-peers
+    uk.restart()  # and no peers known from an earlier pass: refused for good, so the pass runs without them
+    (late,) = await mapped_bills(w, 1, prefix="late")
+    status = await uk.run_now()
+    assert status["lastSync"]["billsSent"] == 1, status["lastSync"]
+    overlapping = condition(status, "Overlapping")
+    assert (overlapping["status"], overlapping["reason"]) == ("Unknown", "PeersUnreadable")
+    assert "m3stripe-operator-peers" in overlapping["message"]
+    assert "SyncProgressReset" not in uk.reasons()
+    one_invoice_each(w, [*bills, late])
 
 
 async def test_integrations_on_other_stripe_accounts_or_modes_are_no_overlap(w: World) -> None:

@@ -241,3 +241,8 @@ class StripeLedger(StripeLedgerReader):
 
     async def delete_item(self, item_id: str) -> None:
         await self._g.json("invoiceitems.delete", "delete", f"/v1/invoiceitems/{_id(item_id)}", {})
+
+    async def delete_invoice(self, invoice_id: str) -> None:
+        """A draft, deleted ("Permanently deletes a one-off invoice draft. This cannot be undone", DELETE
+        /v1/invoices/:id, https://docs.stripe.com/api/invoices/delete); a finalized invoice is refused."""
+        await self._g.json("invoices.delete", "delete", f"/v1/invoices/{_id(invoice_id)}", {})

@@ -117,7 +117,7 @@ class RunRecord(LastSync):
     taxes: list[TaxTotal] = Field(
         default_factory=list,
         max_length=50,
-        description="Tax Stripe computed (automatic tax) on the invoices this run wrote or found, per currency.",
+        description="Tax Stripe computed (automatic tax) on the invoices this run wrote, per currency.",
     )
 
 
@@ -190,13 +190,15 @@ class AccountSelection(_Model):
 
 class OverlapRecord(_Model):
     """Another StripeIntegration that selects some of the same Bills for the same m3ter Organization and Stripe
-    account and mode. The older of the two sends the Bills both select; the other leaves them to it."""
+    account and mode. The older of the two sends the Bills both select (if it sends Bills at all); the other leaves
+    them to it."""
 
     integration: str = Field(description="The other integration, namespace/name.")
     uid: str = Field(description="Its metadata.uid.")
     sends: bool = Field(
         description="True: it is the older one and sends the Bills both select (this one leaves them to it); "
-        "false: this one sends them."
+        "false: this one sends them (it is younger, or it sends nothing now: suspended, disabled, in Plan mode or "
+        "not connected)."
     )
     bills: int = Field(default=0, ge=0, description="Bills both selected in the last pass that met any.")
     notes: str | None = Field(

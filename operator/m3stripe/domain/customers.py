@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from m3stripe.domain.mapping import META_ACCOUNT
 from m3stripe.domain.ports import BillSource, CustomerTax, LedgerReader
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,24 +33,21 @@ class CustomerResolver:
         self._with_tax = with_tax
         self._index: dict[str, list[str]] | None = None
         self._index_lock = asyncio.Lock()
-        self._cache: dict[str, str | Unmapped] = {}
-        self._taxes: dict[str, CustomerTax] = {}
+        # Several Bills of one customer are prepared at once: the first asks, the others wait for its answer.
+        self._cache: dict[str, asyncio.Future[str | Unmapped]] = {}
+        self._taxes: dict[str, asyncio.Future[CustomerTax]] = {}
 
     async def tax_of(self, customer: str) -> CustomerTax:
         """The customer's tax location, read once per pass: from the customers' listing (expand[]=data.tax), or,
         with External Mappings (no listing), from the customer itself (expand[]=tax)."""
-        found = self._taxes.get(customer)
-        if found is None:
-            found = self._taxes[customer] = await self._ledger.customer_tax(customer)
-        return found
+        return await _once(self._taxes, customer, lambda: self._ledger.customer_tax(customer))
 
     async def resolve(self, account_id: str) -> str | Unmapped:
-        cached = self._cache.get(account_id)
-        if cached is None:
-            cached = self._cache[account_id] = await (
-                self._by_external_mapping(account_id) if self._external else self._by_metadata(account_id)
-            )
-        return cached
+        return await _once(
+            self._cache,
+            account_id,
+            lambda: self._by_external_mapping(account_id) if self._external else self._by_metadata(account_id),
+        )
 
     async def _by_external_mapping(self, account_id: str) -> str | Unmapped:
         customer = await self._source.find_stripe_customer_mapping(account_id)
@@ -66,7 +67,7 @@ class CustomerResolver:
                 index: dict[str, list[str]] = {}
                 async for customer in self._ledger.customers(with_tax=self._with_tax):
                     if customer.tax is not None:
-                        self._taxes[customer.id] = customer.tax
+                        self._taxes[customer.id] = _known(customer.tax)
                     account = customer.metadata.get(META_ACCOUNT)
                     if account:
                         index.setdefault(str(account), []).append(customer.id)
@@ -84,3 +85,28 @@ class CustomerResolver:
             "Customer in Stripe, or set spec.useExternalMappingAccountCode: true and create an External Mapping in "
             "m3ter. The Bill is sent on the next pass once the mapping exists"
         )
+
+
+async def _once(answers: dict[str, asyncio.Future[T]], key: str, ask: Callable[[], Awaitable[T]]) -> T:
+    """`ask()`'s answer for `key`, asked once however many wait for it; a failure is not kept (the next asks again)."""
+    found = answers.get(key)
+    if found is None:
+        found = answers[key] = asyncio.get_running_loop().create_future()
+        try:
+            found.set_result(await ask())
+        except asyncio.CancelledError:
+            del answers[key]
+            found.cancel()
+            raise
+        except Exception as err:
+            del answers[key]
+            found.set_exception(err)
+            found.exception()  # retrieved: a failure no one else awaited is not logged as never retrieved
+            raise
+    return await asyncio.shield(found)
+
+
+def _known(value: T) -> asyncio.Future[T]:
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future

@@ -7,9 +7,11 @@ Pure functions: the writer (domain.stripe_writer) reads what Stripe holds and ex
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from m3stripe.domain.mapping import (
     META_BILL,
@@ -24,7 +26,15 @@ from m3stripe.domain.mapping import (
     MappedLine,
 )
 from m3stripe.domain.ports import HeldInvoice, HeldLine
-from m3stripe.domain.tax_forms import Coupon, LineForm, WantedLine, credits_coupon, taxed_invoice, wanted_lines
+from m3stripe.domain.tax_forms import (
+    Coupon,
+    CreditsExceedCharges,
+    LineForm,
+    WantedLine,
+    credits_coupon,
+    taxed_invoice,
+    wanted_lines,
+)
 
 
 def identifies(metadata: Mapping[str, str], organization_id: str, bill_id: str) -> bool:
@@ -44,14 +54,26 @@ def identifies(metadata: Mapping[str, str], organization_id: str, bill_id: str) 
     return bool(metadata.get(META_INTEGRATION))
 
 
-# (m3ter line id, position, amount, description, Bill version, tax behaviour sent, discountable)
-Signature = tuple[str, str, int, str, str, str, bool]
+class Signature(NamedTuple):
+    """What tells a line held in Stripe from another: its content, and the form it was sent in."""
+
+    line_id: str
+    position: str  # the position makes every line of a version unique: m3ter line ids and contents can repeat
+    amount: int
+    description: str
+    version: str
+    behavior: str  # the tax behaviour sent ("" when none)
+    discountable: bool
+
+    @property
+    def content(self) -> tuple[str, str, int, str, str]:
+        """The Bill's line, whatever form it was sent in."""
+        return (self.line_id, self.position, self.amount, self.description, self.version)
 
 
 def by_signature(entries: list[WantedLine], version: int) -> dict[Signature, WantedLine]:
-    # The position makes every line of a version unique: m3ter line ids and contents can repeat.
     return {
-        (
+        Signature(
             w.line.line_id,
             str(w.line.index),
             w.line.amount,
@@ -66,7 +88,7 @@ def by_signature(entries: list[WantedLine], version: int) -> dict[Signature, Wan
 
 def held_signature(obj: HeldLine) -> Signature:
     meta = obj.metadata
-    return (
+    return Signature(
         str(meta.get(META_LINE, "")),
         str(meta.get(META_LINE_INDEX, "")),
         obj.amount,
@@ -128,10 +150,49 @@ class Decision:
     missing: tuple[WantedLine, ...] = ()  # lines to add, each in its form
     invoice: HeldInvoice | None = None  # the draft to update
     coupon: Coupon | None = None  # the coupon that carries the Bill's credits on a taxed invoice
+    duplicates: tuple[HeldInvoice, ...] = ()  # other drafts of the Bill, deleted whatever the action
+
+    def with_duplicates(self, duplicates: tuple[HeldInvoice, ...]) -> Decision:
+        if not duplicates:
+            return self
+        ids = ", ".join(d.id for d in duplicates)
+        return dataclasses.replace(
+            self, reason=f"{self.reason}; delete duplicate draft(s) {ids}", duplicates=duplicates
+        )
 
     @property
     def missing_lines(self) -> tuple[MappedLine, ...]:
         return tuple(w.line for w in self.missing)
+
+
+@dataclass(frozen=True)
+class HeldInvoices:
+    """The Bill's invoices in Stripe, sorted out: the one it keeps, the drafts to delete, the copies to void."""
+
+    invoice: HeldInvoice | None
+    duplicates: tuple[HeldInvoice, ...] = ()
+    copies: tuple[HeldInvoice, ...] = ()
+
+
+def sort_out(held: list[HeldInvoice]) -> HeldInvoices:
+    """One invoice per Bill, when Stripe holds several (two integrations wrote the Bill at once before either
+    listing showed the other's invoice, or a copy by hand): the oldest finalized one, else the oldest draft.
+    The other drafts are duplicates, deleted; another finalized invoice (void ones aside) is a copy only a person
+    can void. Keeping the oldest makes every integration and every pass pick the same one."""
+    ordered = sorted(held, key=lambda h: (h.created, h.id))
+    live = [h for h in ordered if h.status not in ("draft", "void")]
+    drafts = [h for h in ordered if h.status == "draft"]
+    voided = [h for h in ordered if h.status == "void"]
+    keep = live[0] if live else drafts[0] if drafts else voided[-1] if voided else None
+    return HeldInvoices(keep, tuple(d for d in drafts if d is not keep), tuple(live[1:]))
+
+
+def copies_message(mapped: MappedBill, held: HeldInvoices) -> str:
+    ids = ", ".join(h.id for h in (held.invoice, *held.copies) if h is not None)
+    return (
+        f"Bill {mapped.bill_id} is on more than one finalized Stripe invoice ({ids}): it was invoiced more than once. "
+        "Void the copies in Stripe, keeping one, then mark this event resolved"
+    )
 
 
 def finalized_message(mapped: MappedBill, invoice_id: str, status: str, *, items: bool = False) -> str:
@@ -158,6 +219,15 @@ def decide_invoice(mapped: MappedBill, invoice: HeldInvoice | None, lines: list[
         reason = f"new draft invoice with {len(mapped.lines)} line(s)"
         return Decision(BillAction.CREATE_INVOICE, reason, missing=tuple(wanted_lines(mapped, taxed)), coupon=coupon)
     version = str(invoice.metadata.get(META_VERSION, ""))
+    if invoice.status != "draft":
+        # A finalized invoice is judged by what it holds, in the tax form it was finalized in: the spec's tax settings
+        # decide how a draft is written, so turning tax on (or another behaviour) leaves an invoice holding this
+        # version as it is, with no error; only another version or other lines are a change it cannot take.
+        if version == str(mapped.version) and _holds_content(mapped, invoice, lines):
+            return Decision(
+                BillAction.NOTHING, f"invoice ({invoice.status}) {invoice.id} already holds this version", invoice.id
+            )
+        return Decision(BillAction.BLOCKED, finalized_message(mapped, invoice.id, invoice.status), invoice.id)
     taxed = taxed_invoice(mapped, invoice.tax.enabled)
     coupon = credits_coupon(mapped, taxed)
     stale, missing, _ = diff(by_signature(wanted_lines(mapped, taxed), mapped.version), lines)
@@ -165,10 +235,7 @@ def decide_invoice(mapped: MappedBill, invoice: HeldInvoice | None, lines: list[
     coupon_ok = held_coupon == (coupon.id if coupon else "")
     tax_ok = mapped.tax.automatic is None or invoice.tax.enabled == mapped.tax.automatic
     if version == str(mapped.version) and not stale and not missing and coupon_ok and tax_ok:
-        held = "draft" if invoice.status == "draft" else f"invoice ({invoice.status})"
-        return Decision(BillAction.NOTHING, f"{held} {invoice.id} already holds this version", invoice.id)
-    if invoice.status != "draft":
-        return Decision(BillAction.BLOCKED, finalized_message(mapped, invoice.id, invoice.status), invoice.id)
+        return Decision(BillAction.NOTHING, f"draft {invoice.id} already holds this version", invoice.id)
     changes = [f"version {version or '?'} -> {mapped.version}"] if version != str(mapped.version) else []
     if stale:
         changes.append(f"remove {len(stale)} line(s)")
@@ -180,6 +247,19 @@ def decide_invoice(mapped: MappedBill, invoice: HeldInvoice | None, lines: list[
         changes.append(f"automatic tax {'on' if mapped.tax.automatic else 'off'}")
     reason = f"draft {invoice.id}: {', '.join(changes)}"
     return Decision(BillAction.UPDATE_DRAFT, reason, invoice.id, tuple(stale), tuple(missing), invoice, coupon)
+
+
+def _holds_content(mapped: MappedBill, invoice: HeldInvoice, lines: list[HeldLine]) -> bool:
+    """Whether the invoice holds each of the Bill's lines once and its credits, in the invoice's own tax form."""
+    taxed = bool(invoice.tax.enabled)
+    try:
+        coupon = credits_coupon(mapped, taxed)
+    except CreditsExceedCharges:
+        return False  # no taxed invoice can hold these credits
+    if str(invoice.metadata.get(META_CREDIT_COUPON) or "") != (coupon.id if coupon else ""):
+        return False
+    wanted = sorted(sig.content for sig in by_signature(wanted_lines(mapped, taxed), mapped.version))
+    return wanted == sorted(held_signature(line).content for line in lines)
 
 
 def decide_items(mapped: MappedBill, items: list[HeldLine], invoiced: dict[str, str]) -> Decision:

@@ -141,7 +141,7 @@ class MappedLine:
             params["currency"] = currency
             if tax_behavior:
                 params["tax_behavior"] = tax_behavior
-            if tax_code and tax_behavior:
+            if tax_code:
                 params["tax_code"] = tax_code
         elif tax_behavior:
             params["price_data"] = {**self.price_data, "tax_behavior": tax_behavior}

@@ -1,17 +1,21 @@
 """Two integrations that would send the same Bill to the same Stripe account and mode: which one writes it.
 
-The rule a person can predict: **the older integration writes a Bill both select**; the younger one leaves it
-to the older one and says so (the `Overlapping` condition, a Warning event, the run's counts), and writes the
-Bills only it selects. "Older" is the Kubernetes object's creationTimestamp, then namespace and name (a total
-order, the same in every process and shard). Whether the older one is suspended, disabled or only planning does
-not change who owns the Bill, so ownership moves only when an integration is created, deleted or re-targeted,
-never in the middle of its pass; a re-created integration is the youngest, so it takes over nothing from a
-live one.
+The rule a person can predict: **the older integration that sends Bills writes a Bill both select**; the younger
+one leaves it to the older one and says so (the `Overlapping` condition, a Warning event, the run's counts), and
+writes the Bills only it selects. "Older" is the Kubernetes object's creationTimestamp, then namespace and name (a
+total order, the same in every process and shard). An older integration that sends nothing (suspended, disabled, in
+Plan mode, not connected, its Stripe account not known) owns nothing: Bills both select are then the younger one's,
+so disconnecting an old integration to migrate to a new one hands its Bills over. When one stops or starts sending,
+its peers' next pass sees it (the owners' digest changes, so their progress starts over and they read every Bill
+again).
+
+Ownership is read once per pass, so it can move while a pass runs (a peer resumed, a selection widened): two passes
+may then write the same Bill at the same moment. Each checks Stripe first, by the Bill's durable identity
+(decisions.identifies), so only writes that race each other can both land; the next pass of either keeps one
+invoice per Bill (decisions.sort_out: the oldest, the other drafts deleted).
 
 Leaving a Bill to another integration is not an error event and does not count toward auto-disable: nothing is
-lost (the owner sends it), and disabling the younger one would also stop the Bills that are its alone. What
-keeps a Bill from being invoiced twice whatever the integrations' states is Stripe itself: every integration
-recognises what Stripe holds for the Bill by its durable identity (stripe_writer.identifies).
+lost (the owner sends it), and disabling the younger one would also stop the Bills that are its alone.
 """
 
 from __future__ import annotations
@@ -38,9 +42,13 @@ class Peer:
     selector: Selector = field(compare=False)
     # What a person should know of it: "suspended", "disabled", "in Plan mode", "its Stripe account is not known".
     notes: tuple[str, ...] = ()
-    # A digest of what decides which Bills it selects (spec.accountIds, restrictedAccountIds, accountFilter,
-    # onlySendBillOnApproval): when it changes, Bills left to it may now be no one's.
+    # A digest of what decides which Bills it selects and what it sends of them (spec.accountIds,
+    # restrictedAccountIds, accountFilter, onlySendBillOnApproval, excludedLineItemTypes): when it changes, Bills
+    # left to it may now be no one's.
     selection: str = ""
+    # Whether it sends Bills now: connected, its Stripe account known, not suspended nor disabled, in Send mode.
+    writes: bool = True
+    excluded: frozenset[str] = frozenset()  # its spec.excludedLineItemTypes
 
     @property
     def where(self) -> str:
@@ -105,6 +113,8 @@ class Overlap:
     peers: tuple[Peer, ...] = ()
     # Why the peers could not be listed ("" when they were): overlap with integrations elsewhere is then unknown.
     unknown: str = ""
+    # The listing was refused (RBAC), not merely failed: it will not succeed by retrying.
+    forbidden: bool = False
 
     @property
     def older(self) -> tuple[Peer, ...]:
@@ -115,33 +125,41 @@ class Overlap:
         return tuple(sorted((p for p in self.peers if p.seniority > self.me), key=lambda p: p.seniority))
 
     @property
+    def owners(self) -> tuple[Peer, ...]:
+        """The older peers that send Bills: each writes the Bills it selects that this integration also selects."""
+        return tuple(p for p in self.older if p.writes)
+
+    @property
     def needs_account(self) -> bool:
         return any(p.selector.needs_account for p in self.peers)
 
     def owner(self, bill: Bill | MalformedBill, account: Account | None) -> Peer | None:
-        """The oldest older peer that selects the Bill: it writes the Bill, this integration does not."""
-        return next((p for p in self.older if p.selects(bill, account)), None)
+        """The oldest older peer sending Bills that selects the Bill: it writes the Bill, this integration does not."""
+        return next((p for p in self.owners if p.selects(bill, account)), None)
 
     def sharers(self, bill: Bill | MalformedBill, account: Account | None) -> tuple[Peer, ...]:
         """The younger peers that also select a Bill this integration writes (they leave it to this one)."""
         return tuple(p for p in self.younger if p.selects(bill, account))
 
     def owners_digest(self) -> str:
-        """A digest of the older peers and their selections: when one goes away or changes what it selects, Bills
-        this integration left to it may be no one's, so its sync progress starts over (progress.progress_for)."""
-        if not self.older:
+        """A digest of the owners and their selections: when one goes away, stops sending or changes what it
+        selects, Bills this integration left to it may be no one's, so its sync progress starts over
+        (progress.progress_for)."""
+        if not self.owners:
             return ""
-        basis = "|".join(f"{p.uid}:{p.selection}" for p in self.older)
+        basis = "|".join(f"{p.uid}:{p.selection}" for p in self.owners)
         return hashlib.sha256(basis.encode()).hexdigest()[:12]
 
 
-def no_overlap(me: Seniority) -> Overlap:
-    return Overlap(me)
-
-
 def selection_digest(
-    account_ids: Sequence[str], restricted: Sequence[str], account_filter: str | None, only_approved: bool
+    account_ids: Sequence[str],
+    restricted: Sequence[str],
+    account_filter: str | None,
+    only_approved: bool,
+    excluded: Sequence[str] = (),
 ) -> str:
-    """A digest of what decides which Bills an integration selects."""
+    """A digest of what decides which Bills an integration selects, and which of their lines it sends."""
     basis = repr((sorted(account_ids), sorted(restricted), (account_filter or "").strip(), only_approved))
+    if excluded:  # digests recorded before the excluded types counted stay the same for integrations without any
+        basis += repr(sorted(excluded))
     return hashlib.sha256(basis.encode()).hexdigest()[:12]

@@ -59,6 +59,12 @@ def _owners(ledger: str) -> str:
     return [*ledger.split("."), "", "", "", ""][3]
 
 
+def recorded_owners(progress: SyncProgress | None) -> str:
+    """The owners' digest the stored progress was made with ("" when none or nothing recorded)."""
+    recorded = _recorded_ledger(progress)
+    return _owners(recorded) if recorded is not None else ""
+
+
 def _recorded_ledger(progress: SyncProgress | None) -> str | None:
     return progress.ledger if progress is not None and progress.ledger else None
 

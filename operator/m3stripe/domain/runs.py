@@ -105,7 +105,8 @@ class RunReport:
     # or written here while a younger one also selects them.
     left_to: Counter[str] = field(default_factory=Counter)
     shared_with: Counter[str] = field(default_factory=Counter)
-    # The tax Stripe computed on the invoices this run wrote or found, per currency (minor units), and per Bill.
+    # The tax Stripe computed on the invoices this run wrote, per currency (minor units), and per Bill: an invoice
+    # found as it should be is not counted again (a re-read, a progress reset), a regenerated Bill's is.
     taxes: Counter[str] = field(default_factory=Counter)
     untaxed: int = 0  # taxed invoices on which Stripe Tax found no tax due (not collecting there)
     bill_taxes: list[tuple[str, int, str, int]] = field(default_factory=list)  # (bill id, version, currency, tax)
@@ -125,7 +126,7 @@ class RunReport:
             self.events.append(result.event)
         if result.retry:
             self.retry_bill_ids.append(result.bill_id)
-        if result.tax is not None and result.currency and result.outcome in (Outcome.SENT, Outcome.UNCHANGED):
+        if result.tax is not None and result.currency and result.outcome is Outcome.SENT:
             self.taxes[result.currency] += result.tax
             self.untaxed += result.untaxed
             if len(self.bill_taxes) < keep_ids:

@@ -109,21 +109,25 @@ def _unknown_filter_fields(account_filter: AccountFilter) -> list[SpecProblem]:
     return problems
 
 
+# An Account's own fields are text (the m3ter SDK types every field of AccountResponse and Address `str`); these
+# never hold a numeral: the id is m3ter's UUID ("The UUID of the entity", SDK types/account_response.py), the currency
+# a currency code, the country a country code or name. A name, a code or a postal code may ("02134": ordering US ZIP
+# codes by a number is a filter that means what it says), so those are not refused.
+NEVER_NUMERALS = ("id", "currency", "address.country")
+
+
 def _text_ordered_by_number(account_filter: AccountFilter) -> list[SpecProblem]:
-    """An Account's own fields are text (the m3ter SDK types every field of AccountResponse and Address `str`), so
-    ordering one by a number (`address.country >= 5`) holds only where m3ter holds a numeral there: for a country, a
-    currency, a name, never; for a postal code, not for "SW1A 1AA" or "02134-1234". Refused like the other filters
-    that cannot mean what they say; custom fields may hold numbers (`Dict[str, Union[str, float]]`) and are not."""
+    """Ordering by a number a field that never holds a numeral is false for every Account: refused like the other
+    filters that cannot mean what they say."""
     problems: list[SpecProblem] = []
     for dotted, text in account_filter.number_orderings():
-        if dotted.split(".")[0] == "customFields":
+        if dotted not in NEVER_NUMERALS:
             continue
         problems.append(
             SpecProblem(
                 "spec.accountFilter",
-                f"{text!r} orders the text field {dotted} by a number, which is false for every Account whose "
-                f"{dotted} is not written as a number (m3ter Account fields other than customFields are text); "
-                f'compare text with text (quote the value: "…") or use a customFields field that holds numbers',
+                f"{text!r} orders the text field {dotted} by a number, which is false for every Account (m3ter's "
+                f'{dotted} is never written as a number); compare text with text (quote the value: "…")',
             )
         )
     return problems

@@ -27,11 +27,13 @@ from m3stripe.domain.decisions import (
     BillAction,
     Decision,
     by_signature,
+    copies_message,
     decide_invoice,
     decide_items,
     diff,
     identifies,
     item_lines,
+    sort_out,
 )
 from m3stripe.domain.idempotency_keys import idempotency_key
 from m3stripe.domain.mapping import (
@@ -42,6 +44,7 @@ from m3stripe.domain.mapping import (
 from m3stripe.domain.ports import Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
 from m3stripe.domain.tax_forms import (
     Coupon,
+    CreditsExceedCharges,
     LineForm,
     WantedLine,
     credits_coupon,
@@ -242,6 +245,10 @@ class StripeWriter:
         index = await self._index(kind, customer, not_before)
         decision = await self._decide(kind, mapped, index)
         self._writes()  # a writer on the read-only port refuses every write, even one that needs nothing
+        for duplicate in decision.duplicates:
+            await self._delete_draft(duplicate.id, index, mapped.bill_id)
+        if decision.action is BillAction.NOTHING and decision.duplicates:
+            return WriteResult(decision.stripe_id or "", True, await self._reads.invoice(decision.stripe_id or ""))
         if decision.action is BillAction.NOTHING:
             held = (
                 next((i for i in index.held(mapped) if i.id == decision.stripe_id), None) if kind == "invoice" else None
@@ -257,11 +264,12 @@ class StripeWriter:
 
     # Invoice mode
     async def _decide_invoice(self, mapped: MappedBill, index: CustomerIndex) -> Decision:
-        held = index.held(mapped)
-        # Several would mean an earlier bug or a hand-made copy; the newest one is the live one.
-        invoice: HeldInvoice | None = max(held, key=lambda h: (h.created, h.id)) if held else None
+        held = sort_out(index.held(mapped))
+        invoice = held.invoice
         if invoice is None:
             return decide_invoice(mapped, None, [])
+        if held.copies:
+            return Decision(BillAction.BLOCKED, copies_message(mapped, held), invoice.id)
         lines = await self._invoice_lines(mapped, invoice)
         decision = decide_invoice(mapped, invoice, lines)
         if decision.action is BillAction.UPDATE_DRAFT:
@@ -269,7 +277,7 @@ class StripeWriter:
             invoice = await self._reads.invoice(invoice.id)
             index.add(invoice, mapped.bill_id)
             decision = decide_invoice(mapped, invoice, lines)
-        return decision
+        return decision.with_duplicates(held.duplicates)
 
     async def _execute_invoice(
         self, mapped: MappedBill, customer: str, index: CustomerIndex, decision: Decision
@@ -291,7 +299,13 @@ class StripeWriter:
                 # The account's default for API invoices turned automatic tax on (best effort, no error when it does
                 # not: https://docs.stripe.com/tax/invoicing/automatic-tax-default): the lines take their taxed forms.
                 wanted = wanted_lines(mapped, taxed)
-                coupon = credits_coupon(mapped, taxed)
+                try:
+                    coupon = credits_coupon(mapped, taxed)
+                except CreditsExceedCharges:
+                    # Only now known (the account's default decided): the empty draft is deleted, so Stripe holds no
+                    # invoice of the Bill that the next pass would meet as stale.
+                    await self._delete_draft(created.id, index, mapped.bill_id)
+                    raise
                 if coupon is not None:
                     await self._coupon(mapped, coupon)
                     params = {"discounts": [{"coupon": coupon.id}], "metadata": {META_CREDIT_COUPON: coupon.id}}
@@ -309,16 +323,30 @@ class StripeWriter:
         held_coupon = str(invoice.metadata.get(META_CREDIT_COUPON) or "")
         if decision.coupon is not None and decision.coupon.id != held_coupon:
             await self._coupon(mapped, decision.coupon)
-        if decision.missing:
-            # The stale lines are gone, so turning automatic tax on below meets no line a taxed invoice could not
-            # take; the lines added now are in the forms the invoice will have.
-            await self._add(mapped, customer, invoice_id, list(decision.missing), read_after=False)
         update = mapped.invoice_update_params(
             [dict(f) for f in invoice.custom_fields],
             dict(invoice.metadata),
             coupon=decision.coupon.id if decision.coupon else None,
         )
-        updated = await ledger.update_invoice(invoice_id, update, idempotency_key=self._key(mapped, "update", update))
+        # The stale lines are gone. Turning automatic tax on comes after the adds, turning it off before them: either
+        # way every line is added in the form the invoice has when it arrives (a taxed draft refuses a negative line
+        # or one without a tax behaviour: SDK `InvoiceCreateParamsAutomaticTax.enabled`, see domain.tax_forms).
+        turning_off = invoice.tax.enabled and mapped.tax.automatic is False
+        updated: HeldInvoice | None = None
+        if turning_off:
+            updated = await ledger.update_invoice(
+                invoice_id, update, idempotency_key=self._key(mapped, "update", update)
+            )
+        added = None
+        if decision.missing:
+            added = await self._add(mapped, customer, invoice_id, list(decision.missing), read_after=turning_off)
+        if turning_off:
+            updated = added or updated
+        else:
+            updated = await ledger.update_invoice(
+                invoice_id, update, idempotency_key=self._key(mapped, "update", update)
+            )
+        assert updated is not None
         index.add(updated, mapped.bill_id)
         return WriteResult(invoice_id, True, self._verified(mapped, updated))
 
@@ -412,15 +440,21 @@ class StripeWriter:
             index.remove(mapped.bill_id, ii.id)
         for wanted in decision.missing:
             line = wanted.line
-            params = line.invoice_item_params(
-                customer, mapped.currency, tax_behavior=wanted.behavior, tax_code=mapped.tax.code
-            )
+            params = wanted.item_params(mapped, customer, None)
             key = self._key(mapped, f"item-{line.index}-{line.line_id}", params)
             async with self._customer(customer):  # a pending item changes the customer's pending items
                 item = await ledger.create_item(params, idempotency_key=key)
             index.add(item, mapped.bill_id)
             created.append(item.id)
         return WriteResult(created[0] if created else decision.stripe_id or "", True)
+
+    async def _delete_draft(self, invoice_id: str, index: CustomerIndex, bill_id: str) -> None:
+        try:
+            await self._writes().delete_invoice(invoice_id)
+        except LedgerError as err:
+            if err.failure is not Failure.NOT_FOUND:  # deleted by an earlier attempt whose reply was lost
+                raise
+        index.remove(bill_id, invoice_id)
 
     async def _delete_item(self, item_id: str) -> None:
         try:

@@ -188,8 +188,8 @@ class SyncEngine:
             return prepared
         assert isinstance(bill, Bill)
         try:
-            # The customer's slot first, then a write slot: a Bill queued behind its customer holds no slot.
-            async with _slot(customer_slots, prepared.customer), slots.write:
+            # The Bill's own lock, the customer's slot, then a write slot: a Bill queued holds no slot.
+            async with slots.bills.hold(bill.id), _slot(customer_slots, prepared.customer), slots.write:
                 if slots.stopping():
                     raise PassStopping
                 self.fence()  # after waiting for the customer's slot, right before the writes
@@ -246,6 +246,8 @@ class SyncEngine:
         shared: tuple[str, ...] = ()
         if overlap is not None:
             owner = overlap.owner(bill, account)
+            if owner is not None and owner.excluded != frozenset(self.spec.excludedLineItemTypes):
+                return self._failed(bill, EventKind.VALIDATION, run_id, _excluded_conflict(bill, owner.where))
             if owner is not None:
                 return self._left_to(bill, owner.where)
             shared = tuple(p.where for p in overlap.sharers(bill, account))
@@ -343,6 +345,17 @@ class SyncEngine:
             account_id=bill.account_id if bill else None,
             status=status,
         )
+
+
+def _excluded_conflict(bill: Bill, owner: str) -> str:
+    # Leaving the Bill silently would send it without lines this integration sends (or with lines it excludes).
+    return (
+        f"Bill {bill.id} is also selected by the older {owner}, which sends it (same m3ter Organization, Stripe "
+        "account and mode) but excludes other line item types (spec.excludedLineItemTypes) than this integration: "
+        "the Bill would reach Stripe with lines this integration's settings would not send, or without lines they "
+        "would. Make the two integrations' excludedLineItemTypes the same, or narrow spec.accountIds, "
+        "spec.restrictedAccountIds or spec.accountFilter so that each Bill is selected once"
+    )
 
 
 def _slot(slots: dict[str, asyncio.Semaphore], customer: str) -> asyncio.Semaphore:

@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -57,6 +58,30 @@ class Slots:
     # True once the pass stops: up to MAX_QUEUED_BILLS may be queued, and none of them is then written (the
     # watermark stays where it was, so they are read again), as when at most `concurrency` were in flight.
     stopping: Callable[[], bool]
+    bills: BillLocks
+
+
+class BillLocks:
+    """One writer at a time per Bill id. A changed-Bill scan can meet one Bill at two versions in a pass (it was
+    regenerated while m3ter paged, and candidates are told apart by id and version): written at once, each would
+    find no invoice and create one. One after the other, the second finds the first's invoice and updates it."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, bill_id: str) -> AsyncIterator[None]:
+        lock, users = self._held.get(bill_id, (asyncio.Lock(), 0))
+        self._held[bill_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._held[bill_id]
+            if users == 1:
+                del self._held[bill_id]  # a pass of 100,000 Bills keeps only the locks in use
+            else:
+                self._held[bill_id] = (lock, users - 1)
 
 
 class PassEngine(Protocol):
@@ -116,6 +141,7 @@ class SyncPass:
             asyncio.Semaphore(engine.concurrency),
             asyncio.Semaphore(engine.concurrency),
             lambda: bool(self.abort) or engine.budget.exhausted,
+            BillLocks(),
         )
         self.tasks: set[asyncio.Task[None]] = set()
         self.fence_lost: list[FenceLost] = []

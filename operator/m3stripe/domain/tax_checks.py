@@ -17,7 +17,6 @@ from m3stripe.domain.tax_forms import LineForm, form_of
 # customer.tax.automatic_tax (SDK _customer.py `Tax.automatic_tax`): "supported" (taxed), "not_collecting" (a
 # location Stripe Tax does not collect in: no tax, no error), "failed" ("an error determining the location",
 # usually temporary) and "unrecognized_location" (no usable address, shipping address or IP address).
-UNPLACEABLE = ("unrecognized_location", "failed")
 LOCATION_FIX = (
     "add to the Stripe Customer an address with a country (for the US a ZIP code, for Canada a postal code), or a "
     "shipping address, in Stripe's Dashboard or API (tax[validate_location]=immediately checks it at once), "

@@ -68,7 +68,8 @@ class WantedLine:
     def add_params(self) -> dict[str, Any]:
         return self.line.line_params(tax_behavior=self.behavior, discountable=self.discountable)
 
-    def item_params(self, mapped: MappedBill, customer: str, invoice: str) -> dict[str, Any]:
+    def item_params(self, mapped: MappedBill, customer: str, invoice: str | None) -> dict[str, Any]:
+        """An invoice item's parameters: attached to the draft `invoice`, or pending (None, items mode)."""
         return self.line.invoice_item_params(
             customer,
             mapped.currency,

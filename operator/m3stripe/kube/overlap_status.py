@@ -27,7 +27,7 @@ def fold_overlaps(
     if overlap.unknown:
         return list(previous), []  # the peers could not be listed: what was known stays
     before = {r.uid: r for r in previous}
-    older = {p.uid for p in overlap.older}
+    owners = {p.uid for p in overlap.owners}
     records: list[OverlapRecord] = []
     fresh: list[OverlapRecord] = []
     for peer in sorted(overlap.peers, key=lambda p: p.seniority):
@@ -41,7 +41,7 @@ def fold_overlaps(
         fields: dict[str, Any] = {
             "integration": peer.where,
             "uid": peer.uid,
-            "sends": peer.uid in older,
+            "sends": peer.uid in owners,
             "bills": count or (old.bills if old is not None else 0),
             "notes": ", ".join(peer.notes) or None,
             "selections": selections,
@@ -81,8 +81,9 @@ def overlap_observation(records: Sequence[OverlapRecord], overlap: Overlap | Non
         return Observation(ConditionType.OVERLAPPING, "True", "SharesBillsWithYounger", message)
     if overlap is not None and overlap.unknown:
         message = (
-            f"{overlap.unknown}. Overlap with integrations in other namespaces cannot be seen; a Bill Stripe already "
-            "holds is still never sent twice"
+            f"{overlap.unknown}. Overlap with other integrations cannot be seen, so this one sends every Bill it "
+            "selects: each is checked in Stripe before it is written, but two integrations writing the same Bill at "
+            "the same moment could both create a draft (the next pass deletes the later one)"
         )
         return Observation(ConditionType.OVERLAPPING, "Unknown", "PeersUnreadable", message)
     return Observation(

@@ -36,7 +36,13 @@ def seniority(metadata: Mapping[str, Any], namespace: str, name: str) -> Seniori
 
 
 def selection_of(spec: StripeIntegrationSpec) -> str:
-    return selection_digest(spec.accountIds, spec.restrictedAccountIds, spec.accountFilter, spec.onlySendBillOnApproval)
+    return selection_digest(
+        spec.accountIds,
+        spec.restrictedAccountIds,
+        spec.accountFilter,
+        spec.onlySendBillOnApproval,
+        spec.excludedLineItemTypes,
+    )
 
 
 async def find_overlap(
@@ -53,9 +59,10 @@ async def find_overlap(
         items = await kube.list_integrations()
     except KubeApiError as err:
         why = f"the other StripeIntegrations could not be listed ({err})"
-        if err.status in (401, 403):
+        forbidden = err.status in (401, 403)
+        if forbidden:
             why += f"; {PEERS_RBAC_HINT}"
-        return Overlap(me, (), unknown=why)
+        return Overlap(me, (), unknown=why, forbidden=forbidden)
     peers: list[Peer] = []
     for item in items:
         meta = item.get("metadata") or {}
@@ -78,20 +85,32 @@ async def find_overlap(
             notes.append("suspended")
         if status.disabled:
             notes.append("disabled")
+        if not status.connected:
+            notes.append("not connected")
         if not account:
             notes.append("its Stripe account is not known yet")
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         created = seniority(meta, namespace, name)[0]
-        selector = parsed.selector()
         peers.append(
-            Peer(namespace, name, str(meta.get("uid") or ""), created, selector, tuple(notes), selection_of(other))
+            Peer(
+                namespace,
+                name,
+                str(meta.get("uid") or ""),
+                created,
+                parsed.selector(),
+                tuple(notes),
+                selection_of(other),
+                # Only an integration that sends Bills now owns the Bills it selects (domain.overlap).
+                writes=not notes,
+                excluded=frozenset(other.excludedLineItemTypes),
+            )
         )
     return Overlap(me, tuple(peers))
 
 
 def _read_peer_status(raw: object) -> StripeIntegrationStatus:
-    """The two fields read of another integration's status (not its run history: cheap for many peers); what
-    cannot be read is as if absent (its account unknown: counted as on the same one, to be safe)."""
+    """The fields read of another integration's status (not its run history: cheap for many peers); what cannot
+    be read is as if absent (its account unknown: counted as on the same one, to be safe)."""
     if not isinstance(raw, Mapping):
         return StripeIntegrationStatus()
-    return read_status({key: raw[key] for key in ("stripeAccountId", "disabled") if key in raw})
+    return read_status({key: raw[key] for key in ("stripeAccountId", "disabled", "connected") if key in raw})

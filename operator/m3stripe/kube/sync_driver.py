@@ -20,8 +20,16 @@ from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.api.status import DisablementNotification, StripeIntegrationStatus, SyncProgress
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.ports import BillSource, BillSourceError, FenceLost
-from m3stripe.domain.progress import checkpointed, ended, ledger_id, progress_for, sync_state, with_checkpoint
-from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
+from m3stripe.domain.progress import (
+    checkpointed,
+    ended,
+    ledger_id,
+    progress_for,
+    recorded_owners,
+    sync_state,
+    with_checkpoint,
+)
+from m3stripe.domain.runs import ErrorBudget, ErrorEvent, EventKind, RunReport, RunStatus, SyncState
 from m3stripe.domain.spec_validation import ParsedSpec
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
 from m3stripe.kube.account_selection import count_due, count_selection, selection_observation
@@ -63,6 +71,7 @@ class SyncDriver:
         self._filter_warned: set[str] = set()
         # The other integrations on the same Bills as the last pass found them (None before the first pass).
         self.overlap: Overlap | None = None
+        self._listed: Overlap | None = None  # the peers as the last successful listing found them
 
     def seconds_until_due(
         self, parsed: ParsedSpec, status: StripeIntegrationStatus, annotations: Mapping[str, str]
@@ -95,14 +104,26 @@ class SyncDriver:
             spec=spec,
             stripe_account=inputs.stripe_account,
         )
+        postponed = ""
+        if not overlap.unknown:
+            self._listed = overlap
+        elif self._listed is not None:
+            # The listing failed (the API server busy, the grant withdrawn): the peers of the last pass that listed
+            # them are a better guess than none, which would make this integration write Bills an older one owns.
+            overlap = dataclasses.replace(self._listed, unknown=overlap.unknown, forbidden=overlap.forbidden)
+        elif not overlap.forbidden and not spec.is_plan:
+            # None known: a transient failure postpones the pass. Without the grant (forbidden) it would never
+            # succeed, so the pass runs blind and the Overlapping condition says so (overlap_status).
+            postponed = overlap.unknown
         self.overlap = overlap
         # Progress made against another Organization or Stripe account says nothing of this one, nor progress that
-        # left Bills to an integration that no longer takes them: start over.
+        # left Bills to an integration that no longer takes them: start over. Peers that could not be listed say
+        # nothing of the owners: the recorded ones stand.
         ledger = ledger_id(
             spec.m3ter.organizationId,
             live=not spec.is_test_mode,
             stripe_account=inputs.stripe_account,
-            owners=overlap.owners_digest(),
+            owners=recorded_owners(inputs.status.sync) if overlap.unknown else overlap.owners_digest(),
         )
         progress, moved, ledger = progress_for(inputs.status.sync, ledger)
         status = inputs.status if moved is None else inputs.status.merged(StripeIntegrationStatus(sync=progress))
@@ -114,7 +135,7 @@ class SyncDriver:
                 planned = planned.merged(self._overlaps(status, overlap, report, spec))
             return planned
         status.require(*FOLDED_INTO)
-        parsed, annotations, source = inputs.parsed, inputs.annotations, inputs.source
+        annotations, source = inputs.annotations, inputs.source
         extra = StripeIntegrationStatus()
         if moved is not None:
             message = (
@@ -132,33 +153,12 @@ class SyncDriver:
             extra = extra.merged(echo(names.ANNOTATION_REQUESTED_AT, requested))
         budget = ErrorBudget(spec.autoDisableThreshold, status.consecutiveErrors)
         started = time.monotonic()
-        async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
-            engine = build_engine(
-                spec,
-                account_filter=parsed.account_filter,
-                integration_id=self.integration.uid,
-                source=source,
-                stripe=StripeLedger(gateway),
-                budget=budget,
-                concurrency=self.integration.runtime.config.sync.concurrency_for(spec.effective_requests_per_second),
-                fence=self.integration.runtime.leader.fence,
-                overlap=overlap,
-            )
-            self.pass_error = ""
-            try:
-                status.require("sync")  # unreadable progress: the pass fails, visibly, rather than start from nothing
-                report = await engine.run_pass(
-                    sync_state(status.sync),
-                    replay=replay,
-                    completed=checkpointed(status.sync),
-                    checkpoint=None if checkpoint is None else _saver(status.sync, checkpoint),
-                )
-            except (asyncio.CancelledError, FenceLost):
-                raise
-            except Exception as err:
-                # Recorded as a run that ended in ERROR, keeping the last progress: nothing is skipped.
-                report = self._crashed(status, err)
-            self._warn_filter(engine)
+        if postponed:
+            # The replay's Bills are owed to the next pass, as a failed Bill is: the gesture is not lost.
+            report = self._postponed(status, postponed, replay)
+            budget.error()
+        else:
+            report = await self._send(inputs, status, budget, replay, checkpoint)
         self.integration.runtime.metrics.observe_run(
             self.integration.namespace,
             self.integration.name,
@@ -242,11 +242,68 @@ class SyncDriver:
             self.integration.events("Warning", "Overlapping", overlap_event(record))
         return StripeIntegrationStatus(overlaps=records)
 
-    def _crashed(self, status: StripeIntegrationStatus, err: Exception) -> RunReport:
-        self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
-        m = self.integration.runtime.metrics
-        m.internal_error(self.integration.namespace, self.integration.name, "pass")
-        self.pass_error = internal_error_message(err, "in the sync pass")
+    async def _send(
+        self,
+        inputs: PassInputs,
+        status: StripeIntegrationStatus,
+        budget: ErrorBudget,
+        replay: frozenset[str],
+        checkpoint: Callable[[StripeIntegrationStatus], Awaitable[None]] | None,
+    ) -> RunReport:
+        """A Send pass over the Stripe account of the credential."""
+        spec, parsed, source, overlap = inputs.parsed.spec, inputs.parsed, inputs.source, self.overlap
+        async with self.integration.stripe(spec, key=inputs.stripe_key, account=inputs.stripe_account) as gateway:
+            engine = build_engine(
+                spec,
+                account_filter=parsed.account_filter,
+                integration_id=self.integration.uid,
+                source=source,
+                stripe=StripeLedger(gateway),
+                budget=budget,
+                concurrency=self.integration.runtime.config.sync.concurrency_for(spec.effective_requests_per_second),
+                fence=self.integration.runtime.leader.fence,
+                overlap=overlap,
+            )
+            self.pass_error = ""
+            try:
+                status.require("sync")  # unreadable progress: the pass fails, visibly, rather than start from nothing
+                report = await engine.run_pass(
+                    sync_state(status.sync),
+                    replay=replay,
+                    completed=checkpointed(status.sync),
+                    checkpoint=None if checkpoint is None else _saver(status.sync, checkpoint),
+                )
+            except (asyncio.CancelledError, FenceLost):
+                raise
+            except Exception as err:
+                # Recorded as a run that ended in ERROR, keeping the last progress: nothing is skipped.
+                report = self._crashed(status, err)
+            self._warn_filter(engine)
+        return report
+
+    def _postponed(self, status: StripeIntegrationStatus, why: str, replay: frozenset[str]) -> RunReport:
+        """A pass not run because the other integrations could not be listed and none are known from an earlier
+        pass: run blind, it would write Bills an older integration owns. Progress is kept; retried next pass."""
+        report = self._unrun(status, RunStatus.AWAITING_RETRY)
+        message = (
+            f"the pass was postponed: {why}. Without them this integration cannot tell which Bills an older "
+            "integration on the same Stripe account sends; retried on the next pass"
+        )
+        report.events.append(
+            ErrorEvent(
+                kind=EventKind.PERFORM,
+                message=message,
+                run_id=report.run_id,
+                time=report.started,
+                status=RunStatus.AWAITING_RETRY,
+            )
+        )
+        report.retry_bill_ids = list(dict.fromkeys([*report.retry_bill_ids, *sorted(replay)]))
+        report.stopped_early = message
+        return report
+
+    def _unrun(self, status: StripeIntegrationStatus, outcome: RunStatus) -> RunReport:
+        """A run that read no Bill: it keeps the last progress, so nothing is skipped."""
         try:
             status.require("sync")
             state = sync_state(status.sync)
@@ -257,11 +314,19 @@ class SyncDriver:
             run_id=f"run-{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}",
             started=now,
             completed=now,
-            status=RunStatus.ERROR,
+            status=outcome,
         )
         report.watermark = state.watermark
         report.retry_bill_ids = list(state.retry_bill_ids)
         report.last_sweep = state.last_sweep
+        return report
+
+    def _crashed(self, status: StripeIntegrationStatus, err: Exception) -> RunReport:
+        self.integration.logger.exception("%s: the sync pass failed unexpectedly", self.integration.where)
+        m = self.integration.runtime.metrics
+        m.internal_error(self.integration.namespace, self.integration.name, "pass")
+        self.pass_error = internal_error_message(err, "in the sync pass")
+        report = self._unrun(status, RunStatus.ERROR)
         report.stopped_early = self.pass_error
         return report
 

@@ -48,6 +48,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
 
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     request_history: int = 1  # raise it to assert on recent requests through kmock's API
+    # Set to 403 or 503 to answer the cluster-wide list of StripeIntegrations (the operator's peers) with that
+    # status, as the API server does without the RBAC grant, or when it is overloaded.
+    peers_list_status: int | None = None
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -99,6 +102,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 },
                 status=403,
             )
+        peers = f"/apis/{names.GROUP}/{names.VERSION}/{names.PLURAL}"
+        if self.peers_list_status and raw_request.path.rstrip("/") == peers and raw_request.method == "GET":
+            await raw_request.read()
+            return _failure(self.peers_list_status, names.PLURAL)
         return await super().__call__(raw_request)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
@@ -253,3 +260,31 @@ def _essence(obj: Any) -> Any:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# The reason an API server gives with each status (metav1.StatusReason,
+# https://kubernetes.io/docs/reference/generated/kubernetes-api/v1.30/#status-v1-meta).
+_REASONS = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+def _failure(status: int, plural: str) -> aiohttp.web.Response:
+    reason = _REASONS.get(status, "InternalError")
+    return aiohttp.web.json_response(
+        {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "message": f"{plural} could not be listed at the cluster scope ({reason})",
+            "reason": reason,
+            "details": {"kind": plural},
+            "code": status,
+        },
+        status=status,
+    )
