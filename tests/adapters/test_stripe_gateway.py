@@ -251,10 +251,10 @@ def test_each_budget_is_labelled_by_its_mode_and_a_digest_of_its_account_never_t
     assert live.budget.split(".")[1] == test.budget.split(".")[1]  # one account, two modes
     assert registry.get("acct_2Xyz", True, 100).budget != live.budget
     assert "acct" not in live.budget and len(live.budget) == len("live.") + 12
-    # The digest is the one status.sync.ledger records for the account (its third part).
-    from m3stripe.domain.progress import ledger_id
+    # The digest is the one status.sync.scope records for the account (its third part).
+    from m3stripe.domain.progress import scope_id
 
-    assert ledger_id("org", live=True, stripe_account="acct_1Abc").endswith(live.budget)
+    assert scope_id("org", live=True, stripe_account="acct_1Abc").endswith(live.budget)
 
 
 def test_a_live_and_a_test_integration_on_one_account_do_not_flip_each_others_rate() -> None:

@@ -29,7 +29,7 @@ def test_a_status_reads_back_what_was_written() -> None:
         "observedGeneration": 3,
         "conditions": [CONDITION],
         "consecutiveErrors": 2,
-        "sync": {"watermark": "2026-12-01T00:00:00Z", "retryBillIds": ["b-1"], "ledger": "a.test.-"},
+        "sync": {"watermark": "2026-12-01T00:00:00Z", "retryBillIds": ["b-1"], "scope": "a.test.-"},
         "lastHandledReplay": "b-1 #t",
     }
     status = read_status(written)
@@ -39,10 +39,8 @@ def test_a_status_reads_back_what_was_written() -> None:
 
 
 def test_a_field_of_a_newer_operator_is_ignored_at_any_depth() -> None:
-    status = read_status(
-        {"futureField": 1, "sync": {"ledger": "a.test.-", "futureCursor": "x"}, "consecutiveErrors": 1}
-    )
-    assert wire(status) == {"sync": {"ledger": "a.test.-"}, "consecutiveErrors": 1}
+    status = read_status({"futureField": 1, "sync": {"scope": "a.test.-", "futureCursor": "x"}, "consecutiveErrors": 1})
+    assert wire(status) == {"sync": {"scope": "a.test.-"}, "consecutiveErrors": 1}
     assert not status.unreadable  # nothing the operator needs is missing
 
 
@@ -82,10 +80,10 @@ def test_a_status_that_is_not_an_object_cannot_be_read(raw: object) -> None:
 
 
 def test_what_is_written_is_the_fields_set_with_their_explicit_nulls() -> None:
-    progress = SyncProgress(watermark=None, retryBillIds=[], checkpoint=None, ledger="a.test.-")
+    progress = SyncProgress(watermark=None, retryBillIds=[], checkpoint=None, scope="a.test.-")
     change = StripeIntegrationStatus(sync=progress, stripeAccountId=None)
     expected: dict[str, Any] = {
-        "sync": {"watermark": None, "retryBillIds": [], "checkpoint": None, "ledger": "a.test.-"},
+        "sync": {"watermark": None, "retryBillIds": [], "checkpoint": None, "scope": "a.test.-"},
         "stripeAccountId": None,
     }
     assert wire(change) == expected

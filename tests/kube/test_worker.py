@@ -456,7 +456,7 @@ async def test_a_key_of_another_stripe_account_starts_the_sync_over_so_that_acco
     held = [i for i in world.stripe.state(other)["invoices"].values() if i["metadata"].get(META_BILL) == bill_id]
     assert len(held) == 1, "the old watermark kept a Bill sent to the first account from the one now in use"
     assert len(world.invoices_of(bill_id)) == 1  # the first account keeps what it had
-    assert status["sync"]["ledger"] != first["sync"]["ledger"]
+    assert status["sync"]["scope"] != first["sync"]["scope"]
     assert other not in str(status["sync"]) and world.account not in str(status["sync"])
     (reset,) = [m for _, r, m in world.events if r == "SyncProgressReset"]
     assert "another Stripe account" in reset

@@ -67,8 +67,8 @@ def budget_label(account: str, livemode: bool) -> str:
     """The metrics label of one Stripe budget (account and mode): `live.<digest>` or `test.<digest>`.
 
     The account id is not put in a label in clear (treated as sensitive, as everywhere else here: `scrub`):
-    the digest is the first 12 hex digits of its SHA-256, the same digest `status.sync.ledger` records
-    (m3stripe.domain.run_history.ledger_id), so `printf %s acct_... | sha256sum | cut -c1-12` finds it.
+    the digest is the first 12 hex digits of its SHA-256, the same digest `status.sync.scope` records
+    (m3stripe.domain.progress.scope_id), so `printf %s acct_... | sha256sum | cut -c1-12` finds it.
     """
     return f"{'live' if livemode else 'test'}.{hashlib.sha256(account.encode()).hexdigest()[:12]}"
 

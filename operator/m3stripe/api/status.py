@@ -166,15 +166,21 @@ class SyncProgress(_Model):
             "Start of the last completed reconciliation sweep (RFC 3339); the next is due spec.reconcileInterval later."
         ),
     )
-    ledger: str | None = Field(
+    scope: str | None = Field(
         default=None,
         max_length=64,
         description=(
             "Which m3ter Organization and Stripe account and mode this progress was made against, and which older "
             "integrations it left shared Bills to (opaque digests). When the spec or the key points elsewhere, or "
-            "one of those integrations goes away or changes its selection, the next pass starts over: it reads "
-            "every Bill and sends what the Stripe account lacks."
+            "one of those integrations goes away, stops sending or changes its selection, the next pass starts over: "
+            "it reads every Bill and sends what the Stripe account lacks."
         ),
+    )
+    ledger: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The former name of scope, read when scope is absent (written by operators before it); removed "
+        "by the next pass.",
     )
 
 

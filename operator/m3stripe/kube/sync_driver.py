@@ -23,9 +23,9 @@ from m3stripe.domain.ports import BillSource, BillSourceError, FenceLost
 from m3stripe.domain.progress import (
     checkpointed,
     ended,
-    ledger_id,
     progress_for,
     recorded_owners,
+    scope_id,
     sync_state,
     with_checkpoint,
 )
@@ -119,13 +119,13 @@ class SyncDriver:
         # Progress made against another Organization or Stripe account says nothing of this one, nor progress that
         # left Bills to an integration that no longer takes them: start over. Peers that could not be listed say
         # nothing of the owners: the recorded ones stand.
-        ledger = ledger_id(
+        scope = scope_id(
             spec.m3ter.organizationId,
             live=not spec.is_test_mode,
             stripe_account=inputs.stripe_account,
             owners=recorded_owners(inputs.status.sync) if overlap.unknown else overlap.owners_digest(),
         )
-        progress, moved, ledger = progress_for(inputs.status.sync, ledger)
+        progress, moved, scope = progress_for(inputs.status.sync, scope)
         status = inputs.status if moved is None else inputs.status.merged(StripeIntegrationStatus(sync=progress))
         if spec.is_plan:  # a dry run: nothing written to Stripe, progress and history untouched
             planned, self.pass_error, report = await plan_pass(
@@ -176,7 +176,7 @@ class SyncDriver:
         )
         assert fields.sync is not None
         extra = extra.merged(fields).merged(
-            StripeIntegrationStatus(sync=ended(fields.sync, ledger, started_over=moved is not None))
+            StripeIntegrationStatus(sync=ended(fields.sync, scope, started_over=moved is not None))
         )
         self._announce(report, fresh)
         extra = extra.merged(self._overlaps(status, overlap, report, spec))
