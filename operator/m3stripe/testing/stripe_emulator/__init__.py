@@ -14,12 +14,24 @@ missing parameters, ``resource_missing``, invalid keys), honours idempotency key
 pagination, enforces the invoice lifecycle and currency rules, models Stripe Tax (tax settings and
 registrations, a customer's tax location, automatic tax on invoices: tax.py; tests set rates and the
 Dashboard-only settings with ``set_tax_settings``, ``set_tax_rate``, ``add_tax_registration``, ...), and
-can rate-limit and inject faults.
+can rate-limit, add latency (a fixed one or a long-tailed profile: latency.py) and inject faults.
 Run ``python -m m3stripe.testing.stripe_emulator --help`` to serve it from another process.
 """
 
 from .app import AccountSnapshot, ContractViolation, RequestRecord, StripeEmulator
 from .errors import StripeError
 from .faults import Fault
+from .latency import Fixed, LatencyProfile, LogNormal, long_tailed
 
-__all__ = ["AccountSnapshot", "ContractViolation", "Fault", "RequestRecord", "StripeEmulator", "StripeError"]
+__all__ = [
+    "AccountSnapshot",
+    "ContractViolation",
+    "Fault",
+    "Fixed",
+    "LatencyProfile",
+    "LogNormal",
+    "RequestRecord",
+    "StripeEmulator",
+    "StripeError",
+    "long_tailed",
+]

@@ -1,4 +1,8 @@
-"""Serve the emulator from its own process: ``python -m m3stripe.testing.stripe_emulator --port 12111``."""
+"""Serve the emulator from its own process: ``python -m m3stripe.testing.stripe_emulator --port 12111``.
+
+The first line it prints is its URL (with ``--port 0``, the port it picked). Keys, rate limits, the latency
+profile, state and counters are also reachable at run time through its ``/_emulator/`` control endpoints.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import contextlib
 import signal
 import sys
 
-from .app import StripeEmulator
+from .app import STRIPE_ENDPOINT_PER_SECOND, StripeEmulator
+from .latency import LatencyProfile, parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,13 +28,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--account", help="the account id the keys share (default: one new account)")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second per account")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument(
+        "--endpoint-rate-limit",
+        type=float,
+        default=STRIPE_ENDPOINT_PER_SECOND,
+        help="requests per second per account and endpoint while --rate-limit is on; 0: none (default: %(default)s)",
+    )
+    latency = parser.add_mutually_exclusive_group()
+    latency.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    latency.add_argument(
+        "--latency-profile",
+        type=_profile,
+        help="a latency drawn per request: SECONDS, fixed:SECONDS, or lognormal[:median=0.25,p99=1.2,seed=0,cap=10]",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible ids")
+    parser.add_argument(
+        "--contract-mode",
+        action="store_true",
+        help="check every request against the stripe SDK's types (violations: GET /_emulator/contract)",
+    )
     return parser
 
 
+def _profile(text: str) -> LatencyProfile:
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    emulator = StripeEmulator(rate_limit_per_second=args.rate_limit, latency_seconds=args.latency, seed=args.seed)
+    emulator = StripeEmulator(
+        rate_limit_per_second=args.rate_limit,
+        latency_seconds=args.latency,
+        latency=args.latency_profile,
+        seed=args.seed,
+        contract_mode=args.contract_mode,
+        endpoint_rate_limit_per_second=args.endpoint_rate_limit or None,
+    )
     account = args.account
     for key in args.api_key:
         account = emulator.add_api_key(key, account)

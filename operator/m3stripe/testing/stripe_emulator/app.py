@@ -32,6 +32,8 @@ from .common import AccountProfile, Ctx, World, check_expand, expand
 from .errors import StripeError
 from .faults import DEFAULT_TIMEOUT_SECONDS, Fault, FaultPlan, FaultRule, Triggered
 from .idempotency import IdempotencyStore, Saved, fingerprint
+from .latency import Fixed, LatencyProfile
+from .latency import parse as parse_latency
 from .locks import ObjectLocks, objects_written
 from .ratelimit import TokenBucket, retry_after_seconds
 from .routes import ROUTES, Route, Router
@@ -165,6 +167,7 @@ class StripeEmulator:
         contract_mode: bool = False,
         record_bodies: bool = False,
         endpoint_rate_limit_per_second: float | None = STRIPE_ENDPOINT_PER_SECOND,
+        latency: LatencyProfile | None = None,
     ) -> None:
         self._clock = clock or time.time
         self._ids = IdFactory(seed)
@@ -190,7 +193,9 @@ class StripeEmulator:
         self.violations: list[ContractViolation] = []
         self.contract_checked = 0
         self.api_versions: collections.Counter[str | None] = collections.Counter()
-        self.latency_seconds = latency_seconds
+        # How long each request that passes the rate limiter is held before it is served (latency.py); a
+        # `latency` profile, or `latency_seconds` on every request.
+        self.latency: LatencyProfile = latency if latency is not None else Fixed(latency_seconds)
         self.faults = FaultPlan()
         self.requests: collections.deque[RequestRecord] = collections.deque(maxlen=request_log_size)
         self.request_count = 0
@@ -259,6 +264,15 @@ class StripeEmulator:
         return self._url
 
     # --- configuration ----------------------------------------------------------------------------
+
+    @property
+    def latency_seconds(self) -> float:
+        """The latency of every request (a fixed profile), or the profile's median."""
+        return self.latency.median
+
+    @latency_seconds.setter
+    def latency_seconds(self, seconds: float) -> None:
+        self.latency = Fixed(seconds)
 
     def add_api_key(
         self,
@@ -593,10 +607,9 @@ class StripeEmulator:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
-            # A write holds the objects it changes for its whole duration, latency included (locks.py).
+            # A write holds the objects it changes for its whole duration, its latency included (locks.py; the
+            # latency is drawn in _process, once the rate limiter let the request through).
             with await self._locking(request):
-                if self.latency_seconds:
-                    await asyncio.sleep(self.latency_seconds)
                 reply = await self._process(request, request_id, info)
         except StripeError as error:
             reply = _error_reply(error, request_id)
@@ -747,6 +760,11 @@ class StripeEmulator:
         if not api_key.allows(route.permission):
             raise errors.missing_permission(api_key.key, api_key.account, route.permission)
         self._rate_limit(api_key, route)
+        # Stripe's time to serve the request, after its edge let it through: a 429 (or a refused key) is
+        # answered at once, and each request waits on its own (other requests are served meanwhile).
+        delay = self.latency.sample()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
         fault = self.faults.pick(method, request.path, api_key.account)
         if fault is not None:
@@ -854,7 +872,7 @@ class StripeEmulator:
     # --- control endpoints ------------------------------------------------------------------------
 
     async def _control(self, request: web.Request) -> web.StreamResponse:
-        """Unauthenticated helpers for demos and other processes: keys, faults, state and stats."""
+        """Unauthenticated helpers for demos and other processes: keys, faults, limits, latency, state and stats."""
         action = request.path.removeprefix("/_emulator/").strip("/")
         query = request.query
         form = await request.post() if request.method == "POST" else query
@@ -870,6 +888,7 @@ class StripeEmulator:
                         "endpoints": dict(self.endpoint_counts),
                         "statuses": {str(k): v for k, v in self.status_counts.items()},
                         "faults_fired": {f.value: n for f, n in self.faults.fired.items()},
+                        "latency": self.latency.describe(),
                     }
                 )
             if action == "contract" and request.method == "GET":
@@ -900,7 +919,13 @@ class StripeEmulator:
             if action == "rate_limit" and request.method == "POST":
                 value = str(form.get("per_second", ""))
                 self.set_rate_limit(float(value) if value else None)
+                if "endpoint_per_second" in form:
+                    endpoint = str(form["endpoint_per_second"])
+                    self.set_endpoint_rate_limit(float(endpoint) if endpoint else None)
                 return web.json_response({"ok": True})
+            if action == "latency" and request.method == "POST":
+                self.latency = parse_latency(str(form["profile"]))
+                return web.json_response({"latency": self.latency.describe()})
         except (KeyError, ValueError, StopIteration) as exc:
             return web.json_response({"error": f"bad control request: {exc!r}"}, status=400)
         return web.json_response({"error": f"unknown control endpoint {request.method} {request.path}"}, status=404)
