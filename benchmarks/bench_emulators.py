@@ -116,6 +116,76 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def check_stripe_state(
+    snapshot: Any,
+    *,
+    expected: dict[str, tuple[str, list[int]]],
+    customer_of: dict[str, str],
+    mode: Mode,
+    integration_id: str,
+    violations: list[str],
+) -> Verification:
+    """Stripe's state against the Bills: exactly one draft invoice per Bill with the right customer, lines and total
+    (invoice mode), or exactly the Bill's lines as pending invoice items (items mode); no contract violation.
+
+    `snapshot` is one account's `StripeEmulator.state` (in this process, or `GET /_emulator/state` of another);
+    `expected` maps each Bill id to its m3ter account and sorted amounts, `customer_of` each account to its customer.
+    """
+    problems: list[str] = []
+    items_of_invoice: dict[str, list[int]] = {}
+    items_of_bill: dict[str, list[dict[str, Any]]] = {}
+    for item in snapshot["invoice_items"].values():
+        if str(item["metadata"].get(META_BILL, "")).startswith(HISTORY_PREFIX):
+            continue
+        if item.get("invoice"):
+            items_of_invoice.setdefault(item["invoice"], []).append(int(item["amount"]))
+        items_of_bill.setdefault(str(item["metadata"].get(META_BILL)), []).append(item)
+    invoices_of_bill: dict[str, list[dict[str, Any]]] = {}
+    for invoice in snapshot["invoices"].values():
+        if str(invoice["metadata"].get(META_BILL, "")).startswith(HISTORY_PREFIX):
+            continue
+        invoices_of_bill.setdefault(str(invoice["metadata"].get(META_BILL)), []).append(invoice)
+    if mode == "invoice":
+        objects = sum(len(v) for v in invoices_of_bill.values())
+        strays = set(invoices_of_bill) - set(expected)
+        if strays:
+            problems.append(f"{sum(len(invoices_of_bill[s]) for s in strays)} invoices belong to no Bill")
+    else:
+        objects = sum(len(v) for v in items_of_bill.values())
+        if invoices_of_bill:
+            problems.append(f"items mode created {sum(len(v) for v in invoices_of_bill.values())} invoices")
+        strays = set(items_of_bill) - set(expected)
+        if strays:
+            problems.append(f"{sum(len(items_of_bill[s]) for s in strays)} invoice items belong to no Bill")
+    for bill_id, (account_id, amounts) in expected.items():
+        customer = customer_of[account_id]
+        if mode == "invoice":
+            found = invoices_of_bill.get(bill_id, [])
+            if len(found) != 1:
+                problems.append(f"Bill {bill_id}: {len(found)} invoices, expected exactly 1")
+                continue
+            invoice = found[0]
+            got = sorted(items_of_invoice.get(invoice["id"], []))
+            if invoice["customer"] != customer:
+                problems.append(f"Bill {bill_id}: invoice {invoice['id']} is on {invoice['customer']}, not {customer}")
+            if invoice["status"] != "draft" or invoice["metadata"].get(META_INTEGRATION) != integration_id:
+                problems.append(f"Bill {bill_id}: invoice {invoice['id']} is {invoice['status']} / wrong metadata")
+            if got != amounts or invoice["total"] != sum(amounts):
+                problems.append(f"Bill {bill_id}: invoice lines {got} (total {invoice['total']}), expected {amounts}")
+        else:
+            items = items_of_bill.get(bill_id, [])
+            got = sorted(int(i["amount"]) for i in items)
+            if got != amounts:
+                problems.append(f"Bill {bill_id}: invoice items {got}, expected {amounts}")
+            if any(i["customer"] != customer or i.get("invoice") for i in items):
+                problems.append(f"Bill {bill_id}: an item is on the wrong customer or already invoiced")
+            if any(i["metadata"].get(META_INTEGRATION) != integration_id for i in items):
+                problems.append(f"Bill {bill_id}: an item lacks this integration's metadata")
+    # A request that breaks Stripe's contract (the SDK's params types and API version) fails the run.
+    problems[:0] = [f"Stripe contract: {v}" for v in violations[:5]]
+    return Verification(not problems, len(expected), objects, problems[:10])
+
+
 class EmulatorHost:
     """Both emulators, seeded with a backfill; every method's result is picklable (it may cross a pipe)."""
 
@@ -272,64 +342,14 @@ class EmulatorHost:
 
     async def verify(self, *, mode: Mode, integration_id: str) -> Verification:
         assert self.stripe is not None
-        snapshot = self.stripe.state(self.account)
-        problems: list[str] = []
-        items_of_invoice: dict[str, list[int]] = {}
-        items_of_bill: dict[str, list[dict[str, Any]]] = {}
-        for item in snapshot["invoice_items"].values():
-            if str(item["metadata"].get(META_BILL, "")).startswith(HISTORY_PREFIX):
-                continue
-            if item.get("invoice"):
-                items_of_invoice.setdefault(item["invoice"], []).append(int(item["amount"]))
-            items_of_bill.setdefault(str(item["metadata"].get(META_BILL)), []).append(item)
-        invoices_of_bill: dict[str, list[dict[str, Any]]] = {}
-        for invoice in snapshot["invoices"].values():
-            if str(invoice["metadata"].get(META_BILL, "")).startswith(HISTORY_PREFIX):
-                continue
-            invoices_of_bill.setdefault(str(invoice["metadata"].get(META_BILL)), []).append(invoice)
-        if mode == "invoice":
-            objects = sum(len(v) for v in invoices_of_bill.values())
-            strays = set(invoices_of_bill) - set(self.expected)
-            if strays:
-                problems.append(f"{sum(len(invoices_of_bill[s]) for s in strays)} invoices belong to no Bill")
-        else:
-            objects = sum(len(v) for v in items_of_bill.values())
-            if invoices_of_bill:
-                problems.append(f"items mode created {sum(len(v) for v in invoices_of_bill.values())} invoices")
-            strays = set(items_of_bill) - set(self.expected)
-            if strays:
-                problems.append(f"{sum(len(items_of_bill[s]) for s in strays)} invoice items belong to no Bill")
-        for bill_id, (account_id, amounts) in self.expected.items():
-            customer = self.customer_of[account_id]
-            if mode == "invoice":
-                found = invoices_of_bill.get(bill_id, [])
-                if len(found) != 1:
-                    problems.append(f"Bill {bill_id}: {len(found)} invoices, expected exactly 1")
-                    continue
-                invoice = found[0]
-                got = sorted(items_of_invoice.get(invoice["id"], []))
-                if invoice["customer"] != customer:
-                    problems.append(
-                        f"Bill {bill_id}: invoice {invoice['id']} is on {invoice['customer']}, not {customer}"
-                    )
-                if invoice["status"] != "draft" or invoice["metadata"].get(META_INTEGRATION) != integration_id:
-                    problems.append(f"Bill {bill_id}: invoice {invoice['id']} is {invoice['status']} / wrong metadata")
-                if got != amounts or invoice["total"] != sum(amounts):
-                    problems.append(
-                        f"Bill {bill_id}: invoice lines {got} (total {invoice['total']}), expected {amounts}"
-                    )
-            else:
-                items = items_of_bill.get(bill_id, [])
-                got = sorted(int(i["amount"]) for i in items)
-                if got != amounts:
-                    problems.append(f"Bill {bill_id}: invoice items {got}, expected {amounts}")
-                if any(i["customer"] != customer or i.get("invoice") for i in items):
-                    problems.append(f"Bill {bill_id}: an item is on the wrong customer or already invoiced")
-                if any(i["metadata"].get(META_INTEGRATION) != integration_id for i in items):
-                    problems.append(f"Bill {bill_id}: an item lacks this integration's metadata")
-        # A request that breaks Stripe's contract (the SDK's params types and API version) fails the run.
-        problems[:0] = [f"Stripe contract: {v}" for v in self.stripe.violations[:5]]
-        return Verification(not problems, len(self.expected), objects, problems[:10])
+        return check_stripe_state(
+            self.stripe.state(self.account),
+            expected=self.expected,
+            customer_of=self.customer_of,
+            mode=mode,
+            integration_id=integration_id,
+            violations=[str(v) for v in self.stripe.violations[:5]],
+        )
 
     async def close(self) -> None:
         if self.stripe is not None:

@@ -60,7 +60,6 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -97,31 +96,11 @@ from bench_emulators import (  # noqa: E402  (benchmarks/ is the script's direct
     _current_rss_bytes,
     _peak_rss_bytes,
 )
+from bench_observe import CountingObserver, LoopLag  # noqa: E402
+from bench_observe import quantiles_ms as _quantiles_ms  # noqa: E402
 from bench_report import Summary, minimum_requests_per_bill, print_table  # noqa: E402
 
 # --- the engine side --------------------------------------------------------------------------------
-
-
-class CountingObserver:
-    """A StripeObserver that keeps what the gateway saw: statuses, retries, time queued at the limiter."""
-
-    def __init__(self) -> None:
-        self.statuses: Counter[int] = Counter()
-        self.retries: Counter[str] = Counter()
-        self.limiter_waits = 0
-        self.limiter_wait_seconds = 0.0
-        self.round_trips: list[float] = []
-
-    def request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.statuses[status] += 1
-        self.round_trips.append(seconds)
-
-    def retry(self, endpoint: str, reason: str) -> None:
-        self.retries[reason] += 1
-
-    def rate_limit_wait(self, seconds: float) -> None:
-        self.limiter_waits += 1
-        self.limiter_wait_seconds += seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,30 +143,6 @@ class Result:
     cost: Cost
     m3ter_tokens_fetched: int
     profile: str | None
-
-
-def _quantiles_ms(samples: list[float]) -> str:
-    if not samples:
-        return "no samples"
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return f"mean {1000 * sum(ordered) / len(ordered):.1f}, p50 {at(0.5):.1f}, p99 {at(0.99):.1f}, max {at(1.0):.1f} ms"
-
-
-class LoopLag:
-    """How late the engine's event loop runs a 10 ms timer: a busy loop is late to read every reply too."""
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-
-    async def run(self) -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(0.01)
-            self.samples.append(max(0.0, time.perf_counter() - before - 0.01))
 
 
 @contextlib.asynccontextmanager
