@@ -1,0 +1,42 @@
+"""benchmarks/latency_throughput.py runs: every scenario at a tiny size prints its row, Stripe's state checked.
+
+A smoke run only: nothing here looks at a figure (the benchmark prints them; no test asserts on speed).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ("many", "few", "accounts-8", "accounts-20")
+
+
+def test_every_scenario_runs_and_prints_its_row(tmp_path: Path) -> None:
+    figures = tmp_path / "runs.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "latency_throughput.py"),
+            "--quick",
+            "--scale=0.1",
+            # The long-tailed profile (its options hold commas) at a few milliseconds: the path, not the latency.
+            "--profiles=lognormal:median=0.002,p99=0.01,seed=1",
+            f"--json={figures}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout.split("== m3stripe at Stripe's latency", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| scenario")]
+    assert [row.split(":", 1)[0].removeprefix("| ") for row in rows] == list(SCENARIOS)
+    assert all(row.endswith("| OK |") and "log-normal, median 2 ms, p99 10 ms" in row for row in rows)
+    runs = json.loads(figures.read_text(encoding="utf-8"))
+    assert [run["scenario"]["integrations"] for run in runs] == [1, 1, 8, 20]
+    assert all(run["sent"] == run["scenario"]["bills"] * run["scenario"]["integrations"] for run in runs)
