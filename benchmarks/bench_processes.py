@@ -36,6 +36,7 @@ from m3stripe.domain.mapping import META_ACCOUNT
 from m3stripe.domain.money import to_minor_units
 
 START_TIMEOUT_SECONDS = 60.0
+FIXTURE_CHUNK = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +191,10 @@ class Fleet:
                             ],
                         }
                     )
-            bill_ids = _ok(await http.post(f"{self.m3ter.url}/_emulator/fixtures", json=bills_fixture))["bills"]
+            bill_ids: list[str] = []
+            for start in range(0, len(bills_fixture["bills"]), FIXTURE_CHUNK):  # aiohttp takes 1 MiB a body
+                chunk = {"bills": bills_fixture["bills"][start : start + FIXTURE_CHUNK]}
+                bill_ids += _ok(await http.post(f"{self.m3ter.url}/_emulator/fixtures", json=chunk))["bills"]
             for i in range(integrations):
                 key = f"sk_test_51bench{run}x{i:04d}LATENCY"
                 account = f"acct_bench{run}{i:04d}"

@@ -64,6 +64,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_deployed import run_deployed
 from bench_emulators import Mode
 from bench_processes import Fleet
 from bench_report import ADD_LINES_CHUNK, minimum_requests_per_bill
@@ -87,6 +88,9 @@ class Scenario:
     def scaled(self, scale: float) -> Scenario:
         bills = max(1, round(self.bills * scale))
         return dataclasses.replace(self, bills=bills, customers=min(self.customers, bills))
+
+    def label_of(self, as_deployed: bool) -> str:
+        return f"{self.label} (as deployed)" if as_deployed else self.label
 
     @property
     def label(self) -> str:
@@ -135,6 +139,10 @@ class RunSummary:
     load_before: float
     verified: bool
     problems: list[str]
+    as_deployed: bool = False
+    # As deployed: how long after its integration was created each pass started (whole seconds, from its record).
+    start_delays: list[float] = dataclasses.field(default_factory=list)
+    kube_cpu_seconds: float = 0.0  # as deployed: the Kubernetes API emulator's CPU (the benchmark's own process)
     profile_text: str = ""
 
     @property
@@ -211,10 +219,17 @@ async def run_one(fleet: Fleet, scenario: Scenario, profile: str, args: argparse
         "concurrency": args.concurrency,
         "integrations": [dataclasses.asdict(i) for i in run.integrations],
     }
-    profile_file = f"{args.profile}.{scenario.name}.{tag}" if args.profile else None
-    out = await asyncio.to_thread(_operator_process, plan, profile_file)
-    if out is None:
-        raise RuntimeError(f"the operator's process failed; the emulators' log:\n{fleet.log()}")
+    if args.as_deployed:
+        out = await asyncio.to_thread(run_deployed, plan, tag)
+        # The operator names an integration by its StripeIntegration's uid (in every Stripe object's metadata).
+        run.integrations = [
+            dataclasses.replace(i, id=o["id"]) for i, o in zip(run.integrations, out["integrations"], strict=True)
+        ]
+    else:
+        profile_file = f"{args.profile}.{scenario.name}.{tag}" if args.profile else None
+        out = await asyncio.to_thread(_operator_process, plan, profile_file)
+        if out is None:
+            raise RuntimeError(f"the operator's process failed; the emulators' log:\n{fleet.log()}")
     stats = await fleet.stats()
     verifications = await fleet.verify(run, mode=args.mode)
     integrations = out["integrations"]
@@ -231,7 +246,11 @@ async def run_one(fleet: Fleet, scenario: Scenario, profile: str, args: argparse
         wall_seconds=out["wall_seconds"],
         per_account=[(i["sent"], i["seconds"]) for i in integrations],
         stripe_requests=stats.stripe_requests,
-        gateway_requests=sum(i["requests"] for i in integrations),
+        # As deployed, the operator's own count is not reachable: the emulator's (its checks of the keys included).
+        gateway_requests=stats.stripe_requests if args.as_deployed else sum(i["requests"] for i in integrations),
+        as_deployed=args.as_deployed,
+        start_delays=[i["started_after"] for i in integrations if "started_after" in i],
+        kube_cpu_seconds=out.get("kube_cpu_seconds", 0.0),
         rate_limited=stats.stripe_statuses.get("429", 0),
         operator_cpu_seconds=out["cpu_seconds"],
         operator_peak_rss_bytes=out["peak_rss_bytes"],
@@ -274,7 +293,7 @@ def detail(r: RunSummary) -> str:
     s = r.scenario
     shares = r.account_shares
     lines = [
-        f"== {s.label}; Stripe latency {_profile_label(r.profile)} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC) ==",
+        f"== {s.label_of(r.as_deployed)}; Stripe latency {_profile_label(r.profile)} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC) ==",
         f"  Bills          {r.sent} sent, {r.failed} failed, in {r.wall_seconds:.1f} s ({r.bills_per_second:.2f}/s); "
         f"seeded in {r.seed_seconds:.1f} s",
         f"  ceiling        {r.account_ceiling:.2f} Bills/s per account x {s.integrations}: {100 * r.share:.1f}%",
@@ -283,16 +302,29 @@ def detail(r: RunSummary) -> str:
         f"{r.slot_bound:.1f} with {r.concurrency} Bills in flight per integration "
         f"({r.in_a_row} requests in a row per Bill at a mean {1000 * mean_seconds(parse(r.profile)):.0f} ms)",
         f"  Stripe         {r.stripe_requests} requests ({r.stripe_requests / max(1, r.sent):.3f}/Bill, minimum "
-        f"{r.minimum:.3f}), {r.rate_limited} answered 429; round trip p50 {1000 * r.round_trip_p50:.0f} ms, "
-        f"p99 {1000 * r.round_trip_p99:.0f} ms (after the limiter)",
+        f"{r.minimum:.3f}), {r.rate_limited} answered 429; "
+        + (
+            "(as deployed: the round trips are the operator's metrics)"
+            if r.as_deployed
+            else f"round trip p50 {1000 * r.round_trip_p50:.0f} ms, p99 {1000 * r.round_trip_p99:.0f} ms (after the limiter)"
+        ),
         f"  operator       concurrency {r.concurrency}; CPU {r.operator_cpu_seconds:.1f} s = "
         f"{r.cpu_ms_per_request:.2f} ms per Stripe request, {100 * r.operator_cpu_seconds / r.wall_seconds:.0f}% of a "
-        f"core; event-loop lag p99 {1000 * r.loop_lag_p99:.0f} ms; peak RSS {r.operator_peak_rss_bytes / 2**20:.0f} MiB",
+        f"core; {'' if r.as_deployed else f'event-loop lag p99 {1000 * r.loop_lag_p99:.0f} ms; '}"
+        f"peak RSS {r.operator_peak_rss_bytes / 2**20:.0f} MiB",
         f"  emulators      CPU: Stripe {r.stripe_cpu_seconds:.1f} s "
-        f"({100 * r.stripe_cpu_seconds / r.wall_seconds:.0f}% of a core), m3ter {r.m3ter_cpu_seconds:.1f} s; "
+        f"({100 * r.stripe_cpu_seconds / r.wall_seconds:.0f}% of a core), m3ter {r.m3ter_cpu_seconds:.1f} s"
+        + (f", Kubernetes API {r.kube_cpu_seconds:.1f} s" if r.as_deployed else "")
+        + "; "
         f"load average before the run {r.load_before:.2f} on {os.cpu_count()} CPUs",
         f"  verified       {'OK' if r.verified else 'FAILED'}",
     ]
+    if r.start_delays:
+        lines.insert(
+            4,
+            f"  start          the passes started {min(r.start_delays):.0f} to {max(r.start_delays):.0f} s after their "
+            "integrations were created (the credential checks, kopf; whole seconds)",
+        )
     lines += [f"  PROBLEM: {p}" for p in r.problems]
     if r.profile_text:
         lines += [f"    {line}" for line in r.profile_text.splitlines() if line.strip()]
@@ -327,11 +359,11 @@ def table(rows: list[RunSummary]) -> str:
         ceiling = r.account_ceiling * r.scenario.integrations
         bound = f"{100 * r.customer_bound / ceiling:.0f}% / {100 * r.slot_bound / ceiling:.0f}%"
         out.append(
-            f"| {r.scenario.label} | {_profile_label(r.profile)} | {r.sent} | {r.wall_seconds:.1f} | "
+            f"| {r.scenario.label_of(r.as_deployed)} | {_profile_label(r.profile)} | {r.sent} | {r.wall_seconds:.1f} | "
             f"{r.bills_per_second:.2f} | {100 * r.share:.1f}% of {ceiling:.1f} | {per_account} | {bound} | "
             f"{r.stripe_requests / max(1, r.sent):.3f} ({r.minimum:.3f}) | {r.cpu_ms_per_request:.2f} ms | "
             f"{r.operator_cpu_seconds:.1f} ({100 * r.operator_cpu_seconds / r.wall_seconds:.0f}%) / "
-            f"{r.stripe_cpu_seconds:.1f} / {r.m3ter_cpu_seconds:.1f} | {1000 * r.loop_lag_p99:.0f} ms | "
+            f"{r.stripe_cpu_seconds:.1f} / {r.m3ter_cpu_seconds:.1f} | {'-' if r.as_deployed else f'{1000 * r.loop_lag_p99:.0f} ms'} | "
             f"{'OK' if r.verified else 'FAILED'} |"
         )
     return "\n".join(out)
@@ -380,6 +412,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--no-contract", action="store_true", help="do not check requests against the SDK's types (less emulator CPU)"
+    )
+    parser.add_argument(
+        "--as-deployed",
+        action="store_true",
+        help="run the operator's own process (python -m m3stripe run, kopf, an emulated Kubernetes API) instead of "
+        "the passes alone (bench_deployed.py)",
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the operator's process; stats to FILE.<run>")
     parser.add_argument("--json", metavar="FILE", help="also write every run's figures here")
@@ -442,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.lines < 1 or args.scale <= 0 or (args.concurrency is not None and args.concurrency < 1):
         raise SystemExit("--lines and --concurrency must be at least 1, --scale above 0")
+    if args.as_deployed and args.profile:
+        raise SystemExit("--profile profiles the passes alone (bench_fleet.py), not --as-deployed")
     return asyncio.run(_main(args))
 
 
