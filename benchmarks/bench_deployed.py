@@ -104,7 +104,7 @@ def run_deployed(plan: dict[str, Any], tag: str) -> dict[str, Any]:
                 key: (ended[key], (stack.kube.get_integration(*key).get("status") or {}).get("lastSync") or {})
                 for key in names
             }
-            concurrency = plan["concurrency"] or OperatorConfig().concurrency_for(plan["rps"])
+            concurrency = plan["concurrency"] or OperatorConfig().sync.concurrency_for(plan["rps"])
     return {
         "concurrency": concurrency,
         "wall_seconds": wall,

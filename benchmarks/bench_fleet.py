@@ -6,7 +6,7 @@ so that the CPU time it reports is the operator's alone: the emulators run in th
 ``open_client``, a ``StripeGateway`` over the account's shared limiter from one ``LimiterRegistry`` behind a
 ``FencedRateLimit`` (a fence that always stands), the operator's Prometheus observer, ``M3terSource`` with the
 process's shared m3ter budgets, and ``build_engine`` with the operator's default concurrency
-(``OperatorConfig.concurrency_for``, or ``M3STRIPE_SYNC_CONCURRENCY``) unless the plan sets one. Not measured
+(``OperatorConfig.sync.concurrency_for``, or ``M3STRIPE_SYNC_CONCURRENCY``) unless the plan sets one. Not measured
 here: kopf, the Lease renewals and the status patches (checkpoints) of the real process.
 """
 
@@ -90,10 +90,10 @@ def _stand() -> None:
 async def run(plan: dict[str, Any], profiler: cProfile.Profile | None) -> dict[str, Any]:
     config = OperatorConfig.from_env()
     registry = LimiterRegistry()
-    m3ter_limits = M3terRateLimits(organization_rate=config.m3ter_requests_per_second)
+    m3ter_limits = M3terRateLimits(organization_rate=config.m3ter.requests_per_second)
     metrics = Metrics()
     rps = int(plan["rps"])
-    concurrency = int(plan["concurrency"] or config.concurrency_for(rps))
+    concurrency = int(plan["concurrency"] or config.sync.concurrency_for(rps))
     lag = LoopLag(interval=0.05)
     built: list[tuple[dict[str, Any], SyncEngine, StripeGateway, CountingObserver, M3terSource]] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -124,7 +124,7 @@ async def run(plan: dict[str, Any], profiler: cProfile.Profile | None) -> dict[s
             stack.push_async_callback(source.aclose)
             client = await stack.enter_async_context(
                 open_client(
-                    integration["stripe_key"], api_base=plan["stripe_url"], timeout=config.stripe_timeout_seconds
+                    integration["stripe_key"], api_base=plan["stripe_url"], timeout=config.stripe.timeout_seconds
                 )
             )
             gateway = StripeGateway(client, limiter=FencedRateLimit(limiter, _stand), observer=observer)
