@@ -1,4 +1,5 @@
-"""Builders of the domain's values: a valid spec, line items and Bills, every field defaulted but what a test names."""
+"""Builders of the domain's values: a valid spec, line items and Bills, every field defaulted but what a test names;
+the peers an integration overlaps with."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.account_filter import parse_filter
 from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.overlap import Peer
+from m3stripe.domain.selection import Selector
 
 MODIFIED = datetime(2025, 6, 1, tzinfo=UTC)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # when the peers of the overlap tests were created, give or take
 
 
 def make_spec(*, organization: str = "org1", **fields: Any) -> StripeIntegrationSpec:
@@ -88,3 +93,18 @@ def make_bill(
         locked=False,
         created=created,
     )
+
+
+def selector(spec: StripeIntegrationSpec) -> Selector:
+    """The selection of Bills `spec` makes."""
+    return Selector(
+        account_ids=frozenset(spec.accountIds),
+        restricted_account_ids=frozenset(spec.restrictedAccountIds),
+        account_filter=parse_filter(spec.accountFilter),
+        only_approved=spec.onlySendBillOnApproval,
+    )
+
+
+def peer(name: str, spec: StripeIntegrationSpec, *, created: datetime, namespace: str = "billing") -> Peer:
+    """Another integration, of `spec`, created at `created`."""
+    return Peer(namespace, name, f"uid-{name}", created, selector(spec))

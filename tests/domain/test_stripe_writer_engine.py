@@ -15,7 +15,8 @@ from m3stripe.domain.runs import ErrorBudget, RunReport
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
 from tests.domain.builders import engine_spec
-from tests.domain.passes import m3ter_source, send_pass
+from tests.support.engine_world import send_pass
+from tests.support.world import m3ter_source
 
 KEY = "sk_test_engineQueues01"
 ORG = "org-queues"

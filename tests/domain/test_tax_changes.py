@@ -7,7 +7,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from m3stripe.domain.runs import EventKind, SyncState
-from tests.domain.test_tax_engine import ORG, PRODUCT, TAXED, World, taxes, world
+from tests.support.tax_world import ORG, PRODUCT, TAXED, TaxWorld, taxes, world
 
 FEE_AND_CREDIT = [
     {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
@@ -15,7 +15,7 @@ FEE_AND_CREDIT = [
 ]
 
 
-async def fee_and_credit(w: World) -> str:
+async def fee_and_credit(w: TaxWorld) -> str:
     account, _ = await w.customer("gb")
     return w.m3ter.add_bill(ORG, account_id=account, lines=FEE_AND_CREDIT, currency="GBP")
 
@@ -76,7 +76,7 @@ async def test_turning_tax_on_leaves_a_finalized_invoice_of_the_same_version_alo
         bill_id = w.bill(account, "10.00")
         assert (await w.run(taxBehavior="Exclusive", priceDataProductId=PRODUCT)).sent == 1
         (draft,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.finalize_invoice_async(draft["id"])
+        await w.sdk.v1.invoices.finalize_invoice_async(draft["id"])
         # Finance turns tax on and the integration reads every Bill again (re-created, or its status lost).
         again = await w.run(state=SyncState(), **TAXED)
         assert (again.sent, again.unchanged, again.events) == (0, 1, [])
@@ -94,7 +94,7 @@ async def test_a_finalized_invoice_of_the_same_version_with_credits_over_charges
         bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
         assert (await w.run(priceDataProductId=PRODUCT)).sent == 1
         (draft,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.finalize_invoice_async(draft["id"])
+        await w.sdk.v1.invoices.finalize_invoice_async(draft["id"])
         again = await w.run(state=SyncState(), **TAXED)
         assert (again.unchanged, again.events) == (1, [])
 
