@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.kube_world import ORG, KubeWorld, condition
+from tests.support.kube_world import ORG, KubeWorld
+from tests.support.status import condition
 
 
 def accounts(w: KubeWorld, *countries: str) -> list[str]:

@@ -15,7 +15,8 @@ import pytest
 from m3stripe.api import names
 from m3stripe.domain.mapping import META_INTEGRATION, META_ORGANIZATION, META_VERSION
 from m3stripe.testing.stripe_emulator.faults import Fault
-from tests.support.kube_world import ORG, KubeWorld, condition
+from tests.support.kube_world import ORG, KubeWorld
+from tests.support.status import condition
 
 
 async def mapped_bills(w: KubeWorld, count: int, prefix: str = "c") -> list[str]:

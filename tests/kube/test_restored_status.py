@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 from m3stripe.api import names
-from tests.support.kube_world import NAME, NS, KubeWorld, condition
+from tests.support.kube_world import NAME, NS, KubeWorld
+from tests.support.status import condition
 
 
 async def restore(w: KubeWorld, status: dict[str, Any]) -> None:

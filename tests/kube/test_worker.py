@@ -14,7 +14,8 @@ from typing import Any
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.api import names
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
-from tests.support.kube_world import KEY, ORG, KubeWorld, condition
+from tests.support.kube_world import KEY, ORG, KubeWorld
+from tests.support.status import condition
 
 
 async def test_a_pass_sends_every_bill_once_and_reports_connected_ready_and_a_complete_run(world: KubeWorld) -> None:

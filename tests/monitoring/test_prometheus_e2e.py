@@ -20,16 +20,17 @@ from typing import Any
 
 import pytest
 
-from m3stripe.testing.prometheus import Prometheus, PrometheusError, find_binary, free_port, prometheus_rules
+from m3stripe.testing.prometheus import Prometheus, PrometheusError, find_binary, prometheus_rules
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e.helpers import connect, customer, integration_spec
-from tests.monitoring.test_dashboard_and_alerts import (
+from tests.monitoring.dashboard import (
     DASHBOARD,
     RULES_PATH,
     dashboard_queries,
     interpolate,
     variable_query,
 )
+from tests.support.ports import free_port
+from tests.support.stack_world import connect, customer, integration_spec
 
 pytestmark = pytest.mark.slow
 

@@ -46,10 +46,6 @@ M3TER_CLIENT, M3TER_SECRET = "worker-client", "worker-secret"
 Event = tuple[str, str, str]  # (type, reason, message), as the worker hands them to kopf.event
 
 
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status.get("conditions") or () if c["type"] == type_)
-
-
 @asynccontextmanager
 async def kube_api_server(kubeconfig: Path, *namespaces: str) -> AsyncIterator[KubeEmulator]:
     """The Kubernetes emulator with `namespaces`, served over HTTP by kmock, and `kubeconfig` pointing at it."""
