@@ -87,11 +87,7 @@ async def test_turning_tax_on_leaves_a_finalized_invoice_of_the_same_version_alo
 async def test_a_finalized_invoice_of_the_same_version_with_credits_over_charges_is_no_error_once_tax_is_on() -> None:
     async with world() as w:
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "5.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-8.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "5.00", "-8.00")
         assert (await w.run(priceDataProductId=PRODUCT)).sent == 1
         (draft,) = w.invoices_of(bill_id)
         await w.sdk.v1.invoices.finalize_invoice_async(draft["id"])
@@ -103,14 +99,9 @@ async def test_when_the_accounts_default_taxes_a_bill_whose_credits_exceed_its_c
     None
 ):
     async with world() as w:
-        w.stripe.set_tax_settings(w.account, tax_behavior="exclusive", tax_code="txcd_10103001")
-        w.stripe.set_invoice_automatic_tax_default(w.account, "enabled_when_possible")
+        w.taxed_by_the_account_default()
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "5.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-8.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "5.00", "-8.00")
         report = await w.run()  # automaticTax: AccountDefault
         (event,) = report.events
         assert event.kind is EventKind.VALIDATION and "credits of" in event.message

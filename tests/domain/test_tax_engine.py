@@ -79,11 +79,7 @@ async def test_a_credit_is_a_discount_taken_off_before_tax_and_nothing_is_refuse
 async def test_credits_larger_than_the_charges_are_a_validation_event_and_nothing_is_sent() -> None:
     async with world() as w:
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "5.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-8.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "5.00", "-8.00")
         report = await w.run(**TAXED)
         (event,) = report.events
         assert event.kind is EventKind.VALIDATION and "credits of" in event.message and bill_id in event.message
@@ -194,14 +190,9 @@ async def test_a_restricted_key_without_the_tax_settings_permission_is_named() -
 
 async def test_the_account_default_turning_tax_on_makes_the_lines_take_their_taxed_forms() -> None:
     async with world() as w:
-        w.stripe.set_tax_settings(w.account, tax_behavior="exclusive", tax_code="txcd_10103001")
-        w.stripe.set_invoice_automatic_tax_default(w.account, "enabled_when_possible")
+        w.taxed_by_the_account_default()
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "10.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-2.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "10.00", "-2.00")
         report = await w.run()  # automaticTax: AccountDefault, taxBehavior: AccountDefault
         assert (report.sent, report.events) == (1, []), report.events
         (invoice,) = w.invoices_of(bill_id)

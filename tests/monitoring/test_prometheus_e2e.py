@@ -13,14 +13,13 @@ has data unless NO_DATA_EXPECTED says why not.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from m3stripe.testing.prometheus import Prometheus, PrometheusError, find_binary, prometheus_rules
+from m3stripe.testing.prometheus import Prometheus, PrometheusError, prometheus_rules
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
 from tests.monitoring.dashboard import (
     DASHBOARD,
@@ -29,6 +28,7 @@ from tests.monitoring.dashboard import (
     interpolate,
     variable_query,
 )
+from tests.monitoring.prometheus_tools import prometheus_tool
 from tests.support.ports import free_port
 from tests.support.stack_world import connect, customer, integration_spec
 
@@ -124,12 +124,7 @@ def _has_data(result: list[dict[str, Any]]) -> bool:
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    binary = find_binary("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed: .ci/run installs Debian's prometheus package")
-        pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
-    return binary
+    return prometheus_tool("prometheus")
 
 
 def test_prometheus_fires_the_disabled_alert_and_answers_every_dashboard_query(

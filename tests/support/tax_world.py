@@ -29,6 +29,20 @@ class TaxWorld(EngineWorld):
         params: dict[str, Any] = {} if address is None else {"address": address}
         return account, await self.customer_for(account, **params)
 
+    def usage_and_credit(self, account: str, usage: str, credit: str) -> str:
+        """A Bill of a USAGE line of `usage` and a CREDIT_MEMO line of `credit` (negative)."""
+        lines = [
+            {"line_item_type": "USAGE", "subtotal": usage},
+            {"line_item_type": "CREDIT_MEMO", "subtotal": credit},
+        ]
+        return self.m3ter.add_bill(self.org, account_id=account, lines=lines, currency=self.currency)
+
+    def taxed_by_the_account_default(self) -> None:
+        """The Stripe account's own settings tax every invoice (exclusive, the usage tax code), as a spec with
+        automaticTax and taxBehavior AccountDefault leaves it to them."""
+        self.stripe.set_tax_settings(self.account, tax_behavior="exclusive", tax_code="txcd_10103001")
+        self.stripe.set_invoice_automatic_tax_default(self.account, "enabled_when_possible")
+
     def usage_lines(self, subtotals: Iterable[str]) -> list[dict[str, Any]]:
         return [
             {"line_item_type": "USAGE", "subtotal": s, "description": f"usage {i}"} for i, s in enumerate(subtotals)
