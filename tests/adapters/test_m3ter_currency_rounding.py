@@ -115,6 +115,7 @@ async def test_the_picklist_is_cached_for_an_hour_then_read_again(emulator: M3te
         assert len(emulator.requests_to("/picklists/currency")) == 2
 
 
+@pytest.mark.looptime
 async def test_concurrent_callers_share_one_read(emulator: M3terEmulator, source: M3terSource) -> None:
     emulator.latency_seconds = 0.05
     results = await asyncio.gather(*(source.rounding_for("USD") for _ in range(10)))

@@ -9,11 +9,17 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.runs import EventKind, SyncState
 from tests.domain.builders import T0, engine_spec, peer
 from tests.support.engine_world import ORG, EngineWorld, world
+
+# On fake time (looptime): the emulators run on the test's event loop, so Stripe's latency takes no real time
+# and the racing writes overlap the same way on a loaded machine.
+pytestmark = pytest.mark.looptime
 
 
 class BillsAsListed:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import pytest
+
 from m3stripe.domain.runs import EventKind, SyncState
 from tests.support.tax_world import ORG, PRODUCT, TAXED, TaxWorld, taxes, world
 
@@ -138,6 +140,7 @@ async def test_a_bill_found_as_it_should_be_does_not_count_its_tax_again() -> No
         assert (again.unchanged, dict(again.taxes), again.bill_taxes) == (1, {}, [])
 
 
+@pytest.mark.looptime
 async def test_a_customers_tax_location_is_read_once_per_pass_however_many_of_its_bills_are_prepared_at_once() -> None:
     async with world() as w:
         account, customer = await w.customer("gb")

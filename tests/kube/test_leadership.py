@@ -317,6 +317,7 @@ async def test_every_stripe_request_of_a_pass_checks_the_fence() -> None:
         await limit.acquire("invoices.create")
 
 
+@pytest.mark.looptime
 async def test_a_stripe_request_in_flight_when_the_fence_falls_is_abandoned_as_a_lost_fence() -> None:
     """The fence still stands when the request starts; Stripe answers only after it fell."""
     key = "sk_test_fencedRequest0001"
