@@ -8,8 +8,8 @@ import pytest
 
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.testing.m3ter_emulator import M3terEmulator
-from tests.adapters.helpers import CREDS, ORG
-from tests.domain.passes import m3ter_source
+from tests.adapters.service_user import CREDS, ORG
+from tests.support.world import m3ter_source
 
 
 @pytest.fixture

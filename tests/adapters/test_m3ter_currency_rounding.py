@@ -16,9 +16,11 @@ from m3stripe.domain.mapping import META_ACCOUNT
 from m3stripe.domain.runs import ErrorBudget, EventKind
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
-from tests.adapters.helpers import CREDS, ORG, FakeClock
+from tests.adapters.service_user import CREDS, ORG
 from tests.domain.builders import engine_spec
-from tests.domain.passes import m3ter_source, send_pass
+from tests.support.clock import Clock
+from tests.support.engine_world import send_pass
+from tests.support.world import m3ter_source
 
 
 async def test_the_picklist_gives_each_currency_its_decimal_places_and_rounding_mode(
@@ -76,7 +78,7 @@ async def test_one_unusable_currency_is_an_error_for_that_currency_only_and_is_c
 ) -> None:
     emulator.set_currency(ORG, "XTS", max_decimal_places=2, rounding_mode="BANKERS", unchecked=True)
     emulator.set_currency(ORG, "USD", max_decimal_places=2, rounding_mode="HALF_UP")
-    clock = FakeClock()
+    clock = Clock()
     async with m3ter_source(CREDS, emulator.url, clock=clock) as source:
         for _ in range(3):
             with pytest.raises(M3terSourceError, match=r"XTS has roundingMode 'BANKERS'"):
@@ -84,7 +86,7 @@ async def test_one_unusable_currency_is_an_error_for_that_currency_only_and_is_c
             assert await source.rounding_for("usd") == CurrencyRounding("USD", 2, decimal.ROUND_HALF_UP)
         assert len(emulator.requests_to("/picklists/currency")) == 1, "the failure is cached like a rule"
         emulator.set_currency(ORG, "XTS", max_decimal_places=2, rounding_mode="HALF_EVEN")
-        clock.now += 3601
+        clock.advance(3601)
         assert await source.rounding_for("XTS") == CurrencyRounding("XTS", 2, decimal.ROUND_HALF_EVEN)
 
 
@@ -101,18 +103,19 @@ async def test_max_decimal_places_outside_m3ters_range_0_to_5_is_an_error_naming
 
 
 async def test_the_picklist_is_cached_for_an_hour_then_read_again(emulator: M3terEmulator) -> None:
-    clock = FakeClock()
+    clock = Clock()
     async with m3ter_source(CREDS, emulator.url, clock=clock) as source:
         first = await source.rounding_for("USD")
         emulator.set_currency(ORG, "USD", max_decimal_places=4, rounding_mode="HALF_EVEN")
-        clock.now += 3599
+        clock.advance(3599)
         assert await source.rounding_for("USD") == first
         assert len(emulator.requests_to("/picklists/currency")) == 1
-        clock.now += 2
+        clock.advance(2)
         assert await source.rounding_for("USD") == CurrencyRounding("USD", 4, decimal.ROUND_HALF_EVEN)
         assert len(emulator.requests_to("/picklists/currency")) == 2
 
 
+@pytest.mark.looptime
 async def test_concurrent_callers_share_one_read(emulator: M3terEmulator, source: M3terSource) -> None:
     emulator.latency_seconds = 0.05
     results = await asyncio.gather(*(source.rounding_for("USD") for _ in range(10)))

@@ -15,9 +15,10 @@ from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
 from m3stripe.domain.runs import EventKind
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
-from tests.adapters.helpers import CREDS, ORG
+from tests.adapters.service_user import CREDS, ORG
 from tests.domain.builders import engine_spec
-from tests.domain.passes import m3ter_source, send_pass
+from tests.support.engine_world import send_pass
+from tests.support.world import m3ter_source
 
 STRIPE_KEY = "sk_test_51malformedBILLSneverSTOP"
 

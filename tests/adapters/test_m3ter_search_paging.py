@@ -18,28 +18,21 @@ from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.m3ter_token import M3terUnavailable
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
-from tests.adapters.helpers import CLIENT_ID, CREDS, ORG, SECRET
+from tests.adapters.service_user import CLIENT_ID, CREDS, ORG, SECRET
+from tests.support.clock import Clock
 
 BEFORE = datetime(2025, 1, 1, tzinfo=UTC)
 SINCE = datetime(2025, 2, 1, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = BEFORE
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(BEFORE)
 
 
 @asynccontextmanager
 async def _emulator(clock: Clock, **options: object) -> AsyncIterator[M3terEmulator]:
-    async with M3terEmulator(clock=clock, **options) as emulator:  # type: ignore[arg-type]
+    async with M3terEmulator(clock=clock.utc, **options) as emulator:  # type: ignore[arg-type]
         emulator.add_client(CLIENT_ID, SECRET, ORG)
         yield emulator
 
@@ -64,9 +57,9 @@ def _seed(emulator: M3terEmulator, clock: Clock, changed: int, *, unchanged: int
     for _ in range(unchanged):
         emulator.add_bill(ORG, account_id=account)
     bills = [emulator.add_bill(ORG, account_id=account) for _ in range(changed)]
-    clock.now = SINCE
+    clock.set(SINCE)
     for bill_id in bills:
-        clock.now += step
+        clock.advance(step)
         emulator.approve_bill(ORG, bill_id)
     return bills
 
@@ -114,10 +107,10 @@ async def test_bills_sharing_a_timestamp_across_a_page_boundary_are_all_read(
         for _ in range(5):
             emulator.add_bill(ORG, account_id=account)
         bills = [emulator.add_bill(ORG, account_id=account) for _ in range(63)]
-        clock.now = SINCE
+        clock.set(SINCE)
         for index, bill_id in enumerate(bills):
             if index % 7 == 0:
-                clock.now += timedelta(seconds=1)
+                clock.advance(timedelta(seconds=1))
             emulator.approve_bill(ORG, bill_id)
         changed = await _read(_source(emulator, source_for), page_size=20)
     assert sorted(bill.id for bill in changed) == sorted(bills)
@@ -182,11 +175,11 @@ async def test_deletions_while_a_group_sharing_a_timestamp_straddles_the_page_bo
         account = emulator.add_account(ORG, name="Acme", code="acme", currency="USD")
         tied = [emulator.add_bill(ORG, account_id=account) for _ in range(15)]
         newest = [emulator.add_bill(ORG, account_id=account) for _ in range(10)]
-        clock.now = SINCE + timedelta(seconds=1)
+        clock.set(SINCE + timedelta(seconds=1))
         for bill_id in tied:
             emulator.approve_bill(ORG, bill_id)
         for bill_id in newest:
-            clock.now += timedelta(seconds=1)
+            clock.advance(timedelta(seconds=1))
             emulator.approve_bill(ORG, bill_id)
         source = _source(emulator, source_for)
         seen: list[str] = []

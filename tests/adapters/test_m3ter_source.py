@@ -17,8 +17,9 @@ from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.m3ter_token import M3terAuthError, M3terCredentials, M3terUnavailable, TokenManager
 from m3stripe.domain.billing import Account, Bill, MalformedBill
 from m3stripe.testing.m3ter_emulator import M3terEmulator
-from tests.adapters.helpers import CLIENT_ID, CREDS, ORG, SECRET, FakeClock
-from tests.domain.passes import m3ter_source
+from tests.adapters.service_user import CLIENT_ID, CREDS, ORG, SECRET
+from tests.support.clock import Clock
+from tests.support.world import m3ter_source
 
 
 @pytest.fixture
@@ -31,9 +32,9 @@ def _account(emulator: M3terEmulator, code: str = "acme") -> str:
 
 
 @asynccontextmanager
-async def _clocked(now: list[datetime]) -> AsyncIterator[tuple[M3terEmulator, str]]:
-    """An emulator on the clock `now[0]` with the Service User, and one Account's id."""
-    async with M3terEmulator(clock=lambda: now[0]) as emulator:
+async def _clocked(clock: Clock) -> AsyncIterator[tuple[M3terEmulator, str]]:
+    """An emulator on `clock` with the Service User, and one Account's id."""
+    async with M3terEmulator(clock=clock.utc) as emulator:
         emulator.add_client(CLIENT_ID, SECRET, ORG)
         yield emulator, _account(emulator)
 
@@ -59,16 +60,16 @@ async def test_one_token_serves_many_calls(emulator: M3terEmulator) -> None:
 
 
 async def test_token_is_refreshed_shortly_before_expiry(emulator: M3terEmulator) -> None:
-    clock = FakeClock()
+    clock = Clock()
     emulator.add_client("c60", "s60", ORG, token_ttl_seconds=600)
     creds = M3terCredentials(ORG, "c60", "s60")
     client = sdk_client(creds, base_url=emulator.url, timeout=30.0, max_retries=0, rate_limits=M3terRateLimits())
     tokens = TokenManager(creds, client=client, refresh_margin=60, clock=clock)
     try:
         first = await tokens.get()
-        clock.now += 539  # 61 s of lifetime left: still outside the margin
+        clock.advance(539)  # 61 s of lifetime left: still outside the margin
         assert await tokens.get() == first
-        clock.now += 2  # 59 s left: inside the margin, refresh before m3ter would reject it
+        clock.advance(2)  # 59 s left: inside the margin, refresh before m3ter would reject it
         second = await tokens.get()
         assert second != first
         assert (tokens.tokens_fetched, emulator.tokens_issued) == (2, 2)
@@ -230,10 +231,11 @@ async def test_bills_are_read_at_most_100_a_page_as_m3ter_allows(emulator: M3ter
 
 
 async def test_iter_bills_honours_modified_since() -> None:
-    now = [datetime(2025, 1, 1, tzinfo=UTC)]
-    async with _clocked(now) as (emulator, account):
+    clock = Clock(datetime(2025, 1, 1, tzinfo=UTC))
+    async with _clocked(clock) as (emulator, account):
         old = [emulator.add_bill(ORG, account_id=account) for _ in range(120)]
-        now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
+        since = datetime(2025, 2, 1, tzinfo=UTC)
+        clock.set(since)
         emulator.approve_bill(ORG, old[5])
         emulator.regenerate_bill(ORG, old[77], lines=[{"subtotal": "3"}])
         new = emulator.add_bill(ORG, account_id=account)
@@ -249,12 +251,13 @@ async def test_iter_bills_honours_modified_since() -> None:
 
 
 async def test_an_incremental_read_costs_what_changed_not_the_organization_size() -> None:
-    now = [datetime(2025, 1, 1, tzinfo=UTC)]
-    async with _clocked(now) as (emulator, account):
+    clock = Clock(datetime(2025, 1, 1, tzinfo=UTC))
+    async with _clocked(clock) as (emulator, account):
         old = [emulator.add_bill(ORG, account_id=account, lines=[{"subtotal": "1.5"}]) for _ in range(1500)]
-        now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
+        since = datetime(2025, 2, 1, tzinfo=UTC)
+        clock.set(since)
         for index in range(0, 1500, 60):  # 25 changed Bills
-            now[0] += timedelta(seconds=1)
+            clock.advance(timedelta(seconds=1))
             emulator.regenerate_bill(ORG, old[index], lines=[{"subtotal": "2.5"}])
         async with m3ter_source(CREDS, emulator.url) as source:
             changed = await _collect(source, modified_since=since, page_size=10)
@@ -275,20 +278,21 @@ async def test_an_incremental_read_costs_what_changed_not_the_organization_size(
 
 
 async def test_a_bill_changed_during_an_incremental_read_is_never_skipped() -> None:
-    now = [datetime(2025, 1, 1, tzinfo=UTC)]
-    async with _clocked(now) as (emulator, account):
+    clock = Clock(datetime(2025, 1, 1, tzinfo=UTC))
+    async with _clocked(clock) as (emulator, account):
         bills = [emulator.add_bill(ORG, account_id=account) for _ in range(30)]
-        now[0] = since = datetime(2025, 2, 1, tzinfo=UTC)
+        since = datetime(2025, 2, 1, tzinfo=UTC)
+        clock.set(since)
         for bill_id in bills:
-            now[0] += timedelta(seconds=1)
+            clock.advance(timedelta(seconds=1))
             emulator.approve_bill(ORG, bill_id)
         async with m3ter_source(CREDS, emulator.url) as source:
             seen: list[str] = []
-            pass_started = now[0] + timedelta(milliseconds=500)
+            pass_started = clock.utc() + timedelta(milliseconds=500)
             async for bill in source.iter_bills(modified_since=since, page_size=10):
                 seen.append(bill.id)
                 if len(seen) == 12:  # mid-scan, an older changed Bill changes again and jumps to the front
-                    now[0] += timedelta(seconds=1)
+                    clock.advance(timedelta(seconds=1))
                     emulator.regenerate_bill(ORG, bills[3])
             # The next pass reads from this pass's start: the Bill that moved is there, at its new version.
             next_pass = [bill async for bill in source.iter_bills(modified_since=pass_started)]
@@ -349,7 +353,7 @@ async def test_get_bill_missing_is_none(emulator: M3terEmulator, source: M3terSo
 
 
 async def test_get_account_converts_and_caches(emulator: M3terEmulator) -> None:
-    clock = FakeClock()
+    clock = Clock()
     async with m3ter_source(CREDS, emulator.url, account_cache_ttl=60, clock=clock) as source:
         account_id = emulator.add_account(
             ORG,
@@ -362,7 +366,7 @@ async def test_get_account_converts_and_caches(emulator: M3terEmulator) -> None:
         account = await source.get_account(account_id)
         assert account == await source.get_account(account_id)
         assert len(emulator.requests_to(f"/accounts/{account_id}")) == 1
-        clock.now += 61
+        clock.advance(61)
         await source.get_account(account_id)
         assert len(emulator.requests_to(f"/accounts/{account_id}")) == 2
         assert await source.get_account("missing") is None

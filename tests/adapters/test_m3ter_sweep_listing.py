@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 
 from m3stripe.testing.m3ter_emulator import M3terEmulator
-from tests.adapters.helpers import CREDS, ORG
-from tests.domain.passes import m3ter_source
+from tests.adapters.service_user import CREDS, ORG
+from tests.support.world import m3ter_source
 
 
 def _usage_bills(emulator: M3terEmulator, count: int, subtotal: str) -> list[str]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from m3stripe.adapters.stripe_client import KeyMode, check_key, key_mode
+from tests.support.ports import free_port
 
 
 @pytest.mark.parametrize(
@@ -33,10 +32,7 @@ def test_key_mode(key: str, mode: KeyMode | None) -> None:
 @pytest.fixture
 def dead_api_base() -> str:
     """An address nothing listens on: any request would fail with a connection error."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.mark.parametrize(

@@ -276,6 +276,7 @@ def test_integrations_sharing_an_account_and_mode_get_the_lowest_rate_any_asked_
     assert shared.per_second == 80
 
 
+@pytest.mark.looptime
 async def test_each_endpoint_has_its_own_budget_of_25_per_second_within_the_accounts() -> None:
     limit = StripeRateLimit(100)
     assert limit.endpoint_per_second == ENDPOINT_REQUESTS_PER_SECOND == 25

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,8 +24,9 @@ import yaml
 from m3stripe.cli import main
 from m3stripe.testing.kubeconfig import write_kubeconfig
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e import helpers
-from tests.e2e.helpers import connect, integration_spec
+from tests.support import stack_world
+from tests.support.ports import free_port
+from tests.support.stack_world import connect, integration_spec
 
 KEY = "sk_test_51ctlAAAA"
 ORG = "org-ctl"
@@ -118,7 +118,7 @@ def integration(stack: LocalStack, name: str, **spec: Any) -> None:
 
 
 def status(stack: LocalStack, name: str) -> dict[str, Any]:
-    return helpers.status(stack, NS, name)
+    return stack_world.status(stack, NS, name)
 
 
 def annotations(stack: LocalStack, name: str) -> dict[str, str]:
@@ -305,9 +305,7 @@ def test_errors_name_what_failed_and_what_to_do(
     code, _, err = cli("sync", "nl", kubeconfig=reader)
     assert code == 1 and "forbidden: you may not patch" in err and 'User "reader" cannot patch' in err
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     down = write_kubeconfig(tmp_path / "down.yaml", f"http://127.0.0.1:{port}")
     code, _, err = cli("get", kubeconfig=down)
     assert code == 1 and f"cannot reach the Kubernetes API at 127.0.0.1:{port}" in err

@@ -22,7 +22,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.deploy.test_manifests import K8S_VERSIONS, _render
+from tests.deploy.kustomize import K8S_VERSIONS, kustomize_build
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "m3stripe"
@@ -115,19 +115,19 @@ def assert_same_objects(chart: Objects, overlay: Objects) -> None:
 
 
 def test_the_default_render_installs_what_the_cluster_wide_overlay_installs() -> None:
-    assert_same_objects(*without_intended_differences(render(), _render(OVERLAYS / "cluster-wide")))
+    assert_same_objects(*without_intended_differences(render(), kustomize_build(OVERLAYS / "cluster-wide")))
 
 
 def test_two_replicas_render_the_high_availability_overlay_with_its_disruption_budget_and_spread() -> None:
     objs = render(HA)
-    assert_same_objects(*without_intended_differences(objs, _render(OVERLAYS / "high-availability")))
+    assert_same_objects(*without_intended_differences(objs, kustomize_build(OVERLAYS / "high-availability")))
     pod = one(objs, "Deployment")["spec"]["template"]["spec"]
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
     assert one(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
 def test_watched_namespaces_render_the_single_namespace_overlay() -> None:
-    overlay = _render(OVERLAYS / "single-namespace")
+    overlay = kustomize_build(OVERLAYS / "single-namespace")
     for obj in overlay:  # INTENDED_DIFFERENCES["single-namespace"]
         if obj["kind"] == "Deployment":
             operator = obj["spec"]["template"]["spec"]["containers"][0]
@@ -387,7 +387,7 @@ def test_argocd_application_installs_the_chart_with_the_namespace_labelled_restr
     _chart().validate_schema(source["helm"]["valuesObject"])
     sync = app["spec"]["syncPolicy"]
     assert "CreateNamespace=true" in sync["syncOptions"] and "ServerSideApply=true" in sync["syncOptions"]
-    namespace = one(_render(OVERLAYS / "cluster-wide"), "Namespace")
+    namespace = one(kustomize_build(OVERLAYS / "cluster-wide"), "Namespace")
     labels = {k: v for k, v in namespace["metadata"]["labels"].items() if k.startswith("pod-security.")}
     assert sync["managedNamespaceMetadata"]["labels"] == labels
 

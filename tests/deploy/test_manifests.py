@@ -9,7 +9,6 @@ import functools
 import json
 import re
 import shutil
-import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from m3stripe.kube.config import OperatorConfig, unknown_variables, variables
+from tests.deploy.kustomize import K8S_VERSIONS, kustomize_build
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -27,8 +27,6 @@ SINGLE_REPLICA = ("cluster-wide", "single-namespace")
 OPERATOR_NS = "m3stripe-system"
 SA = "m3stripe-operator"
 LEASE = "m3stripe"
-# Oldest Kubernetes minor still supported by the manifests, and the newest kubernetes-validate knows.
-K8S_VERSIONS = ("1.30", "latest")
 # Kinds outside the Kubernetes API schemas: their CRDs come with this tree (validated against the
 # CRD's schema below) or with the Prometheus Operator (checked structurally below).
 CRD_KINDS: frozenset[tuple[str, str]] = frozenset()
@@ -39,24 +37,9 @@ PROMETHEUS_OPERATOR_KINDS = {
 WILDCARD = "*"
 
 
-def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with built-in kustomize) is not installed: the manifests cannot be rendered")
-    return kubectl
-
-
-def _render(path: Path) -> list[dict[str, Any]]:
-    proc = subprocess.run([_kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
-    # Deprecation notices ("commonLabels is deprecated", ...) count as not clean.
-    assert proc.stderr.strip() == "", proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-
-
 @functools.cache
 def _rendered(overlay: str) -> tuple[dict[str, Any], ...]:
-    return tuple(_render(DEPLOY / "overlays" / overlay))
+    return tuple(kustomize_build(DEPLOY / "overlays" / overlay))
 
 
 @pytest.fixture(params=OVERLAYS)
@@ -123,9 +106,9 @@ def test_every_overlay_renders_cleanly(objs: tuple[dict[str, Any], ...]) -> None
 
 def test_base_and_crds_render_on_their_own() -> None:
     # deploy/crds is applied first by hand (kubectl apply -k deploy/crds), deploy/base is the overlays' base.
-    crds = _render(DEPLOY / "crds")
+    crds = kustomize_build(DEPLOY / "crds")
     assert {o["kind"] for o in crds} == {"CustomResourceDefinition"}
-    assert _render(DEPLOY / "base")
+    assert kustomize_build(DEPLOY / "base")
 
 
 def test_crd_copy_matches_the_generated_crd() -> None:
@@ -359,7 +342,7 @@ def test_single_namespace_follows_the_roles_namespace(tmp_path: Path) -> None:
     text = rbac.read_text(encoding="utf-8")
     # Only the Role's namespace: the RoleBinding's follows it.
     rbac.write_text(text.replace("namespace: billing", "namespace: tenant-a", 1))
-    objs = tuple(_render(tree / "overlays" / "single-namespace"))
+    objs = tuple(kustomize_build(tree / "overlays" / "single-namespace"))
     assert _flag(_operator_argv(objs), "namespace") == ["tenant-a"]
     assert {
         o["metadata"]["namespace"]

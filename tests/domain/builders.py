@@ -1,16 +1,23 @@
-"""Builders of the domain's values: a valid spec, line items and Bills, every field defaulted but what a test names."""
+"""Builders of the domain's values: a valid spec, line items and Bills, every field defaulted but what a test names;
+the error events and reports of runs; the peers an integration overlaps with."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from m3stripe.api.spec import StripeIntegrationSpec
+from m3stripe.domain.account_filter import parse_filter
 from m3stripe.domain.billing import Bill, LineItem
+from m3stripe.domain.overlap import Peer
+from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus
+from m3stripe.domain.selection import Selector
 
 MODIFIED = datetime(2025, 6, 1, tzinfo=UTC)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # when the peers of the overlap tests were created, give or take
+RUN_START = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)  # when the runs built here start
 
 
 def make_spec(*, organization: str = "org1", **fields: Any) -> StripeIntegrationSpec:
@@ -88,3 +95,38 @@ def make_bill(
         locked=False,
         created=created,
     )
+
+
+def selector(spec: StripeIntegrationSpec) -> Selector:
+    """The selection of Bills `spec` makes."""
+    return Selector(
+        account_ids=frozenset(spec.accountIds),
+        restricted_account_ids=frozenset(spec.restrictedAccountIds),
+        account_filter=parse_filter(spec.accountFilter),
+        only_approved=spec.onlySendBillOnApproval,
+    )
+
+
+def peer(name: str, spec: StripeIntegrationSpec, *, created: datetime, namespace: str = "billing") -> Peer:
+    """Another integration, of `spec`, created at `created`."""
+    return Peer(namespace, name, f"uid-{name}", created, selector(spec))
+
+
+def event(
+    message: str = "boom",
+    *,
+    kind: EventKind = EventKind.PERFORM,
+    bill_id: str | None = "bill-1",
+    account_id: str | None = "acc-1",
+    run_id: str = "run-1",
+    at: datetime = RUN_START,
+) -> ErrorEvent:
+    return ErrorEvent(kind=kind, message=message, run_id=run_id, time=at, bill_id=bill_id, account_id=account_id)
+
+
+def report(run_id: str = "run-1", *, status: RunStatus = RunStatus.COMPLETE, **fields: Any) -> RunReport:
+    """A run of five seconds from RUN_START, with `fields` of RunReport set."""
+    r = RunReport(run_id=run_id, started=RUN_START, completed=RUN_START + timedelta(seconds=5), status=status)
+    for name, value in fields.items():
+        setattr(r, name, value)
+    return r

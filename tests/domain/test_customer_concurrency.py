@@ -8,36 +8,26 @@ import asyncio
 from collections import Counter
 
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
-from m3stripe.adapters.stripe_ledger import StripeLedger
+from m3stripe.adapters.stripe_gateway import RetryPolicy
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
 from m3stripe.domain.runs import ErrorBudget, RunReport, SyncState
-from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY, build_engine
-from tests.domain.builders import engine_spec
-from tests.domain.test_engine import KEY, ORG, World, next_state, world
+from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY
+from tests.support.engine_world import KEY, EngineWorld, next_state, world
 
 
-async def one_customer_with_bills(w: World, count: int) -> tuple[str, list[str]]:
+async def one_customer_with_bills(w: EngineWorld, count: int) -> tuple[str, list[str]]:
     account = w.m3ter_account("big")
     customer = await w.customer_for(account)
     return customer, [w.bill(account, f"{n + 1}.00") for n in range(count)]
 
 
-async def run(w: World, state: SyncState | None = None, *, concurrency: int = 8) -> RunReport:
-    async with open_client(KEY, api_base=w.stripe.url) as client:
-        gateway = StripeGateway(client, retry=RetryPolicy(max_attempts=8, base_delay=0.02, max_delay=0.2))
-        engine = build_engine(
-            engine_spec(ORG),
-            integration_id=w.integration_id,
-            source=w.source,
-            stripe=StripeLedger(gateway),
-            budget=ErrorBudget(10),
-            concurrency=concurrency,
-        )
-        return await engine.run_pass(state or SyncState())
+async def run(w: EngineWorld, state: SyncState | None = None, *, concurrency: int = 8) -> RunReport:
+    """A pass that backs off from Stripe's lock_timeout as the operator does, through a client of its own."""
+    retry = RetryPolicy(max_attempts=8, base_delay=0.02, max_delay=0.2)
+    return await w.run(state, key=KEY, retry=retry, budget=ErrorBudget(10), concurrency=concurrency)
 
 
-def invoices_per_bill(w: World) -> Counter[str]:
+def invoices_per_bill(w: EngineWorld) -> Counter[str]:
     return Counter(i["metadata"][META_BILL] for i in w.invoices())
 
 

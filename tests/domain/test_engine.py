@@ -6,12 +6,7 @@ SDK to the Stripe emulator in contract mode, both on the test's event loop.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import stripe
@@ -19,99 +14,13 @@ import stripe
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
-from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
-from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
-from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
+from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_ledger import StripeLedgerReader
+from m3stripe.domain.mapping import META_ACCOUNT, META_VERSION
+from m3stripe.domain.runs import ErrorBudget, EventKind, RunStatus, SyncState
 from m3stripe.domain.sync_engine import build_engine
-from m3stripe.testing.m3ter_emulator import M3terEmulator
-from m3stripe.testing.stripe_emulator import StripeEmulator
 from tests.domain.builders import engine_spec
-
-ORG = "org-engine"
-CREDS = M3terCredentials(ORG, "engine-client", "engine-secret")
-KEY = "sk_test_51engineInProcess"
-
-
-@dataclass
-class World:
-    m3ter: M3terEmulator
-    stripe: StripeEmulator
-    account: str  # the Stripe account of KEY
-    client: stripe.StripeClient
-    source: M3terSource
-    integration_id: str
-    spec: StripeIntegrationSpec
-
-    def m3ter_account(self, code: str) -> str:
-        return self.m3ter.add_account(ORG, name=code, code=code, currency="USD")
-
-    async def customer_for(self, m3ter_account: str) -> str:
-        created = await self.client.v1.customers.create_async(params={"metadata": {META_ACCOUNT: m3ter_account}})
-        return str(created.id)
-
-    def bill(self, m3ter_account: str, subtotal: str = "12.50") -> str:
-        return self.m3ter.add_bill(
-            ORG, account_id=m3ter_account, lines=[{"line_item_type": "USAGE", "subtotal": subtotal}]
-        )
-
-    async def customer_bill(self, code: str, subtotal: str = "12.50") -> str:
-        """A Bill of a new m3ter Account that has its Stripe customer."""
-        account = self.m3ter_account(code)
-        await self.customer_for(account)
-        return self.bill(account, subtotal)
-
-    def invoices(self) -> list[dict[str, Any]]:
-        """Stripe's invoices, in the order Stripe created them."""
-        return list(self.stripe.state(self.account)["invoices"].values())
-
-    def invoices_of(self, bill_id: str) -> list[dict[str, Any]]:
-        return [i for i in self.invoices() if i["metadata"].get(META_BILL) == bill_id]
-
-    async def run(
-        self,
-        state: SyncState | None = None,
-        *,
-        replay: frozenset[str] = frozenset(),
-        budget: ErrorBudget | None = None,
-        client: stripe.StripeClient | None = None,
-        source: M3terSource | None = None,
-        concurrency: int = 4,
-    ) -> RunReport:
-        gateway = StripeGateway(client or self.client, retry=RetryPolicy(max_attempts=2, base_delay=0, max_delay=0))
-        engine = build_engine(
-            self.spec,
-            integration_id=self.integration_id,
-            source=source or self.source,
-            stripe=StripeLedger(gateway),
-            budget=budget or ErrorBudget(self.spec.autoDisableThreshold),
-            concurrency=concurrency,
-        )
-        report = await engine.run_pass(state or SyncState(), replay=replay)
-        assert not self.stripe.violations, self.stripe.violations
-        return report
-
-
-@asynccontextmanager
-async def world() -> AsyncIterator[World]:
-    stripe_emulator = StripeEmulator(seed=11, contract_mode=True)
-    account = stripe_emulator.add_api_key(KEY)
-    async with stripe_emulator, M3terEmulator() as m3ter:
-        m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
-        source = M3terSource(CREDS, base_url=m3ter.url)
-        try:
-            async with open_client(KEY, api_base=stripe_emulator.url) as client:
-                integration_id = f"int-{uuid.uuid4().hex[:8]}"
-                yield World(m3ter, stripe_emulator, account, client, source, integration_id, engine_spec(ORG))
-        finally:
-            await source.aclose()
-
-
-def next_state(report: RunReport) -> SyncState:
-    return SyncState(
-        watermark=report.watermark, retry_bill_ids=tuple(report.retry_bill_ids), last_sweep=report.last_sweep
-    )
+from tests.support.engine_world import CREDS, ORG, next_state, world
 
 
 async def test_a_pass_sends_each_bill_once_as_a_draft_invoice_of_its_customer() -> None:
@@ -148,7 +57,7 @@ async def test_a_finalized_invoice_is_left_alone_and_the_changed_bill_reports_in
         bill_id = await w.customer_bill("final", "10.00")
         first = await w.run()
         (invoice,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.finalize_invoice_async(invoice["id"])
+        await w.sdk.v1.invoices.finalize_invoice_async(invoice["id"])
         w.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "99.00"}])
         second = await w.run(next_state(first))
         assert (second.sent, second.failed, second.status) == (0, 1, RunStatus.INVOICE_ALREADY_PAID)
@@ -227,7 +136,7 @@ async def test_a_replayed_bill_is_written_again_though_the_watermark_is_past_it(
         bill_id = w.bill(account)
         await w.run()
         (invoice,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.delete_async(invoice["id"])  # a person deleted the draft
+        await w.sdk.v1.invoices.delete_async(invoice["id"])  # a person deleted the draft
         later = datetime.now(UTC) + timedelta(hours=1)
         state = SyncState(watermark=later, last_sweep=later)
         quiet = await w.run(state)
@@ -246,7 +155,7 @@ async def test_an_engine_built_for_a_plan_spec_decides_through_the_read_only_led
             spec,
             integration_id=w.integration_id,
             source=w.source,
-            stripe=StripeLedgerReader(StripeGateway(w.client)),
+            stripe=StripeLedgerReader(StripeGateway(w.sdk)),
             budget=ErrorBudget(10),
         )
         assert engine.ledger is None and engine.planner is not None

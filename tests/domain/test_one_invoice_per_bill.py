@@ -9,12 +9,17 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from m3stripe.domain.billing import Bill, MalformedBill
 from m3stripe.domain.overlap import Overlap
 from m3stripe.domain.runs import EventKind, SyncState
-from tests.domain.builders import engine_spec
-from tests.domain.test_engine import ORG, World, world
-from tests.domain.test_overlap import T0, peer, run
+from tests.domain.builders import T0, engine_spec, peer
+from tests.support.engine_world import ORG, EngineWorld, world
+
+# On fake time (looptime): the emulators run on the test's event loop, so Stripe's latency takes no real time
+# and the racing writes overlap the same way on a loaded machine.
+pytestmark = pytest.mark.looptime
 
 
 class BillsAsListed:
@@ -32,16 +37,16 @@ class BillsAsListed:
             yield bill
 
 
-async def copy_of(w: World, invoice: dict[str, Any], *, finalize: bool = False) -> dict[str, Any]:
+async def copy_of(w: EngineWorld, invoice: dict[str, Any], *, finalize: bool = False) -> dict[str, Any]:
     """A second invoice of the same Bill holding the same lines, as a second writer racing the first leaves it."""
     params = {"customer": invoice["customer"], "metadata": invoice["metadata"], "auto_advance": False}
-    copy = await w.client.v1.invoices.create_async(params=params)
+    copy = await w.sdk.v1.invoices.create_async(params=params)
     lines = [
         {k: line[k] for k in ("amount", "description", "metadata", "discountable")} for line in invoice["lines"]["data"]
     ]
-    await w.client.v1.invoices.add_lines_async(copy.id, params={"lines": lines})
+    await w.sdk.v1.invoices.add_lines_async(copy.id, params={"lines": lines})
     if finalize:
-        await w.client.v1.invoices.finalize_invoice_async(copy.id)
+        await w.sdk.v1.invoices.finalize_invoice_async(copy.id)
     return dict(w.stripe.state(w.account)["invoices"][copy.id])
 
 
@@ -92,7 +97,7 @@ async def test_two_finalized_invoices_of_a_bill_are_an_event_naming_both_and_not
         bill_id = await w.customer_bill("one", "9.00")
         await w.run()
         (first,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.finalize_invoice_async(first["id"])
+        await w.sdk.v1.invoices.finalize_invoice_async(first["id"])
         second = await copy_of(w, first, finalize=True)
         report = await w.run(SyncState())
         (event,) = report.events
@@ -108,8 +113,11 @@ async def test_two_integrations_blind_to_each_other_may_race_but_the_next_pass_l
         spec = engine_spec(ORG)
         a, b = peer("a", spec, created=T0), peer("b", spec, created=T0 + timedelta(minutes=5))
         # Neither knows of the other (their listings failed, or they run in clusters that cannot see each other).
-        await asyncio.gather(run(w, spec, a.uid, Overlap(a.seniority)), run(w, spec, b.uid, Overlap(b.seniority)))
-        again = await run(w, spec, a.uid, Overlap(a.seniority, (b,)))
+        await asyncio.gather(
+            w.run(spec=spec, integration_id=a.uid, overlap=Overlap(a.seniority)),
+            w.run(spec=spec, integration_id=b.uid, overlap=Overlap(b.seniority)),
+        )
+        again = await w.run(spec=spec, integration_id=a.uid, overlap=Overlap(a.seniority, (b,)))
         assert again.events == []
         for number, bill_id in enumerate(bills, start=1):
             (invoice,) = w.invoices_of(bill_id)
@@ -126,7 +134,7 @@ async def test_an_owner_excluding_other_line_item_types_is_a_validation_event_fo
         older = peer("fees-only", fees_only, created=T0)
         older = type(older)(**{**older.__dict__, "excluded": frozenset({"USAGE"})})
         younger = peer("everything", everything, created=T0 + timedelta(days=1))
-        report = await run(w, everything, younger.uid, Overlap(younger.seniority, (older,)))
+        report = await w.run(spec=everything, integration_id=younger.uid, overlap=Overlap(younger.seniority, (older,)))
         (event,) = report.events
         assert event.kind is EventKind.VALIDATION and event.bill_id == bill_id
         assert "billing/fees-only" in event.message and "excludedLineItemTypes" in event.message

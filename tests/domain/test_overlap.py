@@ -5,48 +5,16 @@ the integrations whose selection could include it."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
+from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
-from m3stripe.api.spec import StripeIntegrationSpec
-from m3stripe.domain.account_filter import parse_filter
 from m3stripe.domain.billing import Account, MalformedBill
-from m3stripe.domain.overlap import Overlap, Peer, malformed_skip
-from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, SyncState
-from m3stripe.domain.selection import Selector
+from m3stripe.domain.overlap import Overlap, malformed_skip
+from m3stripe.domain.runs import ErrorBudget, EventKind, SyncState
 from m3stripe.domain.sync_engine import build_engine
-from tests.domain.builders import engine_spec, make_bill, make_line
-from tests.domain.test_engine import ORG, World, world
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def selector(spec: StripeIntegrationSpec) -> Selector:
-    return Selector(
-        account_ids=frozenset(spec.accountIds),
-        restricted_account_ids=frozenset(spec.restrictedAccountIds),
-        account_filter=parse_filter(spec.accountFilter),
-        only_approved=spec.onlySendBillOnApproval,
-    )
-
-
-def peer(name: str, spec: StripeIntegrationSpec, *, created: datetime, namespace: str = "billing") -> Peer:
-    return Peer(namespace, name, f"uid-{name}", created, selector(spec))
-
-
-async def run(w: World, spec: StripeIntegrationSpec, integration_id: str, overlap: Overlap) -> RunReport:
-    engine = build_engine(
-        spec,
-        integration_id=integration_id,
-        source=w.source,
-        stripe=StripeLedger(StripeGateway(w.client, retry=RetryPolicy(max_attempts=2, base_delay=0, max_delay=0))),
-        budget=ErrorBudget(spec.autoDisableThreshold),
-        concurrency=4,
-        overlap=overlap,
-    )
-    return await engine.run_pass(SyncState())
-
+from tests.domain.builders import T0, engine_spec, make_bill, make_line, peer, selector
+from tests.support.engine_world import ORG, world
 
 # The rule, as a person predicts it
 
@@ -111,8 +79,8 @@ async def test_two_identical_integrations_invoice_each_bill_once_and_the_younger
         spec = engine_spec(ORG)
         older, younger = peer("uk", spec, created=T0), peer("uk-copy", spec, created=T0 + timedelta(minutes=5))
         first, second = await asyncio.gather(
-            run(w, spec, older.uid, Overlap(older.seniority, (younger,))),
-            run(w, spec, younger.uid, Overlap(younger.seniority, (older,))),
+            w.run(spec=spec, integration_id=older.uid, overlap=Overlap(older.seniority, (younger,))),
+            w.run(spec=spec, integration_id=younger.uid, overlap=Overlap(younger.seniority, (older,))),
         )
         for bill_id in bills:
             (invoice,) = w.invoices_of(bill_id)
@@ -130,8 +98,8 @@ async def test_an_integration_overlapping_another_only_partly_writes_the_bills_t
         b1, b2, b3 = w.bill(a1, "1.00"), w.bill(a2, "2.00"), w.bill(a3, "3.00")
         wide, narrow = engine_spec(ORG, accountIds=[a1, a2]), engine_spec(ORG, accountIds=[a2, a3])
         older, younger = peer("wide", wide, created=T0), peer("narrow", narrow, created=T0 + timedelta(days=1))
-        first = await run(w, wide, older.uid, Overlap(older.seniority, (younger,)))
-        second = await run(w, narrow, younger.uid, Overlap(younger.seniority, (older,)))
+        first = await w.run(spec=wide, integration_id=older.uid, overlap=Overlap(older.seniority, (younger,)))
+        second = await w.run(spec=narrow, integration_id=younger.uid, overlap=Overlap(younger.seniority, (older,)))
         assert (first.sent, dict(first.shared_with)) == (2, {"billing/narrow": 1})
         assert (second.sent, dict(second.left_to)) == (1, {"billing/wide": 1})
         for bill_id, writer in ((b1, older), (b2, older), (b3, younger)):
@@ -149,14 +117,14 @@ async def test_another_teams_malformed_bill_is_no_error_of_this_integration() ->
         spec = engine_spec(ORG, restrictedAccountIds=[theirs])
         budget = ErrorBudget(spec.autoDisableThreshold)
         engine = build_engine(
-            spec, integration_id="mine", source=w.source, stripe=StripeLedger(StripeGateway(w.client)), budget=budget
+            spec, integration_id="mine", source=w.source, stripe=StripeLedger(StripeGateway(w.sdk)), budget=budget
         )
         report = await engine.run_pass(SyncState())
         assert (report.sent, report.skipped, report.failed, report.events) == (1, 1, 0, [])
         assert budget.consecutive == 0 and len(w.invoices_of(good)) == 1
         # The team whose Account it is reports it, as m3ter's validation kind naming the field.
         theirs_only = engine_spec(ORG, accountIds=[theirs])
-        report = await run(w, theirs_only, "theirs", Overlap((T0, "billing", "theirs")))
+        report = await w.run(spec=theirs_only, integration_id="theirs", overlap=Overlap((T0, "billing", "theirs")))
         (event,) = report.events
         assert (
             event.kind is EventKind.VALIDATION and event.bill_id == broken and "lineItems[0].subtotal" in event.message
@@ -170,8 +138,8 @@ async def test_a_malformed_bill_both_overlapping_integrations_select_is_reported
         w.m3ter.corrupt_bill(ORG, broken, set={"version": "two"})
         spec = engine_spec(ORG)
         older, younger = peer("a", spec, created=T0), peer("b", spec, created=T0 + timedelta(seconds=1))
-        first = await run(w, spec, older.uid, Overlap(older.seniority, (younger,)))
-        second = await run(w, spec, younger.uid, Overlap(younger.seniority, (older,)))
+        first = await w.run(spec=spec, integration_id=older.uid, overlap=Overlap(older.seniority, (younger,)))
+        second = await w.run(spec=spec, integration_id=younger.uid, overlap=Overlap(younger.seniority, (older,)))
         assert [e.bill_id for e in first.events] == [broken]
         assert second.events == [] and dict(second.left_to) == {"billing/a": 1}
         assert second.skipped == 1

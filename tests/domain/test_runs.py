@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import pytest
 
-from m3stripe.domain.runs import BillResult, ErrorEvent, EventKind, Outcome, RunReport, RunStatus
+from m3stripe.domain.runs import BillResult, ErrorEvent, EventKind, Outcome
+from tests.domain.builders import RUN_START, event, report
 
-T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+T0 = RUN_START
 RETENTION = timedelta(hours=720)
-
-
-def event(
-    message: str = "boom",
-    *,
-    kind: EventKind = EventKind.PERFORM,
-    bill_id: str | None = "bill-1",
-    account_id: str | None = "acc-1",
-    run_id: str = "run-1",
-    at: datetime = T0,
-) -> ErrorEvent:
-    return ErrorEvent(kind=kind, message=message, run_id=run_id, time=at, bill_id=bill_id, account_id=account_id)
-
-
-def report(run_id: str = "run-1", *, status: RunStatus = RunStatus.COMPLETE, **fields: Any) -> RunReport:
-    r = RunReport(run_id=run_id, started=T0, completed=T0 + timedelta(seconds=5), status=status)
-    for name, value in fields.items():
-        setattr(r, name, value)
-    return r
 
 
 # --------------------------------------------------------------------------- RunReport

@@ -14,9 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import stripe
 
-from m3stripe.adapters.stripe_client import open_client
+from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
 from m3stripe.domain.billing import Bill
@@ -32,49 +31,39 @@ from m3stripe.domain.mapping import (
 from m3stripe.domain.stripe_writer import StripeWriter
 from m3stripe.testing.stripe_emulator import StripeEmulator
 from tests.domain.builders import make_bill, make_line, make_spec
+from tests.support.clock import Clock
+from tests.support.world import World, open_world
 
 KEY = "sk_test_writerHistory01"
 INTEGRATION = "int-history"
+CREDS = M3terCredentials("org", "writer-client", "writer-secret")
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-@dataclass
-class World:
-    emulator: StripeEmulator
-    client: stripe.StripeClient
-    now: list[float]
+@dataclass(kw_only=True)
+class WriterWorld(World):
+    """The Stripe emulator on the hand-moved `clock`, and the operator's StripeWriter over the stripe SDK."""
+
+    clock: Clock
 
     def at(self, when: datetime) -> None:
-        self.now[0] = when.timestamp()
+        self.clock.set(when)
 
     def writer(self) -> StripeWriter:
-        return StripeWriter(StripeLedger(StripeGateway(self.client, retry=RetryPolicy(max_attempts=1))))
+        return StripeWriter(StripeLedger(StripeGateway(self.sdk, retry=RetryPolicy(max_attempts=1))))
 
     def lists(self) -> int:
         return sum(
-            1 for r in self.emulator.requests if r.method == "GET" and r.path in ("/v1/invoices", "/v1/invoiceitems")
+            1 for r in self.stripe.requests if r.method == "GET" and r.path in ("/v1/invoices", "/v1/invoiceitems")
         )
 
-    def invoices_of(self, bill_id: str) -> list[dict[str, Any]]:
-        state = self.emulator.state(self.emulator_account)
-        return [i for i in state["invoices"].values() if i["metadata"].get(META_BILL) == bill_id]
 
-    def items_of(self, bill_id: str) -> list[dict[str, Any]]:
-        state = self.emulator.state(self.emulator_account)
-        return [i for i in state["invoice_items"].values() if i["metadata"].get(META_BILL) == bill_id]
-
-    emulator_account: str = ""
-
-
-def run(body: Callable[[World], Coroutine[Any, Any, None]]) -> None:
+def run(body: Callable[[WriterWorld], Coroutine[Any, Any, None]]) -> None:
     async def main() -> None:
-        now = [T0.timestamp()]
-        emulator = StripeEmulator(seed=7, clock=lambda: now[0], contract_mode=True)
-        account = emulator.add_api_key(KEY)
-        async with emulator, open_client(KEY, api_base=emulator.url) as client:
-            world = World(emulator, client, now, account)
-            await body(world)
-        assert not emulator.violations, emulator.violations
+        clock = Clock(T0)
+        emulator = StripeEmulator(seed=7, clock=clock, contract_mode=True)
+        async with open_world(CREDS, KEY, stripe_emulator=emulator) as base:
+            await body(WriterWorld(**base.parts(), clock=clock))
 
     asyncio.run(main())
 
@@ -93,7 +82,7 @@ def bill(bill_id: str, *, created: datetime | None, version: int = 1, amounts: t
 
 
 async def write(
-    world: World,
+    world: WriterWorld,
     writer: StripeWriter,
     b: Bill,
     customer: str,
@@ -108,11 +97,11 @@ async def write(
     return (await writer.write_items(plan, customer, not_before=b.created)).changed
 
 
-async def customer(world: World) -> str:
-    return str((await world.client.v1.customers.create_async(params={"name": "history"})).id)
+async def customer(world: WriterWorld) -> str:
+    return str((await world.sdk.v1.customers.create_async(params={"name": "history"})).id)
 
 
-async def history(world: World, customer_id: str, size: int, *, invoice: bool) -> None:
+async def history(world: WriterWorld, customer_id: str, size: int, *, invoice: bool) -> None:
     """`size` earlier invoices (or items) of this integration for other Bills, a month before T0."""
     world.at(T0 - timedelta(days=30))
     for n in range(size):
@@ -124,11 +113,11 @@ async def history(world: World, customer_id: str, size: int, *, invoice: bool) -
             META_LINE_INDEX: "0",
         }
         if invoice:
-            await world.client.v1.invoices.create_async(
+            await world.sdk.v1.invoices.create_async(
                 params={"customer": customer_id, "metadata": meta, "auto_advance": False}
             )
         else:
-            await world.client.v1.invoice_items.create_async(
+            await world.sdk.v1.invoice_items.create_async(
                 params={"customer": customer_id, "amount": 100, "currency": "usd", "metadata": meta}
             )
 
@@ -138,7 +127,7 @@ async def history(world: World, customer_id: str, size: int, *, invoice: bool) -
 def test_finding_earlier_writes_costs_one_list_per_bill_whatever_the_customers_history(
     invoice: bool, size: int
 ) -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         await history(world, cus, size, invoice=invoice)
         writer = world.writer()
@@ -154,7 +143,7 @@ def test_finding_earlier_writes_costs_one_list_per_bill_whatever_the_customers_h
 
 
 def test_bills_listed_newest_first_cost_one_list_each() -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         world.at(T0)
         writer = world.writer()
@@ -168,7 +157,7 @@ def test_bills_listed_newest_first_cost_one_list_each() -> None:
 
 @pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
 def test_a_regenerated_bill_finds_what_its_first_version_wrote_long_before(invoice: bool) -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         created = T0 - timedelta(days=60)
         world.at(created + timedelta(minutes=1))
@@ -193,7 +182,7 @@ def test_a_regenerated_bill_finds_what_its_first_version_wrote_long_before(invoi
 
 @pytest.mark.parametrize("invoice", [True, False], ids=["invoice", "items"])
 def test_a_write_by_another_process_after_the_index_was_built_is_found(invoice: bool) -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         world.at(T0)
         ours = world.writer()
@@ -210,7 +199,7 @@ def test_a_write_by_another_process_after_the_index_was_built_is_found(invoice: 
 
 
 def test_a_bill_without_a_creation_time_searches_the_whole_history() -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         world.at(T0 - timedelta(days=400))
         assert await write(world, world.writer(), bill("ancient", created=None), cus, invoice=True)
@@ -231,7 +220,7 @@ def test_a_bill_without_a_creation_time_searches_the_whole_history() -> None:
 def test_what_another_integration_of_the_same_organization_wrote_is_this_bills_and_is_never_written_again(
     invoice: bool,
 ) -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         world.at(T0)
         b = bill("recreated", created=T0, amounts=("1.00", "2.50"))
@@ -256,7 +245,7 @@ def test_what_another_integration_of_the_same_organization_wrote_is_this_bills_a
 def test_objects_written_before_the_organization_was_recorded_are_still_recognised_after_an_upgrade(
     invoice: bool,
 ) -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         world.at(T0)
         b = bill("legacy", created=T0, amounts=("1.00", "2.50"))
@@ -268,15 +257,15 @@ def test_objects_written_before_the_organization_was_recorded_are_still_recognis
         # What an operator before the Organization was recorded wrote: the integration's uid, no Organization.
         if invoice:
             params = plan.invoice_create_params(cus)
-            created = await world.client.v1.invoices.create_async(
+            created = await world.sdk.v1.invoices.create_async(
                 params={**params, "metadata": legacy(params["metadata"])}
             )
             lines = [{**p.line_params(), "metadata": legacy(p.metadata)} for p in plan.lines]
-            await world.client.v1.invoices.add_lines_async(created.id, params={"lines": lines})  # type: ignore[typeddict-item]
+            await world.sdk.v1.invoices.add_lines_async(created.id, params={"lines": lines})  # type: ignore[typeddict-item]
         else:
             for p in plan.lines:
                 params = p.invoice_item_params(cus, plan.currency)
-                await world.client.v1.invoice_items.create_async(params={**params, "metadata": legacy(p.metadata)})
+                await world.sdk.v1.invoice_items.create_async(params={**params, "metadata": legacy(p.metadata)})
         world.at(T0 + timedelta(minutes=5))
         assert not await write(world, world.writer(), b, cus, invoice=invoice, integration="uid-after-upgrade")
         assert len(world.invoices_of("legacy") if invoice else world.items_of("legacy")) == (1 if invoice else 2)
@@ -285,7 +274,7 @@ def test_objects_written_before_the_organization_was_recorded_are_still_recognis
 
 
 def test_an_object_of_another_organization_is_not_this_bills_even_with_the_same_bill_id() -> None:
-    async def body(world: World) -> None:
+    async def body(world: WriterWorld) -> None:
         cus = await customer(world)
         world.at(T0)
         b = bill("shared-id", created=T0)

@@ -6,7 +6,7 @@ official stripe SDK to the Stripe emulator (contract mode), both on the test's e
 
 from __future__ import annotations
 
-import asyncio
+import pytest
 
 from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
@@ -15,7 +15,12 @@ from m3stripe.domain.runs import ErrorBudget, RunReport
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.stripe_emulator import StripeEmulator
 from tests.domain.builders import engine_spec
-from tests.domain.passes import m3ter_source, send_pass
+from tests.support.engine_world import send_pass
+from tests.support.world import m3ter_source
+
+# On fake time (looptime): the emulators run on the test's event loop, so Stripe's latency takes no real time and the
+# Bills' writes interleave the same way on a loaded machine.
+pytestmark = pytest.mark.looptime
 
 KEY = "sk_test_engineQueues01"
 ORG = "org-queues"
@@ -64,8 +69,8 @@ async def _pass() -> tuple[list[str], str, int]:
         return [str(i["metadata"][META_BILL]) for i in invoices], quiet_bill, report.sent
 
 
-def test_a_customer_with_many_bills_does_not_starve_another_customers_bill() -> None:
-    order, quiet_bill, sent = asyncio.run(_pass())
+async def test_a_customer_with_many_bills_does_not_starve_another_customers_bill() -> None:
+    order, quiet_bill, sent = await _pass()
     assert sent == BUSY_BILLS + 1
     assert sorted(order) == sorted(set(order))  # exactly once each
     # The busy customer's Bills are written one at a time; the quiet one's goes alongside, not after them all.
@@ -83,8 +88,8 @@ async def _refused_pass(bills: int) -> tuple[int, int, int]:
         return len(report.events), stripe_emulator.request_count, report.sent + report.failed + report.skipped
 
 
-def test_once_stripe_refuses_the_key_the_queued_bills_are_not_sent_to_stripe() -> None:
-    events, requests, reported = asyncio.run(_refused_pass(200))
+async def test_once_stripe_refuses_the_key_the_queued_bills_are_not_sent_to_stripe() -> None:
+    events, requests, reported = await _refused_pass(200)
     # At most the Bills already past the check when the first refusal came (one per read slot).
     assert 1 <= events <= 4 + 1, events
     assert requests <= 4 + 1, requests

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import pytest
+
 from m3stripe.domain.runs import EventKind, SyncState
-from tests.domain.test_tax_engine import ORG, PRODUCT, TAXED, World, taxes, world
+from tests.support.tax_world import ORG, PRODUCT, TAXED, TaxWorld, taxes, world
 
 FEE_AND_CREDIT = [
     {"line_item_type": "STANDING_CHARGE", "subtotal": "20.00", "description": "Platform fee"},
@@ -15,7 +17,7 @@ FEE_AND_CREDIT = [
 ]
 
 
-async def fee_and_credit(w: World) -> str:
+async def fee_and_credit(w: TaxWorld) -> str:
     account, _ = await w.customer("gb")
     return w.m3ter.add_bill(ORG, account_id=account, lines=FEE_AND_CREDIT, currency="GBP")
 
@@ -76,7 +78,7 @@ async def test_turning_tax_on_leaves_a_finalized_invoice_of_the_same_version_alo
         bill_id = w.bill(account, "10.00")
         assert (await w.run(taxBehavior="Exclusive", priceDataProductId=PRODUCT)).sent == 1
         (draft,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.finalize_invoice_async(draft["id"])
+        await w.sdk.v1.invoices.finalize_invoice_async(draft["id"])
         # Finance turns tax on and the integration reads every Bill again (re-created, or its status lost).
         again = await w.run(state=SyncState(), **TAXED)
         assert (again.sent, again.unchanged, again.events) == (0, 1, [])
@@ -87,14 +89,10 @@ async def test_turning_tax_on_leaves_a_finalized_invoice_of_the_same_version_alo
 async def test_a_finalized_invoice_of_the_same_version_with_credits_over_charges_is_no_error_once_tax_is_on() -> None:
     async with world() as w:
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "5.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-8.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "5.00", "-8.00")
         assert (await w.run(priceDataProductId=PRODUCT)).sent == 1
         (draft,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.finalize_invoice_async(draft["id"])
+        await w.sdk.v1.invoices.finalize_invoice_async(draft["id"])
         again = await w.run(state=SyncState(), **TAXED)
         assert (again.unchanged, again.events) == (1, [])
 
@@ -103,14 +101,9 @@ async def test_when_the_accounts_default_taxes_a_bill_whose_credits_exceed_its_c
     None
 ):
     async with world() as w:
-        w.stripe.set_tax_settings(w.account, tax_behavior="exclusive", tax_code="txcd_10103001")
-        w.stripe.set_invoice_automatic_tax_default(w.account, "enabled_when_possible")
+        w.taxed_by_the_account_default()
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "5.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-8.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "5.00", "-8.00")
         report = await w.run()  # automaticTax: AccountDefault
         (event,) = report.events
         assert event.kind is EventKind.VALIDATION and "credits of" in event.message
@@ -147,6 +140,7 @@ async def test_a_bill_found_as_it_should_be_does_not_count_its_tax_again() -> No
         assert (again.unchanged, dict(again.taxes), again.bill_taxes) == (1, {}, [])
 
 
+@pytest.mark.looptime
 async def test_a_customers_tax_location_is_read_once_per_pass_however_many_of_its_bills_are_prepared_at_once() -> None:
     async with world() as w:
         account, customer = await w.customer("gb")

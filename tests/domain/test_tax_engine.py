@@ -6,111 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from m3stripe.adapters.m3ter_source import M3terCredentials, M3terSource
-from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
-from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
-from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
-from m3stripe.domain.runs import ErrorBudget, EventKind, RunReport, RunStatus, SyncState
-from m3stripe.domain.sync_engine import build_engine
-from m3stripe.testing.m3ter_emulator import M3terEmulator
-from m3stripe.testing.stripe_emulator import StripeEmulator
-from tests.domain.builders import engine_spec
+from m3stripe.domain.runs import EventKind, RunStatus, SyncState
 from tests.domain.request_log import normalized
-
-ORG = "org-tax"
-CREDS = M3terCredentials(ORG, "tax-client", "tax-secret")
-KEY = "sk_test_51taxEngineGB"
-PRODUCT = "prod_TaxedUsage"
-UK = {"line1": "1 High Street", "city": "London", "postal_code": "SW1A 1AA", "country": "GB"}
-
-
-@dataclass
-class World:
-    m3ter: M3terEmulator
-    stripe: StripeEmulator
-    account: str
-    client: Any
-    source: M3terSource
-
-    async def customer(self, code: str, address: dict[str, str] | None = UK) -> tuple[str, str]:
-        """An m3ter Account and its Stripe customer (with `address`, or none)."""
-        account = self.m3ter.add_account(ORG, name=code, code=code, currency="GBP")
-        params: dict[str, Any] = {"metadata": {META_ACCOUNT: account}}
-        if address is not None:
-            params["address"] = address
-        created = await self.client.v1.customers.create_async(params=params)
-        return account, str(created.id)
-
-    def bill(self, account: str, *subtotals: str, currency: str = "GBP") -> str:
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": s, "description": f"usage {i}"} for i, s in enumerate(subtotals)
-        ]
-        return self.m3ter.add_bill(ORG, account_id=account, lines=lines, currency=currency)
-
-    def invoices_of(self, bill_id: str) -> list[dict[str, Any]]:
-        invoices = self.stripe.state(self.account)["invoices"].values()
-        return [i for i in invoices if i["metadata"].get(META_BILL) == bill_id]
-
-    def items_of(self, bill_id: str) -> list[dict[str, Any]]:
-        items = self.stripe.state(self.account)["invoice_items"].values()
-        return [i for i in items if i["metadata"].get(META_BILL) == bill_id]
-
-    async def run(self, *, key: str = KEY, state: SyncState | None = None, **spec: Any) -> RunReport:
-        async with open_client(key, api_base=self.stripe.url) as client:
-            gateway = StripeGateway(client, retry=RetryPolicy(max_attempts=2, base_delay=0, max_delay=0))
-            full = engine_spec(ORG, **spec)
-            stripe = StripeLedgerReader(gateway) if full.is_plan else StripeLedger(gateway)
-            engine = build_engine(
-                full, integration_id="int-tax", source=self.source, stripe=stripe, budget=ErrorBudget(10)
-            )
-            report = await engine.run_pass(state or SyncState())
-        assert not self.stripe.violations, self.stripe.contract_report()
-        return report
-
-
-@asynccontextmanager
-async def world(
-    *, tax: bool = True, registered: bool = True, rate: str = "20", **emulator_options: Any
-) -> AsyncIterator[World]:
-    """A GB Stripe account; with `tax`, Stripe Tax active on it (head office in London) and, if `registered`, a GB
-    registration at `rate`%; without, Stripe Tax is pending (no head office), as on a new account."""
-    emulator = StripeEmulator(**{"seed": 19, "contract_mode": True, **emulator_options})
-    account = emulator.add_api_key(KEY, country="GB", default_currency="gbp")
-    if tax:
-        emulator.set_tax_settings(account, head_office=UK)
-        emulator.set_tax_rate("GB", rate)
-        if registered:
-            emulator.add_tax_registration(account, "GB", rate)
-    async with emulator, M3terEmulator() as m3ter:
-        m3ter.add_client(CREDS.client_id, CREDS.client_secret, ORG)
-        source = M3terSource(CREDS, base_url=m3ter.url)
-        try:
-            async with open_client(KEY, api_base=emulator.url) as client:
-                if tax:
-                    await client.v1.products.create_async(
-                        params={"id": PRODUCT, "name": "Usage", "tax_code": "txcd_10103001"}
-                    )
-                yield World(m3ter, emulator, account, client, source)
-        finally:
-            await source.aclose()
-
-
-def taxes(invoice: dict[str, Any]) -> tuple[int, int]:
-    """(exclusive, inclusive) tax of an invoice, from its total_taxes."""
-    exclusive = sum(t["amount"] for t in invoice["total_taxes"] if t["tax_behavior"] == "exclusive")
-    inclusive = sum(t["amount"] for t in invoice["total_taxes"] if t["tax_behavior"] == "inclusive")
-    return exclusive, inclusive
-
-
-TAXED = {"automaticTax": "Enabled", "taxBehavior": "Exclusive", "priceDataProductId": PRODUCT}
+from tests.support.tax_world import ORG, PRODUCT, TAXED, UK, taxes, world
 
 
 async def test_exclusive_tax_is_added_and_the_amount_before_tax_is_the_bills_total() -> None:
@@ -177,11 +79,7 @@ async def test_a_credit_is_a_discount_taken_off_before_tax_and_nothing_is_refuse
 async def test_credits_larger_than_the_charges_are_a_validation_event_and_nothing_is_sent() -> None:
     async with world() as w:
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "5.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-8.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "5.00", "-8.00")
         report = await w.run(**TAXED)
         (event,) = report.events
         assert event.kind is EventKind.VALIDATION and "credits of" in event.message and bill_id in event.message
@@ -266,7 +164,7 @@ async def test_a_finalized_taxed_invoice_is_still_left_alone() -> None:
         bill_id = w.bill(account, "10.00")
         first = await w.run(**TAXED)
         (draft,) = w.invoices_of(bill_id)
-        await w.client.v1.invoices.finalize_invoice_async(draft["id"])
+        await w.sdk.v1.invoices.finalize_invoice_async(draft["id"])
         w.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "99.00"}])
         second = await w.run(state=SyncState(watermark=first.watermark), **TAXED)
         assert second.status is RunStatus.INVOICE_ALREADY_PAID
@@ -292,14 +190,9 @@ async def test_a_restricted_key_without_the_tax_settings_permission_is_named() -
 
 async def test_the_account_default_turning_tax_on_makes_the_lines_take_their_taxed_forms() -> None:
     async with world() as w:
-        w.stripe.set_tax_settings(w.account, tax_behavior="exclusive", tax_code="txcd_10103001")
-        w.stripe.set_invoice_automatic_tax_default(w.account, "enabled_when_possible")
+        w.taxed_by_the_account_default()
         account, _ = await w.customer("gb")
-        lines = [
-            {"line_item_type": "USAGE", "subtotal": "10.00"},
-            {"line_item_type": "CREDIT_MEMO", "subtotal": "-2.00"},
-        ]
-        bill_id = w.m3ter.add_bill(ORG, account_id=account, lines=lines, currency="GBP")
+        bill_id = w.usage_and_credit(account, "10.00", "-2.00")
         report = await w.run()  # automaticTax: AccountDefault, taxBehavior: AccountDefault
         assert (report.sent, report.events) == (1, []), report.events
         (invoice,) = w.invoices_of(bill_id)

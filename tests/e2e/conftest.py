@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from m3stripe.testing.stack import LocalStack
-from tests.e2e.helpers import Org
+from tests.support.stack_world import Org
 
 
 @pytest.fixture(scope="module")

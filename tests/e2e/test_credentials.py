@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e.helpers import integration_spec
+from tests.support.stack_world import integration_spec
 
 TEST_KEY = "sk_test_51emulatorAAAA"
 OTHER_TEST_KEY = "sk_test_51emulatorBBBB"

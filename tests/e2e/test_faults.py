@@ -4,9 +4,7 @@ writing, and m3ter revokes its token mid-run. Every restart must be sending agai
 
 from __future__ import annotations
 
-import contextlib
 import random
-import socket
 import time
 import urllib.request
 from collections import Counter
@@ -21,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from m3stripe.domain.money import to_minor_units
 from m3stripe.testing.stack import LocalStack, wait_for
 from m3stripe.testing.stripe_emulator import Fault
+from tests.support.ports import free_ports
 
 KEY_INVOICES = "sk_test_51faultsINVOICE"
 KEY_ITEMS = "sk_test_51faultsITEMS"
@@ -122,15 +121,6 @@ def _holds_lease(port: int) -> bool:
     )
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports (all bound at once while choosing, so none is handed out twice)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-
-
 @pytest.mark.slow
 def test_every_selected_bill_lands_exactly_once_under_faults_and_crashes(stack: LocalStack) -> None:
     acct_invoices = stack.call(lambda: stack.stripe.add_api_key(KEY_INVOICES))
@@ -206,7 +196,7 @@ def test_every_selected_bill_lands_exactly_once_under_faults_and_crashes(stack: 
     for n in range(KILLS):
         if everything_written():
             break
-        port, liveness = _free_ports(2)
+        port, liveness = free_ports(2)
         argv = [a.replace("{liveness}", str(liveness)) for a in args]
         started = time.monotonic()
         op = stack.start_operator(*argv, name=f"crash-{n}", M3STRIPE_METRICS_PORT=str(port), **env)
@@ -236,7 +226,7 @@ def test_every_selected_bill_lands_exactly_once_under_faults_and_crashes(stack: 
     assert revoked
     assert max(to_first_request) <= 20, to_first_request
     assert max(to_first_write) <= 20, to_first_write
-    op = stack.start_operator(*[a.replace("{liveness}", str(_free_ports(1)[0])) for a in args], name="final", **env)
+    op = stack.start_operator(*[a.replace("{liveness}", str(free_ports(1)[0])) for a in args], name="final", **env)
     try:
 
         def settled() -> bool:

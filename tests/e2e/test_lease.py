@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e.helpers import seed
+from tests.support.stack_world import seed
 
 NS = "lease"
 LEASE_NS = "m3stripe-system"

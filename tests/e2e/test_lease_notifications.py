@@ -7,7 +7,7 @@ from typing import Any
 
 from m3stripe.api import names
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e.helpers import connect, integration_spec
+from tests.support.stack_world import connect, integration_spec
 
 NS = "notify"
 ORG = "org-notify"

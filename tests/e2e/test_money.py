@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess
-from tests.e2e.helpers import Org, customer, first_run, run_now
+from tests.support.stack_world import Org, customer, first_run, run_now
 
 KEY = "sk_test_51moneyAAAA"
 DAY = 86_400

@@ -3,7 +3,6 @@ and applied again (as a cluster rebuilt from git does), under Stripe faults."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
 from m3stripe.testing.stripe_emulator.faults import Fault
-from tests.e2e.helpers import Org, first_run, run_now, seed
+from tests.support.stack_world import Org, first_run, invoices_per_bill, run_now, seed
 
 KEY = "sk_test_51oncePerBILL"
 
@@ -21,16 +20,6 @@ def operator(stack: LocalStack) -> Iterator[OperatorProcess]:
     stack.call(lambda: stack.stripe.add_api_key(KEY))
     with stack.operator() as op:
         yield op
-
-
-def invoices_per_bill(stack: LocalStack, stripe: Any) -> Counter[str]:
-    account = str(stripe.v1.accounts.retrieve_current().id)
-    state = stack.call(lambda: stack.stripe.state(account))
-    return Counter(str(i["metadata"].get("m3ter_bill_id")) for i in state["invoices"].values())
-
-
-def condition(found: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in found.get("conditions") or () if c["type"] == type_)
 
 
 def test_a_manifest_deleted_and_applied_again_under_stripe_faults_invoices_nothing_twice(

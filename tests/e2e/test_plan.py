@@ -12,7 +12,7 @@ import pytest
 
 from m3stripe.cli import main
 from m3stripe.testing.stack import LocalStack, wait_for
-from tests.e2e.helpers import connect
+from tests.support.stack_world import connect
 
 KEY = "sk_test_51planAAAA"
 ORG = "org-plan"

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from m3stripe.testing.stack import LocalStack, wait_for
-from tests.e2e.helpers import connect, integration_spec, seed
+from tests.support.stack_world import connect, integration_spec, seed
 
 KEY = "sk_test_51replicasAAAA"
 ORG = "org-replicas"

@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from m3stripe.adapters.stripe_gateway import budget_label
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e import helpers
-from tests.e2e.helpers import connect, integration_spec
+from tests.support import stack_world
+from tests.support.ports import free_port
+from tests.support.stack_world import connect, integration_spec, scrape, value
 
 KEY = "sk_test_51runsAAAA"
 ORG = "org-runs"
 NS = "runs"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def metrics_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +31,12 @@ def operator(stack: LocalStack, metrics_port: int) -> Iterator[OperatorProcess]:
         yield op
 
 
-def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
-    return metrics.get((name, frozenset(labels.items())))
-
-
 def integration(stack: LocalStack, name: str, **spec: Any) -> None:
     stack.kube.create_integration(NS, name, integration_spec(ORG, **spec))
 
 
 def status(stack: LocalStack, name: str) -> dict[str, Any]:
-    return helpers.status(stack, NS, name)
+    return stack_world.status(stack, NS, name)
 
 
 def run_now(stack: LocalStack, name: str, token: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from m3stripe.testing.stack import LocalStack, wait_for
-from tests.e2e.helpers import Org, first_run, run_now, seed, status
-from tests.e2e.test_once_per_bill import condition, invoices_per_bill
+from tests.support.stack_world import Org, first_run, invoices_per_bill, run_now, seed, status
+from tests.support.status import condition
 
 KEY = "sk_test_51twoShardsSameBILLS"
 

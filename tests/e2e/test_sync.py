@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e.helpers import Org, customer, first_run, run_now
+from tests.support.stack_world import Org, customer, first_run, run_now
 
 KEY = "sk_test_51syncAAAA"
 

@@ -12,8 +12,8 @@ import pytest
 
 from m3stripe.ctl.views import runs_table
 from m3stripe.testing.stack import LocalStack, OperatorProcess
-from tests.e2e.helpers import Org, first_run, run_now
-from tests.e2e.test_runs_and_metrics import _free_port, scrape, value
+from tests.support.ports import free_port
+from tests.support.stack_world import Org, first_run, run_now, scrape, value
 
 KEY = "sk_test_51taxEndToEndGB"
 PRODUCT = "prod_E2ETaxedUsage"
@@ -22,7 +22,7 @@ GB = {"line1": "1 High Street", "city": "London", "postal_code": "SW1A 1AA", "co
 
 @pytest.fixture(scope="module")
 def metrics_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 
 from m3stripe.testing.m3ter_emulator import render
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
+from tests.support.ports import free_port
 
 from .cases import (
     CASES,
@@ -42,12 +42,6 @@ from .cases import (
 NS = "hostile"
 CONTROL_NS, CONTROL_ORG, CONTROL = "control", "org-control", "control"
 DEADLINE = 360.0  # generous: 2 loaded cores; the wait ends as soon as every outcome holds
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _m3ter_secret_name(org: str) -> str:
@@ -274,7 +268,7 @@ def world(stack: LocalStack) -> Iterator[World]:
     stack.call(lambda: stack.stripe.add_api_key(CONTROL_KEY))
     stack.call(lambda: stack.m3ter.add_client(M3TER_CLIENT, M3TER_SECRET, EMPTY_ORG))
     stack.kube.put_secret(NS, "stripe", {"apiKey": GOOD_KEY})
-    port = _free_port()
+    port = free_port()
     op = stack.start_operator(
         "--standalone",
         "--liveness=",

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.kube.test_recreation_and_overlap import apply, w
-from tests.kube.test_worker import ORG, World, condition, world
-
-__all__ = ["w", "world"]  # the fixtures
+from tests.support.kube_world import ORG, KubeWorld
+from tests.support.status import condition
 
 
-def accounts(w: World, *countries: str) -> list[str]:
+def accounts(w: KubeWorld, *countries: str) -> list[str]:
     return [
         w.m3ter.add_account(ORG, name=f"{c}{i}", code=f"{c.lower()}{i}", currency="USD", address={"country": c})
         for i, c in enumerate(countries)
@@ -18,10 +16,10 @@ def accounts(w: World, *countries: str) -> list[str]:
 
 
 async def test_a_filter_that_matches_no_account_of_the_organization_says_so_in_a_condition_and_an_event(
-    w: World,
+    w: KubeWorld,
 ) -> None:
     accounts(w, "UK", "UK", "US")
-    uk = await apply(w, "uk", accountFilter='address.country == "United Kingdom"')
+    uk = await w.apply("uk", accountFilter='address.country == "United Kingdom"')
     status = await uk.reconcile()
     selected = condition(status, "AccountsSelected")
     assert (selected["status"], selected["reason"]) == ("False", "NoAccountSelected")
@@ -35,9 +33,9 @@ async def test_a_filter_that_matches_no_account_of_the_organization_says_so_in_a
     assert condition(status, "AccountsSelected")["status"] == "False"
 
 
-async def test_a_filter_that_matches_some_accounts_counts_them_and_a_spec_change_counts_again(w: World) -> None:
+async def test_a_filter_that_matches_some_accounts_counts_them_and_a_spec_change_counts_again(w: KubeWorld) -> None:
     accounts(w, "UK", "US", "US")
-    uk = await apply(w, "uk", accountFilter='address.country == "UK"')
+    uk = await w.apply("uk", accountFilter='address.country == "UK"')
     status = await uk.reconcile()
     selected = condition(status, "AccountsSelected")
     assert (selected["status"], selected["reason"]) == ("True", "AccountsSelected")
@@ -49,16 +47,16 @@ async def test_a_filter_that_matches_some_accounts_counts_them_and_a_spec_change
     assert condition(status, "AccountsSelected")["reason"] == "NoAccountSelected"
 
 
-async def test_account_ids_naming_no_account_of_the_organization_are_no_account_selected(w: World) -> None:
+async def test_account_ids_naming_no_account_of_the_organization_are_no_account_selected(w: KubeWorld) -> None:
     accounts(w, "UK")
-    typo = await apply(w, "typo", accountIds=["acc-that-does-not-exist"])
+    typo = await w.apply("typo", accountIds=["acc-that-does-not-exist"])
     status = await typo.reconcile()
     selected = condition(status, "AccountsSelected")
     assert selected["status"] == "False" and "spec.accountIds (1)" in selected["message"]
 
 
-async def test_without_account_ids_and_filter_every_account_is_selected_and_nothing_is_counted(w: World) -> None:
+async def test_without_account_ids_and_filter_every_account_is_selected_and_nothing_is_counted(w: KubeWorld) -> None:
     accounts(w, "UK")
-    everything = await apply(w, "all")
+    everything = await w.apply("all")
     status = await everything.reconcile()
     assert condition(status, "AccountsSelected")["reason"] == "AllAccounts" and "accountSelection" not in status

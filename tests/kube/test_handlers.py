@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import kmock
 import kopf
 import pytest
 from kubernetes import client, config
@@ -21,8 +20,7 @@ from m3stripe.kube import handlers
 from m3stripe.kube.config import LeaseConfig, MetricsConfig, OperatorConfig, SmtpConfig
 from m3stripe.kube.leadership import AlwaysLeader, LeaderElector
 from m3stripe.kube.runtime import OperatorMemo
-from m3stripe.testing.kube_emulator import KubeEmulator
-from m3stripe.testing.kubeconfig import write_kubeconfig
+from tests.support.kube_world import kube_api_server
 
 LOG = logging.getLogger("test-handlers")
 LEASE_NS = "m3stripe-system"
@@ -42,9 +40,8 @@ async def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
     # Loading a kubeconfig sets the client's process-wide default configuration: restore it afterwards.
     monkeypatch.setattr(client.Configuration, "_default", client.Configuration._default)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    async with KubeEmulator() as emulator, kmock.Server(emulator) as server:
-        emulator.add_namespace(LEASE_NS)
-        path = write_kubeconfig(tmp_path / "kubeconfig.yaml", str(server.url).rstrip("/"))
+    path = tmp_path / "kubeconfig.yaml"
+    async with kube_api_server(path, LEASE_NS):
         monkeypatch.setenv("KUBECONFIG", str(path))
         # The client read KUBECONFIG when it was imported; a process started now would find it there.
         monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(path))

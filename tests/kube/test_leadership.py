@@ -13,7 +13,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import kmock
 import pytest
 from kubernetes import config
 
@@ -23,28 +22,17 @@ from m3stripe.adapters.stripe_gateway import StripeGateway, StripeRateLimit
 from m3stripe.domain.ports import FenceLost
 from m3stripe.kube.leadership import FencedRateLimit, LeaderElector, LeaseSettings
 from m3stripe.metrics import Metrics
-from m3stripe.testing.kube_emulator import KubeEmulator
-from m3stripe.testing.kubeconfig import write_kubeconfig
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.support.clock import Clock
+from tests.support.kube_world import kube_api_server
 
 NS = "m3stripe-system"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[KubeApi]:
-    async with KubeEmulator() as emulator, kmock.Server(emulator) as server:
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", str(server.url).rstrip("/"))
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    async with kube_api_server(kubeconfig):
         kube = KubeApi(config.new_client_from_config(str(kubeconfig)))  # type: ignore[no-untyped-call]
         try:
             yield kube
@@ -123,14 +111,14 @@ async def test_the_fence_falls_before_any_other_replica_can_take_the_lease(api: 
     clock = Clock()
     a, b = _elector(api, "pod-a_1", clock), _elector(api, "pod-b_1", clock)
     assert await a.round()
-    renewed = clock.now
+    renewed = clock()
     clock.advance(1)
     assert not await b.round()
     while not await b.round():
         clock.advance(0.5)
-        if clock.now >= renewed + s.renew_deadline:
+        if clock() >= renewed + s.renew_deadline:
             assert not a.is_leader()
-    assert clock.now >= renewed + s.lease_duration
+    assert clock() >= renewed + s.lease_duration
     assert not a.is_leader()
 
 
@@ -329,6 +317,7 @@ async def test_every_stripe_request_of_a_pass_checks_the_fence() -> None:
         await limit.acquire("invoices.create")
 
 
+@pytest.mark.looptime
 async def test_a_stripe_request_in_flight_when_the_fence_falls_is_abandoned_as_a_lost_fence() -> None:
     """The fence still stands when the request starts; Stripe answers only after it fell."""
     key = "sk_test_fencedRequest0001"

@@ -8,113 +8,18 @@ Stripe account invoice each Bill once, the older one writing, both saying so; al
 from __future__ import annotations
 
 import asyncio
-import logging
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from m3stripe.api import names
 from m3stripe.domain.mapping import META_INTEGRATION, META_ORGANIZATION, META_VERSION
-from m3stripe.kube.integration import Integration
-from m3stripe.kube.peers import seniority
-from m3stripe.kube.worker import IntegrationWorker
 from m3stripe.testing.stripe_emulator.faults import Fault
-from tests.kube.test_worker import KEY, M3TER_CLIENT, M3TER_SECRET, ORG, World, condition, world
-
-__all__ = ["world"]  # test_worker's fixture, used here through `w`
-
-
-@pytest.fixture
-def w(world: World) -> World:
-    return world
+from tests.support.kube_world import ORG, KubeWorld
+from tests.support.status import condition
 
 
-Event = tuple[str, str, str]
-
-
-@dataclass
-class Handle:
-    """One StripeIntegration in the API server and the worker that reconciles it."""
-
-    w: World
-    namespace: str
-    name: str
-    worker: IntegrationWorker
-    uid: str
-    events: list[Event] = field(default_factory=list)
-    _tokens: int = 0
-
-    def _resource(self) -> tuple[str, str, str, str]:
-        return (names.GROUP, names.VERSION, self.namespace, names.PLURAL)
-
-    async def body(self) -> dict[str, Any]:
-        found = await asyncio.to_thread(self.w.custom.get_namespaced_custom_object, *self._resource(), self.name)
-        return cast(dict[str, Any], found)
-
-    async def status(self) -> dict[str, Any]:
-        return dict((await self.body()).get("status") or {})
-
-    async def reconcile(self) -> dict[str, Any]:
-        await self.worker.reconcile(await self.body())
-        return await self.status()
-
-    async def run_now(self) -> dict[str, Any]:
-        self._tokens += 1
-        token = f"now-{self._tokens}"
-        patch = {"metadata": {"annotations": {names.ANNOTATION_REQUESTED_AT: token}}}
-        await asyncio.to_thread(self.w.custom.patch_namespaced_custom_object, *self._resource(), self.name, patch)
-        status = await self.reconcile()
-        assert status.get("lastHandledRequestedAt") == token, status
-        return status
-
-    def restart(self) -> None:
-        """The operator restarted: a new worker for the same object, with nothing in memory."""
-        self.worker = IntegrationWorker(self.worker.integration)
-
-    async def delete(self) -> None:
-        await self.worker._source.close()
-        await asyncio.to_thread(self.w.custom.delete_namespaced_custom_object, *self._resource(), self.name)
-
-    def reasons(self) -> list[str]:
-        return [reason for _, reason, _ in self.events]
-
-
-async def apply(w: World, name: str, namespace: str = "billing", **spec: Any) -> Handle:
-    """`kubectl apply` of a StripeIntegration (and its Secrets) in `namespace`, with its worker."""
-    if namespace not in ("billing",):
-        w.k8s.add_namespace(namespace)
-    await asyncio.to_thread(w.kube_client.put_secret, namespace, "stripe", {"apiKey": KEY})
-    await asyncio.to_thread(
-        w.kube_client.put_secret, namespace, "m3ter", {"clientId": M3TER_CLIENT, "clientSecret": M3TER_SECRET}
-    )
-    body = {
-        "apiVersion": names.API_VERSION,
-        "kind": names.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "destination": "StripeTestMode",
-            "credentialRef": {"name": "stripe"},
-            "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-            "syncInterval": "1h",
-            **spec,
-        },
-    }
-    resource = (names.GROUP, names.VERSION, namespace, names.PLURAL)
-    await asyncio.to_thread(w.custom.create_namespaced_custom_object, *resource, body)
-    found = await asyncio.to_thread(w.custom.get_namespaced_custom_object, *resource, name)
-    meta = cast(dict[str, Any], found)["metadata"]
-    events: list[Event] = []
-
-    def emit(type_: str, reason: str, message: str) -> None:
-        events.append((type_, reason, message))
-
-    when = seniority(meta, namespace, name)[0]
-    integration = Integration(w.runtime, namespace, name, meta["uid"], emit, logging.getLogger("test"), when)
-    return Handle(w, namespace, name, IntegrationWorker(integration), meta["uid"], events)
-
-
-async def mapped_bills(w: World, count: int, prefix: str = "c") -> list[str]:
+async def mapped_bills(w: KubeWorld, count: int, prefix: str = "c") -> list[str]:
     bills = []
     for i in range(count):
         account = w.m3ter_account(f"{prefix}{i}")
@@ -123,7 +28,7 @@ async def mapped_bills(w: World, count: int, prefix: str = "c") -> list[str]:
     return bills
 
 
-def one_invoice_each(w: World, bills: list[str]) -> list[dict[str, Any]]:
+def one_invoice_each(w: KubeWorld, bills: list[str]) -> list[dict[str, Any]]:
     found = []
     for bill_id in bills:
         invoices = w.invoices_of(bill_id)
@@ -135,14 +40,14 @@ def one_invoice_each(w: World, bills: list[str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- re-creation resumes, never repeats
 
 
-async def test_an_integration_deleted_and_applied_again_sends_nothing_twice_and_only_what_is_new(w: World) -> None:
+async def test_an_integration_deleted_and_applied_again_sends_nothing_twice_and_only_what_is_new(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 7)
-    first = await apply(w, "uk")
+    first = await w.apply("uk")
     assert (await first.reconcile())["lastSync"]["billsSent"] == 7
     before = {i["id"] for i in w.invoices()}
     await first.delete()
     (new_bill,) = await mapped_bills(w, 1, prefix="new")
-    again = await apply(w, "uk")  # the same manifest, as a cluster rebuilt from git applies it
+    again = await w.apply("uk")  # the same manifest, as a cluster rebuilt from git applies it
     assert again.uid != first.uid
     status = await again.reconcile()
     last = status["lastSync"]
@@ -151,9 +56,9 @@ async def test_an_integration_deleted_and_applied_again_sends_nothing_twice_and_
     assert {i["id"] for i in w.invoices()} - before == {w.invoices_of(new_bill)[0]["id"]}
 
 
-async def test_a_status_lost_or_stripped_resumes_from_stripe_and_sends_nothing_twice(w: World) -> None:
+async def test_a_status_lost_or_stripped_resumes_from_stripe_and_sends_nothing_twice(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 5)
-    uk = await apply(w, "uk")
+    uk = await w.apply("uk")
     await uk.reconcile()
     # etcd restored from an old backup, or a tool that strips status, then the operator restarts: the progress is
     # gone, the object is not.
@@ -169,17 +74,17 @@ async def test_a_status_lost_or_stripped_resumes_from_stripe_and_sends_nothing_t
 
 
 async def test_a_rename_into_another_namespace_resumes_a_regenerated_bill_updates_its_draft_a_finalized_one_is_left(
-    w: World,
+    w: KubeWorld,
 ) -> None:
     bills = await mapped_bills(w, 3)
-    old = await apply(w, "invoices", "billing")
+    old = await w.apply("invoices", "billing")
     await old.reconcile()
     draft, finalized, unchanged = one_invoice_each(w, bills)
     await w.sdk.v1.invoices.finalize_invoice_async(finalized["id"])
     await old.delete()
     w.m3ter.regenerate_bill(ORG, bills[0], lines=[{"line_item_type": "USAGE", "subtotal": "41.00"}])
     w.m3ter.regenerate_bill(ORG, bills[1], lines=[{"line_item_type": "USAGE", "subtotal": "42.00"}])
-    moved = await apply(w, "stripe-invoices", "finance")
+    moved = await w.apply("stripe-invoices", "finance")
     status = await moved.reconcile()
     last = status["lastSync"]
     assert (last["billsSent"], last["billsUnchanged"], last["billsFailed"]) == (1, 1, 1), last
@@ -192,9 +97,9 @@ async def test_a_rename_into_another_namespace_resumes_a_regenerated_bill_update
     assert event["kind"] == "integration.perform.error" and finalized["id"] in event["message"]
 
 
-async def test_objects_written_with_the_uid_in_their_metadata_are_recognised_after_an_upgrade(w: World) -> None:
+async def test_objects_written_with_the_uid_in_their_metadata_are_recognised_after_an_upgrade(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 4)
-    old = await apply(w, "uk")
+    old = await w.apply("uk")
     await old.reconcile()
     # What an operator before the Organization was recorded left in Stripe: no m3ter_organization_id anywhere (the
     # emulator's stored objects are edited in place, as no API call removes a line's metadata key).
@@ -205,15 +110,15 @@ async def test_objects_written_with_the_uid_in_their_metadata_are_recognised_aft
     assert all(META_ORGANIZATION not in i["metadata"] for i in w.invoices())
     assert all(META_ORGANIZATION not in li["metadata"] for i in w.invoices() for li in i["lines"]["data"])
     await old.delete()
-    upgraded = await apply(w, "uk")
+    upgraded = await w.apply("uk")
     status = await upgraded.reconcile()
     assert (status["lastSync"]["billsSent"], status["lastSync"]["billsUnchanged"]) == (0, 4), status["lastSync"]
     one_invoice_each(w, bills)
 
 
-async def test_re_creation_under_stripe_faults_still_sends_nothing_twice(w: World) -> None:
+async def test_re_creation_under_stripe_faults_still_sends_nothing_twice(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 6)
-    first = await apply(w, "uk")
+    first = await w.apply("uk")
     await first.reconcile()
     await first.delete()
     w.stripe.inject_random(
@@ -222,7 +127,7 @@ async def test_re_creation_under_stripe_faults_still_sends_nothing_twice(w: Worl
         path_prefix="/v1/invoice",
     )
     more = await mapped_bills(w, 4, prefix="late")
-    again = await apply(w, "uk")
+    again = await w.apply("uk")
     status = await again.reconcile()
     for _ in range(6):
         if not status.get("sync", {}).get("retryBillIds"):
@@ -235,17 +140,17 @@ async def test_re_creation_under_stripe_faults_still_sends_nothing_twice(w: Worl
 
 
 async def test_the_first_pass_after_re_creation_reads_each_customer_once_not_each_bill_again_and_again(
-    w: World,
+    w: KubeWorld,
 ) -> None:
     accounts = [w.m3ter_account(f"big{i}") for i in range(2)]
     for account in accounts:
         await w.customer_for(account)
     bills = [w.bill(accounts[n % 2], f"{n + 1}.00") for n in range(20)]
-    first = await apply(w, "uk")
+    first = await w.apply("uk")
     await first.reconcile()
     await first.delete()
     before = len(w.stripe.requests)
-    again = await apply(w, "uk")
+    again = await w.apply("uk")
     status = await again.reconcile()
     assert status["lastSync"]["billsUnchanged"] == 20
     requests = list(w.stripe.requests)[before:]
@@ -261,11 +166,11 @@ async def test_the_first_pass_after_re_creation_reads_each_customer_once_not_eac
 # --------------------------------------------------------------------------- overlap is seen and refused
 
 
-async def test_two_identical_integrations_invoice_each_bill_once_and_both_say_which_sends_it(w: World) -> None:
+async def test_two_identical_integrations_invoice_each_bill_once_and_both_say_which_sends_it(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 8)
-    older = await apply(w, "uk")
+    older = await w.apply("uk")
     await asyncio.sleep(1.05)  # creationTimestamp has whole seconds: the copy is younger
-    copy = await apply(w, "uk-copy")
+    copy = await w.apply("uk-copy")
     await asyncio.gather(older.reconcile(), copy.reconcile())
     older_status, copy_status = await older.status(), await copy.status()
     # Whichever pass ran first, the younger one never writes a Bill the older one selects.
@@ -290,14 +195,14 @@ async def test_two_identical_integrations_invoice_each_bill_once_and_both_say_wh
     assert "Overlapping" in older.reasons()
 
 
-async def test_a_partly_overlapping_integration_writes_only_the_bills_that_are_its_alone(w: World) -> None:
+async def test_a_partly_overlapping_integration_writes_only_the_bills_that_are_its_alone(w: KubeWorld) -> None:
     a1, a2, a3 = (w.m3ter_account(code) for code in ("one", "two", "three"))
     for account in (a1, a2, a3):
         await w.customer_for(account)
-    wide = await apply(w, "wide", accountIds=[a1, a2])
+    wide = await w.apply("wide", accountIds=[a1, a2])
     await wide.reconcile()  # connected, no Bill yet
     await asyncio.sleep(1.05)
-    narrow = await apply(w, "narrow", accountIds=[a2, a3])
+    narrow = await w.apply("narrow", accountIds=[a2, a3])
     b1, b2, b3 = w.bill(a1, "1.00"), w.bill(a2, "2.00"), w.bill(a3, "3.00")
     await narrow.reconcile()  # the younger one passes first: it still leaves the shared Bill to the older one
     await wide.run_now()
@@ -310,13 +215,13 @@ async def test_a_partly_overlapping_integration_writes_only_the_bills_that_are_i
 
 
 async def test_when_the_older_integration_goes_the_younger_one_starts_over_and_sends_what_it_had_left_to_it(
-    w: World,
+    w: KubeWorld,
 ) -> None:
     bills = await mapped_bills(w, 3)
-    older = await apply(w, "uk")
+    older = await w.apply("uk")
     await older.reconcile()
     await asyncio.sleep(1.05)
-    copy = await apply(w, "uk-copy")
+    copy = await w.apply("uk-copy")
     status = await copy.reconcile()
     assert status["lastSync"]["billsSent"] == 0 and status["lastSync"]["billsSkipped"] == 3
     await older.delete()
@@ -329,27 +234,22 @@ async def test_when_the_older_integration_goes_the_younger_one_starts_over_and_s
     one_invoice_each(w, [*bills, late])
 
 
-async def patch_spec(w: World, handle: Handle, **spec: Any) -> None:
-    resource = (names.GROUP, names.VERSION, handle.namespace, names.PLURAL)
-    await asyncio.to_thread(w.custom.patch_namespaced_custom_object, *resource, handle.name, {"spec": spec})
-
-
 async def test_an_older_integration_that_sends_nothing_owns_nothing_and_takes_its_bills_back_when_it_sends_again(
-    w: World,
+    w: KubeWorld,
 ) -> None:
     bills = await mapped_bills(w, 2)
-    older = await apply(w, "uk")
+    older = await w.apply("uk")
     await older.reconcile()
     await asyncio.sleep(1.05)
-    copy = await apply(w, "uk-copy")
+    copy = await w.apply("uk-copy")
     await copy.reconcile()
-    await patch_spec(w, older, suspend=True)  # a suspended integration sends nothing: its Bills are the copy's
+    await older.patch_spec(suspend=True)  # a suspended integration sends nothing: its Bills are the copy's
     (while_suspended,) = await mapped_bills(w, 1, prefix="held")
     status = await copy.run_now()
     assert status["lastSync"]["billsSent"] == 1, status["lastSync"]
     (record,) = status["overlaps"]
     assert (record["integration"], record["sends"], record["notes"]) == ("billing/uk", False, "suspended")
-    await patch_spec(w, older, suspend=False)
+    await older.patch_spec(suspend=False)
     (after,) = await mapped_bills(w, 1, prefix="after")
     status = await copy.run_now()
     assert status["lastSync"]["billsSent"] == 0 and status["lastSync"]["billsSkipped"] >= 1, status["lastSync"]
@@ -359,14 +259,14 @@ async def test_an_older_integration_that_sends_nothing_owns_nothing_and_takes_it
     assert writers == [older.uid, older.uid, copy.uid, older.uid]
 
 
-async def test_a_disconnected_older_integration_hands_its_bills_to_the_new_one(w: World) -> None:
+async def test_a_disconnected_older_integration_hands_its_bills_to_the_new_one(w: KubeWorld) -> None:
     # A migration: the old integration is disconnected (m3ter's "remove credential") and a new one applied.
-    old = await apply(w, "old")
+    old = await w.apply("old")
     await old.reconcile()
-    await patch_spec(w, old, credentialRef=None)
+    await old.patch_spec(credentialRef=None)
     await old.reconcile()
     await asyncio.sleep(1.05)
-    new = await apply(w, "new")
+    new = await w.apply("new")
     bills = await mapped_bills(w, 3)
     status = await new.reconcile()
     assert status["lastSync"]["billsSent"] == 3, status["lastSync"]
@@ -374,12 +274,12 @@ async def test_a_disconnected_older_integration_hands_its_bills_to_the_new_one(w
 
 
 async def test_when_the_peers_cannot_be_listed_and_none_are_known_the_pass_is_postponed_and_sends_nothing(
-    w: World,
+    w: KubeWorld,
 ) -> None:
-    older = await apply(w, "uk")
+    older = await w.apply("uk")
     await older.reconcile()  # connected, nothing to send yet
     await asyncio.sleep(1.05)
-    copy = await apply(w, "uk-copy")
+    copy = await w.apply("uk-copy")
     bills = await mapped_bills(w, 2)
     w.k8s.peers_list_status = 503  # the API server is overloaded: the copy cannot tell the Bills are the older one's
     status = await copy.reconcile()
@@ -396,11 +296,11 @@ async def test_when_the_peers_cannot_be_listed_and_none_are_known_the_pass_is_po
     assert {i["metadata"][META_INTEGRATION] for i in one_invoice_each(w, bills)} == {older.uid}
 
 
-async def test_a_failed_listing_of_the_peers_keeps_the_peers_of_the_last_pass(w: World) -> None:
-    older = await apply(w, "uk")
+async def test_a_failed_listing_of_the_peers_keeps_the_peers_of_the_last_pass(w: KubeWorld) -> None:
+    older = await w.apply("uk")
     await older.reconcile()
     await asyncio.sleep(1.05)
-    copy = await apply(w, "uk-copy")
+    copy = await w.apply("uk-copy")
     await copy.reconcile()  # the copy has seen the older one
     bills = await mapped_bills(w, 2)
     w.k8s.peers_list_status = 503
@@ -413,9 +313,9 @@ async def test_a_failed_listing_of_the_peers_keeps_the_peers_of_the_last_pass(w:
     one_invoice_each(w, bills)
 
 
-async def test_without_the_rbac_grant_to_list_peers_the_pass_runs_and_says_overlap_is_unknown(w: World) -> None:
+async def test_without_the_rbac_grant_to_list_peers_the_pass_runs_and_says_overlap_is_unknown(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 2)
-    uk = await apply(w, "uk")
+    uk = await w.apply("uk")
     await uk.reconcile()
     w.k8s.peers_list_status = 403  # deployed without the ClusterRole m3stripe-operator-peers
     uk.restart()  # and no peers known from an earlier pass: refused for good, so the pass runs without them
@@ -429,29 +329,29 @@ async def test_without_the_rbac_grant_to_list_peers_the_pass_runs_and_says_overl
     one_invoice_each(w, [*bills, late])
 
 
-async def test_integrations_on_other_stripe_accounts_or_modes_are_no_overlap(w: World) -> None:
+async def test_integrations_on_other_stripe_accounts_or_modes_are_no_overlap(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 2)
     other_key = "sk_test_51anotherStripeAccount"
     w.stripe.add_api_key(other_key)
-    older = await apply(w, "to-another-account")
+    older = await w.apply("to-another-account")
     await asyncio.to_thread(w.kube_client.put_secret, "billing", "other-stripe", {"apiKey": other_key})
     patch = {"spec": {"credentialRef": {"name": "other-stripe"}}}
     resource = (names.GROUP, names.VERSION, "billing", names.PLURAL)
     await asyncio.to_thread(w.custom.patch_namespaced_custom_object, *resource, older.name, patch)
     await older.reconcile()
     await asyncio.sleep(1.05)
-    mine = await apply(w, "mine")
+    mine = await w.apply("mine")
     status = await mine.reconcile()
     assert status["lastSync"]["billsSent"] == 2 and condition(status, "Overlapping")["status"] == "False"
     one_invoice_each(w, bills)
 
 
 @pytest.mark.parametrize("faults", [False, True], ids=["clean", "stripe-faults"])
-async def test_overlapping_integrations_passing_at_once_never_double_a_bill(w: World, faults: bool) -> None:
+async def test_overlapping_integrations_passing_at_once_never_double_a_bill(w: KubeWorld, faults: bool) -> None:
     bills = await mapped_bills(w, 10)
-    a = await apply(w, "a")
+    a = await w.apply("a")
     await asyncio.sleep(1.05)
-    b = await apply(w, "b")
+    b = await w.apply("b")
     if faults:
         w.stripe.inject_random(
             {Fault.SERVER_ERROR: 0.25, Fault.DROP_AFTER_WRITE: 0.1}, seed=7, path_prefix="/v1/invoice"
@@ -465,13 +365,13 @@ async def test_overlapping_integrations_passing_at_once_never_double_a_bill(w: W
     assert {i["metadata"][META_INTEGRATION] for i in invoices} == {a.uid}
 
 
-async def test_a_plan_of_the_younger_integration_shows_the_shared_bills_left_to_the_older_one(w: World) -> None:
+async def test_a_plan_of_the_younger_integration_shows_the_shared_bills_left_to_the_older_one(w: KubeWorld) -> None:
     bills = await mapped_bills(w, 2)
-    older = await apply(w, "uk")
+    older = await w.apply("uk")
     await older.reconcile()
     await asyncio.sleep(1.05)
     (late,) = await mapped_bills(w, 1, prefix="late")
-    planning = await apply(w, "uk-plan", mode="Plan")
+    planning = await w.apply("uk-plan", mode="Plan")
     status = await planning.reconcile()
     plan = {item["billId"]: item for item in status["plan"]["items"]}
     assert plan[late]["action"] == "Nothing" and plan[late]["reason"].startswith("left to billing/uk, the older")

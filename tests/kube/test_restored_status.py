@@ -7,18 +7,17 @@ import asyncio
 from typing import Any
 
 from m3stripe.api import names
-from tests.kube.test_worker import NAME, NS, World, condition, world
+from tests.support.kube_world import NAME, NS, KubeWorld
+from tests.support.status import condition
 
-__all__ = ["world"]  # the fixture
 
-
-async def restore(w: World, status: dict[str, Any]) -> None:
+async def restore(w: KubeWorld, status: dict[str, Any]) -> None:
     """The status subresource as a restore leaves it (the API server keeps what it is given)."""
     resource = (names.GROUP, names.VERSION, NS, names.PLURAL)
     await asyncio.to_thread(w.custom.patch_namespaced_custom_object_status, *resource, NAME, {"status": status})
 
 
-async def step(w: World) -> dict[str, Any]:
+async def step(w: KubeWorld) -> dict[str, Any]:
     """One turn of the worker's loop (IntegrationWorker.run): a reconcile, and an unexpected error reported."""
     assert w.worker is not None
     body = await w.body()
@@ -29,14 +28,14 @@ async def step(w: World) -> dict[str, Any]:
     return await w.status()
 
 
-async def sent_bill(w: World) -> str:
+async def sent_bill(w: KubeWorld) -> str:
     account = w.m3ter_account("a1")
     await w.customer_for(account)
     return w.bill(account, "10.00")
 
 
 async def test_open_events_that_cannot_be_read_refuse_a_resolve_as_an_internal_error_and_stay_as_they_are(
-    world: World,
+    world: KubeWorld,
 ) -> None:
     await world.create_integration()
     await restore(world, {"openEvents": "garbage"})
@@ -48,7 +47,7 @@ async def test_open_events_that_cannot_be_read_refuse_a_resolve_as_an_internal_e
     assert "lastHandledResolve" not in status and "InternalError" in world.reasons()
 
 
-async def test_an_error_count_that_cannot_be_read_stops_every_reconcile_before_any_pass(world: World) -> None:
+async def test_an_error_count_that_cannot_be_read_stops_every_reconcile_before_any_pass(world: KubeWorld) -> None:
     await sent_bill(world)
     await world.create_integration()
     await restore(world, {"consecutiveErrors": "many"})
@@ -59,7 +58,7 @@ async def test_an_error_count_that_cannot_be_read_stops_every_reconcile_before_a
 
 
 async def test_a_retry_list_that_cannot_be_read_ends_its_pass_in_an_error_run_and_the_next_pass_starts_over(
-    world: World,
+    world: KubeWorld,
 ) -> None:
     bill_id = await sent_bill(world)
     await world.create_integration()
@@ -72,7 +71,7 @@ async def test_a_retry_list_that_cannot_be_read_ends_its_pass_in_an_error_run_an
     assert status["lastSync"]["status"] == "COMPLETE" and len(world.invoices_of(bill_id)) == 1
 
 
-async def test_a_run_history_that_cannot_be_read_refuses_a_pass_before_it_sends_anything(world: World) -> None:
+async def test_a_run_history_that_cannot_be_read_refuses_a_pass_before_it_sends_anything(world: KubeWorld) -> None:
     await sent_bill(world)
     await world.create_integration()
     await restore(world, {"recentRuns": 7})
@@ -81,7 +80,7 @@ async def test_a_run_history_that_cannot_be_read_refuses_a_pass_before_it_sends_
     assert world.invoices() == [] and status["recentRuns"] == 7
 
 
-async def test_a_condition_that_cannot_be_read_is_left_out_and_written_anew(world: World) -> None:
+async def test_a_condition_that_cannot_be_read_is_left_out_and_written_anew(world: KubeWorld) -> None:
     await world.create_integration()
     await restore(world, {"conditions": [{"type": "Ready", "status": "True"}, "text"]})
     status = await step(world)

@@ -10,30 +10,12 @@ from m3stripe.api.conditions import rfc3339
 from m3stripe.api.names import ANNOTATION_REENABLE
 from m3stripe.api.status import IntegrationEvent, StripeIntegrationStatus, read_status, wire
 from m3stripe.domain.progress import sync_state
-from m3stripe.domain.runs import ErrorEvent, EventKind, RunReport, RunStatus
+from m3stripe.domain.runs import EventKind, RunStatus
 from m3stripe.kube.status_builder import MAX_OPEN_EVENTS, disabled_event, fold_report, merge_events, run_record
+from tests.domain.builders import RUN_START, event, report
 
-T0 = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+T0 = RUN_START
 RETENTION = timedelta(hours=720)
-
-
-def event(
-    message: str = "boom",
-    *,
-    kind: EventKind = EventKind.PERFORM,
-    bill_id: str | None = "bill-1",
-    account_id: str | None = "acc-1",
-    run_id: str = "run-1",
-    at: datetime = T0,
-) -> ErrorEvent:
-    return ErrorEvent(kind=kind, message=message, run_id=run_id, time=at, bill_id=bill_id, account_id=account_id)
-
-
-def report(run_id: str = "run-1", *, status: RunStatus = RunStatus.COMPLETE, **fields: Any) -> RunReport:
-    r = RunReport(run_id=run_id, started=T0, completed=T0 + timedelta(seconds=5), status=status)
-    for name, value in fields.items():
-        setattr(r, name, value)
-    return r
 
 
 def written(events: list[IntegrationEvent]) -> list[dict[str, Any]]:

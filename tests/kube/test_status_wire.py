@@ -26,9 +26,7 @@ import pytest
 from m3stripe.api import names
 from m3stripe.domain import sync_pass
 from m3stripe.kube.worker import IntegrationWorker
-from tests.kube.test_worker import NAME, NS, World, world
-
-__all__ = ["world"]  # the fixture
+from tests.support.kube_world import NAME, NS, KubeWorld
 
 GOLDEN = Path(__file__).parent / "fixtures" / "status_patches.json"
 _VOLATILE = [
@@ -66,7 +64,7 @@ async def _next_second() -> None:
     await asyncio.sleep(1.0 - time.time() % 1.0)
 
 
-async def _scenario(w: World, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+async def _scenario(w: KubeWorld, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every status patch the worker sends in the scenario, in order."""
     patches: list[dict[str, Any]] = []
     send = w.runtime.kube.patch_status
@@ -119,7 +117,7 @@ async def _scenario(w: World, monkeypatch: pytest.MonkeyPatch) -> list[dict[str,
 
 
 async def test_the_status_patches_are_those_of_the_dict_based_operator_field_for_field(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: KubeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, str] = {}
     patches = [_named(p, seen) for p in await _scenario(world, monkeypatch)]

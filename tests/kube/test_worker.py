@@ -8,216 +8,17 @@ once per step, with the object as the API server holds it, as kopf's daemon woul
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, cast
+from datetime import timedelta
+from typing import Any
 
-import kmock
-import pytest
-import stripe
-from kubernetes import client, config
-
-from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.api import names
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_VERSION
-from m3stripe.kube.config import (
-    CredentialsConfig,
-    LeaseConfig,
-    M3terConfig,
-    OperatorConfig,
-    StripeConfig,
-    SyncConfig,
-)
-from m3stripe.kube.integration import Integration
-from m3stripe.kube.runtime import Runtime
-from m3stripe.kube.worker import IntegrationWorker
-from m3stripe.metrics import Metrics
-from m3stripe.testing.kube_client import KubeClient
-from m3stripe.testing.kube_emulator import KubeEmulator
-from m3stripe.testing.kubeconfig import write_kubeconfig
-from m3stripe.testing.m3ter_emulator import M3terEmulator
-from m3stripe.testing.stripe_emulator import StripeEmulator
-
-NS = "billing"
-NAME = "invoices"
-ORG = "org-worker"
-KEY = "sk_test_51workerInProcess"
-M3TER_CLIENT, M3TER_SECRET = "worker-client", "worker-secret"
-
-Event = tuple[str, str, str]  # (type, reason, message), as the worker hands them to kopf.event
+from tests.support.kube_world import KEY, ORG, KubeWorld
+from tests.support.status import condition
 
 
-@dataclass
-class World:
-    """The emulators, the worker of one StripeIntegration, and what it emitted."""
-
-    k8s: KubeEmulator
-    stripe: StripeEmulator
-    m3ter: M3terEmulator
-    account: str  # the Stripe account of KEY
-    sdk: stripe.StripeClient  # for seeding and inspecting Stripe, as a person in the dashboard would
-    custom: client.CustomObjectsApi
-    core: client.CoreV1Api
-    runtime: Runtime
-    kube_client: KubeClient  # a person's view of the cluster (Secrets)
-    events: list[Event] = field(default_factory=list)
-    # How far the m3ter emulator's clock is behind: Bills made with a lag were last modified that long ago.
-    m3ter_lag: list[timedelta] = field(default_factory=lambda: [timedelta(0)])
-    worker: IntegrationWorker | None = None
-    _tokens: int = 0
-
-    # ---------------------------------------------------------------- m3ter and Stripe
-    def m3ter_account(self, code: str) -> str:
-        return self.m3ter.add_account(ORG, name=code, code=code, currency="USD")
-
-    async def sent_bill(self, code: str) -> tuple[str, dict[str, Any]]:
-        """A Bill of a mapped Account, sent by the integration's first pass: its id and its invoice."""
-        account = self.m3ter_account(code)
-        await self.customer_for(account)
-        bill_id = self.bill(account, "10.00")
-        await self.create_integration()
-        await self.reconcile()
-        (invoice,) = self.invoices_of(bill_id)
-        return bill_id, invoice
-
-    def bill(self, m3ter_account: str, subtotal: str = "12.50") -> str:
-        return self.m3ter.add_bill(
-            ORG, account_id=m3ter_account, lines=[{"line_item_type": "USAGE", "subtotal": subtotal}]
-        )
-
-    async def customer_for(self, m3ter_account: str) -> str:
-        created = await self.sdk.v1.customers.create_async(params={"metadata": {META_ACCOUNT: m3ter_account}})
-        return str(created.id)
-
-    def invoices(self) -> list[dict[str, Any]]:
-        return list(self.stripe.state(self.account)["invoices"].values())
-
-    def invoices_of(self, bill_id: str) -> list[dict[str, Any]]:
-        return [i for i in self.invoices() if i["metadata"].get(META_BILL) == bill_id]
-
-    # ---------------------------------------------------------------- Kubernetes
-    async def put_secret(self, name: str, data: dict[str, str]) -> None:
-        await asyncio.to_thread(self.kube_client.put_secret, NS, name, data)
-
-    async def create_integration(self, **spec: Any) -> IntegrationWorker:
-        """The StripeIntegration (with its two Secrets) in the API server, and its worker."""
-        await self.put_secret("stripe", {"apiKey": KEY})
-        await self.put_secret("m3ter", {"clientId": M3TER_CLIENT, "clientSecret": M3TER_SECRET})
-        body = {
-            "apiVersion": names.API_VERSION,
-            "kind": names.KIND,
-            "metadata": {"name": NAME, "namespace": NS},
-            "spec": {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-                "syncInterval": "1h",  # passes after the first run on request (the requested-at annotation)
-                **spec,
-            },
-        }
-        await asyncio.to_thread(self.custom.create_namespaced_custom_object, *_RESOURCE, body)
-
-        def emit(type_: str, reason: str, message: str) -> None:
-            self.events.append((type_, reason, message))
-
-        uid = str((await self.body())["metadata"]["uid"])
-        integration = Integration(self.runtime, NS, NAME, uid, emit, logging.getLogger("test.worker"))
-        self.worker = IntegrationWorker(integration)
-        return self.worker
-
-    async def body(self) -> dict[str, Any]:
-        return cast(dict[str, Any], await asyncio.to_thread(self.custom.get_namespaced_custom_object, *_RESOURCE, NAME))
-
-    async def status(self) -> dict[str, Any]:
-        return dict((await self.body()).get("status") or {})
-
-    async def patch_spec(self, **spec: Any) -> None:
-        patch = {"spec": spec}
-        await asyncio.to_thread(self.custom.patch_namespaced_custom_object, *_RESOURCE, NAME, patch)
-
-    async def annotate(self, key: str, value: str) -> None:
-        patch = {"metadata": {"annotations": {key: value}}}
-        await asyncio.to_thread(self.custom.patch_namespaced_custom_object, *_RESOURCE, NAME, patch)
-
-    async def reconcile(self) -> dict[str, Any]:
-        """One step of the worker on the object as the API server holds it; the status it left there."""
-        assert self.worker is not None
-        await self.worker.reconcile(await self.body())
-        return await self.status()
-
-    async def run_now(self) -> dict[str, Any]:
-        """Ask for a pass as a person does (requested-at annotation), and reconcile."""
-        self._tokens += 1
-        token = f"now-{self._tokens}"
-        await self.annotate(names.ANNOTATION_REQUESTED_AT, token)
-        status = await self.reconcile()
-        assert status.get("lastHandledRequestedAt") == token, status
-        return status
-
-    def reasons(self) -> list[str]:
-        return [reason for _, reason, _ in self.events]
-
-
-_RESOURCE = (names.GROUP, names.VERSION, NS, names.PLURAL)
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    stripe_emulator = StripeEmulator(seed=7, contract_mode=True)
-    account = stripe_emulator.add_api_key(KEY)
-    m3ter_lag = [timedelta(0)]
-    async with (
-        KubeEmulator() as k8s,
-        kmock.Server(k8s) as server,
-        stripe_emulator,
-        M3terEmulator(clock=lambda: datetime.now(UTC) - m3ter_lag[0]) as m3ter,
-    ):
-        k8s.add_namespace(NS)
-        m3ter.add_client(M3TER_CLIENT, M3TER_SECRET, ORG)
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig.yaml", str(server.url).rstrip("/"))
-        api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
-        operator_config = OperatorConfig(
-            stripe=StripeConfig(api_base=stripe_emulator.url, timeout_seconds=5),
-            m3ter=M3terConfig(base_url=m3ter.url),
-            credentials=CredentialsConfig(secret_poll_seconds=0.2, retry_seconds=0.1),
-            # Bills in m3ter's order (newest first), so which error follows which success is fixed
-            sync=SyncConfig(concurrency=1),
-            lease=LeaseConfig(name=""),
-        )
-        runtime = Runtime(config=operator_config, kube=KubeApi(api_client), metrics=Metrics())
-        try:
-            async with open_client(KEY, api_base=stripe_emulator.url) as sdk:
-                w = World(
-                    k8s,
-                    stripe_emulator,
-                    m3ter,
-                    account,
-                    sdk,
-                    client.CustomObjectsApi(api_client),
-                    client.CoreV1Api(api_client),
-                    runtime,
-                    KubeClient(kubeconfig),
-                    m3ter_lag=m3ter_lag,
-                )
-                yield w
-                if w.worker is not None:
-                    await w.worker._source.close()  # what `run` does when the daemon stops
-        finally:
-            runtime.kube.close()
-        # Every request the worker (and the seeding) sent to Stripe kept Stripe's contract.
-        assert not stripe_emulator.violations, stripe_emulator.contract_report()
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status.get("conditions") or () if c["type"] == type_)
-
-
-async def test_a_pass_sends_every_bill_once_and_reports_connected_ready_and_a_complete_run(world: World) -> None:
+async def test_a_pass_sends_every_bill_once_and_reports_connected_ready_and_a_complete_run(world: KubeWorld) -> None:
     accounts = [world.m3ter_account(f"a{i}") for i in range(3)]
     customers = [await world.customer_for(a) for a in accounts]
     bills = [world.bill(a, f"{i + 1}.00") for i, a in enumerate(accounts)]
@@ -255,7 +56,7 @@ async def test_a_pass_sends_every_bill_once_and_reports_connected_ready_and_a_co
     assert quiet["recentRuns"] == again["recentRuns"]
 
 
-async def test_a_regenerated_bill_updates_its_draft_invoice_rather_than_creating_a_second_one(world: World) -> None:
+async def test_a_regenerated_bill_updates_its_draft_invoice_rather_than_creating_a_second_one(world: KubeWorld) -> None:
     bill_id, invoice = await world.sent_bill("regen")
 
     version = world.m3ter.regenerate_bill(ORG, bill_id, lines=[{"line_item_type": "USAGE", "subtotal": "25.00"}])
@@ -271,7 +72,7 @@ async def test_a_regenerated_bill_updates_its_draft_invoice_rather_than_creating
 
 
 async def test_a_finalized_invoice_is_left_alone_when_its_bill_is_regenerated_and_the_run_says_so(
-    world: World,
+    world: KubeWorld,
 ) -> None:
     bill_id, invoice = await world.sent_bill("final")
     await world.sdk.v1.invoices.finalize_invoice_async(invoice["id"])  # a person finalized it in Stripe
@@ -296,7 +97,7 @@ async def test_a_finalized_invoice_is_left_alone_when_its_bill_is_regenerated_an
 
 
 async def test_a_bill_whose_account_has_no_stripe_mapping_is_an_open_event_and_the_other_bills_are_sent(
-    world: World,
+    world: KubeWorld,
 ) -> None:
     mapped, lonely = world.m3ter_account("mapped"), world.m3ter_account("lonely")
     await world.customer_for(mapped)
@@ -324,7 +125,7 @@ async def test_a_bill_whose_account_has_no_stripe_mapping_is_an_open_event_and_t
 
 
 async def test_a_stripe_key_stripe_refuses_gives_ready_false_with_the_authentication_reason_and_no_invoice(
-    world: World,
+    world: KubeWorld,
 ) -> None:
     account = world.m3ter_account("refused")
     await world.customer_for(account)
@@ -356,7 +157,7 @@ async def test_a_stripe_key_stripe_refuses_gives_ready_false_with_the_authentica
 
 
 async def test_auto_disable_threshold_successive_errors_disable_the_integration_and_a_success_resets_the_count(
-    world: World,
+    world: KubeWorld,
 ) -> None:
     early = [world.m3ter_account(f"early{i}") for i in range(2)]
     for a in early:
@@ -403,7 +204,7 @@ async def test_auto_disable_threshold_successive_errors_disable_the_integration_
     assert len(status["recentRuns"]) == runs and len(world.invoices()) == sent_before
 
 
-async def test_a_replay_annotation_re_sends_the_named_bill_and_echoes_last_handled_replay(world: World) -> None:
+async def test_a_replay_annotation_re_sends_the_named_bill_and_echoes_last_handled_replay(world: KubeWorld) -> None:
     world.m3ter_lag[0] = timedelta(minutes=10)  # the Account and its Bills were last modified well before the pass
     account = world.m3ter_account("replayed")
     await world.customer_for(account)
@@ -433,7 +234,7 @@ async def test_a_replay_annotation_re_sends_the_named_bill_and_echoes_last_handl
     assert len(status["recentRuns"]) == runs and len(world.invoices_of(bill_id)) == 1
 
 
-async def _moved_to_another_account(world: World) -> tuple[str, str, dict[str, Any]]:
+async def _moved_to_another_account(world: KubeWorld) -> tuple[str, str, dict[str, Any]]:
     """A Bill sent long after it was last modified; then the Secret holds a key of another Stripe account,
     whose Customer for the Bill's Account exists. The Bill's id, the other account, the first pass's status."""
     world.m3ter_lag[0] = timedelta(minutes=10)  # the Bill is older than the watermark's overlap
@@ -448,7 +249,7 @@ async def _moved_to_another_account(world: World) -> tuple[str, str, dict[str, A
 
 
 async def test_a_key_of_another_stripe_account_starts_the_sync_over_so_that_account_gets_every_bill(
-    world: World,
+    world: KubeWorld,
 ) -> None:
     bill_id, other, first = await _moved_to_another_account(world)
     status = await world.run_now()
@@ -465,7 +266,7 @@ async def test_a_key_of_another_stripe_account_starts_the_sync_over_so_that_acco
     assert again["lastSync"]["billsSent"] == 0 and world.reasons().count("SyncProgressReset") == 1
 
 
-async def test_a_plan_after_a_move_to_another_stripe_account_shows_what_that_account_lacks(world: World) -> None:
+async def test_a_plan_after_a_move_to_another_stripe_account_shows_what_that_account_lacks(world: KubeWorld) -> None:
     bill_id, _, _ = await _moved_to_another_account(world)
     await world.patch_spec(mode="Plan")
     status = await world.reconcile()

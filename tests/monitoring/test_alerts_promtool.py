@@ -8,7 +8,6 @@ except under CI (CI=true), where .ci/run installed it and its absence is a failu
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from m3stripe.testing.prometheus import find_binary, prometheus_rules
+from m3stripe.testing.prometheus import prometheus_rules
+from tests.monitoring.prometheus_tools import prometheus_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_PATH = ROOT / "deploy" / "monitoring" / "prometheusrule.yaml"
@@ -29,12 +29,7 @@ ALERTS: list[dict[str, Any]] = [
 
 
 def promtool() -> str:
-    binary = find_binary("promtool")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed: .ci/run installs Debian's prometheus package")
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
-    return binary
+    return prometheus_tool("promtool")
 
 
 def run_promtool(tmp_path: Path, rules: str) -> subprocess.CompletedProcess[str]:

@@ -9,12 +9,10 @@ compare identical label sets (otherwise it silently matches nothing).
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import promql_parser as pp
@@ -23,10 +21,17 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from m3stripe.metrics import Metrics
+from tests.monitoring.dashboard import (
+    DASHBOARD,
+    MONITORING,
+    RULES_PATH,
+    DashboardQuery,
+    all_panels,
+    dashboard_queries,
+    interpolate,
+    variable_query,
+)
 
-MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
-DASHBOARD_PATH = MONITORING / "grafana-dashboard.json"
-RULES_PATH = MONITORING / "prometheusrule.yaml"
 RUNBOOK_PATH = MONITORING / "RUNBOOK.md"
 RUNBOOK_URL = "https://github.com/m3stripe/m3stripe-operator/blob/main/deploy/monitoring/RUNBOOK.md"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -228,24 +233,6 @@ def analyse(expr: str) -> tuple[Labels | None, Analysis]:
 # --------------------------------------------------------------------------- the dashboard
 
 
-def load_dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD_PATH.read_text())
-    return data
-
-
-def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from all_panels(panel.get("panels") or [])
-
-
-def variable_query(variable: Mapping[str, Any]) -> str:
-    query = variable.get("query")
-    if isinstance(query, Mapping):
-        query = query.get("query")
-    return str(query or "")
-
-
 def variable_values(dashboard: Mapping[str, Any]) -> dict[str, str]:
     """A plausible value for each dashboard variable, as Grafana would interpolate it into PromQL."""
     values = dict(BUILTIN_VARIABLES)
@@ -261,40 +248,6 @@ def variable_values(dashboard: Mapping[str, Any]) -> dict[str, str]:
     return values
 
 
-VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))|\[\[(\w+)\]\]")
-
-
-def interpolate(expr: str, values: Mapping[str, str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2) or match.group(3)
-        if name not in values:
-            raise AssertionError(f"unknown variable ${name} in {expr!r}")
-        return values[name]
-
-    return VARIABLE.sub(replace, expr)
-
-
-@dataclass(frozen=True)
-class DashboardQuery:
-    where: str
-    expr: str
-
-
-def dashboard_queries(dashboard: Mapping[str, Any]) -> list[DashboardQuery]:
-    queries = []
-    for panel in all_panels(dashboard["panels"]):
-        for target in panel.get("targets") or []:
-            if target.get("expr"):
-                queries.append(
-                    DashboardQuery(f"panel {panel['id']} {panel['title']!r} {target['refId']}", target["expr"])
-                )
-    for annotation in dashboard.get("annotations", {}).get("list", []):
-        if annotation.get("expr"):
-            queries.append(DashboardQuery(f"annotation {annotation['name']!r}", annotation["expr"]))
-    return queries
-
-
-DASHBOARD = load_dashboard()
 VALUES = variable_values(DASHBOARD)
 QUERIES = dashboard_queries(DASHBOARD)
 

@@ -13,23 +13,24 @@ has data unless NO_DATA_EXPECTED says why not.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from m3stripe.testing.prometheus import Prometheus, PrometheusError, find_binary, free_port, prometheus_rules
+from m3stripe.testing.prometheus import Prometheus, PrometheusError, prometheus_rules
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e.helpers import connect, customer, integration_spec
-from tests.monitoring.test_dashboard_and_alerts import (
+from tests.monitoring.dashboard import (
     DASHBOARD,
     RULES_PATH,
     dashboard_queries,
     interpolate,
     variable_query,
 )
+from tests.monitoring.prometheus_tools import prometheus_tool
+from tests.support.ports import free_port
+from tests.support.stack_world import connect, customer, integration_spec
 
 pytestmark = pytest.mark.slow
 
@@ -123,12 +124,7 @@ def _has_data(result: list[dict[str, Any]]) -> bool:
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    binary = find_binary("prometheus")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is not installed: .ci/run installs Debian's prometheus package")
-        pytest.skip("prometheus is not installed (Debian: apt-get install prometheus)")
-    return binary
+    return prometheus_tool("prometheus")
 
 
 def test_prometheus_fires_the_disabled_alert_and_answers_every_dashboard_query(

@@ -19,6 +19,7 @@ from m3ter.types.bill_response import LineItem
 from m3stripe.domain.billing import ADDRESS_KEYS, LINE_ITEM_TYPES
 from m3stripe.testing.m3ter_emulator import M3terEmulator
 from m3stripe.testing.m3ter_emulator import state as emulator_state
+from tests.support.clock import Clock
 
 ORG = "org-1"
 CLIENT_ID = "client-1"
@@ -340,11 +341,11 @@ async def test_regenerate_and_approve_bump_version_and_last_modified(
 
 
 async def test_controllable_clock_stamps_changes() -> None:
-    now = [datetime(2025, 3, 1, 12, tzinfo=UTC)]
-    async with M3terEmulator(clock=lambda: now[0]) as emulator:
+    clock = Clock(datetime(2025, 3, 1, 12, tzinfo=UTC))
+    async with M3terEmulator(clock=clock.utc) as emulator:
         emulator.add_client(CLIENT_ID, SECRET, ORG)
         bill_id = emulator.add_bill(ORG, account_id=_account(emulator))
-        now[0] += timedelta(hours=1)
+        clock.advance(timedelta(hours=1))
         emulator.regenerate_bill(ORG, bill_id)
         async with AsyncM3ter(api_key=CLIENT_ID, api_secret=SECRET, org_id=ORG, base_url=emulator.url) as sdk:
             token = await sdk.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
@@ -395,27 +396,22 @@ async def test_injected_faults_are_retried_by_the_sdk(emulator: M3terEmulator, c
 # second per Organization (429 for the rest of that second), 20,000 per rolling 5 minutes per source IP.
 
 
-class FrozenClock:
-    def __init__(self, now: float = 1_700_000_000.25) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+FROZEN = 1_700_000_000.25  # a quarter past a wall-clock second
 
 
 async def test_a_burst_above_the_organization_limit_gets_429_for_the_rest_of_the_second(
     emulator: M3terEmulator, client: AsyncM3ter
 ) -> None:
-    clock = FrozenClock()
+    clock = Clock(FROZEN)
     emulator.rate_clock = clock
     outcomes = await asyncio.gather(*(client.accounts.list() for _ in range(60)), return_exceptions=True)
     refused = [o for o in outcomes if isinstance(o, m3ter.RateLimitError)]
     assert len(refused) == 10, "50 requests a second, counted per wall-clock second"
     assert refused[0].body == {"message": "Too Many Requests"}
-    clock.now += 0.7  # still the same second
+    clock.advance(0.7)  # still the same second
     with pytest.raises(m3ter.RateLimitError):
         await client.accounts.list()
-    clock.now += 0.1  # the next second
+    clock.advance(0.1)  # the next second
     await client.accounts.list()
     assert len(emulator.throttled_requests()) == emulator.throttled == 11
     # Another Organization has its own budget.
@@ -427,7 +423,7 @@ async def test_a_burst_above_the_organization_limit_gets_429_for_the_rest_of_the
 
 
 async def test_token_requests_count_against_their_organization(emulator: M3terEmulator, anonymous: AsyncM3ter) -> None:
-    emulator.rate_clock = FrozenClock()
+    emulator.rate_clock = Clock(FROZEN)
     emulator.organization_requests_per_second = 3
     for _ in range(3):
         await anonymous.authentication.get_bearer_token(grant_type="client_credentials", extra_headers=_basic())
@@ -436,16 +432,16 @@ async def test_token_requests_count_against_their_organization(emulator: M3terEm
 
 
 async def test_the_source_ip_limit_holds_over_a_rolling_window(emulator: M3terEmulator, client: AsyncM3ter) -> None:
-    clock = FrozenClock(time.time())  # the fixture's token request, just before, is in the window too
+    clock = Clock(time.time())  # the fixture's token request, just before, is in the window too
     emulator.rate_clock = clock
     emulator.organization_requests_per_second = None
     emulator.ip_requests_per_window = 30  # m3ter: 20,000 per rolling 5 minutes; smaller to keep the test short
     for _ in range(29):
         await client.accounts.list()
-        clock.now += 5
+        clock.advance(5)
     with pytest.raises(m3ter.RateLimitError):
         await client.accounts.list()  # 145 s after the first: all 30 are inside the 300 s window
-    clock.now += 300
+    clock.advance(300)
     await client.accounts.list()
 
 
@@ -542,7 +538,7 @@ async def test_search_bills_sorts_pages_and_filters_as_documented(emulator: M3te
 async def test_search_bills_orders_equal_timestamps_anew_on_every_request() -> None:
     # m3ter documents no tie-break for equal sortBy values (https://docs.m3ter.com/api/bill/search-bills).
     fixed = datetime(2025, 3, 1, tzinfo=UTC)
-    async with M3terEmulator(clock=lambda: fixed, unique_timestamps=False, search_seed=7) as emulator:
+    async with M3terEmulator(clock=Clock(fixed).utc, unique_timestamps=False, search_seed=7) as emulator:
         emulator.add_client(CLIENT_ID, SECRET, ORG)
         account = _account(emulator)
         ids = [emulator.add_bill(ORG, account_id=account) for _ in range(20)]

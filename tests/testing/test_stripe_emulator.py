@@ -312,6 +312,7 @@ async def test_same_key_with_other_params_or_endpoint_is_an_idempotency_error(cl
     assert "same endpoint" in endpoint_error.value.user_message
 
 
+@pytest.mark.looptime
 async def test_concurrent_request_with_an_in_flight_key_gets_409(
     emulator: StripeEmulator, raw: httpx.AsyncClient
 ) -> None:
@@ -387,6 +388,7 @@ async def test_get_requests_ignore_idempotency_keys(raw: httpx.AsyncClient) -> N
     assert response.status_code == 200 and "Idempotent-Replayed" not in response.headers
 
 
+@pytest.mark.looptime
 async def test_sdk_retry_after_a_lost_reply_gets_the_replay(emulator: StripeEmulator, account: str) -> None:
     client = make_client(emulator, retries=2)
     emulator.inject(Fault.DROP_AFTER_WRITE, path_prefix="/v1/customers", times=1)
@@ -755,6 +757,7 @@ async def test_server_error_after_execution_began_is_replayed(emulator: StripeEm
     assert again.status_code == 500 and again.headers["Idempotent-Replayed"] == "true"
 
 
+@pytest.mark.looptime
 async def test_timeout_still_performs_the_write(emulator: StripeEmulator, account: str) -> None:
     emulator.inject(Fault.TIMEOUT, delay_seconds=0.5)
     impatient = make_client(emulator, timeout=0.1)
@@ -811,11 +814,13 @@ async def test_fault_rules_until_cleared_and_random_chaos(client: Any, emulator:
 # --- 10. latency, logs and ways to run it --------------------------------------------------------
 
 
+@pytest.mark.looptime
 async def test_latency_and_request_log(emulator: StripeEmulator, client: Any) -> None:
     emulator.latency_seconds = 0.15
-    started = time.monotonic()
+    loop = asyncio.get_running_loop()  # on fake time (looptime): the latency is the emulator's sleep, nothing else
+    started = loop.time()
     await client.v1.accounts.retrieve_current_async()
-    assert time.monotonic() - started >= 0.15
+    assert loop.time() - started >= 0.15
     emulator.latency_seconds = 0.0
     await client.v1.customers.create_async(params={"name": "x"}, options={"idempotency_key": "k-log"})
     assert emulator.request_count == 2
@@ -1163,27 +1168,25 @@ async def test_stripes_default_limits_are_100_live_25_test_and_25_per_endpoint(
 # Object locks: a write to an object another request is still writing is refused with lock_timeout.
 
 
-def test_a_write_to_an_object_another_write_still_holds_is_a_lock_timeout_to_retry() -> None:
-    async def main() -> None:
-        emulator = StripeEmulator(seed=31, latency_seconds=0.2)
-        emulator.add_api_key("sk_test_51locksLOCKS")
-        async with emulator, open_client("sk_test_51locksLOCKS", api_base=emulator.url, max_network_retries=0) as sdk:
-            first = await sdk.v1.customers.create_async(params={"name": "A"})
-            other = await sdk.v1.customers.create_async(params={"name": "B"})
-            invoice_of = {"auto_advance": False}
-            results = await asyncio.gather(
-                sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of}),
-                sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of}),
-                sdk.v1.invoices.create_async(params={"customer": other.id, **invoice_of}),
-                sdk.v1.customers.retrieve_async(first.id),  # reads lock nothing
-                return_exceptions=True,
-            )
-            refused = [r for r in results if isinstance(r, stripe.RateLimitError)]
-            assert len(refused) == 1 and refused[0].error is not None and refused[0].error.code == "lock_timeout"
-            assert refused[0].headers is not None and refused[0].headers.get("Stripe-Should-Retry") == "true"
-            assert sum(1 for r in results if isinstance(r, stripe.Invoice)) == 2
-            assert emulator.object_locks.refused == 1
-            # Once the first write is done, the same request goes through.
-            await sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of})
-
-    asyncio.run(main())
+@pytest.mark.looptime
+async def test_a_write_to_an_object_another_write_still_holds_is_a_lock_timeout_to_retry() -> None:
+    emulator = StripeEmulator(seed=31, latency_seconds=0.2)
+    emulator.add_api_key("sk_test_51locksLOCKS")
+    async with emulator, open_client("sk_test_51locksLOCKS", api_base=emulator.url, max_network_retries=0) as sdk:
+        first = await sdk.v1.customers.create_async(params={"name": "A"})
+        other = await sdk.v1.customers.create_async(params={"name": "B"})
+        invoice_of = {"auto_advance": False}
+        results = await asyncio.gather(
+            sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of}),
+            sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of}),
+            sdk.v1.invoices.create_async(params={"customer": other.id, **invoice_of}),
+            sdk.v1.customers.retrieve_async(first.id),  # reads lock nothing
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, stripe.RateLimitError)]
+        assert len(refused) == 1 and refused[0].error is not None and refused[0].error.code == "lock_timeout"
+        assert refused[0].headers is not None and refused[0].headers.get("Stripe-Should-Retry") == "true"
+        assert sum(1 for r in results if isinstance(r, stripe.Invoice)) == 2
+        assert emulator.object_locks.refused == 1
+        # Once the first write is done, the same request goes through.
+        await sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of})

@@ -16,25 +16,17 @@ import pytest
 import stripe
 
 from m3stripe.testing.stripe_emulator import StripeEmulator
+from tests.support.clock import Clock
 
 KEY = "sk_test_taxEmulatorKey001abcd"
 NOW = 1_800_000_000
 GB = {"line1": "10 Downing Street", "city": "London", "postal_code": "SW1A 2AA", "country": "GB"}
 
 
-class Clock:
-    """The emulator's clock, moved by the tests (registrations start and expire by it)."""
-
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return float(self.now)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    """The emulator's clock, moved by the tests (registrations start and expire by it)."""
+    return Clock(NOW)
 
 
 @pytest.fixture
@@ -164,7 +156,7 @@ async def test_a_registration_is_scheduled_active_then_expired_by_its_dates(
     assert later.status == "scheduled"
     listed = await client.v1.tax.registrations.list_async(params={"status": "active"})
     assert [r.id for r in listed.data] == [now.id]
-    clock.now += 3600
+    clock.advance(3600)
     assert (await client.v1.tax.registrations.retrieve_async(later.id)).status == "active"
     expired = await client.v1.tax.registrations.update_async(now.id, params={"expires_at": "now"})
     assert expired.status == "expired"

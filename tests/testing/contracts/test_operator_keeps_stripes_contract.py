@@ -16,7 +16,7 @@ import pytest
 from stripe._api_version import _ApiVersion
 
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
-from tests.e2e.helpers import Org
+from tests.support.stack_world import Org
 
 KEY = "sk_test_51contractKeyAAAAwxyz"
 RESTRICTED = "rk_test_51contractRestrictedQ9z7"  # may write customers and read invoices, not write them

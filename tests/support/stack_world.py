@@ -1,10 +1,16 @@
-"""What the end-to-end tests do to the local stack: credentials and Secrets, integrations, passes on request."""
+"""The end-to-end tests' world: the local stack (m3stripe.testing.stack, the `stack` fixture of tests/conftest.py) with
+the operator as a process, and what the tests do to it and read from it: credentials and Secrets, an m3ter
+Organization per test, integrations, passes on request, the invoices Stripe holds per Bill, the operator's metrics."""
 
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from m3stripe.testing.stack import LocalStack, wait_for
 
@@ -114,3 +120,28 @@ def seed(stack: LocalStack, org: str, stripe: Any, *, accounts: int, bills: int,
         )
         for n in range(bills)
     ]
+
+
+def invoices_per_bill(stack: LocalStack, stripe: Any) -> Counter[str]:
+    """How many invoices Stripe holds of each Bill, on the account of the `stripe` client's key."""
+    account = str(stripe.v1.accounts.retrieve_current().id)
+    state = stack.call(lambda: stack.stripe.state(account))
+    return Counter(str(i["metadata"].get("m3ter_bill_id")) for i in state["invoices"].values())
+
+
+Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Metrics:
+    """The operator's metrics on 127.0.0.1:`port`, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.get((name, frozenset(labels.items())))
