@@ -18,10 +18,11 @@ can rate-limit, add latency (a fixed one or a long-tailed profile: latency.py) a
 Run ``python -m m3stripe.testing.stripe_emulator --help`` to serve it from another process.
 """
 
-from .app import AccountSnapshot, ContractViolation, RequestRecord, StripeEmulator
+from .app import ContractViolation, RequestRecord
 from .errors import StripeError
 from .faults import Fault
 from .latency import Fixed, LatencyProfile, LogNormal, long_tailed
+from .server import AccountSnapshot, StripeEmulator
 
 __all__ = [
     "AccountSnapshot",

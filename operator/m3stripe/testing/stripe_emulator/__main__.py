@@ -12,8 +12,9 @@ import contextlib
 import signal
 import sys
 
-from .app import STRIPE_ENDPOINT_PER_SECOND, StripeEmulator
 from .latency import LatencyProfile, parse
+from .ratelimit import STRIPE_ENDPOINT_PER_SECOND
+from .server import StripeEmulator
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,9 +1,17 @@
-"""A per-account token bucket: ``per_second`` tokens a second, bursts of up to one second's worth."""
+"""Stripe's rate limits: its documented figures, and a per-account token bucket (``per_second`` tokens a
+second, bursts of up to one second's worth)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
+# https://docs.stripe.com/rate-limits: "Live mode: 100 requests per second", "Sandbox: 25 requests per
+# second", "Individual API endpoints (unless otherwise noted): 25 requests per second"; the global
+# limit is per Stripe account and mode, the endpoint one per "named API operation".
+STRIPE_LIVE_PER_SECOND = 100.0
+STRIPE_TEST_PER_SECOND = 25.0
+STRIPE_ENDPOINT_PER_SECOND = 25.0
 
 
 class TokenBucket:
