@@ -360,9 +360,13 @@ async def test_overlapping_integrations_passing_at_once_never_double_a_bill(w: K
     for _ in range(5):
         await asyncio.gather(a.run_now(), b.run_now())
     w.stripe.clear_faults()
-    await asyncio.gather(a.run_now(), b.run_now())
-    invoices = one_invoice_each(w, bills)
-    assert {i["metadata"][META_INTEGRATION] for i in invoices} == {a.uid}
+    _, last_of_b = await asyncio.gather(a.run_now(), b.run_now())
+    one_invoice_each(w, bills)
+    # Who wrote each Bill depends on the race: b's first pass may list a before a has connected (an integration
+    # that sends nothing owns nothing, domain.overlap), and sort_out keeps the oldest invoice of a Bill both wrote.
+    # Once both are connected they agree: a owns what both select, and b says so.
+    overlapping = condition(last_of_b, "Overlapping")
+    assert overlapping["status"] == "True" and "billing/a" in overlapping["message"], overlapping
 
 
 async def test_a_plan_of_the_younger_integration_shows_the_shared_bills_left_to_the_older_one(w: KubeWorld) -> None:
