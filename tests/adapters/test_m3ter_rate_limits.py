@@ -94,3 +94,15 @@ async def test_a_source_without_a_shared_budget_still_keeps_under_the_limit(emul
         await source.aclose()
     assert all(bill is not None for bill in bills)
     assert emulator.throttled == 0
+
+
+async def test_the_m3ter_clients_of_a_process_share_one_tls_context() -> None:
+    # Building a TLS context loads the CA bundle: once per process, not once per integration's m3ter source.
+    limits = M3terRateLimits()
+    clients = [limits.http_client(organization, 5.0) for organization in (ORG, OTHER_ORG)]
+    try:
+        contexts = {id(client._transport._pool._ssl_context) for client in clients}  # type: ignore[attr-defined]
+        assert contexts == {id(limits.tls_context())}
+    finally:
+        for client in clients:
+            await client.aclose()

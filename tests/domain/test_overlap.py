@@ -143,3 +143,11 @@ async def test_a_malformed_bill_both_overlapping_integrations_select_is_reported
         assert [e.bill_id for e in first.events] == [broken]
         assert second.events == [] and dict(second.left_to) == {"billing/a": 1}
         assert second.skipped == 1
+
+
+def test_the_peers_are_ordered_once_per_overlap_not_for_every_bill_that_asks() -> None:
+    everything = engine_spec(ORG)
+    peers = (peer("b", everything, created=T0 + timedelta(hours=1)), peer("a", everything, created=T0))
+    overlap = Overlap((T0 + timedelta(minutes=1), "billing", "me"), peers)
+    assert overlap.owners is overlap.owners and overlap.younger is overlap.younger
+    assert [p.name for p in overlap.owners] == ["a"] and [p.name for p in overlap.younger] == ["b"]
