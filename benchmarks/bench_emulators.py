@@ -43,6 +43,24 @@ WATERMARK_AGE = timedelta(hours=1)
 # --- the emulator side (in this process, or in a child process) ---------------------------------
 
 
+async def create_customers(stripe_key: str, url: str, account_ids: list[str]) -> dict[str, str]:
+    """One Stripe Customer per m3ter Account, made through the API as a person (or a CRM sync) would make them,
+    carrying the Account's id in the metadata the operator maps by; returns each Account's Customer id."""
+    slots = asyncio.Semaphore(SEED_CONCURRENCY)
+    customer_of: dict[str, str] = {}
+    async with open_client(stripe_key, api_base=url) as client:
+
+        async def create(account_id: str) -> None:
+            async with slots:
+                customer = await client.v1.customers.create_async(
+                    params={"name": f"Customer of {account_id}", "metadata": {META_ACCOUNT: account_id}}
+                )
+                customer_of[account_id] = customer.id
+
+        await asyncio.gather(*(create(a) for a in account_ids))
+    return customer_of
+
+
 class CountingM3terEmulator(M3terEmulator):
     """The m3ter emulator with a request counter that never wraps (its request log is a bounded deque)."""
 
@@ -236,7 +254,7 @@ class EmulatorHost:
             m3ter.add_account(ORG, name=f"Account {i}", code=f"acct-{i:05d}", currency=CURRENCY)
             for i in range(accounts)
         ]
-        await self._create_customers(stripe_emulator.url, account_ids)
+        self.customer_of.update(await create_customers(STRIPE_KEY, stripe_emulator.url, account_ids))
         if history:
             stripe_shift[0] = -HISTORY_AGE.total_seconds()
             await self._create_history(stripe_emulator.url, integration_id, history, history_mode)
@@ -300,20 +318,6 @@ class EmulatorHost:
                         await client.v1.invoice_items.create_async(params=params)  # type: ignore[arg-type]
 
             await asyncio.gather(*(create(c, n) for c in self.customer_of.values() for n in range(per_customer)))
-
-    async def _create_customers(self, url: str, account_ids: list[str]) -> None:
-        """Customers are made through the API, as a person (or a CRM sync) would make them."""
-        slots = asyncio.Semaphore(SEED_CONCURRENCY)
-        async with open_client(STRIPE_KEY, api_base=url) as client:
-
-            async def create(account_id: str) -> None:
-                async with slots:
-                    customer = await client.v1.customers.create_async(
-                        params={"name": f"Customer of {account_id}", "metadata": {META_ACCOUNT: account_id}}
-                    )
-                    self.customer_of[account_id] = customer.id
-
-            await asyncio.gather(*(create(a) for a in account_ids))
 
     async def arm(self, *, rps: float, endpoint_rps: float) -> None:
         """Switch the rate limit on (a full bucket) and zero the counters: the measured pass starts now."""

@@ -25,14 +25,12 @@ import httpx
 from bench_emulators import (
     CURRENCY,
     LINE_TYPES,
-    SEED_CONCURRENCY,
     Mode,
     Verification,
     _line_amounts,
     check_stripe_state,
+    create_customers,
 )
-from m3stripe.adapters.stripe_client import open_client
-from m3stripe.domain.mapping import META_ACCOUNT
 from m3stripe.domain.money import to_minor_units
 
 START_TIMEOUT_SECONDS = 60.0
@@ -221,17 +219,7 @@ class Fleet:
         return seeded
 
     async def _create_customers(self, integration: Integration, account_ids: list[str], expected: Expected) -> None:
-        slots = asyncio.Semaphore(SEED_CONCURRENCY)
-        async with open_client(integration.stripe_key, api_base=self.stripe.url) as client:
-
-            async def create(account_id: str) -> None:
-                async with slots:
-                    customer = await client.v1.customers.create_async(
-                        params={"name": f"Customer of {account_id}", "metadata": {META_ACCOUNT: account_id}}
-                    )
-                    expected.customer_of[account_id] = customer.id
-
-            await asyncio.gather(*(create(a) for a in account_ids))
+        expected.customer_of.update(await create_customers(integration.stripe_key, self.stripe.url, account_ids))
 
     async def arm(self, *, rps: float, endpoint_rps: float, latency: str) -> None:
         """The limits and the latency profile on, the counters read: the measured pass starts now."""

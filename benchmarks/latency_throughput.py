@@ -307,7 +307,7 @@ def detail(r: RunSummary) -> str:
         f"  ceiling        {r.account_ceiling:.2f} Bills/s per account x {s.integrations}: {100 * r.share:.1f}%",
         f"  per account    {_spread(shares)}",
         f"  bounds         {r.customer_bound:.1f} Bills/s with each customer's Bills {CUSTOMER_CONCURRENCY} at once and "
-        f"its invoice creations one at a time, "
+        f"the writes that change it (an invoice's creation, a pending item) one at a time, "
         f"{r.slot_bound:.1f} with {r.concurrency} Bills in flight per integration "
         f"({r.in_a_row} requests in a row per Bill at a mean {1000 * mean_seconds(parse(r.profile)):.0f} ms)",
         f"  Stripe         {r.stripe_requests} requests ({r.stripe_requests / max(1, r.sent):.3f}/Bill, minimum "
