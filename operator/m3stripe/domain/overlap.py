@@ -41,15 +41,19 @@ class Peer:
     uid: str
     created: datetime
     selector: Selector = field(compare=False)
-    # What a person should know of it: "suspended", "disabled", "in Plan mode", "its Stripe account is not known".
+    # Why it sends no Bills now, as a person reads it: "suspended", "disabled", "in Plan mode", "not connected",
+    # "its Stripe account is not known yet" (none: it sends them).
     notes: tuple[str, ...] = ()
     # A digest of what decides which Bills it selects and what it sends of them (spec.accountIds,
     # restrictedAccountIds, accountFilter, onlySendBillOnApproval, excludedLineItemTypes): when it changes, Bills
     # left to it may now be no one's.
     selection: str = ""
-    # Whether it sends Bills now: connected, its Stripe account known, not suspended nor disabled, in Send mode.
-    writes: bool = True
     excluded: frozenset[str] = frozenset()  # its spec.excludedLineItemTypes
+
+    @property
+    def writes(self) -> bool:
+        """Whether it sends Bills now: nothing in its notes keeps it from sending."""
+        return not self.notes
 
     @property
     def where(self) -> str:

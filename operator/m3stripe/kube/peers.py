@@ -78,7 +78,7 @@ async def find_overlap(
         account = status.stripeAccountId or None
         if account and stripe_account and account != stripe_account:
             continue
-        notes = []
+        notes = []  # each a reason it sends no Bills now, so owns none (Peer.writes, domain.overlap)
         if other.is_plan:
             notes.append("in Plan mode")
         if other.suspend:
@@ -100,8 +100,6 @@ async def find_overlap(
                 parsed.selector(),
                 tuple(notes),
                 selection_of(other),
-                # Only an integration that sends Bills now owns the Bills it selects (domain.overlap).
-                writes=not notes,
                 excluded=frozenset(other.excludedLineItemTypes),
             )
         )
