@@ -31,8 +31,9 @@ from m3stripe.adapters.m3ter_client import M3terRateLimits
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import LimiterRegistry, StripeGateway
+from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger
+from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.runs import ErrorBudget, RunReport, SyncState
 from m3stripe.domain.sync_engine import SyncEngine, build_engine
@@ -94,7 +95,7 @@ async def run(plan: dict[str, Any], profiler: cProfile.Profile | None) -> dict[s
     metrics = Metrics()
     rps = int(plan["rps"])
     concurrency = int(plan["concurrency"] or config.sync.concurrency_for(rps))
-    lag = LoopLag(interval=0.05)
+    lag = LoopLag()
     built: list[tuple[dict[str, Any], SyncEngine, StripeGateway, CountingObserver, M3terSource]] = []
     async with contextlib.AsyncExitStack() as stack:
         for integration in plan["integrations"]:

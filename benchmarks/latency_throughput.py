@@ -70,7 +70,7 @@ from bench_deployed import run_deployed
 from bench_emulators import Mode
 from bench_processes import Fleet
 from bench_report import ADD_LINES_CHUNK, minimum_requests_per_bill
-from m3stripe.adapters.stripe_gateway import LimiterRegistry
+from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
 from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY
 from m3stripe.testing.stripe_emulator.latency import mean_seconds, parse
 

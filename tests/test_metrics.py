@@ -161,7 +161,7 @@ def test_stripe_series_say_which_budget_they_belong_to_and_its_limit() -> None:
 
 def test_no_stripe_account_id_is_a_label_value() -> None:
     """Budgets are digests: an account id (acct_...) never reaches a metric label."""
-    from m3stripe.adapters.stripe_gateway import LimiterRegistry
+    from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
 
     m = Metrics()
     registry = LimiterRegistry()

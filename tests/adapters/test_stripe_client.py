@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from m3stripe.adapters.stripe_client import KeyMode, check_key, key_mode
+import pytest
+from aiohttp import web
+
+from m3stripe.adapters.stripe_client import KeyMode, check_key, key_mode, open_client
 from tests.support.ports import free_port
 
 
@@ -113,3 +116,28 @@ async def test_a_restricted_key_that_cannot_read_invoices_is_refused_with_what_t
         check = await check_key("rk_test_customersOnly000wxyz", test_mode=True, api_base=emulator.url)
         assert (check.ok, check.reason) == (False, "StripePermissionDenied")
         assert "Invoices" in check.message and "wxyz" not in check.message
+
+
+async def test_the_operators_client_sends_stripe_no_telemetry_neither_latencies_nor_the_hosts_platform() -> None:
+    seen: list[dict[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"object": "list", "data": [], "has_more": False, "url": "/v1/customers"})
+
+    app = web.Application()
+    app.router.add_get("/v1/customers", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with open_client("sk_test_telemetry", api_base=f"http://127.0.0.1:{port}") as client:
+            for _ in range(2):  # the SDK reports a request's latency in the next one's headers
+                await client.raw_request_async("get", "/v1/customers")
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 2
+    assert not [h for h in seen if "X-Stripe-Client-Telemetry" in h]
+    user_agent = json.loads(seen[1]["X-Stripe-Client-User-Agent"])
+    assert "platform" not in user_agent and "telemetry_id" not in user_agent

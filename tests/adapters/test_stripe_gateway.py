@@ -10,14 +10,10 @@ import pytest
 import stripe
 
 from m3stripe.adapters.stripe_gateway import (
-    ENDPOINT_REQUESTS_PER_SECOND,
     Failure,
-    LimiterRegistry,
     RetryPolicy,
     StripeCallError,
     StripeGateway,
-    StripeRateLimit,
-    budget_label,
     scrub,
 )
 
@@ -231,72 +227,6 @@ def test_backoff_stays_within_the_cap() -> None:
     policy = RetryPolicy(max_attempts=8, base_delay=0.5, max_delay=3)
     for attempt in range(1, 9):
         assert 0 <= policy.backoff(attempt) <= min(3, 0.5 * 2 ** (attempt - 1))
-
-
-def test_limiter_registry_keeps_one_budget_per_account_and_mode() -> None:
-    registry = LimiterRegistry()
-    test = registry.get("acct_1", False, 25, owner="int-test")
-    assert registry.get("acct_1", False, 25, owner="int-test-2") is test
-    assert registry.get("acct_2", False, 25) is not test
-    live = registry.get("acct_1", True, 100, owner="int-live")
-    assert live is not test
-    assert (live.per_second, test.per_second) == (100, 25)
-
-
-def test_each_budget_is_labelled_by_its_mode_and_a_digest_of_its_account_never_the_account() -> None:
-    registry = LimiterRegistry()
-    live, test = registry.get("acct_1Abc", True, 100), registry.get("acct_1Abc", False, 25)
-    assert live.budget == budget_label("acct_1Abc", True)
-    assert live.budget.startswith("live.") and test.budget.startswith("test.")
-    assert live.budget.split(".")[1] == test.budget.split(".")[1]  # one account, two modes
-    assert registry.get("acct_2Xyz", True, 100).budget != live.budget
-    assert "acct" not in live.budget and len(live.budget) == len("live.") + 12
-    # The digest is the one status.sync.scope records for the account (its third part).
-    from m3stripe.domain.progress import scope_id
-
-    assert scope_id("org", live=True, stripe_account="acct_1Abc").endswith(live.budget)
-
-
-def test_a_live_and_a_test_integration_on_one_account_do_not_flip_each_others_rate() -> None:
-    registry = LimiterRegistry()
-    for _ in range(3):
-        live = registry.get("acct_1", True, 100, owner="live")
-        test = registry.get("acct_1", False, 25, owner="test")
-        assert (live.per_second, test.per_second) == (100, 25)
-
-
-def test_integrations_sharing_an_account_and_mode_get_the_lowest_rate_any_asked_for() -> None:
-    registry = LimiterRegistry()
-    shared = registry.get("acct_1", True, 100, owner="a")
-    assert registry.get("acct_1", True, 40, owner="b") is shared
-    assert shared.per_second == 40
-    registry.get("acct_1", True, 100, owner="a")  # a's next pass does not raise it back
-    assert shared.per_second == 40
-    registry.get("acct_1", True, 80, owner="b")  # b raised its own limit: the lowest is now 80
-    assert shared.per_second == 80
-
-
-@pytest.mark.looptime
-async def test_each_endpoint_has_its_own_budget_of_25_per_second_within_the_accounts() -> None:
-    limit = StripeRateLimit(100)
-    assert limit.endpoint_per_second == ENDPOINT_REQUESTS_PER_SECOND == 25
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for _ in range(25):
-        await limit.acquire("invoices.create")
-    for _ in range(25):
-        await limit.acquire("invoices.list")  # another endpoint: no wait
-    assert loop.time() - started < 0.5
-    assert not limit.endpoint("invoices.create").has_capacity()
-    assert limit.endpoint("invoices.add_lines").has_capacity()
-
-
-def test_the_endpoint_limit_is_stripes_25_unless_the_account_was_raised_above_the_modes_default() -> None:
-    registry = LimiterRegistry()
-    assert registry.get("acct_1", True, 100).endpoint_per_second == 25
-    assert registry.get("acct_1", False, 25).endpoint_per_second == 25
-    assert registry.get("acct_2", False, 10).endpoint_per_second == 25
-    assert registry.get("acct_3", True, 400).endpoint_per_second == 100  # raised 4x: 4x per endpoint too
 
 
 def test_scrub_removes_keys_of_any_mode_redacted_forms_secrets_and_account_ids() -> None:

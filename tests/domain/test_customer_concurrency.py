@@ -9,6 +9,7 @@ from collections import Counter
 
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy
+from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
 from m3stripe.domain.runs import ErrorBudget, RunReport, SyncState
 from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY
@@ -25,6 +26,18 @@ async def run(w: EngineWorld, state: SyncState | None = None, *, concurrency: in
     """A pass that backs off from Stripe's lock_timeout as the operator does, through a client of its own."""
     retry = RetryPolicy(max_attempts=8, base_delay=0.02, max_delay=0.2)
     return await w.run(state, key=KEY, retry=retry, budget=ErrorBudget(10), concurrency=concurrency)
+
+
+class RecordingLimit(StripeRateLimit):
+    """An ample budget that records which requests asked for a slot as urgent."""
+
+    def __init__(self) -> None:
+        super().__init__(1000, 1000)
+        self.asked: Counter[tuple[str, bool]] = Counter()
+
+    async def acquire(self, endpoint: str, *, urgent: bool = False) -> None:
+        self.asked[endpoint, urgent] += 1
+        await super().acquire(endpoint, urgent=urgent)
 
 
 def invoices_per_bill(w: EngineWorld) -> Counter[str]:
@@ -81,3 +94,26 @@ async def test_lock_timeouts_from_another_writer_on_the_customer_lose_and_double
             assert invoice["customer"] == customer and len(invoice["lines"]["data"]) == 1
         customer_meta = w.stripe.state(w.account)["customers"][customer]["metadata"]
         assert customer_meta[META_ACCOUNT] and customer_meta["crm_sync"]
+
+
+async def test_only_the_write_a_customers_other_bills_wait_for_asks_for_its_rate_limit_slot_as_urgent() -> None:
+    async with world() as w:
+        await one_customer_with_bills(w, 6)
+        invoices = RecordingLimit()
+        report = await w.run(key=KEY, concurrency=8, limiter=invoices)
+        assert report.sent == 6
+        assert {(endpoint, urgent) for endpoint, urgent in invoices.asked} >= {
+            ("invoices.create", True),
+            ("invoices.list", False),
+            ("invoices.add_lines", False),
+        }
+        assert invoices.asked["invoices.create", True] == 6
+        assert not [key for key in invoices.asked if key[1] and key[0] != "invoices.create"]
+
+        items = RecordingLimit()
+        account = w.m3ter_account("items")
+        await w.customer_for(account)
+        w.bill(account, "5.00")
+        await w.run(key=KEY, limiter=items, createStripeInvoice=False)
+        assert items.asked["invoiceitems.create", True] > 0
+        assert not [key for key in items.asked if key[1] and key[0] != "invoiceitems.create"]

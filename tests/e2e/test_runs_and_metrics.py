@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from m3stripe.adapters.stripe_gateway import budget_label
+from m3stripe.adapters.stripe_rate_limit import budget_label
 from m3stripe.testing.stack import LocalStack, OperatorProcess, wait_for
 from tests.support import stack_world
 from tests.support.ports import free_port

@@ -18,7 +18,8 @@ from kubernetes import config
 
 from m3stripe.adapters.kube_api import KubeApi, KubeApiError, LeaseRecord
 from m3stripe.adapters.stripe_client import open_client
-from m3stripe.adapters.stripe_gateway import StripeGateway, StripeRateLimit
+from m3stripe.adapters.stripe_gateway import StripeGateway
+from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
 from m3stripe.domain.ports import FenceLost
 from m3stripe.kube.leadership import FencedRateLimit, LeaderElector, LeaseSettings
 from m3stripe.metrics import Metrics

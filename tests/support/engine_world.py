@@ -17,6 +17,7 @@ from m3stripe.adapters.m3ter_token import M3terCredentials
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy, StripeGateway
 from m3stripe.adapters.stripe_ledger import StripeLedger, StripeLedgerReader
+from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
 from m3stripe.api.spec import StripeIntegrationSpec
 from m3stripe.domain.account_filter import AccountFilter
 from m3stripe.domain.overlap import Overlap
@@ -56,6 +57,7 @@ class EngineWorld(World):
         integration_id: str | None = None,
         overlap: Overlap | None = None,
         account_filter: AccountFilter | None = None,
+        limiter: StripeRateLimit | None = None,
         **spec_fields: Any,
     ) -> RunReport:
         """One pass of the engine: the world's spec (or `spec`, or the world's Organization's spec with
@@ -67,7 +69,7 @@ class EngineWorld(World):
         async with AsyncExitStack() as opened:
             if key is not None:
                 client = await opened.enter_async_context(open_client(key, api_base=self.stripe.url))
-            gateway = StripeGateway(client or self.sdk, retry=retry)
+            gateway = StripeGateway(client or self.sdk, retry=retry, limiter=limiter)
             engine = build_engine(
                 spec,
                 integration_id=integration_id or self.integration_id,

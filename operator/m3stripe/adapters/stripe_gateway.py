@@ -5,16 +5,13 @@ backoff and jitter, reusing the same idempotency key; `Stripe-Should-Retry` over
 present, and `Retry-After` sets the wait. Other 4xx errors are not retried: they carry Stripe's
 message back to the caller, scrubbed of API keys and account ids (`scrub`).
 
-Rate limits follow https://docs.stripe.com/rate-limits: a global budget per Stripe account and mode
-("Live mode: 100 requests per second", "Sandbox: 25 requests per second") and, on top of it, a
-budget per endpoint ("Individual API endpoints (unless otherwise noted): 25 requests per second";
-"Stripe considers each named API operation a separate endpoint").
+Every request first waits for its slot in the account's budget (`adapters.stripe_rate_limit`), ahead of the
+others when the domain marks it urgent (`domain.ports.URGENT`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import re
 import time
@@ -24,20 +21,13 @@ from typing import Any, Protocol, TypeVar, Unpack
 
 import aiohttp
 import stripe
-from aiolimiter import AsyncLimiter
 
-from m3stripe.domain.ports import Failure, LedgerError, LedgerErrorDetails
+from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
+from m3stripe.domain.ports import URGENT, Failure, LedgerError, LedgerErrorDetails
 
 T = TypeVar("T")
-__all__ = ["Failure", "LedgerError", "StripeCallError", "StripeGateway", "budget_label", "scrub"]
+__all__ = ["Failure", "LedgerError", "StripeCallError", "StripeGateway", "scrub"]
 LIST_PAGE = 100
-# https://docs.stripe.com/rate-limits: "Individual API endpoints (unless otherwise noted): 25 requests
-# per second". None of the endpoints the operator calls is "otherwise noted" (the exceptions listed
-# there are the Files, Search, Meter events, Payment Intents updates and Subscriptions APIs).
-ENDPOINT_REQUESTS_PER_SECOND = 25
-# The same page's global defaults: "Live mode: 100 requests per second", "Sandbox: 25 requests per second".
-DEFAULT_REQUESTS_PER_SECOND = {True: 100, False: 25}
-
 # Stripe's error texts echo the key ("Invalid API Key provided: sk_test_****abcd", "The provided key
 # 'rk_live_...wxyz' does not have the required permissions ... on account 'acct_1...'", see
 # https://github.com/stripe/stripe-node/issues/2246), so every text from Stripe passes through `scrub`
@@ -61,16 +51,6 @@ _ACCOUNT_IN_PERMISSION_ERROR = re.compile(r"on account '(acct_[A-Za-z0-9]+)'")
 def scrub(text: str, *, mask: str = "[redacted]") -> str:
     """The text without API keys (whole or redacted), other secrets or account ids; each secret becomes `mask`."""
     return _ACCOUNT.sub("acct_[redacted]", _SECRETS.sub(mask, text))
-
-
-def budget_label(account: str, livemode: bool) -> str:
-    """The metrics label of one Stripe budget (account and mode): `live.<digest>` or `test.<digest>`.
-
-    The account id is not put in a label in clear (treated as sensitive, as everywhere else here: `scrub`):
-    the digest is the first 12 hex digits of its SHA-256, the same digest `status.sync.scope` records
-    (m3stripe.domain.progress.scope_id), so `printf %s acct_... | sha256sum | cut -c1-12` finds it.
-    """
-    return f"{'live' if livemode else 'test'}.{hashlib.sha256(account.encode()).hexdigest()[:12]}"
 
 
 def missing_permission(message: str) -> str | None:
@@ -120,90 +100,6 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         # Full jitter: spreads the retries of many concurrent Bills instead of synchronising them.
         return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
-
-
-class StripeRateLimit:
-    """The client-side budget of one Stripe account in one mode: a global limiter and one per endpoint.
-
-    Every integration and every key writing to that account and mode shares it (Stripe counts per
-    account, https://docs.stripe.com/rate-limits). Its global rate is the lowest any of its users
-    asked for, so no integration's `requestsPerSecond` is exceeded however many share the account.
-
-    An account whose limits Stripe raised ("Stripe may increase rate limits for specific accounts",
-    same page) is configured with a `requestsPerSecond` above the mode's default; Stripe does not say
-    how a raise applies to the per-endpoint limit, so it is scaled by the same factor (never below 25).
-    """
-
-    def __init__(
-        self,
-        per_second: float,
-        endpoint_per_second: float = ENDPOINT_REQUESTS_PER_SECOND,
-        *,
-        mode_default_per_second: float | None = None,
-        budget: str = "",
-    ) -> None:
-        # Which budget this is, for the metrics (`budget_label`); "" for a limit no registry handed out.
-        self.budget = budget
-        self._rates: dict[str, float] = {}
-        self._mode_default = mode_default_per_second
-        self.endpoint_per_second = endpoint_per_second
-        # A one-second window at the full rate: no burst above Stripe's per-second limit.
-        self._global = AsyncLimiter(per_second, 1.0)
-        self._endpoints: dict[str, AsyncLimiter] = {}
-
-    @property
-    def per_second(self) -> float:
-        return self._global.max_rate
-
-    def use(self, owner: str, per_second: float) -> None:
-        self._rates[owner] = per_second
-        rate = min(self._rates.values())
-        if rate != self._global.max_rate:
-            # Every gateway asks this object on each request, so a new limiter takes effect at once.
-            self._global = AsyncLimiter(rate, 1.0)
-        if self._mode_default is not None:
-            endpoint = ENDPOINT_REQUESTS_PER_SECOND * max(1.0, rate / self._mode_default)
-            if endpoint != self.endpoint_per_second:
-                self.endpoint_per_second = endpoint
-                self._endpoints.clear()
-
-    def endpoint(self, endpoint: str) -> AsyncLimiter:
-        limiter = self._endpoints.get(endpoint)
-        if limiter is None:
-            limiter = self._endpoints[endpoint] = AsyncLimiter(self.endpoint_per_second, 1.0)
-        return limiter
-
-    async def acquire(self, endpoint: str) -> None:
-        # The endpoint's budget first: a request waiting for its endpoint holds no global capacity.
-        await self.endpoint(endpoint).acquire()
-        await self._global.acquire()
-
-    def time_left(self) -> float | None:
-        """Seconds a request acquired now may run before the gateway abandons it; None: unbounded."""
-        return None
-
-    def cut_off(self, endpoint: str) -> None:
-        """Called when a request outlived `time_left()`: raise what the caller should see."""
-        return None
-
-
-class LimiterRegistry:
-    """One StripeRateLimit per (Stripe account, mode): live and test mode have separate budgets."""
-
-    def __init__(self) -> None:
-        self._limits: dict[tuple[str, bool], StripeRateLimit] = {}
-
-    def get(self, account: str, livemode: bool, per_second: float, *, owner: str = "") -> StripeRateLimit:
-        key = (account, livemode)
-        limit = self._limits.get(key)
-        if limit is None:
-            limit = self._limits[key] = StripeRateLimit(
-                per_second,
-                mode_default_per_second=DEFAULT_REQUESTS_PER_SECOND[livemode],
-                budget=budget_label(account, livemode),
-            )
-        limit.use(owner or f"rate:{per_second}", per_second)
-        return limit
 
 
 def metadata_of(obj: Any) -> dict[str, str]:
@@ -262,7 +158,7 @@ class StripeGateway:
             attempt += 1
             if self._limiter is not None:
                 waited = time.monotonic()
-                await self._limiter.acquire(endpoint)
+                await self._limiter.acquire(endpoint, urgent=URGENT.get())
                 wait = time.monotonic() - waited
                 if wait > 0.001:
                     self._observer.rate_limit_wait(wait)

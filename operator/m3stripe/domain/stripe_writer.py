@@ -18,7 +18,9 @@ a Bill of the pass can precede, and before each later Bill only what was created
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -41,7 +43,7 @@ from m3stripe.domain.mapping import (
     META_CREDIT_COUPON,
     MappedBill,
 )
-from m3stripe.domain.ports import Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
+from m3stripe.domain.ports import URGENT, Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
 from m3stripe.domain.tax_forms import (
     Coupon,
     CreditsExceedCharges,
@@ -217,12 +219,19 @@ class StripeWriter:
         self._take(index, await self._list(kind, customer, {"gte": reread} if reread > 0 else None))
         return index
 
-    def _customer(self, customer: str) -> asyncio.Lock:
-        """Held around each write that changes the customer itself (see the class)."""
+    @contextlib.asynccontextmanager
+    async def _customer(self, customer: str) -> AsyncIterator[None]:
+        """Held around each write that changes the customer itself (see the class). The write made under it is
+        urgent (`ports.URGENT`): the customer's other Bills wait for it."""
         lock = self._customer_writes.get(customer)
         if lock is None:
             lock = self._customer_writes[customer] = asyncio.Lock()
-        return lock
+        async with lock:
+            urgent = URGENT.set(True)
+            try:
+                yield
+            finally:
+                URGENT.reset(urgent)
 
     # Either mode: `not_before` is when m3ter created the Bill (no earlier write of it can be older); None: unknown.
     async def write_invoice(

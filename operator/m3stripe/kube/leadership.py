@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from m3stripe.adapters.kube_api import KubeApiError, LeaseRecord
-from m3stripe.adapters.stripe_gateway import StripeRateLimit
+from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
 from m3stripe.domain.ports import FenceLost
 
 log = logging.getLogger(__name__)
@@ -483,7 +483,7 @@ class FencedRateLimit(StripeRateLimit):
     def cut_off(self, endpoint: str) -> None:
         raise FenceLost(f"a Stripe request ({endpoint}) was abandoned when this replica's Lease fence fell")
 
-    async def acquire(self, endpoint: str) -> None:
+    async def acquire(self, endpoint: str, *, urgent: bool = False) -> None:
         self._fence()
-        await self._inner.acquire(endpoint)
+        await self._inner.acquire(endpoint, urgent=urgent)
         self._fence()  # the wait may have been long

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from m3stripe.adapters.kube_api import KubeApi
 from m3stripe.adapters.mailer import Mailer
-from m3stripe.adapters.stripe_gateway import LimiterRegistry
+from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.kube.leadership import AlwaysLeader, Leadership
 from m3stripe.kube.source import SourceRegistry
