@@ -43,7 +43,8 @@ async def run(args: argparse.Namespace) -> None:
             bills=1, accounts=args.customers, lines=3, latency=args.latency, order="round-robin"
         )
         async with open_client(STRIPE_KEY, api_base=setup.stripe_url, timeout=30.0) as client:
-            customers = [c["id"] async for c in _customers(StripeGateway(client))]
+            listing = StripeGateway(client).iterate_json("customers.list", "/v1/customers", {})
+            customers = [customer["id"] async for customer in listing]
             limit = LimiterRegistry().get(setup.stripe_account, False, args.rps)
             await emulators.arm(rps=args.rps, endpoint_rps=limit.endpoint_per_second)
             gateway = StripeGateway(client, limiter=limit)
@@ -83,11 +84,6 @@ async def run(args: argparse.Namespace) -> None:
         )
     finally:
         await emulators.aclose()
-
-
-async def _customers(gateway: StripeGateway) -> Any:
-    async for customer in gateway.iterate_json("customers.list", "/v1/customers", {}):
-        yield customer
 
 
 def main() -> None:

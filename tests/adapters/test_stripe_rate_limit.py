@@ -163,12 +163,18 @@ async def test_an_urgent_request_is_first_in_line_for_the_accounts_budget() -> N
     assert order == ["urgent create", "list", "lines"]
 
 
+async def used_up(rate: float) -> Bucket:
+    """A bucket whose burst the other requests have used up: only the slot kept for urgent ones is left."""
+    bucket = Bucket(rate)
+    for _ in range(int(rate) - 1):
+        await bucket.acquire()
+    return bucket
+
+
 @pytest.mark.looptime
 async def test_waiters_are_let_go_in_batches_at_the_buckets_rate_and_never_sooner_than_it_allows() -> None:
-    bucket = Bucket(100)
+    bucket = await used_up(100)
     loop = asyncio.get_running_loop()
-    for _ in range(99):
-        await bucket.acquire()
     started = loop.time()
     served: list[float] = []
 
@@ -186,10 +192,8 @@ async def test_waiters_are_let_go_in_batches_at_the_buckets_rate_and_never_soone
 
 @pytest.mark.looptime
 async def test_an_urgent_request_takes_the_slot_kept_for_it_at_once_and_the_next_the_moment_one_frees() -> None:
-    bucket = Bucket(100)
+    bucket = await used_up(100)
     loop = asyncio.get_running_loop()
-    for _ in range(99):
-        await bucket.acquire()
     assert not bucket.has_capacity()
     started = loop.time()
     await bucket.acquire(urgent=True)  # the others left it the last slot of the burst
@@ -205,3 +209,20 @@ async def test_a_bucket_too_small_to_keep_a_slot_serves_urgent_and_other_request
     await bucket.acquire()
     await bucket.acquire()
     assert loop.time() == pytest.approx(1.0)
+
+
+@pytest.mark.looptime
+async def test_a_request_that_comes_while_others_wait_does_not_put_off_their_batch() -> None:
+    bucket = await used_up(100)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    served: dict[str, float] = {}
+
+    async def take(name: str) -> None:
+        await bucket.acquire()
+        served[name] = round(loop.time() - started, 3)
+
+    first = asyncio.create_task(take("first"))
+    await asyncio.sleep(0.005)  # no slot free yet for the next one either
+    await asyncio.gather(first, take("next"))
+    assert served == {"first": 0.05, "next": 0.05}

@@ -26,7 +26,7 @@ DEFAULT_REQUESTS_PER_SECOND = {True: 100, False: 25}
 BATCH_SECONDS = 0.05
 # Float slack when comparing the bucket's level with its size: a timer set for the moment a slot frees fires then.
 _EPSILON = 1e-9
-URGENT = 0  # a waiter's rank: urgent ones sort first
+_URGENT_RANK = 0  # a waiter's rank in the heap: urgent ones sort first
 
 
 def budget_label(account: str, livemode: bool) -> str:
@@ -68,12 +68,12 @@ class Bucket:
             self._loop, self._waiters, self._timer = loop, [], None
         self._leak(loop.time())
         # Only an urgent waiter is ahead of an urgent request (the heap's first waiter is urgent if any is).
-        ahead = bool(self._waiters) and (not urgent or self._waiters[0][0] == URGENT)
+        ahead = bool(self._waiters) and (not urgent or self._waiters[0][0] == _URGENT_RANK)
         if not ahead and self._room(urgent):
             self._level += 1
             return
         future: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._waiters, (URGENT if urgent else URGENT + 1, next(self._arrivals), future))
+        heapq.heappush(self._waiters, (_URGENT_RANK if urgent else _URGENT_RANK + 1, next(self._arrivals), future))
         self._serve()
         await future  # cancelled while waiting: `_serve` skips it
 
@@ -93,23 +93,32 @@ class Bucket:
     def _serve(self) -> None:
         loop = self._loop
         assert loop is not None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._leak(loop.time())
         while self._waiters:
             rank, _, future = self._waiters[0]
             if not future.done():
-                if not self._room(rank == URGENT):
+                if not self._room(rank == _URGENT_RANK):
                     break
                 self._level += 1
                 future.set_result(None)
             heapq.heappop(self._waiters)
-        if self._waiters:
-            urgent = self._waiters[0][0] == URGENT
-            top = self.rate - (0 if urgent else self._reserve)
-            delay = (self._level + 1 - top) / self.rate
-            self._timer = loop.call_later(delay if urgent else max(delay, BATCH_SECONDS), self._serve)
+        if not self._waiters:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        urgent = self._waiters[0][0] == _URGENT_RANK
+        delay = (self._level + 1 - self.rate + (0 if urgent else self._reserve)) / self.rate
+        when = loop.time() + (delay if urgent else max(delay, BATCH_SECONDS))
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return  # the wake-up already set comes first (a later arrival does not put off a batch)
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._serve()
 
 
 class StripeRateLimit:
