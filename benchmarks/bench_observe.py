@@ -32,8 +32,9 @@ class CountingObserver:
 class LoopLag:
     """How late the engine's event loop runs a timer (50 ms by default): a busy loop is late to read every reply too.
 
-    Each wake-up costs the process CPU (more than a tick's own work: benchmarks/sdk_floor.py): a pass that sends
-    few requests a second sees it in its CPU per request, so both benchmarks tick every 50 ms."""
+    Each tick wakes the loop, and a wake-up costs the process more CPU than the tick's own work (the rate limit's
+    wake-ups were most of the CPU of a request at 100/s: benchmarks/README.md): a pass that sends few requests a
+    second would see the ticks in its CPU per request, so both benchmarks tick every 50 ms."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
@@ -57,9 +58,8 @@ def quantile(samples: list[float], q: float) -> float:
 def quantiles_ms(samples: list[float]) -> str:
     if not samples:
         return "no samples"
-    ordered = sorted(samples)
 
     def at(q: float) -> float:
-        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return 1000 * quantile(samples, q)
 
-    return f"mean {1000 * sum(ordered) / len(ordered):.1f}, p50 {at(0.5):.1f}, p99 {at(0.99):.1f}, max {at(1.0):.1f} ms"
+    return f"mean {1000 * sum(samples) / len(samples):.1f}, p50 {at(0.5):.1f}, p99 {at(0.99):.1f}, max {at(1.0):.1f} ms"

@@ -25,6 +25,7 @@ import httpx
 from bench_emulators import (
     CURRENCY,
     LINE_TYPES,
+    M3TER_CLIENT_SECRET,
     Mode,
     Verification,
     _line_amounts,
@@ -120,7 +121,8 @@ class FleetStats:
 
 
 class Fleet:
-    """`integrations` Stripe accounts and m3ter Organizations on two emulator processes."""
+    """The Stripe and m3ter emulators in two processes, seeded (`seed`) with a Stripe account and an m3ter
+    Organization per integration."""
 
     def __init__(self, *, contract_mode: bool = True, m3ter_latency: float = 0.0, seed: int = 2026) -> None:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close(), with the processes)
@@ -160,7 +162,7 @@ class Fleet:
             for i in range(integrations):
                 org = f"org-{run}-{i:02d}"
                 fixtures["clients"].append(
-                    {"client_id": f"client-{run}-{i:02d}", "client_secret": "bench-secret", "organization_id": org}
+                    {"client_id": f"client-{run}-{i:02d}", "client_secret": M3TER_CLIENT_SECRET, "organization_id": org}
                 )
                 for c in range(customers):
                     fixtures["accounts"].append(
@@ -206,7 +208,12 @@ class Fleet:
                     )
                 seeded.integrations.append(
                     Integration(
-                        integration_ids[i], f"org-{run}-{i:02d}", f"client-{run}-{i:02d}", "bench-secret", key, account
+                        integration_ids[i],
+                        f"org-{run}-{i:02d}",
+                        f"client-{run}-{i:02d}",
+                        M3TER_CLIENT_SECRET,
+                        key,
+                        account,
                     )
                 )
                 seeded.expected.append(expected)

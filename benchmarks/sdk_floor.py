@@ -23,6 +23,7 @@ from bench_emulators import STRIPE_KEY, ProcessEmulators
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import StripeGateway
 from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
+from m3stripe.domain.mapping import META_BILL, META_INTEGRATION, META_LINE_INDEX
 
 
 def _lines(bill: int) -> list[dict[str, Any]]:
@@ -30,7 +31,7 @@ def _lines(bill: int) -> list[dict[str, Any]]:
         {
             "amount": 1000 + n,
             "description": f"Usage {n} of Bill {bill}",
-            "metadata": {"m3ter_bill_id": f"bill-{bill}", "m3ter_line_index": str(n)},
+            "metadata": {META_BILL: f"bill-{bill}", META_LINE_INDEX: str(n)},
         }
         for n in range(3)
     ]
@@ -58,7 +59,7 @@ async def run(args: argparse.Namespace) -> None:
                         "invoices.list", "/v1/invoices", {"customer": customer, "created": {"gte": since}}
                     ):
                         pass
-                    meta = {"m3ter_bill_id": f"bill-{bill}", "m3ter_integration": "floor"}
+                    meta = {META_BILL: f"bill-{bill}", META_INTEGRATION: "floor"}
                     invoice = await gateway.json(
                         "invoices.create",
                         "post",

@@ -144,10 +144,11 @@ async def run_case(case: Case, *, bills: int, customers: int, lines: int) -> Fig
 def _verify(stripe: StripeEmulator, account: str, totals: dict[str, int], sent: int, events: list[Any]) -> str:
     if events:
         return f"FAILED: {len(events)} event(s), first: {events[0].message[:120]}"
-    invoices = Counter(i["metadata"].get(META_BILL) for i in stripe.state(account)["invoices"].values())
+    held = stripe.state(account)["invoices"].values()
+    invoices = Counter(i["metadata"].get(META_BILL) for i in held)
     if sent != len(totals) or set(invoices) != set(totals) or set(invoices.values()) != {1}:
         return f"FAILED: {sent} sent, {len(invoices)} Bills invoiced, not one invoice per Bill"
-    for invoice in stripe.state(account)["invoices"].values():
+    for invoice in held:
         exclusive = sum(t["amount"] for t in invoice["total_taxes"] if t["tax_behavior"] == "exclusive")
         if invoice["total"] - exclusive != totals[invoice["metadata"][META_BILL]]:
             return f"FAILED: invoice {invoice['id']} before tax is not its Bill's total"
