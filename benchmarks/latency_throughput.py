@@ -72,7 +72,7 @@ from bench_processes import Fleet
 from bench_report import ADD_LINES_CHUNK, minimum_requests_per_bill
 from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
 from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY
-from m3stripe.testing.stripe_emulator.latency import mean_seconds, parse
+from m3stripe.testing.stripe_emulator.latency import parse
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PROFILES = "fixed:0.25,lognormal"
@@ -178,16 +178,14 @@ class RunSummary:
     @property
     def bill_seconds(self) -> float:
         """How long one Bill's writes take at the profile's mean latency, each request after the one before."""
-        return self.in_a_row * mean_seconds(parse(self.profile))
+        return self.in_a_row * parse(self.profile).mean
 
     @property
     def customer_bound(self) -> float:
         """Bills/s the engine's shape allows per customer, all customers of all accounts side by side: up to
         CUSTOMER_CONCURRENCY Bills at once, the writes that change the customer one at a time."""
         customer_writes = 1 if self.mode == "invoice" else self.lines  # the create, or each pending item
-        per_customer = min(
-            CUSTOMER_CONCURRENCY / self.bill_seconds, 1 / (customer_writes * mean_seconds(parse(self.profile)))
-        )
+        per_customer = min(CUSTOMER_CONCURRENCY / self.bill_seconds, 1 / (customer_writes * parse(self.profile).mean))
         return self.scenario.customers * self.scenario.integrations * per_customer
 
     @property
@@ -309,7 +307,7 @@ def detail(r: RunSummary) -> str:
         f"  bounds         {r.customer_bound:.1f} Bills/s with each customer's Bills {CUSTOMER_CONCURRENCY} at once and "
         f"the writes that change it (an invoice's creation, a pending item) one at a time, "
         f"{r.slot_bound:.1f} with {r.concurrency} Bills in flight per integration "
-        f"({r.in_a_row} requests in a row per Bill at a mean {1000 * mean_seconds(parse(r.profile)):.0f} ms)",
+        f"({r.in_a_row} requests in a row per Bill at a mean {1000 * parse(r.profile).mean:.0f} ms)",
         f"  Stripe         {r.stripe_requests} requests ({r.stripe_requests / max(1, r.sent):.3f}/Bill, minimum "
         f"{r.minimum:.3f}), {r.rate_limited} answered 429; "
         + (

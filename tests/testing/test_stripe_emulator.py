@@ -1190,3 +1190,21 @@ async def test_a_write_to_an_object_another_write_still_holds_is_a_lock_timeout_
         assert emulator.object_locks.refused == 1
         # Once the first write is done, the same request goes through.
         await sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of})
+
+
+@pytest.mark.looptime
+async def test_a_write_takes_its_locks_once_its_key_is_accepted_whichever_way_the_key_was_sent() -> None:
+    emulator = StripeEmulator(seed=32, latency_seconds=0.2)
+    key = "sk_test_51locksBASIC"
+    emulator.add_api_key(key)
+    async with emulator, httpx.AsyncClient(base_url=emulator.url) as http:
+        created = await http.post("/v1/customers", data={"name": "A"}, auth=(key, ""))
+        customer = created.json()["id"]
+        invoice = {"customer": customer, "auto_advance": "false"}
+        bearer, basic = await asyncio.gather(
+            http.post("/v1/invoices", data=invoice, headers={"Authorization": f"Bearer {key}"}),
+            http.post("/v1/invoices", data=invoice, auth=(key, "")),  # curl -u sk_test_...:
+        )
+        assert sorted([bearer.status_code, basic.status_code]) == [200, 429]
+        refused = bearer if bearer.status_code == 429 else basic
+        assert refused.json()["error"]["code"] == "lock_timeout"

@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         help="a key to accept (repeatable); sk_test_/sk_live_ prefixes",
     )
     parser.add_argument("--account", help="the account id the keys share (default: one new account)")
-    parser.add_argument("--rate-limit", type=float, default=None, help="requests per second per account")
+    parser.add_argument(
+        "--rate-limit", type=float, default=None, help="requests per second per account; 0: none (the default)"
+    )
     parser.add_argument(
         "--endpoint-rate-limit",
         type=float,
@@ -60,7 +62,7 @@ def _profile(text: str) -> LatencyProfile:
 
 async def _serve(args: argparse.Namespace) -> None:
     emulator = StripeEmulator(
-        rate_limit_per_second=args.rate_limit,
+        rate_limit_per_second=args.rate_limit or None,
         latency_seconds=args.latency,
         latency=args.latency_profile,
         seed=args.seed,

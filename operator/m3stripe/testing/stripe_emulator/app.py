@@ -1,9 +1,9 @@
 """The aiohttp application and the request pipeline that every ``/v1`` request goes through.
 
 Every ``/v1`` request goes through the same pipeline, in the order Stripe applies it: authentication,
-routing, rate limiting, injected faults, form decoding, the idempotency layer, parameter validation
-(failures there are not saved under the key), then the endpoint itself (whose result, errors
-included, is saved under the key). The pipeline serves one ``StripeEmulator`` (server.py): it reads the
+routing, rate limiting, then (a write) the locks of the objects it changes, the latency, injected faults,
+form decoding, the idempotency layer, parameter validation (failures there are not saved under the key),
+then the endpoint itself (whose result, errors included, is saved under the key). The pipeline serves one ``StripeEmulator`` (server.py): it reads the
 emulator's keys, accounts, limits, latency and faults, and writes its request log and counters.
 """
 
@@ -137,7 +137,8 @@ ROUTER = Router(ROUTES)
 
 
 def build_app(emulator: StripeEmulator) -> web.Application:
-    """The Stripe API: every path goes through the pipeline (server.py adds the control endpoints)."""
+    """The Stripe API: every path goes through the pipeline but ``/_emulator/...``, the control endpoints that
+    admin.add_admin_routes adds afterwards (aiohttp, since 3.10, matches their fixed prefix before this catch-all)."""
     app = web.Application()
     app[EMULATOR] = emulator
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -156,10 +157,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     emulator.in_flight += 1
     emulator.peak_in_flight = max(emulator.peak_in_flight, emulator.in_flight)
     try:
-        # A write holds the objects it changes for its whole duration, its latency included (locks.py; the
-        # latency is drawn in _process, once the rate limiter let the request through).
-        with await _locking(emulator, request):
-            reply = await _process(emulator, request, request_id, info)
+        reply = await _process(emulator, request, request_id, info)
     except StripeError as error:
         reply = _error_reply(error, request_id)
     except Exception:
@@ -248,19 +246,20 @@ async def _check_contract(emulator: StripeEmulator, request: web.Request, reques
         )
 
 
-async def _locking(emulator: StripeEmulator, request: web.Request) -> contextlib.AbstractContextManager[None]:
-    """The locks of a write (locks.py); nothing for reads, or for a request the pipeline refuses anyway."""
-    key = emulator._keys.get(request.headers.get("Authorization", "").partition(" ")[2].strip())
-    if request.method not in ("POST", "DELETE") or key is None:
+async def _locking(
+    emulator: StripeEmulator, api_key: ApiKey, request: web.Request
+) -> contextlib.AbstractContextManager[None]:
+    """The locks of a write (locks.py); nothing for reads, or for a body the pipeline refuses anyway."""
+    if request.method not in ("POST", "DELETE"):
         return contextlib.nullcontext()
     try:
-        params = {**forms.decode(request.query_string), **forms.decode(await request.text())}
+        params = await _read_params(request)
     except Exception:  # a body the pipeline refuses with its own error
         return contextlib.nullcontext()
     objects = objects_written(request.method, request.path, params)
     if not objects:
         return contextlib.nullcontext()
-    return emulator.object_locks.holding(key.account, key.livemode, objects)
+    return emulator.object_locks.holding(api_key.account, api_key.livemode, objects)
 
 
 def _authenticate(emulator: StripeEmulator, request: web.Request) -> ApiKey:
@@ -313,8 +312,26 @@ async def _process(emulator: StripeEmulator, request: web.Request, request_id: s
     if not api_key.allows(route.permission):
         raise errors.missing_permission(api_key.key, api_key.account, route.permission)
     _rate_limit(emulator, api_key, route)
-    # Stripe's time to serve the request, after its edge let it through: a 429 (or a refused key) is
-    # answered at once, and each request waits on its own (other requests are served meanwhile).
+    # A write holds the objects it changes from here to its reply, its latency included (locks.py); a request
+    # refused before (its key, its route, the rate limit) holds none.
+    with await _locking(emulator, api_key, request):
+        return await _serve(emulator, request, request_id, info, api_key, route, path_args)
+
+
+async def _serve(
+    emulator: StripeEmulator,
+    request: web.Request,
+    request_id: str,
+    info: dict[str, Any],
+    api_key: ApiKey,
+    route: Route,
+    path_args: dict[str, str],
+) -> _Reply:
+    """A request the edge let through: its latency, an injected fault, idempotency, then the endpoint."""
+    method = request.method
+    # The time to serve it, drawn once the edge let it through. Stripe publishes no latencies (latency.py), nor
+    # whether a refused request is answered sooner: the emulator answers a 429 or a refused key at once. Each
+    # request waits on its own (other requests are served meanwhile).
     delay = emulator.latency.sample()
     if delay > 0:
         await asyncio.sleep(delay)

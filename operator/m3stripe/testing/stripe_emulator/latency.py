@@ -18,7 +18,7 @@ import math
 import random
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Protocol
+from typing import Any, Protocol
 
 # z of the 99th percentile of the standard normal distribution (2.326...).
 _Z99 = NormalDist().inv_cdf(0.99)
@@ -28,10 +28,14 @@ DEFAULT_CAP_SECONDS = 10.0
 
 
 class LatencyProfile(Protocol):
-    """Seconds to hold one request before it is served; `median` is the profile's typical value."""
+    """Seconds to hold one request before it is served; `median` is the profile's typical value, `mean` its
+    average (a log-normal's uncapped)."""
 
     @property
     def median(self) -> float: ...
+
+    @property
+    def mean(self) -> float: ...
 
     def sample(self) -> float: ...
 
@@ -50,6 +54,10 @@ class Fixed:
 
     @property
     def median(self) -> float:
+        return self.seconds
+
+    @property
+    def mean(self) -> float:
         return self.seconds
 
     def sample(self) -> float:
@@ -95,20 +103,9 @@ class LogNormal:
         return f"log-normal, median {self._median * 1000:g} ms, p99 {self.p99 * 1000:g} ms"
 
 
-def fixed(seconds: float) -> Fixed:
-    return Fixed(seconds)
-
-
-def long_tailed(median: float = 0.25, p99: float = 1.2, *, seed: int | None = 0) -> LogNormal:
-    """The issue's planning figure with a tail: median 250 ms, p99 1.2 s (above the issue's 1 s)."""
-    return LogNormal(median, p99, seed=seed)
-
-
-def mean_seconds(profile: LatencyProfile) -> float:
-    """A profile's mean latency (the fixed value; a log-normal's mean, its cap ignored)."""
-    if isinstance(profile, LogNormal):
-        return profile.mean
-    return profile.median
+def long_tailed(*, seed: int | None = 0) -> LogNormal:
+    """The issue's planning figure with a tail: LogNormal's defaults, median 250 ms, p99 1.2 s (above the issue's 1 s)."""
+    return LogNormal(seed=seed)
 
 
 def parse(text: str) -> LatencyProfile:
@@ -126,12 +123,9 @@ def parse(text: str) -> LatencyProfile:
             unknown = set(options) - {"median", "p99", "seed", "cap"}
             if unknown:
                 raise ValueError(f"unknown options {sorted(unknown)}")
-            return LogNormal(
-                float(options.get("median", 0.25)),
-                float(options.get("p99", 1.2)),
-                seed=int(options["seed"]) if "seed" in options else 0,
-                cap=float(options.get("cap", DEFAULT_CAP_SECONDS)),
-            )
+            # What is not given keeps LogNormal's own default.
+            given: dict[str, Any] = {name: int(v) if name == "seed" else float(v) for name, v in options.items()}
+            return LogNormal(**given)
         if not rest:
             return Fixed(float(kind))
     except ValueError as err:
