@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_observe import peak_rss_bytes
 from bench_processes import cpu_seconds_of
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.testing.stack import LocalStack, wait_for
@@ -29,14 +30,6 @@ PASS_TIMEOUT_SECONDS = 3600.0
 
 def _time(record: dict[str, Any], field: str) -> datetime:
     return datetime.fromisoformat(str(record[field]).replace("Z", "+00:00"))
-
-
-def _peak_rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def run_deployed(plan: dict[str, Any], tag: str) -> dict[str, Any]:
@@ -99,7 +92,7 @@ def run_deployed(plan: dict[str, Any], tag: str) -> dict[str, Any]:
             # operator's watches, status patches and events.
             harness_cpu = time.process_time() - harness_started
             wall = time.perf_counter() - started
-            peak_rss = _peak_rss_bytes(pid)
+            peak_rss = peak_rss_bytes(pid)
             done = {
                 key: (ended[key], (stack.kube.get_integration(*key).get("status") or {}).get("lastSync") or {})
                 for key in names

@@ -18,6 +18,7 @@ from decimal import Decimal
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
+from bench_observe import peak_rss_bytes
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL, META_INTEGRATION, META_LINE, META_LINE_INDEX, META_VERSION
 from m3stripe.domain.money import to_minor_units
@@ -118,10 +119,6 @@ class Verification:
 def _line_amounts(bill_number: int, lines: int) -> list[str]:
     """Deterministic, varied subtotals (cents never zero) so totals are checkable."""
     return [str(Decimal(1 + (bill_number * 7919 + i * 104_729) % 500_000) / 100) for i in range(lines)]
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _current_rss_bytes() -> int:
@@ -341,7 +338,7 @@ class EmulatorHost:
             m3ter_kinds=dict(self.m3ter.kinds),
             m3ter_tokens_issued=self.m3ter.tokens_issued,
             cpu_seconds=_cpu_seconds() - self.cpu_armed,
-            peak_rss_bytes=_peak_rss_bytes(),
+            peak_rss_bytes=peak_rss_bytes(),
         )
 
     async def verify(self, *, mode: Mode, integration_id: str) -> Verification:

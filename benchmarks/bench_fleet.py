@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_observe import CountingObserver, LoopLag, quantile
+from bench_observe import CountingObserver, LoopLag, peak_rss_bytes, quantile
 from m3stripe.adapters.m3ter_client import M3terRateLimits
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.m3ter_token import M3terCredentials
@@ -73,15 +73,6 @@ class IntegrationResult:
     statuses: dict[str, int]
     retries: dict[str, int]
     limiter_wait_seconds: float
-
-
-def _peak_rss_bytes() -> int:
-    """This process's peak RSS (VmHWM): ru_maxrss would carry over the forking parent's across exec on Linux."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _stand() -> None:
@@ -177,7 +168,7 @@ async def run(plan: dict[str, Any], profiler: cProfile.Profile | None) -> dict[s
         "concurrency": concurrency,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes(),
         "loop_lag_p50": quantile(lag.samples, 0.5),
         "loop_lag_p99": quantile(lag.samples, 0.99),
         "round_trip_p50": quantile(round_trips, 0.5),

@@ -95,9 +95,8 @@ from bench_emulators import (  # noqa: E402  (benchmarks/ is the script's direct
     SetupInfo,
     Verification,
     _current_rss_bytes,
-    _peak_rss_bytes,
 )
-from bench_observe import CountingObserver, LoopLag  # noqa: E402
+from bench_observe import CountingObserver, LoopLag, peak_rss_bytes  # noqa: E402
 from bench_observe import quantiles_ms as _quantiles_ms  # noqa: E402
 from bench_report import Summary, minimum_requests_per_bill, print_table  # noqa: E402
 
@@ -261,7 +260,7 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
             heap_peak = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
             if args.tracemalloc:
                 tracemalloc.stop()
-            peak_rss = _peak_rss_bytes()
+            peak_rss = peak_rss_bytes()
             tokens_fetched = source.token_manager.tokens_fetched
         finally:
             await source.aclose()
