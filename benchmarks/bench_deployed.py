@@ -20,6 +20,7 @@ from typing import Any
 
 from bench_observe import peak_rss_bytes
 from bench_processes import cpu_seconds_of
+from bench_spec import bench_spec
 from m3stripe.kube.config import OperatorConfig
 from m3stripe.testing.stack import LocalStack, wait_for
 
@@ -60,15 +61,9 @@ def run_deployed(plan: dict[str, Any], tag: str) -> dict[str, Any]:
             cpu_started, harness_started = cpu_seconds_of(pid), time.process_time()
             started, created_at = time.perf_counter(), datetime.now(UTC)
             for (ns, name), integration in zip(names, plan["integrations"], strict=True):
-                spec = {
-                    "destination": "StripeTestMode",
-                    "credentialRef": {"name": "stripe"},
-                    "m3ter": {"organizationId": integration["org"], "credentialsRef": {"name": "m3ter"}},
-                    "requestsPerSecond": plan["rps"],
-                    "createStripeInvoice": plan["mode"] == "invoice",
-                    "autoDisableThreshold": 1000,
-                    "syncInterval": "1h",  # one pass: the first
-                }
+                spec = bench_spec(
+                    integration["org"], plan["rps"], plan["mode"], syncInterval="1h"
+                )  # one pass: the first
                 stack.kube.create_integration(ns, name, spec)
                 uids.append(str(stack.kube.get_integration(ns, name)["metadata"]["uid"]))
             # A pass's end is read from the operator's log ("<ns>/<name>: sync run <id>: COMPLETE (...)"), which costs

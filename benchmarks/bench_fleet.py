@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_observe import CountingObserver, LoopLag, peak_rss_bytes, quantile
+from bench_spec import bench_spec
 from m3stripe.adapters.m3ter_client import M3terRateLimits
 from m3stripe.adapters.m3ter_source import M3terSource
 from m3stripe.adapters.m3ter_token import M3terCredentials
@@ -90,16 +91,7 @@ async def run(plan: dict[str, Any], profiler: cProfile.Profile | None) -> dict[s
     built: list[tuple[dict[str, Any], SyncEngine, StripeGateway, CountingObserver, M3terSource]] = []
     async with contextlib.AsyncExitStack() as stack:
         for integration in plan["integrations"]:
-            spec = StripeIntegrationSpec.model_validate(
-                {
-                    "destination": "StripeTestMode",
-                    "credentialRef": {"name": "stripe"},
-                    "m3ter": {"organizationId": integration["org"], "credentialsRef": {"name": "m3ter"}},
-                    "requestsPerSecond": rps,
-                    "createStripeInvoice": plan["mode"] == "invoice",
-                    "autoDisableThreshold": 1000,
-                }
-            )
+            spec = StripeIntegrationSpec.model_validate(bench_spec(integration["org"], rps, plan["mode"]))
             limiter = registry.get(
                 integration["stripe_account"],
                 not spec.is_test_mode,

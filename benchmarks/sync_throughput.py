@@ -99,6 +99,7 @@ from bench_emulators import (  # noqa: E402  (benchmarks/ is the script's direct
 from bench_observe import CountingObserver, LoopLag, peak_rss_bytes  # noqa: E402
 from bench_observe import quantiles_ms as _quantiles_ms  # noqa: E402
 from bench_report import Summary, minimum_requests_per_bill, print_table  # noqa: E402
+from bench_spec import bench_spec  # noqa: E402
 
 # --- the engine side --------------------------------------------------------------------------------
 
@@ -201,16 +202,7 @@ async def run_mode(args: argparse.Namespace, mode: Mode) -> Result:
             last_pass=args.last_pass,
         )
         print(f"[{mode}] seeded in {setup.seconds:.1f} s; running the pass", file=sys.stderr, flush=True)
-        spec = StripeIntegrationSpec.model_validate(
-            {
-                "destination": "StripeTestMode",
-                "credentialRef": {"name": "stripe"},
-                "m3ter": {"organizationId": ORG, "credentialsRef": {"name": "m3ter"}},
-                "requestsPerSecond": args.rps,
-                "createStripeInvoice": mode == "invoice",
-                "autoDisableThreshold": 1000,
-            }
-        )
+        spec = StripeIntegrationSpec.model_validate(bench_spec(ORG, args.rps, mode))
         observer = CountingObserver()
         lag = LoopLag()
         limiter = LimiterRegistry().get(
