@@ -112,6 +112,16 @@ class Run:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Armed:
+    """The counters when the measured pass started (`Fleet.arm`)."""
+
+    stats: dict[str, Any]
+    stripe_cpu_seconds: float
+    m3ter_cpu_seconds: float
+    violations: int
+
+
+@dataclasses.dataclass(frozen=True)
 class FleetStats:
     stripe_requests: int
     stripe_statuses: dict[str, int]
@@ -129,7 +139,7 @@ class Fleet:
         stripe_args = ["--seed", str(seed), *(["--contract-mode"] if contract_mode else [])]
         self.stripe = EmulatorProcess("m3stripe.testing.stripe_emulator", stripe_args, self._log)
         self.m3ter = EmulatorProcess("m3stripe.testing.m3ter_emulator", ["--latency", str(m3ter_latency)], self._log)
-        self._armed: tuple[dict[str, Any], float, float, int] = ({}, 0.0, 0.0, 0)
+        self._armed = _Armed({}, 0.0, 0.0, 0)
 
     async def __aenter__(self) -> Fleet:
         try:
@@ -235,29 +245,29 @@ class Fleet:
             _ok(await http.post("/_emulator/latency", data={"profile": latency}))
             stats = _ok(await http.get("/_emulator/stats"))
             violations = len(_ok(await http.get("/_emulator/contract"))["violations"])
-        self._armed = (stats, self.stripe.cpu_seconds, self.m3ter.cpu_seconds, violations)
+        self._armed = _Armed(stats, self.stripe.cpu_seconds, self.m3ter.cpu_seconds, violations)
 
-    async def stats(self) -> FleetStats:
-        """Since `arm`: Stripe requests (429s included) and each emulator's CPU."""
+    async def disarm(self) -> FleetStats:
+        """The limits and the latency off, so the reads that verify the pass are not refused; what the pass cost since
+        `arm`: Stripe requests (429s included) and each emulator's CPU."""
         async with httpx.AsyncClient(base_url=self.stripe.url) as http:
             stats = _ok(await http.get("/_emulator/stats"))
-            # The limits off, so the reads that verify the pass are not refused.
             _ok(await http.post("/_emulator/rate_limit", data={"per_second": ""}))
             _ok(await http.post("/_emulator/latency", data={"profile": "0"}))
-        before, stripe_cpu, m3ter_cpu, _ = self._armed
+        before = self._armed.stats
         return FleetStats(
             stripe_requests=int(stats["request_count"]) - int(before["request_count"]),
             stripe_statuses=_since(stats["statuses"], before["statuses"]),
             stripe_endpoints=_since(stats["endpoints"], before["endpoints"]),
-            stripe_cpu_seconds=self.stripe.cpu_seconds - stripe_cpu,
-            m3ter_cpu_seconds=self.m3ter.cpu_seconds - m3ter_cpu,
+            stripe_cpu_seconds=self.stripe.cpu_seconds - self._armed.stripe_cpu_seconds,
+            m3ter_cpu_seconds=self.m3ter.cpu_seconds - self._armed.m3ter_cpu_seconds,
         )
 
     async def verify(self, run: Run, *, mode: Mode) -> list[Verification]:
         """Each integration's Stripe account against its Bills (bench_emulators.check_stripe_state), and the
         contract violations since `arm`."""
         async with httpx.AsyncClient(base_url=self.stripe.url, timeout=300) as http:
-            contract = _ok(await http.get("/_emulator/contract"))["violations"][self._armed[3] :]
+            contract = _ok(await http.get("/_emulator/contract"))["violations"][self._armed.violations :]
             violations = [f"{v['method']} {v['path']}: {'; '.join(v['problems'])}" for v in contract]
             results = []
             for integration, expected in zip(run.integrations, run.expected, strict=True):

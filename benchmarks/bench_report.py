@@ -12,12 +12,15 @@ CUSTOMER_PAGE = 100  # Stripe's largest list page
 ADD_LINES_CHUNK = 50  # stripe_writer.ADD_LINES_CHUNK, restated: the report must not need the operator
 
 
+def requests_in_a_row(mode: str, lines: int) -> int:
+    """A new Bill's requests that wait on each other: the list, the create, the add_lines (or each item)."""
+    return 2 + math.ceil(lines / ADD_LINES_CHUNK) if mode == "invoice" else 1 + lines
+
+
 def minimum_requests_per_bill(mode: str, *, lines: int, bills: int, customers: int) -> float:
-    """The fewest Stripe requests per new Bill the API allows while keeping find-before-create (sync_throughput.py)."""
-    customer_pages = max(1, math.ceil(customers / CUSTOMER_PAGE)) / bills
-    if mode == "invoice":
-        return 2 + math.ceil(lines / ADD_LINES_CHUNK) + customer_pages
-    return 1 + lines + customer_pages
+    """The fewest Stripe requests per new Bill the API allows while keeping find-before-create (sync_throughput.py):
+    its requests in a row, and the pass's customer pages spread over its Bills."""
+    return requests_in_a_row(mode, lines) + max(1, math.ceil(customers / CUSTOMER_PAGE)) / bills
 
 
 @dataclasses.dataclass
@@ -63,7 +66,7 @@ class Summary:
     @property
     def ordering_bound(self) -> float:
         """Bills/s per-customer ordering allows: each customer's Bills one after another, customers in parallel."""
-        per_bill_seconds = (self.minimum - max(1, math.ceil(self.accounts / CUSTOMER_PAGE)) / self.bills) * self.latency
+        per_bill_seconds = requests_in_a_row(self.mode, self.lines) * self.latency
         return self.accounts / per_bill_seconds if per_bill_seconds else math.inf
 
     @property

@@ -54,7 +54,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -69,7 +68,7 @@ from typing import Any
 from bench_deployed import run_deployed
 from bench_emulators import Mode
 from bench_processes import Fleet
-from bench_report import ADD_LINES_CHUNK, minimum_requests_per_bill
+from bench_report import minimum_requests_per_bill, requests_in_a_row
 from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
 from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY
 from m3stripe.testing.stripe_emulator.latency import parse
@@ -172,8 +171,7 @@ class RunSummary:
 
     @property
     def in_a_row(self) -> int:
-        """A Bill's requests that wait on each other: the list, the create, the add_lines (or each item)."""
-        return 2 + math.ceil(self.lines / ADD_LINES_CHUNK) if self.mode == "invoice" else 1 + self.lines
+        return requests_in_a_row(self.mode, self.lines)
 
     @property
     def bill_seconds(self) -> float:
@@ -236,10 +234,11 @@ async def run_one(fleet: Fleet, scenario: Scenario, profile: str, args: argparse
         out = await asyncio.to_thread(_operator_process, plan, profile_file)
         if out is None:
             raise RuntimeError(f"the operator's process failed; the emulators' log:\n{fleet.log()}")
-    stats = await fleet.stats()
+    stats = await fleet.disarm()
     verifications = await fleet.verify(run, mode=args.mode)
     integrations = out["integrations"]
-    problems = [p for v in verifications for p in v.problems][:10]
+    # The emulator's contract violations are every integration's problems: each is listed once.
+    problems = list(dict.fromkeys(p for v in verifications for p in v.problems))[:10]
     failed = sum(i["failed"] for i in integrations)
     return RunSummary(
         scenario=scenario,
@@ -338,12 +337,17 @@ def detail(r: RunSummary) -> str:
     return "\n".join(lines)
 
 
+def _min_median_max_at(shares: list[float]) -> tuple[float, float, float, int]:
+    """The accounts' shares of their ceilings: the lowest, the median, the highest, how many reached AT_CEILING."""
+    return min(shares), statistics.median(shares), max(shares), sum(share >= AT_CEILING for share in shares)
+
+
 def _spread(shares: list[float]) -> str:
     if len(shares) == 1:
         return f"{100 * shares[0]:.1f}% of its ceiling"
-    at = sum(share >= AT_CEILING for share in shares)
+    low, median, high, at = _min_median_max_at(shares)
     return (
-        f"min {100 * min(shares):.1f}%, median {100 * statistics.median(shares):.1f}%, max {100 * max(shares):.1f}% "
+        f"min {100 * low:.1f}%, median {100 * median:.1f}%, max {100 * high:.1f}% "
         f"of each one's ceiling; {at} of {len(shares)} at {100 * AT_CEILING:.0f}% or more"
     )
 
@@ -354,15 +358,13 @@ def table(rows: list[RunSummary]) -> str:
         "median / max (>= 90%) | bounds: per customer / concurrency (of the ceiling) | Stripe requests/Bill (minimum) | operator CPU per "
         "Stripe request | CPU s: operator (% of a core) / Stripe emulator / m3ter emulator | loop lag p99 | verified |"
     )
-    out = [header, "|" + "---|" * 13]
+    out = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         shares = r.account_shares
-        per_account = (
-            "-"
-            if len(shares) == 1
-            else f"{100 * min(shares):.0f}% / {100 * statistics.median(shares):.0f}% / {100 * max(shares):.0f}% "
-            f"({sum(s >= AT_CEILING for s in shares)} of {len(shares)})"
-        )
+        per_account = "-"
+        if len(shares) > 1:
+            low, median, high, at = _min_median_max_at(shares)
+            per_account = f"{100 * low:.0f}% / {100 * median:.0f}% / {100 * high:.0f}% ({at} of {len(shares)})"
         ceiling = r.account_ceiling * r.scenario.integrations
         bound = f"{100 * r.customer_bound / ceiling:.0f}% / {100 * r.slot_bound / ceiling:.0f}%"
         out.append(
