@@ -121,6 +121,16 @@ def _line_amounts(bill_number: int, lines: int) -> list[str]:
     return [str(Decimal(1 + (bill_number * 7919 + i * 104_729) % 500_000) / 100) for i in range(lines)]
 
 
+def bill_lines(subtotals: list[str]) -> list[dict[str, str]]:
+    """A seeded Bill's line items: one per subtotal, their types in turn (LINE_TYPES)."""
+    return [{"line_item_type": LINE_TYPES[i % len(LINE_TYPES)], "subtotal": s} for i, s in enumerate(subtotals)]
+
+
+def expected_amounts(subtotals: list[str]) -> list[int]:
+    """What Stripe must hold of a seeded Bill's lines: their amounts in minor units, sorted (check_stripe_state)."""
+    return sorted(to_minor_units(Decimal(s), CURRENCY) for s in subtotals)
+
+
 def _current_rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -270,14 +280,8 @@ class EmulatorHost:
             # round-robin: consecutive Bills belong to different accounts; grouped: an account's Bills in a row
             account_id = account_ids[n % accounts] if order == "round-robin" else account_ids[n * accounts // bills]
             subtotals = _line_amounts(n, lines)
-            bill_id = m3ter.add_bill(
-                ORG,
-                account_id=account_id,
-                lines=[
-                    {"line_item_type": LINE_TYPES[i % len(LINE_TYPES)], "subtotal": s} for i, s in enumerate(subtotals)
-                ],
-            )
-            self.expected[bill_id] = (account_id, sorted(to_minor_units(Decimal(s), CURRENCY) for s in subtotals))
+            bill_id = m3ter.add_bill(ORG, account_id=account_id, lines=bill_lines(subtotals))
+            self.expected[bill_id] = (account_id, expected_amounts(subtotals))
         stripe_emulator.latency_seconds = latency
         m3ter.latency_seconds = latency
         return SetupInfo(
@@ -349,7 +353,7 @@ class EmulatorHost:
             customer_of=self.customer_of,
             mode=mode,
             integration_id=integration_id,
-            violations=[str(v) for v in self.stripe.violations[:5]],
+            violations=[str(v) for v in self.stripe.violations],  # check_stripe_state keeps the first 5
         )
 
     async def close(self) -> None:

@@ -17,22 +17,21 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import IO, Any
 
 import httpx
 
 from bench_emulators import (
     CURRENCY,
-    LINE_TYPES,
     M3TER_CLIENT_SECRET,
     Mode,
     Verification,
     _line_amounts,
+    bill_lines,
     check_stripe_state,
     create_customers,
+    expected_amounts,
 )
-from m3stripe.domain.money import to_minor_units
 
 START_TIMEOUT_SECONDS = 60.0
 FIXTURE_CHUNK = 1000
@@ -195,10 +194,7 @@ class Fleet:
                         {
                             "organization_id": f"org-{run}-{i:02d}",
                             "account_id": own[n % customers],
-                            "lines": [
-                                {"line_item_type": LINE_TYPES[k % len(LINE_TYPES)], "subtotal": s}
-                                for k, s in enumerate(subtotals)
-                            ],
+                            "lines": bill_lines(subtotals),
                         }
                     )
             bill_ids: list[str] = []
@@ -214,7 +210,7 @@ class Fleet:
                     bill_id = bill_ids[i * bills + n]
                     expected.bills[bill_id] = (
                         accounts[i * customers + n % customers],
-                        sorted(to_minor_units(Decimal(s), CURRENCY) for s in amounts[i * bills + n]),
+                        expected_amounts(amounts[i * bills + n]),
                     )
                 seeded.integrations.append(
                     Integration(
