@@ -37,10 +37,13 @@ The table
   customer pages), all accounts together; **per account**: each account's own Bills/s over its own pass.
 * **bounds**, as shares of the ceiling, at the profile's mean latency with each Bill's requests in a row (list,
   create, add_lines: 3 x the latency per Bill): *per customer* is what the engine's shape allows each customer:
-  CUSTOMER_CONCURRENCY (4) Bills at once, but the write that changes the customer (creating its invoice; in items
-  mode each pending item) one at a time, because Stripe would answer a second one with lock_timeout
-  (domain/stripe_writer.py), so customers x min(4 / (3 x latency), 1 / latency); *concurrency* is the Bills in
-  flight per integration (the operator's `concurrency_for`) / (3 x latency), Little's law.
+  CUSTOMER_CONCURRENCY (4) Bills at once, so customers x 4 / (3 x latency). Under the emulator's strict lock reading
+  (``--stripe-locks strict``, the default: Stripe would answer a second creation for a customer with lock_timeout)
+  the operator makes the write for the customer (creating its invoice; in items mode each pending item) one at a
+  time once Stripe refused one (domain/customer_writes.py), so customers x min(4 / (3 x latency), 1 / latency).
+  Under ``--stripe-locks addressed`` (Stripe locks only the objects a write names) they stay concurrent.
+  *concurrency* is the Bills in flight per integration (the operator's `concurrency_for`) / (3 x latency), Little's
+  law.
 * **operator CPU per Stripe request**: the operator process's CPU over the passes / the Stripe requests it sent
   (retries included); with its share of one core, and the emulators' CPU next to it (a busy emulator would
   mean the measuring side bounds the figures, not the operator).
@@ -72,6 +75,7 @@ from bench_report import minimum_requests_per_bill, requests_in_a_row
 from m3stripe.adapters.stripe_rate_limit import LimiterRegistry
 from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY
 from m3stripe.testing.stripe_emulator.latency import parse
+from m3stripe.testing.stripe_emulator.locks import READINGS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PROFILES = "fixed:0.25,lognormal"
@@ -146,6 +150,7 @@ class RunSummary:
     start_delays: list[float] = dataclasses.field(default_factory=list)
     kube_cpu_seconds: float = 0.0  # as deployed: the Kubernetes API emulator's CPU (the benchmark's own process)
     profile_text: str = ""
+    locks: str = "strict"  # the Stripe emulator's lock reading (locks.py)
 
     @property
     def minimum(self) -> float:
@@ -181,9 +186,11 @@ class RunSummary:
     @property
     def customer_bound(self) -> float:
         """Bills/s the engine's shape allows per customer, all customers of all accounts side by side: up to
-        CUSTOMER_CONCURRENCY Bills at once, the writes that change the customer one at a time."""
-        customer_writes = 1 if self.mode == "invoice" else self.lines  # the create, or each pending item
-        per_customer = min(CUSTOMER_CONCURRENCY / self.bill_seconds, 1 / (customer_writes * parse(self.profile).mean))
+        CUSTOMER_CONCURRENCY Bills at once; under the strict lock reading the writes for the customer one at a time."""
+        per_customer = CUSTOMER_CONCURRENCY / self.bill_seconds
+        if self.locks == "strict":
+            customer_writes = 1 if self.mode == "invoice" else self.lines  # the create, or each pending item
+            per_customer = min(per_customer, 1 / (customer_writes * parse(self.profile).mean))
         return self.scenario.customers * self.scenario.integrations * per_customer
 
     @property
@@ -243,6 +250,7 @@ async def run_one(fleet: Fleet, scenario: Scenario, profile: str, args: argparse
     return RunSummary(
         scenario=scenario,
         profile=profile,
+        locks=args.stripe_locks,
         mode=args.mode,
         lines=args.lines,
         concurrency=out["concurrency"],
@@ -290,22 +298,27 @@ def _operator_process(plan: dict[str, Any], profile_file: str | None) -> dict[st
 # --- output -------------------------------------------------------------------------------------------
 
 
-def _profile_label(profile: str) -> str:
-    return parse(profile).describe()
+def _profile_label(profile: str, locks: str = "strict") -> str:
+    """The latency profile, and the lock reading when it is not the strict default."""
+    return parse(profile).describe() + ("" if locks == "strict" else f", {locks} locks")
 
 
 def detail(r: RunSummary) -> str:
     s = r.scenario
     shares = r.account_shares
     lines = [
-        f"== {s.label_of(r.as_deployed)}; Stripe latency {_profile_label(r.profile)} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC) ==",
+        f"== {s.label_of(r.as_deployed)}; Stripe latency {_profile_label(r.profile, r.locks)} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC) ==",
         f"  Bills          {r.sent} sent, {r.failed} failed, in {r.wall_seconds:.1f} s ({r.bills_per_second:.2f}/s); "
         f"seeded in {r.seed_seconds:.1f} s",
         f"  ceiling        {r.account_ceiling:.2f} Bills/s per account x {s.integrations}: {100 * r.share:.1f}%",
         f"  per account    {_spread(shares)}",
-        f"  bounds         {r.customer_bound:.1f} Bills/s with each customer's Bills {CUSTOMER_CONCURRENCY} at once and "
-        f"the writes that change it (an invoice's creation, a pending item) one at a time, "
-        f"{r.slot_bound:.1f} with {r.concurrency} Bills in flight per integration "
+        f"  bounds         {r.customer_bound:.1f} Bills/s with each customer's Bills {CUSTOMER_CONCURRENCY} at once"
+        + (
+            " and the writes for it (an invoice's creation, a pending item) one at a time, "
+            if r.locks == "strict"
+            else " (Stripe's locks: addressed, the writes for it at once), "
+        )
+        + f"{r.slot_bound:.1f} with {r.concurrency} Bills in flight per integration "
         f"({r.in_a_row} requests in a row per Bill at a mean {1000 * parse(r.profile).mean:.0f} ms)",
         f"  Stripe         {r.stripe_requests} requests ({r.stripe_requests / max(1, r.sent):.3f}/Bill, minimum "
         f"{r.minimum:.3f}), {r.rate_limited} answered 429; "
@@ -368,7 +381,7 @@ def table(rows: list[RunSummary]) -> str:
         ceiling = r.account_ceiling * r.scenario.integrations
         bound = f"{100 * r.customer_bound / ceiling:.0f}% / {100 * r.slot_bound / ceiling:.0f}%"
         out.append(
-            f"| {r.scenario.label_of(r.as_deployed)} | {_profile_label(r.profile)} | {r.sent} | {r.wall_seconds:.1f} | "
+            f"| {r.scenario.label_of(r.as_deployed)} | {_profile_label(r.profile, r.locks)} | {r.sent} | {r.wall_seconds:.1f} | "
             f"{r.bills_per_second:.2f} | {100 * r.share:.1f}% of {ceiling:.1f} | {per_account} | {bound} | "
             f"{r.stripe_requests / max(1, r.sent):.3f} ({r.minimum:.3f}) | {r.cpu_ms_per_request:.2f} ms | "
             f"{r.operator_cpu_seconds:.1f} ({100 * r.operator_cpu_seconds / r.wall_seconds:.0f}%) / "
@@ -385,7 +398,7 @@ def capacity_note(rows: list[RunSummary]) -> str:
         if r.scenario.integrations > 1 and r.gateway_requests:
             per_core = 1000 / r.cpu_ms_per_request
             notes.append(
-                f"* {r.scenario.name} at {_profile_label(r.profile)}: {r.cpu_ms_per_request:.2f} ms of operator CPU "
+                f"* {r.scenario.name} at {_profile_label(r.profile, r.locks)}: {r.cpu_ms_per_request:.2f} ms of operator CPU "
                 f"per request, so one core sends at most {per_core:.0f} requests/s: {per_core / 25:.0f} accounts at "
                 f"25/s or {per_core / 100:.1f} at 100/s"
             )
@@ -428,6 +441,13 @@ def _parser() -> argparse.ArgumentParser:
         help="run the operator's own process (python -m m3stripe run, kopf, an emulated Kubernetes API) instead of "
         "the passes alone (bench_deployed.py)",
     )
+    parser.add_argument(
+        "--stripe-locks",
+        choices=READINGS,
+        default="strict",
+        help="which objects the Stripe emulator locks for a write (its locks.py): strict, the default, also the "
+        "customer an invoice is created for; addressed, only the objects a write names",
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the operator's process; stats to FILE.<run>")
     parser.add_argument("--json", metavar="FILE", help="also write every run's figures here")
     return parser
@@ -463,11 +483,14 @@ async def _main(args: argparse.Namespace) -> int:
     profiles = _profiles(args.profiles)
     rows: list[RunSummary] = []
     failed = 0
-    async with Fleet(contract_mode=not args.no_contract, m3ter_latency=args.m3ter_latency) as fleet:
+    fleet_options = {"contract_mode": not args.no_contract, "m3ter_latency": args.m3ter_latency}
+    async with Fleet(**fleet_options, locks=args.stripe_locks) as fleet:
         for name in names:
             scenario = sizes[name].scaled(args.scale)
             for profile in profiles:
-                print(f"[{scenario.label}; {_profile_label(profile)}] ...", file=sys.stderr, flush=True)
+                print(
+                    f"[{scenario.label}; {_profile_label(profile, args.stripe_locks)}] ...", file=sys.stderr, flush=True
+                )
                 started = time.perf_counter()
                 summary = await run_one(fleet, scenario, profile, args, tag=f"r{len(rows)}")
                 print(detail(summary), flush=True)

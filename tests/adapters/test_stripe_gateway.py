@@ -16,6 +16,7 @@ from m3stripe.adapters.stripe_gateway import (
     StripeGateway,
     scrub,
 )
+from m3stripe.domain.ports import UNLOCKED_CUSTOMER_WRITE
 
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0, max_delay=0)
 SECRET = "sk_test_51SuperSecretKeyMaterial"
@@ -74,6 +75,12 @@ def server_error(headers: dict[str, str] | None = None) -> stripe.StripeError:
 
 def network_error() -> stripe.StripeError:
     return stripe.APIConnectionError("connection reset")
+
+
+def lock_timeout() -> stripe.StripeError:
+    """Stripe's 429 for an object another request holds; the SDK leaves `code` unset and keeps it in `error`."""
+    body = {"error": {"type": "invalid_request_error", "code": "lock_timeout", "message": "locked"}}
+    return stripe.RateLimitError("locked", http_status=429, json_body=body, headers={"Stripe-Should-Retry": "true"})
 
 
 def conflict() -> stripe.StripeError:
@@ -280,3 +287,29 @@ async def test_a_transport_error_while_reading_the_answer_is_a_retried_network_e
     observer = RecordingObserver()
     assert await gateway(observer).call("invoices.list", flaky) == "ok"
     assert observer.retries == [("invoices.list", "network"), ("invoices.list", "network")]
+
+
+async def test_a_lock_timeout_is_retried_in_place_unless_the_write_is_made_without_its_customers_lock() -> None:
+    observer = RecordingObserver()
+    script = Script(lock_timeout(), result={"id": "in_1"})
+    assert await gateway(observer).call("invoices.create", script) == {"id": "in_1"}
+    assert observer.retries == [("invoices.create", "lock_timeout")]
+
+    observer = RecordingObserver()
+    script = Script(lock_timeout(), result={"id": "in_1"})
+    unlocked = UNLOCKED_CUSTOMER_WRITE.set(True)
+    try:
+        err = await fail(script, observer)
+        # Another 429, the account's rate limit, is still retried in place.
+        assert await gateway().call("invoices.create", Script(rate_limited(), result="ok")) == "ok"
+    finally:
+        UNLOCKED_CUSTOMER_WRITE.reset(unlocked)
+    assert script.calls == 1, "the writer retries it, holding the customer's lock"
+    assert (err.failure, err.status, err.code, err.endpoint) == (
+        Failure.TRANSIENT,
+        429,
+        "lock_timeout",
+        "invoices.create",
+    )
+    assert observer.requests == [("invoices.create", 429)]
+    assert observer.retries == [("invoices.create", "lock_timeout")]

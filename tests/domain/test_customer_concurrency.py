@@ -13,6 +13,7 @@ from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
 from m3stripe.domain.mapping import META_ACCOUNT, META_BILL
 from m3stripe.domain.runs import ErrorBudget, RunReport, SyncState
 from m3stripe.domain.sync_engine import CUSTOMER_CONCURRENCY
+from m3stripe.testing.stripe_emulator.locks import ObjectLocks
 from tests.support.engine_world import KEY, EngineWorld, next_state, world
 
 
@@ -44,17 +45,40 @@ def invoices_per_bill(w: EngineWorld) -> Counter[str]:
     return Counter(i["metadata"][META_BILL] for i in w.invoices())
 
 
-async def test_the_bills_of_one_customer_are_written_several_at_once_each_exactly_once() -> None:
+def creations_refused(w: EngineWorld) -> int:
+    return sum(1 for r in w.stripe.requests if r.endpoint == "POST /v1/invoices" and r.status == 429)
+
+
+async def test_where_stripe_does_not_lock_the_customer_its_invoices_are_created_at_once_each_exactly_once() -> None:
     async with world() as w:
         w.stripe.latency_seconds = 0.02
+        w.stripe.object_locks = ObjectLocks("addressed")
         _, bills = await one_customer_with_bills(w, 12)
-        report = await run(w)
+        invoices = RecordingLimit()
+        report = await w.run(key=KEY, concurrency=8, limiter=invoices)
         assert (report.sent, report.failed) == (12, 0)
         assert invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
         # More than one request of the one customer was in Stripe at a time (one Bill after another, it is one).
         assert 1 < w.stripe.peak_in_flight <= 2 * CUSTOMER_CONCURRENCY
-        # The writer never made Stripe refuse its own concurrent writes to the customer.
+        # No creation waited for another: none was made holding the customer's lock, none was refused.
+        assert invoices.asked["invoices.create", False] == 12 and invoices.asked["invoices.create", True] == 0
         assert w.stripe.object_locks.refused == 0
+        again = await run(w)
+        assert (again.sent, again.unchanged) == (0, 12) and invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
+
+
+async def test_where_stripe_locks_the_customer_the_pass_goes_one_creation_at_a_time_after_the_first_refusal() -> None:
+    async with world() as w:
+        w.stripe.latency_seconds = 0.02
+        assert w.stripe.object_locks.reading == "strict"
+        _, bills = await one_customer_with_bills(w, 12)
+        report = await run(w)
+        assert (report.sent, report.failed) == (12, 0)
+        assert invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
+        # Refused only while the creations were concurrent: at most the customer's Bills in flight, less the one
+        # Stripe let through, and every refused creation was made again holding the lock.
+        assert 1 <= creations_refused(w) < CUSTOMER_CONCURRENCY
+        assert w.stripe.object_locks.refused == creations_refused(w)
         again = await run(w)
         assert (again.sent, again.unchanged) == (0, 12) and invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
 
@@ -98,22 +122,23 @@ async def test_lock_timeouts_from_another_writer_on_the_customer_lose_and_double
 
 async def test_only_the_write_a_customers_other_bills_wait_for_asks_for_its_rate_limit_slot_as_urgent() -> None:
     async with world() as w:
+        w.stripe.latency_seconds = 0.02  # so that the creations overlap
         await one_customer_with_bills(w, 6)
         invoices = RecordingLimit()
         report = await w.run(key=KEY, concurrency=8, limiter=invoices)
         assert report.sent == 6
-        assert {(endpoint, urgent) for endpoint, urgent in invoices.asked} >= {
-            ("invoices.create", True),
-            ("invoices.list", False),
-            ("invoices.add_lines", False),
-        }
-        assert invoices.asked["invoices.create", True] == 6
+        # The first creations go at once and are not urgent; once Stripe refused one, they wait for each other.
+        assert invoices.asked["invoices.create", False] >= 2
+        let_through = invoices.asked["invoices.create", False] - creations_refused(w)
+        assert invoices.asked["invoices.create", True] == 6 - let_through
+        assert invoices.asked["invoices.list", False] and invoices.asked["invoices.add_lines", False]
         assert not [key for key in invoices.asked if key[1] and key[0] != "invoices.create"]
 
         items = RecordingLimit()
         account = w.m3ter_account("items")
         await w.customer_for(account)
-        w.bill(account, "5.00")
+        for amount in ("5.00", "6.00", "7.00"):
+            w.bill(account, amount)
         await w.run(key=KEY, limiter=items, createStripeInvoice=False)
         assert items.asked["invoiceitems.create", True] > 0
         assert not [key for key in items.asked if key[1] and key[0] != "invoiceitems.create"]

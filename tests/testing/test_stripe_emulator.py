@@ -21,7 +21,9 @@ import stripe
 
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.testing.stripe_emulator import Fault, StripeEmulator
+from m3stripe.testing.stripe_emulator.__main__ import _parser
 from m3stripe.testing.stripe_emulator.forms import decode
+from m3stripe.testing.stripe_emulator.locks import objects_written
 from m3stripe.testing.stripe_emulator.params import Arr, Obj
 from m3stripe.testing.stripe_emulator.routes import ROUTES
 
@@ -1208,3 +1210,41 @@ async def test_a_write_takes_its_locks_once_its_key_is_accepted_whichever_way_th
         assert sorted([bearer.status_code, basic.status_code]) == [200, 429]
         refused = bearer if bearer.status_code == 429 else basic
         assert refused.json()["error"]["code"] == "lock_timeout"
+
+
+@pytest.mark.looptime
+async def test_under_the_addressed_reading_a_customers_invoices_are_created_at_once_but_an_invoice_is_still_locked() -> (
+    None
+):
+    emulator = StripeEmulator(seed=33, latency_seconds=0.2, locks="addressed")
+    emulator.add_api_key("sk_test_51locksADDR")
+    async with emulator, open_client("sk_test_51locksADDR", api_base=emulator.url, max_network_retries=0) as sdk:
+        customer = await sdk.v1.customers.create_async(params={"name": "A"})
+        invoice_of = {"customer": customer.id, "auto_advance": False}
+        created = await asyncio.gather(
+            sdk.v1.invoices.create_async(params=invoice_of),
+            sdk.v1.invoices.create_async(params=invoice_of),
+            sdk.v1.invoice_items.create_async(params={"customer": customer.id, "amount": 100, "currency": "usd"}),
+        )
+        assert emulator.object_locks.refused == 0 and len({obj.id for obj in created}) == 3
+        line = {"amount": 100, "description": "Usage"}
+        results = await asyncio.gather(
+            sdk.v1.invoices.add_lines_async(created[0].id, params={"lines": [line]}),
+            sdk.v1.invoice_items.create_async(params={"invoice": created[0].id, "amount": 100, "currency": "usd"}),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, stripe.RateLimitError)]
+        assert len(refused) == 1 and refused[0].error is not None and refused[0].error.code == "lock_timeout"
+
+
+def test_the_lock_reading_is_strict_unless_asked_and_an_unknown_one_is_refused() -> None:
+    assert StripeEmulator().object_locks.reading == "strict"
+    assert objects_written("POST", "/v1/invoices", {"customer": "cus_1"}) == [("customer", "cus_1")]
+    assert objects_written("POST", "/v1/invoices", {"customer": "cus_1"}, "addressed") == []
+    assert objects_written("POST", "/v1/invoiceitems", {"customer": "cus_1"}, "addressed") == []
+    assert objects_written("POST", "/v1/invoiceitems", {"invoice": "in_1"}, "addressed") == [("invoice", "in_1")]
+    assert objects_written("POST", "/v1/invoices/in_1/finalize", {}, "addressed") == [("invoice", "in_1")]
+    assert _parser().parse_args(["--locks", "addressed"]).locks == "addressed"
+    assert _parser().parse_args([]).locks == "strict"
+    with pytest.raises(ValueError, match="unknown lock reading 'loose'"):
+        StripeEmulator(locks="loose")  # type: ignore[arg-type]

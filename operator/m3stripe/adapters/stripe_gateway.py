@@ -23,7 +23,7 @@ import aiohttp
 import stripe
 
 from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
-from m3stripe.domain.ports import URGENT, Failure, LedgerError, LedgerErrorDetails
+from m3stripe.domain.ports import UNLOCKED_CUSTOMER_WRITE, URGENT, Failure, LedgerError, LedgerErrorDetails
 
 T = TypeVar("T")
 __all__ = ["Failure", "LedgerError", "StripeCallError", "StripeGateway", "scrub"]
@@ -114,10 +114,13 @@ def _retry_reason(err: stripe.StripeError, status: int) -> str:
     """lock_timeout: another request holds the object (a 429 Stripe asks to retry, https://docs.stripe.com/error-codes#lock-timeout),
     not the account's rate limit; rate_limited, server or network otherwise."""
     if status == 429:
-        # The SDK leaves a 429's `code` unset (RateLimitError, _api_requestor.py); the error object has it.
-        code = err.code or getattr(err.error, "code", None)
-        return "lock_timeout" if code == "lock_timeout" else "rate_limited"
+        return "lock_timeout" if _code(err) == "lock_timeout" else "rate_limited"
     return "network" if not status else "server"
+
+
+def _code(err: stripe.StripeError) -> str | None:
+    # The SDK leaves a 429's `code` unset (RateLimitError, _api_requestor.py); the error object has it.
+    return err.code or getattr(err.error, "code", None)
 
 
 def _header(err: stripe.StripeError, name: str) -> str | None:
@@ -183,10 +186,16 @@ class StripeGateway:
             except stripe.StripeError as err:
                 status = err.http_status or 0
                 self._observer.request(endpoint, status, time.monotonic() - started)
+                reason = _retry_reason(err, status)
+                if reason == "lock_timeout" and UNLOCKED_CUSTOMER_WRITE.get():
+                    # The writer retries it holding the customer's lock (domain.ports): a write refused for a
+                    # concurrent one saves no idempotent result (https://docs.stripe.com/api/idempotent_requests).
+                    self._observer.retry(endpoint, reason)
+                    raise self._final(err, endpoint) from None
                 delay = self._retry_delay(err, attempt)
                 if delay is None:
                     raise self._final(err, endpoint) from None
-                self._observer.retry(endpoint, _retry_reason(err, status))
+                self._observer.retry(endpoint, reason)
                 await asyncio.sleep(delay)
                 continue
             self._observer.request(endpoint, 200, time.monotonic() - started)
@@ -218,7 +227,7 @@ class StripeGateway:
     def _final(err: stripe.StripeError, endpoint: str) -> StripeCallError:
         status = err.http_status
         message = (err.user_message or str(err) or type(err).__name__).strip()
-        code = err.code
+        code = _code(err)
         permission = None
         if isinstance(err, stripe.AuthenticationError) or status == 401:
             failure = Failure.AUTH

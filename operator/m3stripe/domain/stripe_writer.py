@@ -18,13 +18,13 @@ a Bill of the pass can precede, and before each later Bill only what was created
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from m3stripe.domain.customer_writes import CustomerWrites
 from m3stripe.domain.decisions import (
     BillAction,
     Decision,
@@ -43,7 +43,14 @@ from m3stripe.domain.mapping import (
     META_CREDIT_COUPON,
     MappedBill,
 )
-from m3stripe.domain.ports import URGENT, Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
+from m3stripe.domain.ports import (
+    Failure,
+    HeldInvoice,
+    HeldLine,
+    Ledger,
+    LedgerError,
+    LedgerReader,
+)
 from m3stripe.domain.tax_forms import (
     Coupon,
     CreditsExceedCharges,
@@ -143,10 +150,9 @@ class StripeWriter:
     """Writes Bills for one pass, several Bills of one customer at once (the engine bounds how many).
 
     Exactly once holds per Bill: each Bill is decided from what Stripe holds and written by one task with keys that
-    derive from it. What must not run concurrently is what Stripe would answer with `lock_timeout` ("another API
-    request ... is currently accessing it", https://docs.stripe.com/error-codes#lock-timeout): the writes that
-    change a customer (creating its invoice, or a pending invoice item) go one at a time per customer
-    (`_customer`); everything else of a Bill touches its own invoice or items only.
+    derive from it. Everything of a Bill touches its own invoice or items only, but for the write made for its customer
+    (creating its invoice, or a pending invoice item), made through `CustomerWrites`: concurrent until Stripe
+    answers one with lock_timeout, then one at a time per customer.
     """
 
     def __init__(self, ledger: Ledger | LedgerReader, *, key_salt: str | None = None) -> None:
@@ -156,7 +162,7 @@ class StripeWriter:
         self._reads: LedgerReader = ledger
         self._salt = key_salt
         self._indexes: dict[tuple[Kind, str], CustomerIndex] = {}
-        self._customer_writes: dict[str, asyncio.Lock] = {}
+        self.customer_writes = CustomerWrites()
         self.list_requests = 0  # list pages read to find earlier writes (for the benchmarks)
 
     def _key(self, mapped: MappedBill, step: str, params: Any = None) -> str:
@@ -218,20 +224,6 @@ class StripeWriter:
         reread = max(index.since or 0, index.newest - REREAD_OVERLAP_SECONDS)
         self._take(index, await self._list(kind, customer, {"gte": reread} if reread > 0 else None))
         return index
-
-    @contextlib.asynccontextmanager
-    async def _customer(self, customer: str) -> AsyncIterator[None]:
-        """Held around each write that changes the customer itself (see the class). The write made under it is
-        urgent (`ports.URGENT`): the customer's other Bills wait for it."""
-        lock = self._customer_writes.get(customer)
-        if lock is None:
-            lock = self._customer_writes[customer] = asyncio.Lock()
-        async with lock:
-            urgent = URGENT.set(True)
-            try:
-                yield
-            finally:
-                URGENT.reset(urgent)
 
     # Either mode: `not_before` is when m3ter created the Bill (no earlier write of it can be older); None: unknown.
     async def write_invoice(
@@ -298,8 +290,9 @@ class StripeWriter:
                 await self._coupon(mapped, decision.coupon)
             coupon_id = decision.coupon.id if decision.coupon else None
             params = mapped.invoice_create_params(customer, coupon=coupon_id)
-            async with self._customer(customer):
-                created = await ledger.create_invoice(params, idempotency_key=self._key(mapped, "invoice", params))
+            key = self._key(mapped, "invoice", params)
+            create = functools.partial(ledger.create_invoice, params, idempotency_key=key)
+            created = await self.customer_writes.write(customer, create)
             # Its lines are added next: what the creation answered of them is out of date at once.
             index.add(dataclasses.replace(created, lines=None), mapped.bill_id)
             wanted = list(decision.missing)
@@ -451,8 +444,9 @@ class StripeWriter:
             line = wanted.line
             params = wanted.item_params(mapped, customer, None)
             key = self._key(mapped, f"item-{line.index}-{line.line_id}", params)
-            async with self._customer(customer):  # a pending item changes the customer's pending items
-                item = await ledger.create_item(params, idempotency_key=key)
+            item = await self.customer_writes.write(
+                customer, functools.partial(ledger.create_item, params, idempotency_key=key)
+            )
             index.add(item, mapped.bill_id)
             created.append(item.id)
         return WriteResult(created[0] if created else decision.stripe_id or "", True)

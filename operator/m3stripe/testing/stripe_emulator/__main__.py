@@ -13,6 +13,7 @@ import signal
 import sys
 
 from .latency import LatencyProfile, parse
+from .locks import READINGS
 from .ratelimit import STRIPE_ENDPOINT_PER_SECOND
 from .server import StripeEmulator
 
@@ -50,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check every request against the stripe SDK's types (violations: GET /_emulator/contract)",
     )
+    parser.add_argument(
+        "--locks",
+        choices=READINGS,
+        default="strict",
+        help="which objects a write locks (lock_timeout): strict also locks the customer an invoice or a pending item "
+        "is created for; addressed only the objects whose own fields change (default: %(default)s)",
+    )
     return parser
 
 
@@ -68,6 +76,7 @@ async def _serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         contract_mode=args.contract_mode,
         endpoint_rate_limit_per_second=args.endpoint_rate_limit or None,
+        locks=args.locks,
     )
     account = args.account
     for key in args.api_key:

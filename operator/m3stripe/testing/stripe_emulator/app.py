@@ -256,7 +256,7 @@ async def _locking(
         params = await _read_params(request)
     except Exception:  # a body the pipeline refuses with its own error
         return contextlib.nullcontext()
-    objects = objects_written(request.method, request.path, params)
+    objects = objects_written(request.method, request.path, params, emulator.object_locks.reading)
     if not objects:
         return contextlib.nullcontext()
     return emulator.object_locks.holding(api_key.account, api_key.livemode, objects)

@@ -31,7 +31,7 @@ from .common import AccountProfile, Ctx, World
 from .faults import DEFAULT_TIMEOUT_SECONDS, Fault, FaultPlan, FaultRule
 from .idempotency import IdempotencyStore
 from .latency import Fixed, LatencyProfile
-from .locks import ObjectLocks
+from .locks import ObjectLocks, Reading
 from .ratelimit import STRIPE_ENDPOINT_PER_SECOND, STRIPE_LIVE_PER_SECOND, STRIPE_TEST_PER_SECOND, TokenBucket
 from .state import AccountState, IdFactory, Obj
 
@@ -64,6 +64,7 @@ class StripeEmulator:
         record_bodies: bool = False,
         endpoint_rate_limit_per_second: float | None = STRIPE_ENDPOINT_PER_SECOND,
         latency: LatencyProfile | None = None,
+        locks: Reading = "strict",
     ) -> None:
         self._clock = clock or time.time
         self._ids = IdFactory(seed)
@@ -81,7 +82,8 @@ class StripeEmulator:
         self.contract_mode = contract_mode
         # Keep each request's body (or query string) in the request log, for tests comparing requests byte for byte.
         self.record_bodies = record_bodies
-        self.object_locks = ObjectLocks()
+        # Which objects a write locks (locks.py): the strict reading unless a benchmark asks for the other.
+        self.object_locks = ObjectLocks(locks)
         # Requests being answered now, and the most at once so far (how concurrent a client really was).
         self.in_flight = 0
         self.peak_in_flight = 0
