@@ -40,3 +40,29 @@ def test_every_scenario_runs_and_prints_its_row(tmp_path: Path) -> None:
     runs = json.loads(figures.read_text(encoding="utf-8"))
     assert [run["scenario"]["integrations"] for run in runs] == [1, 1, 8, 20]
     assert all(run["sent"] == run["scenario"]["bills"] * run["scenario"]["integrations"] for run in runs)
+
+
+def test_the_few_customers_scenario_runs_against_a_stripe_that_locks_only_the_objects_a_write_names(
+    tmp_path: Path,
+) -> None:
+    figures = tmp_path / "runs.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "latency_throughput.py"),
+            "--quick",
+            "--scenario=few",
+            "--profiles=fixed:0.005",
+            "--stripe-locks=addressed",
+            f"--json={figures}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "fixed 5 ms, addressed locks" in done.stdout and "the writes for it at once" in done.stdout
+    [run] = json.loads(figures.read_text(encoding="utf-8"))
+    assert run["locks"] == "addressed" and run["sent"] == run["scenario"]["bills"] and run["rate_limited"] == 0
