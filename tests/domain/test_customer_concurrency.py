@@ -79,6 +79,11 @@ async def test_where_stripe_locks_the_customer_the_pass_goes_one_creation_at_a_t
         # Stripe let through, and every refused creation was made again holding the lock.
         assert 1 <= creations_refused(w) < CUSTOMER_CONCURRENCY
         assert w.stripe.object_locks.refused == creations_refused(w)
+        # Each refused creation was made again with its own idempotency key (one key per Bill and pass).
+        creations = [r for r in w.stripe.requests if r.endpoint == "POST /v1/invoices"]
+        for n, refused in enumerate(creations):
+            if refused.status == 429:
+                assert [r.status for r in creations[n + 1 :] if r.idempotency_key == refused.idempotency_key] == [200]
         again = await run(w)
         assert (again.sent, again.unchanged) == (0, 12) and invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
 

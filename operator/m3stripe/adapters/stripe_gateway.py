@@ -188,10 +188,9 @@ class StripeGateway:
                 self._observer.request(endpoint, status, time.monotonic() - started)
                 reason = _retry_reason(err, status)
                 if reason == "lock_timeout" and UNLOCKED_CUSTOMER_WRITE.get():
-                    # The writer retries it holding the customer's lock (domain.ports): a write refused for a
-                    # concurrent one saves no idempotent result (https://docs.stripe.com/api/idempotent_requests).
+                    # The writer retries it holding the customer's lock, with the same key (domain.customer_writes).
                     self._observer.retry(endpoint, reason)
-                    raise self._final(err, endpoint) from None
+                    raise self._final(err, endpoint, retried=False) from None
                 delay = self._retry_delay(err, attempt)
                 if delay is None:
                     raise self._final(err, endpoint) from None
@@ -224,7 +223,7 @@ class StripeGateway:
         return self._retry.backoff(attempt)
 
     @staticmethod
-    def _final(err: stripe.StripeError, endpoint: str) -> StripeCallError:
+    def _final(err: stripe.StripeError, endpoint: str, *, retried: bool = True) -> StripeCallError:
         status = err.http_status
         message = (err.user_message or str(err) or type(err).__name__).strip()
         code = _code(err)
@@ -243,7 +242,7 @@ class StripeGateway:
             failure = Failure.INVALID
         else:
             failure = Failure.TRANSIENT
-            message = f"Stripe did not answer successfully after retries: {message}"
+            message = f"Stripe did not answer successfully{' after retries' if retried else ''}: {message}"
         return StripeCallError(failure, message, status=status, code=code, endpoint=endpoint, permission=permission)
 
     # Lists are walked page by page (flat memory) with `starting_after`, never the Search API, whose

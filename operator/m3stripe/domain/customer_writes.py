@@ -37,12 +37,15 @@ class CustomerWrites:
     def __init__(self) -> None:
         self._customers: dict[str, _Customer] = {}
         self.serial = False  # Stripe answered a concurrent write for a customer with lock_timeout in this pass
-        self.lock_timeouts = 0  # writes refused while concurrent, each retried holding its customer's lock
 
     async def write(self, customer: str, write: Callable[[], Awaitable[T]]) -> T:
         """Make `write` for the customer. A write refused while concurrent is retried holding the lock with its own
-        idempotency key: a request refused for a concurrent one saves no idempotent result
-        (https://docs.stripe.com/api/idempotent_requests)."""
+        idempotency key, as Stripe's SDKs retry a lock_timeout: Stripe answers it with `Stripe-Should-Retry: true`
+        and the SDK retries such an answer with the request's key ("advise us to retry (eg; in cases of lock
+        timeouts)", stripe-python's _http_client.py). That Stripe saves no result under the key for it is our
+        reading of "the request conflicted with another that was executing concurrently, no idempotent result is
+        saved" (https://docs.stripe.com/api/idempotent_requests); were it saved, the retry would be answered the
+        same 429, the Bill would fail for this pass, and the next pass, which lists Stripe first, uses new keys."""
         state = self._customers.get(customer)
         if state is None:
             state = self._customers[customer] = _Customer()
@@ -56,7 +59,6 @@ class CustomerWrites:
                 if err.code != "lock_timeout":
                     raise
                 self.serial = True
-                self.lock_timeouts += 1
             finally:
                 UNLOCKED_CUSTOMER_WRITE.reset(unlocked)
                 state.unlocked -= 1

@@ -60,7 +60,7 @@ class BillSource(Protocol):
 # behind the lock waits as long as that request does (issue 22: two customers at 250 ms a request).
 URGENT: ContextVar[bool] = ContextVar("m3stripe_urgent_request", default=False)
 
-# True while the calling task writes to a customer without holding its write lock (StripeWriter's concurrent first
+# True while the calling task writes to a customer without holding its write lock (CustomerWrites' concurrent first
 # try): a `lock_timeout` answer then fails the request at once, as a TRANSIENT LedgerError with that code, instead of
 # being retried in place, and the writer retries it holding the lock.
 UNLOCKED_CUSTOMER_WRITE: ContextVar[bool] = ContextVar("m3stripe_unlocked_customer_write", default=False)

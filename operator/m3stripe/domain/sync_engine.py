@@ -2,8 +2,8 @@
 (written to Stripe in Send mode, decided and recorded in Plan mode), every failure becoming m3ter's error event.
 
 A pass (domain.sync_pass) streams the Bills through `handle_bill`. Up to CUSTOMER_CONCURRENCY Bills of one Stripe
-Customer are written at once (the writer keeps the writes Stripe would answer with lock_timeout one at a time per
-customer); a Bill waiting for its customer holds no slot: `concurrency` bounds the Bills being read (m3ter, the
+Customer are written at once (their invoice creations too, until Stripe answers one with lock_timeout:
+domain.customer_writes); a Bill waiting for its customer holds no slot: `concurrency` bounds the Bills being read (m3ter, the
 customer) and, separately, the Bills being written, so one customer's queue never starves the others.
 """
 
@@ -57,10 +57,11 @@ from m3stripe.domain.tax_checks import (
 )
 from m3stripe.domain.tax_forms import CreditsExceedCharges
 
-# Bills of one customer written at once. A Bill is three dependent requests (a re-read, the invoice, its lines)
-# and only the invoice's creation goes one at a time per customer (it changes the customer), so with three or four
-# in flight a customer's creations follow each other back to back: one Bill per request latency instead of one per
-# three (issue 22; at Stripe's quarter to half a second a request, the latency, not the rate limit, decided).
+# Bills of one customer written at once. A Bill is three dependent requests (a re-read, the invoice, its lines).
+# Where Stripe locks the customer for an invoice's creation, the creations go one at a time per customer
+# (domain.customer_writes), and with three or four Bills in flight they follow each other back to back: one Bill per
+# request latency instead of one per three (issue 22; at Stripe's quarter to half a second a request, the latency,
+# not the rate limit, decided). Where it does not, four Bills per latency of three requests.
 CUSTOMER_CONCURRENCY = 4
 
 
