@@ -35,6 +35,8 @@ async def control(request: web.Request) -> web.StreamResponse:
                     "statuses": {str(k): v for k, v in emulator.status_counts.items()},
                     "faults_fired": {f.value: n for f, n in emulator.faults.fired.items()},
                     "latency": emulator.latency.describe(),
+                    "rate_limits": emulator.rate_limits,
+                    "locks": {"reading": emulator.object_locks.reading, "refused": emulator.object_locks.refused},
                 }
             )
         if action == "contract" and request.method == "GET":
@@ -63,11 +65,9 @@ async def control(request: web.Request) -> web.StreamResponse:
             emulator.clear_faults()
             return web.json_response({"ok": True})
         if action == "rate_limit" and request.method == "POST":
-            value = str(form.get("per_second", ""))
-            emulator.set_rate_limit(float(value) if value else None)
+            emulator.set_rate_limit(_per_second(form.get("per_second")))
             if "endpoint_per_second" in form:
-                endpoint = str(form["endpoint_per_second"])
-                emulator.set_endpoint_rate_limit(float(endpoint) if endpoint else None)
+                emulator.set_endpoint_rate_limit(_per_second(form["endpoint_per_second"]))
             return web.json_response({"ok": True})
         if action == "latency" and request.method == "POST":
             emulator.latency = parse_latency(str(form["profile"]))
@@ -75,6 +75,15 @@ async def control(request: web.Request) -> web.StreamResponse:
     except (KeyError, ValueError, StopIteration) as exc:
         return web.json_response({"error": f"bad control request: {exc!r}"}, status=400)
     return web.json_response({"error": f"unknown control endpoint {request.method} {request.path}"}, status=404)
+
+
+def _per_second(value: object) -> float | None:
+    """A limit as the command line takes it (`--rate-limit`): empty or 0 is none; a negative one is refused."""
+    text = "" if value is None else str(value)
+    limit = float(text) if text else 0.0
+    if limit < 0:
+        raise ValueError(f"a rate limit of {text} requests per second; 0 or nothing turns it off")
+    return limit or None
 
 
 def add_admin_routes(app: web.Application) -> None:

@@ -232,6 +232,15 @@ class StripeEmulator:
         self._endpoint_rate_limit = per_second
         self._buckets.clear()
 
+    @property
+    def rate_limits(self) -> dict[str, float | None]:
+        """Requests per second per account in each mode, and per endpoint while a mode is limited; None: no limit."""
+        return {
+            "live": self._rate_limits[True],
+            "test": self._rate_limits[False],
+            "endpoint": self._endpoint_rate_limit,
+        }
+
     def use_stripe_rate_limits(self) -> None:
         """Stripe's documented defaults: 100/s live, 25/s test, 25/s per endpoint."""
         self.set_rate_limit(STRIPE_LIVE_PER_SECOND, livemode=True)
