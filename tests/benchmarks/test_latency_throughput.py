@@ -9,23 +9,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("many", "few", "accounts-8", "accounts-20")
 
 
-def test_every_scenario_runs_and_prints_its_row(tmp_path: Path) -> None:
+def run_benchmark(tmp_path: Path, *options: str) -> tuple[str, list[dict[str, Any]]]:
+    """latency_throughput.py at a quick size with `options`: what it printed, and every run's figures (--json)."""
     figures = tmp_path / "runs.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "latency_throughput.py"),
-            "--quick",
-            "--scale=0.1",
-            # The long-tailed profile (its options hold commas) at a few milliseconds: the path, not the latency.
-            "--profiles=lognormal:median=0.002,p99=0.01,seed=1",
-            f"--json={figures}",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / "latency_throughput.py"), "--quick", *options, f"--json={figures}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -33,11 +27,17 @@ def test_every_scenario_runs_and_prints_its_row(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    table = done.stdout.split("== m3stripe at Stripe's latency", 1)[1]
+    runs: list[dict[str, Any]] = json.loads(figures.read_text(encoding="utf-8"))
+    return done.stdout, runs
+
+
+def test_every_scenario_runs_and_prints_its_row(tmp_path: Path) -> None:
+    # The long-tailed profile (its options hold commas) at a few milliseconds: the path, not the latency.
+    printed, runs = run_benchmark(tmp_path, "--scale=0.1", "--profiles=lognormal:median=0.002,p99=0.01,seed=1")
+    table = printed.split("== m3stripe at Stripe's latency", 1)[1]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| scenario")]
     assert [row.split(":", 1)[0].removeprefix("| ") for row in rows] == list(SCENARIOS)
     assert all(row.endswith("| OK |") and "log-normal, median 2 ms, p99 10 ms" in row for row in rows)
-    runs = json.loads(figures.read_text(encoding="utf-8"))
     assert [run["scenario"]["integrations"] for run in runs] == [1, 1, 8, 20]
     assert all(run["sent"] == run["scenario"]["bills"] * run["scenario"]["integrations"] for run in runs)
 
@@ -45,25 +45,7 @@ def test_every_scenario_runs_and_prints_its_row(tmp_path: Path) -> None:
 def test_the_few_customers_scenario_runs_against_a_stripe_that_locks_only_the_objects_a_write_names(
     tmp_path: Path,
 ) -> None:
-    figures = tmp_path / "runs.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "latency_throughput.py"),
-            "--quick",
-            "--scenario=few",
-            "--profiles=fixed:0.005",
-            "--stripe-locks=addressed",
-            f"--json={figures}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "fixed 5 ms, addressed locks" in done.stdout and "the writes for it at once" in done.stdout
-    [run] = json.loads(figures.read_text(encoding="utf-8"))
+    printed, [run] = run_benchmark(tmp_path, "--scenario=few", "--profiles=fixed:0.005", "--stripe-locks=addressed")
+    assert "fixed 5 ms, addressed locks" in printed and "the writes for it at once" in printed
     # A smoke run of the flag: what the writer does under either reading, tests/domain/test_customer_concurrency.py.
     assert run["locks"] == "addressed" and run["sent"] == run["scenario"]["bills"] and run["verified"]

@@ -55,7 +55,7 @@ class BillSource(Protocol):
 
 # The Stripe ledger
 
-# True while the calling task holds what other Bills wait for (StripeWriter's write lock of a customer): the
+# True while the calling task holds what other Bills wait for (CustomerWrites' write lock of a customer): the
 # ledger's request then takes the account's next rate-limit slot ahead of the others, since every Bill queued
 # behind the lock waits as long as that request does (issue 22: two customers at 250 ms a request).
 URGENT: ContextVar[bool] = ContextVar("m3stripe_urgent_request", default=False)

@@ -43,14 +43,7 @@ from m3stripe.domain.mapping import (
     META_CREDIT_COUPON,
     MappedBill,
 )
-from m3stripe.domain.ports import (
-    Failure,
-    HeldInvoice,
-    HeldLine,
-    Ledger,
-    LedgerError,
-    LedgerReader,
-)
+from m3stripe.domain.ports import Failure, HeldInvoice, HeldLine, Ledger, LedgerError, LedgerReader
 from m3stripe.domain.tax_forms import (
     Coupon,
     CreditsExceedCharges,

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=READINGS,
         default="strict",
         help="which objects a write locks (lock_timeout): strict also locks the customer an invoice or a pending item "
-        "is created for; addressed only the objects whose own fields change (default: %(default)s)",
+        "is created for; addressed only the objects a write names (default: %(default)s)",
     )
     return parser
 

@@ -78,12 +78,9 @@ async def control(request: web.Request) -> web.StreamResponse:
 
 
 def _per_second(value: object) -> float | None:
-    """A limit as the command line takes it (`--rate-limit`): empty or 0 is none; a negative one is refused."""
+    """A limit as the command line takes it (`--rate-limit`): empty or 0 is none (the setters refuse a negative one)."""
     text = "" if value is None else str(value)
-    limit = float(text) if text else 0.0
-    if limit < 0:
-        raise ValueError(f"a rate limit of {text} requests per second; 0 or nothing turns it off")
-    return limit or None
+    return (float(text) or None) if text else None
 
 
 def add_admin_routes(app: web.Application) -> None:

@@ -17,7 +17,7 @@ nothing for reads:
   That is an inference, not Stripe's word: none of the customer's fields in the SDK's `Customer` type
   (stripe/_customer.py) is said to change when a draft or a pending item is created. It is the reading under which
   a customer's invoices may be created concurrently: the benchmarks measure what the operator gains there
-  (`StripeWriter` learns which reading an account answers with).
+  (`domain.customer_writes` learns which reading an account answers with).
 """
 
 from __future__ import annotations
@@ -54,19 +54,23 @@ def objects_written(
         return []
     if parts[0] == "invoices":
         if len(parts) == 1:
-            customer = params.get("customer")
-            return [("customer", str(customer))] if customer and reading == "strict" else []
+            return _created_for(params, reading)
         return [("invoice", parts[1])]
     if parts[0] == "invoiceitems":
         if len(parts) == 1:
             if params.get("invoice"):
                 return [("invoice", str(params["invoice"]))]
-            customer = params.get("customer")
-            return [("customer", str(customer))] if customer and reading == "strict" else []
+            return _created_for(params, reading)
         return [("invoiceitem", parts[1])]
     if parts[0] == "customers" and len(parts) == 2:
         return [("customer", parts[1])]
     return []
+
+
+def _created_for(params: Mapping[str, Any], reading: Reading) -> list[tuple[str, str]]:
+    """What creating an invoice or a pending item locks: its customer under the strict reading, nothing otherwise."""
+    customer = params.get("customer")
+    return [("customer", str(customer))] if customer and reading == "strict" else []
 
 
 class ObjectLocks:
