@@ -483,8 +483,8 @@ async def _main(args: argparse.Namespace) -> int:
     profiles = _profiles(args.profiles)
     rows: list[RunSummary] = []
     failed = 0
-    fleet_options = {"contract_mode": not args.no_contract, "m3ter_latency": args.m3ter_latency}
-    async with Fleet(**fleet_options, locks=args.stripe_locks) as fleet:
+    fleet = Fleet(contract_mode=not args.no_contract, m3ter_latency=args.m3ter_latency, locks=args.stripe_locks)
+    async with fleet:
         for name in names:
             scenario = sizes[name].scaled(args.scale)
             for profile in profiles:
