@@ -313,3 +313,73 @@ async def test_a_lock_timeout_is_retried_in_place_unless_the_write_is_made_witho
     )
     assert observer.requests == [("invoices.create", 429)]
     assert observer.retries == [("invoices.create", "lock_timeout")]
+
+
+# Idempotency keys: a write goes on under a key derived from its own once Stripe saved a refusal under it.
+
+
+class KeyedScript:
+    """`Script` for `call_with_key`: records the key each attempt was sent with."""
+
+    def __init__(self, *errors: stripe.StripeError, result: Any = "ok") -> None:
+        self.errors = list(errors)
+        self.result = result
+        self.keys: list[str] = []
+
+    async def __call__(self, key: str) -> Any:
+        self.keys.append(key)
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.result
+
+
+def refusal(**headers: str) -> stripe.StripeError:
+    """Stripe's lock_timeout with the given headers (`Stripe_Should_Retry` for Stripe-Should-Retry)."""
+    error = lock_timeout()
+    error.headers = {name.replace("_", "-"): value for name, value in headers.items()}
+    return error
+
+
+async def test_a_refusal_stripe_saved_under_the_key_is_retried_under_a_key_derived_from_it() -> None:
+    saved, replayed = refusal(Stripe_Should_Retry="false"), refusal(Idempotent_Replayed="true")
+    script = KeyedScript(saved, replayed, refusal(Stripe_Should_Retry="true"))
+    gw = gateway()
+    assert await gw.call_with_key("invoices.create", script, "m3stripe-k") == "ok"
+    # Renewed after each saved refusal, kept after the one Stripe asked to retry with the same key.
+    assert script.keys == ["m3stripe-k", "m3stripe-k-r1", "m3stripe-k-r2", "m3stripe-k-r2"]
+    # The write's next call (the writer's retry) starts from the key in use.
+    again = KeyedScript()
+    await gw.call_with_key("invoices.create", again, "m3stripe-k")
+    assert again.keys == ["m3stripe-k-r2"]
+
+
+async def test_a_key_is_kept_after_an_attempt_with_an_unknown_outcome_unless_stripe_replays_a_refusal_under_it() -> (
+    None
+):
+    # After a network error the first attempt may still reach Stripe: "do not retry" alone does not prove that the
+    # key's one execution was the refusal, so the key stays and the write ends for this pass.
+    script = KeyedScript(network_error(), refusal(Stripe_Should_Retry="false"))
+    with pytest.raises(StripeCallError):
+        await gateway().call_with_key("invoices.create", script, "k")
+    assert script.keys == ["k", "k"]
+    # A replayed 429 does prove it: Stripe answers every request with the key as it answered its one execution.
+    for unknown in (network_error(), server_error(), conflict()):
+        script = KeyedScript(unknown, refusal(Idempotent_Replayed="true"))
+        assert await gateway().call_with_key("invoices.create", script, "k") == "ok"
+        assert script.keys == ["k", "k", "k-r1"]
+
+
+async def test_a_refusal_saved_while_the_write_is_made_without_its_customers_lock_renews_the_key_for_the_writer() -> (
+    None
+):
+    gw = gateway()
+    unlocked = UNLOCKED_CUSTOMER_WRITE.set(True)
+    try:
+        script = KeyedScript(refusal(Stripe_Should_Retry="false"))
+        with pytest.raises(StripeCallError):
+            await gw.call_with_key("invoices.create", script, "k")
+    finally:
+        UNLOCKED_CUSTOMER_WRITE.reset(unlocked)
+    retry = KeyedScript()
+    assert await gw.call_with_key("invoices.create", retry, "k") == "ok"
+    assert (script.keys, retry.keys) == (["k"], ["k-r1"])

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
 from m3stripe.adapters.stripe_client import open_client
 from m3stripe.adapters.stripe_gateway import RetryPolicy
 from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
@@ -67,10 +69,13 @@ async def test_where_stripe_does_not_lock_the_customer_its_invoices_are_created_
         assert (again.sent, again.unchanged) == (0, 12) and invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
 
 
-async def test_where_stripe_locks_the_customer_the_pass_goes_one_creation_at_a_time_after_the_first_refusal() -> None:
+@pytest.mark.parametrize("refusals_saved", [True, False], ids=["refusals-saved-under-the-key", "refusals-not-saved"])
+async def test_where_stripe_locks_the_customer_the_pass_goes_one_creation_at_a_time_after_the_first_refusal(
+    refusals_saved: bool,
+) -> None:
     async with world() as w:
         w.stripe.latency_seconds = 0.02
-        assert w.stripe.object_locks.reading == "strict"
+        w.stripe.object_locks = ObjectLocks("strict", refusals_saved=refusals_saved)
         _, bills = await one_customer_with_bills(w, 12)
         report = await run(w)
         assert (report.sent, report.failed) == (12, 0)
@@ -79,11 +84,16 @@ async def test_where_stripe_locks_the_customer_the_pass_goes_one_creation_at_a_t
         # Stripe let through, and every refused creation was made again holding the lock.
         assert 1 <= creations_refused(w) < CUSTOMER_CONCURRENCY
         assert w.stripe.object_locks.refused == creations_refused(w)
-        # Each refused creation was made again with its own idempotency key (one key per Bill and pass).
+        # Each refused creation was made again once, and answered: with its own idempotency key (one per Bill and
+        # pass), or, where Stripe saved the refusal under that key, with the key derived from it (a retry with the
+        # key itself would only get the 429 back).
         creations = [r for r in w.stripe.requests if r.endpoint == "POST /v1/invoices"]
         for n, refused in enumerate(creations):
             if refused.status == 429:
-                assert [r.status for r in creations[n + 1 :] if r.idempotency_key == refused.idempotency_key] == [200]
+                retry_key = f"{refused.idempotency_key}-r1" if refusals_saved else refused.idempotency_key
+                later = creations[n + 1 :]
+                assert [(r.status, r.replayed) for r in later if r.idempotency_key == retry_key] == [(200, False)]
+                assert not [r for r in later if r.idempotency_key == refused.idempotency_key and refusals_saved]
         again = await run(w)
         assert (again.sent, again.unchanged) == (0, 12) and invoices_per_bill(w) == Counter(dict.fromkeys(bills, 1))
 

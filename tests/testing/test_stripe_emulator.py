@@ -1187,11 +1187,68 @@ async def test_a_write_to_an_object_another_write_still_holds_is_a_lock_timeout_
         )
         refused = [r for r in results if isinstance(r, stripe.RateLimitError)]
         assert len(refused) == 1 and refused[0].error is not None and refused[0].error.code == "lock_timeout"
-        assert refused[0].headers is not None and refused[0].headers.get("Stripe-Should-Retry") == "true"
+        # Saved under the key the SDK gave the request (locks.py): retrying with that key would be a no-op.
+        assert refused[0].headers is not None and refused[0].headers.get("Stripe-Should-Retry") == "false"
         assert sum(1 for r in results if isinstance(r, stripe.Invoice)) == 2
         assert emulator.object_locks.refused == 1
-        # Once the first write is done, the same request goes through.
+        # Once the first write is done, the same request (with a key of its own) goes through.
         await sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of})
+
+
+async def _refused_then_retried(emulator: StripeEmulator, key: str) -> list[httpx.Response]:
+    """An invoice creation refused while another holds its customer, then the same request again once it is free."""
+    async with httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        customer = (await http.post("/v1/customers", data={"name": "A"})).json()["id"]
+        invoice = {"customer": customer, "auto_advance": "false"}
+        holder = asyncio.create_task(http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"}))
+        await asyncio.sleep(0.05)
+        refused = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "k-1"})
+        assert (await holder).status_code == 200
+        again = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "k-1"})
+        other_key = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "k-1-r1"})
+        return [refused, again, other_key]
+
+
+@pytest.mark.looptime
+async def test_a_lock_timeout_is_saved_under_the_requests_idempotency_key_and_replayed_to_a_retry_with_it() -> None:
+    emulator = StripeEmulator(seed=34, latency_seconds=0.2)
+    emulator.add_api_key("sk_test_51locksSAVED")
+    async with emulator:
+        refused, again, other_key = await _refused_then_retried(emulator, "sk_test_51locksSAVED")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "lock_timeout")
+    assert refused.headers["Stripe-Should-Retry"] == "false" and "Idempotent-Replayed" not in refused.headers
+    assert (again.status_code, again.headers["Idempotent-Replayed"]) == (429, "true")
+    assert again.json() == refused.json() and again.headers["Original-Request"] == refused.headers["Request-Id"]
+    assert other_key.status_code == 200
+    assert emulator.object_locks.refused == 1  # the replay is not a refusal of its own
+
+
+@pytest.mark.looptime
+async def test_unless_asked_otherwise_where_a_lock_timeout_saves_nothing_and_a_retry_with_the_key_runs() -> None:
+    emulator = StripeEmulator(seed=35, latency_seconds=0.2, lock_timeouts_saved=False)
+    emulator.add_api_key("sk_test_51locksUNSAVED")
+    async with emulator:
+        refused, again, _ = await _refused_then_retried(emulator, "sk_test_51locksUNSAVED")
+    assert (refused.status_code, refused.headers["Stripe-Should-Retry"]) == (429, "true")
+    assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+
+
+@pytest.mark.looptime
+async def test_a_key_with_a_saved_result_is_replayed_even_while_the_objects_it_writes_are_locked() -> None:
+    emulator = StripeEmulator(seed=36, latency_seconds=0.2)
+    key = "sk_test_51locksREPLAY"
+    emulator.add_api_key(key)
+    async with emulator, httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        customer = (await http.post("/v1/customers", data={"name": "A"})).json()["id"]
+        invoice = {"customer": customer, "auto_advance": "false"}
+        first = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "done"})
+        holder = asyncio.create_task(http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"}))
+        await asyncio.sleep(0.05)
+        replay = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "done"})
+        await holder
+    # Stripe's idempotency layer answers before the endpoint runs, so before any lock is looked at.
+    assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (200, "true")
+    assert replay.json()["id"] == first.json()["id"] and emulator.object_locks.refused == 0
 
 
 @pytest.mark.looptime
@@ -1246,5 +1303,7 @@ def test_the_lock_reading_is_strict_unless_asked_and_an_unknown_one_is_refused()
     assert objects_written("POST", "/v1/invoices/in_1/finalize", {}, "addressed") == [("invoice", "in_1")]
     assert _parser().parse_args(["--locks", "addressed"]).locks == "addressed"
     assert _parser().parse_args([]).locks == "strict"
+    assert StripeEmulator().object_locks.refusals_saved and _parser().parse_args([]).lock_timeouts == "saved"
+    assert _parser().parse_args(["--lock-timeouts", "unsaved"]).lock_timeouts == "unsaved"
     with pytest.raises(ValueError, match="unknown lock reading 'loose'"):
         StripeEmulator(locks="loose")  # type: ignore[arg-type]

@@ -128,7 +128,7 @@ async def test_the_control_endpoints_set_the_latency_and_the_endpoint_limit(emul
         assert limits.status_code == 200
         stats = (await control.get("/_emulator/stats")).json()
         assert stats["rate_limits"] == {"live": 100.0, "test": 100.0, "endpoint": 60.0}
-        assert stats["locks"] == {"reading": "strict", "refused": 0}
+        assert stats["locks"] == {"reading": "strict", "refusals_saved": True, "refused": 0}
         # 0 turns a limit off, as the command line's --rate-limit 0 does; a negative one is refused.
         assert (await control.post("/_emulator/rate_limit", data={"per_second": "0"})).status_code == 200
         assert (await control.get("/_emulator/stats")).json()["rate_limits"]["test"] is None

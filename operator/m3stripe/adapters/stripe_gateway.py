@@ -1,8 +1,9 @@
 """The operator's door to Stripe: the official SDK, a client-side rate limit, retries, and metrics.
 
 Retries follow Stripe's guidance: 429, 5xx, 409 and network errors are retried with exponential
-backoff and jitter, reusing the same idempotency key; `Stripe-Should-Retry` overrides the status when
-present, and `Retry-After` sets the wait. Other 4xx errors are not retried: they carry Stripe's
+backoff and jitter, reusing the same idempotency key (unless Stripe saved a refusal under it:
+`adapters.stripe_idempotency`); `Stripe-Should-Retry` overrides the status when present, and `Retry-After`
+sets the wait. Other 4xx errors are not retried: they carry Stripe's
 message back to the caller, scrubbed of API keys and account ids (`scrub`).
 
 Every request first waits for its slot in the account's budget (`adapters.stripe_rate_limit`), ahead of the
@@ -22,6 +23,7 @@ from typing import Any, Protocol, TypeVar, Unpack
 import aiohttp
 import stripe
 
+from m3stripe.adapters.stripe_idempotency import IdempotencyKeys
 from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
 from m3stripe.domain.ports import UNLOCKED_CUSTOMER_WRITE, URGENT, Failure, LedgerError, LedgerErrorDetails
 
@@ -147,6 +149,7 @@ class StripeGateway:
         self._limiter = limiter
         self._observer: StripeObserver = observer or _NullObserver()
         self._retry = retry or RetryPolicy()
+        self._keys = IdempotencyKeys()
         self.requests = 0
 
     @property
@@ -156,6 +159,14 @@ class StripeGateway:
 
     async def call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one Stripe request with rate limiting and retries; raise StripeCallError when it fails for good."""
+        return await self._call(endpoint, lambda _key: fn(), None)
+
+    async def call_with_key(self, endpoint: str, fn: Callable[[str], Awaitable[T]], idempotency_key: str) -> T:
+        """`call` for a write with an idempotency key: `fn` sends the key it is given, the write's own key unless
+        Stripe saved a refusal under it (`adapters.stripe_idempotency`)."""
+        return await self._call(endpoint, fn, idempotency_key)
+
+    async def _call(self, endpoint: str, fn: Callable[[str], Awaitable[T]], key: str | None) -> T:
         attempt = 0
         while True:
             attempt += 1
@@ -173,7 +184,7 @@ class StripeGateway:
             try:
                 try:
                     async with bound:
-                        result = await fn()
+                        result = await fn(self._keys.sent(key) if key is not None else "")
                 except (aiohttp.ClientError, TimeoutError) as transport_err:
                     if bound.expired() and self._limiter is not None:
                         self._observer.request(endpoint, 0, time.monotonic() - started)
@@ -187,11 +198,13 @@ class StripeGateway:
                 status = err.http_status or 0
                 self._observer.request(endpoint, status, time.monotonic() - started)
                 reason = _retry_reason(err, status)
+                renewed = key is not None and self._keys.answered(key, status, err.headers)
                 if reason == "lock_timeout" and UNLOCKED_CUSTOMER_WRITE.get():
-                    # The writer retries it holding the customer's lock, with the same key (domain.customer_writes).
+                    # The writer retries it holding the customer's lock (domain.customer_writes), with the key
+                    # `_keys` gives it.
                     self._observer.retry(endpoint, reason)
                     raise self._final(err, endpoint, retried=False) from None
-                delay = self._retry_delay(err, attempt)
+                delay = self._retry_delay(err, attempt, renewed=renewed)
                 if delay is None:
                     raise self._final(err, endpoint) from None
                 self._observer.retry(endpoint, reason)
@@ -200,10 +213,11 @@ class StripeGateway:
             self._observer.request(endpoint, 200, time.monotonic() - started)
             return result
 
-    def _retry_delay(self, err: stripe.StripeError, attempt: int) -> float | None:
+    def _retry_delay(self, err: stripe.StripeError, attempt: int, *, renewed: bool = False) -> float | None:
         if attempt >= self._retry.max_attempts:
             return None
-        should = _header(err, "Stripe-Should-Retry")
+        # Under a new key, Stripe's "do not retry" spoke of the old one.
+        should = None if renewed else _header(err, "Stripe-Should-Retry")
         status = err.http_status or 0
         if should == "false":
             return None
@@ -269,8 +283,14 @@ class StripeGateway:
         """One request through `call`, answered as Stripe's plain JSON (see `iterate_json`). `idempotency_key` is a
         request option (the SDK's `extract_options_from_dict`), never a parameter: Stripe's parameters of the calls
         made here are named otherwise."""
-        options = {"idempotency_key": idempotency_key} if idempotency_key is not None else {}
-        response = await self.call(endpoint, lambda: self._client.raw_request_async(method, path, **params, **options))
+        if idempotency_key is None:
+            response = await self.call(endpoint, lambda: self._client.raw_request_async(method, path, **params))
+        else:
+            response = await self.call_with_key(
+                endpoint,
+                lambda key: self._client.raw_request_async(method, path, **params, idempotency_key=key),
+                idempotency_key,
+            )
         return response.data if isinstance(response.data, dict) else {}
 
     async def iterate_json(self, endpoint: str, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -39,13 +39,11 @@ class CustomerWrites:
         self.serial = False  # Stripe answered a concurrent write for a customer with lock_timeout in this pass
 
     async def write(self, customer: str, write: Callable[[], Awaitable[T]]) -> T:
-        """Make `write` for the customer. A write refused while concurrent is retried holding the lock with its own
-        idempotency key, as Stripe's SDKs retry a lock_timeout: Stripe answers it with `Stripe-Should-Retry: true`
-        and the SDK retries such an answer with the request's key ("advise us to retry (eg; in cases of lock
-        timeouts)", stripe-python's _http_client.py). That Stripe saves no result under the key for it is our
-        reading of "the request conflicted with another that was executing concurrently, no idempotent result is
-        saved" (https://docs.stripe.com/api/idempotent_requests); were it saved, the retry would be answered the
-        same 429, the Bill would fail for this pass, and the next pass, which lists Stripe first, uses new keys."""
+        """Make `write` for the customer. A write refused while concurrent is retried holding the lock, as Stripe's
+        SDKs retry a lock_timeout: Stripe answers it with `Stripe-Should-Retry: true` and the SDK retries such an
+        answer ("advise us to retry (eg; in cases of lock timeouts)", stripe-python's _http_client.py). It goes with
+        its own idempotency key, or with one derived from it where Stripe saved the refusal under that key (which the
+        Ledger's implementation sees to)."""
         state = self._customers.get(customer)
         if state is None:
             state = self._customers[customer] = _Customer()

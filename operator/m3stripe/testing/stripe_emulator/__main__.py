@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         help="which objects a write locks (lock_timeout): strict also locks the customer an invoice or a pending item "
         "is created for; addressed only the objects a write names (default: %(default)s)",
     )
+    parser.add_argument(
+        "--lock-timeouts",
+        choices=("saved", "unsaved"),
+        default="saved",
+        help="whether a write refused with lock_timeout saves that 429 under its idempotency key, so that a retry "
+        "with the key gets it again (default: %(default)s)",
+    )
     return parser
 
 
@@ -77,6 +84,7 @@ async def _serve(args: argparse.Namespace) -> None:
         contract_mode=args.contract_mode,
         endpoint_rate_limit_per_second=args.endpoint_rate_limit or None,
         locks=args.locks,
+        lock_timeouts_saved=args.lock_timeouts == "saved",
     )
     account = args.account
     for key in args.api_key:

@@ -36,7 +36,11 @@ async def control(request: web.Request) -> web.StreamResponse:
                     "faults_fired": {f.value: n for f, n in emulator.faults.fired.items()},
                     "latency": emulator.latency.describe(),
                     "rate_limits": emulator.rate_limits,
-                    "locks": {"reading": emulator.object_locks.reading, "refused": emulator.object_locks.refused},
+                    "locks": {
+                        "reading": emulator.object_locks.reading,
+                        "refusals_saved": emulator.object_locks.refusals_saved,
+                        "refused": emulator.object_locks.refused,
+                    },
                 }
             )
         if action == "contract" and request.method == "GET":

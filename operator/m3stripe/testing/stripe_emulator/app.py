@@ -28,7 +28,7 @@ from .common import Ctx, check_expand, expand
 from .errors import StripeError
 from .faults import Fault, Triggered
 from .idempotency import Saved, fingerprint
-from .locks import objects_written
+from .locks import lock_timeout, objects_written
 from .ratelimit import TokenBucket, retry_after_seconds
 from .routes import ROUTES, Route, Router
 from .state import AccountState
@@ -314,8 +314,40 @@ async def _process(emulator: StripeEmulator, request: web.Request, request_id: s
     _rate_limit(emulator, api_key, route)
     # A write holds the objects it changes from here to its reply, its latency included (locks.py); a request
     # refused before (its key, its route, the rate limit) holds none.
-    with await _locking(emulator, api_key, request):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(await _locking(emulator, api_key, request))
+        except StripeError as refusal:
+            return await _refused(emulator, request, request_id, api_key, refusal, info)
         return await _serve(emulator, request, request_id, info, api_key, route, path_args)
+
+
+async def _refused(
+    emulator: StripeEmulator,
+    request: web.Request,
+    request_id: str,
+    api_key: ApiKey,
+    refusal: StripeError,
+    info: dict[str, Any],
+) -> _Reply:
+    """A write whose objects another request holds: the idempotency layer's answer for its key if it has one (a
+    replay, a 409), else the lock_timeout, saved under the key if the emulator's locks say so (locks.py)."""
+    key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+    if key is None:
+        emulator.object_locks.refused += 1
+        raise refusal
+    store = emulator._idempotency[(api_key.account, api_key.livemode)]
+    saved = store.begin(key, f"{request.method} {request.path}", fingerprint(await _read_params(request)), time.time())
+    if saved is not None:
+        info["replayed"] = True
+        return _replay(saved, None)
+    emulator.object_locks.refused += 1
+    if not emulator.object_locks.refusals_saved:
+        store.release(key)
+        raise refusal
+    reply = _error_reply(lock_timeout(saved=True), request_id)
+    store.save(key, status=reply.status, body=reply.body, headers=reply.headers, request_id=request_id, now=time.time())
+    return reply
 
 
 async def _serve(

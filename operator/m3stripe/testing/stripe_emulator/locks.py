@@ -18,6 +18,16 @@ nothing for reads:
   (stripe/_customer.py) is said to change when a draft or a pending item is created. It is the reading under which
   a customer's invoices may be created concurrently: the benchmarks measure what the operator gains there
   (`domain.customer_writes` learns which reading an account answers with).
+
+Whether Stripe saves a lock_timeout under the request's idempotency key, it does not say either. It saves a result
+"after endpoint execution begins", and answers every retry with the key the same, "including 500 errors"
+(https://docs.stripe.com/api/idempotent_requests); its SDKs retry a lock timeout with the same key when told to
+(`Stripe-Should-Retry: true`), yet one integration saw one replayed under its key (`Idempotent-Replayed: true`,
+https://github.com/useautumn/autumn/pull/3491). So by default (`refusals_saved`, at least as strict as Stripe could
+be) a refused write that carries a key saves its 429 under it, with `Stripe-Should-Retry: false` (the API asks not
+to retry "if doing so would be a no-op", stripe-python's _http_client.py), and every later request with the key gets
+that 429 back. Either way, a key that already has a saved result is replayed, and one in flight is a 409, before any
+lock is looked at: the idempotency layer answers those without running the endpoint.
 """
 
 from __future__ import annotations
@@ -39,8 +49,11 @@ Reading = Literal["strict", "addressed"]
 READINGS: tuple[Reading, ...] = ("strict", "addressed")
 
 
-def lock_timeout() -> StripeError:
-    return StripeError(429, LOCK_TIMEOUT, code="lock_timeout", headers={"Stripe-Should-Retry": "true"})
+def lock_timeout(*, saved: bool = False) -> StripeError:
+    """The refusal; one saved under the request's idempotency key says retrying with the key is pointless."""
+    return StripeError(
+        429, LOCK_TIMEOUT, code="lock_timeout", headers={"Stripe-Should-Retry": "false" if saved else "true"}
+    )
 
 
 def objects_written(
@@ -76,18 +89,18 @@ def _created_for(params: Mapping[str, Any], reading: Reading) -> list[tuple[str,
 class ObjectLocks:
     """The objects writes in flight hold, per account and mode."""
 
-    def __init__(self, reading: Reading = "strict") -> None:
+    def __init__(self, reading: Reading = "strict", *, refusals_saved: bool = True) -> None:
         if reading not in READINGS:
             raise ValueError(f"unknown lock reading {reading!r}: one of {', '.join(READINGS)}")
         self.reading: Reading = reading
+        self.refusals_saved = refusals_saved  # a refusal is saved under the request's idempotency key
         self._held: set[Key] = set()
-        self.refused = 0  # lock_timeout answers given, for tests and benchmarks
+        self.refused = 0  # lock_timeout answers given (replays of a saved one not counted), for tests and benchmarks
 
     @contextlib.contextmanager
     def holding(self, account: str, livemode: bool, objects: list[tuple[str, str]]) -> Iterator[None]:
         keys = [(account, livemode, kind, object_id) for kind, object_id in objects]
         if any(key in self._held for key in keys):
-            self.refused += 1
             raise lock_timeout()
         self._held.update(keys)
         try:

@@ -65,6 +65,7 @@ class StripeEmulator:
         endpoint_rate_limit_per_second: float | None = STRIPE_ENDPOINT_PER_SECOND,
         latency: LatencyProfile | None = None,
         locks: Reading = "strict",
+        lock_timeouts_saved: bool = True,
     ) -> None:
         self._clock = clock or time.time
         self._ids = IdFactory(seed)
@@ -82,8 +83,9 @@ class StripeEmulator:
         self.contract_mode = contract_mode
         # Keep each request's body (or query string) in the request log, for tests comparing requests byte for byte.
         self.record_bodies = record_bodies
-        # Which objects a write locks (locks.py): the strict reading unless a benchmark asks for the other.
-        self.object_locks = ObjectLocks(locks)
+        # Which objects a write locks, and whether a refusal is saved under the request's idempotency key (locks.py):
+        # the strict readings unless a benchmark or a test asks for others.
+        self.object_locks = ObjectLocks(locks, refusals_saved=lock_timeouts_saved)
         # Requests being answered now, and the most at once so far (how concurrent a client really was).
         self.in_flight = 0
         self.peak_in_flight = 0
