@@ -171,9 +171,9 @@ class Fleet:
         async with httpx.AsyncClient(timeout=120) as http:
             fixtures: dict[str, Any] = {"clients": [], "accounts": []}
             for i in range(integrations):
-                org = f"org-{run}-{i:02d}"
+                org = _organization(run, i)
                 fixtures["clients"].append(
-                    {"client_id": f"client-{run}-{i:02d}", "client_secret": M3TER_CLIENT_SECRET, "organization_id": org}
+                    {"client_id": _client(run, i), "client_secret": M3TER_CLIENT_SECRET, "organization_id": org}
                 )
                 for c in range(customers):
                     fixtures["accounts"].append(
@@ -194,7 +194,7 @@ class Fleet:
                     amounts.append(subtotals)
                     bills_fixture["bills"].append(
                         {
-                            "organization_id": f"org-{run}-{i:02d}",
+                            "organization_id": _organization(run, i),
                             "account_id": own[n % customers],
                             "lines": bill_lines(subtotals),
                         }
@@ -217,8 +217,8 @@ class Fleet:
                 seeded.integrations.append(
                     Integration(
                         integration_ids[i],
-                        f"org-{run}-{i:02d}",
-                        f"client-{run}-{i:02d}",
+                        _organization(run, i),
+                        _client(run, i),
                         M3TER_CLIENT_SECRET,
                         key,
                         account,
@@ -289,6 +289,16 @@ class Fleet:
 
 def _since(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+
+
+def _organization(run: str, i: int) -> str:
+    """The m3ter Organization of the run's `i`th integration."""
+    return f"org-{run}-{i:02d}"
+
+
+def _client(run: str, i: int) -> str:
+    """The m3ter API client of the run's `i`th integration."""
+    return f"client-{run}-{i:02d}"
 
 
 def _ok(response: httpx.Response) -> Any:
