@@ -134,10 +134,17 @@ class Fleet:
     Organization per integration."""
 
     def __init__(
-        self, *, contract_mode: bool = True, m3ter_latency: float = 0.0, seed: int = 2026, locks: str = "strict"
+        self,
+        *,
+        contract_mode: bool = True,
+        m3ter_latency: float = 0.0,
+        seed: int = 2026,
+        locks: str = "strict",
+        lock_timeouts: str = "saved",
     ) -> None:
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close(), with the processes)
-        stripe_args = ["--seed", str(seed), "--locks", locks, *(["--contract-mode"] if contract_mode else [])]
+        stripe_args = ["--seed", str(seed), "--locks", locks, "--lock-timeouts", lock_timeouts]
+        stripe_args += ["--contract-mode"] if contract_mode else []
         self.stripe = EmulatorProcess("m3stripe.testing.stripe_emulator", stripe_args, self._log)
         self.m3ter = EmulatorProcess("m3stripe.testing.m3ter_emulator", ["--latency", str(m3ter_latency)], self._log)
         self._armed = _Armed({}, 0.0, 0.0, 0)

@@ -151,6 +151,7 @@ class RunSummary:
     kube_cpu_seconds: float = 0.0  # as deployed: the Kubernetes API emulator's CPU (the benchmark's own process)
     profile_text: str = ""
     locks: str = "strict"  # the Stripe emulator's lock reading (locks.py)
+    lock_timeouts: str = "saved"  # whether it saves a lock_timeout under the request's idempotency key (locks.py)
 
     @property
     def minimum(self) -> float:
@@ -251,6 +252,7 @@ async def run_one(fleet: Fleet, scenario: Scenario, profile: str, args: argparse
         scenario=scenario,
         profile=profile,
         locks=args.stripe_locks,
+        lock_timeouts=args.stripe_lock_timeouts,
         mode=args.mode,
         lines=args.lines,
         concurrency=out["concurrency"],
@@ -298,16 +300,17 @@ def _operator_process(plan: dict[str, Any], profile_file: str | None) -> dict[st
 # --- output -------------------------------------------------------------------------------------------
 
 
-def _profile_label(profile: str, locks: str = "strict") -> str:
-    """The latency profile, and the lock reading when it is not the strict default."""
-    return parse(profile).describe() + ("" if locks == "strict" else f", {locks} locks")
+def _profile_label(profile: str, locks: str = "strict", lock_timeouts: str = "saved") -> str:
+    """The latency profile, and the lock readings that are not the defaults."""
+    label = parse(profile).describe() + ("" if locks == "strict" else f", {locks} locks")
+    return label + ("" if lock_timeouts == "saved" else ", lock_timeouts not saved under the key")
 
 
 def detail(r: RunSummary) -> str:
     s = r.scenario
     shares = r.account_shares
     lines = [
-        f"== {s.label_of(r.as_deployed)}; Stripe latency {_profile_label(r.profile, r.locks)} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC) ==",
+        f"== {s.label_of(r.as_deployed)}; Stripe latency {_profile_label(r.profile, r.locks, r.lock_timeouts)} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC) ==",
         f"  Bills          {r.sent} sent, {r.failed} failed, in {r.wall_seconds:.1f} s ({r.bills_per_second:.2f}/s); "
         f"seeded in {r.seed_seconds:.1f} s",
         f"  ceiling        {r.account_ceiling:.2f} Bills/s per account x {s.integrations}: {100 * r.share:.1f}%",
@@ -381,7 +384,7 @@ def table(rows: list[RunSummary]) -> str:
         ceiling = r.account_ceiling * r.scenario.integrations
         bound = f"{100 * r.customer_bound / ceiling:.0f}% / {100 * r.slot_bound / ceiling:.0f}%"
         out.append(
-            f"| {r.scenario.label_of(r.as_deployed)} | {_profile_label(r.profile, r.locks)} | {r.sent} | {r.wall_seconds:.1f} | "
+            f"| {r.scenario.label_of(r.as_deployed)} | {_profile_label(r.profile, r.locks, r.lock_timeouts)} | {r.sent} | {r.wall_seconds:.1f} | "
             f"{r.bills_per_second:.2f} | {100 * r.share:.1f}% of {ceiling:.1f} | {per_account} | {bound} | "
             f"{r.stripe_requests / max(1, r.sent):.3f} ({r.minimum:.3f}) | {r.cpu_ms_per_request:.2f} ms | "
             f"{r.operator_cpu_seconds:.1f} ({100 * r.operator_cpu_seconds / r.wall_seconds:.0f}%) / "
@@ -398,7 +401,7 @@ def capacity_note(rows: list[RunSummary]) -> str:
         if r.scenario.integrations > 1 and r.gateway_requests:
             per_core = 1000 / r.cpu_ms_per_request
             notes.append(
-                f"* {r.scenario.name} at {_profile_label(r.profile, r.locks)}: {r.cpu_ms_per_request:.2f} ms of operator CPU "
+                f"* {r.scenario.name} at {_profile_label(r.profile, r.locks, r.lock_timeouts)}: {r.cpu_ms_per_request:.2f} ms of operator CPU "
                 f"per request, so one core sends at most {per_core:.0f} requests/s: {per_core / 25:.0f} accounts at "
                 f"25/s or {per_core / 100:.1f} at 100/s"
             )
@@ -448,6 +451,13 @@ def _parser() -> argparse.ArgumentParser:
         help="which objects the Stripe emulator locks for a write (its locks.py): strict, the default, also the "
         "customer an invoice is created for; addressed, only the objects a write names",
     )
+    parser.add_argument(
+        "--stripe-lock-timeouts",
+        choices=("saved", "unsaved"),
+        default="saved",
+        help="whether the Stripe emulator saves a lock_timeout under the request's idempotency key (its locks.py; "
+        "default: %(default)s)",
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the operator's process; stats to FILE.<run>")
     parser.add_argument("--json", metavar="FILE", help="also write every run's figures here")
     return parser
@@ -483,13 +493,20 @@ async def _main(args: argparse.Namespace) -> int:
     profiles = _profiles(args.profiles)
     rows: list[RunSummary] = []
     failed = 0
-    fleet = Fleet(contract_mode=not args.no_contract, m3ter_latency=args.m3ter_latency, locks=args.stripe_locks)
+    fleet = Fleet(
+        contract_mode=not args.no_contract,
+        m3ter_latency=args.m3ter_latency,
+        locks=args.stripe_locks,
+        lock_timeouts=args.stripe_lock_timeouts,
+    )
     async with fleet:
         for name in names:
             scenario = sizes[name].scaled(args.scale)
             for profile in profiles:
                 print(
-                    f"[{scenario.label}; {_profile_label(profile, args.stripe_locks)}] ...", file=sys.stderr, flush=True
+                    f"[{scenario.label}; {_profile_label(profile, args.stripe_locks, args.stripe_lock_timeouts)}] ...",
+                    file=sys.stderr,
+                    flush=True,
                 )
                 started = time.perf_counter()
                 summary = await run_one(fleet, scenario, profile, args, tag=f"r{len(rows)}")

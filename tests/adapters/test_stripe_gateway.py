@@ -16,6 +16,7 @@ from m3stripe.adapters.stripe_gateway import (
     StripeGateway,
     scrub,
 )
+from m3stripe.adapters.stripe_idempotency import IdempotencyKeys
 from m3stripe.domain.ports import UNLOCKED_CUSTOMER_WRITE
 
 NO_WAIT = RetryPolicy(max_attempts=4, base_delay=0, max_delay=0)
@@ -358,10 +359,11 @@ async def test_a_key_is_kept_after_an_attempt_with_an_unknown_outcome_unless_str
 ):
     # After a network error the first attempt may still reach Stripe: "do not retry" alone does not prove that the
     # key's one execution was the refusal, so the key stays and the write ends for this pass.
-    script = KeyedScript(network_error(), refusal(Stripe_Should_Retry="false"))
-    with pytest.raises(StripeCallError):
-        await gateway().call_with_key("invoices.create", script, "k")
-    assert script.keys == ["k", "k"]
+    for unknown in (network_error(), server_error(), conflict()):
+        script = KeyedScript(unknown, refusal(Stripe_Should_Retry="false"))
+        with pytest.raises(StripeCallError):
+            await gateway().call_with_key("invoices.create", script, "k")
+        assert script.keys == ["k", "k"]
     # A replayed 429 does prove it: Stripe answers every request with the key as it answered its one execution.
     for unknown in (network_error(), server_error(), conflict()):
         script = KeyedScript(unknown, refusal(Idempotent_Replayed="true"))
@@ -383,3 +385,27 @@ async def test_a_refusal_saved_while_the_write_is_made_without_its_customers_loc
     retry = KeyedScript()
     assert await gw.call_with_key("invoices.create", retry, "k") == "ok"
     assert (script.keys, retry.keys) == (["k"], ["k-r1"])
+
+
+async def test_only_a_lock_timeout_says_by_its_headers_that_it_was_saved_any_replayed_429_does() -> None:
+    # A rate limit's "do not retry" is not read as "saved under the key" (Stripe sends none with one today).
+    limited = rate_limited()
+    limited.headers = {"Stripe-Should-Retry": "false"}
+    script = KeyedScript(limited)
+    with pytest.raises(StripeCallError):
+        await gateway().call_with_key("invoices.create", script, "k")
+    assert script.keys == ["k"]
+    replayed = rate_limited()
+    replayed.headers = {"Idempotent-Replayed": "true", "Retry-After": "0"}
+    script = KeyedScript(replayed)
+    assert await gateway().call_with_key("invoices.create", script, "k") == "ok"
+    assert script.keys == ["k", "k-r1"]
+
+
+def test_an_answer_to_an_attempt_made_with_a_key_already_renewed_renews_it_no_further() -> None:
+    keys = IdempotencyKeys()
+    saved = {"Stripe-Should-Retry": "false"}
+    assert keys.answered("k", "k", 429, "lock_timeout", saved) and keys.sent("k") == "k-r1"
+    # A late answer for the attempt sent with "k": the write already goes on under "k-r1".
+    assert keys.answered("k", "k", 429, "lock_timeout", {"Idempotent-Replayed": "true"}) and keys.sent("k") == "k-r1"
+    assert keys.answered("k", "k-r1", 429, "lock_timeout", saved) and keys.sent("k") == "k-r2"

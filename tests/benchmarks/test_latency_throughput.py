@@ -49,3 +49,13 @@ def test_the_few_customers_scenario_runs_against_a_stripe_that_locks_only_the_ob
     assert "fixed 5 ms, addressed locks" in printed and "the writes for it at once" in printed
     # A smoke run of the flag: what the writer does under either reading, tests/domain/test_customer_concurrency.py.
     assert run["locks"] == "addressed" and run["sent"] == run["scenario"]["bills"] and run["verified"]
+
+
+def test_the_few_customers_scenario_runs_against_a_stripe_that_saves_no_lock_timeout_under_the_key(
+    tmp_path: Path,
+) -> None:
+    printed, [run] = run_benchmark(
+        tmp_path, "--scenario=few", "--profiles=fixed:0.005", "--stripe-lock-timeouts=unsaved"
+    )
+    assert "fixed 5 ms, lock_timeouts not saved under the key" in printed
+    assert run["lock_timeouts"] == "unsaved" and run["sent"] == run["scenario"]["bills"] and run["verified"]

@@ -1234,6 +1234,24 @@ async def test_unless_asked_otherwise_where_a_lock_timeout_saves_nothing_and_a_r
 
 
 @pytest.mark.looptime
+async def test_a_write_refused_for_a_lock_whose_key_is_in_flight_is_answered_409_as_stripes_idempotency_layer_does() -> (
+    None
+):
+    emulator = StripeEmulator(seed=37, latency_seconds=0.2)
+    key = "sk_test_51locksINFLIGHT"
+    emulator.add_api_key(key)
+    async with emulator, httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        customer = (await http.post("/v1/customers", data={"name": "A"})).json()["id"]
+        invoice = {"customer": customer, "auto_advance": "false"}
+        holder = asyncio.create_task(http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"}))
+        await asyncio.sleep(0.05)
+        again = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"})
+        assert (await holder).status_code == 200
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "idempotency_key_in_use")
+    assert emulator.object_locks.refused == 0
+
+
+@pytest.mark.looptime
 async def test_a_key_with_a_saved_result_is_replayed_even_while_the_objects_it_writes_are_locked() -> None:
     emulator = StripeEmulator(seed=36, latency_seconds=0.2)
     key = "sk_test_51locksREPLAY"

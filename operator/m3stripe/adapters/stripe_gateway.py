@@ -176,6 +176,7 @@ class StripeGateway:
                 wait = time.monotonic() - waited
                 if wait > 0.001:
                     self._observer.rate_limit_wait(wait)
+            sent = self._keys.sent(key) if key is not None else ""
             started = time.monotonic()
             self.requests += 1
             # A fenced writer's request must not outlive its fence (m3stripe.kube.leadership): abandoned
@@ -184,7 +185,7 @@ class StripeGateway:
             try:
                 try:
                     async with bound:
-                        result = await fn(self._keys.sent(key) if key is not None else "")
+                        result = await fn(sent)
                 except (aiohttp.ClientError, TimeoutError) as transport_err:
                     if bound.expired() and self._limiter is not None:
                         self._observer.request(endpoint, 0, time.monotonic() - started)
@@ -198,7 +199,7 @@ class StripeGateway:
                 status = err.http_status or 0
                 self._observer.request(endpoint, status, time.monotonic() - started)
                 reason = _retry_reason(err, status)
-                renewed = key is not None and self._keys.answered(key, status, err.headers)
+                renewed = key is not None and self._keys.answered(key, sent, status, _code(err), err.headers)
                 if reason == "lock_timeout" and UNLOCKED_CUSTOMER_WRITE.get():
                     # The writer retries it holding the customer's lock (domain.customer_writes), with the key
                     # `_keys` gives it.

@@ -2,27 +2,31 @@
 has saved a refusal under that key.
 
 Stripe saves the status and body of the first request made with a key "after endpoint execution begins", and answers
-every later request with the key the same, "including 500 errors" (https://docs.stripe.com/api/idempotent_requests).
-Whether that holds for a 429 `lock_timeout`, Stripe does not say. Its SDKs retry a lock timeout with the same key
-when the API asks them to (`Stripe-Should-Retry: true`: "advise us to retry (eg; in cases of lock timeouts)",
-stripe-python's _http_client.py), yet one integration saw a lock_timeout replayed under its key
-(`Idempotent-Replayed: true`, https://github.com/useautumn/autumn/pull/3491). Were it saved, every retry with the
-key would get the same 429, and the Bill would fail for the whole pass.
+every later request with the key the same, "including 500 errors"; "if incoming parameters fail validation, or the
+request conflicts with another that's executing concurrently, no idempotent result is saved"
+(https://docs.stripe.com/api/idempotent_requests, https://docs.stripe.com/idempotency). Whether a 429 `lock_timeout`
+is such a conflict, or a result of an endpoint that began, Stripe does not say: the sentence may speak only of two
+requests with one key (a 409). Its SDKs retry a lock timeout with the same key when the API asks them to
+(`Stripe-Should-Retry: true`: "advise us to retry (eg; in cases of lock timeouts)", stripe-python's
+_http_client.py), yet one integration reports "a 429 lock_timeout with idempotent-replayed: true: Stripe had cached
+the lock_timeout from attempt 1 under our deterministic ... key and replayed it"
+(https://github.com/useautumn/autumn/pull/3491). Were it saved, every retry with the key would get the same 429.
 
-A 429 is a refusal: nothing was done. So once Stripe says it saved one under the key, the write goes on under a key
-derived from it (`<key>-r<n>`, the same on every attempt that follows, so each stays idempotent). Stripe says so by
-a replay (`Idempotent-Replayed: true`, which proves the key's one execution was that refusal), or by
-`Stripe-Should-Retry: false` ("The API may ask us not to retry (eg; if doing so would be a no-op)", the same file).
-The latter is not taken as proof when an earlier attempt under the key had an unknown outcome (a network error, a
-5xx, a 409): the key is kept, and the write ends for this pass; the next pass lists Stripe first and uses new keys.
+What this rests on: a 429 is a refusal, nothing was done ("This object cannot be accessed right now because another
+API request or Stripe process is currently accessing it", https://docs.stripe.com/error-codes#lock-timeout; a rate
+limit refuses the request, https://docs.stripe.com/rate-limits). So once Stripe says it saved one under the key, the
+write goes on under a key derived from it (`<key>-r<n>`, the same for every attempt that follows, so each stays
+idempotent). Stripe says so by a replay of a 429 (`Idempotent-Replayed: true`, which shows that the key's one
+execution was that refusal), or by a `lock_timeout` with `Stripe-Should-Retry: false` ("The API may ask us not to
+retry (eg; if doing so would be a no-op)", the same file). The latter is not taken as proof after an attempt under
+the key whose outcome is unknown (a network error, a 5xx, a 409): the key is kept, and this call ends; the next pass
+lists Stripe first and uses new keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-MAX_KEY = 255  # Stripe's limit (https://docs.stripe.com/api/idempotent_requests)
 
 
 def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
@@ -44,17 +48,23 @@ class IdempotencyKeys:
         derived = self._derived.get(key)
         return derived[1] if derived is not None else key
 
-    def answered(self, key: str, status: int, headers: Mapping[str, Any] | None) -> bool:
-        """Record an attempt's failed answer (`status` 0 for a network error); whether the write now goes on under a
-        new key, because Stripe saved a refusal under the one it was sent with."""
-        sent = self.sent(key)
+    def answered(self, key: str, sent: str, status: int, code: str | None, headers: Mapping[str, Any] | None) -> bool:
+        """Record the failed answer (`status` 0 for a network error) to an attempt of the write whose own key is
+        `key`, sent with `sent`; whether the write now goes on under a new key, because Stripe saved a refusal under
+        the one it was sent with."""
         if status == 429:
             replayed = _header(headers, "Idempotent-Replayed") == "true"
-            no_op = _header(headers, "Stripe-Should-Retry") == "false" and sent not in self._uncertain
+            no_op = (
+                code == "lock_timeout"
+                and _header(headers, "Stripe-Should-Retry") == "false"
+                and sent not in self._uncertain
+            )
             if replayed or no_op:
-                renewals = self._derived.get(key, (0, key))[0] + 1
-                suffix = f"-r{renewals}"
-                self._derived[key] = (renewals, key[: MAX_KEY - len(suffix)] + suffix)
+                # Once per key spent: an answer to an attempt made with an older key (a write's attempts are made one
+                # at a time, by the one task that writes its Bill) finds the write under a newer key already.
+                if sent == self.sent(key):
+                    renewals = self._derived.get(key, (0, key))[0] + 1
+                    self._derived[key] = (renewals, f"{key}-r{renewals}")
                 return True
         elif status == 0 or status == 409 or status >= 500:
             self._uncertain.add(sent)

@@ -109,7 +109,8 @@ class CustomerIndex:
     - a Bill whose bound is older than `since` extends the index downwards before it is used;
     - what this pass writes is recorded here as it is written; a write whose reply was lost fails its
       Bill, and should m3ter's listing yield that Bill again in this pass, the retry carries the same
-      idempotency key (one key per pass), so Stripe replays the first write instead of making a second;
+      idempotency key (one key per pass; or the one the Ledger derived from it, where Stripe saved a refusal
+      under the key), so Stripe replays the first write instead of making a second;
     - before each Bill that did not wait for the first listing, what was created since the newest object a
       listing showed, less REREAD_OVERLAP_SECONDS, is listed again, which catches what others (an earlier
       pass's request still in flight, another process) created meanwhile, as the per-Bill list did before.

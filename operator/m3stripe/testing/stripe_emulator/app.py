@@ -359,44 +359,27 @@ async def _serve(
     route: Route,
     path_args: dict[str, str],
 ) -> _Reply:
-    """A request the edge let through: its latency, an injected fault, idempotency, then the endpoint."""
+    """A request the edge let through: its idempotency key claimed, its latency, an injected fault, then the
+    endpoint (or the key's saved result)."""
     method = request.method
-    # The time to serve it, drawn once the edge let it through. Stripe publishes no latencies (latency.py), nor
-    # whether a refused request is answered sooner: the emulator answers a 429 or a refused key at once. Each
-    # request waits on its own (other requests are served meanwhile).
-    delay = emulator.latency.sample()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-    fault = emulator.faults.pick(method, request.path, api_key.account)
-    if fault is not None:
-        info["fault"] = fault.fault.value
-        if fault.fault is Fault.RATE_LIMIT:
-            raise errors.rate_limited(1)
-        if fault.fault is Fault.SERVER_ERROR:
-            raise errors.server_error(saved=False)
-        if fault.fault is Fault.DROP_BEFORE_WRITE:
-            return _Reply(0, b"", {}, drop=True)
-
     raw = await _read_params(request)
-    state = emulator._mode_state(api_key.account, api_key.livemode)
     store = emulator._idempotency[(api_key.account, api_key.livemode)]
     key = request.headers.get("Idempotency-Key") if method == "POST" else None
-    if key is not None:
-        saved = store.begin(key, f"{method} {request.path}", fingerprint(raw), time.time())
-        if saved is not None:
-            info["replayed"] = True
-            return _replay(saved, fault)
+    # Stripe's idempotency layer runs before the endpoint, so the key is claimed (or its saved result found) as the
+    # request arrives: another request with it meanwhile is a 409, whatever else it meets (locks.py).
+    saved = store.begin(key, f"{method} {request.path}", fingerprint(raw), time.time()) if key is not None else None
+    claimed = key if key is not None and saved is None else None
     try:
-        reply = await _execute(emulator, route, path_args, raw, state, request_id, fault)
+        served = await _after_claim(emulator, request, request_id, info, api_key, route, path_args, raw, saved)
     except BaseException:
-        if key is not None:
-            store.release(key)
+        if claimed is not None:
+            store.release(claimed)
         raise
-    if key is not None:
-        if reply.saved:
+    reply = served.reply
+    if claimed is not None:
+        if served.saved:
             store.save(
-                key,
+                claimed,
                 status=reply.status,
                 body=reply.body,
                 headers=reply.headers,
@@ -404,13 +387,52 @@ async def _serve(
                 now=time.time(),
             )
         else:
-            store.release(key)
-    return _Reply(
-        reply.status,
-        reply.body,
-        reply.headers,
-        drop=fault is not None and fault.fault is Fault.DROP_AFTER_WRITE,
-    )
+            store.release(claimed)
+    return reply
+
+
+async def _after_claim(
+    emulator: StripeEmulator,
+    request: web.Request,
+    request_id: str,
+    info: dict[str, Any],
+    api_key: ApiKey,
+    route: Route,
+    path_args: dict[str, str],
+    raw: forms.FormDict,
+    saved: Saved | None,
+) -> _Served:
+    # The time to serve it, drawn once the edge let it through. Stripe publishes no latencies (latency.py), nor
+    # whether a refused request is answered sooner: the emulator answers a 429 or a refused key at once. Each
+    # request waits on its own (other requests are served meanwhile).
+    delay = emulator.latency.sample()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+    fault = emulator.faults.pick(request.method, request.path, api_key.account)
+    if fault is not None:
+        info["fault"] = fault.fault.value
+        if fault.fault is Fault.RATE_LIMIT:
+            raise errors.rate_limited(1)
+        if fault.fault is Fault.SERVER_ERROR:
+            raise errors.server_error(saved=False)
+        if fault.fault is Fault.DROP_BEFORE_WRITE:
+            return _Served(_Reply(0, b"", {}, drop=True), saved=False)
+    if saved is not None:
+        info["replayed"] = True
+        return _Served(_replay(saved, fault), saved=False)
+    state = emulator._mode_state(api_key.account, api_key.livemode)
+    executed = await _execute(emulator, route, path_args, raw, state, request_id, fault)
+    drop = fault is not None and fault.fault is Fault.DROP_AFTER_WRITE
+    return _Served(_Reply(executed.status, executed.body, executed.headers, drop=drop), saved=executed.saved)
+
+
+@dataclass
+class _Served:
+    """A reply, and whether it is the one saved under the request's idempotency key."""
+
+    reply: _Reply
+    saved: bool
 
 
 def _rate_limit(emulator: StripeEmulator, api_key: ApiKey, route: Route) -> None:

@@ -26,8 +26,9 @@ Whether Stripe saves a lock_timeout under the request's idempotency key, it does
 https://github.com/useautumn/autumn/pull/3491). So by default (`refusals_saved`, at least as strict as Stripe could
 be) a refused write that carries a key saves its 429 under it, with `Stripe-Should-Retry: false` (the API asks not
 to retry "if doing so would be a no-op", stripe-python's _http_client.py), and every later request with the key gets
-that 429 back. Either way, a key that already has a saved result is replayed, and one in flight is a 409, before any
-lock is looked at: the idempotency layer answers those without running the endpoint.
+that 429 back. Either way, a refused write whose key already has a saved result is replayed, and one whose key is
+in flight is a 409: Stripe's idempotency layer answers those without running the endpoint. (A replay whose objects
+are free still holds them for its latency, as any write does: stricter than Stripe need be.)
 """
 
 from __future__ import annotations
