@@ -6,6 +6,7 @@ Each section covers one behaviour of Stripe's API reference that the emulator pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import re
 import subprocess
@@ -1249,6 +1250,26 @@ async def test_a_write_refused_for_a_lock_whose_key_is_in_flight_is_answered_409
         assert (await holder).status_code == 200
     assert (again.status_code, again.json()["error"]["code"]) == (409, "idempotency_key_in_use")
     assert emulator.object_locks.refused == 0
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("fault", [Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.DROP_BEFORE_WRITE])
+async def test_a_request_refused_before_the_endpoint_never_holds_its_key_so_another_with_it_meanwhile_runs(
+    fault: Fault,
+) -> None:
+    emulator = StripeEmulator(seed=38, latency_seconds=0.2)
+    key = "sk_test_51faultsKEY"
+    account = emulator.add_api_key(key)
+    async with emulator, httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
+        emulator.inject(fault, method="POST", path_prefix="/v1/customers", times=1)
+        first = asyncio.create_task(http.post("/v1/customers", data={"name": "A"}, headers={"Idempotency-Key": "c-1"}))
+        await asyncio.sleep(0.05)
+        second = await http.post("/v1/customers", data={"name": "A"}, headers={"Idempotency-Key": "c-1"})
+        with contextlib.suppress(httpx.HTTPError):  # the dropped connection
+            await first
+    # Refused before Stripe's idempotency layer (a rate limit) or before the endpoint (faults.py): the key was free.
+    assert second.status_code == 200 and "Idempotent-Replayed" not in second.headers
+    assert len(emulator.state(account)["customers"]) == 1
 
 
 @pytest.mark.looptime

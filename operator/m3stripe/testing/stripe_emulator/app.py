@@ -1,9 +1,11 @@
 """The aiohttp application and the request pipeline that every ``/v1`` request goes through.
 
 Every ``/v1`` request goes through the same pipeline, in the order Stripe applies it: authentication,
-routing, rate limiting, then (a write) the locks of the objects it changes, the latency, injected faults,
-form decoding, the idempotency layer, parameter validation (failures there are not saved under the key),
-then the endpoint itself (whose result, errors included, is saved under the key). The pipeline serves one ``StripeEmulator`` (server.py): it reads the
+routing, rate limiting, then (a write) the locks of the objects it changes (a write refused there meets the
+idempotency layer, which may save the refusal: locks.py), an injected fault that refuses it before the endpoint,
+form decoding, the idempotency layer (the key claimed as the request arrives), the latency, parameter validation
+(failures there are not saved under the key), then the endpoint itself (whose result, errors included, is saved
+under the key). The pipeline serves one ``StripeEmulator`` (server.py): it reads the
 emulator's keys, accounts, limits, latency and faults, and writes its request log and counters.
 """
 
@@ -359,9 +361,25 @@ async def _serve(
     route: Route,
     path_args: dict[str, str],
 ) -> _Reply:
-    """A request the edge let through: its idempotency key claimed, its latency, an injected fault, then the
-    endpoint (or the key's saved result)."""
+    """A request the edge let through: an injected fault that refuses it before the endpoint, or its idempotency key
+    claimed, its latency, then the endpoint (or the key's saved result)."""
     method = request.method
+    # The time to serve it, drawn once the edge let it through. Stripe publishes no latencies (latency.py), nor
+    # whether a refused request is answered sooner: the emulator answers a 429 or a refused key at once. Each
+    # request waits on its own (other requests are served meanwhile).
+    delay = emulator.latency.sample()
+    fault = emulator.faults.pick(method, request.path, api_key.account)
+    if fault is not None:
+        info["fault"] = fault.fault.value
+        if fault.fault in (Fault.RATE_LIMIT, Fault.SERVER_ERROR, Fault.DROP_BEFORE_WRITE):
+            # Refused before the idempotency layer (faults.py): the key is neither claimed nor saved.
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if fault.fault is Fault.RATE_LIMIT:
+                raise errors.rate_limited(1)
+            if fault.fault is Fault.SERVER_ERROR:
+                raise errors.server_error(saved=False)
+            return _Reply(0, b"", {}, drop=True)
     raw = await _read_params(request)
     store = emulator._idempotency[(api_key.account, api_key.livemode)]
     key = request.headers.get("Idempotency-Key") if method == "POST" else None
@@ -370,69 +388,31 @@ async def _serve(
     saved = store.begin(key, f"{method} {request.path}", fingerprint(raw), time.time()) if key is not None else None
     claimed = key if key is not None and saved is None else None
     try:
-        served = await _after_claim(emulator, request, request_id, info, api_key, route, path_args, raw, saved)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if saved is not None:
+            info["replayed"] = True
+            return _replay(saved, fault)
+        state = emulator._mode_state(api_key.account, api_key.livemode)
+        executed = await _execute(emulator, route, path_args, raw, state, request_id, fault)
     except BaseException:
         if claimed is not None:
             store.release(claimed)
         raise
-    reply = served.reply
     if claimed is not None:
-        if served.saved:
+        if executed.saved:
             store.save(
                 claimed,
-                status=reply.status,
-                body=reply.body,
-                headers=reply.headers,
+                status=executed.status,
+                body=executed.body,
+                headers=executed.headers,
                 request_id=request_id,
                 now=time.time(),
             )
         else:
             store.release(claimed)
-    return reply
-
-
-async def _after_claim(
-    emulator: StripeEmulator,
-    request: web.Request,
-    request_id: str,
-    info: dict[str, Any],
-    api_key: ApiKey,
-    route: Route,
-    path_args: dict[str, str],
-    raw: forms.FormDict,
-    saved: Saved | None,
-) -> _Served:
-    # The time to serve it, drawn once the edge let it through. Stripe publishes no latencies (latency.py), nor
-    # whether a refused request is answered sooner: the emulator answers a 429 or a refused key at once. Each
-    # request waits on its own (other requests are served meanwhile).
-    delay = emulator.latency.sample()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-    fault = emulator.faults.pick(request.method, request.path, api_key.account)
-    if fault is not None:
-        info["fault"] = fault.fault.value
-        if fault.fault is Fault.RATE_LIMIT:
-            raise errors.rate_limited(1)
-        if fault.fault is Fault.SERVER_ERROR:
-            raise errors.server_error(saved=False)
-        if fault.fault is Fault.DROP_BEFORE_WRITE:
-            return _Served(_Reply(0, b"", {}, drop=True), saved=False)
-    if saved is not None:
-        info["replayed"] = True
-        return _Served(_replay(saved, fault), saved=False)
-    state = emulator._mode_state(api_key.account, api_key.livemode)
-    executed = await _execute(emulator, route, path_args, raw, state, request_id, fault)
     drop = fault is not None and fault.fault is Fault.DROP_AFTER_WRITE
-    return _Served(_Reply(executed.status, executed.body, executed.headers, drop=drop), saved=executed.saved)
-
-
-@dataclass
-class _Served:
-    """A reply, and whether it is the one saved under the request's idempotency key."""
-
-    reply: _Reply
-    saved: bool
+    return _Reply(executed.status, executed.body, executed.headers, drop=drop)
 
 
 def _rate_limit(emulator: StripeEmulator, api_key: ApiKey, route: Route) -> None:

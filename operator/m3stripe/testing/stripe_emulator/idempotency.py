@@ -4,7 +4,10 @@ A key (scoped to one account and mode) saves the status and body of the first re
 endpoint began executing, including a 500 raised after that point; later requests with the key get
 that response back with ``Idempotent-Replayed: true``, or an ``idempotency_error`` when they are for
 another endpoint or other parameters. Requests that fail validation, authentication or rate
-limiting are not saved; a request that arrives while the first is still running gets a 409.
+limiting, or that an injected fault refuses before the endpoint (faults.py), are not saved. A write
+refused for a lock another write holds saves that 429 by default (locks.py). The key is claimed as
+its request arrives (app.py), so one that arrives while the first is still in flight, its latency
+included, gets a 409.
 """
 
 from __future__ import annotations
