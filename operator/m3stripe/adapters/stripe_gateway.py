@@ -16,14 +16,14 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, Unpack
 
 import aiohttp
 import stripe
 
-from m3stripe.adapters.stripe_idempotency import IdempotencyKeys
+from m3stripe.adapters.stripe_idempotency import IdempotencyKeys, header
 from m3stripe.adapters.stripe_rate_limit import StripeRateLimit
 from m3stripe.domain.ports import UNLOCKED_CUSTOMER_WRITE, URGENT, Failure, LedgerError, LedgerErrorDetails
 
@@ -125,14 +125,6 @@ def _code(err: stripe.StripeError) -> str | None:
     return err.code or getattr(err.error, "code", None)
 
 
-def _header(err: stripe.StripeError, name: str) -> str | None:
-    headers: Mapping[str, Any] = err.headers or {}
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return str(value)
-    return None
-
-
 class StripeGateway:
     """Every Stripe request of a pass: the rate limit, bounded retries with idempotency keys, metrics, and
     errors turned into StripeCallError with keys scrubbed. It never decides what to write."""
@@ -218,7 +210,7 @@ class StripeGateway:
         if attempt >= self._retry.max_attempts:
             return None
         # Under a new key, Stripe's "do not retry" spoke of the old one.
-        should = None if renewed else _header(err, "Stripe-Should-Retry")
+        should = None if renewed else header(err.headers, "Stripe-Should-Retry")
         status = err.http_status or 0
         if should == "false":
             return None
@@ -229,7 +221,7 @@ class StripeGateway:
             retryable = False
         if not retryable:
             return None
-        after = _header(err, "Retry-After")
+        after = header(err.headers, "Retry-After")
         if after is not None:
             try:
                 return min(self._retry.max_delay, max(0.0, float(after)))

@@ -33,7 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+def header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    """A reply header's value, whatever its case (the SDK's errors keep the transport's headers as they came)."""
     for key, value in (headers or {}).items():
         if key.lower() == name.lower():
             return str(value)
@@ -57,10 +58,10 @@ class IdempotencyKeys:
         `key`, sent with `sent`; whether the write now goes on under a new key, because Stripe saved a refusal under
         the one it was sent with."""
         if status == 429:
-            replayed = _header(headers, "Idempotent-Replayed") == "true"
+            replayed = header(headers, "Idempotent-Replayed") == "true"
             no_op = (
                 code == "lock_timeout"
-                and _header(headers, "Stripe-Should-Retry") == "false"
+                and header(headers, "Stripe-Should-Retry") == "false"
                 and sent not in self._uncertain
             )
             if replayed or no_op:
