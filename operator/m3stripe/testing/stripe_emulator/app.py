@@ -29,7 +29,7 @@ from . import contract, errors, forms
 from .common import Ctx, check_expand, expand
 from .errors import StripeError
 from .faults import Fault, Triggered
-from .idempotency import Saved, fingerprint
+from .idempotency import IdempotencyStore, Saved, fingerprint
 from .locks import lock_timeout, objects_written
 from .ratelimit import TokenBucket, retry_after_seconds
 from .routes import ROUTES, Route, Router
@@ -324,6 +324,18 @@ async def _process(emulator: StripeEmulator, request: web.Request, request_id: s
         return await _serve(emulator, request, request_id, info, api_key, route, path_args)
 
 
+def _begin(
+    emulator: StripeEmulator, api_key: ApiKey, request: web.Request, raw: forms.FormDict
+) -> tuple[IdempotencyStore, str | None, Saved | None]:
+    """The idempotency layer for a request: its account's store, its key (a POST's, if any), and the result saved
+    under the key, if any; otherwise the key, if any, is claimed (it raises a 409, or an idempotency_error)."""
+    store = emulator._idempotency[(api_key.account, api_key.livemode)]
+    key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+    if key is None:
+        return store, None, None
+    return store, key, store.begin(key, f"{request.method} {request.path}", fingerprint(raw), time.time())
+
+
 async def _refused(
     emulator: StripeEmulator,
     request: web.Request,
@@ -334,12 +346,10 @@ async def _refused(
 ) -> _Reply:
     """A write whose objects another request holds: the idempotency layer's answer for its key if it has one (a
     replay, a 409), else the lock_timeout, saved under the key if the emulator's locks say so (locks.py)."""
-    key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+    store, key, saved = _begin(emulator, api_key, request, await _read_params(request))
     if key is None:
         emulator.object_locks.refused += 1
         raise refusal
-    store = emulator._idempotency[(api_key.account, api_key.livemode)]
-    saved = store.begin(key, f"{request.method} {request.path}", fingerprint(await _read_params(request)), time.time())
     if saved is not None:
         info["replayed"] = True
         return _replay(saved, None)
@@ -381,11 +391,9 @@ async def _serve(
                 raise errors.server_error(saved=False)
             return _Reply(0, b"", {}, drop=True)
     raw = await _read_params(request)
-    store = emulator._idempotency[(api_key.account, api_key.livemode)]
-    key = request.headers.get("Idempotency-Key") if method == "POST" else None
     # Stripe's idempotency layer runs before the endpoint, so the key is claimed (or its saved result found) as the
     # request arrives: another request with it meanwhile is a 409, whatever else it meets (locks.py).
-    saved = store.begin(key, f"{method} {request.path}", fingerprint(raw), time.time()) if key is not None else None
+    store, key, saved = _begin(emulator, api_key, request, raw)
     claimed = key if key is not None and saved is None else None
     try:
         if delay > 0:
