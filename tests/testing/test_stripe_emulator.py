@@ -1196,15 +1196,31 @@ async def test_a_write_to_an_object_another_write_still_holds_is_a_lock_timeout_
         await sdk.v1.invoices.create_async(params={"customer": first.id, **invoice_of})
 
 
+def _client(emulator: StripeEmulator, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"})
+
+
+async def _invoice_of_a_new_customer(http: httpx.AsyncClient) -> dict[str, str]:
+    """The form creating a draft invoice for a new customer."""
+    customer = (await http.post("/v1/customers", data={"name": "A"})).json()["id"]
+    return {"customer": customer, "auto_advance": "false"}
+
+
+@contextlib.asynccontextmanager
+async def _customer_held(http: httpx.AsyncClient, invoice: dict[str, str]) -> AsyncIterator[None]:
+    """Inside it, the creation of `invoice` with key "holder" is in flight (it holds the customer); it succeeds."""
+    holder = asyncio.create_task(http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"}))
+    await asyncio.sleep(0.05)
+    yield
+    assert (await holder).status_code == 200
+
+
 async def _refused_then_retried(emulator: StripeEmulator, key: str) -> list[httpx.Response]:
     """An invoice creation refused while another holds its customer, then the same request again once it is free."""
-    async with httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
-        customer = (await http.post("/v1/customers", data={"name": "A"})).json()["id"]
-        invoice = {"customer": customer, "auto_advance": "false"}
-        holder = asyncio.create_task(http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"}))
-        await asyncio.sleep(0.05)
-        refused = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "k-1"})
-        assert (await holder).status_code == 200
+    async with _client(emulator, key) as http:
+        invoice = await _invoice_of_a_new_customer(http)
+        async with _customer_held(http, invoice):
+            refused = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "k-1"})
         again = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "k-1"})
         other_key = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "k-1-r1"})
         return [refused, again, other_key]
@@ -1241,13 +1257,10 @@ async def test_a_write_refused_for_a_lock_whose_key_is_in_flight_is_answered_409
     emulator = StripeEmulator(seed=37, latency_seconds=0.2)
     key = "sk_test_51locksINFLIGHT"
     emulator.add_api_key(key)
-    async with emulator, httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
-        customer = (await http.post("/v1/customers", data={"name": "A"})).json()["id"]
-        invoice = {"customer": customer, "auto_advance": "false"}
-        holder = asyncio.create_task(http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"}))
-        await asyncio.sleep(0.05)
-        again = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"})
-        assert (await holder).status_code == 200
+    async with emulator, _client(emulator, key) as http:
+        invoice = await _invoice_of_a_new_customer(http)
+        async with _customer_held(http, invoice):
+            again = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"})
     assert (again.status_code, again.json()["error"]["code"]) == (409, "idempotency_key_in_use")
     assert emulator.object_locks.refused == 0
 
@@ -1260,7 +1273,7 @@ async def test_a_request_refused_before_the_endpoint_never_holds_its_key_so_anot
     emulator = StripeEmulator(seed=38, latency_seconds=0.2)
     key = "sk_test_51faultsKEY"
     account = emulator.add_api_key(key)
-    async with emulator, httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
+    async with emulator, _client(emulator, key) as http:
         emulator.inject(fault, method="POST", path_prefix="/v1/customers", times=1)
         first = asyncio.create_task(http.post("/v1/customers", data={"name": "A"}, headers={"Idempotency-Key": "c-1"}))
         await asyncio.sleep(0.05)
@@ -1277,14 +1290,11 @@ async def test_a_key_with_a_saved_result_is_replayed_even_while_the_objects_it_w
     emulator = StripeEmulator(seed=36, latency_seconds=0.2)
     key = "sk_test_51locksREPLAY"
     emulator.add_api_key(key)
-    async with emulator, httpx.AsyncClient(base_url=emulator.url, headers={"Authorization": f"Bearer {key}"}) as http:
-        customer = (await http.post("/v1/customers", data={"name": "A"})).json()["id"]
-        invoice = {"customer": customer, "auto_advance": "false"}
+    async with emulator, _client(emulator, key) as http:
+        invoice = await _invoice_of_a_new_customer(http)
         first = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "done"})
-        holder = asyncio.create_task(http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "holder"}))
-        await asyncio.sleep(0.05)
-        replay = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "done"})
-        await holder
+        async with _customer_held(http, invoice):
+            replay = await http.post("/v1/invoices", data=invoice, headers={"Idempotency-Key": "done"})
     # Stripe's idempotency layer answers before the endpoint runs, so before any lock is looked at.
     assert (replay.status_code, replay.headers["Idempotent-Replayed"]) == (200, "true")
     assert replay.json()["id"] == first.json()["id"] and emulator.object_locks.refused == 0
